@@ -1,0 +1,514 @@
+//! LLM output checks against the reference model's teacher-forced scores.
+//!
+//! Miners return text only. The reference scorer (the reference re-execution work) runs
+//! the job's prompt plus the miner's text through the true model in one forward pass and
+//! reports, for every miner token, its logprob, its rank, the top-k alternatives and the
+//! probability of end-of-sequence at that position: [`TokenScores`]. These checks are
+//! the Targon/SN19 family of rules over those scores, each a named sub-check with its own
+//! evidence.
+//!
+//! Every bound here is written to err towards the honest miner: where the temperature
+//! changes a probability in a way the top-k scores cannot pin down, the check uses the
+//! bound that makes an honest output look *more* plausible, or declines to judge.
+
+use serde::{Deserialize, Serialize};
+
+use crate::outcome::{CheckId, Outcome};
+use crate::record::LlmInput;
+use crate::rules::LlmRules;
+
+/// The reference scorer's output for one job: `reference/<job_id>/scores.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenScores {
+    pub model_id: String,
+    pub eos_token_id: u32,
+    /// Tokens in the prompt after the chat template, for points and latency.
+    pub prompt_tokens: u32,
+    /// Hex BLAKE3 of the miner text these scores are for.
+    pub output_text_blake3: String,
+    pub tokens: Vec<TokenScore>,
+    /// Log-probability of EOS at the position after the last token.
+    pub end_eos_logprob: f64,
+    /// Log-probability of the likeliest token at that position.
+    pub end_top_logprob: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenScore {
+    pub id: u32,
+    pub text: String,
+    pub logprob: f64,
+    /// 1 = the reference's argmax.
+    pub rank: u32,
+    /// The reference's most likely tokens at this position, best first.
+    pub top: Vec<Alternative>,
+    /// Log-probability that the reference would have ended here instead.
+    pub eos_logprob: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Alternative {
+    pub id: u32,
+    pub logprob: f64,
+}
+
+impl TokenScores {
+    /// Scores come from our own reference hosts, but a bug there must never become a
+    /// miner's failure: malformed scores make every LLM sub-check inconclusive.
+    pub fn problem(&self, miner_text: &str) -> Option<String> {
+        if self.output_text_blake3 != blake3::hash(miner_text.as_bytes()).to_hex().as_str() {
+            return Some("reference scores are for a different text than the miner returned".into());
+        }
+        let lp_ok = |lp: f64| lp.is_finite() && lp <= 1e-9;
+        if !lp_ok(self.end_eos_logprob) || !lp_ok(self.end_top_logprob) {
+            return Some("reference scores have an invalid end logprob".into());
+        }
+        for (i, t) in self.tokens.iter().enumerate() {
+            let alts_ok = t.top.iter().all(|a| lp_ok(a.logprob))
+                && t.top.windows(2).all(|w| w[0].logprob >= w[1].logprob);
+            if !lp_ok(t.logprob) || !lp_ok(t.eos_logprob) || t.rank == 0 || t.top.is_empty() || !alts_ok {
+                return Some(format!("reference scores are malformed at token {i}"));
+            }
+        }
+        None
+    }
+}
+
+/// Runs every LLM sub-check. `miner_logprobs` are the miner's own, where it sent them.
+pub fn check(
+    scores: &TokenScores,
+    input: &LlmInput,
+    miner_logprobs: Option<&[f64]>,
+    rules: &LlmRules,
+) -> Vec<(CheckId, Outcome)> {
+    let t = input.temperature;
+    let mut out = vec![
+        (CheckId::LlmRank, rank(scores, t, rules)),
+        (CheckId::LlmUnlikelyTokens, unlikely(scores, t, rules)),
+        (CheckId::LlmEosSkipped, eos_skipped(scores, t, rules)),
+        (CheckId::LlmEarlyEnd, early_end(scores, input, rules)),
+        (CheckId::LlmGreedyShare, greedy_share(scores, t, rules)),
+    ];
+    if let Some(lps) = miner_logprobs {
+        out.push((CheckId::LlmLogprobDelta, logprob_delta(scores, lps, rules)));
+    }
+    out
+}
+
+/// Up to this many offending positions are listed in evidence.
+const MAX_LISTED: usize = 20;
+
+#[derive(Serialize)]
+struct Position<'a> {
+    index: usize,
+    text: &'a str,
+    rank: u32,
+    logprob: f64,
+}
+
+fn positions<'a>(scores: &'a TokenScores, pick: impl Fn(&TokenScore) -> bool) -> Vec<Position<'a>> {
+    scores
+        .tokens
+        .iter()
+        .enumerate()
+        .filter(|(_, t)| pick(t))
+        .map(|(index, t)| Position {
+            index,
+            text: &t.text,
+            rank: t.rank,
+            logprob: t.logprob,
+        })
+        .collect()
+}
+
+fn rank(scores: &TokenScores, temperature: f64, rules: &LlmRules) -> Outcome {
+    let limit = rules
+        .rank_limits
+        .iter()
+        .find(|b| temperature <= b.max_temperature)
+        .map_or(u32::MAX, |b| b.max_rank);
+    let bad = positions(scores, |t| t.rank > limit);
+    let max_rank = scores.tokens.iter().map(|t| t.rank).max().unwrap_or(0);
+    if bad.is_empty() {
+        return Outcome::pass(serde_json::json!({"max_rank": max_rank, "rank_limit": limit}));
+    }
+    Outcome::fail(
+        format!(
+            "{} of {} tokens rank beyond {limit} under the reference model at temperature {temperature} (worst rank {max_rank})",
+            bad.len(),
+            scores.tokens.len()
+        ),
+        serde_json::json!({
+            "temperature": temperature,
+            "rank_limit": limit,
+            "count": bad.len(),
+            "positions": &bad[..bad.len().min(MAX_LISTED)],
+        }),
+    )
+}
+
+fn unlikely(scores: &TokenScores, temperature: f64, rules: &LlmRules) -> Outcome {
+    let n = scores.tokens.len();
+    let bad = positions(scores, |t| t.logprob < rules.unlikely_logprob);
+    let max_fraction = rules
+        .unlikely_bands
+        .iter()
+        .find(|b| temperature <= b.max_temperature)
+        .map_or(1.0, |b| b.max_fraction);
+    let fraction = if n == 0 { 0.0 } else { bad.len() as f64 / n as f64 };
+    let details = serde_json::json!({
+        "tokens": n,
+        "unlikely": bad.len(),
+        "fraction": fraction,
+        "max_fraction": max_fraction,
+        "unlikely_logprob": rules.unlikely_logprob,
+        "positions": &bad[..bad.len().min(MAX_LISTED)],
+    });
+    if bad.len() >= rules.unlikely_min_count as usize && fraction > max_fraction {
+        Outcome::fail(
+            format!(
+                "{} of {n} tokens ({:.1}%) have logprob below {} under the reference model; at most {:.1}% are plausible at temperature {temperature}",
+                bad.len(),
+                fraction * 100.0,
+                rules.unlikely_logprob,
+                max_fraction * 100.0
+            ),
+            details,
+        )
+    } else {
+        Outcome::pass(details)
+    }
+}
+
+/// Where EOS held at least `eos_min_prob` (so it was the argmax) and the miner went on,
+/// an honest sampler at temperature ≤ 1 continues with probability at most `1 - p_eos`:
+/// sharpening never lowers the share of a token holding half the mass or more.
+fn eos_skipped(scores: &TokenScores, temperature: f64, rules: &LlmRules) -> Outcome {
+    if temperature > 1.0 {
+        return Outcome::inconclusive("the EOS-skip bound holds only at temperature <= 1");
+    }
+    let floor = rules.eos_min_prob.ln();
+    let skipped: Vec<(usize, f64)> = scores
+        .tokens
+        .iter()
+        .enumerate()
+        .filter(|(_, t)| t.eos_logprob >= floor)
+        .map(|(i, t)| (i, t.eos_logprob.exp()))
+        .collect();
+    let log_p: f64 = skipped.iter().map(|(_, p)| (1.0 - p).max(1e-300).ln()).sum();
+    let details = serde_json::json!({
+        "skipped_positions": skipped.iter().take(MAX_LISTED)
+            .map(|(i, p)| serde_json::json!({"index": i, "eos_prob": p})).collect::<Vec<_>>(),
+        "skipped_count": skipped.len(),
+        "honest_probability_bound": log_p.exp(),
+        "max_probability": rules.eos_skip_max_probability,
+    });
+    if log_p < rules.eos_skip_max_probability.ln() {
+        Outcome::fail(
+            format!(
+                "the text runs on past {} positions where the reference model would have ended; an honest sampler does that with probability at most {:.2e}",
+                skipped.len(),
+                log_p.exp()
+            ),
+            details,
+        )
+    } else {
+        Outcome::pass(details)
+    }
+}
+
+/// When the text ended before `max_tokens`, EOS must have been plausible at its end.
+fn early_end(scores: &TokenScores, input: &LlmInput, rules: &LlmRules) -> Outcome {
+    let n = scores.tokens.len();
+    if n >= input.max_tokens as usize {
+        return Outcome::pass(serde_json::json!({"finish": "length", "tokens": n}));
+    }
+    let t = input.temperature;
+    let p_eos = scores.end_eos_logprob.exp();
+    // An upper bound on the probability of sampling EOS there at temperature t.
+    let bound = if t <= 1.0 {
+        (scores.end_eos_logprob - scores.end_top_logprob).exp().min(1.0)
+    } else {
+        p_eos.powf(1.0 / t)
+    };
+    let details = serde_json::json!({
+        "finish": "stop",
+        "tokens": n,
+        "max_tokens": input.max_tokens,
+        "eos_prob": p_eos,
+        "eos_prob_bound_at_temperature": bound,
+        "max_probability": rules.early_end_max_probability,
+    });
+    if bound < rules.early_end_max_probability {
+        Outcome::fail(
+            format!(
+                "the text stops after {n} of {} tokens where the reference model gives ending at most {bound:.2e}",
+                input.max_tokens
+            ),
+            details,
+        )
+    } else {
+        Outcome::pass(details)
+    }
+}
+
+/// At temperature > 0, how often the miner picked the reference's argmax. The chance of an
+/// argmax pick at each position is bounded above by its share among the top-k only (the
+/// rest of the vocabulary would only lower it), so the expected count is an overestimate
+/// and the tail probability errs towards the miner.
+fn greedy_share(scores: &TokenScores, temperature: f64, rules: &LlmRules) -> Outcome {
+    let n = scores.tokens.len();
+    if temperature < rules.greedy_min_temperature {
+        return Outcome::inconclusive(format!(
+            "argmax share is only judged at temperature >= {}",
+            rules.greedy_min_temperature
+        ));
+    }
+    if n < rules.greedy_min_tokens as usize {
+        return Outcome::inconclusive(format!(
+            "argmax share needs at least {} tokens, got {n}",
+            rules.greedy_min_tokens
+        ));
+    }
+    let q: Vec<f64> = scores
+        .tokens
+        .iter()
+        .map(|tok| {
+            let best = tok.top[0].logprob / temperature;
+            let z: f64 = tok.top.iter().map(|a| (a.logprob / temperature - best).exp()).sum();
+            1.0 / z
+        })
+        .collect();
+    let observed = scores.tokens.iter().filter(|t| t.rank == 1).count();
+    let expected: f64 = q.iter().sum();
+    let p_value = poisson_binomial_tail(&q, observed);
+    let details = serde_json::json!({
+        "tokens": n,
+        "argmax_picks": observed,
+        "expected_at_most": expected,
+        "p_value": p_value,
+        "max_p_value": rules.greedy_max_p_value,
+        "temperature": temperature,
+    });
+    if p_value < rules.greedy_max_p_value {
+        Outcome::fail(
+            format!(
+                "{observed} of {n} tokens are the reference's argmax; sampling at temperature {temperature} gives at most {expected:.1} on average (p = {p_value:.2e})"
+            ),
+            details,
+        )
+    } else {
+        Outcome::pass(details)
+    }
+}
+
+fn logprob_delta(scores: &TokenScores, miner: &[f64], rules: &LlmRules) -> Outcome {
+    if miner.len() != scores.tokens.len() {
+        return Outcome::inconclusive(format!(
+            "miner sent {} logprobs for {} reference tokens",
+            miner.len(),
+            scores.tokens.len()
+        ));
+    }
+    if miner.is_empty() {
+        return Outcome::inconclusive("no tokens to compare");
+    }
+    let mean = scores
+        .tokens
+        .iter()
+        .zip(miner)
+        .map(|(t, m)| (m.exp() - t.logprob.exp()).abs())
+        .sum::<f64>()
+        / miner.len() as f64;
+    let details = serde_json::json!({"mean_abs_delta_p": mean, "max": rules.max_mean_abs_delta_p});
+    if mean > rules.max_mean_abs_delta_p {
+        Outcome::fail(
+            format!(
+                "the miner's reported token probabilities differ from the reference's by {mean:.3} on average (limit {})",
+                rules.max_mean_abs_delta_p
+            ),
+            details,
+        )
+    } else {
+        Outcome::pass(details)
+    }
+}
+
+/// P(X ≥ k) for X the number of successes of independent Bernoulli(q_i): exact dynamic
+/// programming over the first 4096 positions (enough for any judgement, and bounded work).
+pub fn poisson_binomial_tail(q: &[f64], k: usize) -> f64 {
+    let q = &q[..q.len().min(4096)];
+    if k == 0 {
+        return 1.0;
+    }
+    if k > q.len() {
+        return 0.0;
+    }
+    let mut dist = vec![0.0f64; q.len() + 1];
+    dist[0] = 1.0;
+    for (i, &p) in q.iter().enumerate() {
+        for j in (1..=i + 1).rev() {
+            dist[j] = dist[j] * (1.0 - p) + dist[j - 1] * p;
+        }
+        dist[0] *= 1.0 - p;
+    }
+    dist[k..].iter().sum::<f64>().min(1.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rules::Rules;
+
+    fn rules() -> LlmRules {
+        Rules::embedded().unwrap().checks.llm
+    }
+
+    fn input(temperature: f64, max_tokens: u32) -> LlmInput {
+        LlmInput {
+            messages: None,
+            prompt: Some("p".into()),
+            temperature,
+            max_tokens,
+            seed: None,
+        }
+    }
+
+    /// Scores where every token has the given (rank, logprob, eos_logprob) and the top-k
+    /// puts `top1` first.
+    fn scores(tokens: &[(u32, f64, f64)], top1: f64) -> TokenScores {
+        TokenScores {
+            model_id: "m".into(),
+            eos_token_id: 2,
+            prompt_tokens: 5,
+            output_text_blake3: blake3::hash(b"text").to_hex().to_string(),
+            tokens: tokens
+                .iter()
+                .enumerate()
+                .map(|(i, &(rank, logprob, eos))| TokenScore {
+                    id: i as u32,
+                    text: format!("t{i}"),
+                    logprob,
+                    rank,
+                    top: vec![
+                        Alternative { id: 1, logprob: top1 },
+                        Alternative { id: 3, logprob: (1.0 - top1.exp()).max(1e-9).ln() },
+                    ],
+                    eos_logprob: eos,
+                })
+                .collect(),
+            end_eos_logprob: -0.1,
+            end_top_logprob: -0.1,
+        }
+    }
+
+    fn status(out: &[(CheckId, Outcome)], id: CheckId) -> crate::outcome::Status {
+        out.iter().find(|(c, _)| *c == id).unwrap().1.status()
+    }
+
+    use crate::outcome::Status;
+
+    #[test]
+    fn an_honest_greedy_answer_passes_everything() {
+        let s = scores(&[(1, -0.05, -12.0); 40], -0.05);
+        assert_eq!(s.problem("text"), None);
+        let out = check(&s, &input(0.0, 100), None, &rules());
+        for (id, o) in &out {
+            assert!(!o.is_fail(), "{id} failed: {o:?}");
+        }
+    }
+
+    #[test]
+    fn a_high_rank_token_fails_a_greedy_job_but_not_a_hot_one() {
+        let mut toks = vec![(1, -0.1, -12.0); 30];
+        toks[7] = (50, -6.0, -12.0);
+        let s = scores(&toks, -0.1);
+        assert_eq!(status(&check(&s, &input(0.0, 100), None, &rules()), CheckId::LlmRank), Status::Fail);
+        assert_eq!(status(&check(&s, &input(1.0, 100), None, &rules()), CheckId::LlmRank), Status::Pass);
+    }
+
+    #[test]
+    fn many_unlikely_tokens_fail() {
+        let mut toks = vec![(1, -0.5, -12.0); 50];
+        for t in toks.iter_mut().step_by(5) {
+            *t = (90, -11.0, -12.0);
+        }
+        let s = scores(&toks, -0.5);
+        let out = check(&s, &input(0.7, 100), None, &rules());
+        assert_eq!(status(&out, CheckId::LlmUnlikelyTokens), Status::Fail);
+    }
+
+    #[test]
+    fn skipping_a_near_certain_eos_fails() {
+        let mut toks = vec![(1, -0.1, -12.0); 30];
+        toks[20].2 = (0.99999f64).ln();
+        let s = scores(&toks, -0.1);
+        let out = check(&s, &input(0.7, 100), None, &rules());
+        assert_eq!(status(&out, CheckId::LlmEosSkipped), Status::Fail);
+        // A coin-flip EOS skipped once is ordinary.
+        toks[20].2 = (0.6f64).ln();
+        let out = check(&scores(&toks, -0.1), &input(0.7, 100), None, &rules());
+        assert_eq!(status(&out, CheckId::LlmEosSkipped), Status::Pass);
+    }
+
+    #[test]
+    fn stopping_where_eos_was_implausible_fails_but_hitting_max_tokens_does_not() {
+        let mut s = scores(&[(1, -0.1, -12.0); 30], -0.1);
+        s.end_eos_logprob = -15.0;
+        s.end_top_logprob = -0.05;
+        let out = check(&s, &input(0.7, 100), None, &rules());
+        assert_eq!(status(&out, CheckId::LlmEarlyEnd), Status::Fail);
+        let out = check(&s, &input(0.7, 30), None, &rules());
+        assert_eq!(status(&out, CheckId::LlmEarlyEnd), Status::Pass);
+    }
+
+    #[test]
+    fn all_argmax_picks_at_temperature_one_fail_when_the_model_was_unsure() {
+        // The argmax holds only 40% of the mass at each position: 64 argmax picks in a
+        // row is (at most) 0.4^64-ish likely for an honest sampler.
+        let s = scores(&[(1, (0.4f64).ln(), -12.0); 64], (0.4f64).ln());
+        let out = check(&s, &input(1.0, 100), None, &rules());
+        assert_eq!(status(&out, CheckId::LlmGreedyShare), Status::Fail);
+        // The same text is fine for a greedy job.
+        let out = check(&s, &input(0.0, 100), None, &rules());
+        assert_eq!(status(&out, CheckId::LlmGreedyShare), Status::Inconclusive);
+    }
+
+    #[test]
+    fn confident_argmax_picks_are_expected_even_when_sampling() {
+        let s = scores(&[(1, -0.001, -12.0); 64], -0.001);
+        let out = check(&s, &input(1.0, 100), None, &rules());
+        assert_eq!(status(&out, CheckId::LlmGreedyShare), Status::Pass);
+    }
+
+    #[test]
+    fn reported_logprobs_far_from_the_reference_fail() {
+        let s = scores(&[(1, -0.1, -12.0); 10], -0.1);
+        let near = vec![-0.11; 10];
+        let far = vec![-3.0; 10];
+        let r = rules();
+        assert_eq!(status(&check(&s, &input(0.0, 100), Some(&near), &r), CheckId::LlmLogprobDelta), Status::Pass);
+        assert_eq!(status(&check(&s, &input(0.0, 100), Some(&far), &r), CheckId::LlmLogprobDelta), Status::Fail);
+        assert_eq!(
+            status(&check(&s, &input(0.0, 100), Some(&far[..3]), &r), CheckId::LlmLogprobDelta),
+            Status::Inconclusive
+        );
+    }
+
+    #[test]
+    fn scores_for_another_text_are_a_problem() {
+        let s = scores(&[(1, -0.1, -12.0); 3], -0.1);
+        assert!(s.problem("other").is_some());
+    }
+
+    #[test]
+    fn poisson_binomial_tail_matches_the_binomial() {
+        // Binomial(4, 0.5): P(X >= 3) = 5/16.
+        assert!((poisson_binomial_tail(&[0.5; 4], 3) - 5.0 / 16.0).abs() < 1e-12);
+        assert_eq!(poisson_binomial_tail(&[0.5; 4], 0), 1.0);
+        assert_eq!(poisson_binomial_tail(&[0.5; 4], 5), 0.0);
+    }
+}

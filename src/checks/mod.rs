@@ -1,0 +1,332 @@
+//! Every check, and [`Judge::evaluate`], which runs the ones that apply to a job.
+//!
+//! Checks are pure and synchronous: they take bytes that were already fetched and the
+//! rules, and return an [`Outcome`]. All I/O (object stores, reference runners, the
+//! database) happens around them, which is what lets the offline `audit` and the
+//! pipeline workers share this code and reach the same verdicts.
+
+pub mod canary;
+pub mod device;
+pub mod image;
+pub mod llm;
+pub mod model_file;
+pub mod reuse;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{JobId, MinerId, ModelId};
+use crate::outcome::{CheckId, CheckResult, Outcome};
+use crate::points::{self, Points};
+use crate::record::{Job, JobKind, JobRecord};
+use crate::rules::Rules;
+use device::TokenCounts;
+use llm::TokenScores;
+use model_file::ChallengeExpectation;
+use reuse::ReuseIndex;
+
+/// The state of a fetched object. `Missing` is an infrastructure fact (the store does
+/// not have it, or could not be asked), never evidence against the miner.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Object {
+    Found(Vec<u8>),
+    Missing(String),
+}
+
+/// Everything fetched for one job before judging it.
+#[derive(Debug, Clone, Default)]
+pub struct Fetched {
+    /// SD: the image bytes. LLM: the text bytes when the record holds a `text_key`
+    /// (inline text is read from the record itself).
+    pub output: Option<Object>,
+    /// The reference GPU's image for the same input, where the job was re-run.
+    pub reference_image: Option<Vec<u8>>,
+    /// The reference model's scores of the miner's tokens, where the job was re-run.
+    pub scores: Option<TokenScores>,
+    /// The reference host's answer to the job's model-file challenge.
+    pub challenge: Option<ChallengeExpectation>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    /// Every check that could run passed.
+    Pass,
+    /// At least one check failed.
+    Fail,
+    /// The output itself is unusable (undecodable, oversized, not UTF-8).
+    Invalid,
+    /// The job could not be judged (unknown model).
+    Inconclusive,
+}
+
+/// The judgement of one job: every check's outcome and the numbers a reviewer needs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobVerdict {
+    pub job_id: JobId,
+    pub miner_id: MinerId,
+    pub model_id: ModelId,
+    pub kind: JobKind,
+    pub submitted_at: DateTime<Utc>,
+    pub verdict: Verdict,
+    pub points: Points,
+    /// True when token counts were estimated from characters (no reference scores).
+    pub points_estimated: bool,
+    /// Whether the sampling policy chose this job for reference re-execution.
+    pub sampled: bool,
+    /// The S3 key of the miner's output, for evidence references.
+    pub output_key: Option<String>,
+    pub checks: Vec<CheckResult>,
+    pub rules_digest: String,
+}
+
+impl JobVerdict {
+    pub fn outcome(&self, check: CheckId) -> Option<&Outcome> {
+        self.checks.iter().find(|c| c.check == check).map(|c| &c.outcome)
+    }
+
+    pub fn failed_checks(&self) -> impl Iterator<Item = CheckId> + '_ {
+        self.checks.iter().filter(|c| c.outcome.is_fail()).map(|c| c.check)
+    }
+}
+
+/// Holds the rules, their digest, and the only state judging needs: the bounded index
+/// of recent outputs for the reuse check.
+pub struct Judge {
+    rules: Rules,
+    digest: String,
+    reuse: ReuseIndex,
+}
+
+impl Judge {
+    pub fn new(rules: Rules) -> Judge {
+        let digest = rules.digest();
+        Judge { rules, digest, reuse: ReuseIndex::new() }
+    }
+
+    pub fn rules(&self) -> &Rules {
+        &self.rules
+    }
+
+    pub fn rules_digest(&self) -> &str {
+        &self.digest
+    }
+
+    /// Runs every applicable check on one job. Never panics on miner data.
+    pub fn evaluate(&mut self, record: &JobRecord, fetched: &Fetched) -> JobVerdict {
+        let rules = &self.rules;
+        let output_key = match &record.job {
+            Job::Sd { output, .. } => Some(output.image_key.to_string()),
+            Job::Llm { output, .. } => output.text_key.as_ref().map(ToString::to_string),
+        };
+        let mut verdict = JobVerdict {
+            job_id: record.job_id.clone(),
+            miner_id: record.miner_id.clone(),
+            model_id: record.model_id.clone(),
+            kind: record.kind(),
+            submitted_at: record.submitted_at,
+            verdict: Verdict::Inconclusive,
+            points: Points::default(),
+            points_estimated: false,
+            sampled: false,
+            output_key,
+            checks: Vec::new(),
+            rules_digest: self.digest.clone(),
+        };
+        let model_and_category = rules.model(record.model_id.as_str()).and_then(|m| {
+            rules
+                .category(&m.category)
+                .filter(|c| c.kind == record.kind())
+                .map(|c| (m, c))
+        });
+        let Some((model, category)) = model_and_category else {
+            verdict.checks.push(CheckResult {
+                check: CheckId::ModelKnown,
+                outcome: Outcome::inconclusive(format!(
+                    "model {} is not a known {:?} model in rules/models.toml",
+                    record.model_id,
+                    record.kind()
+                )),
+            });
+            return verdict;
+        };
+        let mut out: Vec<(CheckId, Outcome)> = vec![(CheckId::ModelKnown, Outcome::pass(serde_json::json!({"category": model.category})))];
+
+        out.push((
+            CheckId::DeviceSpec,
+            device::check_spec(rules, &record.metrics.hardware, &model.category, category),
+        ));
+        if let Some(resp) = &record.challenge {
+            out.push((
+                CheckId::ModelChallenge,
+                model_file::check_challenge(resp, fetched.challenge.as_ref()),
+            ));
+        }
+        let gpu = device::find_gpu(rules, &record.metrics.hardware);
+
+        match &record.job {
+            Job::Sd { input, .. } => {
+                let im = &rules.checks.image;
+                let (w, h) = image::expected_size(input.width, input.height, im);
+                verdict.points = Points {
+                    waifu: points::image_points(rules, &model.category, w, h, image::effective_steps(input, im)),
+                    llama: 0.0,
+                };
+                let bound = gpu.and_then(|(id, g)| device::inference_bound(rules, record, model, category, id, g, None));
+                out.push((CheckId::Latency, device::check_latency(rules, record, bound.as_ref())));
+
+                match &fetched.output {
+                    None | Some(Object::Missing(_)) => {
+                        let why = match &fetched.output {
+                            Some(Object::Missing(why)) => why.clone(),
+                            _ => "output was not fetched".to_owned(),
+                        };
+                        out.push((CheckId::OutputDecode, Outcome::inconclusive(why)));
+                    }
+                    Some(Object::Found(bytes)) => match image::decode(bytes, im) {
+                        Err(e) => out.push((
+                            CheckId::OutputDecode,
+                            Outcome::fail(
+                                format!("invalid output: {e}"),
+                                serde_json::json!({"size_bytes": bytes.len(), "error": e.to_string()}),
+                            ),
+                        )),
+                        Ok(img) => {
+                            out.push((
+                                CheckId::OutputDecode,
+                                Outcome::pass(serde_json::json!({"width": img.width(), "height": img.height()})),
+                            ));
+                            out.push((CheckId::OutputSize, image::check_size(&img, input, im)));
+                            let hash = image::phash(&img.to_luma8(), im);
+                            out.push((
+                                CheckId::Reuse,
+                                self.reuse.check_image(
+                                    &record.job_id,
+                                    &record.miner_id,
+                                    record.input_digest(),
+                                    hash.as_bytes(),
+                                    &rules.checks.reuse,
+                                ),
+                            ));
+                            if let Some(c) = canary::find(rules, record) {
+                                out.push((CheckId::Canary, canary::check_image(c, &hash)));
+                            }
+                            if let Some(ref_bytes) = &fetched.reference_image {
+                                out.push((CheckId::ImageSimilarity, similarity(&img, ref_bytes, input.seed, im)));
+                            }
+                        }
+                    },
+                }
+            }
+            Job::Llm { input, output } => {
+                let lr = &rules.checks.llm;
+                let text: Result<Option<String>, Outcome> = match (&output.text, &fetched.output) {
+                    (Some(t), _) => Ok(Some(t.clone())),
+                    (None, Some(Object::Found(bytes))) => String::from_utf8(bytes.clone())
+                        .map(Some)
+                        .map_err(|_| Outcome::fail("invalid output: text is not UTF-8", serde_json::json!({"size_bytes": bytes.len()}))),
+                    (None, Some(Object::Missing(why))) => Err(Outcome::inconclusive(why.clone())),
+                    (None, None) => Err(Outcome::inconclusive("output text was not fetched")),
+                };
+                let text = match text {
+                    Ok(Some(t)) if t.len() as u64 > lr.max_text_bytes => Err(Outcome::fail(
+                        format!("invalid output: text is {} bytes, over the {}-byte limit", t.len(), lr.max_text_bytes),
+                        serde_json::json!({"size_bytes": t.len(), "limit_bytes": lr.max_text_bytes}),
+                    )),
+                    other => other,
+                };
+                let scores = fetched.scores.as_ref();
+                let text_ref = text.as_ref().ok().and_then(|t| t.as_deref());
+                let scores_problem = match (scores, text_ref) {
+                    (Some(s), Some(t)) => s.problem(t),
+                    _ => None,
+                };
+                let usable_scores = scores.filter(|_| scores_problem.is_none());
+                let counts = match (usable_scores, text_ref) {
+                    (Some(s), _) => Some(TokenCounts {
+                        input: u64::from(s.prompt_tokens),
+                        output: s.tokens.len() as u64,
+                        exact: true,
+                    }),
+                    (None, Some(t)) => Some(TokenCounts {
+                        input: (input.input_chars() as f64 / lr.max_chars_per_token).ceil() as u64,
+                        output: (t.chars().count() as f64 / lr.max_chars_per_token).ceil() as u64,
+                        exact: false,
+                    }),
+                    (None, None) => None,
+                };
+                // Points: exact token counts where scored, otherwise the typical-ratio estimate.
+                let tokens_for_points = match (usable_scores, text_ref) {
+                    (Some(s), _) => Some(u64::from(s.prompt_tokens) + s.tokens.len() as u64),
+                    (None, Some(t)) => Some(
+                        ((input.input_chars() + t.chars().count()) as f64 / lr.chars_per_token_estimate).ceil() as u64,
+                    ),
+                    (None, None) => None,
+                };
+                if let Some(tokens) = tokens_for_points {
+                    verdict.points.llama = points::llm_points(rules, &model.category, tokens);
+                    verdict.points_estimated = usable_scores.is_none();
+                }
+                let bound = gpu.and_then(|(id, g)| device::inference_bound(rules, record, model, category, id, g, counts));
+                out.push((CheckId::Latency, device::check_latency(rules, record, bound.as_ref())));
+
+                match text {
+                    Err(outcome) => out.push((CheckId::OutputDecode, outcome)),
+                    Ok(None) => out.push((CheckId::OutputDecode, Outcome::inconclusive("no output text"))),
+                    Ok(Some(text)) => {
+                        out.push((
+                            CheckId::OutputDecode,
+                            Outcome::pass(serde_json::json!({"chars": text.chars().count()})),
+                        ));
+                        out.push((
+                            CheckId::Reuse,
+                            self.reuse.check_text(
+                                &record.job_id,
+                                &record.miner_id,
+                                record.input_digest(),
+                                &text,
+                                &rules.checks.reuse,
+                            ),
+                        ));
+                        if let Some(c) = canary::find(rules, record) {
+                            out.push((CheckId::Canary, canary::check_text(c, &text)));
+                        }
+                        match (scores, scores_problem) {
+                            (Some(_), Some(problem)) => {
+                                out.push((CheckId::LlmRank, Outcome::inconclusive(problem)));
+                            }
+                            (Some(s), None) => {
+                                out.extend(llm::check(s, input, output.logprobs.as_deref(), lr));
+                            }
+                            (None, _) => {}
+                        }
+                    }
+                }
+            }
+        }
+
+        verdict.checks = out
+            .into_iter()
+            .map(|(check, outcome)| CheckResult { check, outcome })
+            .collect();
+        verdict.verdict = if verdict.outcome(CheckId::OutputDecode).is_some_and(Outcome::is_fail) {
+            Verdict::Invalid
+        } else if verdict.failed_checks().next().is_some() {
+            Verdict::Fail
+        } else {
+            Verdict::Pass
+        };
+        verdict
+    }
+}
+
+fn similarity(miner: &::image::DynamicImage, reference: &[u8], seed: i64, rules: &crate::rules::ImageRules) -> Outcome {
+    if seed < 0 {
+        return Outcome::inconclusive("the job asked for a random seed, so no reference image can match it");
+    }
+    match image::decode(reference, rules) {
+        // Our own reference being unreadable is an infrastructure problem.
+        Err(e) => Outcome::inconclusive(format!("reference image is unusable: {e}")),
+        Ok(r) => image::judge(&image::measure(miner, &r, rules), rules),
+    }
+}

@@ -1,0 +1,357 @@
+//! The decision engine: from a miner's judged jobs to `none`, `flag for review` or `slash`.
+//!
+//! Only `Fail` outcomes are evidence. For each check, the number of the miner's judged
+//! jobs `n` and failed jobs `k` give the probability that an honest miner fails at least
+//! that often, a binomial tail under the check's per-job false-positive rate from the
+//! rules. Checks whose honest failures would repeat on every job (a hardware string, a
+//! miner build) count once. The product over failing checks is the probability that an
+//! honest miner shows all this evidence, assuming checks fail independently of each
+//! other. A slash is automatic only at or below `auto_slash_max_honest_probability`
+//! (1e-6); weaker evidence flags the miner for staff review.
+//!
+//! A slash id is a hash of the miner, the sorted ids of the jobs it covers and the rule:
+//! deciding twice on the same evidence yields the same slash, and jobs already covered by
+//! a slash are never counted again.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use crate::checks::{JobVerdict, Verdict};
+use crate::ids::{JobId, MinerId};
+use crate::outcome::{CheckId, Outcome};
+use crate::points::Points;
+use crate::rules::{Rules, SlashScope};
+
+/// What the engine knows about a miner before the new outcomes.
+#[derive(Debug, Clone, Default)]
+pub struct MinerHistory {
+    /// The miner's judged jobs in the slashing window.
+    pub verdicts: Vec<JobVerdict>,
+    /// Jobs an earlier slash already covers.
+    pub slashed_jobs: BTreeSet<JobId>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    None,
+    FlagForReview,
+    Slash,
+}
+
+/// A pointer to one piece of evidence: addressable by job and check.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EvidenceRef {
+    pub job_id: JobId,
+    pub check: CheckId,
+    pub summary: String,
+    /// The S3 key of the miner output that was judged, where there is one.
+    pub output_key: Option<String>,
+}
+
+/// Per-check tally behind a decision.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CheckTally {
+    pub check: CheckId,
+    pub judged: u64,
+    pub failed: u64,
+    pub false_positive_rate: f64,
+    pub honest_probability: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Slash {
+    pub slash_id: String,
+    pub miner_id: MinerId,
+    pub amount: Points,
+    pub jobs: Vec<JobId>,
+    pub rule_id: String,
+    pub reason: String,
+    pub honest_probability: f64,
+    pub rules_digest: String,
+    pub evidence: Vec<EvidenceRef>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Decision {
+    pub miner_id: MinerId,
+    pub action: Action,
+    /// Probability that an honest miner shows this evidence (1 when there is none).
+    pub honest_probability: f64,
+    pub tallies: Vec<CheckTally>,
+    pub evidence: Vec<EvidenceRef>,
+    pub slash: Option<Slash>,
+}
+
+/// P(X ≥ k) for X ~ Binomial(n, p), summed in log space so tiny tails stay exact.
+pub fn binomial_tail(k: u64, n: u64, p: f64) -> f64 {
+    if k == 0 {
+        return 1.0;
+    }
+    if k > n {
+        return 0.0;
+    }
+    let (nf, kf) = (n as f64, k as f64);
+    let ln_choose: f64 = (1..=k).map(|i| ((nf - kf + i as f64) / i as f64).ln()).sum();
+    let mut term = (ln_choose + kf * p.ln() + (nf - kf) * (1.0 - p).ln()).exp();
+    let mut sum = 0.0;
+    let ratio = p / (1.0 - p);
+    let mut j = k;
+    loop {
+        sum += term;
+        if j == n || term < sum * 1e-17 {
+            break;
+        }
+        term *= (n - j) as f64 / (j + 1) as f64 * ratio;
+        j += 1;
+    }
+    sum.min(1.0)
+}
+
+/// The slash id: BLAKE3 over the miner, the sorted covered job ids and the rule id.
+pub fn slash_id(miner: &MinerId, jobs: &[JobId], rule_id: &str) -> String {
+    let mut sorted: Vec<&str> = jobs.iter().map(JobId::as_str).collect();
+    sorted.sort_unstable();
+    sorted.dedup();
+    let mut h = blake3::Hasher::new_derive_key("heurist proctor 2026-11 slash id v1");
+    h.update(miner.to_string().as_bytes());
+    h.update(b"\0");
+    for j in sorted {
+        h.update(j.as_bytes());
+        h.update(b"\n");
+    }
+    h.update(b"\0");
+    h.update(rule_id.as_bytes());
+    h.finalize().to_hex().to_string()
+}
+
+/// Decides on a miner from its history and its newly judged jobs.
+pub fn decide(miner: &MinerId, history: &MinerHistory, new: &[JobVerdict], rules: &Rules) -> Decision {
+    // A redelivered job replaces its earlier verdict instead of counting twice.
+    let mut by_job: BTreeMap<&JobId, &JobVerdict> = BTreeMap::new();
+    for v in history.verdicts.iter().chain(new) {
+        if &v.miner_id == miner && !history.slashed_jobs.contains(&v.job_id) {
+            by_job.insert(&v.job_id, v);
+        }
+    }
+    let window: Vec<&JobVerdict> = by_job.into_values().collect();
+
+    let mut judged: BTreeMap<CheckId, (u64, u64)> = BTreeMap::new();
+    let mut evidence = Vec::new();
+    for v in &window {
+        for c in &v.checks {
+            let e = judged.entry(c.check).or_default();
+            match &c.outcome {
+                Outcome::Pass { .. } => e.0 += 1,
+                Outcome::Fail { evidence: ev } => {
+                    e.0 += 1;
+                    e.1 += 1;
+                    evidence.push(EvidenceRef {
+                        job_id: v.job_id.clone(),
+                        check: c.check,
+                        summary: ev.summary.clone(),
+                        output_key: v.output_key.clone(),
+                    });
+                }
+                Outcome::Inconclusive { .. } => {}
+            }
+        }
+    }
+    let tallies: Vec<CheckTally> = judged
+        .into_iter()
+        .filter(|(_, (_, failed))| *failed > 0)
+        .map(|(check, (n, k))| {
+            let policy = rules.policy(check);
+            let (n, k) = if policy.independent_across_jobs { (n, k) } else { (1, 1) };
+            CheckTally {
+                check,
+                judged: n,
+                failed: k,
+                false_positive_rate: policy.false_positive_rate,
+                honest_probability: binomial_tail(k, n, policy.false_positive_rate),
+            }
+        })
+        .collect();
+    let honest_probability: f64 = tallies.iter().map(|t| t.honest_probability).product();
+    let sl = &rules.slashing;
+    let action = if tallies.is_empty() {
+        Action::None
+    } else if honest_probability <= sl.auto_slash_max_honest_probability {
+        Action::Slash
+    } else if honest_probability <= sl.review_max_honest_probability {
+        Action::FlagForReview
+    } else {
+        Action::None
+    };
+
+    let slash = (action == Action::Slash).then(|| {
+        let failed_jobs: BTreeSet<&JobId> = evidence.iter().map(|e| &e.job_id).collect();
+        let covered: Vec<&JobVerdict> = window
+            .iter()
+            .copied()
+            .filter(|v| match sl.scope {
+                SlashScope::MinerWindow => v.verdict != Verdict::Inconclusive || failed_jobs.contains(&v.job_id),
+                SlashScope::FailedJobs => failed_jobs.contains(&v.job_id),
+            })
+            .collect();
+        let jobs: Vec<JobId> = covered.iter().map(|v| v.job_id.clone()).collect();
+        let amount = covered.iter().map(|v| v.points).sum::<Points>().scaled(sl.fraction);
+        let checks: BTreeSet<CheckId> = tallies.iter().map(|t| t.check).collect();
+        Slash {
+            slash_id: slash_id(miner, &jobs, &sl.rule_id),
+            miner_id: miner.clone(),
+            amount,
+            jobs,
+            rule_id: sl.rule_id.clone(),
+            reason: format!(
+                "failed {}: an honest miner shows this evidence with probability {honest_probability:.2e}",
+                checks.iter().map(|c| c.as_str()).collect::<Vec<_>>().join(", ")
+            ),
+            honest_probability,
+            rules_digest: window.first().map(|v| v.rules_digest.clone()).unwrap_or_default(),
+            evidence: evidence.clone(),
+        }
+    });
+
+    Decision {
+        miner_id: miner.clone(),
+        action,
+        honest_probability,
+        tallies,
+        evidence,
+        slash,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::outcome::CheckResult;
+    use crate::record::JobKind;
+
+    fn rules() -> Rules {
+        Rules::embedded().unwrap()
+    }
+
+    fn miner() -> MinerId {
+        MinerId::parse("0x00000000000000000000000000000000000000aa").unwrap()
+    }
+
+    fn verdict(job: &str, checks: &[(CheckId, bool)]) -> JobVerdict {
+        JobVerdict {
+            job_id: JobId::parse(job).unwrap(),
+            miner_id: miner(),
+            model_id: crate::ids::ModelId::parse("SDXL").unwrap(),
+            kind: JobKind::Sd,
+            submitted_at: chrono::DateTime::UNIX_EPOCH,
+            verdict: if checks.iter().any(|c| !c.1) { Verdict::Fail } else { Verdict::Pass },
+            points: Points { waifu: 10.0, llama: 0.0 },
+            points_estimated: false,
+            sampled: true,
+            output_key: Some(format!("jobs/{job}.png")),
+            checks: checks
+                .iter()
+                .map(|&(check, ok)| CheckResult {
+                    check,
+                    outcome: if ok { Outcome::pass(()) } else { Outcome::fail("bad", ()) },
+                })
+                .collect(),
+            rules_digest: "d".into(),
+        }
+    }
+
+    #[test]
+    fn binomial_tails_are_exact() {
+        assert!((binomial_tail(1, 1, 1e-3) - 1e-3).abs() < 1e-15);
+        assert!((binomial_tail(2, 2, 1e-3) - 1e-6).abs() < 1e-18);
+        // P(X >= 1) for n = 100, p = 1e-3 is 1 - 0.999^100.
+        let want = 1.0 - 0.999f64.powi(100);
+        assert!((binomial_tail(1, 100, 1e-3) - want).abs() < 1e-12);
+        assert_eq!(binomial_tail(0, 5, 0.5), 1.0);
+        assert_eq!(binomial_tail(6, 5, 0.5), 0.0);
+    }
+
+    #[test]
+    fn a_clean_miner_gets_no_action() {
+        let new = vec![verdict("a", &[(CheckId::ImageSimilarity, true)])];
+        let d = decide(&miner(), &MinerHistory::default(), &new, &rules());
+        assert_eq!(d.action, Action::None);
+        assert!(d.slash.is_none());
+    }
+
+    #[test]
+    fn one_weak_failure_flags_and_repeated_failures_slash() {
+        let r = rules();
+        let one = vec![verdict("a", &[(CheckId::ImageSimilarity, false)])];
+        assert_eq!(decide(&miner(), &MinerHistory::default(), &one, &r).action, Action::FlagForReview);
+        let three: Vec<_> = ["a", "b", "c"]
+            .iter()
+            .map(|j| verdict(j, &[(CheckId::ImageSimilarity, false)]))
+            .collect();
+        let d = decide(&miner(), &MinerHistory::default(), &three, &r);
+        assert_eq!(d.action, Action::Slash);
+        assert!(d.honest_probability <= 1e-6);
+    }
+
+    #[test]
+    fn rare_failures_among_many_honest_jobs_do_not_flag() {
+        let mut many: Vec<_> = (0..2000)
+            .map(|i| verdict(&format!("j{i}"), &[(CheckId::ImageSimilarity, true)]))
+            .collect();
+        many.push(verdict("bad", &[(CheckId::ImageSimilarity, false)]));
+        let d = decide(&miner(), &MinerHistory::default(), &many, &rules());
+        assert_eq!(d.action, Action::None, "{:?}", d.tallies);
+    }
+
+    #[test]
+    fn a_failed_challenge_or_canary_slashes_on_its_own() {
+        let r = rules();
+        for check in [CheckId::ModelChallenge, CheckId::Canary] {
+            let new = vec![verdict("a", &[(check, false)])];
+            assert_eq!(decide(&miner(), &MinerHistory::default(), &new, &r).action, Action::Slash, "{check}");
+        }
+    }
+
+    #[test]
+    fn repeated_failures_of_a_correlated_check_count_once() {
+        let new: Vec<_> = ["a", "b", "c", "d"].iter().map(|j| verdict(j, &[(CheckId::DeviceSpec, false)])).collect();
+        let d = decide(&miner(), &MinerHistory::default(), &new, &rules());
+        assert_eq!(d.action, Action::FlagForReview);
+    }
+
+    #[test]
+    fn deciding_twice_gives_the_same_slash_and_redelivery_does_not_double_count() {
+        let r = rules();
+        let new: Vec<_> = ["a", "b", "c"].iter().map(|j| verdict(j, &[(CheckId::ImageSimilarity, false)])).collect();
+        let once = decide(&miner(), &MinerHistory::default(), &new, &r);
+        let mut redelivered = new.clone();
+        redelivered.extend(new.clone());
+        let twice = decide(&miner(), &MinerHistory::default(), &redelivered, &r);
+        assert_eq!(once.slash, twice.slash);
+        let s = once.slash.unwrap();
+        assert_eq!(s.amount.waifu, 30.0);
+        assert_eq!(s.jobs.len(), 3);
+    }
+
+    #[test]
+    fn jobs_under_an_earlier_slash_are_not_slashed_again() {
+        let r = rules();
+        let new: Vec<_> = ["a", "b", "c"].iter().map(|j| verdict(j, &[(CheckId::ImageSimilarity, false)])).collect();
+        let history = MinerHistory {
+            verdicts: vec![],
+            slashed_jobs: ["a", "b", "c"].iter().map(|j| JobId::parse(j).unwrap()).collect(),
+        };
+        assert_eq!(decide(&miner(), &history, &new, &r).action, Action::None);
+    }
+
+    #[test]
+    fn the_slash_id_ignores_job_order_but_not_the_rule() {
+        let m = miner();
+        let ab = [JobId::parse("a").unwrap(), JobId::parse("b").unwrap()];
+        let ba = [ab[1].clone(), ab[0].clone()];
+        assert_eq!(slash_id(&m, &ab, "r1"), slash_id(&m, &ba, "r1"));
+        assert_ne!(slash_id(&m, &ab, "r1"), slash_id(&m, &ab, "r2"));
+        assert_ne!(slash_id(&m, &ab, "r1"), slash_id(&m, &ab[..1], "r1"));
+    }
+}

@@ -1,0 +1,40 @@
+//! proctor: the anti-cheat verification pipeline of the Heurist GPU inference network.
+//!
+//! Miners run image (Stable Diffusion) and LLM jobs and earn points. proctor samples
+//! their work, re-runs it on trusted reference GPUs, checks outputs, model files and
+//! reported device metrics, and decides when a miner must be slashed or reviewed.
+//!
+//! # Layout
+//!
+//! The library does no I/O in its judging core; the edges do.
+//!
+//! - [`ids`]: validated identifiers (`MinerId`, `JobId`, `ModelId`, `ObjectKey`).
+//! - [`record`]: the job record, the input contract with the network's job service.
+//! - [`rules`]: versioned policy from `rules/*.toml`, validated, with a digest.
+//! - [`points`]: the points calculator (Waifu and Llama points, NFT boost).
+//! - [`outcome`]: `Pass | Fail { evidence } | Inconclusive { reason }` and the check ids.
+//! - [`checks`]: every check, pure, and [`checks::Judge`], which runs them for a job:
+//!   [`checks::image`] (decode limits, size, perceptual similarity),
+//!   [`checks::llm`] (teacher-forced token scores), [`checks::model_file`] (digests and
+//!   byte-range challenges), [`checks::device`] (GPU minimums and latency bounds),
+//!   [`checks::reuse`] (replayed outputs) and [`checks::canary`] (known-answer probes).
+//! - [`sampling`]: the keyed re-run draw, risk-raised rates, and the deterrence table.
+//! - [`decide`]: from judged jobs to `none`, `flag for review` or a deterministic slash.
+//! - [`hashing`]: file digests (BLAKE3 memory-mapped and parallel, SHA-256).
+//! - [`audit`]: the offline judgement over a folder (the only module here that reads
+//!   files), and [`report`], its HTML report.
+//!
+//! The `proctor` binary (`src/main.rs`) is a thin CLI over these; the long-running
+//! pipeline workers live in `workers/`.
+
+pub mod audit;
+pub mod checks;
+pub mod decide;
+pub mod hashing;
+pub mod ids;
+pub mod outcome;
+pub mod points;
+pub mod record;
+pub mod report;
+pub mod rules;
+pub mod sampling;

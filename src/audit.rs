@@ -1,0 +1,260 @@
+//! The offline judgement: `proctor audit DIR` runs every check and the decision engine
+//! over a folder, with no services around it.
+//!
+//! ```text
+//! DIR/jobs.jsonl                      one job record per line
+//! DIR/objects/<s3 key>                miner outputs, laid out by S3 key
+//! DIR/reference/<job_id>/image.png    the reference GPU's image (or image.jpg)
+//! DIR/reference/<job_id>/scores.json  the reference model's token scores
+//! DIR/reference/<job_id>/challenge.json  the reference host's challenge answer
+//! ```
+//!
+//! This module is the edge: it reads files (every read bounded by the rules' size
+//! limits), hands bytes to the pure checks, and writes `verdicts.jsonl`,
+//! `decisions.jsonl`, `slashes.jsonl`, `rejected.jsonl` and `report.html`. The pipeline
+//! workers do the same with S3 and Kafka around the same library, so the two agree.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{BufRead, BufReader, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use serde::Serialize;
+
+use crate::checks::{Fetched, JobVerdict, Judge, Object, Verdict};
+use crate::decide::{self, Action, Decision, MinerHistory};
+use crate::ids::MinerId;
+use crate::record::{Job, JobRecord};
+use crate::rules::Rules;
+use crate::sampling::{self, MinerRisk, SamplingSecret};
+
+pub struct AuditOptions {
+    pub dir: PathBuf,
+    pub out: PathBuf,
+    pub sampling_secret: SamplingSecret,
+    pub progress: bool,
+}
+
+/// A line of `jobs.jsonl` that is not a valid record: the job service's fault, kept
+/// with its reason (the pipeline sends these to the dead-letter topic).
+#[derive(Debug, Clone, Serialize)]
+pub struct Rejected {
+    pub line: usize,
+    pub error: String,
+}
+
+#[derive(Debug)]
+pub struct AuditResult {
+    pub rules_digest: String,
+    pub verdicts: Vec<JobVerdict>,
+    pub rejected: Vec<Rejected>,
+    pub decisions: Vec<Decision>,
+}
+
+impl AuditResult {
+    pub fn decision(&self, miner: &MinerId) -> Option<&Decision> {
+        self.decisions.iter().find(|d| &d.miner_id == miner)
+    }
+}
+
+/// Reads the folder, judges every job and decides on every miner. Writes nothing.
+pub fn judge_dir(dir: &Path, rules: Rules, secret: &SamplingSecret, progress: bool) -> Result<AuditResult> {
+    let jobs_path = dir.join("jobs.jsonl");
+    let file = File::open(&jobs_path).with_context(|| format!("cannot open {}", jobs_path.display()))?;
+    let mut records = Vec::new();
+    let mut rejected = Vec::new();
+    for (i, line) in BufReader::new(file).split(b'\n').enumerate() {
+        let line = line.with_context(|| format!("cannot read {}", jobs_path.display()))?;
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        match JobRecord::from_json(&line) {
+            Ok(r) => records.push(r),
+            Err(e) => rejected.push(Rejected { line: i + 1, error: e.to_string() }),
+        }
+    }
+    // Judge in submission order: the reuse check must see the original before the copy.
+    records.sort_by(|a, b| (a.submitted_at, &a.job_id).cmp(&(b.submitted_at, &b.job_id)));
+
+    let mut judge = Judge::new(rules);
+    let bar = if progress {
+        indicatif::ProgressBar::new(records.len() as u64)
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} judging jobs {bar:40} {pos}/{len} {eta}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let mut risk: BTreeMap<MinerId, MinerRisk> = BTreeMap::new();
+    let mut verdicts = Vec::with_capacity(records.len());
+    for record in &records {
+        let fetched = fetch(dir, record, judge.rules());
+        let mut v = judge.evaluate(record, &fetched);
+        let miner_risk = risk.entry(record.miner_id.clone()).or_default();
+        v.sampled = sampling::is_sampled(
+            secret,
+            record.job_id.as_str(),
+            sampling::rate(judge.rules(), *miner_risk),
+        );
+        miner_risk.failed_checks += v.failed_checks().count() as u32;
+        verdicts.push(v);
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+
+    let mut by_miner: BTreeMap<&MinerId, Vec<JobVerdict>> = BTreeMap::new();
+    for v in &verdicts {
+        by_miner.entry(&v.miner_id).or_default().push(v.clone());
+    }
+    let decisions = by_miner
+        .into_iter()
+        .map(|(miner, vs)| decide::decide(miner, &MinerHistory::default(), &vs, judge.rules()))
+        .collect();
+    Ok(AuditResult {
+        rules_digest: judge.rules_digest().to_owned(),
+        verdicts,
+        rejected,
+        decisions,
+    })
+}
+
+/// Reads at most `limit + 1` bytes, so an oversized object costs bounded memory and is
+/// still recognisable as oversized.
+fn read_bounded(path: &Path, limit: u64) -> Object {
+    match File::open(path) {
+        Err(e) => Object::Missing(format!("{}: {e}", path.display())),
+        Ok(f) => {
+            let mut buf = Vec::new();
+            match f.take(limit + 1).read_to_end(&mut buf) {
+                Ok(_) => Object::Found(buf),
+                Err(e) => Object::Missing(format!("{}: {e}", path.display())),
+            }
+        }
+    }
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Option<T> {
+    // A reference file that is absent means "not re-run"; one that does not parse is our
+    // own reference host's bug. Either way the comparison is simply not made.
+    let bytes = std::fs::read(path).ok()?;
+    match serde_json::from_slice(&bytes) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            eprintln!("warning: ignoring {}: {e}", path.display());
+            None
+        }
+    }
+}
+
+/// Where the reference image of a job lies, if there is one.
+pub fn reference_image_path(dir: &Path, job_id: &str) -> Option<PathBuf> {
+    ["image.png", "image.jpg"]
+        .iter()
+        .map(|n| dir.join("reference").join(job_id).join(n))
+        .find(|p| p.is_file())
+}
+
+fn fetch(dir: &Path, record: &JobRecord, rules: &Rules) -> Fetched {
+    let objects = dir.join("objects");
+    let reference = dir.join("reference").join(record.job_id.as_str());
+    let output = match &record.job {
+        Job::Sd { output, .. } => Some(read_bounded(
+            &objects.join(output.image_key.as_str()),
+            rules.checks.image.max_object_bytes,
+        )),
+        Job::Llm { output, .. } => output
+            .text_key
+            .as_ref()
+            .map(|k| read_bounded(&objects.join(k.as_str()), rules.checks.llm.max_text_bytes)),
+    };
+    let reference_image = reference_image_path(dir, record.job_id.as_str()).and_then(|p| {
+        match read_bounded(&p, rules.checks.image.max_object_bytes) {
+            Object::Found(b) => Some(b),
+            Object::Missing(_) => None,
+        }
+    });
+    Fetched {
+        output,
+        reference_image,
+        scores: read_json(&reference.join("scores.json")),
+        challenge: read_json(&reference.join("challenge.json")),
+    }
+}
+
+fn write_jsonl<T: Serialize>(path: &Path, items: impl IntoIterator<Item = T>) -> Result<()> {
+    let mut w = BufWriter::new(File::create(path).with_context(|| format!("cannot create {}", path.display()))?);
+    for item in items {
+        serde_json::to_writer(&mut w, &item)?;
+        w.write_all(b"\n")?;
+    }
+    w.flush().with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// Runs the audit and writes its outputs; returns the result for the summary.
+pub fn run(opts: &AuditOptions, rules: Rules) -> Result<AuditResult> {
+    let result = judge_dir(&opts.dir, rules, &opts.sampling_secret, opts.progress)?;
+    std::fs::create_dir_all(&opts.out).with_context(|| format!("cannot create {}", opts.out.display()))?;
+    write_jsonl(&opts.out.join("verdicts.jsonl"), &result.verdicts)?;
+    write_jsonl(&opts.out.join("rejected.jsonl"), &result.rejected)?;
+    write_jsonl(
+        &opts.out.join("decisions.jsonl"),
+        result.decisions.iter().filter(|d| d.action != Action::None),
+    )?;
+    write_jsonl(
+        &opts.out.join("slashes.jsonl"),
+        result.decisions.iter().filter_map(|d| d.slash.as_ref()),
+    )?;
+    let html = crate::report::render(&opts.dir, &result);
+    std::fs::write(opts.out.join("report.html"), html).context("cannot write report.html")?;
+    Ok(result)
+}
+
+/// The stdout summary: verdict counts and one row per miner with an action.
+pub fn summary(result: &AuditResult) -> String {
+    let mut s = String::new();
+    let count = |v: Verdict| result.verdicts.iter().filter(|x| x.verdict == v).count();
+    s.push_str(&format!(
+        "proctor audit: {} jobs judged, {} records rejected, rules {}\n",
+        result.verdicts.len(),
+        result.rejected.len(),
+        &result.rules_digest[..16]
+    ));
+    s.push_str(&format!(
+        "verdicts: {} pass, {} fail, {} invalid, {} inconclusive\n\n",
+        count(Verdict::Pass),
+        count(Verdict::Fail),
+        count(Verdict::Invalid),
+        count(Verdict::Inconclusive)
+    ));
+    s.push_str(&format!(
+        "{:<50} {:>5} {:>7} {:<16} {:>10} {:>10} {:>10}  failed checks\n",
+        "miner", "jobs", "failed", "action", "honest p", "waifu", "llama"
+    ));
+    let mut rows: Vec<&Decision> = result.decisions.iter().collect();
+    rows.sort_by_key(|d| (d.action != Action::Slash, d.action != Action::FlagForReview, d.miner_id.to_string()));
+    for d in rows {
+        let jobs: Vec<&JobVerdict> = result.verdicts.iter().filter(|v| v.miner_id == d.miner_id).collect();
+        let failed = jobs.iter().filter(|v| matches!(v.verdict, Verdict::Fail | Verdict::Invalid)).count();
+        let action = match d.action {
+            Action::None => "none",
+            Action::FlagForReview => "flag for review",
+            Action::Slash => "SLASH",
+        };
+        let (w, l) = d.slash.as_ref().map_or((0.0, 0.0), |x| (x.amount.waifu, x.amount.llama));
+        let checks: Vec<&str> = d.tallies.iter().map(|t| t.check.as_str()).collect();
+        s.push_str(&format!(
+            "{:<50} {:>5} {:>7} {:<16} {:>10.2e} {:>10.2} {:>10.3}  {}\n",
+            d.miner_id.to_string(),
+            jobs.len(),
+            failed,
+            action,
+            d.honest_probability,
+            w,
+            l,
+            checks.join(", ")
+        ));
+    }
+    s
+}

@@ -20,6 +20,7 @@
 //!   [`checks::reuse`] (replayed outputs) and [`checks::canary`] (known-answer probes).
 //! - [`sampling`]: the keyed re-run draw, risk-raised rates, and the deterrence table.
 //! - [`decide`]: from judged jobs to `none`, `flag for review` or a deterministic slash.
+//! - [`synth`]: deterministic honest-drift and cheat transforms for fixtures and calibration.
 //! - [`hashing`]: file digests (BLAKE3 memory-mapped and parallel, SHA-256).
 //! - [`audit`]: the offline judgement over a folder (the only module here that reads
 //!   files), and [`report`], its HTML report.
@@ -38,3 +39,4 @@ pub mod record;
 pub mod report;
 pub mod rules;
 pub mod sampling;
+pub mod synth;

@@ -1,1 +1,257 @@
-fn main() {}
+//! The `proctor` command line: a thin layer over the library.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+
+use proctor::checks::image;
+use proctor::checks::model_file;
+use proctor::outcome::Outcome;
+use proctor::rules::Rules;
+use proctor::sampling::SamplingSecret;
+use proctor::{audit, hashing, sampling};
+
+#[derive(Parser)]
+#[command(name = "proctor", version, about = "Anti-cheat verification for the Heurist GPU network")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Judge a folder of job records and stored objects offline, with no services.
+    Audit {
+        /// Folder holding jobs.jsonl, objects/ and reference/.
+        dir: PathBuf,
+        /// Rules folder; the rules compiled into this binary by default.
+        #[arg(long)]
+        rules: Option<PathBuf>,
+        /// Where to write verdicts.jsonl, decisions.jsonl, slashes.jsonl and report.html.
+        #[arg(long, default_value = "audit-out")]
+        out: PathBuf,
+        /// Secret for the re-run draw (deployment setting).
+        #[arg(long, env = "PROCTOR_SAMPLING_SECRET", default_value = "proctor-audit-default", hide_env_values = true)]
+        sampling_secret: String,
+    },
+    /// Compare a candidate image with a reference image under the rules; prints JSON.
+    ImageDiff {
+        /// The image under test (the miner's).
+        candidate: PathBuf,
+        /// The reference image.
+        reference: PathBuf,
+        #[arg(long)]
+        rules: Option<PathBuf>,
+    },
+    /// Print b3sum-compatible lines (or sha256sum-compatible ones with --sha256).
+    Hash {
+        #[arg(long)]
+        sha256: bool,
+        /// Files to hash; standard input when none.
+        files: Vec<PathBuf>,
+    },
+    /// Rules maintenance.
+    Rules {
+        #[command(subcommand)]
+        command: RulesCommand,
+    },
+    /// Answer a model-file byte-range challenge from a local file; prints JSON.
+    Challenge {
+        /// The model file on disk.
+        file: PathBuf,
+        /// The file name as the registry and the challenge name it.
+        #[arg(long)]
+        name: String,
+        /// The challenge nonce, hex.
+        #[arg(long)]
+        nonce: String,
+        #[arg(long)]
+        rules: Option<PathBuf>,
+    },
+    /// Verify model files against the registry's size, SHA-256 and BLAKE3.
+    VerifyModel {
+        /// The model id in rules/models.toml.
+        #[arg(long)]
+        model: String,
+        files: Vec<PathBuf>,
+        #[arg(long)]
+        rules: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum RulesCommand {
+    /// Validate the rules and print the deterrence table; fails when cheating pays.
+    Check {
+        #[arg(long)]
+        rules: Option<PathBuf>,
+    },
+}
+
+fn load_rules(dir: Option<&Path>) -> Result<Rules> {
+    Ok(match dir {
+        Some(d) => Rules::load_dir(d)?,
+        None => Rules::embedded()?,
+    })
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("proctor: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Audit { dir, rules, out, sampling_secret } => {
+            let rules = load_rules(rules.as_deref())?;
+            let opts = audit::AuditOptions {
+                dir,
+                out: out.clone(),
+                sampling_secret: SamplingSecret::from_passphrase(&sampling_secret),
+                progress: true,
+            };
+            let result = audit::run(&opts, rules)?;
+            print!("{}", audit::summary(&result));
+            println!(
+                "\nwrote verdicts.jsonl, decisions.jsonl, slashes.jsonl, rejected.jsonl and report.html to {}",
+                out.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::ImageDiff { candidate, reference, rules } => {
+            let rules = load_rules(rules.as_deref())?;
+            let im = &rules.checks.image;
+            let read = |p: &Path| -> Result<Vec<u8>> {
+                let mut buf = Vec::new();
+                let f = std::fs::File::open(p).with_context(|| format!("cannot open {}", p.display()))?;
+                std::io::Read::read_to_end(&mut std::io::Read::take(f, im.max_object_bytes + 1), &mut buf)?;
+                Ok(buf)
+            };
+            let (a, b) = (read(&candidate)?, read(&reference)?);
+            let report = match (image::decode(&a, im), image::decode(&b, im)) {
+                (Err(e), _) => serde_json::json!({"verdict": "invalid", "invalid": "candidate", "error": e.to_string()}),
+                (_, Err(e)) => serde_json::json!({"verdict": "invalid", "invalid": "reference", "error": e.to_string()}),
+                (Ok(ca), Ok(re)) => {
+                    let sim = image::measure(&ca, &re, im);
+                    let outcome = image::judge(&sim, im);
+                    let mut v = serde_json::to_value(&sim)?;
+                    v["verdict"] = if outcome.is_fail() { "fail" } else { "pass" }.into();
+                    v["thresholds"] = serde_json::json!({
+                        "phash_max_distance": im.phash_max_distance,
+                        "dhash_max_distance": im.dhash_max_distance,
+                        "ssim_min": im.ssim_min,
+                        "detail_ratio_min": im.detail_ratio_min,
+                    });
+                    if let Outcome::Fail { evidence } = outcome {
+                        v["reason"] = evidence.summary.into();
+                    }
+                    v
+                }
+            };
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Hash { sha256, files } => {
+            let stdout = std::io::stdout();
+            let mut out = stdout.lock();
+            if files.is_empty() {
+                let stdin = std::io::stdin().lock();
+                let hex = if sha256 {
+                    hashing::sha256_reader(stdin)?
+                } else {
+                    hashing::blake3_reader(stdin)?.to_hex().to_string()
+                };
+                writeln!(out, "{}", hashing::checksum_line(&hex, "-"))?;
+            }
+            let mut failed = false;
+            for f in &files {
+                let digest = if sha256 {
+                    hashing::sha256_file(f)
+                } else {
+                    hashing::blake3_file(f).map(|h| h.to_hex().to_string())
+                };
+                match digest {
+                    Ok(hex) => writeln!(out, "{}", hashing::checksum_line(&hex, &f.to_string_lossy()))?,
+                    Err(e) => {
+                        eprintln!("proctor: {}: {e}", f.display());
+                        failed = true;
+                    }
+                }
+            }
+            Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+        }
+        Command::Rules { command: RulesCommand::Check { rules } } => {
+            let rules = load_rules(rules.as_deref())?;
+            println!("rules valid, digest {}", rules.digest());
+            println!("\ndeterrence at the sampling floor: p(R+S) >= C must hold (points per job)\n");
+            println!(
+                "{:<20} {:>9} {:>10} {:>12} {:>10} {:>10}  verdict",
+                "category", "p", "R", "S", "C", "p(R+S)"
+            );
+            let table = sampling::deterrence_table(&rules);
+            for r in &table {
+                println!(
+                    "{:<20} {:>9.4} {:>10.3} {:>12.3} {:>10.3} {:>10.3}  {}",
+                    r.category,
+                    r.p_caught,
+                    r.reward,
+                    r.slash,
+                    r.saved,
+                    r.expected_loss,
+                    if r.deters { "deters" } else { "CHEATING PAYS" }
+                );
+            }
+            let bad: Vec<&str> = table.iter().filter(|r| !r.deters).map(|r| r.category.as_str()).collect();
+            if bad.is_empty() {
+                Ok(ExitCode::SUCCESS)
+            } else {
+                eprintln!("proctor: cheating is profitable in: {}", bad.join(", "));
+                Ok(ExitCode::FAILURE)
+            }
+        }
+        Command::Challenge { file, name, nonce, rules } => {
+            let rules = load_rules(rules.as_deref())?;
+            let exp = model_file::answer_file(&file, &name, &nonce, &rules.checks.challenge)
+                .with_context(|| format!("cannot answer from {}", file.display()))?;
+            println!("{}", serde_json::to_string_pretty(&exp)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::VerifyModel { model, files, rules } => {
+            let rules = load_rules(rules.as_deref())?;
+            let Some(m) = rules.model(&model) else {
+                bail!("model {model} is not in the registry");
+            };
+            let mut all_ok = true;
+            for f in &files {
+                let name = f.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                let Some(entry) = m.files.iter().find(|e| e.name == name) else {
+                    println!("{}: not a registered file of {model}", f.display());
+                    all_ok = false;
+                    continue;
+                };
+                let digests = hashing::digest_file(f).with_context(|| format!("cannot hash {}", f.display()))?;
+                match model_file::check_file(&digests, entry) {
+                    Outcome::Pass { .. } => println!("{}: OK", f.display()),
+                    Outcome::Fail { evidence } => {
+                        println!("{}: FAILED: {}", f.display(), evidence.summary);
+                        all_ok = false;
+                    }
+                    Outcome::Inconclusive { reason } => println!("{}: {reason}", f.display()),
+                }
+            }
+            if m.files.is_empty() {
+                eprintln!("proctor: the registry lists no files for {model} yet");
+                all_ok = false;
+            }
+            Ok(if all_ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
+    }
+}

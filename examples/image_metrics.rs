@@ -11,7 +11,11 @@ use proctor::rules::Rules;
 use proctor::synth;
 
 fn main() {
-    let dir = PathBuf::from(std::env::args().nth(1).unwrap_or_else(|| "../shared/images".into()));
+    let dir = PathBuf::from(
+        std::env::args()
+            .nth(1)
+            .unwrap_or_else(|| "../shared/images".into()),
+    );
     let rules = Rules::embedded().expect("shipped rules load");
     let im = &rules.checks.image;
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
@@ -31,13 +35,24 @@ fn main() {
     for (i, (f, img)) in files.iter().zip(&imgs).enumerate() {
         let other = &imgs[(i + 1) % imgs.len()];
         let other = synth::decode_trusted(&synth::encode_png(&image::DynamicImage::ImageRgb8(
-            image::imageops::resize(&other.to_rgb8(), img.width(), img.height(), image::imageops::FilterType::Triangle),
+            image::imageops::resize(
+                &other.to_rgb8(),
+                img.width(),
+                img.height(),
+                image::imageops::FilterType::Triangle,
+            ),
         )))
         .expect("decodes");
         let variants: Vec<(&str, image::DynamicImage)> = vec![
-            ("honest: jpeg q98", decode(&synth::encode_jpeg(img, 98), im).expect("decodes")),
+            (
+                "honest: jpeg q98",
+                decode(&synth::encode_jpeg(img, 98), im).expect("decodes"),
+            ),
             ("honest: noise 2", synth::noise(img, 2.0, 1)),
-            ("honest: noise 4 + q98", decode(&synth::encode_jpeg(&synth::noise(img, 4.0, 2), 98), im).expect("decodes")),
+            (
+                "honest: noise 4 + q98",
+                decode(&synth::encode_jpeg(&synth::noise(img, 4.0, 2), 98), im).expect("decodes"),
+            ),
             ("cheat: blur 1.5", synth::blur(img, 1.5)),
             ("cheat: blur 3", synth::blur(img, 3.0)),
             ("cheat: down-up 2x", synth::down_up(img, 2)),
@@ -46,7 +61,11 @@ fn main() {
         ];
         for (name, v) in variants {
             let sim = measure(&v, img, im);
-            let verdict = if judge(&sim, im).is_fail() { "fail" } else { "pass" };
+            let verdict = if judge(&sim, im).is_fail() {
+                "fail"
+            } else {
+                "pass"
+            };
             println!(
                 "{:<24} {:<22} {:>5} {:>5} {:>7.3} {:>7.3}  {verdict}",
                 f.file_name().unwrap_or_default().to_string_lossy(),

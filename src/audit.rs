@@ -59,9 +59,15 @@ impl AuditResult {
 }
 
 /// Reads the folder, judges every job and decides on every miner. Writes nothing.
-pub fn judge_dir(dir: &Path, rules: Rules, secret: &SamplingSecret, progress: bool) -> Result<AuditResult> {
+pub fn judge_dir(
+    dir: &Path,
+    rules: Rules,
+    secret: &SamplingSecret,
+    progress: bool,
+) -> Result<AuditResult> {
     let jobs_path = dir.join("jobs.jsonl");
-    let file = File::open(&jobs_path).with_context(|| format!("cannot open {}", jobs_path.display()))?;
+    let file =
+        File::open(&jobs_path).with_context(|| format!("cannot open {}", jobs_path.display()))?;
     let mut records = Vec::new();
     let mut rejected = Vec::new();
     for (i, line) in BufReader::new(file).split(b'\n').enumerate() {
@@ -71,7 +77,10 @@ pub fn judge_dir(dir: &Path, rules: Rules, secret: &SamplingSecret, progress: bo
         }
         match JobRecord::from_json(&line) {
             Ok(r) => records.push(r),
-            Err(e) => rejected.push(Rejected { line: i + 1, error: e.to_string() }),
+            Err(e) => rejected.push(Rejected {
+                line: i + 1,
+                error: e.to_string(),
+            }),
         }
     }
     // Judge in submission order: the reuse check must see the original before the copy.
@@ -84,8 +93,10 @@ pub fn judge_dir(dir: &Path, rules: Rules, secret: &SamplingSecret, progress: bo
         indicatif::ProgressBar::hidden()
     };
     bar.set_style(
-        indicatif::ProgressStyle::with_template("{spinner} judging jobs {bar:40} {pos}/{len} {eta}")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        indicatif::ProgressStyle::with_template(
+            "{spinner} judging jobs {bar:40} {pos}/{len} {eta}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     let mut risk: BTreeMap<MinerId, MinerRisk> = BTreeMap::new();
     let mut verdicts = Vec::with_capacity(records.len());
@@ -184,18 +195,22 @@ fn fetch(dir: &Path, record: &JobRecord, rules: &Rules) -> Fetched {
 }
 
 fn write_jsonl<T: Serialize>(path: &Path, items: impl IntoIterator<Item = T>) -> Result<()> {
-    let mut w = BufWriter::new(File::create(path).with_context(|| format!("cannot create {}", path.display()))?);
+    let mut w = BufWriter::new(
+        File::create(path).with_context(|| format!("cannot create {}", path.display()))?,
+    );
     for item in items {
         serde_json::to_writer(&mut w, &item)?;
         w.write_all(b"\n")?;
     }
-    w.flush().with_context(|| format!("cannot write {}", path.display()))
+    w.flush()
+        .with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// Runs the audit and writes its outputs; returns the result for the summary.
 pub fn run(opts: &AuditOptions, rules: Rules) -> Result<AuditResult> {
     let result = judge_dir(&opts.dir, rules, &opts.sampling_secret, opts.progress)?;
-    std::fs::create_dir_all(&opts.out).with_context(|| format!("cannot create {}", opts.out.display()))?;
+    std::fs::create_dir_all(&opts.out)
+        .with_context(|| format!("cannot create {}", opts.out.display()))?;
     write_jsonl(&opts.out.join("verdicts.jsonl"), &result.verdicts)?;
     write_jsonl(&opts.out.join("rejected.jsonl"), &result.rejected)?;
     write_jsonl(
@@ -233,16 +248,32 @@ pub fn summary(result: &AuditResult) -> String {
         "miner", "jobs", "failed", "action", "honest p", "waifu", "llama"
     ));
     let mut rows: Vec<&Decision> = result.decisions.iter().collect();
-    rows.sort_by_key(|d| (d.action != Action::Slash, d.action != Action::FlagForReview, d.miner_id.to_string()));
+    rows.sort_by_key(|d| {
+        (
+            d.action != Action::Slash,
+            d.action != Action::FlagForReview,
+            d.miner_id.to_string(),
+        )
+    });
     for d in rows {
-        let jobs: Vec<&JobVerdict> = result.verdicts.iter().filter(|v| v.miner_id == d.miner_id).collect();
-        let failed = jobs.iter().filter(|v| matches!(v.verdict, Verdict::Fail | Verdict::Invalid)).count();
+        let jobs: Vec<&JobVerdict> = result
+            .verdicts
+            .iter()
+            .filter(|v| v.miner_id == d.miner_id)
+            .collect();
+        let failed = jobs
+            .iter()
+            .filter(|v| matches!(v.verdict, Verdict::Fail | Verdict::Invalid))
+            .count();
         let action = match d.action {
             Action::None => "none",
             Action::FlagForReview => "flag for review",
             Action::Slash => "SLASH",
         };
-        let (w, l) = d.slash.as_ref().map_or((0.0, 0.0), |x| (x.amount.waifu, x.amount.llama));
+        let (w, l) = d
+            .slash
+            .as_ref()
+            .map_or((0.0, 0.0), |x| (x.amount.waifu, x.amount.llama));
         let checks: Vec<&str> = d.tallies.iter().map(|t| t.check.as_str()).collect();
         s.push_str(&format!(
             "{:<50} {:>5} {:>7} {:<16} {:>10.2e} {:>10.2} {:>10.3}  {}\n",

@@ -93,7 +93,9 @@ pub fn binomial_tail(k: u64, n: u64, p: f64) -> f64 {
         return 0.0;
     }
     let (nf, kf) = (n as f64, k as f64);
-    let ln_choose: f64 = (1..=k).map(|i| ((nf - kf + i as f64) / i as f64).ln()).sum();
+    let ln_choose: f64 = (1..=k)
+        .map(|i| ((nf - kf + i as f64) / i as f64).ln())
+        .sum();
     let mut term = (ln_choose + kf * p.ln() + (nf - kf) * (1.0 - p).ln()).exp();
     let mut sum = 0.0;
     let ratio = p / (1.0 - p);
@@ -127,7 +129,12 @@ pub fn slash_id(miner: &MinerId, jobs: &[JobId], rule_id: &str) -> String {
 }
 
 /// Decides on a miner from its history and its newly judged jobs.
-pub fn decide(miner: &MinerId, history: &MinerHistory, new: &[JobVerdict], rules: &Rules) -> Decision {
+pub fn decide(
+    miner: &MinerId,
+    history: &MinerHistory,
+    new: &[JobVerdict],
+    rules: &Rules,
+) -> Decision {
     // A redelivered job replaces its earlier verdict instead of counting twice.
     let mut by_job: BTreeMap<&JobId, &JobVerdict> = BTreeMap::new();
     for v in history.verdicts.iter().chain(new) {
@@ -163,7 +170,11 @@ pub fn decide(miner: &MinerId, history: &MinerHistory, new: &[JobVerdict], rules
         .filter(|(_, (_, failed))| *failed > 0)
         .map(|(check, (n, k))| {
             let policy = rules.policy(check);
-            let (n, k) = if policy.independent_across_jobs { (n, k) } else { (1, 1) };
+            let (n, k) = if policy.independent_across_jobs {
+                (n, k)
+            } else {
+                (1, 1)
+            };
             CheckTally {
                 check,
                 judged: n,
@@ -245,8 +256,15 @@ mod tests {
             model_id: crate::ids::ModelId::parse("SDXL").unwrap(),
             kind: JobKind::Sd,
             submitted_at: chrono::DateTime::UNIX_EPOCH,
-            verdict: if checks.iter().any(|c| !c.1) { Verdict::Fail } else { Verdict::Pass },
-            points: Points { waifu: 10.0, llama: 0.0 },
+            verdict: if checks.iter().any(|c| !c.1) {
+                Verdict::Fail
+            } else {
+                Verdict::Pass
+            },
+            points: Points {
+                waifu: 10.0,
+                llama: 0.0,
+            },
             points_estimated: false,
             sampled: true,
             output_key: Some(format!("jobs/{job}.png")),
@@ -254,7 +272,11 @@ mod tests {
                 .iter()
                 .map(|&(check, ok)| CheckResult {
                     check,
-                    outcome: if ok { Outcome::pass(()) } else { Outcome::fail("bad", ()) },
+                    outcome: if ok {
+                        Outcome::pass(())
+                    } else {
+                        Outcome::fail("bad", ())
+                    },
                 })
                 .collect(),
             rules_digest: "d".into(),
@@ -284,7 +306,10 @@ mod tests {
     fn one_weak_failure_flags_and_repeated_failures_slash() {
         let r = rules();
         let one = vec![verdict("a", &[(CheckId::ImageSimilarity, false)])];
-        assert_eq!(decide(&miner(), &MinerHistory::default(), &one, &r).action, Action::FlagForReview);
+        assert_eq!(
+            decide(&miner(), &MinerHistory::default(), &one, &r).action,
+            Action::FlagForReview
+        );
         let three: Vec<_> = ["a", "b", "c"]
             .iter()
             .map(|j| verdict(j, &[(CheckId::ImageSimilarity, false)]))
@@ -309,13 +334,20 @@ mod tests {
         let r = rules();
         for check in [CheckId::ModelChallenge, CheckId::Canary] {
             let new = vec![verdict("a", &[(check, false)])];
-            assert_eq!(decide(&miner(), &MinerHistory::default(), &new, &r).action, Action::Slash, "{check}");
+            assert_eq!(
+                decide(&miner(), &MinerHistory::default(), &new, &r).action,
+                Action::Slash,
+                "{check}"
+            );
         }
     }
 
     #[test]
     fn repeated_failures_of_a_correlated_check_count_once() {
-        let new: Vec<_> = ["a", "b", "c", "d"].iter().map(|j| verdict(j, &[(CheckId::DeviceSpec, false)])).collect();
+        let new: Vec<_> = ["a", "b", "c", "d"]
+            .iter()
+            .map(|j| verdict(j, &[(CheckId::DeviceSpec, false)]))
+            .collect();
         let d = decide(&miner(), &MinerHistory::default(), &new, &rules());
         assert_eq!(d.action, Action::FlagForReview);
     }
@@ -323,7 +355,10 @@ mod tests {
     #[test]
     fn deciding_twice_gives_the_same_slash_and_redelivery_does_not_double_count() {
         let r = rules();
-        let new: Vec<_> = ["a", "b", "c"].iter().map(|j| verdict(j, &[(CheckId::ImageSimilarity, false)])).collect();
+        let new: Vec<_> = ["a", "b", "c"]
+            .iter()
+            .map(|j| verdict(j, &[(CheckId::ImageSimilarity, false)]))
+            .collect();
         let once = decide(&miner(), &MinerHistory::default(), &new, &r);
         let mut redelivered = new.clone();
         redelivered.extend(new.clone());
@@ -337,10 +372,16 @@ mod tests {
     #[test]
     fn jobs_under_an_earlier_slash_are_not_slashed_again() {
         let r = rules();
-        let new: Vec<_> = ["a", "b", "c"].iter().map(|j| verdict(j, &[(CheckId::ImageSimilarity, false)])).collect();
+        let new: Vec<_> = ["a", "b", "c"]
+            .iter()
+            .map(|j| verdict(j, &[(CheckId::ImageSimilarity, false)]))
+            .collect();
         let history = MinerHistory {
             verdicts: vec![],
-            slashed_jobs: ["a", "b", "c"].iter().map(|j| JobId::parse(j).unwrap()).collect(),
+            slashed_jobs: ["a", "b", "c"]
+                .iter()
+                .map(|j| JobId::parse(j).unwrap())
+                .collect(),
         };
         assert_eq!(decide(&miner(), &history, &new, &r).action, Action::None);
     }

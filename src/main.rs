@@ -15,7 +15,11 @@ use proctor::sampling::SamplingSecret;
 use proctor::{audit, hashing, sampling};
 
 #[derive(Parser)]
-#[command(name = "proctor", version, about = "Anti-cheat verification for the Heurist GPU network")]
+#[command(
+    name = "proctor",
+    version,
+    about = "Anti-cheat verification for the Heurist GPU network"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -34,7 +38,12 @@ enum Command {
         #[arg(long, default_value = "audit-out")]
         out: PathBuf,
         /// Secret for the re-run draw (deployment setting).
-        #[arg(long, env = "PROCTOR_SAMPLING_SECRET", default_value = "proctor-audit-default", hide_env_values = true)]
+        #[arg(
+            long,
+            env = "PROCTOR_SAMPLING_SECRET",
+            default_value = "proctor-audit-default",
+            hide_env_values = true
+        )]
         sampling_secret: String,
     },
     /// Compare a candidate image with a reference image under the rules; prints JSON.
@@ -110,7 +119,12 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
-        Command::Audit { dir, rules, out, sampling_secret } => {
+        Command::Audit {
+            dir,
+            rules,
+            out,
+            sampling_secret,
+        } => {
             let rules = load_rules(rules.as_deref())?;
             let opts = audit::AuditOptions {
                 dir,
@@ -126,19 +140,31 @@ fn run(cli: Cli) -> Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        Command::ImageDiff { candidate, reference, rules } => {
+        Command::ImageDiff {
+            candidate,
+            reference,
+            rules,
+        } => {
             let rules = load_rules(rules.as_deref())?;
             let im = &rules.checks.image;
             let read = |p: &Path| -> Result<Vec<u8>> {
                 let mut buf = Vec::new();
-                let f = std::fs::File::open(p).with_context(|| format!("cannot open {}", p.display()))?;
-                std::io::Read::read_to_end(&mut std::io::Read::take(f, im.max_object_bytes + 1), &mut buf)?;
+                let f = std::fs::File::open(p)
+                    .with_context(|| format!("cannot open {}", p.display()))?;
+                std::io::Read::read_to_end(
+                    &mut std::io::Read::take(f, im.max_object_bytes + 1),
+                    &mut buf,
+                )?;
                 Ok(buf)
             };
             let (a, b) = (read(&candidate)?, read(&reference)?);
             let report = match (image::decode(&a, im), image::decode(&b, im)) {
-                (Err(e), _) => serde_json::json!({"verdict": "invalid", "invalid": "candidate", "error": e.to_string()}),
-                (_, Err(e)) => serde_json::json!({"verdict": "invalid", "invalid": "reference", "error": e.to_string()}),
+                (Err(e), _) => {
+                    serde_json::json!({"verdict": "invalid", "invalid": "candidate", "error": e.to_string()})
+                }
+                (_, Err(e)) => {
+                    serde_json::json!({"verdict": "invalid", "invalid": "reference", "error": e.to_string()})
+                }
                 (Ok(ca), Ok(re)) => {
                     let sim = image::measure(&ca, &re, im);
                     let outcome = image::judge(&sim, im);
@@ -179,19 +205,31 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     hashing::blake3_file(f).map(|h| h.to_hex().to_string())
                 };
                 match digest {
-                    Ok(hex) => writeln!(out, "{}", hashing::checksum_line(&hex, &f.to_string_lossy()))?,
+                    Ok(hex) => writeln!(
+                        out,
+                        "{}",
+                        hashing::checksum_line(&hex, &f.to_string_lossy())
+                    )?,
                     Err(e) => {
                         eprintln!("proctor: {}: {e}", f.display());
                         failed = true;
                     }
                 }
             }
-            Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+            Ok(if failed {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            })
         }
-        Command::Rules { command: RulesCommand::Check { rules } } => {
+        Command::Rules {
+            command: RulesCommand::Check { rules },
+        } => {
             let rules = load_rules(rules.as_deref())?;
             println!("rules valid, digest {}", rules.digest());
-            println!("\ndeterrence at the sampling floor: p(R+S) >= C must hold (points per job)\n");
+            println!(
+                "\ndeterrence at the sampling floor: p(R+S) >= C must hold (points per job)\n"
+            );
             println!(
                 "{:<20} {:>9} {:>10} {:>12} {:>10} {:>10}  verdict",
                 "category", "p", "R", "S", "C", "p(R+S)"
@@ -209,7 +247,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     if r.deters { "deters" } else { "CHEATING PAYS" }
                 );
             }
-            let bad: Vec<&str> = table.iter().filter(|r| !r.deters).map(|r| r.category.as_str()).collect();
+            let bad: Vec<&str> = table
+                .iter()
+                .filter(|r| !r.deters)
+                .map(|r| r.category.as_str())
+                .collect();
             if bad.is_empty() {
                 Ok(ExitCode::SUCCESS)
             } else {
@@ -217,27 +259,40 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 Ok(ExitCode::FAILURE)
             }
         }
-        Command::Challenge { file, name, nonce, rules } => {
+        Command::Challenge {
+            file,
+            name,
+            nonce,
+            rules,
+        } => {
             let rules = load_rules(rules.as_deref())?;
             let exp = model_file::answer_file(&file, &name, &nonce, &rules.checks.challenge)
                 .with_context(|| format!("cannot answer from {}", file.display()))?;
             println!("{}", serde_json::to_string_pretty(&exp)?);
             Ok(ExitCode::SUCCESS)
         }
-        Command::VerifyModel { model, files, rules } => {
+        Command::VerifyModel {
+            model,
+            files,
+            rules,
+        } => {
             let rules = load_rules(rules.as_deref())?;
             let Some(m) = rules.model(&model) else {
                 bail!("model {model} is not in the registry");
             };
             let mut all_ok = true;
             for f in &files {
-                let name = f.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                let name = f
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
                 let Some(entry) = m.files.iter().find(|e| e.name == name) else {
                     println!("{}: not a registered file of {model}", f.display());
                     all_ok = false;
                     continue;
                 };
-                let digests = hashing::digest_file(f).with_context(|| format!("cannot hash {}", f.display()))?;
+                let digests = hashing::digest_file(f)
+                    .with_context(|| format!("cannot hash {}", f.display()))?;
                 match model_file::check_file(&digests, entry) {
                     Outcome::Pass { .. } => println!("{}: OK", f.display()),
                     Outcome::Fail { evidence } => {
@@ -251,7 +306,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 eprintln!("proctor: the registry lists no files for {model} yet");
                 all_ok = false;
             }
-            Ok(if all_ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+            Ok(if all_ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
     }
 }

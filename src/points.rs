@@ -42,11 +42,22 @@ impl std::iter::Sum for Points {
 }
 
 fn multiplier(rules: &Rules, category: &str) -> f64 {
-    rules.points.multipliers.get(category).copied().unwrap_or(0.0)
+    rules
+        .points
+        .multipliers
+        .get(category)
+        .copied()
+        .unwrap_or(0.0)
 }
 
 /// Waifu points of one image of `width`×`height` at `steps` in `category`.
-pub fn image_points(rules: &Rules, category: &CategoryId, width: u32, height: u32, steps: u32) -> f64 {
+pub fn image_points(
+    rules: &Rules,
+    category: &CategoryId,
+    width: u32,
+    height: u32,
+    steps: u32,
+) -> f64 {
     let unit = &rules.points.waifu_unit;
     let unit_work = f64::from(unit.width) * f64::from(unit.height) * f64::from(unit.steps);
     let work = f64::from(width) * f64::from(height) * f64::from(steps);
@@ -56,7 +67,8 @@ pub fn image_points(rules: &Rules, category: &CategoryId, width: u32, height: u3
 /// Llama points of `tokens` input+output tokens in `category`.
 pub fn llm_points(rules: &Rules, category: &CategoryId, tokens: u64) -> f64 {
     let unit = &rules.points.llama_unit;
-    tokens as f64 * multiplier(rules, category) / (f64::from(unit.tokens) * multiplier(rules, &unit.category))
+    tokens as f64 * multiplier(rules, category)
+        / (f64::from(unit.tokens) * multiplier(rules, &unit.category))
 }
 
 /// The NFT boost of a GPU: each NFT boosts `gpus_per_nft` GPUs of its wallet, taken in

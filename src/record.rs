@@ -25,7 +25,10 @@ pub enum RecordError {
     #[error("record is not valid JSON or misses a field: {path}: {message}")]
     Malformed { path: String, message: String },
     #[error("field {field}: {message}")]
-    Invalid { field: &'static str, message: String },
+    Invalid {
+        field: &'static str,
+        message: String,
+    },
 }
 
 fn invalid(field: &'static str, message: impl Into<String>) -> RecordError {
@@ -271,7 +274,17 @@ impl JobRecord {
     pub fn input_digest(&self) -> blake3::Hash {
         let input = match &self.job {
             Job::Sd { input, .. } => to_value(input),
-            Job::Llm { input, .. } => to_value(input),
+            Job::Llm { input, .. } => {
+                let mut v = to_value(input);
+                // Greedy decoding ignores the seed: two greedy runs of one prompt are the
+                // same job, whatever seed the job service attached.
+                if input.temperature == 0.0
+                    && let Some(m) = v.as_object_mut()
+                {
+                    m.remove("seed");
+                }
+                v
+            }
         };
         let canonical = serde_json::json!({ "model_id": self.model_id, "input": input });
         blake3::hash(canonical.to_string().as_bytes())
@@ -319,7 +332,8 @@ impl JobRecord {
                 if !(1..=1000).contains(&input.num_iterations) {
                     return Err(invalid("input.num_iterations", "expected 1 to 1000"));
                 }
-                if !input.guidance_scale.is_finite() || !(0.0..=100.0).contains(&input.guidance_scale)
+                if !input.guidance_scale.is_finite()
+                    || !(0.0..=100.0).contains(&input.guidance_scale)
                 {
                     return Err(invalid("input.guidance_scale", "expected 0 to 100"));
                 }
@@ -456,7 +470,14 @@ mod tests {
 
     #[test]
     fn garbage_bytes_are_an_error_not_a_panic() {
-        for bytes in [&b""[..], b"{", b"\xff\xfe", b"[]", b"null", b"{\"job_id\": 1e999}"] {
+        for bytes in [
+            &b""[..],
+            b"{",
+            b"\xff\xfe",
+            b"[]",
+            b"null",
+            b"{\"job_id\": 1e999}",
+        ] {
             assert!(JobRecord::from_json(bytes).is_err());
         }
     }
@@ -471,5 +492,22 @@ mod tests {
         assert_eq!(a.input_digest(), b.input_digest());
         v["input"]["seed"] = 43.into();
         assert_ne!(a.input_digest(), parse(&v).unwrap().input_digest());
+    }
+
+    #[test]
+    fn greedy_llm_jobs_ignore_the_seed_in_their_input_digest() {
+        let mut v = sd_json();
+        v["kind"] = "llm".into();
+        v["model_id"] = "hermes-3-llama3.1-8b".into();
+        v["input"] =
+            serde_json::json!({"prompt": "hi", "temperature": 0.0, "max_tokens": 64, "seed": 1});
+        v["output"] = serde_json::json!({"text": "hello"});
+        let a = parse(&v).unwrap();
+        v["input"]["seed"] = 2.into();
+        assert_eq!(a.input_digest(), parse(&v).unwrap().input_digest());
+        v["input"]["temperature"] = 0.7.into();
+        let hot1 = parse(&v).unwrap();
+        v["input"]["seed"] = 1.into();
+        assert_ne!(hot1.input_digest(), parse(&v).unwrap().input_digest());
     }
 }

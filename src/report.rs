@@ -42,7 +42,10 @@ fn img_tag(path: &Path, caption: &str) -> String {
                 None => "<div class=\"missing\">not a PNG or JPEG</div>".to_owned(),
             }
         }),
-        Ok(m) => Some(format!("<div class=\"missing\">{} bytes: too large to embed</div>", m.len())),
+        Ok(m) => Some(format!(
+            "<div class=\"missing\">{} bytes: too large to embed</div>",
+            m.len()
+        )),
         Err(_) => None,
     };
     format!(
@@ -69,7 +72,11 @@ fn miner_section(out: &mut String, dir: &Path, d: &Decision, result: &AuditResul
     let _ = write!(
         out,
         "<section class=\"{}\"><h2>{} <span class=\"action\">{action}</span></h2>",
-        if d.action == Action::Slash { "slash" } else { "flag" },
+        if d.action == Action::Slash {
+            "slash"
+        } else {
+            "flag"
+        },
         esc(&d.miner_id.to_string())
     );
     let _ = write!(
@@ -103,7 +110,12 @@ fn miner_section(out: &mut String, dir: &Path, d: &Decision, result: &AuditResul
         .filter(|v| v.miner_id == d.miner_id && v.failed_checks().next().is_some())
         .collect();
     for v in failed_jobs {
-        let _ = write!(out, "<div class=\"job\"><h3>job {} <small>({})</small></h3>", esc(v.job_id.as_str()), esc(v.model_id.as_str()));
+        let _ = write!(
+            out,
+            "<div class=\"job\"><h3>job {} <small>({})</small></h3>",
+            esc(v.job_id.as_str()),
+            esc(v.model_id.as_str())
+        );
         if v.kind == JobKind::Sd {
             out.push_str("<div class=\"pair\">");
             let miner_path = v.output_key.as_ref().map(|k| dir.join("objects").join(k));
@@ -153,7 +165,11 @@ td,th{border:1px solid #ddd;padding:2px 8px}</style></head><body>",
         result.rejected.len(),
         esc(&result.rules_digest)
     );
-    let mut acted: Vec<&Decision> = result.decisions.iter().filter(|d| d.action != Action::None).collect();
+    let mut acted: Vec<&Decision> = result
+        .decisions
+        .iter()
+        .filter(|d| d.action != Action::None)
+        .collect();
     acted.sort_by_key(|d| (d.action != Action::Slash, d.miner_id.to_string()));
     if acted.is_empty() {
         out.push_str("<p>No miner was slashed or flagged.</p>");

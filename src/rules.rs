@@ -282,7 +282,10 @@ pub struct LatencyRules {
 #[serde(deny_unknown_fields)]
 pub struct ReuseRules {
     pub capacity: usize,
+    /// pHash bits.
     pub image_max_distance: u32,
+    /// dHash bits; both hashes must be within their distance for a match.
+    pub image_max_dhash_distance: u32,
     pub text_min_chars: usize,
 }
 
@@ -489,14 +492,19 @@ impl Rules {
                 && p.multipliers.get(cat).is_some_and(|m| *m > 0.0);
             need(
                 ok,
-                format!("points.{what}.category {cat} must be a {kind:?} category with a multiplier > 0"),
+                format!(
+                    "points.{what}.category {cat} must be a {kind:?} category with a multiplier > 0"
+                ),
             );
         }
         need(
             p.waifu_unit.width > 0 && p.waifu_unit.height > 0 && p.waifu_unit.steps > 0,
             "points.waifu_unit sizes must be > 0".into(),
         );
-        need(p.llama_unit.tokens > 0, "points.llama_unit.tokens must be > 0".into());
+        need(
+            p.llama_unit.tokens > 0,
+            "points.llama_unit.tokens must be > 0".into(),
+        );
         need(
             p.nft.boost_factor.is_finite() && p.nft.boost_factor >= 1.0,
             "points.nft.boost_factor must be >= 1".into(),
@@ -506,7 +514,10 @@ impl Rules {
         for (id, c) in &self.models.categories {
             match c.kind {
                 JobKind::Sd => {
-                    need(!c.min_gpus.is_empty(), format!("category {id}: sd needs min_gpus"));
+                    need(
+                        !c.min_gpus.is_empty(),
+                        format!("category {id}: sd needs min_gpus"),
+                    );
                     need(
                         c.tflop_per_megapixel_step.is_some_and(positive),
                         format!("category {id}: sd needs tflop_per_megapixel_step > 0"),
@@ -526,7 +537,10 @@ impl Rules {
         }
         for (id, m) in &self.models.models {
             let Some(cat) = self.models.categories.get(&m.category) else {
-                need(false, format!("model {id}: unknown category {}", m.category));
+                need(
+                    false,
+                    format!("model {id}: unknown category {}", m.category),
+                );
                 continue;
             };
             if cat.kind == JobKind::Llm {
@@ -554,7 +568,9 @@ impl Rules {
         for (id, g) in &self.gpus.gpus {
             need(!g.names.is_empty(), format!("gpu {id}: no names"));
             need(
-                positive(g.vram_gb) && positive(g.fp16_tensor_tflops) && positive(g.memory_bandwidth_gbs),
+                positive(g.vram_gb)
+                    && positive(g.fp16_tensor_tflops)
+                    && positive(g.memory_bandwidth_gbs),
                 format!("gpu {id}: specs must be > 0"),
             );
         }
@@ -615,7 +631,10 @@ impl Rules {
             l.rank_limits.iter().all(|r| r.max_rank >= 1),
             "checks.llm.rank_limits: max_rank must be >= 1".into(),
         );
-        need(l.unlikely_logprob < 0.0, "checks.llm.unlikely_logprob must be < 0".into());
+        need(
+            l.unlikely_logprob < 0.0,
+            "checks.llm.unlikely_logprob must be < 0".into(),
+        );
         need(
             l.eos_min_prob >= 0.5 && l.eos_min_prob < 1.0,
             "checks.llm.eos_min_prob must be in [0.5, 1): the skip bound is only conservative there".into(),
@@ -629,7 +648,8 @@ impl Rules {
             need(prob(v), format!("checks.llm.{what} must be in (0, 1)"));
         }
         need(
-            positive(l.chars_per_token_estimate) && l.max_chars_per_token >= l.chars_per_token_estimate,
+            positive(l.chars_per_token_estimate)
+                && l.max_chars_per_token >= l.chars_per_token_estimate,
             "checks.llm: max_chars_per_token must be >= chars_per_token_estimate > 0".into(),
         );
         let lat = &c.latency;
@@ -641,7 +661,10 @@ impl Rules {
             prob(lat.max_bandwidth_efficiency) || lat.max_bandwidth_efficiency == 1.0,
             "checks.latency.max_bandwidth_efficiency must be in (0, 1]".into(),
         );
-        need(c.reuse.capacity > 0, "checks.reuse.capacity must be > 0".into());
+        need(
+            c.reuse.capacity > 0,
+            "checks.reuse.capacity must be > 0".into(),
+        );
         need(
             c.challenge.min_len_bytes > 0 && c.challenge.min_len_bytes <= c.challenge.max_len_bytes,
             "checks.challenge: need 0 < min_len_bytes <= max_len_bytes".into(),
@@ -651,15 +674,17 @@ impl Rules {
                 JobKind::Llm => !canary.require_any.is_empty(),
                 JobKind::Sd => {
                     canary.max_distance.is_some()
-                        && canary
-                            .reference_phash
-                            .as_deref()
-                            .is_some_and(|h| image_hasher::ImageHash::<Box<[u8]>>::from_base64(h).is_ok())
+                        && canary.reference_phash.as_deref().is_some_and(|h| {
+                            image_hasher::ImageHash::<Box<[u8]>>::from_base64(h).is_ok()
+                        })
                 }
             };
             need(
                 ok,
-                format!("canary {}: llm canaries need require_any, sd canaries a base64 reference_phash and max_distance", canary.id),
+                format!(
+                    "canary {}: llm canaries need require_any, sd canaries a base64 reference_phash and max_distance",
+                    canary.id
+                ),
             );
         }
 
@@ -675,7 +700,10 @@ impl Rules {
         );
         for (cat, d) in &s.deterrence.categories {
             let Some(category) = self.models.categories.get(cat) else {
-                need(false, format!("sampling.deterrence.categories.{cat}: unknown category"));
+                need(
+                    false,
+                    format!("sampling.deterrence.categories.{cat}: unknown category"),
+                );
                 continue;
             };
             let shaped = match category.kind {
@@ -684,10 +712,13 @@ impl Rules {
             };
             need(
                 shaped,
-                format!("sampling.deterrence.categories.{cat}: sd needs width, height, steps; llm needs tokens"),
+                format!(
+                    "sampling.deterrence.categories.{cat}: sd needs width, height, steps; llm needs tokens"
+                ),
             );
             need(
-                (0.0..=1.0).contains(&d.compute_saved_fraction) && (0.0..=1.0).contains(&d.detection_rate),
+                (0.0..=1.0).contains(&d.compute_saved_fraction)
+                    && (0.0..=1.0).contains(&d.detection_rate),
                 format!("sampling.deterrence.categories.{cat}: fractions must be in [0, 1]"),
             );
         }
@@ -725,7 +756,10 @@ mod tests {
     use super::*;
 
     fn sources() -> BTreeMap<&'static str, String> {
-        EMBEDDED.iter().map(|(n, s)| (*n, (*s).to_owned())).collect()
+        EMBEDDED
+            .iter()
+            .map(|(n, s)| (*n, (*s).to_owned()))
+            .collect()
     }
 
     fn load(src: &BTreeMap<&'static str, String>) -> Result<Rules, RulesError> {
@@ -750,7 +784,9 @@ mod tests {
     fn comments_do_not_change_the_digest_but_values_do() {
         let mut src = sources();
         let base = load(&src).unwrap().digest();
-        src.get_mut("slashing.toml").unwrap().push_str("\n# a comment\n");
+        src.get_mut("slashing.toml")
+            .unwrap()
+            .push_str("\n# a comment\n");
         assert_eq!(load(&src).unwrap().digest(), base);
         let s = src["slashing.toml"].replace("fraction = 1.0", "fraction = 0.5");
         assert_ne!(s, src["slashing.toml"], "fixture edit did not apply");
@@ -761,9 +797,14 @@ mod tests {
     #[test]
     fn an_unknown_key_is_rejected_with_its_file() {
         let mut src = sources();
-        src.get_mut("sampling.toml").unwrap().push_str("\nsurprise = 1\n");
+        src.get_mut("sampling.toml")
+            .unwrap()
+            .push_str("\nsurprise = 1\n");
         let err = load(&src).unwrap_err().to_string();
-        assert!(err.contains("sampling.toml") && err.contains("surprise"), "{err}");
+        assert!(
+            err.contains("sampling.toml") && err.contains("surprise"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -137,7 +137,9 @@ mod tests {
     fn the_draw_is_uniform_enough() {
         let s = SamplingSecret::from_passphrase("uniformity");
         let n = 20_000;
-        let hits = (0..n).filter(|i| is_sampled(&s, &format!("job-{i}"), 0.05)).count();
+        let hits = (0..n)
+            .filter(|i| is_sampled(&s, &format!("job-{i}"), 0.05))
+            .count();
         // 5% of 20,000 = 1,000, sd ≈ 31: six sigma either side.
         assert!((814..=1186).contains(&hits), "{hits}");
         let mean: f64 = (0..n).map(|i| draw(&s, &format!("j{i}"))).sum::<f64>() / n as f64;
@@ -149,9 +151,21 @@ mod tests {
         let r = rules();
         let base = rate(&r, MinerRisk::default());
         assert_eq!(base, r.sampling.base_rate);
-        let risky = rate(&r, MinerRisk { failed_checks: 2, review_flags: 0 });
+        let risky = rate(
+            &r,
+            MinerRisk {
+                failed_checks: 2,
+                review_flags: 0,
+            },
+        );
         assert!(risky > base);
-        let very = rate(&r, MinerRisk { failed_checks: 1000, review_flags: 1000 });
+        let very = rate(
+            &r,
+            MinerRisk {
+                failed_checks: 1000,
+                review_flags: 1000,
+            },
+        );
         assert_eq!(very, r.sampling.ceiling);
     }
 
@@ -166,8 +180,14 @@ mod tests {
     fn slashing_only_failed_jobs_makes_cheating_pay() {
         let mut r = rules();
         r.slashing.scope = SlashScope::FailedJobs;
-        let failing: Vec<_> = deterrence_table(&r).into_iter().filter(|row| !row.deters).collect();
-        assert!(failing.iter().any(|row| row.category == "sdxl"), "{failing:?}");
+        let failing: Vec<_> = deterrence_table(&r)
+            .into_iter()
+            .filter(|row| !row.deters)
+            .collect();
+        assert!(
+            failing.iter().any(|row| row.category == "sdxl"),
+            "{failing:?}"
+        );
         // A disabled category earns nothing, so cheating on it gains nothing either.
         assert!(!failing.iter().any(|row| row.category == "flux"));
     }

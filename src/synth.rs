@@ -18,7 +18,12 @@ pub fn blur(img: &DynamicImage, sigma: f32) -> DynamicImage {
 /// Downscale by `factor`, then back up to the original size.
 pub fn down_up(img: &DynamicImage, factor: u32) -> DynamicImage {
     let (w, h) = (img.width(), img.height());
-    let small = imageops::resize(&img.to_rgb8(), (w / factor).max(1), (h / factor).max(1), FilterType::Triangle);
+    let small = imageops::resize(
+        &img.to_rgb8(),
+        (w / factor).max(1),
+        (h / factor).max(1),
+        FilterType::Triangle,
+    );
     DynamicImage::ImageRgb8(imageops::resize(&small, w, h, FilterType::Triangle))
 }
 
@@ -52,7 +57,8 @@ pub fn noise(img: &DynamicImage, sigma: f64, seed: u64) -> DynamicImage {
 pub fn encode_png(img: &DynamicImage) -> Vec<u8> {
     let mut out = Vec::new();
     // Encoding into memory only fails on unsupported colour types; RGB8 is supported.
-    let _ = DynamicImage::ImageRgb8(img.to_rgb8()).write_to(&mut Cursor::new(&mut out), ImageFormat::Png);
+    let _ = DynamicImage::ImageRgb8(img.to_rgb8())
+        .write_to(&mut Cursor::new(&mut out), ImageFormat::Png);
     out
 }
 
@@ -79,11 +85,17 @@ mod tests {
 
     #[test]
     fn noise_is_deterministic_and_about_the_asked_size() {
-        let img = DynamicImage::ImageRgb8(RgbImage::from_pixel(64, 64, image::Rgb([128, 128, 128])));
+        let img =
+            DynamicImage::ImageRgb8(RgbImage::from_pixel(64, 64, image::Rgb([128, 128, 128])));
         let a = noise(&img, 2.0, 7);
         assert_eq!(a, noise(&img, 2.0, 7));
         assert_ne!(a, noise(&img, 2.0, 8));
-        let px: Vec<f64> = a.to_rgb8().into_raw().iter().map(|&v| f64::from(v) - 128.0).collect();
+        let px: Vec<f64> = a
+            .to_rgb8()
+            .into_raw()
+            .iter()
+            .map(|&v| f64::from(v) - 128.0)
+            .collect();
         let sd = (px.iter().map(|v| v * v).sum::<f64>() / px.len() as f64).sqrt();
         assert!((sd - 2.0).abs() < 0.2, "{sd}");
     }

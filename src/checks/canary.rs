@@ -21,11 +21,18 @@ pub fn find<'r>(rules: &'r Rules, record: &JobRecord) -> Option<&'r Canary> {
 pub fn check_text(canary: &Canary, text: &str) -> Outcome {
     let lower = text.to_lowercase();
     let details = serde_json::json!({"canary": canary.id, "require_any": canary.require_any});
-    if canary.require_any.iter().any(|w| lower.contains(&w.to_lowercase())) {
+    if canary
+        .require_any
+        .iter()
+        .any(|w| lower.contains(&w.to_lowercase()))
+    {
         Outcome::pass(details)
     } else {
         Outcome::fail(
-            format!("canary {} answered without any of {:?}", canary.id, canary.require_any),
+            format!(
+                "canary {} answered without any of {:?}",
+                canary.id, canary.require_any
+            ),
             serde_json::json!({"canary": canary.id, "require_any": canary.require_any, "answer": text}),
         )
     }
@@ -40,15 +47,22 @@ pub fn check_image(canary: &Canary, phash: &image_hasher::ImageHash) -> Outcome 
         return Outcome::inconclusive(format!("canary {} has no usable reference hash", canary.id));
     };
     if reference.as_bytes().len() != phash.as_bytes().len() {
-        return Outcome::inconclusive(format!("canary {} hash size differs from the rules' hash size", canary.id));
+        return Outcome::inconclusive(format!(
+            "canary {} hash size differs from the rules' hash size",
+            canary.id
+        ));
     }
     let distance = reference.dist(phash);
-    let details = serde_json::json!({"canary": canary.id, "distance": distance, "max_distance": max});
+    let details =
+        serde_json::json!({"canary": canary.id, "distance": distance, "max_distance": max});
     if distance <= max {
         Outcome::pass(details)
     } else {
         Outcome::fail(
-            format!("canary {} image is {distance} bits from the known answer (max {max})", canary.id),
+            format!(
+                "canary {} image is {distance} bits from the known answer (max {max})",
+                canary.id
+            ),
             details,
         )
     }

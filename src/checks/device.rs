@@ -48,7 +48,12 @@ pub fn meets_minimum(rules: &Rules, gpu: &Gpu, category: &Category) -> bool {
     })
 }
 
-pub fn check_spec(rules: &Rules, hardware: &str, category_id: &str, category: &Category) -> Outcome {
+pub fn check_spec(
+    rules: &Rules,
+    hardware: &str,
+    category_id: &str,
+    category: &Category,
+) -> Outcome {
     let Some((gpu_id, gpu)) = find_gpu(rules, hardware) else {
         return Outcome::inconclusive(format!("unknown GPU {hardware:?}: not in rules/gpus.toml"));
     };
@@ -69,7 +74,9 @@ pub fn check_spec(rules: &Rules, hardware: &str, category_id: &str, category: &C
             None => format!("at least one of {}", category.min_gpus.join(", ")),
         };
         Outcome::fail(
-            format!("{hardware} ({gpu_id}) is below the minimum for {category_id}: it needs {need}"),
+            format!(
+                "{hardware} ({gpu_id}) is below the minimum for {category_id}: it needs {need}"
+            ),
             details,
         )
     }
@@ -140,7 +147,11 @@ pub fn inference_bound(
                     t.input,
                     gpu.fp16_tensor_tflops,
                     lat.max_compute_efficiency,
-                    if t.exact { "" } else { " (token counts are lower bounds from character counts)" }
+                    if t.exact {
+                        ""
+                    } else {
+                        " (token counts are lower bounds from character counts)"
+                    }
                 ),
             })
         }
@@ -218,10 +229,19 @@ mod tests {
     #[test]
     fn driver_strings_match_their_cards_and_variants_do_not_collide() {
         let r = rules();
-        assert_eq!(find_gpu(&r, "NVIDIA GeForce RTX 4090").unwrap().0, "rtx4090");
+        assert_eq!(
+            find_gpu(&r, "NVIDIA GeForce RTX 4090").unwrap().0,
+            "rtx4090"
+        );
         assert_eq!(find_gpu(&r, "rtx 4090").unwrap().0, "rtx4090");
-        assert_eq!(find_gpu(&r, "NVIDIA GeForce RTX 4070 Ti SUPER").unwrap().0, "rtx4070tisuper");
-        assert_eq!(find_gpu(&r, "NVIDIA A100-SXM4-80GB").unwrap().0, "a100_80gb");
+        assert_eq!(
+            find_gpu(&r, "NVIDIA GeForce RTX 4070 Ti SUPER").unwrap().0,
+            "rtx4070tisuper"
+        );
+        assert_eq!(
+            find_gpu(&r, "NVIDIA A100-SXM4-80GB").unwrap().0,
+            "a100_80gb"
+        );
         assert!(find_gpu(&r, "NVIDIA GeForce RTX 4090 Laptop GPU").is_none());
         assert!(find_gpu(&r, "").is_none());
         assert!(find_gpu(&r, "NVIDIA").is_none());
@@ -239,7 +259,15 @@ mod tests {
         assert!(meets_minimum(&r, gpu("RTX 4090"), cat("flux")));
         assert!(!meets_minimum(&r, gpu("RTX 4080"), cat("flux")));
         assert!(meets_minimum(&r, gpu("RTX 4090"), cat("llama3_8b")));
-        assert!(!meets_minimum(&r, gpu("RTX 4090"), cat("mixtral_8x7b_gptq")));
-        assert!(meets_minimum(&r, gpu("NVIDIA A100-PCIE-40GB"), cat("mixtral_8x7b_gptq")));
+        assert!(!meets_minimum(
+            &r,
+            gpu("RTX 4090"),
+            cat("mixtral_8x7b_gptq")
+        ));
+        assert!(meets_minimum(
+            &r,
+            gpu("NVIDIA A100-PCIE-40GB"),
+            cat("mixtral_8x7b_gptq")
+        ));
     }
 }

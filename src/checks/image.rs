@@ -136,7 +136,8 @@ pub fn phash(luma: &GrayImage, rules: &ImageRules) -> ImageHash {
         .hash_image(luma)
 }
 
-fn dhash(luma: &GrayImage, rules: &ImageRules) -> ImageHash {
+/// The gradient hash of an image.
+pub fn dhash(luma: &GrayImage, rules: &ImageRules) -> ImageHash {
     HasherConfig::new()
         .hash_alg(HashAlg::Gradient)
         .hash_size(rules.hash_side, rules.hash_side)
@@ -150,7 +151,12 @@ pub fn measure(miner: &DynamicImage, reference: &DynamicImage, rules: &ImageRule
     let ref_luma = reference.to_luma8();
     let mut miner_luma = miner.to_luma8();
     if miner_luma.dimensions() != ref_luma.dimensions() {
-        miner_luma = imageops::resize(&miner_luma, ref_luma.width(), ref_luma.height(), FilterType::Triangle);
+        miner_luma = imageops::resize(
+            &miner_luma,
+            ref_luma.width(),
+            ref_luma.height(),
+            FilterType::Triangle,
+        );
     }
     let (mp, rp) = (phash(&miner_luma, rules), phash(&ref_luma, rules));
     let (md, rd) = (dhash(&miner_luma, rules), dhash(&ref_luma, rules));
@@ -161,7 +167,11 @@ pub fn measure(miner: &DynamicImage, reference: &DynamicImage, rules: &ImageRule
     let detail_ref = detail_energy(&downscale(&ref_luma, rules.detail_max_side));
     let detail_miner = detail_energy(&downscale(&miner_luma, rules.detail_max_side));
     // A flat reference has no detail to lose; treat the ratio as perfect then.
-    let detail_ratio = if detail_ref < 1e-9 { 1.0 } else { detail_miner / detail_ref };
+    let detail_ratio = if detail_ref < 1e-9 {
+        1.0
+    } else {
+        detail_miner / detail_ref
+    };
     Similarity {
         phash_distance: mp.dist(&rp),
         dhash_distance: md.dist(&rd),
@@ -257,7 +267,11 @@ fn ssim(a: &GrayImage, b: &GrayImage) -> f64 {
         }
         y += 4;
     }
-    if count == 0 { 1.0 } else { total / count as f64 }
+    if count == 0 {
+        1.0
+    } else {
+        total / count as f64
+    }
 }
 
 /// Mean squared 4-neighbour Laplacian of luma: the energy of the finest detail.
@@ -298,7 +312,8 @@ pub(crate) mod tests {
 
     fn png(img: &DynamicImage) -> Vec<u8> {
         let mut out = Vec::new();
-        img.write_to(&mut Cursor::new(&mut out), ImageFormat::Png).unwrap();
+        img.write_to(&mut Cursor::new(&mut out), ImageFormat::Png)
+            .unwrap();
         out
     }
 
@@ -306,7 +321,12 @@ pub(crate) mod tests {
         let mut out = Vec::new();
         let rgb = img.to_rgb8();
         image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 98)
-            .write_image(&rgb, rgb.width(), rgb.height(), image::ExtendedColorType::Rgb8)
+            .write_image(
+                &rgb,
+                rgb.width(),
+                rgb.height(),
+                image::ExtendedColorType::Rgb8,
+            )
             .unwrap();
         out
     }
@@ -392,6 +412,9 @@ pub(crate) mod tests {
         let mut r = rules();
         r.max_decoded_side = 32;
         let bytes = png(&textured(64, 16, 0));
-        assert!(matches!(decode(&bytes, &r), Err(InvalidImage::OverLimits(_))));
+        assert!(matches!(
+            decode(&bytes, &r),
+            Err(InvalidImage::OverLimits(_))
+        ));
     }
 }

@@ -60,7 +60,9 @@ impl TokenScores {
     /// miner's failure: malformed scores make every LLM sub-check inconclusive.
     pub fn problem(&self, miner_text: &str) -> Option<String> {
         if self.output_text_blake3 != blake3::hash(miner_text.as_bytes()).to_hex().as_str() {
-            return Some("reference scores are for a different text than the miner returned".into());
+            return Some(
+                "reference scores are for a different text than the miner returned".into(),
+            );
         }
         let lp_ok = |lp: f64| lp.is_finite() && lp <= 1e-9;
         if !lp_ok(self.end_eos_logprob) || !lp_ok(self.end_top_logprob) {
@@ -69,7 +71,12 @@ impl TokenScores {
         for (i, t) in self.tokens.iter().enumerate() {
             let alts_ok = t.top.iter().all(|a| lp_ok(a.logprob))
                 && t.top.windows(2).all(|w| w[0].logprob >= w[1].logprob);
-            if !lp_ok(t.logprob) || !lp_ok(t.eos_logprob) || t.rank == 0 || t.top.is_empty() || !alts_ok {
+            if !lp_ok(t.logprob)
+                || !lp_ok(t.eos_logprob)
+                || t.rank == 0
+                || t.top.is_empty()
+                || !alts_ok
+            {
                 return Some(format!("reference scores are malformed at token {i}"));
             }
         }
@@ -158,7 +165,11 @@ fn unlikely(scores: &TokenScores, temperature: f64, rules: &LlmRules) -> Outcome
         .iter()
         .find(|b| temperature <= b.max_temperature)
         .map_or(1.0, |b| b.max_fraction);
-    let fraction = if n == 0 { 0.0 } else { bad.len() as f64 / n as f64 };
+    let fraction = if n == 0 {
+        0.0
+    } else {
+        bad.len() as f64 / n as f64
+    };
     let details = serde_json::json!({
         "tokens": n,
         "unlikely": bad.len(),
@@ -198,7 +209,10 @@ fn eos_skipped(scores: &TokenScores, temperature: f64, rules: &LlmRules) -> Outc
         .filter(|(_, t)| t.eos_logprob >= floor)
         .map(|(i, t)| (i, t.eos_logprob.exp()))
         .collect();
-    let log_p: f64 = skipped.iter().map(|(_, p)| (1.0 - p).max(1e-300).ln()).sum();
+    let log_p: f64 = skipped
+        .iter()
+        .map(|(_, p)| (1.0 - p).max(1e-300).ln())
+        .sum();
     let details = serde_json::json!({
         "skipped_positions": skipped.iter().take(MAX_LISTED)
             .map(|(i, p)| serde_json::json!({"index": i, "eos_prob": p})).collect::<Vec<_>>(),
@@ -230,7 +244,9 @@ fn early_end(scores: &TokenScores, input: &LlmInput, rules: &LlmRules) -> Outcom
     let p_eos = scores.end_eos_logprob.exp();
     // An upper bound on the probability of sampling EOS there at temperature t.
     let bound = if t <= 1.0 {
-        (scores.end_eos_logprob - scores.end_top_logprob).exp().min(1.0)
+        (scores.end_eos_logprob - scores.end_top_logprob)
+            .exp()
+            .min(1.0)
     } else {
         p_eos.powf(1.0 / t)
     };
@@ -278,7 +294,11 @@ fn greedy_share(scores: &TokenScores, temperature: f64, rules: &LlmRules) -> Out
         .iter()
         .map(|tok| {
             let best = tok.top[0].logprob / temperature;
-            let z: f64 = tok.top.iter().map(|a| (a.logprob / temperature - best).exp()).sum();
+            let z: f64 = tok
+                .top
+                .iter()
+                .map(|a| (a.logprob / temperature - best).exp())
+                .sum();
             1.0 / z
         })
         .collect();
@@ -394,8 +414,14 @@ mod tests {
                     logprob,
                     rank,
                     top: vec![
-                        Alternative { id: 1, logprob: top1 },
-                        Alternative { id: 3, logprob: (1.0 - top1.exp()).max(1e-9).ln() },
+                        Alternative {
+                            id: 1,
+                            logprob: top1,
+                        },
+                        Alternative {
+                            id: 3,
+                            logprob: (1.0 - top1.exp()).max(1e-9).ln(),
+                        },
                     ],
                     eos_logprob: eos,
                 })
@@ -426,8 +452,20 @@ mod tests {
         let mut toks = vec![(1, -0.1, -12.0); 30];
         toks[7] = (50, -6.0, -12.0);
         let s = scores(&toks, -0.1);
-        assert_eq!(status(&check(&s, &input(0.0, 100), None, &rules()), CheckId::LlmRank), Status::Fail);
-        assert_eq!(status(&check(&s, &input(1.0, 100), None, &rules()), CheckId::LlmRank), Status::Pass);
+        assert_eq!(
+            status(
+                &check(&s, &input(0.0, 100), None, &rules()),
+                CheckId::LlmRank
+            ),
+            Status::Fail
+        );
+        assert_eq!(
+            status(
+                &check(&s, &input(1.0, 100), None, &rules()),
+                CheckId::LlmRank
+            ),
+            Status::Pass
+        );
     }
 
     #[test]
@@ -490,10 +528,25 @@ mod tests {
         let near = vec![-0.11; 10];
         let far = vec![-3.0; 10];
         let r = rules();
-        assert_eq!(status(&check(&s, &input(0.0, 100), Some(&near), &r), CheckId::LlmLogprobDelta), Status::Pass);
-        assert_eq!(status(&check(&s, &input(0.0, 100), Some(&far), &r), CheckId::LlmLogprobDelta), Status::Fail);
         assert_eq!(
-            status(&check(&s, &input(0.0, 100), Some(&far[..3]), &r), CheckId::LlmLogprobDelta),
+            status(
+                &check(&s, &input(0.0, 100), Some(&near), &r),
+                CheckId::LlmLogprobDelta
+            ),
+            Status::Pass
+        );
+        assert_eq!(
+            status(
+                &check(&s, &input(0.0, 100), Some(&far), &r),
+                CheckId::LlmLogprobDelta
+            ),
+            Status::Fail
+        );
+        assert_eq!(
+            status(
+                &check(&s, &input(0.0, 100), Some(&far[..3]), &r),
+                CheckId::LlmLogprobDelta
+            ),
             Status::Inconclusive
         );
     }

@@ -82,11 +82,17 @@ pub struct JobVerdict {
 
 impl JobVerdict {
     pub fn outcome(&self, check: CheckId) -> Option<&Outcome> {
-        self.checks.iter().find(|c| c.check == check).map(|c| &c.outcome)
+        self.checks
+            .iter()
+            .find(|c| c.check == check)
+            .map(|c| &c.outcome)
     }
 
     pub fn failed_checks(&self) -> impl Iterator<Item = CheckId> + '_ {
-        self.checks.iter().filter(|c| c.outcome.is_fail()).map(|c| c.check)
+        self.checks
+            .iter()
+            .filter(|c| c.outcome.is_fail())
+            .map(|c| c.check)
     }
 }
 
@@ -101,7 +107,11 @@ pub struct Judge {
 impl Judge {
     pub fn new(rules: Rules) -> Judge {
         let digest = rules.digest();
-        Judge { rules, digest, reuse: ReuseIndex::new() }
+        Judge {
+            rules,
+            digest,
+            reuse: ReuseIndex::new(),
+        }
     }
 
     pub fn rules(&self) -> &Rules {
@@ -150,7 +160,10 @@ impl Judge {
             });
             return verdict;
         };
-        let mut out: Vec<(CheckId, Outcome)> = vec![(CheckId::ModelKnown, Outcome::pass(serde_json::json!({"category": model.category})))];
+        let mut out: Vec<(CheckId, Outcome)> = vec![(
+            CheckId::ModelKnown,
+            Outcome::pass(serde_json::json!({"category": model.category})),
+        )];
 
         out.push((
             CheckId::DeviceSpec,
@@ -169,11 +182,22 @@ impl Judge {
                 let im = &rules.checks.image;
                 let (w, h) = image::expected_size(input.width, input.height, im);
                 verdict.points = Points {
-                    waifu: points::image_points(rules, &model.category, w, h, image::effective_steps(input, im)),
+                    waifu: points::image_points(
+                        rules,
+                        &model.category,
+                        w,
+                        h,
+                        image::effective_steps(input, im),
+                    ),
                     llama: 0.0,
                 };
-                let bound = gpu.and_then(|(id, g)| device::inference_bound(rules, record, model, category, id, g, None));
-                out.push((CheckId::Latency, device::check_latency(rules, record, bound.as_ref())));
+                let bound = gpu.and_then(|(id, g)| {
+                    device::inference_bound(rules, record, model, category, id, g, None)
+                });
+                out.push((
+                    CheckId::Latency,
+                    device::check_latency(rules, record, bound.as_ref()),
+                ));
 
                 match &fetched.output {
                     None | Some(Object::Missing(_)) => {
@@ -197,14 +221,19 @@ impl Judge {
                                 Outcome::pass(serde_json::json!({"width": img.width(), "height": img.height()})),
                             ));
                             out.push((CheckId::OutputSize, image::check_size(&img, input, im)));
-                            let hash = image::phash(&img.to_luma8(), im);
+                            let luma = img.to_luma8();
+                            let hash = image::phash(&luma, im);
+                            let fingerprint = reuse::ImageFingerprint {
+                                phash: hash.as_bytes().into(),
+                                dhash: image::dhash(&luma, im).as_bytes().into(),
+                            };
                             out.push((
                                 CheckId::Reuse,
                                 self.reuse.check_image(
                                     &record.job_id,
                                     &record.miner_id,
                                     record.input_digest(),
-                                    hash.as_bytes(),
+                                    &fingerprint,
                                     &rules.checks.reuse,
                                 ),
                             ));
@@ -222,15 +251,24 @@ impl Judge {
                 let lr = &rules.checks.llm;
                 let text: Result<Option<String>, Outcome> = match (&output.text, &fetched.output) {
                     (Some(t), _) => Ok(Some(t.clone())),
-                    (None, Some(Object::Found(bytes))) => String::from_utf8(bytes.clone())
-                        .map(Some)
-                        .map_err(|_| Outcome::fail("invalid output: text is not UTF-8", serde_json::json!({"size_bytes": bytes.len()}))),
+                    (None, Some(Object::Found(bytes))) => {
+                        String::from_utf8(bytes.clone()).map(Some).map_err(|_| {
+                            Outcome::fail(
+                                "invalid output: text is not UTF-8",
+                                serde_json::json!({"size_bytes": bytes.len()}),
+                            )
+                        })
+                    }
                     (None, Some(Object::Missing(why))) => Err(Outcome::inconclusive(why.clone())),
                     (None, None) => Err(Outcome::inconclusive("output text was not fetched")),
                 };
                 let text = match text {
                     Ok(Some(t)) if t.len() as u64 > lr.max_text_bytes => Err(Outcome::fail(
-                        format!("invalid output: text is {} bytes, over the {}-byte limit", t.len(), lr.max_text_bytes),
+                        format!(
+                            "invalid output: text is {} bytes, over the {}-byte limit",
+                            t.len(),
+                            lr.max_text_bytes
+                        ),
                         serde_json::json!({"size_bytes": t.len(), "limit_bytes": lr.max_text_bytes}),
                     )),
                     other => other,
@@ -259,7 +297,9 @@ impl Judge {
                 let tokens_for_points = match (usable_scores, text_ref) {
                     (Some(s), _) => Some(u64::from(s.prompt_tokens) + s.tokens.len() as u64),
                     (None, Some(t)) => Some(
-                        ((input.input_chars() + t.chars().count()) as f64 / lr.chars_per_token_estimate).ceil() as u64,
+                        ((input.input_chars() + t.chars().count()) as f64
+                            / lr.chars_per_token_estimate)
+                            .ceil() as u64,
                     ),
                     (None, None) => None,
                 };
@@ -267,12 +307,20 @@ impl Judge {
                     verdict.points.llama = points::llm_points(rules, &model.category, tokens);
                     verdict.points_estimated = usable_scores.is_none();
                 }
-                let bound = gpu.and_then(|(id, g)| device::inference_bound(rules, record, model, category, id, g, counts));
-                out.push((CheckId::Latency, device::check_latency(rules, record, bound.as_ref())));
+                let bound = gpu.and_then(|(id, g)| {
+                    device::inference_bound(rules, record, model, category, id, g, counts)
+                });
+                out.push((
+                    CheckId::Latency,
+                    device::check_latency(rules, record, bound.as_ref()),
+                ));
 
                 match text {
                     Err(outcome) => out.push((CheckId::OutputDecode, outcome)),
-                    Ok(None) => out.push((CheckId::OutputDecode, Outcome::inconclusive("no output text"))),
+                    Ok(None) => out.push((
+                        CheckId::OutputDecode,
+                        Outcome::inconclusive("no output text"),
+                    )),
                     Ok(Some(text)) => {
                         out.push((
                             CheckId::OutputDecode,
@@ -309,7 +357,10 @@ impl Judge {
             .into_iter()
             .map(|(check, outcome)| CheckResult { check, outcome })
             .collect();
-        verdict.verdict = if verdict.outcome(CheckId::OutputDecode).is_some_and(Outcome::is_fail) {
+        verdict.verdict = if verdict
+            .outcome(CheckId::OutputDecode)
+            .is_some_and(Outcome::is_fail)
+        {
             Verdict::Invalid
         } else if verdict.failed_checks().next().is_some() {
             Verdict::Fail
@@ -320,9 +371,16 @@ impl Judge {
     }
 }
 
-fn similarity(miner: &::image::DynamicImage, reference: &[u8], seed: i64, rules: &crate::rules::ImageRules) -> Outcome {
+fn similarity(
+    miner: &::image::DynamicImage,
+    reference: &[u8],
+    seed: i64,
+    rules: &crate::rules::ImageRules,
+) -> Outcome {
     if seed < 0 {
-        return Outcome::inconclusive("the job asked for a random seed, so no reference image can match it");
+        return Outcome::inconclusive(
+            "the job asked for a random seed, so no reference image can match it",
+        );
     }
     match image::decode(reference, rules) {
         // Our own reference being unreadable is an infrastructure problem.

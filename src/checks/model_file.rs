@@ -99,7 +99,10 @@ pub struct ChallengeExpectation {
     pub expected: String,
 }
 
-pub fn check_challenge(response: &ChallengeResponse, expectation: Option<&ChallengeExpectation>) -> Outcome {
+pub fn check_challenge(
+    response: &ChallengeResponse,
+    expectation: Option<&ChallengeExpectation>,
+) -> Outcome {
     let Some(exp) = expectation else {
         return Outcome::inconclusive("no reference answer for this challenge yet");
     };
@@ -141,7 +144,10 @@ pub struct FileDigests {
 pub fn check_file(digests: &FileDigests, entry: &ModelFile) -> Outcome {
     let mut problems = Vec::new();
     if digests.size_bytes != entry.size_bytes {
-        problems.push(format!("size {} != {}", digests.size_bytes, entry.size_bytes));
+        problems.push(format!(
+            "size {} != {}",
+            digests.size_bytes, entry.size_bytes
+        ));
     }
     if !digests.sha256.eq_ignore_ascii_case(&entry.sha256) {
         problems.push("SHA-256 differs".to_owned());
@@ -156,7 +162,11 @@ pub fn check_file(digests: &FileDigests, entry: &ModelFile) -> Outcome {
         Outcome::pass(details)
     } else {
         Outcome::fail(
-            format!("{} does not match the registry: {}", entry.name, problems.join(", ")),
+            format!(
+                "{} does not match the registry: {}",
+                entry.name,
+                problems.join(", ")
+            ),
             details,
         )
     }
@@ -213,7 +223,13 @@ mod tests {
         let w0 = u64::from_le_bytes(s[0..8].try_into().unwrap());
         let w1 = u64::from_le_bytes(s[8..16].try_into().unwrap());
         let len = (r.min_len_bytes + w0 % (r.max_len_bytes - r.min_len_bytes + 1)).min(size);
-        assert_eq!(derive_range(&s, size, &r), ByteRange { offset: w1 % (size - len + 1), length: len });
+        assert_eq!(
+            derive_range(&s, size, &r),
+            ByteRange {
+                offset: w1 % (size - len + 1),
+                length: len
+            }
+        );
     }
 
     #[test]
@@ -226,7 +242,10 @@ mod tests {
             file: "m.safetensors".into(),
             answer: exp.expected.clone(),
         };
-        assert!(matches!(check_challenge(&honest, Some(&exp)), Outcome::Pass { .. }));
+        assert!(matches!(
+            check_challenge(&honest, Some(&exp)),
+            Outcome::Pass { .. }
+        ));
 
         let mut bytes = std::fs::read(f.path()).unwrap();
         let mid = (exp.range.offset + exp.range.length / 2) as usize;
@@ -234,22 +253,38 @@ mod tests {
         let tampered = tempfile::NamedTempFile::new().unwrap();
         std::fs::write(tampered.path(), &bytes).unwrap();
         let theirs = answer_file(tampered.path(), "m.safetensors", "abcd", &r).unwrap();
-        let cheat = ChallengeResponse { answer: theirs.expected, ..honest };
+        let cheat = ChallengeResponse {
+            answer: theirs.expected,
+            ..honest
+        };
         assert!(check_challenge(&cheat, Some(&exp)).is_fail());
     }
 
     #[test]
     fn a_missing_or_mismatched_expectation_is_inconclusive() {
-        let resp = ChallengeResponse { nonce: "00".into(), file: "a".into(), answer: "x".into() };
-        assert!(matches!(check_challenge(&resp, None), Outcome::Inconclusive { .. }));
+        let resp = ChallengeResponse {
+            nonce: "00".into(),
+            file: "a".into(),
+            answer: "x".into(),
+        };
+        assert!(matches!(
+            check_challenge(&resp, None),
+            Outcome::Inconclusive { .. }
+        ));
         let exp = ChallengeExpectation {
             file: "b".into(),
             nonce: "00".into(),
             file_size_bytes: 1,
-            range: ByteRange { offset: 0, length: 1 },
+            range: ByteRange {
+                offset: 0,
+                length: 1,
+            },
             expected: "y".into(),
         };
-        assert!(matches!(check_challenge(&resp, Some(&exp)), Outcome::Inconclusive { .. }));
+        assert!(matches!(
+            check_challenge(&resp, Some(&exp)),
+            Outcome::Inconclusive { .. }
+        ));
     }
 
     #[test]
@@ -266,7 +301,10 @@ mod tests {
             blake3: entry.blake3.clone().unwrap(),
         };
         assert!(matches!(check_file(&good, &entry), Outcome::Pass { .. }));
-        let bad = FileDigests { blake3: "00".repeat(32), ..good };
+        let bad = FileDigests {
+            blake3: "00".repeat(32),
+            ..good
+        };
         assert!(check_file(&bad, &entry).is_fail());
     }
 }

@@ -2,6 +2,10 @@
 //! job whose input differs. Catches canned answers and outputs replayed across jobs or
 //! copied between miners.
 //!
+//! Images match when both their DCT hash (pHash) and their gradient hash (dHash) are
+//! within the rules' distances: pHash alone maps distinct smooth images (sky, a plain
+//! table) onto the same 64 bits, and the two hashes fail on different images.
+//!
 //! The index is bounded (`rules.checks.reuse.capacity` entries per kind, oldest evicted
 //! first), so memory stays flat however long a worker runs. Jobs with identical inputs
 //! (same model, prompt, size, steps, seed) may honestly produce the same output, so a
@@ -25,9 +29,16 @@ struct Seen {
 
 #[derive(Debug, Default)]
 pub struct ReuseIndex {
-    images: VecDeque<(Box<[u8]>, Seen)>,
+    images: VecDeque<(ImageFingerprint, Seen)>,
     texts: HashMap<blake3::Hash, Seen>,
     text_order: VecDeque<blake3::Hash>,
+}
+
+/// The two perceptual hashes of an image, as bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageFingerprint {
+    pub phash: Box<[u8]>,
+    pub dhash: Box<[u8]>,
 }
 
 fn hamming(a: &[u8], b: &[u8]) -> u32 {
@@ -44,34 +55,50 @@ impl ReuseIndex {
         Self::default()
     }
 
-    /// Checks an image's perceptual hash against recent ones, then remembers it.
+    /// Checks an image's perceptual hashes against recent ones, then remembers them.
     pub fn check_image(
         &mut self,
         job_id: &JobId,
         miner_id: &MinerId,
         input: blake3::Hash,
-        phash: &[u8],
+        fp: &ImageFingerprint,
         rules: &ReuseRules,
     ) -> Outcome {
         let hit = self.images.iter().find_map(|(h, seen)| {
-            let d = hamming(h, phash);
-            (h.len() == phash.len() && d <= rules.image_max_distance && seen.input != input && &seen.job_id != job_id)
-                .then(|| (d, seen.clone()))
+            let same_shape = h.phash.len() == fp.phash.len() && h.dhash.len() == fp.dhash.len();
+            let dp = hamming(&h.phash, &fp.phash);
+            let dd = hamming(&h.dhash, &fp.dhash);
+            (same_shape
+                && dp <= rules.image_max_distance
+                && dd <= rules.image_max_dhash_distance
+                && seen.input != input
+                && &seen.job_id != job_id)
+                .then(|| (dp, dd, seen.clone()))
         });
         if self.images.len() >= rules.capacity {
             self.images.pop_front();
         }
         self.images.push_back((
-            phash.into(),
-            Seen { job_id: job_id.clone(), miner_id: miner_id.clone(), input },
+            fp.clone(),
+            Seen {
+                job_id: job_id.clone(),
+                miner_id: miner_id.clone(),
+                input,
+            },
         ));
         match hit {
-            Some((distance, seen)) => Outcome::fail(
+            Some((dp, dd, seen)) => Outcome::fail(
                 format!(
-                    "image is a near-duplicate (pHash distance {distance}) of job {} by {}, whose input differs",
+                    "image is a near-duplicate (pHash distance {dp}, dHash distance {dd}) of job {} by {}, whose input differs",
                     seen.job_id, seen.miner_id
                 ),
-                serde_json::json!({"matched": seen, "distance": distance, "max_distance": rules.image_max_distance}),
+                serde_json::json!({
+                    "matched": seen,
+                    "phash_distance": dp,
+                    "dhash_distance": dd,
+                    "max_phash_distance": rules.image_max_distance,
+                    "max_dhash_distance": rules.image_max_dhash_distance,
+                }),
             ),
             None => Outcome::pass(serde_json::json!({"compared_with": self.images.len() - 1})),
         }
@@ -106,7 +133,14 @@ impl ReuseIndex {
                 self.texts.remove(&old);
             }
             self.text_order.push_back(key);
-            self.texts.insert(key, Seen { job_id: job_id.clone(), miner_id: miner_id.clone(), input });
+            self.texts.insert(
+                key,
+                Seen {
+                    job_id: job_id.clone(),
+                    miner_id: miner_id.clone(),
+                    input,
+                },
+            );
         }
         match hit {
             Some(seen) => Outcome::fail(
@@ -126,7 +160,19 @@ mod tests {
     use super::*;
 
     fn rules(capacity: usize) -> ReuseRules {
-        ReuseRules { capacity, image_max_distance: 4, text_min_chars: 10 }
+        ReuseRules {
+            capacity,
+            image_max_distance: 4,
+            image_max_dhash_distance: 6,
+            text_min_chars: 10,
+        }
+    }
+
+    fn fp(p: [u8; 8], d: [u8; 8]) -> ImageFingerprint {
+        ImageFingerprint {
+            phash: p.into(),
+            dhash: d.into(),
+        }
     }
 
     fn ids(j: &str) -> (JobId, MinerId) {
@@ -145,8 +191,30 @@ mod tests {
         let h1 = [0b1010_1010u8; 8];
         let mut h2 = h1;
         h2[0] ^= 0b11;
-        assert!(!idx.check_image(&j1, &m, blake3::hash(b"in1"), &h1, &r).is_fail());
-        assert!(idx.check_image(&j2, &m, blake3::hash(b"in2"), &h2, &r).is_fail());
+        assert!(
+            !idx.check_image(&j1, &m, blake3::hash(b"in1"), &fp(h1, h1), &r)
+                .is_fail()
+        );
+        assert!(
+            idx.check_image(&j2, &m, blake3::hash(b"in2"), &fp(h2, h2), &r)
+                .is_fail()
+        );
+    }
+
+    #[test]
+    fn a_shared_phash_alone_is_not_a_duplicate() {
+        let mut idx = ReuseIndex::new();
+        let r = rules(10);
+        let (j1, m) = ids("a");
+        let (j2, _) = ids("b");
+        assert!(
+            !idx.check_image(&j1, &m, blake3::hash(b"in1"), &fp([7; 8], [0; 8]), &r)
+                .is_fail()
+        );
+        assert!(
+            !idx.check_image(&j2, &m, blake3::hash(b"in2"), &fp([7; 8], [0xff; 8]), &r)
+                .is_fail()
+        );
     }
 
     #[test]
@@ -156,8 +224,14 @@ mod tests {
         let (j1, m) = ids("a");
         let (j2, _) = ids("b");
         let input = blake3::hash(b"same");
-        assert!(!idx.check_image(&j1, &m, input, &[1; 8], &r).is_fail());
-        assert!(!idx.check_image(&j2, &m, input, &[1; 8], &r).is_fail());
+        assert!(
+            !idx.check_image(&j1, &m, input, &fp([1; 8], [1; 8]), &r)
+                .is_fail()
+        );
+        assert!(
+            !idx.check_image(&j2, &m, input, &fp([1; 8], [1; 8]), &r)
+                .is_fail()
+        );
         let text = "a long enough answer to count";
         assert!(!idx.check_text(&j1, &m, input, text, &r).is_fail());
         assert!(!idx.check_text(&j2, &m, input, text, &r).is_fail());
@@ -168,8 +242,14 @@ mod tests {
         let mut idx = ReuseIndex::new();
         let r = rules(10);
         let (j1, m) = ids("a");
-        assert!(!idx.check_image(&j1, &m, blake3::hash(b"x"), &[1; 8], &r).is_fail());
-        assert!(!idx.check_image(&j1, &m, blake3::hash(b"y"), &[1; 8], &r).is_fail());
+        assert!(
+            !idx.check_image(&j1, &m, blake3::hash(b"x"), &fp([1; 8], [1; 8]), &r)
+                .is_fail()
+        );
+        assert!(
+            !idx.check_image(&j1, &m, blake3::hash(b"y"), &fp([1; 8], [1; 8]), &r)
+                .is_fail()
+        );
     }
 
     #[test]
@@ -179,9 +259,15 @@ mod tests {
         let (j1, m) = ids("a");
         let (j2, _) = ids("b");
         let canned = "I'm sorry, but I cannot help with that request.";
-        assert!(!idx.check_text(&j1, &m, blake3::hash(b"q1"), canned, &r).is_fail());
+        assert!(
+            !idx.check_text(&j1, &m, blake3::hash(b"q1"), canned, &r)
+                .is_fail()
+        );
         let again = canned.replace(' ', "  ");
-        assert!(idx.check_text(&j2, &m, blake3::hash(b"q2"), &again, &r).is_fail());
+        assert!(
+            idx.check_text(&j2, &m, blake3::hash(b"q2"), &again, &r)
+                .is_fail()
+        );
     }
 
     #[test]
@@ -192,12 +278,15 @@ mod tests {
         let _ = m_job;
         for (i, h) in [[1u8; 8], [2; 8], [3; 8]].iter().enumerate() {
             let (j, _) = ids(&format!("j{i}"));
-            idx.check_image(&j, &m, blake3::hash(&[i as u8]), h, &r);
+            idx.check_image(&j, &m, blake3::hash(&[i as u8]), &fp(*h, *h), &r);
         }
         assert_eq!(idx.images.len(), 2);
         let (j, _) = ids("late");
         // [1; 8] was evicted, so its duplicate passes now.
-        assert!(!idx.check_image(&j, &m, blake3::hash(b"late"), &[1; 8], &r).is_fail());
+        assert!(
+            !idx.check_image(&j, &m, blake3::hash(b"late"), &fp([1; 8], [1; 8]), &r)
+                .is_fail()
+        );
     }
 
     #[test]

@@ -167,7 +167,8 @@ pub fn reference_image_path(dir: &Path, job_id: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-fn fetch(dir: &Path, record: &JobRecord, rules: &Rules) -> Fetched {
+/// Reads what `Judge::evaluate` needs for one job from an audit folder.
+pub fn fetch(dir: &Path, record: &JobRecord, rules: &Rules) -> Fetched {
     let objects = dir.join("objects");
     let reference = dir.join("reference").join(record.job_id.as_str());
     let output = match &record.job {

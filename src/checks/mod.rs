@@ -357,13 +357,14 @@ impl Judge {
             .into_iter()
             .map(|(check, outcome)| CheckResult { check, outcome })
             .collect();
-        verdict.verdict = if verdict
-            .outcome(CheckId::OutputDecode)
-            .is_some_and(Outcome::is_fail)
-        {
+        let decode = verdict.outcome(CheckId::OutputDecode);
+        verdict.verdict = if decode.is_some_and(Outcome::is_fail) {
             Verdict::Invalid
         } else if verdict.failed_checks().next().is_some() {
             Verdict::Fail
+        } else if matches!(decode, Some(Outcome::Inconclusive { .. })) {
+            // Nothing was judged about the output itself: that is not a pass.
+            Verdict::Inconclusive
         } else {
             Verdict::Pass
         };

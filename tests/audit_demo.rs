@@ -1,0 +1,216 @@
+//! End to end: `audit` of the bundled demo slashes or flags every cheating miner and no
+//! honest one, through the library and through the `proctor` binary.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use proctor::audit;
+use proctor::checks::Verdict;
+use proctor::decide::Action;
+use proctor::ids::MinerId;
+use proctor::outcome::CheckId;
+use proctor::rules::Rules;
+use proctor::sampling::SamplingSecret;
+
+fn demo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/audit-demo")
+}
+
+struct Expected {
+    name: String,
+    miner: MinerId,
+    action: Action,
+}
+
+fn expected() -> Vec<Expected> {
+    let v: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(demo().join("miners.json")).unwrap()).unwrap();
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|m| Expected {
+            name: m["name"].as_str().unwrap().to_owned(),
+            miner: MinerId::parse(m["miner_id"].as_str().unwrap()).unwrap(),
+            action: serde_json::from_value(m["expected_action"].clone()).unwrap(),
+        })
+        .collect()
+}
+
+fn judge() -> audit::AuditResult {
+    audit::judge_dir(
+        &demo(),
+        Rules::embedded().unwrap(),
+        &SamplingSecret::from_passphrase("t"),
+        false,
+    )
+    .unwrap()
+}
+
+#[test]
+fn the_demo_audit_slashes_or_flags_every_cheater_and_no_honest_miner() {
+    let result = judge();
+    let exp = expected();
+    assert!(exp.iter().filter(|e| e.action == Action::None).count() >= 5);
+    for e in &exp {
+        let d = result
+            .decision(&e.miner)
+            .unwrap_or_else(|| panic!("{} has no decision", e.name));
+        assert_eq!(d.action, e.action, "{}: {:?}", e.name, d.tallies);
+        assert_eq!(d.slash.is_some(), e.action == Action::Slash, "{}", e.name);
+    }
+    // No decision for a miner the demo does not describe.
+    let known: BTreeSet<&MinerId> = exp.iter().map(|e| &e.miner).collect();
+    for d in &result.decisions {
+        assert!(
+            known.contains(&d.miner_id),
+            "unexpected miner {}",
+            d.miner_id
+        );
+    }
+}
+
+#[test]
+fn every_check_fails_somewhere_in_the_demo() {
+    let result = judge();
+    let failed: BTreeSet<CheckId> = result
+        .verdicts
+        .iter()
+        .flat_map(|v| v.failed_checks())
+        .collect();
+    for check in [
+        CheckId::OutputDecode,
+        CheckId::OutputSize,
+        CheckId::ImageSimilarity,
+        CheckId::LlmRank,
+        CheckId::LlmUnlikelyTokens,
+        CheckId::LlmEosSkipped,
+        CheckId::ModelChallenge,
+        CheckId::DeviceSpec,
+        CheckId::Latency,
+        CheckId::Reuse,
+        CheckId::Canary,
+    ] {
+        assert!(failed.contains(&check), "no demo job fails {check}");
+    }
+}
+
+#[test]
+fn no_honest_job_fails_any_check() {
+    let result = judge();
+    let honest: BTreeSet<MinerId> = expected()
+        .into_iter()
+        .filter(|e| e.action == Action::None)
+        .map(|e| e.miner)
+        .collect();
+    for v in result
+        .verdicts
+        .iter()
+        .filter(|v| honest.contains(&v.miner_id))
+    {
+        assert!(
+            matches!(v.verdict, Verdict::Pass | Verdict::Inconclusive),
+            "{} failed {:?}",
+            v.job_id,
+            v.failed_checks().collect::<Vec<_>>()
+        );
+    }
+}
+
+#[test]
+fn slashes_are_deterministic_and_cover_each_cheaters_jobs() {
+    let (a, b) = (judge(), judge());
+    let slashes = |r: &audit::AuditResult| {
+        r.decisions
+            .iter()
+            .filter_map(|d| d.slash.clone())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(slashes(&a), slashes(&b));
+    for s in slashes(&a) {
+        assert!(!s.jobs.is_empty() && s.amount.total() > 0.0, "{s:?}");
+        assert!(s.honest_probability <= 1e-6);
+        assert_eq!(s.rules_digest, a.rules_digest);
+        assert!(s.evidence.iter().all(|e| s.jobs.contains(&e.job_id)));
+    }
+}
+
+#[test]
+fn malformed_records_are_rejected_with_their_reason() {
+    let result = judge();
+    assert_eq!(result.rejected.len(), 2, "{:?}", result.rejected);
+    assert!(
+        result.rejected.iter().any(|r| r.error.contains("sampler")),
+        "{:?}",
+        result.rejected
+    );
+}
+
+#[test]
+fn the_cli_writes_every_output_and_exits_zero() {
+    let out = tempfile::tempdir().unwrap();
+    let run = Command::new(env!("CARGO_BIN_EXE_proctor"))
+        .args([
+            "audit",
+            demo().to_str().unwrap(),
+            "--out",
+            out.path().to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(
+        stdout.contains("SLASH") && stdout.contains("flag for review"),
+        "{stdout}"
+    );
+    let read = |n: &str| std::fs::read_to_string(out.path().join(n)).unwrap();
+    let slashes = read("slashes.jsonl");
+    let expected_slashes = expected()
+        .iter()
+        .filter(|e| e.action == Action::Slash)
+        .count();
+    assert_eq!(slashes.lines().count(), expected_slashes);
+    assert_eq!(
+        read("verdicts.jsonl").lines().count(),
+        judge().verdicts.len()
+    );
+    let report = read("report.html");
+    assert!(
+        report.contains("data:image/jpeg;base64,"),
+        "report embeds no image"
+    );
+    for e in expected().iter().filter(|e| e.action != Action::None) {
+        assert!(
+            report.contains(&e.miner.to_string()),
+            "report lacks {}",
+            e.name
+        );
+    }
+    for e in expected().iter().filter(|e| e.action == Action::None) {
+        assert!(
+            !report.contains(&e.miner.to_string()),
+            "report names honest {}",
+            e.name
+        );
+    }
+}
+
+#[test]
+fn the_cli_fails_when_it_cannot_run() {
+    let run = Command::new(env!("CARGO_BIN_EXE_proctor"))
+        .args([
+            "audit",
+            "/nonexistent/folder",
+            "--out",
+            "/tmp/never-written",
+        ])
+        .output()
+        .unwrap();
+    assert!(!run.status.success());
+    assert!(String::from_utf8_lossy(&run.stderr).contains("jobs.jsonl"));
+}

@@ -1,0 +1,249 @@
+//! The `proctor` binary's smaller commands against the tools they must agree with.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn proctor(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_proctor"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn sample_files(dir: &Path) -> Vec<PathBuf> {
+    let files = [
+        ("empty", Vec::new()),
+        ("small.txt", b"abc".to_vec()),
+        (
+            "with space.bin",
+            (0..200_000u32).map(|i| (i % 251) as u8).collect(),
+        ),
+        (
+            "big.bin",
+            (0..5_000_000u32)
+                .map(|i| (i.wrapping_mul(2654435761) >> 24) as u8)
+                .collect(),
+        ),
+        ("back\\slash", b"escaped names".to_vec()),
+    ];
+    files
+        .into_iter()
+        .map(|(n, bytes)| {
+            let p = dir.join(n);
+            std::fs::write(&p, bytes).unwrap();
+            p
+        })
+        .collect()
+}
+
+/// b3sum, as installed by scripts/install-tools.sh (or found on PATH).
+fn b3sum() -> PathBuf {
+    if let Ok(p) = std::env::var("PROCTOR_B3SUM") {
+        return PathBuf::from(p);
+    }
+    let cached = dirs_home().join(".cache/proctor/b3sum-1.8.7/bin/b3sum");
+    if cached.is_file() {
+        return cached;
+    }
+    let on_path = Command::new("b3sum").arg("--version").output();
+    assert!(
+        on_path.is_ok_and(|o| o.status.success()),
+        "b3sum not found: run scripts/install-tools.sh (or set PROCTOR_B3SUM)"
+    );
+    PathBuf::from("b3sum")
+}
+
+fn dirs_home() -> PathBuf {
+    PathBuf::from(std::env::var("HOME").unwrap_or_else(|_| "/root".into()))
+}
+
+fn reference_lines(tool: &Path, dir: &Path, files: &[PathBuf]) -> String {
+    let names: Vec<&str> = files
+        .iter()
+        .map(|f| f.file_name().unwrap().to_str().unwrap())
+        .collect();
+    let o = Command::new(tool)
+        .args(&names)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "{}: {}",
+        tool.display(),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    stdout(&o)
+}
+
+fn proctor_lines(dir: &Path, files: &[PathBuf], sha: bool) -> String {
+    let names: Vec<&str> = files
+        .iter()
+        .map(|f| f.file_name().unwrap().to_str().unwrap())
+        .collect();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_proctor"));
+    cmd.arg("hash");
+    if sha {
+        cmd.arg("--sha256");
+    }
+    let o = cmd.args(&names).current_dir(dir).output().unwrap();
+    assert!(o.status.success());
+    stdout(&o)
+}
+
+#[test]
+fn hash_agrees_with_b3sum() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = sample_files(dir.path());
+    let want = reference_lines(&b3sum(), dir.path(), &files);
+    assert_eq!(proctor_lines(dir.path(), &files, false), want);
+    assert!(
+        want.lines().any(|l| l.starts_with('\\')),
+        "no escaped line was compared"
+    );
+}
+
+#[test]
+fn hash_sha256_agrees_with_sha256sum() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = sample_files(dir.path());
+    let want = reference_lines(Path::new("sha256sum"), dir.path(), &files);
+    assert_eq!(proctor_lines(dir.path(), &files, true), want);
+}
+
+#[test]
+fn hash_of_a_missing_file_fails_but_hashes_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("a");
+    std::fs::write(&f, b"x").unwrap();
+    let o = proctor(&["hash", f.to_str().unwrap(), "/nonexistent/file"]);
+    assert!(!o.status.success());
+    assert_eq!(stdout(&o).lines().count(), 1);
+}
+
+#[test]
+fn rules_check_passes_on_the_shipped_rules() {
+    let o = proctor(&["rules", "check"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let out = stdout(&o);
+    assert!(
+        out.contains("sdxl") && out.contains("deters") && !out.contains("CHEATING PAYS"),
+        "{out}"
+    );
+}
+
+/// A copy of the shipped rules with one text replacement applied.
+fn rules_with(file: &str, from: &str, to: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("rules");
+    for e in std::fs::read_dir(&src).unwrap() {
+        let p = e.unwrap().path();
+        std::fs::copy(&p, dir.path().join(p.file_name().unwrap())).unwrap();
+    }
+    let target = dir.path().join(file);
+    let text = std::fs::read_to_string(&target).unwrap();
+    let changed = text.replace(from, to);
+    assert_ne!(text, changed, "{from:?} not found in {file}");
+    std::fs::write(target, changed).unwrap();
+    dir
+}
+
+#[test]
+fn rules_check_fails_when_cheating_pays() {
+    let dir = rules_with(
+        "slashing.toml",
+        "scope = \"miner_window\"",
+        "scope = \"failed_jobs\"",
+    );
+    let o = proctor(&["rules", "check", "--rules", dir.path().to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("sdxl") && err.contains("profitable"), "{err}");
+    assert!(
+        !err.contains("flux"),
+        "a disabled category cannot pay: {err}"
+    );
+}
+
+#[test]
+fn rules_check_names_the_file_of_an_invalid_rule() {
+    let dir = rules_with("gpus.toml", "vram_gb = 24\n", "vram_gb = 24\nvram_mb = 1\n");
+    let o = proctor(&["rules", "check", "--rules", dir.path().to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("gpus.toml") && err.contains("vram_mb"),
+        "{err}"
+    );
+}
+
+fn demo(rel: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures/audit-demo")
+        .join(rel)
+        .to_string_lossy()
+        .into_owned()
+}
+
+fn image_diff(a: &str, b: &str) -> serde_json::Value {
+    let o = proctor(&["image-diff", &demo(a), &demo(b)]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+#[test]
+fn image_diff_gives_pass_fail_and_invalid() {
+    let honest = image_diff(
+        "objects/jobs/sd-honest-a-1.jpg",
+        "reference/sd-honest-a-1/image.jpg",
+    );
+    assert_eq!(honest["verdict"], "pass", "{honest}");
+    for key in ["phash_distance", "dhash_distance", "ssim", "detail_ratio"] {
+        assert!(honest[key].is_number(), "{key} missing: {honest}");
+    }
+    let blur = image_diff(
+        "objects/jobs/sd-blur-0.jpg",
+        "reference/sd-blur-0/image.jpg",
+    );
+    assert_eq!(blur["verdict"], "fail", "{blur}");
+    let bomb = image_diff(
+        "objects/jobs/sd-bomb-0.png",
+        "reference/sd-blur-0/image.jpg",
+    );
+    assert_eq!(bomb["verdict"], "invalid", "{bomb}");
+    assert_eq!(bomb["invalid"], "candidate");
+}
+
+#[test]
+fn challenge_answers_match_the_reference_host() {
+    let expected: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(demo("reference/sd-honest-b-0/challenge.json")).unwrap(),
+    )
+    .unwrap();
+    // The CLI answers from a file; the demo's file is synthetic, so rebuild the same
+    // bytes here the way the generator does.
+    let mut bytes = vec![0u8; 3 << 20];
+    blake3::Hasher::new_derive_key("proctor demo model file")
+        .update(expected["file"].as_str().unwrap().as_bytes())
+        .finalize_xof()
+        .fill(&mut bytes);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("model.safetensors");
+    std::fs::write(&path, &bytes).unwrap();
+    let o = proctor(&[
+        "challenge",
+        path.to_str().unwrap(),
+        "--name",
+        expected["file"].as_str().unwrap(),
+        "--nonce",
+        expected["nonce"].as_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let got: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(got["expected"], expected["expected"]);
+    assert_eq!(got["range"], expected["range"]);
+}

@@ -172,7 +172,7 @@ fn mutated_images_never_panic_the_decoder() {
             }
             state ^= state << 13;
             let cut = (state % bytes.len() as u64) as usize;
-            if state % 5 == 0 {
+            if state.is_multiple_of(5) {
                 bytes.truncate(cut.max(1));
             }
             if decode(&bytes, &rules) == Err(InvalidImage::DecoderPanicked) {

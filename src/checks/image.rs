@@ -305,7 +305,11 @@ pub(crate) mod tests {
     pub(crate) fn textured(w: u32, h: u32, phase: u32) -> DynamicImage {
         DynamicImage::ImageRgb8(RgbImage::from_fn(w, h, |x, y| {
             let v = ((x * 7 + y * 3 + phase) % 64) as u8 * 3;
-            let fine = if (x + y + phase) % 3 == 0 { 40 } else { 0 };
+            let fine = if (x + y + phase).is_multiple_of(3) {
+                40
+            } else {
+                0
+            };
             Rgb([v.saturating_add(fine), (x % 256) as u8, (y % 256) as u8])
         }))
     }

@@ -851,6 +851,17 @@ pub fn generate(base_dir: &Path, out: &Path) {
             .expect("json")
             .as_bytes(),
     );
+    // One NFT on the fewer-steps cheat's wallet: its slash takes the boosted points.
+    // Written in upper case: addresses compare case-insensitively.
+    let wallet = miner("cheat-fewer-steps")[..42]
+        .to_uppercase()
+        .replacen("0X", "0x", 1);
+    g.write(
+        "wallets.json",
+        serde_json::to_string_pretty(&json!({ wallet: 1 }))
+            .expect("json")
+            .as_bytes(),
+    );
 
     let mut jobs = g.lines.join("\n");
     jobs.push('\n');

@@ -7,6 +7,7 @@
 //! DIR/reference/<job_id>/image.png    the reference GPU's image (or image.jpg)
 //! DIR/reference/<job_id>/scores.json  the reference model's token scores
 //! DIR/reference/<job_id>/challenge.json  the reference host's challenge answer
+//! DIR/wallets.json                    optional: NFTs held per wallet, for slash amounts
 //! ```
 //!
 //! This module is the edge: it reads files (every read bounded by the rules' size
@@ -119,9 +120,16 @@ pub fn judge_dir(
     for v in &verdicts {
         by_miner.entry(&v.miner_id).or_default().push(v.clone());
     }
+    let nfts = read_wallets(dir)?;
     let decisions = by_miner
-        .into_iter()
-        .map(|(miner, vs)| decide::decide(miner, &MinerHistory::default(), &vs, judge.rules()))
+        .iter()
+        .map(|(miner, vs)| {
+            let history = MinerHistory {
+                points_factor: boost_of(miner, by_miner.keys().copied(), &nfts, judge.rules()),
+                ..MinerHistory::default()
+            };
+            decide::decide(miner, &history, vs, judge.rules())
+        })
         .collect();
     Ok(AuditResult {
         rules_digest: judge.rules_digest().to_owned(),
@@ -129,6 +137,40 @@ pub fn judge_dir(
         rejected,
         decisions,
     })
+}
+
+/// `DIR/wallets.json`, optional: `{"0x<address>": <NFTs held>}`. Without it no GPU is
+/// boosted.
+fn read_wallets(dir: &Path) -> Result<BTreeMap<String, u32>> {
+    let path = dir.join("wallets.json");
+    if !path.exists() {
+        return Ok(BTreeMap::new());
+    }
+    let raw: BTreeMap<String, u32> = serde_json::from_slice(&std::fs::read(&path)?)
+        .with_context(|| format!("{} must map wallet addresses to NFT counts", path.display()))?;
+    // Addresses compare case-insensitively, like miner ids.
+    Ok(raw
+        .into_iter()
+        .map(|(k, v)| (k.to_ascii_lowercase(), v))
+        .collect())
+}
+
+/// The NFT boost of `miner`: its wallet's GPUs are taken in miner-id order and the first
+/// `gpus_per_nft × NFTs` are boosted.
+fn boost_of<'a>(
+    miner: &MinerId,
+    all: impl Iterator<Item = &'a MinerId>,
+    nfts: &BTreeMap<String, u32>,
+    rules: &Rules,
+) -> f64 {
+    let Some(&count) = nfts.get(miner.wallet()) else {
+        return 1.0;
+    };
+    let index = all
+        .filter(|m| m.wallet() == miner.wallet())
+        .position(|m| m == miner)
+        .unwrap_or(usize::MAX);
+    crate::points::nft_boost_factor(rules, index, count)
 }
 
 /// Reads at most `limit + 1` bytes, so an oversized object costs bounded memory and is

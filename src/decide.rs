@@ -24,12 +24,25 @@ use crate::points::Points;
 use crate::rules::{Rules, SlashScope};
 
 /// What the engine knows about a miner before the new outcomes.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct MinerHistory {
     /// The miner's judged jobs in the slashing window.
     pub verdicts: Vec<JobVerdict>,
     /// Jobs an earlier slash already covers.
     pub slashed_jobs: BTreeSet<JobId>,
+    /// The factor the ledger applied to this GPU's points (its NFT boost, see
+    /// `points::nft_boost_factor`), so that a slash takes what was actually credited.
+    pub points_factor: f64,
+}
+
+impl Default for MinerHistory {
+    fn default() -> Self {
+        MinerHistory {
+            verdicts: Vec::new(),
+            slashed_jobs: BTreeSet::new(),
+            points_factor: 1.0,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -207,7 +220,11 @@ pub fn decide(
             })
             .collect();
         let jobs: Vec<JobId> = covered.iter().map(|v| v.job_id.clone()).collect();
-        let amount = covered.iter().map(|v| v.points).sum::<Points>().scaled(sl.fraction);
+        let amount = covered
+            .iter()
+            .map(|v| v.points)
+            .sum::<Points>()
+            .scaled(sl.fraction * history.points_factor);
         let checks: BTreeSet<CheckId> = tallies.iter().map(|t| t.check).collect();
         Slash {
             slash_id: slash_id(miner, &jobs, &sl.rule_id),
@@ -370,6 +387,21 @@ mod tests {
     }
 
     #[test]
+    fn a_boosted_gpu_is_slashed_its_boosted_points() {
+        let r = rules();
+        let new: Vec<_> = ["a", "b", "c"]
+            .iter()
+            .map(|j| verdict(j, &[(CheckId::ImageSimilarity, false)]))
+            .collect();
+        let history = MinerHistory {
+            points_factor: crate::points::nft_boost_factor(&r, 0, 1),
+            ..MinerHistory::default()
+        };
+        let s = decide(&miner(), &history, &new, &r).slash.unwrap();
+        assert!((s.amount.waifu - 36.0).abs() < 1e-9, "{:?}", s.amount);
+    }
+
+    #[test]
     fn jobs_under_an_earlier_slash_are_not_slashed_again() {
         let r = rules();
         let new: Vec<_> = ["a", "b", "c"]
@@ -382,6 +414,7 @@ mod tests {
                 .iter()
                 .map(|j| JobId::parse(j).unwrap())
                 .collect(),
+            ..MinerHistory::default()
         };
         assert_eq!(decide(&miner(), &history, &new, &r).action, Action::None);
     }

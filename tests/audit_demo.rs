@@ -136,6 +136,35 @@ fn slashes_are_deterministic_and_cover_each_cheaters_jobs() {
 }
 
 #[test]
+fn a_slash_takes_the_nft_boosted_points_of_its_gpu() {
+    let result = judge();
+    let rules = Rules::embedded().unwrap();
+    let base_points = |name: &str| {
+        let e = expected().into_iter().find(|e| e.name == name).unwrap();
+        let base: f64 = result
+            .verdicts
+            .iter()
+            .filter(|v| v.miner_id == e.miner)
+            .map(|v| v.points.waifu)
+            .sum();
+        let slash = result.decision(&e.miner).unwrap().slash.clone().unwrap();
+        (base, slash.amount.waifu)
+    };
+    let (base, slashed) = base_points("cheat-fewer-steps");
+    let want = base * rules.points.nft.boost_factor;
+    assert!(
+        base > 0.0 && (slashed - want).abs() < 1e-9,
+        "{slashed} != {want}"
+    );
+    // A cheat whose wallet holds no NFT is slashed its base points.
+    let (base, slashed) = base_points("cheat-low-resolution");
+    assert!(
+        base > 0.0 && (slashed - base).abs() < 1e-9,
+        "{slashed} != {base}"
+    );
+}
+
+#[test]
 fn malformed_records_are_rejected_with_their_reason() {
     let result = judge();
     assert_eq!(result.rejected.len(), 2, "{:?}", result.rejected);

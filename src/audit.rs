@@ -34,6 +34,8 @@ pub struct AuditOptions {
     pub dir: PathBuf,
     pub out: PathBuf,
     pub sampling_secret: SamplingSecret,
+    /// When set, slashes are also written as signed ledger events (`events.jsonl`).
+    pub signing_key: Option<ed25519_dalek::SigningKey>,
     pub progress: bool,
 }
 
@@ -264,6 +266,14 @@ pub fn run(opts: &AuditOptions, rules: Rules) -> Result<AuditResult> {
         &opts.out.join("slashes.jsonl"),
         result.decisions.iter().filter_map(|d| d.slash.as_ref()),
     )?;
+    if let Some(key) = &opts.signing_key {
+        let signed = result
+            .decisions
+            .iter()
+            .filter_map(|d| d.slash.as_ref())
+            .map(|s| crate::events::sign(&crate::events::SlashEvent::from(s), key));
+        write_jsonl(&opts.out.join("events.jsonl"), signed)?;
+    }
     let html = crate::report::render(&opts.dir, &result);
     std::fs::write(opts.out.join("report.html"), html).context("cannot write report.html")?;
     Ok(result)

@@ -21,6 +21,7 @@
 //! - [`sampling`]: the keyed re-run draw, risk-raised rates, and the deterrence table.
 //! - [`decide`]: from judged jobs to `none`, `flag for review` or a deterministic slash.
 //! - [`synth`]: deterministic honest-drift and cheat transforms for fixtures and calibration.
+//! - [`events`]: slash events for the ledger, signed with ed25519, and their verification.
 //! - [`hashing`]: file digests (BLAKE3 memory-mapped and parallel, SHA-256).
 //! - [`audit`]: the offline judgement over a folder (the only module here that reads
 //!   files), and [`report`], its HTML report.
@@ -31,6 +32,7 @@
 pub mod audit;
 pub mod checks;
 pub mod decide;
+pub mod events;
 pub mod hashing;
 pub mod ids;
 pub mod outcome;

@@ -12,7 +12,7 @@ use proctor::checks::model_file;
 use proctor::outcome::Outcome;
 use proctor::rules::Rules;
 use proctor::sampling::SamplingSecret;
-use proctor::{audit, hashing, sampling};
+use proctor::{audit, events, hashing, sampling};
 
 #[derive(Parser)]
 #[command(
@@ -37,6 +37,9 @@ enum Command {
         /// Where to write verdicts.jsonl, decisions.jsonl, slashes.jsonl and report.html.
         #[arg(long, default_value = "audit-out")]
         out: PathBuf,
+        /// Hex ed25519 secret seed; when set, also writes signed slash events to events.jsonl.
+        #[arg(long, env = "PROCTOR_SIGNING_KEY", hide_env_values = true)]
+        signing_key: Option<String>,
         /// Secret for the re-run draw (deployment setting).
         #[arg(
             long,
@@ -61,6 +64,19 @@ enum Command {
         sha256: bool,
         /// Files to hash; standard input when none.
         files: Vec<PathBuf>,
+    },
+    /// Verify signed slash events (one envelope per line) against a trusted public key.
+    VerifyEvent {
+        /// File of envelopes, one JSON object per line; standard input when absent.
+        file: Option<PathBuf>,
+        /// The trusted signer's hex ed25519 public key.
+        #[arg(long)]
+        public_key: String,
+    },
+    /// Print the hex ed25519 public key for a signing key (to publish to the ledger team).
+    PublicKey {
+        #[arg(long, env = "PROCTOR_SIGNING_KEY", hide_env_values = true)]
+        signing_key: String,
     },
     /// Rules maintenance.
     Rules {
@@ -123,21 +139,79 @@ fn run(cli: Cli) -> Result<ExitCode> {
             dir,
             rules,
             out,
+            signing_key,
             sampling_secret,
         } => {
             let rules = load_rules(rules.as_deref())?;
+            let signing_key = signing_key
+                .map(|k| events::signing_key_from_hex(&k))
+                .transpose()
+                .map_err(anyhow::Error::msg)?;
             let opts = audit::AuditOptions {
                 dir,
                 out: out.clone(),
                 sampling_secret: SamplingSecret::from_passphrase(&sampling_secret),
+                signing_key,
                 progress: true,
             };
             let result = audit::run(&opts, rules)?;
             print!("{}", audit::summary(&result));
+            let events = if opts.signing_key.is_some() {
+                ", events.jsonl"
+            } else {
+                ""
+            };
             println!(
-                "\nwrote verdicts.jsonl, decisions.jsonl, slashes.jsonl, rejected.jsonl and report.html to {}",
+                "\nwrote verdicts.jsonl, decisions.jsonl, slashes.jsonl, rejected.jsonl{events} and report.html to {}",
                 out.display()
             );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::VerifyEvent { file, public_key } => {
+            let trusted =
+                events::verifying_key_from_hex(&public_key).map_err(anyhow::Error::msg)?;
+            let text = match &file {
+                Some(f) => {
+                    std::fs::read(f).with_context(|| format!("cannot read {}", f.display()))?
+                }
+                None => {
+                    let mut buf = Vec::new();
+                    std::io::Read::read_to_end(&mut std::io::stdin(), &mut buf)?;
+                    buf
+                }
+            };
+            let (mut ok, mut bad) = (0, 0);
+            for (i, line) in text.split(|b| *b == b'\n').enumerate() {
+                if line.iter().all(u8::is_ascii_whitespace) {
+                    continue;
+                }
+                match events::verify(line, &trusted) {
+                    Ok(e) => {
+                        ok += 1;
+                        println!(
+                            "line {}: valid: slash {} of {} ({} jobs)",
+                            i + 1,
+                            e.slash_id,
+                            e.miner_id,
+                            e.jobs.len()
+                        );
+                    }
+                    Err(e) => {
+                        bad += 1;
+                        println!("line {}: INVALID: {e}", i + 1);
+                    }
+                }
+            }
+            println!("{ok} valid, {bad} invalid");
+            Ok(if bad == 0 && ok > 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        Command::PublicKey { signing_key } => {
+            let key = events::signing_key_from_hex(&signing_key).map_err(anyhow::Error::msg)?;
+            println!("{}", hex::encode(key.verifying_key().to_bytes()));
             Ok(ExitCode::SUCCESS)
         }
         Command::ImageDiff {

@@ -247,3 +247,107 @@ fn challenge_answers_match_the_reference_host() {
     assert_eq!(got["expected"], expected["expected"]);
     assert_eq!(got["range"], expected["range"]);
 }
+
+const DEMO_SIGNING_KEY: &str = "4242424242424242424242424242424242424242424242424242424242424242";
+
+fn public_key(seed: &str) -> String {
+    let o = proctor(&["public-key", "--signing-key", seed]);
+    assert!(o.status.success());
+    stdout(&o).trim().to_owned()
+}
+
+#[test]
+fn audit_events_are_signed_and_verify_event_checks_them() {
+    let out = tempfile::tempdir().unwrap();
+    let o = proctor(&[
+        "audit",
+        &demo(""),
+        "--out",
+        out.path().to_str().unwrap(),
+        "--signing-key",
+        DEMO_SIGNING_KEY,
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let events = out.path().join("events.jsonl");
+    let text = std::fs::read_to_string(&events).unwrap();
+    let slashes = std::fs::read_to_string(out.path().join("slashes.jsonl")).unwrap();
+    assert_eq!(text.lines().count(), slashes.lines().count());
+    assert!(text.lines().count() >= 10);
+
+    let trusted = public_key(DEMO_SIGNING_KEY);
+    let ok = proctor(&[
+        "verify-event",
+        events.to_str().unwrap(),
+        "--public-key",
+        &trusted,
+    ]);
+    assert!(ok.status.success(), "{}", stdout(&ok));
+    assert!(stdout(&ok).contains(" 0 invalid"), "{}", stdout(&ok));
+
+    let other = public_key(&"17".repeat(32));
+    let wrong = proctor(&[
+        "verify-event",
+        events.to_str().unwrap(),
+        "--public-key",
+        &other,
+    ]);
+    assert_eq!(wrong.status.code(), Some(1));
+    assert!(
+        stdout(&wrong).contains("not the trusted key"),
+        "{}",
+        stdout(&wrong)
+    );
+
+    // Raise one slash amount inside a signed payload.
+    let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+    let mut env: serde_json::Value = serde_json::from_str(&lines[0]).unwrap();
+    let mut payload: serde_json::Value =
+        serde_json::from_str(env["payload"].as_str().unwrap()).unwrap();
+    payload["amount"]["waifu"] = serde_json::json!(1e9);
+    env["payload"] = serde_json::Value::String(payload.to_string());
+    lines[0] = env.to_string();
+    let tampered = out.path().join("tampered.jsonl");
+    std::fs::write(&tampered, lines.join("\n")).unwrap();
+    let bad = proctor(&[
+        "verify-event",
+        tampered.to_str().unwrap(),
+        "--public-key",
+        &trusted,
+    ]);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(
+        stdout(&bad).contains("line 1: INVALID: the signature does not verify"),
+        "{}",
+        stdout(&bad)
+    );
+}
+
+#[test]
+fn signed_events_match_their_documented_schemas() {
+    let out = tempfile::tempdir().unwrap();
+    let o = proctor(&[
+        "audit",
+        &demo(""),
+        "--out",
+        out.path().to_str().unwrap(),
+        "--signing-key",
+        DEMO_SIGNING_KEY,
+    ]);
+    assert!(o.status.success());
+    let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs");
+    let schema = |n: &str| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(docs.join(n)).unwrap()).unwrap()
+    };
+    let envelope = jsonschema::validator_for(&schema("signed-event.schema.json")).unwrap();
+    let payload = jsonschema::validator_for(&schema("slash-event.schema.json")).unwrap();
+    for line in std::fs::read_to_string(out.path().join("events.jsonl"))
+        .unwrap()
+        .lines()
+    {
+        let env: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert!(envelope.is_valid(&env), "{env}");
+        let p: serde_json::Value = serde_json::from_str(env["payload"].as_str().unwrap()).unwrap();
+        let errors: Vec<String> = payload.iter_errors(&p).map(|e| e.to_string()).collect();
+        assert!(errors.is_empty(), "{errors:?}");
+    }
+}

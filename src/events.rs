@@ -1,0 +1,249 @@
+//! Slash events for the ledger service, signed with ed25519.
+//!
+//! An event travels as a [`SignedEvent`] envelope: `payload` is the exact JSON text that
+//! was signed, so a verifier checks bytes and never has to re-serialize JSON the same way
+//! proctor did. The signature covers `SIGNING_CONTEXT || payload`, which keeps a proctor
+//! signature from ever being valid for another protocol that uses the same key.
+//!
+//! For the ledger team, verification is: check that `public_key` is the key you trust,
+//! hex-decode `signature` (64 bytes), verify it with ed25519 over
+//! `b"heurist proctor slash event v1\n" + payload.as_bytes()`, and only then parse
+//! `payload`. [`verify`] does exactly that and nothing more. Deduplicate on `slash_id`:
+//! the same slash may be delivered more than once, and never differs when it is.
+
+use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
+use serde::{Deserialize, Serialize};
+
+use crate::decide::{EvidenceRef, Slash};
+use crate::ids::{JobId, MinerId};
+use crate::points::Points;
+
+pub const EVENT_VERSION: u32 = 1;
+pub const SIGNING_CONTEXT: &[u8] = b"heurist proctor slash event v1\n";
+
+/// What the ledger applies: take `amount` from `wallet`'s balances for `miner_id`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlashEvent {
+    pub event_version: u32,
+    /// Deterministic: the same evidence always yields the same id. Deduplicate on it.
+    pub slash_id: String,
+    pub miner_id: MinerId,
+    pub wallet: String,
+    pub amount: Points,
+    pub jobs: Vec<JobId>,
+    pub rule_id: String,
+    pub reason: String,
+    pub honest_probability: f64,
+    pub rules_digest: String,
+    /// Which check failed on which job, with the S3 key of the output that was judged.
+    pub evidence: Vec<EvidenceRef>,
+}
+
+impl From<&Slash> for SlashEvent {
+    fn from(s: &Slash) -> SlashEvent {
+        SlashEvent {
+            event_version: EVENT_VERSION,
+            slash_id: s.slash_id.clone(),
+            miner_id: s.miner_id.clone(),
+            wallet: s.miner_id.wallet().to_owned(),
+            amount: s.amount,
+            jobs: s.jobs.clone(),
+            rule_id: s.rule_id.clone(),
+            reason: s.reason.clone(),
+            honest_probability: s.honest_probability,
+            rules_digest: s.rules_digest.clone(),
+            evidence: s.evidence.clone(),
+        }
+    }
+}
+
+/// The envelope that travels on `ledger.slashes`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignedEvent {
+    /// The signed JSON text of a [`SlashEvent`].
+    pub payload: String,
+    /// Hex ed25519 signature (64 bytes) over `SIGNING_CONTEXT || payload`.
+    pub signature: String,
+    /// Hex ed25519 public key (32 bytes) of the signer.
+    pub public_key: String,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum VerifyError {
+    #[error("not a signed event envelope: {0}")]
+    Envelope(String),
+    #[error("signed by {0}, which is not the trusted key")]
+    UntrustedKey(String),
+    #[error("the signature does not verify")]
+    BadSignature,
+    #[error("the signed payload is not a slash event: {0}")]
+    Payload(String),
+}
+
+/// A signing key from its 32-byte secret seed in hex (a deployment setting).
+pub fn signing_key_from_hex(seed_hex: &str) -> Result<SigningKey, String> {
+    let bytes = hex::decode(seed_hex.trim()).map_err(|_| "signing key is not hex".to_owned())?;
+    let seed: [u8; 32] = bytes
+        .try_into()
+        .map_err(|_| "signing key must be 32 bytes (64 hex digits)".to_owned())?;
+    Ok(SigningKey::from_bytes(&seed))
+}
+
+pub fn verifying_key_from_hex(key_hex: &str) -> Result<VerifyingKey, String> {
+    let bytes = hex::decode(key_hex.trim()).map_err(|_| "public key is not hex".to_owned())?;
+    let key: [u8; 32] = bytes
+        .try_into()
+        .map_err(|_| "public key must be 32 bytes (64 hex digits)".to_owned())?;
+    VerifyingKey::from_bytes(&key).map_err(|e| format!("invalid public key: {e}"))
+}
+
+pub fn sign(event: &SlashEvent, key: &SigningKey) -> SignedEvent {
+    // Serializing this struct cannot fail: every map key is a string.
+    let payload = serde_json::to_string(event).unwrap_or_default();
+    let mut msg = SIGNING_CONTEXT.to_vec();
+    msg.extend_from_slice(payload.as_bytes());
+    SignedEvent {
+        payload,
+        signature: hex::encode(key.sign(&msg).to_bytes()),
+        public_key: hex::encode(key.verifying_key().to_bytes()),
+    }
+}
+
+/// Verifies an envelope's bytes against the trusted key, then parses its payload.
+pub fn verify(envelope: &[u8], trusted: &VerifyingKey) -> Result<SlashEvent, VerifyError> {
+    let env: SignedEvent =
+        serde_json::from_slice(envelope).map_err(|e| VerifyError::Envelope(e.to_string()))?;
+    if !env
+        .public_key
+        .eq_ignore_ascii_case(&hex::encode(trusted.to_bytes()))
+    {
+        return Err(VerifyError::UntrustedKey(env.public_key));
+    }
+    let sig_bytes: [u8; 64] = hex::decode(&env.signature)
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .ok_or(VerifyError::BadSignature)?;
+    let mut msg = SIGNING_CONTEXT.to_vec();
+    msg.extend_from_slice(env.payload.as_bytes());
+    trusted
+        .verify(&msg, &Signature::from_bytes(&sig_bytes))
+        .map_err(|_| VerifyError::BadSignature)?;
+    serde_json::from_str(&env.payload).map_err(|e| VerifyError::Payload(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::outcome::CheckId;
+
+    fn key(n: u8) -> SigningKey {
+        SigningKey::from_bytes(&[n; 32])
+    }
+
+    fn event() -> SlashEvent {
+        SlashEvent {
+            event_version: EVENT_VERSION,
+            slash_id: "abc".into(),
+            miner_id: MinerId::parse("0x00000000000000000000000000000000000000aa-gpu0").unwrap(),
+            wallet: "0x00000000000000000000000000000000000000aa".into(),
+            amount: Points {
+                waifu: 12.5,
+                llama: 0.0,
+            },
+            jobs: vec![JobId::parse("j1").unwrap()],
+            rule_id: "auto-slash-v1".into(),
+            reason: "failed image_similarity".into(),
+            honest_probability: 1e-9,
+            rules_digest: "d".into(),
+            evidence: vec![EvidenceRef {
+                job_id: JobId::parse("j1").unwrap(),
+                check: CheckId::ImageSimilarity,
+                summary: "blurred".into(),
+                output_key: Some("jobs/j1.png".into()),
+            }],
+        }
+    }
+
+    fn bytes(e: &SignedEvent) -> Vec<u8> {
+        serde_json::to_vec(e).unwrap()
+    }
+
+    #[test]
+    fn a_signed_event_verifies_and_round_trips() {
+        let k = key(1);
+        let signed = sign(&event(), &k);
+        assert_eq!(
+            verify(&bytes(&signed), &k.verifying_key()).unwrap(),
+            event()
+        );
+    }
+
+    #[test]
+    fn a_changed_payload_fails() {
+        let k = key(1);
+        let mut signed = sign(&event(), &k);
+        signed.payload = signed.payload.replace("12.5", "125.0");
+        assert_eq!(
+            verify(&bytes(&signed), &k.verifying_key()),
+            Err(VerifyError::BadSignature)
+        );
+    }
+
+    #[test]
+    fn another_key_is_not_trusted_even_with_a_valid_signature() {
+        let signed = sign(&event(), &key(2));
+        assert!(matches!(
+            verify(&bytes(&signed), &key(1).verifying_key()),
+            Err(VerifyError::UntrustedKey(_))
+        ));
+    }
+
+    #[test]
+    fn a_forged_public_key_field_does_not_help() {
+        let mut signed = sign(&event(), &key(2));
+        signed.public_key = hex::encode(key(1).verifying_key().to_bytes());
+        assert_eq!(
+            verify(&bytes(&signed), &key(1).verifying_key()),
+            Err(VerifyError::BadSignature)
+        );
+    }
+
+    #[test]
+    fn garbage_is_an_envelope_error() {
+        assert!(matches!(
+            verify(b"{", &key(1).verifying_key()),
+            Err(VerifyError::Envelope(_))
+        ));
+        let mut signed = sign(&event(), &key(1));
+        signed.signature = "zz".into();
+        assert_eq!(
+            verify(&bytes(&signed), &key(1).verifying_key()),
+            Err(VerifyError::BadSignature)
+        );
+    }
+
+    #[test]
+    fn the_signature_covers_the_context() {
+        // A bare ed25519 signature over the payload alone must not verify.
+        let k = key(3);
+        let payload = serde_json::to_string(&event()).unwrap();
+        let bare = SignedEvent {
+            signature: hex::encode(k.sign(payload.as_bytes()).to_bytes()),
+            public_key: hex::encode(k.verifying_key().to_bytes()),
+            payload,
+        };
+        assert_eq!(
+            verify(&bytes(&bare), &k.verifying_key()),
+            Err(VerifyError::BadSignature)
+        );
+    }
+
+    #[test]
+    fn keys_parse_from_hex() {
+        assert!(signing_key_from_hex(&"11".repeat(32)).is_ok());
+        assert!(signing_key_from_hex("11").is_err());
+        assert!(verifying_key_from_hex(&hex::encode(key(4).verifying_key().to_bytes())).is_ok());
+    }
+}

@@ -23,6 +23,8 @@
 //! - [`synth`]: deterministic honest-drift and cheat transforms for fixtures and calibration.
 //! - [`events`]: slash events for the ledger, signed with ed25519, and their verification.
 //! - [`hashing`]: file digests (BLAKE3 memory-mapped and parallel, SHA-256).
+//! - [`store`]: Postgres state (jobs, verdicts, evidence, slashes, flags, outbox), every
+//!   write idempotent; the one module that talks to a database.
 //! - [`audit`]: the offline judgement over a folder (the only module here that reads
 //!   files), and [`report`], its HTML report.
 //!
@@ -41,4 +43,5 @@ pub mod record;
 pub mod report;
 pub mod rules;
 pub mod sampling;
+pub mod store;
 pub mod synth;

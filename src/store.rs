@@ -1,0 +1,361 @@
+//! Postgres state: jobs, verdicts with every check's evidence, slashes, review flags and
+//! the transactional outbox of ledger events. Schema: `migrations/`.
+//!
+//! Every write is idempotent on a natural key. Recording a verdict again, or deciding
+//! on a miner again, changes nothing. This is why the pipeline can be at-least-once on
+//! its message bus and still slash exactly once.
+//!
+//! - `record_verdict` inserts the job, the verdict and its check results, and queues the
+//!   miner for the judge, in one transaction.
+//! - `judge_miner` takes a per-miner advisory lock, reads the miner's window, runs
+//!   `decide`, and writes the slash, its covered jobs and its outbox event (or a review
+//!   flag), all in one transaction. Two judges can never slash the same job twice, and a
+//!   slash never exists without its event.
+//! - `claim_outbox` hands out unpublished events with `FOR UPDATE SKIP LOCKED`, so
+//!   several publishers never hold the same event at once.
+//!
+//! Errors are returned, never turned into outcomes: a database that is down delays
+//! verdicts and never produces one.
+
+use std::collections::BTreeMap;
+
+use chrono::Duration;
+use ed25519_dalek::SigningKey;
+use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::{Postgres, Row, Transaction};
+
+use crate::checks::{JobVerdict, Verdict};
+use crate::decide::{self, Action, Decision, MinerHistory};
+use crate::events::{self, SlashEvent};
+use crate::ids::{JobId, MinerId};
+use crate::outcome::Status;
+use crate::record::JobRecord;
+use crate::rules::Rules;
+
+/// The topic slash events are published to.
+pub const SLASH_TOPIC: &str = "ledger.slashes";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// Checks that need no reference output.
+    Screen,
+    /// Every check, with the reference output: supersedes `Screen`.
+    Rerun,
+}
+
+impl Stage {
+    fn as_str(self) -> &'static str {
+        match self {
+            Stage::Screen => "screen",
+            Stage::Rerun => "rerun",
+        }
+    }
+}
+
+/// Whether a write was new or repeated one already made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Written {
+    New,
+    Duplicate,
+}
+
+fn status_str(s: Status) -> &'static str {
+    match s {
+        Status::Pass => "pass",
+        Status::Fail => "fail",
+        Status::Inconclusive => "inconclusive",
+    }
+}
+
+fn verdict_str(v: Verdict) -> &'static str {
+    match v {
+        Verdict::Pass => "pass",
+        Verdict::Fail => "fail",
+        Verdict::Invalid => "invalid",
+        Verdict::Inconclusive => "inconclusive",
+    }
+}
+
+/// An unpublished event handed to a publisher.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxEvent {
+    pub event_id: String,
+    pub topic: String,
+    pub key: String,
+    pub envelope: String,
+}
+
+#[derive(Clone)]
+pub struct Store {
+    pool: PgPool,
+}
+
+impl Store {
+    pub async fn connect(url: &str) -> Result<Store, sqlx::Error> {
+        let pool = PgPoolOptions::new()
+            .max_connections(8)
+            .acquire_timeout(std::time::Duration::from_secs(10))
+            .connect(url)
+            .await?;
+        Ok(Store { pool })
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    pub async fn migrate(&self) -> Result<(), sqlx::migrate::MigrateError> {
+        sqlx::migrate!("./migrations").run(&self.pool).await
+    }
+
+    /// Records a job's verdict at a stage and queues its miner for judging.
+    pub async fn record_verdict(
+        &self,
+        record: &JobRecord,
+        verdict: &JobVerdict,
+        stage: Stage,
+    ) -> Result<Written, sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO jobs (job_id, miner_id, model_id, kind, submitted_at, record)
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (job_id) DO NOTHING",
+        )
+        .bind(record.job_id.as_str())
+        .bind(record.miner_id.to_string())
+        .bind(record.model_id.as_str())
+        .bind(match record.kind() {
+            crate::record::JobKind::Sd => "sd",
+            crate::record::JobKind::Llm => "llm",
+        })
+        .bind(record.submitted_at)
+        .bind(record.to_json())
+        .execute(&mut *tx)
+        .await?;
+        let inserted = sqlx::query(
+            "INSERT INTO verdicts (job_id, stage, miner_id, verdict, points_waifu, points_llama,
+                                   sampled, rules_digest, body)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (job_id, stage) DO NOTHING",
+        )
+        .bind(verdict.job_id.as_str())
+        .bind(stage.as_str())
+        .bind(verdict.miner_id.to_string())
+        .bind(verdict_str(verdict.verdict))
+        .bind(verdict.points.waifu)
+        .bind(verdict.points.llama)
+        .bind(verdict.sampled)
+        .bind(&verdict.rules_digest)
+        .bind(sqlx::types::Json(verdict))
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if inserted == 0 {
+            tx.rollback().await?;
+            return Ok(Written::Duplicate);
+        }
+        for c in &verdict.checks {
+            sqlx::query(
+                "INSERT INTO check_results (job_id, stage, check_id, status, outcome)
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+            )
+            .bind(verdict.job_id.as_str())
+            .bind(stage.as_str())
+            .bind(c.check.as_str())
+            .bind(status_str(c.outcome.status()))
+            .bind(sqlx::types::Json(&c.outcome))
+            .execute(&mut *tx)
+            .await?;
+        }
+        sqlx::query("INSERT INTO judge_queue (miner_id) VALUES ($1) ON CONFLICT DO NOTHING")
+            .bind(verdict.miner_id.to_string())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(Written::New)
+    }
+
+    /// Miners waiting for the judge, oldest first.
+    pub async fn pending_miners(&self, limit: i64) -> Result<Vec<MinerId>, sqlx::Error> {
+        let rows = sqlx::query("SELECT miner_id FROM judge_queue ORDER BY since LIMIT $1")
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows
+            .iter()
+            .filter_map(|r| MinerId::parse(r.get::<&str, _>(0)).ok())
+            .collect())
+    }
+
+    /// Decides on one miner and writes the outcome, all in one transaction.
+    /// `points_factor` is the GPU's NFT boost (1.0 without one).
+    pub async fn judge_miner(
+        &self,
+        miner: &MinerId,
+        rules: &Rules,
+        key: &SigningKey,
+        points_factor: f64,
+    ) -> Result<Decision, sqlx::Error> {
+        let miner_s = miner.to_string();
+        let mut tx = self.pool.begin().await?;
+        // One judge per miner at a time, so two cannot both cover the same job.
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+            .bind(&miner_s)
+            .execute(&mut *tx)
+            .await?;
+        let history = load_history(&mut tx, &miner_s, rules, points_factor).await?;
+        let decision = decide::decide(miner, &history, &[], rules);
+        match (&decision.action, &decision.slash) {
+            (Action::Slash, Some(slash)) => {
+                let fresh = sqlx::query(
+                    "INSERT INTO slashes (slash_id, miner_id, amount_waifu, amount_llama, rule_id,
+                                          honest_probability, rules_digest, body)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (slash_id) DO NOTHING",
+                )
+                .bind(&slash.slash_id)
+                .bind(&miner_s)
+                .bind(slash.amount.waifu)
+                .bind(slash.amount.llama)
+                .bind(&slash.rule_id)
+                .bind(slash.honest_probability)
+                .bind(&slash.rules_digest)
+                .bind(sqlx::types::Json(slash))
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                if fresh == 1 {
+                    for job in &slash.jobs {
+                        sqlx::query("INSERT INTO slashed_jobs (job_id, slash_id) VALUES ($1, $2)")
+                            .bind(job.as_str())
+                            .bind(&slash.slash_id)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                    let envelope = events::sign(&SlashEvent::from(slash), key);
+                    sqlx::query(
+                        "INSERT INTO outbox (event_id, topic, key, envelope)
+                         VALUES ($1, $2, $3, $4) ON CONFLICT (event_id) DO NOTHING",
+                    )
+                    .bind(&slash.slash_id)
+                    .bind(SLASH_TOPIC)
+                    .bind(&miner_s)
+                    .bind(serde_json::to_string(&envelope).unwrap_or_default())
+                    .execute(&mut *tx)
+                    .await?;
+                }
+            }
+            (Action::FlagForReview, _) => {
+                let mut jobs: Vec<&str> = decision
+                    .evidence
+                    .iter()
+                    .map(|e| e.job_id.as_str())
+                    .collect();
+                jobs.sort_unstable();
+                jobs.dedup();
+                let flag_id =
+                    blake3::hash(format!("flag\0{miner_s}\0{}", jobs.join("\n")).as_bytes())
+                        .to_hex()
+                        .to_string();
+                sqlx::query(
+                    "INSERT INTO review_flags (flag_id, miner_id, honest_probability, body)
+                     VALUES ($1, $2, $3, $4) ON CONFLICT (flag_id) DO NOTHING",
+                )
+                .bind(flag_id)
+                .bind(&miner_s)
+                .bind(decision.honest_probability)
+                .bind(sqlx::types::Json(&decision))
+                .execute(&mut *tx)
+                .await?;
+            }
+            _ => {}
+        }
+        sqlx::query("DELETE FROM judge_queue WHERE miner_id = $1")
+            .bind(&miner_s)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(decision)
+    }
+
+    /// Claims up to `limit` unpublished events for this transaction's lifetime. Call
+    /// [`Store::mark_published`] inside the same transaction once the broker acked them.
+    pub async fn claim_outbox(
+        &self,
+        tx: &mut Transaction<'static, Postgres>,
+        limit: i64,
+    ) -> Result<Vec<OutboxEvent>, sqlx::Error> {
+        let rows = sqlx::query(
+            "SELECT event_id, topic, key, envelope FROM outbox WHERE published_at IS NULL
+             ORDER BY created_at, event_id LIMIT $1 FOR UPDATE SKIP LOCKED",
+        )
+        .bind(limit)
+        .fetch_all(&mut **tx)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| OutboxEvent {
+                event_id: r.get(0),
+                topic: r.get(1),
+                key: r.get(2),
+                envelope: r.get(3),
+            })
+            .collect())
+    }
+
+    pub async fn mark_published(
+        &self,
+        tx: &mut Transaction<'static, Postgres>,
+        event_ids: &[String],
+    ) -> Result<(), sqlx::Error> {
+        sqlx::query("UPDATE outbox SET published_at = now() WHERE event_id = ANY($1)")
+            .bind(event_ids)
+            .execute(&mut **tx)
+            .await?;
+        Ok(())
+    }
+}
+
+/// The miner's verdicts in the slashing window (the latest stage of each job) and the
+/// jobs earlier slashes cover. The window ends at the miner's newest job, so judging
+/// the same data later gives the same answer.
+async fn load_history(
+    tx: &mut Transaction<'_, Postgres>,
+    miner: &str,
+    rules: &Rules,
+    points_factor: f64,
+) -> Result<MinerHistory, sqlx::Error> {
+    let window = Duration::days(i64::from(rules.slashing.window_days));
+    let rows = sqlx::query(
+        "SELECT v.job_id, v.stage, v.body FROM verdicts v JOIN jobs j USING (job_id)
+         WHERE v.miner_id = $1
+           AND j.submitted_at >= (SELECT max(submitted_at) FROM jobs WHERE miner_id = $1) - $2::interval",
+    )
+    .bind(miner)
+    .bind(format!("{} seconds", window.num_seconds()))
+    .fetch_all(&mut **tx)
+    .await?;
+    let mut latest: BTreeMap<String, (bool, JobVerdict)> = BTreeMap::new();
+    for r in rows {
+        let job: String = r.get(0);
+        let rerun = r.get::<&str, _>(1) == "rerun";
+        let sqlx::types::Json(v): sqlx::types::Json<JobVerdict> = r.get(2);
+        match latest.get(&job) {
+            Some((true, _)) if !rerun => {}
+            _ => {
+                latest.insert(job, (rerun, v));
+            }
+        }
+    }
+    let slashed = sqlx::query(
+        "SELECT s.job_id FROM slashed_jobs s JOIN jobs j USING (job_id) WHERE j.miner_id = $1",
+    )
+    .bind(miner)
+    .fetch_all(&mut **tx)
+    .await?;
+    Ok(MinerHistory {
+        verdicts: latest.into_values().map(|(_, v)| v).collect(),
+        slashed_jobs: slashed
+            .iter()
+            .filter_map(|r| JobId::parse(r.get::<&str, _>(0)).ok())
+            .collect(),
+        points_factor,
+    })
+}

@@ -1,0 +1,276 @@
+//! The Postgres store against the real server (127.0.0.1:5432, trust auth). Each test
+//! gets its own database with a random name and runs the migrations into it. When the
+//! server is down these tests fail with the reason; they never skip.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use ed25519_dalek::SigningKey;
+use proctor::audit;
+use proctor::decide::Action;
+use proctor::record::JobRecord;
+use proctor::rules::Rules;
+use proctor::sampling::SamplingSecret;
+use proctor::store::{Stage, Store, Written};
+use sqlx::Row;
+
+fn admin_url() -> String {
+    std::env::var("PROCTOR_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// A fresh database, dropped when the value is.
+struct TestDb {
+    name: String,
+    store: Store,
+}
+
+impl TestDb {
+    async fn new() -> TestDb {
+        let name = format!(
+            "proctor_test_{}",
+            &blake3::hash(format!("{:?}", std::time::SystemTime::now()).as_bytes()).to_hex()[..16]
+        );
+        let admin = sqlx::PgPool::connect(&admin_url())
+            .await
+            .unwrap_or_else(|e| panic!("PostgreSQL at {} is not reachable: {e}", admin_url()));
+        // Safe: `name` is generated from hex digits.
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&admin)
+            .await
+            .unwrap();
+        let url = admin_url()
+            .rsplit_once('/')
+            .map(|(base, _)| format!("{base}/{name}"))
+            .unwrap();
+        let store = Store::connect(&url).await.unwrap();
+        store.migrate().await.unwrap();
+        TestDb { name, store }
+    }
+
+    async fn drop_db(self) {
+        self.store.pool().close().await;
+        let admin = sqlx::PgPool::connect(&admin_url()).await.unwrap();
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+            self.name
+        )))
+        .execute(&admin)
+        .await
+        .unwrap();
+    }
+
+    async fn count(&self, table: &str) -> i64 {
+        // Safe: `table` is one of this file's constants.
+        sqlx::query(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {table}")))
+            .fetch_one(self.store.pool())
+            .await
+            .unwrap()
+            .get(0)
+    }
+}
+
+fn key() -> SigningKey {
+    SigningKey::from_bytes(&[42; 32])
+}
+
+fn demo() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/audit-demo")
+}
+
+/// The demo's records and their verdicts, as the audit judges them.
+fn demo_judged() -> (Vec<JobRecord>, audit::AuditResult) {
+    let result = audit::judge_dir(
+        &demo(),
+        Rules::embedded().unwrap(),
+        &SamplingSecret::from_passphrase("t"),
+        false,
+    )
+    .unwrap();
+    let records = std::fs::read_to_string(demo().join("jobs.jsonl"))
+        .unwrap()
+        .lines()
+        .filter_map(|l| JobRecord::from_json(l.as_bytes()).ok())
+        .collect();
+    (records, result)
+}
+
+async fn record_all(db: &TestDb, records: &[JobRecord], result: &audit::AuditResult) -> usize {
+    let mut new = 0;
+    for v in &result.verdicts {
+        let rec = records.iter().find(|r| r.job_id == v.job_id).unwrap();
+        if db.store.record_verdict(rec, v, Stage::Rerun).await.unwrap() == Written::New {
+            new += 1;
+        }
+    }
+    new
+}
+
+async fn judge_all(db: &TestDb, rules: &Rules) {
+    loop {
+        let pending = db.store.pending_miners(100).await.unwrap();
+        if pending.is_empty() {
+            break;
+        }
+        for m in pending {
+            db.store.judge_miner(&m, rules, &key(), 1.0).await.unwrap();
+        }
+    }
+}
+
+#[tokio::test]
+async fn recording_a_verdict_twice_writes_it_once() {
+    let db = TestDb::new().await;
+    let (records, result) = demo_judged();
+    assert_eq!(
+        record_all(&db, &records, &result).await,
+        result.verdicts.len()
+    );
+    assert_eq!(record_all(&db, &records, &result).await, 0);
+    assert_eq!(db.count("verdicts").await as usize, result.verdicts.len());
+    let checks: usize = result.verdicts.iter().map(|v| v.checks.len()).sum();
+    assert_eq!(db.count("check_results").await as usize, checks);
+    db.drop_db().await;
+}
+
+#[tokio::test]
+async fn judging_in_the_database_agrees_with_the_audit() {
+    let db = TestDb::new().await;
+    let rules = Rules::embedded().unwrap();
+    let (records, result) = demo_judged();
+    record_all(&db, &records, &result).await;
+    judge_all(&db, &rules).await;
+
+    let audit_slashes: BTreeSet<String> = result
+        .decisions
+        .iter()
+        .filter_map(|d| d.slash.as_ref().map(|s| s.slash_id.clone()))
+        .collect();
+    let rows = sqlx::query("SELECT slash_id FROM slashes")
+        .fetch_all(db.store.pool())
+        .await
+        .unwrap();
+    let db_slashes: BTreeSet<String> = rows.iter().map(|r| r.get(0)).collect();
+    assert!(!audit_slashes.is_empty());
+    assert_eq!(db_slashes, audit_slashes);
+
+    let flagged = result
+        .decisions
+        .iter()
+        .filter(|d| d.action == Action::FlagForReview)
+        .count();
+    assert_eq!(db.count("review_flags").await as usize, flagged);
+    assert_eq!(db.count("outbox").await as usize, audit_slashes.len());
+    let covered: usize = result
+        .decisions
+        .iter()
+        .filter_map(|d| d.slash.as_ref())
+        .map(|s| s.jobs.len())
+        .sum();
+    assert_eq!(db.count("slashed_jobs").await as usize, covered);
+
+    // Every outbox envelope verifies against the signing key.
+    let rows = sqlx::query("SELECT envelope FROM outbox")
+        .fetch_all(db.store.pool())
+        .await
+        .unwrap();
+    for r in rows {
+        let env: String = r.get(0);
+        let ev = proctor::events::verify(env.as_bytes(), &key().verifying_key()).unwrap();
+        assert!(audit_slashes.contains(&ev.slash_id));
+    }
+    db.drop_db().await;
+}
+
+#[tokio::test]
+async fn judging_again_after_redelivery_adds_no_slash_or_event() {
+    let db = TestDb::new().await;
+    let rules = Rules::embedded().unwrap();
+    let (records, result) = demo_judged();
+    record_all(&db, &records, &result).await;
+    judge_all(&db, &rules).await;
+    let (slashes, events) = (db.count("slashes").await, db.count("outbox").await);
+    // Redelivery: the same verdicts arrive again and every miner is judged again.
+    record_all(&db, &records, &result).await;
+    for d in &result.decisions {
+        db.store
+            .judge_miner(&d.miner_id, &rules, &key(), 1.0)
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        (db.count("slashes").await, db.count("outbox").await),
+        (slashes, events)
+    );
+    db.drop_db().await;
+}
+
+#[tokio::test]
+async fn concurrent_judges_slash_a_miner_once() {
+    let db = TestDb::new().await;
+    let rules = Rules::embedded().unwrap();
+    let (records, result) = demo_judged();
+    record_all(&db, &records, &result).await;
+    let cheat = result
+        .decisions
+        .iter()
+        .find(|d| d.action == Action::Slash)
+        .unwrap()
+        .miner_id
+        .clone();
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let (store, rules, cheat) = (db.store.clone(), rules.clone(), cheat.clone());
+        tasks.push(tokio::spawn(async move {
+            store
+                .judge_miner(&cheat, &rules, &key(), 1.0)
+                .await
+                .unwrap()
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let n: i64 = sqlx::query("SELECT count(*) FROM slashes WHERE miner_id = $1")
+        .bind(cheat.to_string())
+        .fetch_one(db.store.pool())
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 1);
+    db.drop_db().await;
+}
+
+#[tokio::test]
+async fn two_publishers_never_claim_the_same_event() {
+    let db = TestDb::new().await;
+    let rules = Rules::embedded().unwrap();
+    let (records, result) = demo_judged();
+    record_all(&db, &records, &result).await;
+    judge_all(&db, &rules).await;
+    let total = db.count("outbox").await as usize;
+
+    let mut a = db.store.pool().begin().await.unwrap();
+    let mut b = db.store.pool().begin().await.unwrap();
+    let got_a = db.store.claim_outbox(&mut a, 5).await.unwrap();
+    let got_b = db.store.claim_outbox(&mut b, 100).await.unwrap();
+    let ids_a: BTreeSet<_> = got_a.iter().map(|e| e.event_id.clone()).collect();
+    let ids_b: BTreeSet<_> = got_b.iter().map(|e| e.event_id.clone()).collect();
+    assert_eq!(ids_a.len(), 5);
+    assert!(ids_a.is_disjoint(&ids_b));
+    assert_eq!(ids_a.len() + ids_b.len(), total);
+    db.store
+        .mark_published(&mut a, &ids_a.iter().cloned().collect::<Vec<_>>())
+        .await
+        .unwrap();
+    a.commit().await.unwrap();
+    b.rollback().await.unwrap();
+
+    // What B rolled back is claimable again; what A published is not.
+    let mut c = db.store.pool().begin().await.unwrap();
+    let again = db.store.claim_outbox(&mut c, 100).await.unwrap();
+    assert_eq!(again.len(), total - 5);
+    assert!(again.iter().all(|e| !ids_a.contains(&e.event_id)));
+    c.rollback().await.unwrap();
+    db.drop_db().await;
+}

@@ -600,8 +600,10 @@ impl Rules {
         }
         let im = &c.image;
         need(
-            im.max_decoded_side >= im.clamp_max_side && im.clamp_multiple > 0,
-            "checks.image: max_decoded_side must cover clamp_max_side".into(),
+            im.clamp_multiple > 0
+                && im.clamp_max_side >= im.clamp_multiple
+                && im.max_decoded_side >= im.clamp_max_side,
+            "checks.image: need 0 < clamp_multiple <= clamp_max_side <= max_decoded_side".into(),
         );
         need(
             (2..=32).contains(&im.hash_side),
@@ -815,6 +817,17 @@ mod tests {
         src.insert("models.toml", m);
         let err = load(&src).unwrap_err().to_string();
         assert!(err.contains("rtx9999"), "{err}");
+    }
+
+    #[test]
+    fn a_clamp_smaller_than_its_multiple_is_rejected() {
+        // expected_size would otherwise panic on every SD job.
+        let mut src = sources();
+        let c = src["checks.toml"].replacen("clamp_max_side = 2048", "clamp_max_side = 4", 1);
+        assert_ne!(c, src["checks.toml"], "fixture edit did not apply");
+        src.insert("checks.toml", c);
+        let err = load(&src).unwrap_err().to_string();
+        assert!(err.contains("clamp_multiple"), "{err}");
     }
 
     #[test]

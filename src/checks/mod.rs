@@ -18,8 +18,8 @@ use serde::{Deserialize, Serialize};
 use crate::ids::{JobId, MinerId, ModelId};
 use crate::outcome::{CheckId, CheckResult, Outcome};
 use crate::points::{self, Points};
-use crate::record::{Job, JobKind, JobRecord};
-use crate::rules::Rules;
+use crate::record::{Job, JobKind, JobRecord, LlmInput, LlmOutput, SdInput};
+use crate::rules::{Category, Gpu, LlmRules, Model, Rules};
 use device::TokenCounts;
 use llm::TokenScores;
 use model_file::ChallengeExpectation;
@@ -175,183 +175,23 @@ impl Judge {
                 model_file::check_challenge(resp, fetched.challenge.as_ref()),
             ));
         }
-        let gpu = device::find_gpu(rules, &record.metrics.hardware);
-
+        let mut job = JobContext {
+            rules,
+            record,
+            model,
+            category,
+            gpu: device::find_gpu(rules, &record.metrics.hardware),
+            reuse: &mut self.reuse,
+            out,
+        };
         match &record.job {
-            Job::Sd { input, .. } => {
-                let im = &rules.checks.image;
-                let (w, h) = image::expected_size(input.width, input.height, im);
-                verdict.points = Points {
-                    waifu: points::image_points(
-                        rules,
-                        &model.category,
-                        w,
-                        h,
-                        image::effective_steps(input, im),
-                    ),
-                    llama: 0.0,
-                };
-                let bound = gpu.and_then(|(id, g)| {
-                    device::inference_bound(rules, record, model, category, id, g, None)
-                });
-                out.push((
-                    CheckId::Latency,
-                    device::check_latency(rules, record, bound.as_ref()),
-                ));
-
-                match &fetched.output {
-                    None | Some(Object::Missing(_)) => {
-                        let why = match &fetched.output {
-                            Some(Object::Missing(why)) => why.clone(),
-                            _ => "output was not fetched".to_owned(),
-                        };
-                        out.push((CheckId::OutputDecode, Outcome::inconclusive(why)));
-                    }
-                    Some(Object::Found(bytes)) => match image::decode(bytes, im) {
-                        Err(e) => out.push((
-                            CheckId::OutputDecode,
-                            Outcome::fail(
-                                format!("invalid output: {e}"),
-                                serde_json::json!({"size_bytes": bytes.len(), "error": e.to_string()}),
-                            ),
-                        )),
-                        Ok(img) => {
-                            out.push((
-                                CheckId::OutputDecode,
-                                Outcome::pass(serde_json::json!({"width": img.width(), "height": img.height()})),
-                            ));
-                            out.push((CheckId::OutputSize, image::check_size(&img, input, im)));
-                            let luma = img.to_luma8();
-                            let hash = image::phash(&luma, im);
-                            let fingerprint = reuse::ImageFingerprint {
-                                phash: hash.as_bytes().into(),
-                                dhash: image::dhash(&luma, im).as_bytes().into(),
-                            };
-                            out.push((
-                                CheckId::Reuse,
-                                self.reuse.check_image(
-                                    &record.job_id,
-                                    &record.miner_id,
-                                    record.input_digest(),
-                                    &fingerprint,
-                                    &rules.checks.reuse,
-                                ),
-                            ));
-                            if let Some(c) = canary::find(rules, record) {
-                                out.push((CheckId::Canary, canary::check_image(c, &hash)));
-                            }
-                            if let Some(ref_bytes) = &fetched.reference_image {
-                                out.push((CheckId::ImageSimilarity, similarity(&img, ref_bytes, input.seed, im)));
-                            }
-                        }
-                    },
-                }
-            }
+            Job::Sd { input, .. } => verdict.points = evaluate_sd(&mut job, input, fetched),
             Job::Llm { input, output } => {
-                let lr = &rules.checks.llm;
-                let text: Result<Option<String>, Outcome> = match (&output.text, &fetched.output) {
-                    (Some(t), _) => Ok(Some(t.clone())),
-                    (None, Some(Object::Found(bytes))) => {
-                        String::from_utf8(bytes.clone()).map(Some).map_err(|_| {
-                            Outcome::fail(
-                                "invalid output: text is not UTF-8",
-                                serde_json::json!({"size_bytes": bytes.len()}),
-                            )
-                        })
-                    }
-                    (None, Some(Object::Missing(why))) => Err(Outcome::inconclusive(why.clone())),
-                    (None, None) => Err(Outcome::inconclusive("output text was not fetched")),
-                };
-                let text = match text {
-                    Ok(Some(t)) if t.len() as u64 > lr.max_text_bytes => Err(Outcome::fail(
-                        format!(
-                            "invalid output: text is {} bytes, over the {}-byte limit",
-                            t.len(),
-                            lr.max_text_bytes
-                        ),
-                        serde_json::json!({"size_bytes": t.len(), "limit_bytes": lr.max_text_bytes}),
-                    )),
-                    other => other,
-                };
-                let scores = fetched.scores.as_ref();
-                let text_ref = text.as_ref().ok().and_then(|t| t.as_deref());
-                let scores_problem = match (scores, text_ref) {
-                    (Some(s), Some(t)) => s.problem(t),
-                    _ => None,
-                };
-                let usable_scores = scores.filter(|_| scores_problem.is_none());
-                let counts = match (usable_scores, text_ref) {
-                    (Some(s), _) => Some(TokenCounts {
-                        input: u64::from(s.prompt_tokens),
-                        output: s.tokens.len() as u64,
-                        exact: true,
-                    }),
-                    (None, Some(t)) => Some(TokenCounts {
-                        input: (input.input_chars() as f64 / lr.max_chars_per_token).ceil() as u64,
-                        output: (t.chars().count() as f64 / lr.max_chars_per_token).ceil() as u64,
-                        exact: false,
-                    }),
-                    (None, None) => None,
-                };
-                // Points: exact token counts where scored, otherwise the typical-ratio estimate.
-                let tokens_for_points = match (usable_scores, text_ref) {
-                    (Some(s), _) => Some(u64::from(s.prompt_tokens) + s.tokens.len() as u64),
-                    (None, Some(t)) => Some(
-                        ((input.input_chars() + t.chars().count()) as f64
-                            / lr.chars_per_token_estimate)
-                            .ceil() as u64,
-                    ),
-                    (None, None) => None,
-                };
-                if let Some(tokens) = tokens_for_points {
-                    verdict.points.llama = points::llm_points(rules, &model.category, tokens);
-                    verdict.points_estimated = usable_scores.is_none();
-                }
-                let bound = gpu.and_then(|(id, g)| {
-                    device::inference_bound(rules, record, model, category, id, g, counts)
-                });
-                out.push((
-                    CheckId::Latency,
-                    device::check_latency(rules, record, bound.as_ref()),
-                ));
-
-                match text {
-                    Err(outcome) => out.push((CheckId::OutputDecode, outcome)),
-                    Ok(None) => out.push((
-                        CheckId::OutputDecode,
-                        Outcome::inconclusive("no output text"),
-                    )),
-                    Ok(Some(text)) => {
-                        out.push((
-                            CheckId::OutputDecode,
-                            Outcome::pass(serde_json::json!({"chars": text.chars().count()})),
-                        ));
-                        out.push((
-                            CheckId::Reuse,
-                            self.reuse.check_text(
-                                &record.job_id,
-                                &record.miner_id,
-                                record.input_digest(),
-                                &text,
-                                &rules.checks.reuse,
-                            ),
-                        ));
-                        if let Some(c) = canary::find(rules, record) {
-                            out.push((CheckId::Canary, canary::check_text(c, &text)));
-                        }
-                        match (scores, scores_problem) {
-                            (Some(_), Some(problem)) => {
-                                out.push((CheckId::LlmRank, Outcome::inconclusive(problem)));
-                            }
-                            (Some(s), None) => {
-                                out.extend(llm::check(s, input, output.logprobs.as_deref(), lr));
-                            }
-                            (None, _) => {}
-                        }
-                    }
-                }
+                (verdict.points, verdict.points_estimated) =
+                    evaluate_llm(&mut job, input, output, fetched);
             }
         }
+        let out = job.out;
 
         verdict.checks = out
             .into_iter()
@@ -370,6 +210,207 @@ impl Judge {
         };
         verdict
     }
+}
+
+/// What the per-kind checks of one job share.
+struct JobContext<'a> {
+    rules: &'a Rules,
+    record: &'a JobRecord,
+    model: &'a Model,
+    category: &'a Category,
+    gpu: Option<(&'a str, &'a Gpu)>,
+    reuse: &'a mut ReuseIndex,
+    out: Vec<(CheckId, Outcome)>,
+}
+
+impl JobContext<'_> {
+    fn push(&mut self, check: CheckId, outcome: Outcome) {
+        self.out.push((check, outcome));
+    }
+
+    fn latency(&mut self, tokens: Option<TokenCounts>) {
+        let (rules, record) = (self.rules, self.record);
+        let bound = self.gpu.and_then(|(id, g)| {
+            device::inference_bound(rules, record, self.model, self.category, id, g, tokens)
+        });
+        self.push(
+            CheckId::Latency,
+            device::check_latency(rules, record, bound.as_ref()),
+        );
+    }
+}
+
+/// The image checks; returns the job's points.
+fn evaluate_sd(job: &mut JobContext, input: &SdInput, fetched: &Fetched) -> Points {
+    let (rules, record) = (job.rules, job.record);
+    let im = &rules.checks.image;
+    let (w, h) = image::expected_size(input.width, input.height, im);
+    let steps = image::effective_steps(input, im);
+    let points = Points {
+        waifu: points::image_points(rules, &job.model.category, w, h, steps),
+        llama: 0.0,
+    };
+    job.latency(None);
+
+    let bytes = match &fetched.output {
+        Some(Object::Found(bytes)) => bytes,
+        Some(Object::Missing(why)) => {
+            job.push(CheckId::OutputDecode, Outcome::inconclusive(why.clone()));
+            return points;
+        }
+        None => {
+            job.push(
+                CheckId::OutputDecode,
+                Outcome::inconclusive("output was not fetched"),
+            );
+            return points;
+        }
+    };
+    let img = match image::decode(bytes, im) {
+        Ok(img) => img,
+        Err(e) => {
+            job.push(
+                CheckId::OutputDecode,
+                Outcome::fail(
+                    format!("invalid output: {e}"),
+                    serde_json::json!({"size_bytes": bytes.len(), "error": e.to_string()}),
+                ),
+            );
+            return points;
+        }
+    };
+    job.push(
+        CheckId::OutputDecode,
+        Outcome::pass(serde_json::json!({"width": img.width(), "height": img.height()})),
+    );
+    job.push(CheckId::OutputSize, image::check_size(&img, input, im));
+    let luma = img.to_luma8();
+    let hash = image::phash(&luma, im);
+    let fingerprint = reuse::ImageFingerprint {
+        phash: hash.as_bytes().into(),
+        dhash: image::dhash(&luma, im).as_bytes().into(),
+    };
+    let reused = job.reuse.check_image(
+        &record.job_id,
+        &record.miner_id,
+        record.input_digest(),
+        &fingerprint,
+        &rules.checks.reuse,
+    );
+    job.push(CheckId::Reuse, reused);
+    if let Some(c) = canary::find(rules, record) {
+        job.push(CheckId::Canary, canary::check_image(c, &hash));
+    }
+    if let Some(ref_bytes) = &fetched.reference_image {
+        job.push(
+            CheckId::ImageSimilarity,
+            similarity(&img, ref_bytes, input.seed, im),
+        );
+    }
+    points
+}
+
+/// The miner's text, or the outcome of `output_decode` when there is none to judge.
+fn output_text(output: &LlmOutput, fetched: &Fetched, rules: &LlmRules) -> Result<String, Outcome> {
+    let text = match (&output.text, &fetched.output) {
+        (Some(t), _) => t.clone(),
+        (None, Some(Object::Found(bytes))) => String::from_utf8(bytes.clone()).map_err(|_| {
+            Outcome::fail(
+                "invalid output: text is not UTF-8",
+                serde_json::json!({"size_bytes": bytes.len()}),
+            )
+        })?,
+        (None, Some(Object::Missing(why))) => return Err(Outcome::inconclusive(why.clone())),
+        (None, None) => return Err(Outcome::inconclusive("output text was not fetched")),
+    };
+    if text.len() as u64 > rules.max_text_bytes {
+        return Err(Outcome::fail(
+            format!(
+                "invalid output: text is {} bytes, over the {}-byte limit",
+                text.len(),
+                rules.max_text_bytes
+            ),
+            serde_json::json!({"size_bytes": text.len(), "limit_bytes": rules.max_text_bytes}),
+        ));
+    }
+    Ok(text)
+}
+
+/// The LLM checks; returns the job's points and whether they are estimated.
+fn evaluate_llm(
+    job: &mut JobContext,
+    input: &LlmInput,
+    output: &LlmOutput,
+    fetched: &Fetched,
+) -> (Points, bool) {
+    let (rules, record) = (job.rules, job.record);
+    let lr = &rules.checks.llm;
+    let text = output_text(output, fetched, lr);
+    let text_ref = text.as_deref().ok();
+    let scores = fetched.scores.as_ref();
+    let scores_problem = scores.zip(text_ref).and_then(|(s, t)| s.problem(t));
+    let usable_scores = scores.filter(|_| scores_problem.is_none());
+
+    // Latency bounds need lower bounds on token counts; points use a typical ratio.
+    let (counts, tokens_for_points) = match (usable_scores, text_ref) {
+        (Some(s), _) => {
+            let (input_tokens, output_tokens) = (u64::from(s.prompt_tokens), s.tokens.len() as u64);
+            let counts = TokenCounts {
+                input: input_tokens,
+                output: output_tokens,
+                exact: true,
+            };
+            (Some(counts), Some(input_tokens + output_tokens))
+        }
+        (None, Some(t)) => {
+            let (in_chars, out_chars) = (input.input_chars() as f64, t.chars().count() as f64);
+            let counts = TokenCounts {
+                input: (in_chars / lr.max_chars_per_token).ceil() as u64,
+                output: (out_chars / lr.max_chars_per_token).ceil() as u64,
+                exact: false,
+            };
+            let estimate = ((in_chars + out_chars) / lr.chars_per_token_estimate).ceil() as u64;
+            (Some(counts), Some(estimate))
+        }
+        (None, None) => (None, None),
+    };
+    let points = Points {
+        waifu: 0.0,
+        llama: tokens_for_points.map_or(0.0, |t| points::llm_points(rules, &job.model.category, t)),
+    };
+    let estimated = tokens_for_points.is_some() && usable_scores.is_none();
+    job.latency(counts);
+
+    let text = match text {
+        Ok(text) => text,
+        Err(outcome) => {
+            job.push(CheckId::OutputDecode, outcome);
+            return (points, estimated);
+        }
+    };
+    job.push(
+        CheckId::OutputDecode,
+        Outcome::pass(serde_json::json!({"chars": text.chars().count()})),
+    );
+    let reused = job.reuse.check_text(
+        &record.job_id,
+        &record.miner_id,
+        record.input_digest(),
+        &text,
+        &rules.checks.reuse,
+    );
+    job.push(CheckId::Reuse, reused);
+    if let Some(c) = canary::find(rules, record) {
+        job.push(CheckId::Canary, canary::check_text(c, &text));
+    }
+    match (scores, scores_problem) {
+        (Some(_), Some(problem)) => job.push(CheckId::LlmRank, Outcome::inconclusive(problem)),
+        (Some(s), None) => job
+            .out
+            .extend(llm::check(s, input, output.logprobs.as_deref(), lr)),
+        (None, _) => {}
+    }
+    (points, estimated)
 }
 
 fn similarity(

@@ -37,7 +37,7 @@ fn expected() -> Vec<Expected> {
         .collect()
 }
 
-fn judge() -> audit::AuditResult {
+fn judge_fresh() -> audit::AuditResult {
     audit::judge_dir(
         &demo(),
         Rules::embedded().unwrap(),
@@ -45,6 +45,12 @@ fn judge() -> audit::AuditResult {
         false,
     )
     .unwrap()
+}
+
+/// One judgement of the demo, shared by the tests that only read it.
+fn judge() -> &'static audit::AuditResult {
+    static RESULT: std::sync::OnceLock<audit::AuditResult> = std::sync::OnceLock::new();
+    RESULT.get_or_init(judge_fresh)
 }
 
 #[test]
@@ -119,15 +125,15 @@ fn no_honest_job_fails_any_check() {
 
 #[test]
 fn slashes_are_deterministic_and_cover_each_cheaters_jobs() {
-    let (a, b) = (judge(), judge());
+    let (a, b) = (judge(), &judge_fresh());
     let slashes = |r: &audit::AuditResult| {
         r.decisions
             .iter()
             .filter_map(|d| d.slash.clone())
             .collect::<Vec<_>>()
     };
-    assert_eq!(slashes(&a), slashes(&b));
-    for s in slashes(&a) {
+    assert_eq!(slashes(a), slashes(b));
+    for s in slashes(a) {
         assert!(!s.jobs.is_empty() && s.amount.total() > 0.0, "{s:?}");
         assert!(s.honest_probability <= 1e-6);
         assert_eq!(s.rules_digest, a.rules_digest);

@@ -165,15 +165,16 @@ start_tansu() {
 }
 
 write_env() {
+  # Names follow the settings layering (src/settings.rs): PROCTOR_<SECTION>__<KEY>.
   cat > "$STATE/env" <<EOF
-export PROCTOR_DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres
-export PROCTOR_KAFKA_BROKERS=127.0.0.1:$KAFKA_PORT
-export PROCTOR_S3_ENDPOINT=http://127.0.0.1:$S3_PORT
-export PROCTOR_S3_REGION=$REGION
-export PROCTOR_S3_ACCESS_KEY_ID=$S3_KEY_ID
-export PROCTOR_S3_SECRET_ACCESS_KEY=$S3_SECRET
-export PROCTOR_S3_JOBS_BUCKET=proctor-jobs
-export PROCTOR_S3_REFERENCE_BUCKET=proctor-reference
+export PROCTOR_DATABASE__URL=postgres://postgres@127.0.0.1:5432/postgres
+export PROCTOR_KAFKA__BROKERS=127.0.0.1:$KAFKA_PORT
+export PROCTOR_S3__ENDPOINT=http://127.0.0.1:$S3_PORT
+export PROCTOR_S3__REGION=$REGION
+export PROCTOR_S3__ACCESS_KEY_ID=$S3_KEY_ID
+export PROCTOR_S3__SECRET_ACCESS_KEY=$S3_SECRET
+export PROCTOR_S3__JOBS_BUCKET=proctor-jobs
+export PROCTOR_S3__REFERENCE_BUCKET=proctor-reference
 EOF
   chmod 600 "$STATE/env"
 }

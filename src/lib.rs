@@ -23,6 +23,8 @@
 //! - [`synth`]: deterministic honest-drift and cheat transforms for fixtures and calibration.
 //! - [`events`]: slash events for the ledger, signed with ed25519, and their verification.
 //! - [`hashing`]: file digests (BLAKE3 memory-mapped and parallel, SHA-256).
+//! - [`settings`]: deployment settings (services, secrets, ports), layered from
+//!   `config/default.toml`, a file and `PROCTOR_<SECTION>__<KEY>` variables.
 //! - [`store`]: Postgres state (jobs, verdicts, evidence, slashes, flags, outbox), every
 //!   write idempotent; the one module that talks to a database.
 //! - [`audit`]: the offline judgement over a folder (the only module here that reads
@@ -43,5 +45,6 @@ pub mod record;
 pub mod report;
 pub mod rules;
 pub mod sampling;
+pub mod settings;
 pub mod store;
 pub mod synth;

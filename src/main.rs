@@ -78,6 +78,12 @@ enum Command {
         #[arg(long, env = "PROCTOR_SIGNING_KEY", hide_env_values = true)]
         signing_key: String,
     },
+    /// Print the effective deployment settings (secrets shown only as set or empty).
+    Settings {
+        /// A settings file layered over the defaults.
+        #[arg(long, env = "PROCTOR_CONFIG")]
+        config: Option<PathBuf>,
+    },
     /// Rules maintenance.
     Rules {
         #[command(subcommand)]
@@ -208,6 +214,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
             } else {
                 ExitCode::FAILURE
             })
+        }
+        Command::Settings { config } => {
+            let settings = proctor::settings::Settings::load(config.as_deref())?;
+            println!("{settings:#?}");
+            Ok(ExitCode::SUCCESS)
         }
         Command::PublicKey { signing_key } => {
             let key = events::signing_key_from_hex(&signing_key).map_err(anyhow::Error::msg)?;

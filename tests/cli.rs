@@ -351,3 +351,24 @@ fn signed_events_match_their_documented_schemas() {
         assert!(errors.is_empty(), "{errors:?}");
     }
 }
+
+#[test]
+fn settings_layer_the_environment_and_hide_secrets() {
+    let o = Command::new(env!("CARGO_BIN_EXE_proctor"))
+        .arg("settings")
+        .env("PROCTOR_KAFKA__BROKERS", "127.0.0.1:19092")
+        .env("PROCTOR_S3__SECRET_ACCESS_KEY", "very-secret-value")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let out = stdout(&o);
+    assert!(out.contains("127.0.0.1:19092"), "{out}");
+    assert!(!out.contains("very-secret-value"), "{out}");
+    let typo = Command::new(env!("CARGO_BIN_EXE_proctor"))
+        .arg("settings")
+        .env("PROCTOR_KAFKA__BROKER", "x")
+        .output()
+        .unwrap();
+    assert_eq!(typo.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&typo.stderr).contains("PROCTOR_KAFKA__BROKER"));
+}

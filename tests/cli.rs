@@ -256,6 +256,15 @@ fn public_key(seed: &str) -> String {
     stdout(&o).trim().to_owned()
 }
 
+fn verify_event(file: &Path, public_key: &str) -> Output {
+    proctor(&[
+        "verify-event",
+        file.to_str().unwrap(),
+        "--public-key",
+        public_key,
+    ])
+}
+
 #[test]
 fn audit_events_are_signed_and_verify_event_checks_them() {
     let out = tempfile::tempdir().unwrap();
@@ -275,22 +284,12 @@ fn audit_events_are_signed_and_verify_event_checks_them() {
     assert!(text.lines().count() >= 10);
 
     let trusted = public_key(DEMO_SIGNING_KEY);
-    let ok = proctor(&[
-        "verify-event",
-        events.to_str().unwrap(),
-        "--public-key",
-        &trusted,
-    ]);
+    let ok = verify_event(&events, &trusted);
     assert!(ok.status.success(), "{}", stdout(&ok));
     assert!(stdout(&ok).contains(" 0 invalid"), "{}", stdout(&ok));
 
     let other = public_key(&"17".repeat(32));
-    let wrong = proctor(&[
-        "verify-event",
-        events.to_str().unwrap(),
-        "--public-key",
-        &other,
-    ]);
+    let wrong = verify_event(&events, &other);
     assert_eq!(wrong.status.code(), Some(1));
     assert!(
         stdout(&wrong).contains("not the trusted key"),
@@ -308,12 +307,7 @@ fn audit_events_are_signed_and_verify_event_checks_them() {
     lines[0] = env.to_string();
     let tampered = out.path().join("tampered.jsonl");
     std::fs::write(&tampered, lines.join("\n")).unwrap();
-    let bad = proctor(&[
-        "verify-event",
-        tampered.to_str().unwrap(),
-        "--public-key",
-        &trusted,
-    ]);
+    let bad = verify_event(&tampered, &trusted);
     assert_eq!(bad.status.code(), Some(1));
     assert!(
         stdout(&bad).contains("line 1: INVALID: the signature does not verify"),

@@ -1,0 +1,127 @@
+//! Hostile job records: thousands of deterministic mutations of the demo's records (byte
+//! flips, truncations, splices of extreme JSON values) go through the parser and, when
+//! they still parse, through every check. Nothing may panic; a record either parses or
+//! gets an error naming a field.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::Path;
+
+use proctor::audit;
+use proctor::checks::Judge;
+use proctor::record::JobRecord;
+use proctor::rules::Rules;
+
+/// Values a miner or a broken job service might put anywhere.
+const SPLICES: [&str; 14] = [
+    "1e309",
+    "-1e309",
+    "-0",
+    "18446744073709551616",
+    "-9223372036854775809",
+    "\"NaN\"",
+    "null",
+    "\"\\u0000\"",
+    "\"\\ud800\"",
+    "[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[",
+    "{}",
+    "\"../../../etc/passwd\"",
+    "\"0x0000000000000000000000000000000000000000-\u{202e}gpu\"",
+    "4294967296",
+];
+
+struct Xorshift(u64);
+
+impl Xorshift {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+}
+
+fn mutate(rng: &mut Xorshift, line: &[u8]) -> Vec<u8> {
+    let mut bytes = line.to_vec();
+    match rng.below(4) {
+        0 => {
+            for _ in 0..1 + rng.below(4) {
+                let i = rng.below(bytes.len());
+                bytes[i] ^= 1 << rng.below(8);
+            }
+        }
+        1 => bytes.truncate(rng.below(bytes.len())),
+        _ => {
+            // Replace the value after a random ':' with an extreme one.
+            let colons: Vec<usize> = bytes
+                .iter()
+                .enumerate()
+                .filter(|(_, b)| **b == b':')
+                .map(|(i, _)| i)
+                .collect();
+            if let Some(&at) = colons.get(rng.below(colons.len())) {
+                let end = bytes[at + 1..]
+                    .iter()
+                    .position(|b| matches!(b, b',' | b'}' | b']'))
+                    .map_or(bytes.len(), |p| at + 1 + p);
+                let splice = SPLICES[rng.below(SPLICES.len())].as_bytes();
+                bytes.splice(at + 1..end, splice.iter().copied());
+            }
+        }
+    }
+    bytes
+}
+
+#[test]
+fn mutated_records_never_panic_the_parser_or_the_checks() {
+    let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/audit-demo");
+    let lines: Vec<Vec<u8>> = std::fs::read(demo.join("jobs.jsonl"))
+        .unwrap()
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(<[u8]>::to_vec)
+        .collect();
+    let mut judge = Judge::new(Rules::embedded().unwrap());
+    let mut rng = Xorshift(0x5eed_1234_abcd_ef01);
+    let (mut parsed, mut rejected, mut panics) = (0, 0, Vec::new());
+    for i in 0..3000 {
+        let line = &lines[i % lines.len()];
+        let bytes = mutate(&mut rng, line);
+        let outcome = catch_unwind(AssertUnwindSafe(|| match JobRecord::from_json(&bytes) {
+            Ok(record) => {
+                let fetched = audit::fetch(&demo, &record, judge.rules());
+                judge.evaluate(&record, &fetched);
+                true
+            }
+            Err(e) => {
+                // Every error names where the problem is.
+                let msg = e.to_string();
+                assert!(
+                    msg.starts_with("record is not valid JSON") || msg.starts_with("field "),
+                    "{msg}"
+                );
+                false
+            }
+        }));
+        match outcome {
+            Ok(true) => parsed += 1,
+            Ok(false) => rejected += 1,
+            Err(_) => panics.push(String::from_utf8_lossy(&bytes).into_owned()),
+        }
+    }
+    assert!(
+        panics.is_empty(),
+        "{} inputs panicked, first: {}",
+        panics.len(),
+        panics[0]
+    );
+    // The mutations must exercise both paths for this test to mean anything.
+    // Measured: about 230 of 3000 still parse (strict parsing rejects the rest).
+    assert!(
+        parsed >= 150 && rejected >= 1000,
+        "parsed {parsed}, rejected {rejected}"
+    );
+}

@@ -265,8 +265,8 @@ fn verify_event(file: &Path, public_key: &str) -> Output {
     ])
 }
 
-#[test]
-fn audit_events_are_signed_and_verify_event_checks_them() {
+/// The demo audited with the demo signing key, into a fresh folder.
+fn signed_audit() -> tempfile::TempDir {
     let out = tempfile::tempdir().unwrap();
     let o = proctor(&[
         "audit",
@@ -277,6 +277,12 @@ fn audit_events_are_signed_and_verify_event_checks_them() {
         DEMO_SIGNING_KEY,
     ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    out
+}
+
+#[test]
+fn audit_events_are_signed_and_verify_event_checks_them() {
+    let out = signed_audit();
     let events = out.path().join("events.jsonl");
     let text = std::fs::read_to_string(&events).unwrap();
     let slashes = std::fs::read_to_string(out.path().join("slashes.jsonl")).unwrap();
@@ -318,16 +324,7 @@ fn audit_events_are_signed_and_verify_event_checks_them() {
 
 #[test]
 fn signed_events_match_their_documented_schemas() {
-    let out = tempfile::tempdir().unwrap();
-    let o = proctor(&[
-        "audit",
-        &demo(""),
-        "--out",
-        out.path().to_str().unwrap(),
-        "--signing-key",
-        DEMO_SIGNING_KEY,
-    ]);
-    assert!(o.status.success());
+    let out = signed_audit();
     let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs");
     let schema = |n: &str| -> serde_json::Value {
         serde_json::from_slice(&std::fs::read(docs.join(n)).unwrap()).unwrap()

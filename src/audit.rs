@@ -123,11 +123,17 @@ pub fn judge_dir(
         by_miner.entry(&v.miner_id).or_default().push(v.clone());
     }
     let nfts = read_wallets(dir)?;
+    let miners: Vec<MinerId> = by_miner.keys().map(|m| (*m).clone()).collect();
     let decisions = by_miner
         .iter()
         .map(|(miner, vs)| {
             let history = MinerHistory {
-                points_factor: boost_of(miner, by_miner.keys().copied(), &nfts, judge.rules()),
+                points_factor: crate::points::wallet_boost(
+                    judge.rules(),
+                    miner,
+                    &miners,
+                    nfts.get(miner.wallet()).copied(),
+                ),
                 ..MinerHistory::default()
             };
             decide::decide(miner, &history, vs, judge.rules())
@@ -143,7 +149,7 @@ pub fn judge_dir(
 
 /// `DIR/wallets.json`, optional: `{"0x<address>": <NFTs held>}`. Without it no GPU is
 /// boosted.
-fn read_wallets(dir: &Path) -> Result<BTreeMap<String, u32>> {
+pub fn read_wallets(dir: &Path) -> Result<BTreeMap<String, u32>> {
     let path = dir.join("wallets.json");
     if !path.exists() {
         return Ok(BTreeMap::new());
@@ -155,24 +161,6 @@ fn read_wallets(dir: &Path) -> Result<BTreeMap<String, u32>> {
         .into_iter()
         .map(|(k, v)| (k.to_ascii_lowercase(), v))
         .collect())
-}
-
-/// The NFT boost of `miner`: its wallet's GPUs are taken in miner-id order and the first
-/// `gpus_per_nft × NFTs` are boosted.
-fn boost_of<'a>(
-    miner: &MinerId,
-    all: impl Iterator<Item = &'a MinerId>,
-    nfts: &BTreeMap<String, u32>,
-    rules: &Rules,
-) -> f64 {
-    let Some(&count) = nfts.get(miner.wallet()) else {
-        return 1.0;
-    };
-    let index = all
-        .filter(|m| m.wallet() == miner.wallet())
-        .position(|m| m == miner)
-        .unwrap_or(usize::MAX);
-    crate::points::nft_boost_factor(rules, index, count)
 }
 
 /// Reads at most `limit + 1` bytes, so an oversized object costs bounded memory and is

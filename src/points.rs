@@ -82,6 +82,28 @@ pub fn nft_boost_factor(rules: &Rules, gpu_index: usize, nft_count: u32) -> f64 
     }
 }
 
+/// The NFT boost of `miner`: its wallet's GPUs (`wallet_miners`, every miner id of the
+/// wallet that has submitted work) are taken in miner-id order, and the first
+/// `gpus_per_nft × NFTs` are boosted. Without NFTs the factor is 1.
+pub fn wallet_boost(
+    rules: &Rules,
+    miner: &crate::ids::MinerId,
+    wallet_miners: &[crate::ids::MinerId],
+    nfts: Option<u32>,
+) -> f64 {
+    let Some(count) = nfts else {
+        return 1.0;
+    };
+    let mut same: Vec<&crate::ids::MinerId> = wallet_miners
+        .iter()
+        .filter(|m| m.wallet() == miner.wallet())
+        .collect();
+    same.sort();
+    same.dedup();
+    let index = same.iter().position(|m| *m == miner).unwrap_or(usize::MAX);
+    nft_boost_factor(rules, index, count)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

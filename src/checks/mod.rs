@@ -197,10 +197,25 @@ impl Judge {
             .into_iter()
             .map(|(check, outcome)| CheckResult { check, outcome })
             .collect();
-        let decode = verdict.outcome(CheckId::OutputDecode);
-        verdict.verdict = if decode.is_some_and(Outcome::is_fail) {
+        verdict.aggregate();
+        verdict
+    }
+}
+
+impl JobVerdict {
+    /// Sets the job's verdict from its check outcomes.
+    pub fn aggregate(&mut self) {
+        if self
+            .outcome(CheckId::ModelKnown)
+            .is_some_and(|o| o.status() != crate::outcome::Status::Pass)
+        {
+            self.verdict = Verdict::Inconclusive;
+            return;
+        }
+        let decode = self.outcome(CheckId::OutputDecode);
+        self.verdict = if decode.is_some_and(Outcome::is_fail) {
             Verdict::Invalid
-        } else if verdict.failed_checks().next().is_some() {
+        } else if self.failed_checks().next().is_some() {
             Verdict::Fail
         } else if matches!(decode, Some(Outcome::Inconclusive { .. })) {
             // Nothing was judged about the output itself: that is not a pass.
@@ -208,7 +223,17 @@ impl Judge {
         } else {
             Verdict::Pass
         };
-        verdict
+    }
+
+    /// Replaces one check's outcome (or adds it) and re-aggregates. The re-run stage
+    /// uses it to keep the screen stage's `reuse` outcome: only the screen worker sees
+    /// the stream of outputs in order.
+    pub fn replace_outcome(&mut self, check: CheckId, outcome: Option<Outcome>) {
+        self.checks.retain(|c| c.check != check);
+        if let Some(outcome) = outcome {
+            self.checks.push(CheckResult { check, outcome });
+        }
+        self.aggregate();
     }
 }
 
@@ -237,6 +262,15 @@ impl JobContext<'_> {
             CheckId::Latency,
             device::check_latency(rules, record, bound.as_ref()),
         );
+    }
+}
+
+fn submitted(record: &JobRecord) -> reuse::Submitted<'_> {
+    reuse::Submitted {
+        job_id: &record.job_id,
+        miner_id: &record.miner_id,
+        input: record.input_digest(),
+        at: record.submitted_at,
     }
 }
 
@@ -290,13 +324,9 @@ fn evaluate_sd(job: &mut JobContext, input: &SdInput, fetched: &Fetched) -> Poin
         phash: hash.as_bytes().into(),
         dhash: image::dhash(&luma, im).as_bytes().into(),
     };
-    let reused = job.reuse.check_image(
-        &record.job_id,
-        &record.miner_id,
-        record.input_digest(),
-        &fingerprint,
-        &rules.checks.reuse,
-    );
+    let reused = job
+        .reuse
+        .check_image(submitted(record), &fingerprint, &rules.checks.reuse);
     job.push(CheckId::Reuse, reused);
     if let Some(c) = canary::find(rules, record) {
         job.push(CheckId::Canary, canary::check_image(c, &hash));
@@ -392,13 +422,9 @@ fn evaluate_llm(
         CheckId::OutputDecode,
         Outcome::pass(serde_json::json!({"chars": text.chars().count()})),
     );
-    let reused = job.reuse.check_text(
-        &record.job_id,
-        &record.miner_id,
-        record.input_digest(),
-        &text,
-        &rules.checks.reuse,
-    );
+    let reused = job
+        .reuse
+        .check_text(submitted(record), &text, &rules.checks.reuse);
     job.push(CheckId::Reuse, reused);
     if let Some(c) = canary::find(rules, record) {
         job.push(CheckId::Canary, canary::check_text(c, &text));

@@ -13,6 +13,7 @@
 
 use std::collections::{HashMap, VecDeque};
 
+use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::ids::{JobId, MinerId};
@@ -23,8 +24,37 @@ use crate::rules::ReuseRules;
 struct Seen {
     job_id: JobId,
     miner_id: MinerId,
+    submitted_at: DateTime<Utc>,
     #[serde(skip)]
     input: blake3::Hash,
+}
+
+/// The job whose output is being checked.
+#[derive(Debug, Clone, Copy)]
+pub struct Submitted<'a> {
+    pub job_id: &'a JobId,
+    pub miner_id: &'a MinerId,
+    /// The digest of the job's input (`JobRecord::input_digest`).
+    pub input: blake3::Hash,
+    pub at: DateTime<Utc>,
+}
+
+impl Submitted<'_> {
+    fn seen(&self) -> Seen {
+        Seen {
+            job_id: self.job_id.clone(),
+            miner_id: self.miner_id.clone(),
+            submitted_at: self.at,
+            input: self.input,
+        }
+    }
+
+    /// Whether `seen` is another job, for another input, submitted no later than this
+    /// one. Only the later of two jobs is the copy: a pipeline that meets the copy first
+    /// (another partition ran ahead) must not blame the original.
+    fn copies(&self, seen: &Seen) -> bool {
+        seen.input != self.input && &seen.job_id != self.job_id && seen.submitted_at <= self.at
+    }
 }
 
 #[derive(Debug, Default)]
@@ -58,9 +88,7 @@ impl ReuseIndex {
     /// Checks an image's perceptual hashes against recent ones, then remembers them.
     pub fn check_image(
         &mut self,
-        job_id: &JobId,
-        miner_id: &MinerId,
-        input: blake3::Hash,
+        job: Submitted,
         fp: &ImageFingerprint,
         rules: &ReuseRules,
     ) -> Outcome {
@@ -71,21 +99,13 @@ impl ReuseIndex {
             (same_shape
                 && dp <= rules.image_max_distance
                 && dd <= rules.image_max_dhash_distance
-                && seen.input != input
-                && &seen.job_id != job_id)
-                .then(|| (dp, dd, seen.clone()))
+                && job.copies(seen))
+            .then(|| (dp, dd, seen.clone()))
         });
         if self.images.len() >= rules.capacity {
             self.images.pop_front();
         }
-        self.images.push_back((
-            fp.clone(),
-            Seen {
-                job_id: job_id.clone(),
-                miner_id: miner_id.clone(),
-                input,
-            },
-        ));
+        self.images.push_back((fp.clone(), job.seen()));
         match hit {
             Some((dp, dd, seen)) => Outcome::fail(
                 format!(
@@ -105,14 +125,7 @@ impl ReuseIndex {
     }
 
     /// Checks a text against recent ones, then remembers it.
-    pub fn check_text(
-        &mut self,
-        job_id: &JobId,
-        miner_id: &MinerId,
-        input: blake3::Hash,
-        text: &str,
-        rules: &ReuseRules,
-    ) -> Outcome {
+    pub fn check_text(&mut self, job: Submitted, text: &str, rules: &ReuseRules) -> Outcome {
         let norm = normalize(text);
         if norm.chars().count() < rules.text_min_chars {
             return Outcome::inconclusive(format!(
@@ -124,23 +137,24 @@ impl ReuseIndex {
         let hit = self
             .texts
             .get(&key)
-            .filter(|seen| seen.input != input && &seen.job_id != job_id)
+            .filter(|seen| job.copies(seen))
             .cloned();
-        if !self.texts.contains_key(&key) {
-            if self.text_order.len() >= rules.capacity
-                && let Some(old) = self.text_order.pop_front()
-            {
-                self.texts.remove(&old);
+        match self.texts.get_mut(&key) {
+            // Keep the earliest submission of a text: it is the one copies are from.
+            Some(seen) => {
+                if job.at < seen.submitted_at {
+                    *seen = job.seen();
+                }
             }
-            self.text_order.push_back(key);
-            self.texts.insert(
-                key,
-                Seen {
-                    job_id: job_id.clone(),
-                    miner_id: miner_id.clone(),
-                    input,
-                },
-            );
+            None => {
+                if self.text_order.len() >= rules.capacity
+                    && let Some(old) = self.text_order.pop_front()
+                {
+                    self.texts.remove(&old);
+                }
+                self.text_order.push_back(key);
+                self.texts.insert(key, job.seen());
+            }
         }
         match hit {
             Some(seen) => Outcome::fail(
@@ -175,6 +189,56 @@ mod tests {
         }
     }
 
+    fn sub<'a>(job_id: &'a JobId, miner_id: &'a MinerId, input: blake3::Hash) -> Submitted<'a> {
+        // Job ids in these tests sort in submission order.
+        let at = DateTime::parse_from_rfc3339("2026-11-20T00:00:00Z")
+            .unwrap()
+            .to_utc()
+            + chrono::Duration::seconds(job_id.as_str().bytes().map(i64::from).sum::<i64>());
+        Submitted {
+            job_id,
+            miner_id,
+            input,
+            at,
+        }
+    }
+
+    #[test]
+    fn the_original_is_not_blamed_when_the_copy_is_seen_first() {
+        let mut idx = ReuseIndex::new();
+        let r = rules(10);
+        let (original, m) = ids("a");
+        let (copy, _) = ids("b");
+        let h = fp([3; 8], [5; 8]);
+        let text = "a canned answer long enough to count";
+        // The copy (later submission) arrives first, e.g. from a faster partition.
+        assert!(
+            !idx.check_image(sub(&copy, &m, blake3::hash(b"q2")), &h, &r)
+                .is_fail()
+        );
+        assert!(
+            !idx.check_image(sub(&original, &m, blake3::hash(b"q1")), &h, &r)
+                .is_fail()
+        );
+        assert!(
+            !idx.check_text(sub(&copy, &m, blake3::hash(b"q2")), text, &r)
+                .is_fail()
+        );
+        assert!(
+            !idx.check_text(sub(&original, &m, blake3::hash(b"q1")), text, &r)
+                .is_fail()
+        );
+        // A later third copy is caught, and names the original.
+        let (third, _) = ids("c");
+        let o = idx.check_text(sub(&third, &m, blake3::hash(b"q3")), text, &r);
+        assert!(o.is_fail());
+        assert!(
+            serde_json::to_string(&o)
+                .unwrap()
+                .contains("\"job_id\":\"a\"")
+        );
+    }
+
     fn ids(j: &str) -> (JobId, MinerId) {
         (
             JobId::parse(j).unwrap(),
@@ -192,11 +256,11 @@ mod tests {
         let mut h2 = h1;
         h2[0] ^= 0b11;
         assert!(
-            !idx.check_image(&j1, &m, blake3::hash(b"in1"), &fp(h1, h1), &r)
+            !idx.check_image(sub(&j1, &m, blake3::hash(b"in1")), &fp(h1, h1), &r)
                 .is_fail()
         );
         assert!(
-            idx.check_image(&j2, &m, blake3::hash(b"in2"), &fp(h2, h2), &r)
+            idx.check_image(sub(&j2, &m, blake3::hash(b"in2")), &fp(h2, h2), &r)
                 .is_fail()
         );
     }
@@ -208,12 +272,16 @@ mod tests {
         let (j1, m) = ids("a");
         let (j2, _) = ids("b");
         assert!(
-            !idx.check_image(&j1, &m, blake3::hash(b"in1"), &fp([7; 8], [0; 8]), &r)
+            !idx.check_image(sub(&j1, &m, blake3::hash(b"in1")), &fp([7; 8], [0; 8]), &r)
                 .is_fail()
         );
         assert!(
-            !idx.check_image(&j2, &m, blake3::hash(b"in2"), &fp([7; 8], [0xff; 8]), &r)
-                .is_fail()
+            !idx.check_image(
+                sub(&j2, &m, blake3::hash(b"in2")),
+                &fp([7; 8], [0xff; 8]),
+                &r
+            )
+            .is_fail()
         );
     }
 
@@ -225,16 +293,16 @@ mod tests {
         let (j2, _) = ids("b");
         let input = blake3::hash(b"same");
         assert!(
-            !idx.check_image(&j1, &m, input, &fp([1; 8], [1; 8]), &r)
+            !idx.check_image(sub(&j1, &m, input), &fp([1; 8], [1; 8]), &r)
                 .is_fail()
         );
         assert!(
-            !idx.check_image(&j2, &m, input, &fp([1; 8], [1; 8]), &r)
+            !idx.check_image(sub(&j2, &m, input), &fp([1; 8], [1; 8]), &r)
                 .is_fail()
         );
         let text = "a long enough answer to count";
-        assert!(!idx.check_text(&j1, &m, input, text, &r).is_fail());
-        assert!(!idx.check_text(&j2, &m, input, text, &r).is_fail());
+        assert!(!idx.check_text(sub(&j1, &m, input), text, &r).is_fail());
+        assert!(!idx.check_text(sub(&j2, &m, input), text, &r).is_fail());
     }
 
     #[test]
@@ -243,11 +311,11 @@ mod tests {
         let r = rules(10);
         let (j1, m) = ids("a");
         assert!(
-            !idx.check_image(&j1, &m, blake3::hash(b"x"), &fp([1; 8], [1; 8]), &r)
+            !idx.check_image(sub(&j1, &m, blake3::hash(b"x")), &fp([1; 8], [1; 8]), &r)
                 .is_fail()
         );
         assert!(
-            !idx.check_image(&j1, &m, blake3::hash(b"y"), &fp([1; 8], [1; 8]), &r)
+            !idx.check_image(sub(&j1, &m, blake3::hash(b"y")), &fp([1; 8], [1; 8]), &r)
                 .is_fail()
         );
     }
@@ -260,12 +328,12 @@ mod tests {
         let (j2, _) = ids("b");
         let canned = "I'm sorry, but I cannot help with that request.";
         assert!(
-            !idx.check_text(&j1, &m, blake3::hash(b"q1"), canned, &r)
+            !idx.check_text(sub(&j1, &m, blake3::hash(b"q1")), canned, &r)
                 .is_fail()
         );
         let again = canned.replace(' ', "  ");
         assert!(
-            idx.check_text(&j2, &m, blake3::hash(b"q2"), &again, &r)
+            idx.check_text(sub(&j2, &m, blake3::hash(b"q2")), &again, &r)
                 .is_fail()
         );
     }
@@ -278,13 +346,13 @@ mod tests {
         let _ = m_job;
         for (i, h) in [[1u8; 8], [2; 8], [3; 8]].iter().enumerate() {
             let (j, _) = ids(&format!("j{i}"));
-            idx.check_image(&j, &m, blake3::hash(&[i as u8]), &fp(*h, *h), &r);
+            idx.check_image(sub(&j, &m, blake3::hash(&[i as u8])), &fp(*h, *h), &r);
         }
         assert_eq!(idx.images.len(), 2);
         let (j, _) = ids("late");
         // [1; 8] was evicted, so its duplicate passes now.
         assert!(
-            !idx.check_image(&j, &m, blake3::hash(b"late"), &fp([1; 8], [1; 8]), &r)
+            !idx.check_image(sub(&j, &m, blake3::hash(b"late")), &fp([1; 8], [1; 8]), &r)
                 .is_fail()
         );
     }
@@ -293,7 +361,7 @@ mod tests {
     fn short_texts_are_not_judged() {
         let mut idx = ReuseIndex::new();
         let (j, m) = ids("a");
-        let o = idx.check_text(&j, &m, blake3::hash(b"q"), "Paris", &rules(10));
+        let o = idx.check_text(sub(&j, &m, blake3::hash(b"q")), "Paris", &rules(10));
         assert!(matches!(o, Outcome::Inconclusive { .. }));
     }
 }

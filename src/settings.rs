@@ -39,6 +39,7 @@ pub struct Settings {
     pub s3: S3Settings,
     pub secrets: Secrets,
     pub http: HttpSettings,
+    pub pipeline: PipelineSettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -83,6 +84,30 @@ pub struct Secrets {
 #[serde(deny_unknown_fields)]
 pub struct HttpSettings {
     pub bind: SocketAddr,
+}
+
+/// How the workers batch, wait and retry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineSettings {
+    /// Most messages a worker takes into one batch (one Postgres transaction).
+    pub batch_size: usize,
+    /// How long a worker waits to fill a batch once it holds a message.
+    pub batch_wait_ms: u64,
+    /// Concurrent S3 reads per worker.
+    pub fetch_concurrency: usize,
+    /// The bound of the exponential backoff on transient failures.
+    pub max_backoff_ms: u64,
+    /// Reads of an object that S3 says is missing before the record is dead-lettered.
+    pub missing_object_attempts: u32,
+    /// The judge decides on a miner once its evidence has not changed for this long…
+    pub judge_settle_ms: u64,
+    /// …and no sampled job of its waits for a re-run, or after this long regardless.
+    pub judge_max_wait_secs: u64,
+    /// How often the judge and the publisher look for work when idle.
+    pub poll_ms: u64,
+    /// Most outbox events one publisher transaction claims.
+    pub publish_batch: i64,
 }
 
 /// A string that must not be printed: its `Debug` shows only whether it is set.

@@ -92,8 +92,12 @@ pub struct Store {
 
 impl Store {
     pub async fn connect(url: &str) -> Result<Store, sqlx::Error> {
+        Store::connect_with(url, 8).await
+    }
+
+    pub async fn connect_with(url: &str, max_connections: u32) -> Result<Store, sqlx::Error> {
         let pool = PgPoolOptions::new()
-            .max_connections(8)
+            .max_connections(max_connections)
             .acquire_timeout(std::time::Duration::from_secs(10))
             .connect(url)
             .await?;
@@ -115,62 +119,249 @@ impl Store {
         verdict: &JobVerdict,
         stage: Stage,
     ) -> Result<Written, sqlx::Error> {
+        let written = self.record_verdicts(&[(record, verdict)], stage).await?;
+        Ok(written.first().copied().unwrap_or(Written::Duplicate))
+    }
+
+    /// Records a batch of verdicts at one stage in one transaction, and queues their
+    /// miners for judging. Returns, per item, whether it was new.
+    pub async fn record_verdicts(
+        &self,
+        items: &[(&JobRecord, &JobVerdict)],
+        stage: Stage,
+    ) -> Result<Vec<Written>, sqlx::Error> {
+        if items.is_empty() {
+            return Ok(Vec::new());
+        }
         let mut tx = self.pool.begin().await?;
+        let col = |f: &dyn Fn(&JobRecord, &JobVerdict) -> String| -> Vec<String> {
+            items.iter().map(|(r, v)| f(r, v)).collect()
+        };
         sqlx::query(
             "INSERT INTO jobs (job_id, miner_id, model_id, kind, submitted_at, record)
-             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (job_id) DO NOTHING",
+             SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[],
+                                  $5::timestamptz[], $6::jsonb[])
+             ON CONFLICT (job_id) DO NOTHING",
         )
-        .bind(record.job_id.as_str())
-        .bind(record.miner_id.to_string())
-        .bind(record.model_id.as_str())
-        .bind(match record.kind() {
-            crate::record::JobKind::Sd => "sd",
-            crate::record::JobKind::Llm => "llm",
-        })
-        .bind(record.submitted_at)
-        .bind(record.to_json())
+        .bind(col(&|r, _| r.job_id.as_str().to_owned()))
+        .bind(col(&|r, _| r.miner_id.to_string()))
+        .bind(col(&|r, _| r.model_id.as_str().to_owned()))
+        .bind(col(&|r, _| {
+            match r.kind() {
+                crate::record::JobKind::Sd => "sd",
+                crate::record::JobKind::Llm => "llm",
+            }
+            .to_owned()
+        }))
+        .bind(
+            items
+                .iter()
+                .map(|(r, _)| r.submitted_at)
+                .collect::<Vec<_>>(),
+        )
+        .bind(items.iter().map(|(r, _)| r.to_json()).collect::<Vec<_>>())
         .execute(&mut *tx)
         .await?;
-        let inserted = sqlx::query(
+        let fresh: Vec<String> = sqlx::query_scalar(
             "INSERT INTO verdicts (job_id, stage, miner_id, verdict, points_waifu, points_llama,
-                                   sampled, rules_digest, body)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (job_id, stage) DO NOTHING",
+                                   sampled, rules_digest, body, judged_at)
+             SELECT j, $2, m, v, w, l, s, d, b, clock_timestamp()
+             FROM UNNEST($1::text[], $3::text[], $4::text[], $5::float8[], $6::float8[],
+                         $7::bool[], $8::text[], $9::jsonb[]) AS t(j, m, v, w, l, s, d, b)
+             ON CONFLICT (job_id, stage) DO NOTHING
+             RETURNING job_id",
         )
-        .bind(verdict.job_id.as_str())
+        .bind(col(&|_, v| v.job_id.as_str().to_owned()))
         .bind(stage.as_str())
-        .bind(verdict.miner_id.to_string())
-        .bind(verdict_str(verdict.verdict))
-        .bind(verdict.points.waifu)
-        .bind(verdict.points.llama)
-        .bind(verdict.sampled)
-        .bind(&verdict.rules_digest)
-        .bind(sqlx::types::Json(verdict))
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if inserted == 0 {
-            tx.rollback().await?;
-            return Ok(Written::Duplicate);
+        .bind(col(&|_, v| v.miner_id.to_string()))
+        .bind(col(&|_, v| verdict_str(v.verdict).to_owned()))
+        .bind(
+            items
+                .iter()
+                .map(|(_, v)| v.points.waifu)
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            items
+                .iter()
+                .map(|(_, v)| v.points.llama)
+                .collect::<Vec<_>>(),
+        )
+        .bind(items.iter().map(|(_, v)| v.sampled).collect::<Vec<_>>())
+        .bind(col(&|_, v| v.rules_digest.clone()))
+        .bind(
+            items
+                .iter()
+                .map(|(_, v)| serde_json::to_value(v).unwrap_or_default())
+                .collect::<Vec<_>>(),
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        let fresh: std::collections::HashSet<String> = fresh.into_iter().collect();
+        let new_items: Vec<&JobVerdict> = items
+            .iter()
+            .map(|(_, v)| *v)
+            .filter(|v| fresh.contains(v.job_id.as_str()))
+            .collect();
+        let (mut jobs, mut checks, mut statuses, mut outcomes) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for v in &new_items {
+            for c in &v.checks {
+                jobs.push(v.job_id.as_str().to_owned());
+                checks.push(c.check.as_str().to_owned());
+                statuses.push(status_str(c.outcome.status()).to_owned());
+                outcomes.push(serde_json::to_value(&c.outcome).unwrap_or_default());
+            }
         }
-        for c in &verdict.checks {
+        if !jobs.is_empty() {
             sqlx::query(
                 "INSERT INTO check_results (job_id, stage, check_id, status, outcome)
-                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+                 SELECT j, $2, c, s, o FROM UNNEST($1::text[], $3::text[], $4::text[], $5::jsonb[])
+                     AS t(j, c, s, o)
+                 ON CONFLICT DO NOTHING",
             )
-            .bind(verdict.job_id.as_str())
+            .bind(jobs)
             .bind(stage.as_str())
-            .bind(c.check.as_str())
-            .bind(status_str(c.outcome.status()))
-            .bind(sqlx::types::Json(&c.outcome))
+            .bind(checks)
+            .bind(statuses)
+            .bind(outcomes)
             .execute(&mut *tx)
             .await?;
         }
-        sqlx::query("INSERT INTO judge_queue (miner_id) VALUES ($1) ON CONFLICT DO NOTHING")
-            .bind(verdict.miner_id.to_string())
+        let mut miners: Vec<String> = new_items.iter().map(|v| v.miner_id.to_string()).collect();
+        miners.sort_unstable();
+        miners.dedup();
+        if !miners.is_empty() {
+            sqlx::query(
+                "INSERT INTO judge_queue (miner_id) SELECT * FROM UNNEST($1::text[])
+                 ON CONFLICT (miner_id) DO UPDATE
+                 SET since = now(), version = judge_queue.version + 1",
+            )
+            .bind(miners)
             .execute(&mut *tx)
             .await?;
+        }
         tx.commit().await?;
-        Ok(Written::New)
+        Ok(items
+            .iter()
+            .map(|(_, v)| {
+                if fresh.contains(v.job_id.as_str()) {
+                    Written::New
+                } else {
+                    Written::Duplicate
+                }
+            })
+            .collect())
+    }
+
+    /// The stored verdicts of these jobs at a stage.
+    pub async fn verdicts(
+        &self,
+        job_ids: &[&str],
+        stage: Stage,
+    ) -> Result<BTreeMap<String, JobVerdict>, sqlx::Error> {
+        let rows =
+            sqlx::query("SELECT job_id, body FROM verdicts WHERE stage = $1 AND job_id = ANY($2)")
+                .bind(stage.as_str())
+                .bind(job_ids)
+                .fetch_all(&self.pool)
+                .await?;
+        let mut out = BTreeMap::new();
+        for r in rows {
+            let sqlx::types::Json(v): sqlx::types::Json<JobVerdict> = r.try_get(1)?;
+            out.insert(r.try_get(0)?, v);
+        }
+        Ok(out)
+    }
+
+    /// Failed check outcomes recorded so far per miner (both stages): the sampler's
+    /// risk input.
+    pub async fn failed_checks(
+        &self,
+        miners: &[String],
+    ) -> Result<BTreeMap<String, u32>, sqlx::Error> {
+        let rows = sqlx::query(
+            "SELECT v.miner_id, count(*) FROM check_results c
+             JOIN verdicts v USING (job_id, stage)
+             WHERE v.miner_id = ANY($1) AND c.status = 'fail' GROUP BY v.miner_id",
+        )
+        .bind(miners)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out = BTreeMap::new();
+        for r in rows {
+            let n: i64 = r.try_get(1)?;
+            out.insert(r.try_get(0)?, u32::try_from(n).unwrap_or(u32::MAX));
+        }
+        Ok(out)
+    }
+
+    /// Miners ready for the judge: their evidence has not changed for `settle`, and no
+    /// sampled job of theirs still waits for its re-run, or they have waited `max_wait`.
+    pub async fn settled_miners(
+        &self,
+        settle: std::time::Duration,
+        max_wait: std::time::Duration,
+        limit: i64,
+    ) -> Result<Vec<MinerId>, sqlx::Error> {
+        let rows = sqlx::query(
+            "SELECT q.miner_id FROM judge_queue q
+             WHERE q.first_since < now() - $2::interval
+                OR (q.since < now() - $1::interval
+                    AND NOT EXISTS (
+                        SELECT 1 FROM verdicts s
+                        WHERE s.miner_id = q.miner_id AND s.stage = 'screen' AND s.sampled
+                          AND NOT EXISTS (SELECT 1 FROM verdicts r
+                                          WHERE r.job_id = s.job_id AND r.stage = 'rerun')))
+             ORDER BY q.first_since LIMIT $3",
+        )
+        .bind(format!("{} milliseconds", settle.as_millis()))
+        .bind(format!("{} milliseconds", max_wait.as_millis()))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .filter_map(|r| MinerId::parse(r.get::<&str, _>(0)).ok())
+            .collect())
+    }
+
+    /// Sets the NFTs a wallet holds (the wallet service's feed; tests and demos).
+    pub async fn set_wallet_nfts(&self, wallet: &str, nfts: u32) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "INSERT INTO wallet_nfts (wallet, nfts) VALUES ($1, $2)
+             ON CONFLICT (wallet) DO UPDATE SET nfts = $2, updated_at = now()",
+        )
+        .bind(wallet.to_ascii_lowercase())
+        .bind(i32::try_from(nfts).unwrap_or(i32::MAX))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The NFT boost of a miner's GPU: `points::wallet_boost` over the wallet's NFTs
+    /// and every miner id of the wallet that has submitted work.
+    pub async fn points_factor(&self, miner: &MinerId, rules: &Rules) -> Result<f64, sqlx::Error> {
+        let nfts: Option<i32> =
+            sqlx::query_scalar("SELECT nfts FROM wallet_nfts WHERE wallet = $1")
+                .bind(miner.wallet())
+                .fetch_optional(&self.pool)
+                .await?;
+        let Some(nfts) = nfts else {
+            return Ok(1.0);
+        };
+        let ids: Vec<String> =
+            sqlx::query_scalar("SELECT DISTINCT miner_id FROM jobs WHERE miner_id LIKE $1 || '%'")
+                .bind(miner.wallet())
+                .fetch_all(&self.pool)
+                .await?;
+        let ids: Vec<MinerId> = ids.iter().filter_map(|s| MinerId::parse(s).ok()).collect();
+        Ok(crate::points::wallet_boost(
+            rules,
+            miner,
+            &ids,
+            u32::try_from(nfts).ok(),
+        ))
     }
 
     /// Miners waiting for the judge, oldest first.
@@ -201,6 +392,13 @@ impl Store {
             .bind(&miner_s)
             .execute(&mut *tx)
             .await?;
+        // The queue entry's version now: if evidence arrives while this judge decides,
+        // the entry stays for the next round.
+        let version: Option<i64> =
+            sqlx::query_scalar("SELECT version FROM judge_queue WHERE miner_id = $1")
+                .bind(&miner_s)
+                .fetch_optional(&mut *tx)
+                .await?;
         let history = load_history(&mut tx, &miner_s, rules, points_factor).await?;
         let decision = decide::decide(miner, &history, &[], rules);
         match (&decision.action, &decision.slash) {
@@ -267,8 +465,9 @@ impl Store {
             }
             _ => {}
         }
-        sqlx::query("DELETE FROM judge_queue WHERE miner_id = $1")
+        sqlx::query("DELETE FROM judge_queue WHERE miner_id = $1 AND version = $2")
             .bind(&miner_s)
+            .bind(version)
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;

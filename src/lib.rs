@@ -27,11 +27,16 @@
 //!   `config/default.toml`, a file and `PROCTOR_<SECTION>__<KEY>` variables.
 //! - [`store`]: Postgres state (jobs, verdicts, evidence, slashes, flags, outbox), every
 //!   write idempotent; the one module that talks to a database.
+//! - [`kafka`]: consumers, the idempotent producer, dead letters, offsets, and the
+//!   delivery semantics; [`objects`]: bounded S3 reads; [`telemetry`]: JSON logs,
+//!   `/metrics`, `/healthz`.
+//! - [`pipeline`]: the workers (`screen`, `rerun`, `judge`, `publish`) that wrap the
+//!   library with Kafka, S3 and Postgres; `workers/` holds their thin binaries.
 //! - [`audit`]: the offline judgement over a folder (the only module here that reads
 //!   files), and [`report`], its HTML report.
 //!
 //! The `proctor` binary (`src/main.rs`) is a thin CLI over these; the long-running
-//! pipeline workers live in `workers/`.
+//! pipeline workers' entry points live in `workers/`.
 
 pub mod audit;
 pub mod checks;
@@ -39,7 +44,10 @@ pub mod decide;
 pub mod events;
 pub mod hashing;
 pub mod ids;
+pub mod kafka;
+pub mod objects;
 pub mod outcome;
+pub mod pipeline;
 pub mod points;
 pub mod record;
 pub mod report;
@@ -48,3 +56,4 @@ pub mod sampling;
 pub mod settings;
 pub mod store;
 pub mod synth;
+pub mod telemetry;

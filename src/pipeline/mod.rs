@@ -1,0 +1,338 @@
+//! The pipeline workers around the judging library: `screen`, `rerun`, `judge` and
+//! `publish`. Each is a function here and a thin binary in `workers/`, so tests run
+//! the same code in-process or as child processes.
+//!
+//! ```text
+//! proctor.jobs ─▶ screen ─▶ Postgres (screen verdicts) ─▶ judge ─▶ slashes + outbox ─▶ publish ─▶ ledger.slashes
+//!                   │  └──▶ proctor.dlq (broken records, missing objects)        ▲
+//!                   └─────▶ proctor.rerun ─▶ rerun ─▶ Postgres (rerun verdicts) ──┘
+//! ```
+//!
+//! Delivery semantics are written at the top of [`crate::kafka`].
+
+pub mod judge;
+pub mod publish;
+pub mod rerun;
+pub mod screen;
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use rdkafka::consumer::StreamConsumer;
+use rdkafka::message::{BorrowedMessage, OwnedMessage};
+use rdkafka::producer::FutureProducer;
+use tokio::sync::watch;
+
+use crate::kafka::{self, Backoff};
+use crate::objects::ObjectStore;
+use crate::rules::Rules;
+use crate::settings::Settings;
+use crate::store::Store;
+use crate::telemetry::{Health, Metrics};
+
+/// Set once the worker must stop. Cloned into every task that waits.
+#[derive(Clone)]
+pub struct Shutdown(watch::Receiver<bool>);
+
+/// Stops the workers holding the matching [`Shutdown`].
+pub struct Trigger(watch::Sender<bool>);
+
+impl Trigger {
+    pub fn stop(&self) {
+        let _ = self.0.send(true);
+    }
+}
+
+impl Shutdown {
+    pub fn new() -> (Trigger, Shutdown) {
+        let (tx, rx) = watch::channel(false);
+        (Trigger(tx), Shutdown(rx))
+    }
+
+    /// A shutdown set by SIGTERM or SIGINT.
+    pub fn on_signals() -> Shutdown {
+        let (trigger, shutdown) = Shutdown::new();
+        tokio::spawn(async move {
+            let term = async {
+                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                    Ok(mut s) => {
+                        s.recv().await;
+                    }
+                    Err(_) => std::future::pending::<()>().await,
+                }
+            };
+            tokio::select! {
+                _ = term => tracing::info!("SIGTERM: finishing the batch in flight, then stopping"),
+                _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: finishing the batch in flight, then stopping"),
+            }
+            trigger.stop();
+        });
+        shutdown
+    }
+
+    pub fn is_set(&self) -> bool {
+        *self.0.borrow()
+    }
+
+    pub async fn wait(&mut self) {
+        let _ = self.0.wait_for(|stop| *stop).await;
+    }
+}
+
+/// The worker was asked to stop while it waited; the batch in hand is abandoned and
+/// will be redelivered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stopped;
+
+/// What every worker holds.
+pub struct Context {
+    pub worker: &'static str,
+    pub settings: Settings,
+    pub rules: Rules,
+    pub store: Store,
+    pub objects: ObjectStore,
+    pub producer: FutureProducer,
+    pub metrics: Metrics,
+    pub health: Health,
+    pub shutdown: Shutdown,
+}
+
+impl Context {
+    /// Connects to Postgres (retrying until it answers or the worker is stopped), runs
+    /// the migrations, creates missing topics, and starts `/metrics` and `/healthz`.
+    pub async fn start(
+        worker: &'static str,
+        settings: Settings,
+        rules: Rules,
+        shutdown: Shutdown,
+    ) -> anyhow::Result<Arc<Context>> {
+        settings.require_secrets()?;
+        let metrics = Metrics::new(worker);
+        let health = Health::new(worker);
+        let addr = crate::telemetry::serve(settings.http.bind, metrics.clone(), health.clone())
+            .await
+            .with_context(|| format!("cannot listen on {}", settings.http.bind))?;
+        tracing::info!(worker, %addr, "serving /metrics and /healthz");
+        let url = settings.database.url.expose().to_owned();
+        let max = settings.database.max_connections;
+        let mut stop = shutdown.clone();
+        let store = retry_until(
+            &health,
+            &metrics,
+            &mut stop,
+            max_backoff(&settings),
+            "postgres",
+            || Store::connect_with(&url, max),
+        )
+        .await
+        .map_err(|_| anyhow::anyhow!("stopped before Postgres answered"))?;
+        store
+            .migrate()
+            .await
+            .context("database migrations failed")?;
+        let k = &settings.kafka;
+        let topics = [
+            (k.jobs_topic.as_str(), 4),
+            (k.rerun_topic.as_str(), 4),
+            (k.dlq_topic.as_str(), 1),
+            (k.slashes_topic.as_str(), 4),
+        ];
+        retry_until(
+            &health,
+            &metrics,
+            &mut stop,
+            max_backoff(&settings),
+            "kafka-admin",
+            || kafka::ensure_topics(&k.brokers, &topics),
+        )
+        .await
+        .map_err(|_| anyhow::anyhow!("stopped before the broker answered"))?;
+        let producer = kafka::producer(k).context("cannot create the Kafka producer")?;
+        let objects = ObjectStore::new(&settings.s3);
+        Ok(Arc::new(Context {
+            worker,
+            settings,
+            rules,
+            store,
+            objects,
+            producer,
+            metrics,
+            health,
+            shutdown,
+        }))
+    }
+
+    pub fn max_backoff(&self) -> Duration {
+        max_backoff(&self.settings)
+    }
+
+    /// Runs `op` until it succeeds, backing off on every failure; gives up only when the
+    /// worker is stopped.
+    pub async fn retry<T, E, F, Fut>(&self, what: &'static str, op: F) -> Result<T, Stopped>
+    where
+        E: std::fmt::Display,
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        let mut stop = self.shutdown.clone();
+        retry_until(
+            &self.health,
+            &self.metrics,
+            &mut stop,
+            self.max_backoff(),
+            what,
+            op,
+        )
+        .await
+    }
+
+    /// Sleeps, or returns early when the worker is stopped.
+    pub async fn idle(&self, d: Duration) -> Result<(), Stopped> {
+        let mut stop = self.shutdown.clone();
+        tokio::select! {
+            _ = tokio::time::sleep(d) => Ok(()),
+            _ = stop.wait() => Err(Stopped),
+        }
+    }
+}
+
+fn max_backoff(settings: &Settings) -> Duration {
+    Duration::from_millis(settings.pipeline.max_backoff_ms)
+}
+
+async fn retry_until<T, E, F, Fut>(
+    health: &Health,
+    metrics: &Metrics,
+    stop: &mut Shutdown,
+    max: Duration,
+    what: &'static str,
+    mut op: F,
+) -> Result<T, Stopped>
+where
+    E: std::fmt::Display,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
+    let mut backoff = Backoff::new(max);
+    loop {
+        match op().await {
+            Ok(v) => {
+                if backoff.attempts > 0 {
+                    tracing::info!(what, attempts = backoff.attempts, "recovered");
+                    health.ok();
+                }
+                return Ok(v);
+            }
+            Err(e) => {
+                let delay = backoff.delay();
+                tracing::warn!(what, error = %e, retry_in_ms = delay.as_millis() as u64, "transient failure");
+                health.degraded(&format!("{what}: {e}"));
+                metrics
+                    .retries
+                    .get_or_create(&vec![("what", what.to_owned())])
+                    .inc();
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = stop.wait() => return Err(Stopped),
+                }
+            }
+        }
+    }
+}
+
+/// Waits for a first message, then takes more for up to `wait` or until `max` are held.
+/// Consumer errors (a broker that is down) are logged and waited out.
+pub async fn next_batch(
+    ctx: &Context,
+    consumer: &StreamConsumer,
+) -> Result<Vec<OwnedMessage>, Stopped> {
+    let p = &ctx.settings.pipeline;
+    let mut stop = ctx.shutdown.clone();
+    let mut backoff = Backoff::new(ctx.max_backoff());
+    let first = loop {
+        let got: Result<BorrowedMessage<'_>, _> = tokio::select! {
+            m = consumer.recv() => m,
+            _ = stop.wait() => return Err(Stopped),
+        };
+        match got {
+            Ok(m) => break m.detach(),
+            Err(e) => {
+                tracing::warn!(error = %e, "consumer error");
+                ctx.health.degraded(&format!("kafka: {e}"));
+                ctx.idle(backoff.delay()).await?;
+            }
+        }
+    };
+    let mut batch = vec![first];
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(p.batch_wait_ms);
+    while batch.len() < p.batch_size.max(1) {
+        match tokio::time::timeout_at(deadline, consumer.recv()).await {
+            Ok(Ok(m)) => batch.push(m.detach()),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "consumer error");
+                break;
+            }
+            Err(_) => break,
+        }
+    }
+    Ok(batch)
+}
+
+/// Command-line arguments every worker takes.
+#[derive(Debug, clap::Parser)]
+pub struct WorkerArgs {
+    /// A settings file layered over the defaults (config/default.toml).
+    #[arg(long, env = "PROCTOR_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// A rules folder instead of the rules compiled in.
+    #[arg(long, env = "PROCTOR_RULES")]
+    pub rules: Option<PathBuf>,
+}
+
+/// The body of every worker binary: logs, settings, rules, signals, then `work`.
+pub async fn main<F, Fut>(worker: &'static str, work: F) -> std::process::ExitCode
+where
+    F: FnOnce(Arc<Context>) -> Fut,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
+    use clap::Parser;
+    crate::telemetry::init_logging();
+    let args = WorkerArgs::parse();
+    let result = async {
+        let settings = Settings::load(args.config.as_deref())?;
+        let rules = match &args.rules {
+            Some(dir) => Rules::load_dir(dir)?,
+            None => Rules::embedded()?,
+        };
+        tracing::info!(worker, rules = &rules.digest()[..16], "starting");
+        let ctx = Context::start(worker, settings, rules, Shutdown::on_signals()).await?;
+        let outcome = work(ctx.clone()).await;
+        ctx.health.stopping();
+        outcome
+    }
+    .await;
+    match result {
+        Ok(()) => {
+            tracing::info!(worker, "stopped");
+            std::process::ExitCode::SUCCESS
+        }
+        Err(e) => {
+            tracing::error!(worker, error = format!("{e:#}"), "failed");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs the named worker on the runtime (tests run several in one process).
+pub fn spawn(name: &str, ctx: Arc<Context>) -> Option<tokio::task::JoinHandle<anyhow::Result<()>>> {
+    Some(match name {
+        "screen" => tokio::spawn(screen::run(ctx)),
+        "rerun" => tokio::spawn(rerun::run(ctx)),
+        "judge" => tokio::spawn(judge::run(ctx)),
+        "publish" => tokio::spawn(publish::run(ctx)),
+        _ => return None,
+    })
+}

@@ -1,0 +1,308 @@
+//! `rerun`: consumes `proctor.rerun`, obtains the reference output for each job,
+//! judges the job again with every check, and records the `rerun` verdict, which
+//! supersedes the screen verdict when the judge decides.
+//!
+//! The reference comes from a [`ReferenceRunner`]. Until reference GPUs are wired in,
+//! [`S3Reference`] reads what a reference host left under
+//! `reference/<job_id>/{image.png|image.jpg, scores.json, challenge.json}` in the
+//! reference bucket: the same layout as an audit folder's `reference/`.
+//!
+//! The `reuse` outcome is the screen stage's: only the screen worker sees the stream of
+//! outputs in order, so the re-run keeps its answer instead of judging reuse again.
+
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+
+use futures::StreamExt;
+use rdkafka::Message;
+use rdkafka::consumer::{CommitMode, Consumer};
+use rdkafka::message::OwnedMessage;
+
+use super::screen::fetch_output;
+use super::{Context, Stopped, next_batch};
+use crate::checks::llm::TokenScores;
+use crate::checks::model_file::ChallengeExpectation;
+use crate::checks::{Fetched, JobVerdict, Judge};
+use crate::kafka::{self, DeadLetter, Offsets, Origin};
+use crate::objects::{Got, ObjectError, ObjectStore};
+use crate::outcome::CheckId;
+use crate::record::JobRecord;
+use crate::store::Stage;
+
+/// What a reference run produced for one job. Every part is optional: a job without a
+/// fixed seed has no comparable image, an SD job has no token scores.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Reference {
+    pub image: Option<Vec<u8>>,
+    pub scores: Option<TokenScores>,
+    pub challenge: Option<ChallengeExpectation>,
+}
+
+/// Produces reference outputs. An `Err` is an infrastructure failure (the reference
+/// GPU is down): it is retried and delays the verdict, never produces one.
+pub trait ReferenceRunner: Send + Sync + 'static {
+    fn reference(
+        &self,
+        record: &JobRecord,
+    ) -> impl Future<Output = Result<Reference, String>> + Send;
+}
+
+/// Reference outputs a reference host uploaded to S3.
+pub struct S3Reference {
+    pub objects: ObjectStore,
+    pub bucket: String,
+    pub max_image_bytes: u64,
+}
+
+/// Token-score and challenge files are small; anything larger is not ours.
+const MAX_REFERENCE_JSON_BYTES: u64 = 64 << 20;
+
+impl S3Reference {
+    async fn get(&self, key: &str, limit: u64) -> Result<Option<Vec<u8>>, ObjectError> {
+        Ok(
+            match self.objects.get_bounded(&self.bucket, key, limit).await? {
+                Got::Found(b) if b.len() as u64 <= limit => Some(b),
+                Got::Found(_) => {
+                    tracing::warn!(key, "reference object over its size bound, ignored");
+                    None
+                }
+                Got::NotFound => None,
+            },
+        )
+    }
+
+    async fn json<T: serde::de::DeserializeOwned>(
+        &self,
+        key: &str,
+    ) -> Result<Option<T>, ObjectError> {
+        Ok(self.get(key, MAX_REFERENCE_JSON_BYTES).await?.and_then(|b| {
+            serde_json::from_slice(&b)
+                .map_err(|e| tracing::warn!(key, error = %e, "reference file does not parse, ignored"))
+                .ok()
+        }))
+    }
+}
+
+impl ReferenceRunner for S3Reference {
+    async fn reference(&self, record: &JobRecord) -> Result<Reference, String> {
+        let prefix = format!("reference/{}", record.job_id.as_str());
+        let mut image = None;
+        for name in ["image.png", "image.jpg"] {
+            image = self
+                .get(&format!("{prefix}/{name}"), self.max_image_bytes)
+                .await
+                .map_err(|e| e.to_string())?;
+            if image.is_some() {
+                break;
+            }
+        }
+        Ok(Reference {
+            image,
+            scores: self
+                .json(&format!("{prefix}/scores.json"))
+                .await
+                .map_err(|e| e.to_string())?,
+            challenge: self
+                .json(&format!("{prefix}/challenge.json"))
+                .await
+                .map_err(|e| e.to_string())?,
+        })
+    }
+}
+
+/// Runs the worker with the S3 reference runner.
+pub async fn run(ctx: Arc<Context>) -> anyhow::Result<()> {
+    let runner = S3Reference {
+        objects: ctx.objects.clone(),
+        bucket: ctx.settings.s3.reference_bucket.clone(),
+        max_image_bytes: ctx.rules.checks.image.max_object_bytes,
+    };
+    run_with(ctx, Arc::new(runner)).await
+}
+
+pub async fn run_with<R: ReferenceRunner>(ctx: Arc<Context>, runner: Arc<R>) -> anyhow::Result<()> {
+    let k = &ctx.settings.kafka;
+    let consumer = kafka::consumer(k, "-rerun", &[k.rerun_topic.as_str()])?;
+    let judge = Arc::new(Mutex::new(Judge::new(ctx.rules.clone())));
+    tracing::info!(topic = %k.rerun_topic, "rerun worker consuming");
+    loop {
+        let Ok(batch) = next_batch(&ctx, &consumer).await else {
+            break;
+        };
+        match rerun_batch(&ctx, runner.as_ref(), &judge, &batch).await {
+            Ok(offsets) => {
+                if let Err(e) = offsets.store(&consumer) {
+                    tracing::error!(error = %e, "cannot store offsets; the batch will be redelivered");
+                }
+            }
+            Err(Stopped) => break,
+        }
+    }
+    if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
+        tracing::debug!(error = %e, "final commit");
+    }
+    Ok(())
+}
+
+/// The job's output again, and its reference output.
+async fn fetch_with_reference<R: ReferenceRunner>(
+    ctx: &Context,
+    runner: &R,
+    record: &JobRecord,
+) -> Result<Option<Result<Fetched, DeadLetter>>, Stopped> {
+    let output = match fetch_output(ctx, record).await {
+        Ok(o) => o,
+        Err(Ok(letter)) => return Ok(Some(Err(letter))),
+        Err(Err(Stopped)) => return Err(Stopped),
+    };
+    let reference = ctx.retry("reference", || runner.reference(record)).await?;
+    Ok(Some(Ok(Fetched {
+        output,
+        reference_image: reference.image,
+        scores: reference.scores,
+        challenge: reference.challenge,
+    })))
+}
+
+// One per message of a batch, never stored: boxing would only add allocations.
+#[allow(clippy::large_enum_variant)]
+enum Task {
+    Dead(DeadLetter),
+    Skip,
+    Judge(JobRecord, Box<JobVerdict>),
+}
+
+async fn rerun_batch<R: ReferenceRunner>(
+    ctx: &Arc<Context>,
+    runner: &R,
+    judge: &Arc<Mutex<Judge>>,
+    batch: &[OwnedMessage],
+) -> Result<Offsets, Stopped> {
+    let parsed: Vec<(Origin, &OwnedMessage, Result<JobRecord, String>)> = batch
+        .iter()
+        .map(|m| {
+            let r =
+                JobRecord::from_json(m.payload().unwrap_or_default()).map_err(|e| e.to_string());
+            (Origin::of(m), m, r)
+        })
+        .collect();
+    let ids: Vec<&str> = parsed
+        .iter()
+        .filter_map(|(_, _, r)| r.as_ref().ok().map(|r| r.job_id.as_str()))
+        .collect();
+    let screened = ctx
+        .retry("postgres", || ctx.store.verdicts(&ids, Stage::Screen))
+        .await?;
+    let done = ctx
+        .retry("postgres", || ctx.store.verdicts(&ids, Stage::Rerun))
+        .await?;
+    let mut seen = std::collections::HashSet::new();
+    let tasks: Vec<Task> = parsed
+        .iter()
+        .map(|(_, _, r)| match r {
+            Err(e) => Task::Dead(DeadLetter {
+                reason: "invalid_record",
+                error: e.clone(),
+            }),
+            Ok(r) if done.contains_key(r.job_id.as_str()) || !seen.insert(r.job_id.clone()) => {
+                Task::Skip
+            }
+            Ok(r) => match screened.get(r.job_id.as_str()) {
+                Some(v) => Task::Judge(r.clone(), Box::new(v.clone())),
+                // The screen worker records before it requests a re-run, so this is a
+                // request that did not come from it.
+                None => Task::Dead(DeadLetter {
+                    reason: "not_screened",
+                    error: format!("job {} has no screen verdict", r.job_id),
+                }),
+            },
+        })
+        .collect();
+
+    // Fetch the output again and run the reference, concurrently.
+    // Collected first: a lazy `map` here trips rustc's higher-ranked `Send` check.
+    let work: Vec<_> = tasks
+        .iter()
+        .map(|t| match t {
+            Task::Judge(record, _) => {
+                futures::future::Either::Left(fetch_with_reference(ctx, runner, record))
+            }
+            _ => futures::future::Either::Right(std::future::ready(Ok(None))),
+        })
+        .collect();
+    let fetched: Vec<Result<Option<Result<Fetched, DeadLetter>>, Stopped>> =
+        futures::stream::iter(work)
+            .buffered(ctx.settings.pipeline.fetch_concurrency.max(1))
+            .collect()
+            .await;
+
+    let mut to_judge = Vec::new();
+    let mut letters = Vec::new();
+    for ((origin, msg, _), (task, f)) in parsed.iter().zip(tasks.into_iter().zip(fetched)) {
+        match (task, f?) {
+            (Task::Dead(letter), _) | (_, Some(Err(letter))) => {
+                letters.push((origin, *msg, letter))
+            }
+            (Task::Judge(record, screen), Some(Ok(fetched))) => {
+                to_judge.push((record, *screen, fetched))
+            }
+            _ => {}
+        }
+    }
+    let verdicts = {
+        let judge = judge.clone();
+        let jobs: Vec<(JobRecord, JobVerdict, Fetched)> = to_judge.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut judge = judge
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            jobs.iter()
+                .map(|(record, screen, fetched)| {
+                    let mut v = judge.evaluate(record, fetched);
+                    v.replace_outcome(CheckId::Reuse, screen.outcome(CheckId::Reuse).cloned());
+                    v.sampled = screen.sampled;
+                    v
+                })
+                .collect::<Vec<_>>()
+        })
+        .await
+        .unwrap_or_default()
+    };
+    let pairs: Vec<(&JobRecord, &JobVerdict)> =
+        to_judge.iter().map(|(r, _, _)| r).zip(&verdicts).collect();
+    ctx.retry("postgres", || {
+        ctx.store.record_verdicts(&pairs, Stage::Rerun)
+    })
+    .await?;
+    for v in &verdicts {
+        ctx.metrics
+            .verdicts
+            .get_or_create(&vec![
+                ("stage", "rerun".to_owned()),
+                ("verdict", format!("{:?}", v.verdict).to_lowercase()),
+            ])
+            .inc();
+    }
+    let k = &ctx.settings.kafka;
+    // Rare: sent one at a time.
+    for (origin, msg, letter) in &letters {
+        ctx.metrics
+            .dead_letters
+            .get_or_create(&vec![("reason", letter.reason.to_owned())])
+            .inc();
+        let (key, payload) = (msg.key(), msg.payload().unwrap_or_default());
+        ctx.retry("kafka-produce", || {
+            kafka::dead_letter(&ctx.producer, &k.dlq_topic, origin, key, payload, letter)
+        })
+        .await?;
+    }
+    let mut offsets = Offsets::default();
+    for (origin, _, _) in &parsed {
+        offsets.processed(origin);
+    }
+    ctx.metrics
+        .messages
+        .get_or_create(&vec![("result", "processed".to_owned())])
+        .inc_by(parsed.len() as u64);
+    Ok(offsets)
+}

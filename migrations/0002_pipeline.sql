@@ -17,3 +17,10 @@ CREATE TABLE wallet_nfts (
 -- Sampled jobs whose reference re-run has not been recorded yet hold their miner's
 -- judgement back (up to the judge's maximum wait).
 CREATE INDEX verdicts_sampled_screen ON verdicts (miner_id) WHERE stage = 'screen' AND sampled;
+
+-- Failed check outcomes recorded per miner (both stages): the sampler's risk input,
+-- kept as a counter so that reading it costs the same however many jobs a miner has.
+CREATE TABLE miner_risk (
+    miner_id       TEXT PRIMARY KEY,
+    failed_checks  BIGINT NOT NULL DEFAULT 0
+);

@@ -5,6 +5,7 @@
 #   scripts/services.sh status   say what runs
 #   scripts/services.sh down     stop what this script started
 #   scripts/services.sh env      print the settings file to `source`
+#   scripts/services.sh stop-s3  stop garage only (fault injection; `up` starts it again)
 #
 # - PostgreSQL: already running on every machine (127.0.0.1:5432, trust auth); only checked.
 # - S3: garage 2.5.0 (AGPL, run as a separate server, never linked), single node,
@@ -107,6 +108,17 @@ EOF
 
 g() { "$GARAGE" -c "$STATE/garage.toml" "$@"; }
 
+# Right after `layout apply` garage answers "Layout not ready" for a moment (seen on a
+# fresh machine): retry a configuration command for up to 30 s.
+g_retry() {
+  local i
+  for ((i = 0; i < 60; i++)); do
+    if g "$@" > /dev/null 2>&1; then return 0; fi
+    sleep 0.5
+  done
+  g "$@" > /dev/null
+}
+
 start_garage() {
   if port_open "$S3_PORT"; then
     log "garage: already listening on 127.0.0.1:$S3_PORT"
@@ -119,7 +131,15 @@ start_garage() {
     wait_port "$S3_PORT" garage 30
   fi
   # One node holding every partition; applied once.
-  if g layout show 2>/dev/null | grep -q "No nodes currently have a role"; then
+  # The RPC port opens before the node answers: wait for a layout, then apply one if
+  # none is (a fresh machine's first start).
+  local layout="" i
+  for ((i = 0; i < 60; i++)); do
+    if layout=$(g layout show 2>/dev/null); then break; fi
+    sleep 0.5
+  done
+  [ -n "$layout" ] || die "garage does not answer 'layout show' (log: $STATE/garage.log)"
+  if grep -q "No nodes currently have a role" <<< "$layout"; then
     local node
     node=$(g node id -q 2>/dev/null | cut -c1-16)
     g layout assign -z dc1 -c 1G "$node" > /dev/null
@@ -127,14 +147,14 @@ start_garage() {
     log "garage: layout applied"
   fi
   if ! g key info proctor > /dev/null 2>&1; then
-    g key import --yes -n proctor "$S3_KEY_ID" "$S3_SECRET" > /dev/null
+    g_retry key import --yes -n proctor "$S3_KEY_ID" "$S3_SECRET"
   fi
   local b
   for b in "${BUCKETS[@]}"; do
     if ! g bucket info "$b" > /dev/null 2>&1; then
-      g bucket create "$b" > /dev/null
+      g_retry bucket create "$b"
     fi
-    g bucket allow --read --write --owner "$b" --key proctor > /dev/null
+    g_retry bucket allow --read --write --owner "$b" --key proctor
   done
   log "garage: ready on 127.0.0.1:$S3_PORT (buckets: ${BUCKETS[*]})"
 }
@@ -210,7 +230,8 @@ case "${1:-}" in
     stop tansu
     stop garage
     ;;
+  stop-s3) stop garage ;; # fault injection: the back-pressure test stops S3, then runs `up`
   status) status ;;
   env) echo "$STATE/env" ;;
-  *) echo "usage: $0 up|down|status|env" >&2; exit 2 ;;
+  *) echo "usage: $0 up|down|status|env|stop-s3" >&2; exit 2 ;;
 esac

@@ -228,9 +228,23 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         }
-        let mut miners: Vec<String> = new_items.iter().map(|v| v.miner_id.to_string()).collect();
-        miners.sort_unstable();
-        miners.dedup();
+        let mut failed: BTreeMap<String, i64> = BTreeMap::new();
+        for v in &new_items {
+            *failed.entry(v.miner_id.to_string()).or_default() += v.failed_checks().count() as i64;
+        }
+        let (miners, counts): (Vec<String>, Vec<i64>) = failed.into_iter().unzip();
+        if !miners.is_empty() {
+            sqlx::query(
+                "INSERT INTO miner_risk (miner_id, failed_checks)
+                 SELECT * FROM UNNEST($1::text[], $2::int8[])
+                 ON CONFLICT (miner_id) DO UPDATE
+                 SET failed_checks = miner_risk.failed_checks + EXCLUDED.failed_checks",
+            )
+            .bind(&miners)
+            .bind(&counts)
+            .execute(&mut *tx)
+            .await?;
+        }
         if !miners.is_empty() {
             sqlx::query(
                 "INSERT INTO judge_queue (miner_id) SELECT * FROM UNNEST($1::text[])
@@ -280,14 +294,11 @@ impl Store {
         &self,
         miners: &[String],
     ) -> Result<BTreeMap<String, u32>, sqlx::Error> {
-        let rows = sqlx::query(
-            "SELECT v.miner_id, count(*) FROM check_results c
-             JOIN verdicts v USING (job_id, stage)
-             WHERE v.miner_id = ANY($1) AND c.status = 'fail' GROUP BY v.miner_id",
-        )
-        .bind(miners)
-        .fetch_all(&self.pool)
-        .await?;
+        let rows =
+            sqlx::query("SELECT miner_id, failed_checks FROM miner_risk WHERE miner_id = ANY($1)")
+                .bind(miners)
+                .fetch_all(&self.pool)
+                .await?;
         let mut out = BTreeMap::new();
         for r in rows {
             let n: i64 = r.try_get(1)?;

@@ -274,3 +274,121 @@ async fn two_publishers_never_claim_the_same_event() {
     c.rollback().await.unwrap();
     db.drop_db().await;
 }
+
+#[tokio::test]
+async fn a_batch_is_written_once_and_counts_each_miners_failed_checks() {
+    let db = TestDb::new().await;
+    let (records, result) = demo_judged();
+    let pairs: Vec<(&JobRecord, &proctor::checks::JobVerdict)> = result
+        .verdicts
+        .iter()
+        .map(|v| (records.iter().find(|r| r.job_id == v.job_id).unwrap(), v))
+        .collect();
+    let first = db
+        .store
+        .record_verdicts(&pairs, Stage::Screen)
+        .await
+        .unwrap();
+    assert!(first.iter().all(|w| *w == Written::New));
+    // A redelivered batch, partly overlapping: nothing is written twice.
+    let again = db
+        .store
+        .record_verdicts(&pairs[..10], Stage::Screen)
+        .await
+        .unwrap();
+    assert!(again.iter().all(|w| *w == Written::Duplicate));
+    assert_eq!(db.count("verdicts").await as usize, result.verdicts.len());
+
+    let miners: Vec<String> = result
+        .verdicts
+        .iter()
+        .map(|v| v.miner_id.to_string())
+        .collect();
+    let risk = db.store.failed_checks(&miners).await.unwrap();
+    for m in &miners {
+        let want: usize = result
+            .verdicts
+            .iter()
+            .filter(|v| &v.miner_id.to_string() == m)
+            .map(|v| v.failed_checks().count())
+            .sum();
+        assert_eq!(risk.get(m).copied().unwrap_or(0) as usize, want, "{m}");
+    }
+    db.drop_db().await;
+}
+
+#[tokio::test]
+async fn the_judge_waits_for_settled_evidence_and_for_sampled_reruns() {
+    use std::time::Duration;
+    let db = TestDb::new().await;
+    let (records, result) = demo_judged();
+    let mut v = result.verdicts[0].clone();
+    let rec = records.iter().find(|r| r.job_id == v.job_id).unwrap();
+    v.sampled = true;
+    db.store
+        .record_verdict(rec, &v, Stage::Screen)
+        .await
+        .unwrap();
+    let long = Duration::from_secs(3600);
+    // Evidence younger than the settle time waits.
+    assert!(
+        db.store
+            .settled_miners(long, long, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // Settled, but its sampled job has no re-run verdict yet: still waits.
+    let none = Duration::ZERO;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert!(
+        db.store
+            .settled_miners(none, long, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // ... unless it has waited the maximum.
+    assert_eq!(
+        db.store.settled_miners(none, none, 10).await.unwrap(),
+        vec![v.miner_id.clone()]
+    );
+    db.store
+        .record_verdict(rec, &v, Stage::Rerun)
+        .await
+        .unwrap();
+    assert_eq!(
+        db.store.settled_miners(none, long, 10).await.unwrap(),
+        vec![v.miner_id.clone()]
+    );
+    // A judgement removes the entry; new evidence queues the miner again.
+    db.store
+        .judge_miner(&v.miner_id, &Rules::embedded().unwrap(), &key(), 1.0)
+        .await
+        .unwrap();
+    assert_eq!(db.count("judge_queue").await, 0);
+    db.drop_db().await;
+}
+
+#[tokio::test]
+async fn a_wallets_nfts_boost_its_first_gpus_in_miner_id_order() {
+    let db = TestDb::new().await;
+    let rules = Rules::embedded().unwrap();
+    let (records, result) = demo_judged();
+    record_all(&db, &records, &result).await;
+    let nfts = audit::read_wallets(&demo()).unwrap();
+    let (wallet, count) = nfts.iter().next().expect("the demo has a wallet with NFTs");
+    db.store.set_wallet_nfts(wallet, *count).await.unwrap();
+    let miners: Vec<proctor::ids::MinerId> =
+        result.verdicts.iter().map(|v| v.miner_id.clone()).collect();
+    for m in &miners {
+        let want = proctor::points::wallet_boost(&rules, m, &miners, nfts.get(m.wallet()).copied());
+        assert_eq!(
+            db.store.points_factor(m, &rules).await.unwrap(),
+            want,
+            "{m}"
+        );
+    }
+    assert!(miners.iter().any(|m| m.wallet() == wallet.as_str()));
+    db.drop_db().await;
+}

@@ -16,7 +16,6 @@ use std::sync::{Arc, Mutex};
 
 use futures::StreamExt;
 use rdkafka::Message;
-use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::message::OwnedMessage;
 
 use super::{Context, Stopped, next_batch};
@@ -107,9 +106,9 @@ pub async fn run(ctx: Arc<Context>) -> anyhow::Result<()> {
             Err(Stopped) => break,
         }
     }
-    if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
-        tracing::debug!(error = %e, "final commit");
-    }
+    // Dropping the consumer closes it, and librdkafka's close commits the stored
+    // offsets one last time (never the position of fetched but unprocessed messages).
+    drop(consumer);
     Ok(())
 }
 

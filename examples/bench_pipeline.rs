@@ -1,0 +1,241 @@
+//! `scripts/bench-pipeline`: job records through the screen worker against the real
+//! services, with two baselines measured in the same run on the same machine:
+//!
+//! - the broker's own rate: the same records produced with the workers' idempotent
+//!   producer settings and consumed by a fresh consumer group, nothing else done;
+//! - the image check's own throughput: `Judge::evaluate` on the same SD records and
+//!   image bytes held in memory, with no Kafka, S3 or Postgres around it.
+//!
+//! Prints sustained jobs/s for a backlog of LLM jobs (inline text) and of SD jobs
+//! (fetched from S3, decoded, hashed), each against its baseline, and the p50/p99
+//! record-to-verdict latency of jobs produced at a steady rate below saturation.
+//!
+//!   cargo run --release --example bench_pipeline -- [LLM_JOBS] [SD_JOBS]
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use proctor::checks::{Fetched, Judge, Object};
+use proctor::kafka;
+use proctor::record::{Job, JobRecord};
+use proctor::rules::Rules;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use support::Harness;
+
+fn demo_records() -> Vec<JobRecord> {
+    std::fs::read_to_string(support::repo().join("fixtures/audit-demo/jobs.jsonl"))
+        .unwrap()
+        .lines()
+        .filter_map(|l| JobRecord::from_json(l.as_bytes()).ok())
+        .collect()
+}
+
+/// `n` honest jobs of `kind`, cloned from the demo with fresh job ids (same inputs, so
+/// the reuse index sees honest repeats).
+fn clones(kind: &str, n: usize, tag: &str) -> Vec<Vec<u8>> {
+    let honest: Vec<serde_json::Value> = demo_records()
+        .into_iter()
+        .filter(|r| r.job_id.as_str().starts_with(&format!("{kind}-honest")))
+        .filter(|r| match &r.job {
+            Job::Llm { output, .. } => output.text.is_some(),
+            Job::Sd { .. } => true,
+        })
+        .map(|r| r.to_json())
+        .collect();
+    (0..n)
+        .map(|i| {
+            let mut r = honest[i % honest.len()].clone();
+            r["job_id"] = format!("bench-{tag}-{i}").into();
+            serde_json::to_vec(&r).unwrap()
+        })
+        .collect()
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+async fn broker_rate(h: &Harness, records: &[Vec<u8>]) -> (f64, f64) {
+    let topic = format!("bench.{}.broker", h.run_id);
+    kafka::ensure_topics(&h.settings.kafka.brokers, &[(topic.as_str(), 4)])
+        .await
+        .unwrap();
+    let keys: Vec<String> = (0..64).map(|i| format!("k{i}")).collect();
+    let start = Instant::now();
+    let sends = records
+        .iter()
+        .enumerate()
+        .map(|(i, r)| kafka::send(&h.producer, &topic, &keys[i % 64], r, None));
+    for r in futures::future::join_all(sends).await {
+        r.unwrap();
+    }
+    let produce = records.len() as f64 / start.elapsed().as_secs_f64();
+    let consumer: StreamConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &h.settings.kafka.brokers)
+        .set("group.id", format!("bench-{}", h.run_id))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[&topic]).unwrap();
+    let first = consumer.recv().await.unwrap().detach();
+    drop(first);
+    let start = Instant::now();
+    for _ in 1..records.len() {
+        consumer.recv().await.unwrap();
+    }
+    let consume = (records.len() - 1) as f64 / start.elapsed().as_secs_f64();
+    (produce, consume)
+}
+
+/// Jobs/s of the image check alone: decode, hash, compare, on in-memory bytes.
+fn image_check_rate(records: &[Vec<u8>], rules: &Rules) -> f64 {
+    let objects = support::repo().join("fixtures/audit-demo/objects");
+    let parsed: Vec<JobRecord> = records
+        .iter()
+        .map(|r| JobRecord::from_json(r).unwrap())
+        .collect();
+    let mut bytes: HashMap<String, Vec<u8>> = HashMap::new();
+    for r in &parsed {
+        if let Job::Sd { output, .. } = &r.job {
+            let k = output.image_key.as_str().to_owned();
+            bytes
+                .entry(k.clone())
+                .or_insert_with(|| std::fs::read(objects.join(&k)).unwrap());
+        }
+    }
+    let mut judge = Judge::new(rules.clone());
+    let start = Instant::now();
+    for r in &parsed {
+        let Job::Sd { output, .. } = &r.job else {
+            continue;
+        };
+        let fetched = Fetched {
+            output: Some(Object::Found(bytes[output.image_key.as_str()].clone())),
+            ..Fetched::default()
+        };
+        std::hint::black_box(judge.evaluate(r, &fetched));
+    }
+    parsed.len() as f64 / start.elapsed().as_secs_f64()
+}
+
+/// Starts a screen worker on a backlog of `records` and returns jobs/s until the last
+/// verdict is committed.
+async fn screen_backlog(h: &Harness, records: &[Vec<u8>], rules: &Rules) -> f64 {
+    h.produce_jobs(records).await;
+    let before = h.count("SELECT count(*) FROM verdicts").await;
+    let start = Instant::now();
+    let worker = h.start_worker("screen", rules.clone()).await;
+    let want = before + records.len() as i64;
+    h.wait_for("the backlog", Duration::from_secs(600), || async {
+        h.count("SELECT count(*) FROM verdicts").await >= want
+    })
+    .await;
+    let rate = records.len() as f64 / start.elapsed().as_secs_f64();
+    worker.stop().await;
+    rate
+}
+
+/// Produces `n` jobs at `rate`/s to a running worker; returns sorted latencies in ms
+/// from the broker's acknowledgement of each record to its verdict's commit.
+async fn latencies(h: &Harness, records: &[Vec<u8>], rate: f64, rules: &Rules) -> Vec<f64> {
+    let worker = h.start_worker("screen", rules.clone()).await;
+    tokio::time::sleep(Duration::from_secs(3)).await; // group join
+    let mut acked: HashMap<String, chrono::DateTime<chrono::Utc>> = HashMap::new();
+    let start = Instant::now();
+    let per_tick = (rate / 100.0).max(1.0) as usize;
+    for (tick, chunk) in records.chunks(per_tick).enumerate() {
+        let due = start + Duration::from_millis(10 * tick as u64);
+        tokio::time::sleep_until(due.into()).await;
+        h.produce_jobs(chunk).await;
+        let now = chrono::Utc::now();
+        for r in chunk {
+            let v: serde_json::Value = serde_json::from_slice(r).unwrap();
+            acked.insert(v["job_id"].as_str().unwrap().to_owned(), now);
+        }
+    }
+    let ids: Vec<String> = acked.keys().cloned().collect();
+    h.wait_for("the paced jobs", Duration::from_secs(120), || async {
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM verdicts WHERE job_id = ANY($1)")
+            .bind(&ids)
+            .fetch_one(h.store.pool())
+            .await
+            .unwrap();
+        n == ids.len() as i64
+    })
+    .await;
+    worker.stop().await;
+    let rows: Vec<(String, chrono::DateTime<chrono::Utc>)> =
+        sqlx::query_as("SELECT job_id, judged_at FROM verdicts WHERE job_id = ANY($1)")
+            .bind(&ids)
+            .fetch_all(h.store.pool())
+            .await
+            .unwrap();
+    let mut ms: Vec<f64> = rows
+        .iter()
+        .map(|(id, at)| (*at - acked[id]).num_microseconds().unwrap_or(0) as f64 / 1000.0)
+        .collect();
+    ms.sort_by(f64::total_cmp);
+    ms
+}
+
+#[tokio::main(flavor = "multi_thread")]
+async fn main() {
+    let args: Vec<usize> = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse().ok())
+        .collect();
+    let (n_llm, n_sd) = (
+        args.first().copied().unwrap_or(50_000),
+        args.get(1).copied().unwrap_or(2_000),
+    );
+    let rules = Rules::embedded().unwrap();
+    let h = Harness::new("bench").await;
+    let objects = support::repo().join("fixtures/audit-demo/objects");
+    h.upload_dir(&objects, &h.settings.s3.jobs_bucket, "").await;
+
+    let llm = clones("llm", n_llm, "llm");
+    let sd = clones("sd", n_sd, "sd");
+    println!(
+        "bench-pipeline: {n_llm} LLM jobs (inline text), {n_sd} SD jobs (S3 images); one screen worker"
+    );
+    let (produce, consume) = broker_rate(&h, &llm).await;
+    println!(
+        "baseline  broker alone (same records, idempotent producer): produce {produce:.0}/s, consume {consume:.0}/s"
+    );
+    let check = image_check_rate(&sd, &rules);
+    println!("baseline  image check alone (in memory, one thread):        {check:.0} SD jobs/s");
+
+    let llm_rate = screen_backlog(&h, &llm, &rules).await;
+    println!(
+        "pipeline  LLM jobs, backlog through screen:                 {llm_rate:.0} jobs/s  ({:.2}x broker consume; target >= 5000/s: {})",
+        llm_rate / consume,
+        if llm_rate >= 5000.0 { "met" } else { "MISSED" }
+    );
+    let sd_rate = screen_backlog(&h, &sd, &rules).await;
+    println!(
+        "pipeline  SD jobs, backlog through screen:                  {sd_rate:.0} jobs/s  ({:.2}x the image check alone; target >= 0.80x: {})",
+        sd_rate / check,
+        if sd_rate >= 0.8 * check {
+            "met"
+        } else {
+            "MISSED"
+        }
+    );
+    let paced_rate = (llm_rate * 0.5).min(2000.0);
+    let paced = clones("llm", (paced_rate * 5.0) as usize, "paced");
+    let ms = latencies(&h, &paced, paced_rate, &rules).await;
+    println!(
+        "latency   LLM jobs paced at {paced_rate:.0}/s for 5 s, broker ack -> verdict commit: p50 {:.1} ms, p99 {:.1} ms ({} jobs)",
+        percentile(&ms, 0.5),
+        percentile(&ms, 0.99),
+        ms.len()
+    );
+    h.drop_db().await;
+}

@@ -1,0 +1,734 @@
+//! The pipeline against the real services (PostgreSQL, garage S3, tansu Kafka), as
+//! `scripts/services.sh up` starts them. Each test has its own database, topics and
+//! consumer groups. The tests run one at a time: the back-pressure test stops S3, which
+//! the broker's log lives in too.
+
+mod support;
+
+#[allow(dead_code)]
+#[path = "../examples/gen_audit_demo.rs"]
+mod demo_gen;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::time::Duration;
+
+use proctor::audit;
+use proctor::checks::{JobVerdict, Verdict};
+use proctor::decide::Action;
+use proctor::events;
+use proctor::kafka;
+use proctor::sampling::SamplingSecret;
+use sqlx::Row;
+use support::{Harness, Population, rerun_everything};
+
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn demo() -> std::path::PathBuf {
+    support::repo().join("fixtures/audit-demo")
+}
+
+fn lines(path: &Path) -> Vec<Vec<u8>> {
+    std::fs::read(path)
+        .unwrap()
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.iter().all(u8::is_ascii_whitespace))
+        .map(<[u8]>::to_vec)
+        .collect()
+}
+
+/// The latest-stage verdict of every job in the database.
+async fn final_verdicts(h: &Harness) -> BTreeMap<String, JobVerdict> {
+    let rows = sqlx::query(
+        "SELECT DISTINCT ON (job_id) job_id, body FROM verdicts
+         ORDER BY job_id, (stage = 'rerun') DESC",
+    )
+    .fetch_all(h.store.pool())
+    .await
+    .unwrap();
+    rows.iter()
+        .map(|r| {
+            let sqlx::types::Json(v): sqlx::types::Json<JobVerdict> = r.get(1);
+            (r.get::<String, _>(0), v)
+        })
+        .collect()
+}
+
+/// Validates a message against one of the documented schemas (docs/*.schema.json).
+fn assert_schema(schema: &str, value: &serde_json::Value) {
+    let text = std::fs::read(support::repo().join("docs").join(schema)).unwrap();
+    let validator = jsonschema::validator_for(&serde_json::from_slice(&text).unwrap()).unwrap();
+    let errors: Vec<String> = validator
+        .iter_errors(value)
+        .map(|e| e.to_string())
+        .collect();
+    assert!(errors.is_empty(), "{schema}: {errors:?} in {value}");
+}
+
+fn failed_checks(v: &JobVerdict) -> BTreeSet<&'static str> {
+    v.failed_checks().map(|c| c.as_str()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn end_to_end_the_pipeline_agrees_with_the_audit_and_slashes_each_cheat_once() {
+    let _serial = SERIAL.lock().await;
+    let h = Harness::new("e2e").await;
+    let rules = rerun_everything();
+    let secret = SamplingSecret::from_passphrase("pipeline tests");
+    let expected = audit::judge_dir(&demo(), rules.clone(), &secret, false).unwrap();
+
+    // The population: objects and reference outputs in S3, wallets in Postgres, job
+    // records on the jobs topic, keyed by miner.
+    let s3 = &h.settings.s3;
+    assert!(
+        h.upload_dir(&demo().join("objects"), &s3.jobs_bucket, "")
+            .await
+            == 33
+    );
+    assert!(
+        h.upload_dir(
+            &demo().join("reference"),
+            &s3.reference_bucket,
+            "reference/"
+        )
+        .await
+            == 29
+    );
+    for (wallet, nfts) in audit::read_wallets(&demo()).unwrap() {
+        h.store.set_wallet_nfts(&wallet, nfts).await.unwrap();
+    }
+    let records = lines(&demo().join("jobs.jsonl"));
+    h.produce_jobs(&records).await;
+
+    let mut workers = Vec::new();
+    for w in ["screen", "rerun", "judge", "publish"] {
+        workers.push(h.start_worker(w, rules.clone()).await);
+    }
+    let jobs = expected.verdicts.len() as i64;
+    h.wait_for(
+        "every job screened and re-run",
+        Duration::from_secs(180),
+        || async {
+            h.count("SELECT count(*) FROM verdicts WHERE stage = 'rerun'")
+                .await
+                == jobs
+        },
+    )
+    .await;
+    h.wait_for(
+        "the judge and the publisher to finish",
+        Duration::from_secs(120),
+        || async {
+            h.count("SELECT count(*) FROM judge_queue").await == 0
+                && h.count("SELECT count(*) FROM outbox WHERE published_at IS NULL")
+                    .await
+                    == 0
+        },
+    )
+    .await;
+
+    // Verdicts: the same as the audit's, job by job, with the same failed checks.
+    assert_eq!(
+        h.count("SELECT count(*) FROM verdicts WHERE stage = 'screen'")
+            .await,
+        jobs
+    );
+    let got = final_verdicts(&h).await;
+    assert_eq!(got.len(), expected.verdicts.len());
+    for want in &expected.verdicts {
+        let v = &got[want.job_id.as_str()];
+        assert_eq!(v.verdict, want.verdict, "job {}", want.job_id);
+        assert_eq!(failed_checks(v), failed_checks(want), "job {}", want.job_id);
+        assert_eq!(v.points, want.points, "job {}", want.job_id);
+    }
+
+    // Slashes: exactly one per cheating miner, none for an honest one, equal to the
+    // audit's (same deterministic slash id, same amounts).
+    let miners: Vec<serde_json::Value> =
+        serde_json::from_slice(&std::fs::read(demo().join("miners.json")).unwrap()).unwrap();
+    let slashes = sqlx::query("SELECT slash_id, miner_id, amount_waifu, amount_llama FROM slashes")
+        .fetch_all(h.store.pool())
+        .await
+        .unwrap();
+    let by_miner: BTreeMap<String, Vec<(String, f64, f64)>> =
+        slashes.iter().fold(BTreeMap::new(), |mut m, r| {
+            m.entry(r.get::<String, _>(1))
+                .or_default()
+                .push((r.get(0), r.get(2), r.get(3)));
+            m
+        });
+    let mut cheats = 0;
+    for m in &miners {
+        let id = m["miner_id"].as_str().unwrap();
+        let action = m["expected_action"].as_str().unwrap();
+        let audit_slash = expected
+            .decisions
+            .iter()
+            .find(|d| d.miner_id.to_string() == id)
+            .and_then(|d| d.slash.as_ref());
+        match action {
+            "slash" => {
+                cheats += 1;
+                let s = by_miner
+                    .get(id)
+                    .unwrap_or_else(|| panic!("{} was not slashed", m["name"]));
+                assert_eq!(s.len(), 1, "{} slashed {} times", m["name"], s.len());
+                let a = audit_slash.expect("the audit slashes it too");
+                assert_eq!(s[0].0, a.slash_id, "{}", m["name"]);
+                assert!(
+                    (s[0].1 - a.amount.waifu).abs() < 1e-9
+                        && (s[0].2 - a.amount.llama).abs() < 1e-9
+                );
+            }
+            _ => assert!(
+                !by_miner.contains_key(id),
+                "{} ({action}) was slashed",
+                m["name"]
+            ),
+        }
+    }
+    assert_eq!(by_miner.len(), cheats);
+    let flagged: BTreeSet<String> = sqlx::query_scalar("SELECT miner_id FROM review_flags")
+        .fetch_all(h.store.pool())
+        .await
+        .unwrap()
+        .into_iter()
+        .collect();
+    let want_flagged: BTreeSet<String> = expected
+        .decisions
+        .iter()
+        .filter(|d| d.action == Action::FlagForReview)
+        .map(|d| d.miner_id.to_string())
+        .collect();
+    assert_eq!(flagged, want_flagged);
+
+    // The ledger's view: a separate consumer group reads signed events, one per slash.
+    let received = h
+        .read_topic(
+            &h.settings.kafka.slashes_topic,
+            "ledger",
+            Duration::from_secs(3),
+        )
+        .await;
+    let trusted = events::signing_key_from_hex(support::SIGNING_KEY)
+        .unwrap()
+        .verifying_key();
+    let mut ids = BTreeSet::new();
+    for m in &received {
+        let ev = events::verify(&m.payload, &trusted).expect("a valid signature");
+        assert_schema(
+            "signed-event.schema.json",
+            &serde_json::from_slice(&m.payload).unwrap(),
+        );
+        assert_eq!(m.key.as_deref(), Some(ev.miner_id.to_string().as_str()));
+        ids.insert(ev.slash_id.clone());
+    }
+    let pg_ids: BTreeSet<String> = by_miner.values().flatten().map(|s| s.0.clone()).collect();
+    assert_eq!(ids, pg_ids);
+    println!(
+        "e2e: {} jobs, {} slashes, {} events received ({} duplicates)",
+        jobs,
+        pg_ids.len(),
+        received.len(),
+        received.len() - ids.len()
+    );
+
+    // The two records the audit rejects are dead letters, with their reasons.
+    let dlq = h
+        .read_topic(&h.settings.kafka.dlq_topic, "dlq", Duration::from_secs(2))
+        .await;
+    assert_eq!(dlq.len(), expected.rejected.len());
+    let reruns = h
+        .read_topic(
+            &h.settings.kafka.rerun_topic,
+            "reruns",
+            Duration::from_secs(2),
+        )
+        .await;
+    assert!(reruns.len() >= expected.verdicts.len());
+    for m in &reruns {
+        assert_schema(
+            "job-record.schema.json",
+            &serde_json::from_slice(&m.payload).unwrap(),
+        );
+    }
+    for d in &dlq {
+        assert_schema(
+            "dead-letter-headers.schema.json",
+            &serde_json::to_value(&d.headers).unwrap(),
+        );
+        assert_eq!(d.headers[kafka::DLQ_REASON], "invalid_record");
+        assert_eq!(d.headers[kafka::DLQ_TOPIC], h.settings.kafka.jobs_topic);
+        assert!(d.headers[kafka::DLQ_OFFSET].parse::<i64>().is_ok());
+        assert!(!d.headers[kafka::DLQ_ERROR].is_empty());
+    }
+
+    for w in workers {
+        w.stop().await;
+    }
+    h.drop_db().await;
+}
+
+fn demo_record(job_id: &str) -> serde_json::Value {
+    let line = lines(&demo().join("jobs.jsonl"))
+        .into_iter()
+        .find(|l| String::from_utf8_lossy(l).contains(&format!("\"job_id\":\"{job_id}\"")))
+        .unwrap();
+    serde_json::from_slice(&line).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bad_input_ends_as_a_dead_letter_or_an_invalid_verdict_and_never_stops_the_worker() {
+    let _serial = SERIAL.lock().await;
+    let h = Harness::new("bad").await;
+    let rules = proctor::rules::Rules::embedded().unwrap();
+    let bucket = h.settings.s3.jobs_bucket.clone();
+    let run = &h.run_id;
+
+    let template = demo_record("sd-honest-a-0");
+    let key = template["output"]["image_key"].as_str().unwrap().to_owned();
+    h.objects
+        .put(
+            &bucket,
+            &key,
+            std::fs::read(demo().join("objects").join(&key)).unwrap(),
+        )
+        .await
+        .unwrap();
+    let with = |job: &str, edit: &dyn Fn(&mut serde_json::Value)| {
+        let mut r = template.clone();
+        r["job_id"] = job.into();
+        edit(&mut r);
+        serde_json::to_vec(&r).unwrap()
+    };
+    let bomb_key = format!("jobs/bomb-{run}.png");
+    h.objects
+        .put(&bucket, &bomb_key, demo_gen::png_bomb(60000, 60000, 8, 64))
+        .await
+        .unwrap();
+    let mut llm = demo_record("llm-honest-a-0");
+    llm["job_id"] = "bad-oversized-text".into();
+    llm["output"] =
+        serde_json::json!({"text": "y".repeat(rules.checks.llm.max_text_bytes as usize + 1)});
+    let records = vec![
+        b"{\"job_id\": \"bad-json\", ".to_vec(),
+        with("bad-unknown-field", &|r| r["surprise"] = 1.into()),
+        String::from_utf8(with("bad-huge-number", &|_| {}))
+            .unwrap()
+            .replacen(
+                "\"inference_latency\":1.4",
+                "\"inference_latency\":1e999",
+                1,
+            )
+            .into_bytes(),
+        with("bad-missing-object", &|r| {
+            r["output"]["image_key"] = format!("jobs/missing-{run}.png").into();
+        }),
+        with("bad-bomb", &|r| {
+            r["output"]["image_key"] = bomb_key.clone().into()
+        }),
+        serde_json::to_vec(&llm).unwrap(),
+        with("good-after-the-bad", &|_| {}),
+    ];
+    h.produce_jobs(&records).await;
+    let screen = h.start_worker("screen", rules.clone()).await;
+
+    h.wait_for("three verdicts", Duration::from_secs(90), || async {
+        h.count("SELECT count(*) FROM verdicts").await == 3
+    })
+    .await;
+    let dlq = h
+        .read_topic(&h.settings.kafka.dlq_topic, "dlq", Duration::from_secs(3))
+        .await;
+    let mut reasons: BTreeMap<String, String> = BTreeMap::new();
+    for d in &dlq {
+        assert_schema(
+            "dead-letter-headers.schema.json",
+            &serde_json::to_value(&d.headers).unwrap(),
+        );
+        let payload = String::from_utf8_lossy(&d.payload);
+        let job = [
+            "bad-json",
+            "bad-unknown-field",
+            "bad-huge-number",
+            "bad-missing-object",
+        ]
+        .into_iter()
+        .find(|j| payload.contains(j))
+        .unwrap_or_else(|| panic!("unexpected dead letter {payload:.200}"));
+        reasons.insert(
+            job.to_owned(),
+            format!(
+                "{}: {}",
+                d.headers[kafka::DLQ_REASON],
+                d.headers[kafka::DLQ_ERROR]
+            ),
+        );
+    }
+    assert_eq!(reasons.len(), 4, "{reasons:#?}");
+    assert!(reasons["bad-json"].starts_with("invalid_record: "));
+    assert!(
+        reasons["bad-unknown-field"].contains("surprise"),
+        "{}",
+        reasons["bad-unknown-field"]
+    );
+    assert!(
+        reasons["bad-huge-number"].contains("inference_latency"),
+        "{}",
+        reasons["bad-huge-number"]
+    );
+    assert!(reasons["bad-missing-object"].starts_with("object_missing: "));
+    assert!(reasons["bad-missing-object"].contains(&format!("missing-{run}.png")));
+
+    let got = final_verdicts(&h).await;
+    for job in ["bad-bomb", "bad-oversized-text"] {
+        let v = &got[job];
+        assert_eq!(v.verdict, Verdict::Invalid, "{job}");
+        let decode =
+            serde_json::to_string(v.outcome(proctor::outcome::CheckId::OutputDecode).unwrap())
+                .unwrap();
+        assert!(decode.contains("invalid output"), "{job}: {decode}");
+    }
+    assert_eq!(got["good-after-the-bad"].verdict, Verdict::Pass);
+    assert!(!screen.handle.is_finished(), "the worker is still running");
+    screen.stop().await;
+    h.drop_db().await;
+}
+
+/// A rules folder like the shipped one with every job re-run (for child processes).
+fn rerun_everything_dir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for e in std::fs::read_dir(support::repo().join("rules")).unwrap() {
+        let p = e.unwrap().path();
+        let mut text = std::fs::read_to_string(&p).unwrap();
+        if p.file_name().unwrap() == "sampling.toml" {
+            let mut out = String::new();
+            for line in text.lines() {
+                let key = line.split('=').next().unwrap_or("").trim();
+                if ["base_rate", "floor", "ceiling"].contains(&key) {
+                    out.push_str(&format!("{key} = 1.0\n"));
+                } else {
+                    out.push_str(line);
+                    out.push('\n');
+                }
+            }
+            text = out;
+        }
+        std::fs::write(dir.path().join(p.file_name().unwrap()), text).unwrap();
+    }
+    let loaded = proctor::rules::Rules::load_dir(dir.path()).unwrap();
+    assert_eq!(loaded.sampling.floor, 1.0);
+    dir
+}
+
+/// A worker binary run as a child process, restartable.
+struct Child {
+    name: &'static str,
+    child: std::process::Child,
+    starts: u32,
+}
+
+fn spawn(h: &Harness, name: &'static str, rules: &Path, logs: &Path) -> std::process::Child {
+    let exe = match name {
+        "screen" => env!("CARGO_BIN_EXE_proctor-screen"),
+        "rerun" => env!("CARGO_BIN_EXE_proctor-rerun"),
+        "judge" => env!("CARGO_BIN_EXE_proctor-judge"),
+        _ => env!("CARGO_BIN_EXE_proctor-publish"),
+    };
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(logs.join(format!("{name}.log")))
+        .unwrap();
+    std::process::Command::new(exe)
+        .envs(&h.env)
+        .env("PROCTOR_RULES", rules)
+        .env("PROCTOR_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn crash_kill_9_workers_at_random_and_every_job_counts_exactly_once() {
+    use rand::{Rng, SeedableRng};
+    let _serial = SERIAL.lock().await;
+    let h = Harness::new("crash").await;
+    let rules_dir = rerun_everything_dir();
+    let per_round = Population::generate(1).lines.len();
+    let pop = Population::generate(2000usize.div_ceil(per_round));
+    let total = pop.lines.len();
+    assert!(total >= 2000);
+    pop.upload(&h).await;
+    for (wallet, nfts) in audit::read_wallets(pop.dir.path()).unwrap() {
+        h.store.set_wallet_nfts(&wallet, nfts).await.unwrap();
+    }
+    let secret = SamplingSecret::from_passphrase("pipeline tests");
+    let expected = audit::judge_dir(pop.dir.path(), rerun_everything(), &secret, false).unwrap();
+    assert_eq!(expected.verdicts.len(), total);
+
+    let logs = tempfile::tempdir().unwrap();
+    let mut children: Vec<Child> = ["screen", "screen", "rerun", "judge", "publish"]
+        .into_iter()
+        .map(|name| Child {
+            name,
+            child: spawn(&h, name, rules_dir.path(), logs.path()),
+            starts: 1,
+        })
+        .collect();
+
+    // Produce in chunks while killing a random worker every 0.4-1.2 s.
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0x5eed);
+    let chunks: Vec<&[Vec<u8>]> = pop.lines.chunks(100).collect();
+    let (mut produced, mut kills) = (0, 0);
+    let screen_done = || async {
+        h.count("SELECT count(*) FROM verdicts WHERE stage = 'rerun'")
+            .await
+            == total as i64
+    };
+    while produced < chunks.len() || kills < 12 {
+        if produced < chunks.len() {
+            h.produce_jobs(chunks[produced]).await;
+            produced += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(rng.random_range(400..1200))).await;
+        if kills < 12 || !screen_done().await {
+            let i = rng.random_range(0..children.len());
+            let c = &mut children[i];
+            c.child.kill().unwrap(); // SIGKILL
+            c.child.wait().unwrap();
+            c.child = spawn(&h, c.name, rules_dir.path(), logs.path());
+            c.starts += 1;
+            kills += 1;
+        }
+        if kills > 40 {
+            break;
+        }
+    }
+    h.wait_for(
+        "every job screened and re-run",
+        Duration::from_secs(300),
+        screen_done,
+    )
+    .await;
+    h.wait_for(
+        "the judge and the publisher to finish",
+        Duration::from_secs(120),
+        || async {
+            h.count("SELECT count(*) FROM judge_queue").await == 0
+                && h.count("SELECT count(*) FROM outbox WHERE published_at IS NULL")
+                    .await
+                    == 0
+        },
+    )
+    .await;
+
+    // Every job exactly once, with the audit's verdict.
+    assert_eq!(h.count("SELECT count(*) FROM jobs").await, total as i64);
+    assert_eq!(
+        h.count("SELECT count(*) FROM verdicts WHERE stage = 'screen'")
+            .await,
+        total as i64
+    );
+    let got = final_verdicts(&h).await;
+    let mut mismatches = Vec::new();
+    for want in &expected.verdicts {
+        let v = &got[want.job_id.as_str()];
+        if v.verdict != want.verdict || failed_checks(v) != failed_checks(want) {
+            mismatches.push(want.job_id.to_string());
+        }
+    }
+    assert!(
+        mismatches.is_empty(),
+        "verdicts differ from the audit's: {mismatches:?}"
+    );
+
+    // Slashes: every cheat at least once, no honest miner, no job in two slashes, and
+    // every slash's event on the topic (duplicates counted, not hidden).
+    let slashed: BTreeMap<String, i64> =
+        sqlx::query("SELECT miner_id, count(*) FROM slashes GROUP BY miner_id")
+            .fetch_all(h.store.pool())
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+    for m in &pop.cheats {
+        assert!(slashed.contains_key(m), "cheat {m} was not slashed");
+    }
+    for m in &pop.honest {
+        assert!(!slashed.contains_key(m), "honest {m} was slashed");
+    }
+    let covered = h.count("SELECT count(*) FROM slashed_jobs").await;
+    let distinct = h
+        .count("SELECT count(DISTINCT job_id) FROM slashed_jobs")
+        .await;
+    assert_eq!(covered, distinct);
+    let received = h
+        .read_topic(
+            &h.settings.kafka.slashes_topic,
+            "ledger",
+            Duration::from_secs(3),
+        )
+        .await;
+    let trusted = events::signing_key_from_hex(support::SIGNING_KEY)
+        .unwrap()
+        .verifying_key();
+    let ids: BTreeSet<String> = received
+        .iter()
+        .map(|m| {
+            events::verify(&m.payload, &trusted)
+                .expect("signed")
+                .slash_id
+        })
+        .collect();
+    let pg: BTreeSet<String> = sqlx::query_scalar("SELECT slash_id FROM slashes")
+        .fetch_all(h.store.pool())
+        .await
+        .unwrap()
+        .into_iter()
+        .collect();
+    assert_eq!(ids, pg);
+    let reruns = h
+        .read_topic(
+            &h.settings.kafka.rerun_topic,
+            "count-reruns",
+            Duration::from_secs(3),
+        )
+        .await;
+    let rerun_ids: BTreeSet<String> = reruns
+        .iter()
+        .map(|m| {
+            serde_json::from_slice::<serde_json::Value>(&m.payload).unwrap()["job_id"].to_string()
+        })
+        .collect();
+    assert_eq!(rerun_ids.len(), total);
+    println!(
+        "crash: {total} jobs, {kills} kill -9s ({}), {} slashes ({} events delivered, {} duplicate), \
+         {} re-run requests for {} jobs ({} duplicate deliveries of job records to screen)",
+        children
+            .iter()
+            .map(|c| format!("{} started {}x", c.name, c.starts))
+            .collect::<Vec<_>>()
+            .join(", "),
+        pg.len(),
+        received.len(),
+        received.len() - ids.len(),
+        reruns.len(),
+        rerun_ids.len(),
+        reruns.len() - rerun_ids.len(),
+    );
+
+    // A graceful stop: SIGTERM, and every worker exits cleanly.
+    for c in &mut children {
+        std::process::Command::new("kill")
+            .args(["-TERM", &c.child.id().to_string()])
+            .status()
+            .unwrap();
+    }
+    for c in &mut children {
+        let status = c.child.wait().unwrap();
+        assert!(
+            status.success(),
+            "{} exited with {status} after SIGTERM",
+            c.name
+        );
+    }
+    h.drop_db().await;
+}
+
+fn services(arg: &str) {
+    let status = std::process::Command::new(support::repo().join("scripts/services.sh"))
+        .arg(arg)
+        .status()
+        .unwrap();
+    assert!(status.success(), "scripts/services.sh {arg} failed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn back_pressure_s3_stopped_for_20_seconds_delays_the_run_and_loses_nothing() {
+    let _serial = SERIAL.lock().await;
+    let h = Harness::new("s3down").await;
+    let pop = Population::generate(20);
+    let total = pop.lines.len() as i64;
+    pop.upload(&h).await;
+    for (wallet, nfts) in audit::read_wallets(pop.dir.path()).unwrap() {
+        h.store.set_wallet_nfts(&wallet, nfts).await.unwrap();
+    }
+    let secret = SamplingSecret::from_passphrase("pipeline tests");
+    let expected = audit::judge_dir(pop.dir.path(), rerun_everything(), &secret, false).unwrap();
+    h.produce_jobs(&pop.lines).await;
+
+    let mut workers = Vec::new();
+    for w in ["screen", "rerun", "judge", "publish"] {
+        workers.push(h.start_worker(w, rerun_everything()).await);
+    }
+    h.wait_for("the first verdicts", Duration::from_secs(60), || async {
+        h.count("SELECT count(*) FROM verdicts").await >= 20
+    })
+    .await;
+    services("stop-s3");
+    let at_stop = h.count("SELECT count(*) FROM verdicts").await;
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    let during = h.count("SELECT count(*) FROM verdicts").await;
+    services("up");
+    assert!(
+        at_stop < 2 * total,
+        "the run ended before S3 stopped; make the population larger"
+    );
+
+    h.wait_for(
+        "every job screened and re-run",
+        Duration::from_secs(300),
+        || async {
+            h.count("SELECT count(*) FROM verdicts WHERE stage = 'rerun'")
+                .await
+                == total
+        },
+    )
+    .await;
+    h.wait_for(
+        "the judge and the publisher to finish",
+        Duration::from_secs(120),
+        || async {
+            h.count("SELECT count(*) FROM judge_queue").await == 0
+                && h.count("SELECT count(*) FROM outbox WHERE published_at IS NULL")
+                    .await
+                    == 0
+        },
+    )
+    .await;
+    let got = final_verdicts(&h).await;
+    assert_eq!(got.len() as i64, total);
+    for want in &expected.verdicts {
+        let v = &got[want.job_id.as_str()];
+        assert_eq!(v.verdict, want.verdict, "job {}", want.job_id);
+        assert_eq!(failed_checks(v), failed_checks(want), "job {}", want.job_id);
+    }
+    // The outage was seen and retried, not turned into outcomes.
+    let metrics = workers[0].ctx.metrics.render();
+    let retried = metrics
+        .lines()
+        .filter(|l| l.starts_with("proctor_retries_total"))
+        .collect::<Vec<_>>();
+    assert!(
+        !retried.is_empty(),
+        "no retries were counted during the outage:\n{metrics}"
+    );
+    let dlq = h
+        .read_topic(&h.settings.kafka.dlq_topic, "dlq", Duration::from_secs(2))
+        .await;
+    assert!(
+        dlq.is_empty(),
+        "the outage sent {} records to the DLQ",
+        dlq.len()
+    );
+    println!(
+        "back-pressure: {total} jobs; {at_stop} verdicts when S3 stopped, {during} after 20 s down; retries: {retried:?}"
+    );
+    for w in workers {
+        w.stop().await;
+    }
+    h.drop_db().await;
+}

@@ -26,6 +26,8 @@
 //!   after the broker acknowledged it. A crash in between publishes it again, so the
 //!   ledger can see an event more than once and must drop duplicates by `slash_id`.
 //!   tansu has no Kafka transactions (EndTxn), which is why the outbox exists.
+//! - **Producer retries** are at least once too: see [`producer`] for why the
+//!   idempotent producer is a setting (`kafka.idempotence`), off for tansu 0.6.
 //! - **Ordering.** Job records are keyed by miner id, so one miner's jobs stay in one
 //!   partition, in the order the job service produced them.
 
@@ -75,13 +77,22 @@ pub fn consumer(
     Ok(consumer)
 }
 
-/// The idempotent producer: retries inside librdkafka never duplicate or reorder a
-/// message within a partition.
+/// The producer. With `kafka.idempotence` (a real Kafka cluster) librdkafka's
+/// retries never duplicate a message. Without it (the default, for tansu 0.6: its S3
+/// store answered OutOfOrderSequenceNumber and then failed the producer fatally when
+/// several idempotent producers started at once, measured in the crash test) a retry
+/// may duplicate a message but never reorders one, because one request is in flight
+/// per connection. Duplicates are harmless: every consumer here is idempotent, and the
+/// ledger drops repeated `slash_id`s.
 pub fn producer(kafka: &KafkaSettings) -> Result<FutureProducer, KafkaError> {
     ClientConfig::new()
         .set("bootstrap.servers", &kafka.brokers)
-        .set("enable.idempotence", "true")
+        .set(
+            "enable.idempotence",
+            if kafka.idempotence { "true" } else { "false" },
+        )
         .set("acks", "all")
+        .set("max.in.flight.requests.per.connection", "1")
         .set("linger.ms", "5")
         .set("message.timeout.ms", "60000")
         .create()

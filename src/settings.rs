@@ -53,6 +53,9 @@ pub struct DatabaseSettings {
 #[serde(deny_unknown_fields)]
 pub struct KafkaSettings {
     pub brokers: String,
+    /// librdkafka's idempotent producer; see `kafka::producer` for why it is off for
+    /// tansu 0.6.
+    pub idempotence: bool,
     pub group_id: String,
     pub jobs_topic: String,
     pub rerun_topic: String,
@@ -92,6 +95,9 @@ pub struct HttpSettings {
 pub struct PipelineSettings {
     /// Most messages a worker takes into one batch (one Postgres transaction).
     pub batch_size: usize,
+    /// The same for `rerun`, whose jobs each wait for a reference run: small batches
+    /// commit progress often, so a restart repeats little.
+    pub rerun_batch_size: usize,
     /// How long a worker waits to fill a batch once it holds a message.
     pub batch_wait_ms: u64,
     /// Concurrent S3 reads per worker.

@@ -50,10 +50,13 @@ async fn publish_round(ctx: &Context) -> anyhow::Result<usize> {
             t.to_owned()
         }
     };
-    let sends = events.iter().map(|e| {
-        let topic = topic_for(&e.topic);
-        async move { kafka::send(&ctx.producer, &topic, &e.key, e.envelope.as_bytes(), None).await }
-    });
+    let sends =
+        events.iter().map(|e| {
+            let topic = topic_for(&e.topic);
+            async move {
+                kafka::send(&ctx.producer(), &topic, &e.key, e.envelope.as_bytes(), None).await
+            }
+        });
     for r in futures::future::join_all(sends).await {
         r?;
     }

@@ -124,10 +124,17 @@ pub async fn run_with<R: ReferenceRunner>(ctx: Arc<Context>, runner: Arc<R>) -> 
     let consumer = kafka::consumer(k, "-rerun", &[k.rerun_topic.as_str()])?;
     let judge = Arc::new(Mutex::new(Judge::new(ctx.rules.clone())));
     tracing::info!(topic = %k.rerun_topic, "rerun worker consuming");
+    let mut continuity = super::Continuity::default();
     loop {
-        let Ok(batch) = next_batch(&ctx, &consumer).await else {
+        let Ok(batch) = next_batch(&ctx, &consumer, ctx.settings.pipeline.rerun_batch_size).await
+        else {
             break;
         };
+        let batch = continuity.filter(&consumer, batch);
+        if batch.is_empty() {
+            ctx.idle(std::time::Duration::from_millis(100)).await.ok();
+            continue;
+        }
         match rerun_batch(&ctx, runner.as_ref(), &judge, &batch).await {
             Ok(offsets) => {
                 if let Err(e) = offsets.store(&consumer) {
@@ -291,7 +298,10 @@ async fn rerun_batch<R: ReferenceRunner>(
             .inc();
         let (key, payload) = (msg.key(), msg.payload().unwrap_or_default());
         ctx.retry("kafka-produce", || {
-            kafka::dead_letter(&ctx.producer, &k.dlq_topic, origin, key, payload, letter)
+            let producer = ctx.producer();
+            async move {
+                kafka::dead_letter(&producer, &k.dlq_topic, origin, key, payload, letter).await
+            }
         })
         .await?;
     }

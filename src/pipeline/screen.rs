@@ -93,10 +93,16 @@ pub async fn run(ctx: Arc<Context>) -> anyhow::Result<()> {
     let secret = SamplingSecret::from_passphrase(ctx.settings.secrets.sampling_secret.expose());
     let judge = Arc::new(Mutex::new(Judge::new(ctx.rules.clone())));
     tracing::info!(topic = %k.jobs_topic, "screen worker consuming");
+    let mut continuity = super::Continuity::default();
     loop {
-        let Ok(batch) = next_batch(&ctx, &consumer).await else {
+        let Ok(batch) = next_batch(&ctx, &consumer, ctx.settings.pipeline.batch_size).await else {
             break;
         };
+        let batch = continuity.filter(&consumer, batch);
+        if batch.is_empty() {
+            ctx.idle(std::time::Duration::from_millis(100)).await.ok();
+            continue;
+        }
         match screen_batch(&ctx, &judge, &secret, &batch).await {
             Ok(offsets) => {
                 if let Err(e) = offsets.store(&consumer) {
@@ -329,7 +335,7 @@ async fn screen_batch(
             match s {
                 Send::Dead(item, letter) => {
                     kafka::dead_letter(
-                        &ctx.producer,
+                        &ctx.producer(),
                         &k.dlq_topic,
                         &item.origin,
                         item.key.as_deref(),
@@ -341,7 +347,7 @@ async fn screen_batch(
                 Send::Rerun(r) => {
                     let payload = r.to_json().to_string();
                     kafka::send(
-                        &ctx.producer,
+                        &ctx.producer(),
                         &k.rerun_topic,
                         &r.miner_id.to_string(),
                         payload.as_bytes(),

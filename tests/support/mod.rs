@@ -203,10 +203,25 @@ impl Harness {
                         .map(str::to_owned)
                 })
                 .unwrap_or_else(|| "unparsable".into());
-            async move { kafka::send(&self.producer, topic, &key, line, None).await }
+            // Like a real job service: retry a failed send. A duplicate record is
+            // harmless (every write is idempotent on job_id).
+            async move {
+                let mut last = None;
+                for attempt in 0..10u64 {
+                    match kafka::send(&self.producer, topic, &key, line, None).await {
+                        Ok(()) => return Ok(()),
+                        Err(e) => {
+                            eprintln!("produce attempt {attempt} failed: {e}");
+                            last = Some(e);
+                            tokio::time::sleep(Duration::from_millis(200 * (attempt + 1))).await;
+                        }
+                    }
+                }
+                Err(last)
+            }
         });
         for r in futures::future::join_all(sends).await {
-            r.expect("produce a job record");
+            r.expect("produce a job record within 10 attempts");
         }
     }
 
@@ -345,8 +360,9 @@ pub struct Received {
 /// compared one for one with `proctor audit`, which uses every reference it has.
 pub fn rerun_everything() -> Rules {
     let mut rules = Rules::embedded().unwrap();
+    // The rate is clamp(base × (1 + …), floor, ceiling): a base and ceiling of 1
+    // re-run every job.
     rules.sampling.base_rate = 1.0;
-    rules.sampling.floor = 1.0;
     rules.sampling.ceiling = 1.0;
     rules
 }
@@ -362,6 +378,9 @@ pub fn rerun_everything() -> Rules {
 pub struct Population {
     pub dir: tempfile::TempDir,
     pub lines: Vec<Vec<u8>>,
+    /// Each job's expected verdict: the audit's verdict of the demo job it copies
+    /// (judging the copies again would only repeat the same work).
+    pub expected: BTreeMap<String, proctor::checks::JobVerdict>,
     /// Miner ids the demo expects to be slashed / left alone.
     pub cheats: std::collections::BTreeSet<String>,
     pub honest: std::collections::BTreeSet<String>,
@@ -410,6 +429,7 @@ impl Population {
         copy_tree(&demo.join("objects"), &dir.path().join("objects"));
         std::fs::copy(demo.join("wallets.json"), dir.path().join("wallets.json")).unwrap();
         let mut lines = Vec::new();
+        let mut expected = BTreeMap::new();
         for round in 0..rounds {
             for r in &records {
                 let orig = r["job_id"].as_str().unwrap();
@@ -426,6 +446,12 @@ impl Population {
                     copy_tree(&src, &dir.path().join("reference").join(&id));
                 }
                 lines.push(serde_json::to_vec(&c).unwrap());
+                let v = judged
+                    .verdicts
+                    .iter()
+                    .find(|v| v.job_id.as_str() == orig)
+                    .unwrap();
+                expected.insert(id, v.clone());
             }
         }
         let mut jsonl = lines.join(&b'\n');
@@ -434,6 +460,7 @@ impl Population {
         Population {
             dir,
             lines,
+            expected,
             cheats,
             honest,
         }

@@ -71,7 +71,10 @@ pub fn consumer(
         .set("auto.offset.reset", "earliest")
         .set("session.timeout.ms", "10000")
         .set("heartbeat.interval.ms", "1000")
-        .set("max.poll.interval.ms", "300000")
+        // Also the rebalance timeout: tansu 0.6 waited this long for a member killed
+        // with -9 before reassigning its partitions (measured: the re-run stage stalled
+        // five minutes at the default). A batch must finish within it.
+        .set("max.poll.interval.ms", "30000")
         .create()?;
     consumer.subscribe(topics)?;
     Ok(consumer)

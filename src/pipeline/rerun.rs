@@ -130,9 +130,13 @@ pub async fn run_with<R: ReferenceRunner>(ctx: Arc<Context>, runner: Arc<R>) -> 
         else {
             break;
         };
+        let gaps = continuity.gaps;
         let batch = continuity.filter(&consumer, batch);
         if batch.is_empty() {
-            ctx.idle(std::time::Duration::from_millis(100)).await.ok();
+            if continuity.gaps > gaps {
+                // The broker jumped: give it a moment before the re-fetch.
+                ctx.idle(std::time::Duration::from_millis(100)).await.ok();
+            }
             continue;
         }
         match rerun_batch(&ctx, runner.as_ref(), &judge, &batch).await {

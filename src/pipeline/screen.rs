@@ -98,9 +98,13 @@ pub async fn run(ctx: Arc<Context>) -> anyhow::Result<()> {
         let Ok(batch) = next_batch(&ctx, &consumer, ctx.settings.pipeline.batch_size).await else {
             break;
         };
+        let gaps = continuity.gaps;
         let batch = continuity.filter(&consumer, batch);
         if batch.is_empty() {
-            ctx.idle(std::time::Duration::from_millis(100)).await.ok();
+            if continuity.gaps > gaps {
+                // The broker jumped: give it a moment before the re-fetch.
+                ctx.idle(std::time::Duration::from_millis(100)).await.ok();
+            }
             continue;
         }
         match screen_batch(&ctx, &judge, &secret, &batch).await {

@@ -1,8 +1,8 @@
 //! `scripts/bench-pipeline`: job records through the screen worker against the real
 //! services, with two baselines measured in the same run on the same machine:
 //!
-//! - the broker's own rate: the same records produced with the workers' idempotent
-//!   producer settings and consumed by a fresh consumer group, nothing else done;
+//! - the broker's own rate: the same records produced with the workers' producer
+//!   settings and consumed by a fresh consumer group, nothing else done;
 //! - the image check's own throughput: `Judge::evaluate` on the same SD records and
 //!   image bytes held in memory, with no Kafka, S3 or Postgres around it.
 //!
@@ -207,7 +207,7 @@ async fn main() {
     );
     let (produce, consume) = broker_rate(&h, &llm).await;
     println!(
-        "baseline  broker alone (same records, idempotent producer): produce {produce:.0}/s, consume {consume:.0}/s"
+        "baseline  broker alone (same records, the workers' producer): produce {produce:.0}/s, consume {consume:.0}/s"
     );
     let check = image_check_rate(&sd, &rules);
     println!("baseline  image check alone (in memory, one thread):        {check:.0} SD jobs/s");

@@ -115,17 +115,7 @@ async fn end_to_end_the_pipeline_agrees_with_the_audit_and_slashes_each_cheat_on
         },
     )
     .await;
-    h.wait_for(
-        "the judge and the publisher to finish",
-        Duration::from_secs(120),
-        || async {
-            h.count("SELECT count(*) FROM judge_queue").await == 0
-                && h.count("SELECT count(*) FROM outbox WHERE published_at IS NULL")
-                    .await
-                    == 0
-        },
-    )
-    .await;
+    h.wait_judged_and_published().await;
 
     // Verdicts: the same as the audit's, job by job, with the same failed checks.
     assert_eq!(
@@ -524,17 +514,7 @@ async fn crash_kill_9_workers_at_random_and_every_job_counts_exactly_once() {
         reruns_done,
     )
     .await;
-    h.wait_for(
-        "the judge and the publisher to finish",
-        Duration::from_secs(120),
-        || async {
-            h.count("SELECT count(*) FROM judge_queue").await == 0
-                && h.count("SELECT count(*) FROM outbox WHERE published_at IS NULL")
-                    .await
-                    == 0
-        },
-    )
-    .await;
+    h.wait_judged_and_published().await;
 
     // Every job exactly once, with the audit's verdict.
     assert_eq!(h.count("SELECT count(*) FROM jobs").await, total as i64);
@@ -713,17 +693,7 @@ async fn back_pressure_s3_stopped_for_20_seconds_delays_the_run_and_loses_nothin
         },
     )
     .await;
-    h.wait_for(
-        "the judge and the publisher to finish",
-        Duration::from_secs(120),
-        || async {
-            h.count("SELECT count(*) FROM judge_queue").await == 0
-                && h.count("SELECT count(*) FROM outbox WHERE published_at IS NULL")
-                    .await
-                    == 0
-        },
-    )
-    .await;
+    h.wait_judged_and_published().await;
     let got = final_verdicts(&h).await;
     assert_eq!(got.len() as i64, total);
     for (job, want) in &pop.expected {

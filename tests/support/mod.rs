@@ -262,6 +262,22 @@ impl Harness {
         }
     }
 
+    /// Waits until the judge has no miner queued and the outbox is drained.
+    pub async fn wait_judged_and_published(&self) {
+        self.wait_for(
+            "the judge and the publisher to finish",
+            Duration::from_secs(120),
+            || async {
+                self.count("SELECT count(*) FROM judge_queue").await == 0
+                    && self
+                        .count("SELECT count(*) FROM outbox WHERE published_at IS NULL")
+                        .await
+                        == 0
+            },
+        )
+        .await;
+    }
+
     pub async fn count(&self, sql: &str) -> i64 {
         sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_owned()))
             .fetch_one(self.store.pool())

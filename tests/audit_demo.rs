@@ -249,3 +249,38 @@ fn the_cli_fails_when_it_cannot_run() {
     assert!(!run.status.success());
     assert!(String::from_utf8_lossy(&run.stderr).contains("jobs.jsonl"));
 }
+
+/// The screen and rerun workers decode and hash on every core before judging in order
+/// (`pipeline::prepare_all`); that must give the verdicts judging alone gives.
+#[test]
+fn decoding_ahead_on_every_core_changes_no_verdict() {
+    let rules = Rules::embedded().unwrap();
+    let records: Vec<proctor::record::JobRecord> =
+        std::fs::read_to_string(demo().join("jobs.jsonl"))
+            .unwrap()
+            .lines()
+            .filter_map(|l| proctor::record::JobRecord::from_json(l.as_bytes()).ok())
+            .collect();
+    let mut jobs: Vec<_> = records
+        .iter()
+        .map(|r| (r, audit::fetch(&demo(), r, &rules)))
+        .collect();
+    let mut plain = proctor::checks::Judge::new(rules.clone());
+    let want: Vec<_> = jobs.iter().map(|(r, f)| plain.evaluate(r, f)).collect();
+
+    proctor::pipeline::prepare_all(&rules, jobs.iter_mut().map(|(r, f)| (*r, f)));
+    let decoded = jobs.iter().filter(|(_, f)| f.decoded.is_some()).count();
+    let sd = records
+        .iter()
+        .filter(|r| r.kind() == proctor::record::JobKind::Sd)
+        .count();
+    assert!(decoded > 10, "only {decoded} outputs were decoded ahead");
+    assert!(decoded <= sd, "{decoded} decoded, but only {sd} SD jobs");
+    let mut ahead = proctor::checks::Judge::new(rules);
+    for ((r, f), want) in jobs.iter().zip(&want) {
+        assert_eq!(&ahead.evaluate(r, f), want, "job {}", r.job_id);
+    }
+    // Both reach the demo's verdicts of every kind, so the comparison covers them.
+    let kinds: BTreeSet<_> = want.iter().map(|v| format!("{:?}", v.verdict)).collect();
+    assert!(kinds.len() >= 3, "{kinds:?}");
+}

@@ -12,6 +12,8 @@ pub mod llm;
 pub mod model_file;
 pub mod reuse;
 
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -45,6 +47,48 @@ pub struct Fetched {
     pub scores: Option<TokenScores>,
     /// The reference host's answer to the job's model-file challenge.
     pub challenge: Option<ChallengeExpectation>,
+    /// SD: `output` already decoded and fingerprinted by [`prepare`], so a worker can
+    /// do that costly, order-free part on several threads and judge in order after.
+    /// When absent, [`Judge::evaluate`] decodes the output itself.
+    pub decoded: Option<Arc<Result<DecodedImage, image::InvalidImage>>>,
+}
+
+/// A miner image decoded under the rules' limits, with the hashes the reuse index and
+/// the canaries compare.
+#[derive(Debug, Clone)]
+pub struct DecodedImage {
+    pub image: ::image::DynamicImage,
+    pub phash: image_hasher::ImageHash,
+    pub fingerprint: reuse::ImageFingerprint,
+}
+
+impl DecodedImage {
+    pub fn decode(
+        bytes: &[u8],
+        rules: &crate::rules::ImageRules,
+    ) -> Result<Self, image::InvalidImage> {
+        let img = image::decode(bytes, rules)?;
+        let luma = img.to_luma8();
+        let phash = image::phash(&luma, rules);
+        let fingerprint = reuse::ImageFingerprint {
+            phash: phash.as_bytes().into(),
+            dhash: image::dhash(&luma, rules).as_bytes().into(),
+        };
+        Ok(DecodedImage {
+            image: img,
+            phash,
+            fingerprint,
+        })
+    }
+}
+
+/// Decodes and fingerprints an SD job's fetched output ahead of [`Judge::evaluate`].
+/// Pure and independent of every other job, so it may run on any thread; a no-op for
+/// LLM jobs and for outputs that were not found.
+pub fn prepare(rules: &Rules, record: &JobRecord, fetched: &mut Fetched) {
+    if let (Job::Sd { .. }, Some(Object::Found(bytes))) = (&record.job, &fetched.output) {
+        fetched.decoded = Some(Arc::new(DecodedImage::decode(bytes, &rules.checks.image)));
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -300,8 +344,12 @@ fn evaluate_sd(job: &mut JobContext, input: &SdInput, fetched: &Fetched) -> Poin
             return points;
         }
     };
-    let img = match image::decode(bytes, im) {
-        Ok(img) => img,
+    let decoded = match &fetched.decoded {
+        Some(d) => d.clone(),
+        None => Arc::new(DecodedImage::decode(bytes, im)),
+    };
+    let decoded = match decoded.as_ref() {
+        Ok(d) => d,
         Err(e) => {
             job.push(
                 CheckId::OutputDecode,
@@ -313,28 +361,23 @@ fn evaluate_sd(job: &mut JobContext, input: &SdInput, fetched: &Fetched) -> Poin
             return points;
         }
     };
+    let (img, hash, fingerprint) = (&decoded.image, &decoded.phash, &decoded.fingerprint);
     job.push(
         CheckId::OutputDecode,
         Outcome::pass(serde_json::json!({"width": img.width(), "height": img.height()})),
     );
-    job.push(CheckId::OutputSize, image::check_size(&img, input, im));
-    let luma = img.to_luma8();
-    let hash = image::phash(&luma, im);
-    let fingerprint = reuse::ImageFingerprint {
-        phash: hash.as_bytes().into(),
-        dhash: image::dhash(&luma, im).as_bytes().into(),
-    };
+    job.push(CheckId::OutputSize, image::check_size(img, input, im));
     let reused = job
         .reuse
-        .check_image(submitted(record), &fingerprint, &rules.checks.reuse);
+        .check_image(submitted(record), fingerprint, &rules.checks.reuse);
     job.push(CheckId::Reuse, reused);
     if let Some(c) = canary::find(rules, record) {
-        job.push(CheckId::Canary, canary::check_image(c, &hash));
+        job.push(CheckId::Canary, canary::check_image(c, hash));
     }
     if let Some(ref_bytes) = &fetched.reference_image {
         job.push(
             CheckId::ImageSimilarity,
-            similarity(&img, ref_bytes, input.seed, im),
+            similarity(img, ref_bytes, input.seed, im),
         );
     }
     points

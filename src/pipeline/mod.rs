@@ -16,6 +16,7 @@ pub mod rerun;
 pub mod screen;
 
 use std::future::Future;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,8 +27,10 @@ use rdkafka::message::{BorrowedMessage, OwnedMessage};
 use rdkafka::producer::FutureProducer;
 use tokio::sync::watch;
 
+use crate::checks::{self, Judge};
 use crate::kafka::{self, Backoff};
 use crate::objects::ObjectStore;
+use crate::record::JobRecord;
 use crate::rules::Rules;
 use crate::settings::Settings;
 use crate::store::Store;
@@ -447,5 +450,39 @@ pub fn spawn(name: &str, ctx: Arc<Context>) -> Option<tokio::task::JoinHandle<an
         "judge" => tokio::spawn(judge::run(ctx)),
         "publish" => tokio::spawn(publish::run(ctx)),
         _ => return None,
+    })
+}
+
+/// Decodes and fingerprints the jobs' outputs on every core ([`checks::prepare`]): the
+/// costly part of judging, which does not depend on order. A panic here leaves that
+/// output undecoded; [`evaluate_guarded`] then decodes it again under its own guard.
+pub fn prepare_all<'a>(
+    rules: &crate::rules::Rules,
+    jobs: impl Iterator<Item = (&'a JobRecord, &'a mut checks::Fetched)> + Send,
+) {
+    use rayon::iter::{ParallelBridge, ParallelIterator};
+    jobs.par_bridge().for_each(|(record, fetched)| {
+        let _ = catch_unwind(AssertUnwindSafe(|| checks::prepare(rules, record, fetched)));
+    });
+}
+
+/// [`Judge::evaluate`], with a panic turned into its message. Checks are written never
+/// to panic on miner data; should one still do so, that job becomes a `judge_panicked`
+/// dead letter instead of a dead worker or a job silently dropped from its batch. The
+/// judge's only state is the bounded reuse index, which a panic can at worst leave
+/// without this job's entry.
+pub fn evaluate_guarded(
+    judge: &mut Judge,
+    record: &JobRecord,
+    fetched: &checks::Fetched,
+) -> Result<checks::JobVerdict, String> {
+    catch_unwind(AssertUnwindSafe(|| judge.evaluate(record, fetched))).map_err(|panic| {
+        let why = panic
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown panic".to_owned());
+        tracing::error!(job_id = %record.job_id, panic = %why, "a check panicked");
+        format!("a check panicked: {why}")
     })
 }

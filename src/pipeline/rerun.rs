@@ -171,6 +171,7 @@ async fn fetch_with_reference<R: ReferenceRunner>(
         reference_image: reference.image,
         scores: reference.scores,
         challenge: reference.challenge,
+        decoded: None,
     })))
 }
 
@@ -259,32 +260,60 @@ async fn rerun_batch<R: ReferenceRunner>(
             _ => {}
         }
     }
-    let verdicts = {
-        let judge = judge.clone();
-        let jobs: Vec<(JobRecord, JobVerdict, Fetched)> = to_judge.clone();
+    let results = {
+        let (judge, rules) = (judge.clone(), ctx.rules.clone());
+        let mut jobs = std::mem::take(&mut to_judge);
         tokio::task::spawn_blocking(move || {
+            super::prepare_all(&rules, jobs.iter_mut().map(|(r, _, f)| (&*r, f)));
             let mut judge = judge
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            jobs.iter()
+            jobs.into_iter()
                 .map(|(record, screen, fetched)| {
-                    let mut v = judge.evaluate(record, fetched);
-                    v.replace_outcome(CheckId::Reuse, screen.outcome(CheckId::Reuse).cloned());
-                    v.sampled = screen.sampled;
-                    v
+                    let v = super::evaluate_guarded(&mut judge, &record, &fetched).map(|mut v| {
+                        v.replace_outcome(CheckId::Reuse, screen.outcome(CheckId::Reuse).cloned());
+                        v.sampled = screen.sampled;
+                        v
+                    });
+                    (record, v)
                 })
                 .collect::<Vec<_>>()
         })
         .await
-        .unwrap_or_default()
+        .map_err(|e| {
+            // Unreachable short of a bug outside the checks: stop rather than drop jobs.
+            tracing::error!(error = %e, "the judging thread failed");
+            Stopped
+        })?
     };
-    let pairs: Vec<(&JobRecord, &JobVerdict)> =
-        to_judge.iter().map(|(r, _, _)| r).zip(&verdicts).collect();
+    // A job whose checks panicked is a dead letter (see `evaluate_guarded`).
+    let mut judged = Vec::with_capacity(results.len());
+    for (record, v) in results {
+        match v {
+            Ok(v) => judged.push((record, v)),
+            Err(error) => {
+                let at = parsed
+                    .iter()
+                    .find(|(_, _, r)| r.as_ref().is_ok_and(|r| r.job_id == record.job_id));
+                if let Some((origin, msg, _)) = at {
+                    letters.push((
+                        origin,
+                        *msg,
+                        DeadLetter {
+                            reason: "judge_panicked",
+                            error,
+                        },
+                    ));
+                }
+            }
+        }
+    }
+    let pairs: Vec<(&JobRecord, &JobVerdict)> = judged.iter().map(|(r, v)| (r, v)).collect();
     ctx.retry("postgres", || {
         ctx.store.record_verdicts(&pairs, Stage::Rerun)
     })
     .await?;
-    for v in &verdicts {
+    for (_, v) in &judged {
         ctx.metrics
             .verdicts
             .get_or_create(&vec![

@@ -247,20 +247,46 @@ async fn screen_batch(
         .retry("postgres", || ctx.store.failed_checks(&miners))
         .await?;
 
-    // Judge, in batch order, off the async threads.
+    // Judge off the async threads: decode and hash on every core, then run the checks
+    // in batch order (the reuse index needs the order).
     let jobs: Vec<(JobRecord, Fetched)> = items
-        .iter()
-        .filter_map(|i| match &i.state {
-            State::New { record, fetched } => Some((record.clone(), fetched.clone())),
+        .iter_mut()
+        .filter_map(|i| match &mut i.state {
+            State::New { record, fetched } => Some((record.clone(), std::mem::take(fetched))),
             _ => None,
         })
         .collect();
-    let verdicts = {
+    let results = {
         let (judge, secret, rules) = (judge.clone(), secret.clone(), ctx.rules.clone());
-        tokio::task::spawn_blocking(move || judge_jobs(&judge, &secret, &rules, &jobs, risk))
-            .await
-            .unwrap_or_default()
+        tokio::task::spawn_blocking(move || {
+            let mut jobs = jobs;
+            super::prepare_all(&rules, jobs.iter_mut().map(|(r, f)| (&*r, f)));
+            judge_jobs(&judge, &secret, &rules, &jobs, risk)
+        })
+        .await
+        .map_err(|e| {
+            // Unreachable short of a bug outside the checks: stop rather than drop jobs.
+            tracing::error!(error = %e, "the judging thread failed");
+            Stopped
+        })?
     };
+    // A job whose judging panicked is a dead letter: never retried forever, never a
+    // verdict, and it does not hold up the rest of its batch.
+    let mut verdicts = Vec::with_capacity(results.len());
+    let new_items = items
+        .iter_mut()
+        .filter(|i| matches!(i.state, State::New { .. }));
+    for (item, result) in new_items.zip(results) {
+        match result {
+            Ok(v) => verdicts.push(v),
+            Err(error) => {
+                item.state = State::Dead(DeadLetter {
+                    reason: "judge_panicked",
+                    error,
+                })
+            }
+        }
+    }
     let new_records: Vec<&JobRecord> = items
         .iter()
         .filter_map(|i| match &i.state {
@@ -375,20 +401,23 @@ enum Send<'a> {
 }
 
 /// Judges new jobs in order and draws which to re-run, raising a miner's rate with
-/// every failed check (recorded before the batch, then within it).
+/// every failed check (recorded before the batch, then within it). A job whose checks
+/// panic gets the panic message instead of a verdict.
 fn judge_jobs(
     judge: &Mutex<Judge>,
     secret: &SamplingSecret,
     rules: &crate::rules::Rules,
     jobs: &[(JobRecord, Fetched)],
     mut failed: BTreeMap<String, u32>,
-) -> Vec<JobVerdict> {
+) -> Vec<Result<JobVerdict, String>> {
     let mut judge = judge
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     jobs.iter()
         .map(|(record, fetched)| {
-            let mut v = judge.evaluate(record, fetched);
+            // The judge's only state is the bounded reuse index, which a panic can at
+            // worst leave without this job's entry.
+            let mut v = super::evaluate_guarded(&mut judge, record, fetched)?;
             let count = failed.entry(record.miner_id.to_string()).or_default();
             let risk = MinerRisk {
                 failed_checks: *count,
@@ -397,7 +426,7 @@ fn judge_jobs(
             v.sampled =
                 sampling::is_sampled(secret, record.job_id.as_str(), sampling::rate(rules, risk));
             *count += v.failed_checks().count() as u32;
-            v
+            Ok(v)
         })
         .collect()
 }

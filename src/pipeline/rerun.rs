@@ -18,7 +18,7 @@ use rdkafka::Message;
 use rdkafka::message::OwnedMessage;
 
 use super::screen::fetch_output;
-use super::{Context, Stopped, next_batch};
+use super::{Context, Stopped};
 use crate::checks::llm::TokenScores;
 use crate::checks::model_file::ChallengeExpectation;
 use crate::checks::{Fetched, JobVerdict, Judge};
@@ -121,36 +121,21 @@ pub async fn run(ctx: Arc<Context>) -> anyhow::Result<()> {
 
 pub async fn run_with<R: ReferenceRunner>(ctx: Arc<Context>, runner: Arc<R>) -> anyhow::Result<()> {
     let k = &ctx.settings.kafka;
-    let consumer = kafka::consumer(k, "-rerun", &[k.rerun_topic.as_str()])?;
     let judge = Arc::new(Mutex::new(Judge::new(ctx.rules.clone())));
     tracing::info!(topic = %k.rerun_topic, "rerun worker consuming");
-    let mut continuity = super::Continuity::default();
-    loop {
-        let Ok(batch) = next_batch(&ctx, &consumer, ctx.settings.pipeline.rerun_batch_size).await
-        else {
-            break;
-        };
-        let gaps = continuity.gaps;
-        let batch = continuity.filter(&consumer, batch);
-        if batch.is_empty() {
-            if continuity.gaps > gaps {
-                // The broker jumped: give it a moment before the re-fetch.
-                ctx.idle(std::time::Duration::from_millis(100)).await.ok();
-            }
-            continue;
-        }
+    let mut feed = super::Feed::new(k, "-rerun", &k.rerun_topic)?;
+    while let Ok(batch) = feed
+        .next(&ctx, ctx.settings.pipeline.rerun_batch_size)
+        .await
+    {
         match rerun_batch(&ctx, runner.as_ref(), &judge, &batch).await {
-            Ok(offsets) => {
-                if let Err(e) = offsets.store(&consumer) {
-                    tracing::error!(error = %e, "cannot store offsets; the batch will be redelivered");
-                }
-            }
+            Ok(offsets) => feed.store(&offsets),
             Err(Stopped) => break,
         }
     }
     // Dropping the consumer closes it, and librdkafka's close commits the stored
     // offsets one last time (never the position of fetched but unprocessed messages).
-    drop(consumer);
+    drop(feed);
     Ok(())
 }
 

@@ -18,7 +18,7 @@ use futures::StreamExt;
 use rdkafka::Message;
 use rdkafka::message::OwnedMessage;
 
-use super::{Context, Stopped, next_batch};
+use super::{Context, Stopped};
 use crate::checks::{Fetched, JobVerdict, Judge, Object};
 use crate::kafka::{self, DeadLetter, Offsets, Origin};
 use crate::record::{Job, JobRecord};
@@ -89,36 +89,19 @@ pub const MAX_RECORD_BYTES: usize = 4 << 20;
 
 pub async fn run(ctx: Arc<Context>) -> anyhow::Result<()> {
     let k = &ctx.settings.kafka;
-    let consumer = kafka::consumer(k, "-screen", &[k.jobs_topic.as_str()])?;
     let secret = SamplingSecret::from_passphrase(ctx.settings.secrets.sampling_secret.expose());
     let judge = Arc::new(Mutex::new(Judge::new(ctx.rules.clone())));
     tracing::info!(topic = %k.jobs_topic, "screen worker consuming");
-    let mut continuity = super::Continuity::default();
-    loop {
-        let Ok(batch) = next_batch(&ctx, &consumer, ctx.settings.pipeline.batch_size).await else {
-            break;
-        };
-        let gaps = continuity.gaps;
-        let batch = continuity.filter(&consumer, batch);
-        if batch.is_empty() {
-            if continuity.gaps > gaps {
-                // The broker jumped: give it a moment before the re-fetch.
-                ctx.idle(std::time::Duration::from_millis(100)).await.ok();
-            }
-            continue;
-        }
+    let mut feed = super::Feed::new(k, "-screen", &k.jobs_topic)?;
+    while let Ok(batch) = feed.next(&ctx, ctx.settings.pipeline.batch_size).await {
         match screen_batch(&ctx, &judge, &secret, &batch).await {
-            Ok(offsets) => {
-                if let Err(e) = offsets.store(&consumer) {
-                    tracing::error!(error = %e, "cannot store offsets; the batch will be redelivered");
-                }
-            }
+            Ok(offsets) => feed.store(&offsets),
             Err(Stopped) => break,
         }
     }
     // Dropping the consumer closes it, and librdkafka's close commits the stored
     // offsets one last time (never the position of fetched but unprocessed messages).
-    drop(consumer);
+    drop(feed);
     Ok(())
 }
 

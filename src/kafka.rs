@@ -28,6 +28,11 @@
 //!   tansu has no Kafka transactions (EndTxn), which is why the outbox exists.
 //! - **Producer retries** are at least once too: see [`producer`] for why the
 //!   idempotent producer is a setting (`kafka.idempotence`), off for tansu 0.6.
+//! - **Broker faults.** tansu 0.6 can skip the rest of a record batch on a fetch that
+//!   resumes inside it, stall a partition whose last batch holds the resume point, and
+//!   orphan a dead member's partitions. The consuming workers read through
+//!   [`crate::pipeline::Feed`], which detects each case, seeks back or rejoins the
+//!   group, and drops what it already processed; none of it moves an offset early.
 //! - **Ordering.** Job records are keyed by miner id, so one miner's jobs stay in one
 //!   partition, in the order the job service produced them.
 

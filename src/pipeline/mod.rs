@@ -300,13 +300,14 @@ pub struct Feed {
     kafka: crate::settings::KafkaSettings,
     group_suffix: &'static str,
     topic: String,
-    partitions: std::collections::HashMap<(String, i32), PartitionState>,
+    /// The assigned partitions of `topic` seen so far.
+    partitions: std::collections::HashMap<i32, PartitionState>,
     /// Partitions of the topic owned by other members: their commit and since when it
     /// has not moved.
     foreign: std::collections::HashMap<i32, (Option<i64>, std::time::Instant)>,
     last_check: std::time::Instant,
-    /// Jumps and stalls recovered so far (for logs and tests).
-    pub recoveries: u64,
+    /// Jumps, stalls and rejoins recovered so far.
+    recoveries: u64,
 }
 
 #[derive(Debug)]
@@ -349,10 +350,6 @@ impl Feed {
         })
     }
 
-    pub fn consumer(&self) -> &StreamConsumer {
-        &self.consumer
-    }
-
     /// Waits for the next batch of up to `max` messages that continue their partitions.
     /// `Err(Stopped)` once the worker is asked to stop.
     pub async fn next(&mut self, ctx: &Context, max: usize) -> Result<Vec<OwnedMessage>, Stopped> {
@@ -387,32 +384,29 @@ impl Feed {
         }
     }
 
-    fn state(&mut self, topic: &str, partition: i32) -> &mut PartitionState {
-        let key = (topic.to_owned(), partition);
-        if !self.partitions.contains_key(&key) {
-            let expected = committed_offset(&self.consumer, topic, partition);
-            self.partitions.insert(
-                key.clone(),
-                PartitionState {
-                    expected,
-                    retreats: 0,
-                    progress_at: std::time::Instant::now(),
-                },
-            );
-        }
-        self.partitions.get_mut(&key).expect("inserted above")
+    fn state(&mut self, partition: i32) -> &mut PartitionState {
+        let (consumer, topic) = (&self.consumer, self.topic.as_str());
+        self.partitions
+            .entry(partition)
+            .or_insert_with(|| PartitionState {
+                expected: committed_offsets(consumer, topic, &[partition])
+                    .get(&partition)
+                    .copied(),
+                retreats: 0,
+                progress_at: std::time::Instant::now(),
+            })
     }
 
     /// Seeks the partition back before `want`, each time further.
-    fn retreat(&mut self, topic: &str, partition: i32, want: i64, why: &str) {
+    fn retreat(&mut self, partition: i32, want: i64, why: &str) {
         self.recoveries += 1;
-        let state = self.state(topic, partition);
+        let state = self.state(partition);
         let back = 64i64 << state.retreats.min(20);
         state.retreats += 1;
         state.progress_at = std::time::Instant::now();
         let to = (want - back).max(0);
         tracing::warn!(
-            topic,
+            topic = %self.topic,
             partition,
             expected = want,
             seek_to = to,
@@ -421,7 +415,7 @@ impl Feed {
         );
         if let Err(e) = rdkafka::consumer::Consumer::seek(
             &self.consumer,
-            topic,
+            &self.topic,
             partition,
             rdkafka::Offset::Offset(to),
             Duration::from_secs(10),
@@ -433,18 +427,17 @@ impl Feed {
     /// Keeps the messages that continue their partitions without a jump.
     fn filter(&mut self, batch: Vec<OwnedMessage>) -> Vec<OwnedMessage> {
         use rdkafka::Message;
-        let mut halted: std::collections::HashSet<(String, i32)> = std::collections::HashSet::new();
+        let mut halted = std::collections::HashSet::new();
         let mut kept = Vec::with_capacity(batch.len());
         for m in batch {
-            let key = (m.topic().to_owned(), m.partition());
-            if halted.contains(&key) {
+            if halted.contains(&m.partition()) {
                 continue;
             }
-            let state = self.state(m.topic(), m.partition());
+            let state = self.state(m.partition());
             match state.expected {
                 Some(want) if m.offset() > want => {
-                    self.retreat(m.topic(), m.partition(), want, "jump");
-                    halted.insert(key);
+                    self.retreat(m.partition(), want, "jump");
+                    halted.insert(m.partition());
                 }
                 // Processed already: by this worker, or by the group before the commit.
                 Some(want) if m.offset() < want => {}
@@ -466,26 +459,24 @@ impl Feed {
         let Ok(assignment) = rdkafka::consumer::Consumer::assignment(&self.consumer) else {
             return;
         };
-        let assigned: std::collections::HashSet<(String, i32)> = assignment
-            .elements()
+        let assigned: std::collections::HashSet<i32> = assignment
+            .elements_for_topic(&self.topic)
             .iter()
-            .map(|e| (e.topic().to_owned(), e.partition()))
+            .map(|e| e.partition())
             .collect();
-        self.partitions.retain(|key, _| assigned.contains(key));
-        for (topic, partition) in assigned {
-            let end = cached_high_watermark(&self.consumer, &topic, partition);
-            let state = self.state(&topic, partition);
+        self.partitions.retain(|p, _| assigned.contains(p));
+        for partition in assigned {
+            let end = cached_high_watermark(&self.consumer, &self.topic, partition);
+            let state = self.state(partition);
             let (Some(want), Some(end)) = (state.expected, end) else {
                 continue;
             };
             if end > want && state.progress_at.elapsed() >= STALL_AFTER {
-                self.retreat(&topic, partition, want, "stall");
+                self.retreat(partition, want, "stall");
             }
         }
     }
-}
 
-impl Feed {
     /// Whether another member's partition looks orphaned (see [`Feed`]).
     fn orphaned(&mut self) -> bool {
         use rdkafka::consumer::Consumer;
@@ -511,9 +502,10 @@ impl Feed {
             .filter(|p| !mine.contains(p))
             .collect();
         self.foreign.retain(|p, _| others.contains(p));
+        let commits = committed_offsets(&self.consumer, &self.topic, &others);
         let mut orphaned = false;
         for p in others {
-            let committed = committed_offset(&self.consumer, &self.topic, p);
+            let committed = commits.get(&p).copied();
             let since = match self.foreign.get(&p) {
                 Some((c, since)) if *c == committed => *since,
                 _ => {
@@ -564,18 +556,30 @@ impl Feed {
     }
 }
 
-/// The group's committed offset of a partition, if it has one.
-fn committed_offset(consumer: &StreamConsumer, topic: &str, partition: i32) -> Option<i64> {
+/// The group's committed offsets of the partitions that have one, in one request.
+fn committed_offsets(
+    consumer: &StreamConsumer,
+    topic: &str,
+    partitions: &[i32],
+) -> std::collections::HashMap<i32, i64> {
     let mut tpl = rdkafka::TopicPartitionList::new();
-    tpl.add_partition(topic, partition);
+    for p in partitions {
+        tpl.add_partition(topic, *p);
+    }
     let committed = tokio::task::block_in_place(|| {
         rdkafka::consumer::Consumer::committed_offsets(consumer, tpl, Duration::from_secs(10))
-    })
-    .ok()?;
-    match committed.find_partition(topic, partition)?.offset() {
-        rdkafka::Offset::Offset(n) => Some(n),
-        _ => None,
-    }
+    });
+    committed
+        .map(|tpl| {
+            tpl.elements()
+                .iter()
+                .filter_map(|e| match e.offset() {
+                    rdkafka::Offset::Offset(n) => Some((e.partition(), n)),
+                    _ => None,
+                })
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// The partition's high watermark as the last fetch response gave it, from librdkafka's
@@ -698,6 +702,18 @@ pub fn spawn(name: &str, ctx: Arc<Context>) -> Option<tokio::task::JoinHandle<an
         "judge" => tokio::spawn(judge::run(ctx)),
         "publish" => tokio::spawn(publish::run(ctx)),
         _ => return None,
+    })
+}
+
+/// Runs judging work on a blocking thread. Its panics are caught per job inside
+/// ([`evaluate_guarded`]), so a failed join is a bug outside the checks: the worker
+/// stops rather than drop the batch's jobs.
+pub async fn judge_off_thread<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, Stopped> {
+    tokio::task::spawn_blocking(work).await.map_err(|e| {
+        tracing::error!(error = %e, "the judging thread failed");
+        Stopped
     })
 }
 

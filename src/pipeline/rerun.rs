@@ -248,7 +248,7 @@ async fn rerun_batch<R: ReferenceRunner>(
     let results = {
         let (judge, rules) = (judge.clone(), ctx.rules.clone());
         let mut jobs = std::mem::take(&mut to_judge);
-        tokio::task::spawn_blocking(move || {
+        super::judge_off_thread(move || {
             super::prepare_all(&rules, jobs.iter_mut().map(|(r, _, f)| (&*r, f)));
             let mut judge = judge
                 .lock()
@@ -264,12 +264,7 @@ async fn rerun_batch<R: ReferenceRunner>(
                 })
                 .collect::<Vec<_>>()
         })
-        .await
-        .map_err(|e| {
-            // Unreachable short of a bug outside the checks: stop rather than drop jobs.
-            tracing::error!(error = %e, "the judging thread failed");
-            Stopped
-        })?
+        .await?
     };
     // A job whose checks panicked is a dead letter (see `evaluate_guarded`).
     let mut judged = Vec::with_capacity(results.len());

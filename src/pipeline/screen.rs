@@ -241,17 +241,12 @@ async fn screen_batch(
         .collect();
     let results = {
         let (judge, secret, rules) = (judge.clone(), secret.clone(), ctx.rules.clone());
-        tokio::task::spawn_blocking(move || {
+        super::judge_off_thread(move || {
             let mut jobs = jobs;
             super::prepare_all(&rules, jobs.iter_mut().map(|(r, f)| (&*r, f)));
             judge_jobs(&judge, &secret, &rules, &jobs, risk)
         })
-        .await
-        .map_err(|e| {
-            // Unreachable short of a bug outside the checks: stop rather than drop jobs.
-            tracing::error!(error = %e, "the judging thread failed");
-            Stopped
-        })?
+        .await?
     };
     // A job whose judging panicked is a dead letter: never retried forever, never a
     // verdict, and it does not hold up the rest of its batch.

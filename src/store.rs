@@ -28,7 +28,6 @@ use crate::checks::{JobVerdict, Verdict};
 use crate::decide::{self, Action, Decision, MinerHistory};
 use crate::events::{self, SlashEvent};
 use crate::ids::{JobId, MinerId};
-use crate::outcome::Status;
 use crate::record::JobRecord;
 use crate::rules::Rules;
 
@@ -57,14 +56,6 @@ impl Stage {
 pub enum Written {
     New,
     Duplicate,
-}
-
-fn status_str(s: Status) -> &'static str {
-    match s {
-        Status::Pass => "pass",
-        Status::Fail => "fail",
-        Status::Inconclusive => "inconclusive",
-    }
 }
 
 fn verdict_str(v: Verdict) -> &'static str {
@@ -203,31 +194,6 @@ impl Store {
             .map(|(_, v)| *v)
             .filter(|v| fresh.contains(v.job_id.as_str()))
             .collect();
-        let (mut jobs, mut checks, mut statuses, mut outcomes) =
-            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        for v in &new_items {
-            for c in &v.checks {
-                jobs.push(v.job_id.as_str().to_owned());
-                checks.push(c.check.as_str().to_owned());
-                statuses.push(status_str(c.outcome.status()).to_owned());
-                outcomes.push(serde_json::to_value(&c.outcome).unwrap_or_default());
-            }
-        }
-        if !jobs.is_empty() {
-            sqlx::query(
-                "INSERT INTO check_results (job_id, stage, check_id, status, outcome)
-                 SELECT j, $2, c, s, o FROM UNNEST($1::text[], $3::text[], $4::text[], $5::jsonb[])
-                     AS t(j, c, s, o)
-                 ON CONFLICT DO NOTHING",
-            )
-            .bind(jobs)
-            .bind(stage.as_str())
-            .bind(checks)
-            .bind(statuses)
-            .bind(outcomes)
-            .execute(&mut *tx)
-            .await?;
-        }
         let mut failed: BTreeMap<String, i64> = BTreeMap::new();
         for v in &new_items {
             *failed.entry(v.miner_id.to_string()).or_default() += v.failed_checks().count() as i64;

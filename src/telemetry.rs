@@ -3,7 +3,7 @@
 //! that is down or is shutting down).
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -47,6 +47,9 @@ pub struct Metrics {
     pub events_published: Counter,
     /// From the job record's broker timestamp to its verdict's commit.
     pub record_to_verdict: Histogram,
+    /// Wall seconds spent in each stage of a batch (`consume`, `parse`, `lookup`,
+    /// `fetch`, `judge`, `write`, `produce`): where a worker's time goes.
+    pub stage_seconds: Family<Labels, Counter<f64, AtomicU64>>,
     registry: Arc<Registry>,
 }
 
@@ -68,6 +71,7 @@ impl Metrics {
             decisions: Family::default(),
             events_published: Counter::default(),
             record_to_verdict: Histogram::new(exponential_buckets(0.001, 2.0, 18)),
+            stage_seconds: Family::default(),
             registry: Arc::new(Registry::default()),
         };
         registry.register("messages", "Messages handled", m.messages.clone());
@@ -93,10 +97,31 @@ impl Metrics {
             "From a job record's broker timestamp to its verdict's commit",
             m.record_to_verdict.clone(),
         );
+        registry.register(
+            "stage_seconds",
+            "Wall seconds spent in each stage of a batch",
+            m.stage_seconds.clone(),
+        );
         Metrics {
             registry: Arc::new(registry),
             ..m
         }
+    }
+
+    /// Adds the time since `since` to `stage`, and restarts `since`.
+    pub fn lap(&self, stage: &'static str, since: &mut Instant) {
+        let now = Instant::now();
+        self.stage_seconds
+            .get_or_create(&vec![("stage", stage.to_owned())])
+            .inc_by((now - *since).as_secs_f64());
+        *since = now;
+    }
+
+    /// Seconds spent in `stage` so far.
+    pub fn stage(&self, stage: &'static str) -> f64 {
+        self.stage_seconds
+            .get_or_create(&vec![("stage", stage.to_owned())])
+            .get()
     }
 
     pub fn render(&self) -> String {

@@ -84,10 +84,17 @@ impl DecodedImage {
 
 /// Decodes and fingerprints an SD job's fetched output ahead of [`Judge::evaluate`].
 /// Pure and independent of every other job, so it may run on any thread; a no-op for
-/// LLM jobs and for outputs that were not found.
+/// LLM jobs, for outputs that were not found, and for outputs already decoded.
 pub fn prepare(rules: &Rules, record: &JobRecord, fetched: &mut Fetched) {
-    if let (Job::Sd { .. }, Some(Object::Found(bytes))) = (&record.job, &fetched.output) {
-        fetched.decoded = Some(Arc::new(DecodedImage::decode(bytes, &rules.checks.image)));
+    if matches!(record.job, Job::Sd { .. }) {
+        prepare_image(&rules.checks.image, fetched);
+    }
+}
+
+/// [`prepare`] for an output known to be an SD job's.
+pub fn prepare_image(rules: &crate::rules::ImageRules, fetched: &mut Fetched) {
+    if let (None, Some(Object::Found(bytes))) = (&fetched.decoded, &fetched.output) {
+        fetched.decoded = Some(Arc::new(DecodedImage::decode(bytes, rules)));
     }
 }
 

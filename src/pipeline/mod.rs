@@ -354,27 +354,39 @@ impl Feed {
     /// `Err(Stopped)` once the worker is asked to stop.
     pub async fn next(&mut self, ctx: &Context, max: usize) -> Result<Vec<OwnedMessage>, Stopped> {
         loop {
-            if self.last_check.elapsed() >= STALL_AFTER / 2 {
-                self.last_check = std::time::Instant::now();
-                self.unstick();
-                if self.orphaned() {
-                    self.rejoin();
-                }
-            }
-            let batch = next_batch(ctx, &self.consumer, max, STALL_AFTER / 2).await?;
-            if batch.is_empty() {
-                continue;
-            }
-            let recoveries = self.recoveries;
-            let batch = self.filter(batch);
+            let batch = self.try_next(ctx, max, STALL_AFTER / 2).await?;
             if !batch.is_empty() {
                 return Ok(batch);
             }
-            if self.recoveries > recoveries {
-                // The broker jumped: give it a moment before the re-fetch.
-                ctx.idle(Duration::from_millis(100)).await?;
+        }
+    }
+
+    /// Like [`Feed::next`], but returns an empty batch when nothing arrives within
+    /// `wait`: for a worker that has other work to finish meanwhile.
+    pub async fn try_next(
+        &mut self,
+        ctx: &Context,
+        max: usize,
+        wait: Duration,
+    ) -> Result<Vec<OwnedMessage>, Stopped> {
+        if self.last_check.elapsed() >= STALL_AFTER / 2 {
+            self.last_check = std::time::Instant::now();
+            self.unstick();
+            if self.orphaned() {
+                self.rejoin();
             }
         }
+        let batch = next_batch(ctx, &self.consumer, max, wait).await?;
+        if batch.is_empty() {
+            return Ok(batch);
+        }
+        let recoveries = self.recoveries;
+        let batch = self.filter(batch);
+        if batch.is_empty() && self.recoveries > recoveries {
+            // The broker jumped: give it a moment before the re-fetch.
+            ctx.idle(Duration::from_millis(100)).await?;
+        }
+        Ok(batch)
     }
 
     /// Stores the offsets of a processed batch; librdkafka commits them.
@@ -728,6 +740,29 @@ pub fn prepare_all<'a>(
     jobs.par_bridge().for_each(|(record, fetched)| {
         let _ = catch_unwind(AssertUnwindSafe(|| checks::prepare(rules, record, fetched)));
     });
+}
+
+/// Decodes and fingerprints an SD output on the rayon pool ([`checks::prepare_image`])
+/// and awaits it without holding a runtime thread: the screen worker decodes each
+/// output as soon as it arrives, while the batch's other fetches go on. A panic leaves
+/// the output undecoded, as in [`prepare_all`].
+pub async fn prepare_image_async(
+    rules: Arc<crate::rules::ImageRules>,
+    fetched: checks::Fetched,
+) -> checks::Fetched {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    rayon::spawn(move || {
+        let mut fetched = fetched;
+        let decoded = catch_unwind(AssertUnwindSafe(|| {
+            checks::prepare_image(&rules, &mut fetched);
+        }));
+        if decoded.is_err() {
+            fetched.decoded = None;
+        }
+        let _ = tx.send(fetched);
+    });
+    // The closure always sends: catch_unwind keeps a panic inside it.
+    rx.await.unwrap_or_default()
 }
 
 /// [`Judge::evaluate`], with a panic turned into its message. Checks are written never

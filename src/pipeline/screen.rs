@@ -8,15 +8,22 @@
 //! 3. fetch outputs from S3 under the rules' size bounds, concurrently; an object still
 //!    missing after the retries is dead-lettered (`object_missing`);
 //! 4. judge the jobs in order (the reuse index needs the order) on a blocking thread;
-//! 5. write every verdict in one transaction, produce re-run requests and dead letters,
-//!    and only then store the offsets.
+//! 5. on a task of its own: draw the re-runs from the miners' recorded risk, write
+//!    every verdict in one transaction, produce re-run requests and dead letters; and
+//!    only then store the offsets.
+//!
+//! Steps 1-4 of a batch overlap step 5 of the batch before it, so Postgres and the
+//! checks work at the same time. Step 5 runs for one batch at a time, in order: the
+//! risk it reads includes every earlier batch, exactly as without the overlap.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use futures::StreamExt;
 use rdkafka::Message;
 use rdkafka::message::OwnedMessage;
+use tokio::sync::oneshot;
 
 use super::{Context, Stopped};
 use crate::checks::{Fetched, JobVerdict, Judge, Object};
@@ -89,20 +96,130 @@ pub const MAX_RECORD_BYTES: usize = 4 << 20;
 
 pub async fn run(ctx: Arc<Context>) -> anyhow::Result<()> {
     let k = &ctx.settings.kafka;
+    let p = &ctx.settings.pipeline;
     let secret = SamplingSecret::from_passphrase(ctx.settings.secrets.sampling_secret.expose());
     let judge = Arc::new(Mutex::new(Judge::new(ctx.rules.clone())));
     tracing::info!(topic = %k.jobs_topic, "screen worker consuming");
     let mut feed = super::Feed::new(k, "-screen", &k.jobs_topic)?;
-    while let Ok(batch) = feed.next(&ctx, ctx.settings.pipeline.batch_size).await {
-        match screen_batch(&ctx, &judge, &secret, &batch).await {
-            Ok(offsets) => feed.store(&offsets),
-            Err(Stopped) => break,
+    // Batches overlap: while one is recorded (Postgres, then the broker), the next is
+    // parsed, fetched and judged. Writes happen one batch at a time, in order; a batch's
+    // re-run requests may still be in flight while the next batch writes. Offsets are
+    // stored in batch order, each only once its batch is wholly recorded.
+    let mut recordings: VecDeque<Recording> = VecDeque::new();
+    let mut lap = std::time::Instant::now();
+    let stopped = loop {
+        let batch = if recordings.is_empty() {
+            feed.next(&ctx, p.batch_size).await
+        } else {
+            // Something to finish: look for the next batch only briefly.
+            feed.try_next(&ctx, p.batch_size, Duration::from_millis(p.batch_wait_ms))
+                .await
+        };
+        ctx.metrics.lap("consume", &mut lap);
+        let Ok(batch) = batch else { break false };
+        if batch.is_empty() {
+            if let Some(r) = recordings.pop_front() {
+                let Ok(offsets) = r.finish().await else {
+                    break true;
+                };
+                feed.store(&offsets);
+            }
+            continue;
         }
+        let in_flight = |id: &str| recordings.iter().any(|r| r.jobs.contains(id));
+        let judged = judge_batch(&ctx, &judge, &batch, &in_flight, &mut lap).await;
+        let mut failed = false;
+        while recordings.len() >= MAX_RECORDING && !failed {
+            match recordings.pop_front().map(Recording::finish) {
+                Some(finish) => match finish.await {
+                    Ok(offsets) => feed.store(&offsets),
+                    Err(Stopped) => failed = true,
+                },
+                None => break,
+            }
+        }
+        let Ok(judged) = judged else { break false };
+        if failed {
+            break true;
+        }
+        let after = recordings.back_mut().and_then(|r| r.committed.take());
+        recordings.push_back(Recording::start(&ctx, &secret, judged, after));
+    };
+    // Stopping: finish what is being recorded, in order. After a batch that failed,
+    // no later offsets are stored, so the failed batch is redelivered.
+    if !stopped {
+        while let Some(r) = recordings.pop_front() {
+            let Ok(offsets) = r.finish().await else { break };
+            feed.store(&offsets);
+        }
+    }
+    for r in recordings {
+        r.task.abort();
     }
     // Dropping the consumer closes it, and librdkafka's close commits the stored
     // offsets one last time (never the position of fetched but unprocessed messages).
     drop(feed);
     Ok(())
+}
+
+/// Batches being recorded at once: one writing to Postgres, one producing its re-run
+/// requests.
+const MAX_RECORDING: usize = 2;
+
+/// A judged batch being recorded on its own task.
+struct Recording {
+    /// The new jobs of the batch: later batches treat them as already screened.
+    jobs: HashSet<String>,
+    /// Fires once the batch's verdicts are committed: the next batch's write waits for
+    /// it, so the risk that batch reads includes this one.
+    committed: Option<oneshot::Receiver<()>>,
+    task: tokio::task::JoinHandle<Result<Offsets, Stopped>>,
+}
+
+impl Recording {
+    /// `after`: the commit of the batch before, if it is still being recorded.
+    fn start(
+        ctx: &Arc<Context>,
+        secret: &SamplingSecret,
+        judged: Judged,
+        after: Option<oneshot::Receiver<()>>,
+    ) -> Recording {
+        let jobs = judged
+            .items
+            .iter()
+            .filter_map(|i| match &i.state {
+                State::New { record, .. } => Some(record.job_id.as_str().to_owned()),
+                _ => None,
+            })
+            .collect();
+        let (ctx, secret) = (ctx.clone(), secret.clone());
+        let (done, committed) = oneshot::channel();
+        let task = tokio::spawn(async move {
+            // The batch before failed (its sender dropped unsent): so does this one.
+            if let Some(after) = after {
+                after.await.map_err(|_| Stopped)?;
+            }
+            record_batch(&ctx, &secret, judged, done).await
+        });
+        Recording {
+            jobs,
+            committed: Some(committed),
+            task,
+        }
+    }
+
+    /// The batch's offsets, once its effects are durable.
+    async fn finish(self) -> Result<Offsets, Stopped> {
+        match self.task.await {
+            Ok(result) => result,
+            Err(e) => {
+                // A panic while recording: stop the worker rather than store offsets
+                // of work that may not be recorded. The batch is redelivered.
+                tracing::error!(error = %e, "recording a batch failed; stopping");
+                Err(Stopped)
+            }
+        }
+    }
 }
 
 /// Fetches the job's output object, if it has one, under the rules' size bound.
@@ -146,12 +263,23 @@ pub async fn fetch_output(
     }
 }
 
-async fn screen_batch(
+/// A batch parsed, fetched and judged, not yet recorded.
+struct Judged {
+    items: Vec<Item>,
+    /// One per item in `State::New`, in order.
+    verdicts: Vec<JobVerdict>,
+}
+
+/// Parses, fetches and judges a batch. `in_flight` tells the new jobs of batches still
+/// being recorded: they count as already screened.
+async fn judge_batch(
     ctx: &Arc<Context>,
     judge: &Arc<Mutex<Judge>>,
-    secret: &SamplingSecret,
     batch: &[OwnedMessage],
-) -> Result<Offsets, Stopped> {
+    in_flight: &(dyn Fn(&str) -> bool + Sync),
+    lap: &mut std::time::Instant,
+) -> Result<Judged, Stopped> {
+    let m = &ctx.metrics;
     let mut items = Vec::with_capacity(batch.len());
     let mut records = Vec::with_capacity(batch.len());
     for m in batch {
@@ -159,17 +287,28 @@ async fn screen_batch(
         items.push(item);
         records.push(record);
     }
-    // Redeliveries: jobs that already have a screen verdict.
+    m.lap("parse", lap);
+    // Redeliveries: jobs that already have a screen verdict. One in a batch still being
+    // recorded gets its re-run requested by that batch, if sampled.
     let ids: Vec<&str> = records
         .iter()
         .flatten()
         .map(|r| r.job_id.as_str())
         .collect();
-    let known = ctx
+    let mut known: BTreeMap<String, bool> = ctx
         .retry("postgres", || ctx.store.verdicts(&ids, Stage::Screen))
-        .await?;
+        .await?
+        .into_iter()
+        .map(|(id, v)| (id, v.sampled))
+        .collect();
+    for id in ids.iter().filter(|id| in_flight(id)) {
+        known.entry((*id).to_owned()).or_insert(false);
+    }
+    m.lap("lookup", lap);
 
-    // Fetch the outputs of new jobs, concurrently, in batch order.
+    // Fetch the outputs of new jobs, concurrently, in batch order, and decode each SD
+    // output on the rayon pool as soon as it arrives.
+    let image_rules = Arc::new(ctx.rules.checks.image.clone());
     let mut seen = HashSet::new();
     let fetches: Vec<_> = records
         .iter()
@@ -177,11 +316,20 @@ async fn screen_batch(
             let new = r.as_ref().filter(|r| {
                 !known.contains_key(r.job_id.as_str()) && seen.insert(r.job_id.clone())
             });
+            let image_rules = image_rules.clone();
             async move {
-                match new {
-                    Some(r) => Some(fetch_output(ctx, r).await),
-                    None => None,
-                }
+                let r = new?;
+                let fetched = match fetch_output(ctx, r).await {
+                    Ok(output) => Fetched {
+                        output,
+                        ..Fetched::default()
+                    },
+                    Err(e) => return Some(Err(e)),
+                };
+                Some(Ok(match r.job {
+                    Job::Sd { .. } => super::prepare_image_async(image_rules, fetched).await,
+                    Job::Llm { .. } => fetched,
+                }))
             }
         })
         .collect();
@@ -189,46 +337,27 @@ async fn screen_batch(
         .buffered(ctx.settings.pipeline.fetch_concurrency.max(1))
         .collect()
         .await;
+    m.lap("fetch", lap);
 
     let mut seen = HashSet::new();
     for ((item, record), fetch) in items.iter_mut().zip(records).zip(fetched) {
         let Some(record) = record else { continue };
-        item.state = if let Some(v) = known.get(record.job_id.as_str()) {
+        item.state = if let Some(sampled) = known.get(record.job_id.as_str()) {
             State::Known {
-                sampled: v.sampled,
+                sampled: *sampled,
                 record,
             }
         } else if !seen.insert(record.job_id.clone()) {
             State::Repeat
         } else {
             match fetch {
-                Some(Ok(output)) => State::New {
-                    record,
-                    fetched: Fetched {
-                        output,
-                        ..Fetched::default()
-                    },
-                },
+                Some(Ok(fetched)) => State::New { record, fetched },
                 Some(Err(Ok(letter))) => State::Dead(letter),
                 Some(Err(Err(Stopped))) => return Err(Stopped),
                 None => State::Repeat,
             }
         };
     }
-
-    // Sampling risk: failed checks recorded so far per miner.
-    let mut miners: Vec<String> = items
-        .iter()
-        .filter_map(|i| match &i.state {
-            State::New { record, .. } => Some(record.miner_id.to_string()),
-            _ => None,
-        })
-        .collect();
-    miners.sort_unstable();
-    miners.dedup();
-    let risk = ctx
-        .retry("postgres", || ctx.store.failed_checks(&miners))
-        .await?;
 
     // Judge off the async threads: decode and hash on every core, then run the checks
     // in batch order (the reuse index needs the order).
@@ -240,14 +369,15 @@ async fn screen_batch(
         })
         .collect();
     let results = {
-        let (judge, secret, rules) = (judge.clone(), secret.clone(), ctx.rules.clone());
+        let (judge, rules) = (judge.clone(), ctx.rules.clone());
         super::judge_off_thread(move || {
             let mut jobs = jobs;
             super::prepare_all(&rules, jobs.iter_mut().map(|(r, f)| (&*r, f)));
-            judge_jobs(&judge, &secret, &rules, &jobs, risk)
+            judge_jobs(&judge, &jobs)
         })
         .await?
     };
+    m.lap("judge", lap);
     // A job whose judging panicked is a dead letter: never retried forever, never a
     // verdict, and it does not hold up the rest of its batch.
     let mut verdicts = Vec::with_capacity(results.len());
@@ -265,6 +395,23 @@ async fn screen_batch(
             }
         }
     }
+    Ok(Judged { items, verdicts })
+}
+
+/// Draws which new jobs to re-run, writes every verdict in one transaction, produces
+/// re-run requests and dead letters, and returns the offsets to store.
+async fn record_batch(
+    ctx: &Context,
+    secret: &SamplingSecret,
+    judged: Judged,
+    write_done: oneshot::Sender<()>,
+) -> Result<Offsets, Stopped> {
+    let m = &ctx.metrics;
+    let mut lap = std::time::Instant::now();
+    let Judged {
+        items,
+        mut verdicts,
+    } = judged;
     let new_records: Vec<&JobRecord> = items
         .iter()
         .filter_map(|i| match &i.state {
@@ -272,6 +419,18 @@ async fn screen_batch(
             _ => None,
         })
         .collect();
+    // Sampling risk: failed checks recorded so far per miner. The batch before this
+    // one is committed by now, so this reads exactly what a one-batch-at-a-time worker
+    // would.
+    let mut miners: Vec<String> = new_records.iter().map(|r| r.miner_id.to_string()).collect();
+    miners.sort_unstable();
+    miners.dedup();
+    let risk = ctx
+        .retry("postgres", || ctx.store.failed_checks(&miners))
+        .await?;
+    sample(&ctx.rules, secret, &new_records, &mut verdicts, risk);
+    m.lap("lookup", &mut lap);
+
     let pairs: Vec<(&JobRecord, &JobVerdict)> =
         new_records.iter().copied().zip(&verdicts).collect();
     let written = ctx
@@ -282,6 +441,9 @@ async fn screen_batch(
     let committed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64);
+    m.lap("write", &mut lap);
+    // The next batch may write now; a dropped receiver means it is gone.
+    let _ = write_done.send(());
 
     // Re-run requests and dead letters, acknowledged before the offsets move.
     let k = &ctx.settings.kafka;
@@ -293,7 +455,6 @@ async fn screen_batch(
     }
     let mut sends = Vec::new();
     let mut offsets = Offsets::default();
-    let m = &ctx.metrics;
     for item in &items {
         offsets.processed(&item.origin);
         let result = match &item.state {
@@ -370,6 +531,7 @@ async fn screen_batch(
     if results.iter().any(Result::is_err) {
         return Err(Stopped);
     }
+    m.lap("produce", &mut lap);
     Ok(offsets)
 }
 
@@ -378,33 +540,115 @@ enum Send<'a> {
     Rerun(&'a JobRecord),
 }
 
-/// Judges new jobs in order and draws which to re-run, raising a miner's rate with
-/// every failed check (recorded before the batch, then within it). A job whose checks
-/// panic gets the panic message instead of a verdict.
+/// Judges new jobs in order. A job whose checks panic gets the panic message instead
+/// of a verdict.
 fn judge_jobs(
     judge: &Mutex<Judge>,
-    secret: &SamplingSecret,
-    rules: &crate::rules::Rules,
     jobs: &[(JobRecord, Fetched)],
-    mut failed: BTreeMap<String, u32>,
 ) -> Vec<Result<JobVerdict, String>> {
     let mut judge = judge
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
+    // The judge's only state is the bounded reuse index, which a panic can at worst
+    // leave without this job's entry.
     jobs.iter()
-        .map(|(record, fetched)| {
-            // The judge's only state is the bounded reuse index, which a panic can at
-            // worst leave without this job's entry.
-            let mut v = super::evaluate_guarded(&mut judge, record, fetched)?;
-            let count = failed.entry(record.miner_id.to_string()).or_default();
-            let risk = MinerRisk {
-                failed_checks: *count,
-                review_flags: 0,
-            };
-            v.sampled =
-                sampling::is_sampled(secret, record.job_id.as_str(), sampling::rate(rules, risk));
-            *count += v.failed_checks().count() as u32;
-            Ok(v)
-        })
+        .map(|(record, fetched)| super::evaluate_guarded(&mut judge, record, fetched))
         .collect()
+}
+
+/// Draws which new jobs to re-run, in batch order, raising a miner's rate with every
+/// failed check: those recorded before the batch (`failed`), then those within it.
+fn sample(
+    rules: &crate::rules::Rules,
+    secret: &SamplingSecret,
+    records: &[&JobRecord],
+    verdicts: &mut [JobVerdict],
+    mut failed: BTreeMap<String, u32>,
+) {
+    for (record, v) in records.iter().zip(verdicts) {
+        let count = failed.entry(record.miner_id.to_string()).or_default();
+        let risk = MinerRisk {
+            failed_checks: *count,
+            review_flags: 0,
+        };
+        v.sampled =
+            sampling::is_sampled(secret, record.job_id.as_str(), sampling::rate(rules, risk));
+        *count += v.failed_checks().count() as u32;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::outcome::{CheckId, CheckResult, Outcome};
+    use crate::rules::Rules;
+
+    /// 40 jobs of one miner, each with `failed` failed checks, judged by the demo's
+    /// first LLM record with fresh job ids.
+    fn batch(failed: usize) -> (Vec<JobRecord>, Vec<JobVerdict>) {
+        let demo = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/audit-demo/jobs.jsonl"),
+        )
+        .unwrap();
+        let first = demo
+            .lines()
+            .filter_map(|l| JobRecord::from_json(l.as_bytes()).ok())
+            .find(|r| matches!(r.job, Job::Llm { .. }))
+            .unwrap();
+        let mut judge = Judge::new(Rules::embedded().unwrap());
+        (0..40)
+            .map(|i| {
+                let mut json = first.to_json();
+                json["job_id"] = format!("sample-{i}").into();
+                let record = JobRecord::from_json(json.to_string().as_bytes()).unwrap();
+                let mut v = judge.evaluate(&record, &Fetched::default());
+                v.checks = (0..failed)
+                    .map(|_| CheckResult {
+                        check: CheckId::Canary,
+                        outcome: Outcome::fail("test", ()),
+                    })
+                    .collect();
+                (record, v)
+            })
+            .unzip()
+    }
+
+    fn sampled(prior: u32, failed: usize) -> Vec<bool> {
+        let rules = Rules::embedded().unwrap();
+        let secret = SamplingSecret::from_passphrase("test");
+        let (records, mut verdicts) = batch(failed);
+        let refs: Vec<&JobRecord> = records.iter().collect();
+        let miner = records[0].miner_id.to_string();
+        sample(
+            &rules,
+            &secret,
+            &refs,
+            &mut verdicts,
+            [(miner, prior)].into(),
+        );
+        verdicts.iter().map(|v| v.sampled).collect()
+    }
+
+    #[test]
+    fn failed_checks_earlier_in_the_batch_raise_the_rate() {
+        // The embedded rules reach a rate of 1 at 19 failed checks (base 0.05, +0.05
+        // each): from the 20th failing job on, every job is drawn.
+        let rules = Rules::embedded().unwrap();
+        assert_eq!(
+            sampling::rate(
+                &rules,
+                MinerRisk {
+                    failed_checks: 19,
+                    review_flags: 0
+                }
+            ),
+            1.0
+        );
+        let failing = sampled(0, 1);
+        assert!(failing[19..].iter().all(|s| *s), "{failing:?}");
+        let passing = sampled(0, 0);
+        assert!(!passing[19..].iter().all(|s| *s), "{passing:?}");
+        // Failed checks recorded before the batch count from its first job.
+        assert!(sampled(19, 0).iter().all(|s| *s));
+    }
 }

@@ -745,24 +745,24 @@ pub fn prepare_all<'a>(
 /// Decodes and fingerprints an SD output on the rayon pool ([`checks::prepare_image`])
 /// and awaits it without holding a runtime thread: the screen worker decodes each
 /// output as soon as it arrives, while the batch's other fetches go on. A panic leaves
-/// the output undecoded, as in [`prepare_all`].
+/// the output undecoded, as in [`prepare_all`]. `Err(Stopped)` only if the pool lost
+/// the job, so that the worker stops and the batch is redelivered rather than judged
+/// without its output.
 pub async fn prepare_image_async(
     rules: Arc<crate::rules::ImageRules>,
-    fetched: checks::Fetched,
-) -> checks::Fetched {
+    mut fetched: checks::Fetched,
+) -> Result<checks::Fetched, Stopped> {
     let (tx, rx) = tokio::sync::oneshot::channel();
     rayon::spawn(move || {
-        let mut fetched = fetched;
-        let decoded = catch_unwind(AssertUnwindSafe(|| {
+        let _ = catch_unwind(AssertUnwindSafe(|| {
             checks::prepare_image(&rules, &mut fetched);
         }));
-        if decoded.is_err() {
-            fetched.decoded = None;
-        }
         let _ = tx.send(fetched);
     });
-    // The closure always sends: catch_unwind keeps a panic inside it.
-    rx.await.unwrap_or_default()
+    rx.await.map_err(|_| {
+        tracing::error!("the decoding thread lost an output");
+        Stopped
+    })
 }
 
 /// [`Judge::evaluate`], with a panic turned into its message. Checks are written never

@@ -107,7 +107,7 @@ pub async fn run(ctx: Arc<Context>) -> anyhow::Result<()> {
     // stored in batch order, each only once its batch is wholly recorded.
     let mut recordings: VecDeque<Recording> = VecDeque::new();
     let mut lap = std::time::Instant::now();
-    let stopped = loop {
+    loop {
         let batch = if recordings.is_empty() {
             feed.next(&ctx, p.batch_size).await
         } else {
@@ -116,41 +116,29 @@ pub async fn run(ctx: Arc<Context>) -> anyhow::Result<()> {
                 .await
         };
         ctx.metrics.lap("consume", &mut lap);
-        let Ok(batch) = batch else { break false };
+        let Ok(batch) = batch else { break };
         if batch.is_empty() {
-            if let Some(r) = recordings.pop_front() {
-                let Ok(offsets) = r.finish().await else {
-                    break true;
-                };
-                feed.store(&offsets);
+            if finish_oldest(&mut recordings, &feed).await.is_err() {
+                break;
             }
             continue;
         }
         let in_flight = |id: &str| recordings.iter().any(|r| r.jobs.contains(id));
         let judged = judge_batch(&ctx, &judge, &batch, &in_flight, &mut lap).await;
-        let mut failed = false;
-        while recordings.len() >= MAX_RECORDING && !failed {
-            match recordings.pop_front().map(Recording::finish) {
-                Some(finish) => match finish.await {
-                    Ok(offsets) => feed.store(&offsets),
-                    Err(Stopped) => failed = true,
-                },
-                None => break,
-            }
+        if recordings.len() >= MAX_RECORDING && finish_oldest(&mut recordings, &feed).await.is_err()
+        {
+            break;
         }
-        let Ok(judged) = judged else { break false };
-        if failed {
-            break true;
-        }
+        let Ok(judged) = judged else { break };
         let after = recordings.back_mut().and_then(|r| r.committed.take());
         recordings.push_back(Recording::start(&ctx, &secret, judged, after));
-    };
-    // Stopping: finish what is being recorded, in order. After a batch that failed,
-    // no later offsets are stored, so the failed batch is redelivered.
-    if !stopped {
-        while let Some(r) = recordings.pop_front() {
-            let Ok(offsets) = r.finish().await else { break };
-            feed.store(&offsets);
+    }
+    // Stopping: finish what is being recorded, in order. A batch after one that failed
+    // fails too (it waits for that one's commit), so no later offsets are stored and the
+    // failed batch is redelivered.
+    while !recordings.is_empty() {
+        if finish_oldest(&mut recordings, &feed).await.is_err() {
+            break;
         }
     }
     for r in recordings {
@@ -159,6 +147,17 @@ pub async fn run(ctx: Arc<Context>) -> anyhow::Result<()> {
     // Dropping the consumer closes it, and librdkafka's close commits the stored
     // offsets one last time (never the position of fetched but unprocessed messages).
     drop(feed);
+    Ok(())
+}
+
+/// Waits for the oldest batch being recorded, if any, and stores its offsets.
+async fn finish_oldest(
+    recordings: &mut VecDeque<Recording>,
+    feed: &super::Feed,
+) -> Result<(), Stopped> {
+    if let Some(r) = recordings.pop_front() {
+        feed.store(&r.finish().await?);
+    }
     Ok(())
 }
 
@@ -326,10 +325,12 @@ async fn judge_batch(
                     },
                     Err(e) => return Some(Err(e)),
                 };
-                Some(Ok(match r.job {
-                    Job::Sd { .. } => super::prepare_image_async(image_rules, fetched).await,
-                    Job::Llm { .. } => fetched,
-                }))
+                Some(match r.job {
+                    Job::Sd { .. } => super::prepare_image_async(image_rules, fetched)
+                        .await
+                        .map_err(Err),
+                    Job::Llm { .. } => Ok(fetched),
+                })
             }
         })
         .collect();
@@ -359,8 +360,8 @@ async fn judge_batch(
         };
     }
 
-    // Judge off the async threads: decode and hash on every core, then run the checks
-    // in batch order (the reuse index needs the order).
+    // Judge off the async threads, in batch order (the reuse index needs the order).
+    // The outputs were decoded as they arrived.
     let jobs: Vec<(JobRecord, Fetched)> = items
         .iter_mut()
         .filter_map(|i| match &mut i.state {
@@ -369,13 +370,8 @@ async fn judge_batch(
         })
         .collect();
     let results = {
-        let (judge, rules) = (judge.clone(), ctx.rules.clone());
-        super::judge_off_thread(move || {
-            let mut jobs = jobs;
-            super::prepare_all(&rules, jobs.iter_mut().map(|(r, f)| (&*r, f)));
-            judge_jobs(&judge, &jobs)
-        })
-        .await?
+        let judge = judge.clone();
+        super::judge_off_thread(move || judge_jobs(&judge, &jobs)).await?
     };
     m.lap("judge", lap);
     // A job whose judging panicked is a dead letter: never retried forever, never a

@@ -134,6 +134,35 @@ async fn recording_a_verdict_twice_writes_it_once() {
 }
 
 #[tokio::test]
+async fn every_check_outcome_is_addressable_by_job_stage_and_check() {
+    let db = TestDb::new().await;
+    let (records, result) = demo_judged();
+    record_all(&db, &records, &result).await;
+    for v in &result.verdicts {
+        for c in &v.checks {
+            let (status, outcome): (String, serde_json::Value) = sqlx::query_as(
+                "SELECT status, outcome FROM check_results
+                 WHERE job_id = $1 AND stage = 'rerun' AND check_id = $2",
+            )
+            .bind(v.job_id.as_str())
+            .bind(c.check.as_str())
+            .fetch_one(db.store.pool())
+            .await
+            .unwrap();
+            assert_eq!(
+                status,
+                serde_json::to_value(c.outcome.status()).unwrap(),
+                "{} {}",
+                v.job_id.as_str(),
+                c.check.as_str()
+            );
+            assert_eq!(outcome, serde_json::to_value(&c.outcome).unwrap());
+        }
+    }
+    db.drop_db().await;
+}
+
+#[tokio::test]
 async fn judging_in_the_database_agrees_with_the_audit() {
     let db = TestDb::new().await;
     let rules = Rules::embedded().unwrap();

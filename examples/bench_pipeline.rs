@@ -263,7 +263,22 @@ async fn screen_backlog(h: &Harness, records: &[Vec<u8>], tag: &str, rules: &Rul
 /// from the broker's acknowledgement of each record to its verdict's commit.
 async fn latencies(h: &Harness, records: &[Vec<u8>], rate: f64, rules: &Rules) -> Vec<f64> {
     let worker = h.start_worker("screen", rules.clone()).await;
-    tokio::time::sleep(Duration::from_secs(3)).await; // group join
+    // Wait until the worker holds its partitions and has judged a first job: the
+    // latency of a running worker, not of the group join (which took the stopped
+    // worker's session timeout on tansu 0.6, seconds that a fixed sleep missed).
+    let joining = Instant::now();
+    let warm = clones("llm", 1, "warm");
+    h.produce_jobs(&warm).await;
+    h.wait_for("a first verdict", Duration::from_secs(120), || async {
+        h.count("SELECT count(*) FROM verdicts WHERE job_id = 'bench-warm-0'")
+            .await
+            == 1
+    })
+    .await;
+    println!(
+        "          the paced worker judged its first job {:.1} s after its start",
+        joining.elapsed().as_secs_f64()
+    );
     let mut acked: HashMap<String, chrono::DateTime<chrono::Utc>> = HashMap::new();
     let start = Instant::now();
     let per_tick = (rate / 100.0).max(1.0) as usize;

@@ -90,6 +90,9 @@ garage_config() {
 metadata_dir = "$STATE/garage/meta"
 data_dir = "$STATE/garage/data"
 db_engine = "sqlite"
+# Job outputs are PNG/JPEG and already compressed: zstd on every block only costs the
+# server CPU on the same cores as the workers.
+compression_level = "none"
 replication_factor = 1
 rpc_bind_addr = "127.0.0.1:$RPC_PORT"
 rpc_public_addr = "127.0.0.1:$RPC_PORT"
@@ -202,7 +205,11 @@ EOF
 stop() { # name
   local pidfile="$STATE/$1.pid"
   if [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
-    kill "$(cat "$pidfile")"
+    local pid
+    pid=$(cat "$pidfile")
+    kill "$pid"
+    # Wait for it to exit, so that an `up` right after finds its ports free.
+    for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
     log "$1: stopped"
   fi
   rm -f "$pidfile"

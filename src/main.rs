@@ -102,6 +102,20 @@ enum Command {
         #[arg(long)]
         rules: Option<PathBuf>,
     },
+    /// Serve a model folder as an OpenAI-compatible /v1/completions endpoint (scoring
+    /// with prompt_logprobs, and generation), for a reference host.
+    ServeReference {
+        /// Model folder: config.json, *.safetensors, tokenizer.json, tokenizer_config.json.
+        model: PathBuf,
+        #[arg(long, default_value = "127.0.0.1:8000")]
+        bind: std::net::SocketAddr,
+        /// f32, f16 or bf16.
+        #[arg(long, default_value = "f32")]
+        dtype: String,
+        /// cpu, or cuda:<n> in a build with the cuda feature.
+        #[arg(long, default_value = "cpu")]
+        device: String,
+    },
     /// Verify model files against the registry's size, SHA-256 and BLAKE3.
     VerifyModel {
         /// The model id in rules/models.toml.
@@ -141,6 +155,22 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
+        Command::ServeReference {
+            model,
+            bind,
+            dtype,
+            device,
+        } => {
+            let numerics =
+                proctor::llm::model::Numerics::parse(&dtype, "f32").map_err(anyhow::Error::msg)?;
+            let scorer =
+                proctor::llm::Scorer::load(&model, numerics, &proctor::llm::device(&device)?)?;
+            tracing_subscriber::fmt()
+                .with_writer(std::io::stderr)
+                .init();
+            tokio::runtime::Runtime::new()?.block_on(proctor::llm::serve::serve(scorer, bind))?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Audit {
             dir,
             rules,

@@ -40,6 +40,41 @@ pub struct Settings {
     pub secrets: Secrets,
     pub http: HttpSettings,
     pub pipeline: PipelineSettings,
+    pub reference: ReferenceSettings,
+}
+
+/// The `rerun` worker's reference LLM.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReferenceSettings {
+    /// A folder of model folders (`config.json`, `*.safetensors`, `tokenizer.json`,
+    /// `tokenizer_config.json`), each named by the model id (`rules/models.toml`) of
+    /// the jobs it scores in process. Empty, or a job whose model is not there: token
+    /// scores are read from `reference/<job_id>/scores.json` in the reference bucket,
+    /// as a reference host left them.
+    pub llm_models_dir: String,
+    /// `cpu`, or `cuda:<n>` in a build with the `cuda` feature.
+    pub device: String,
+    /// `f32`, `f16` or `bf16`: the precision the miners run (vLLM `--dtype half`).
+    pub dtype: String,
+    /// Where attention's softmax runs: `f32` or `model` (in `dtype`).
+    pub attention: String,
+    /// Jobs scored together in one forward pass, at most.
+    pub max_batch: usize,
+    /// Alternatives kept per scored token.
+    pub top_k: usize,
+}
+
+impl ReferenceSettings {
+    pub fn numerics(&self) -> Result<crate::llm::model::Numerics, SettingsError> {
+        crate::llm::model::Numerics::parse(&self.dtype, &self.attention)
+            .map_err(|e| SettingsError::Invalid(format!("reference: {e}")))
+    }
+
+    pub fn device(&self) -> Result<candle_core::Device, SettingsError> {
+        crate::llm::device(&self.device)
+            .map_err(|e| SettingsError::Invalid(format!("reference.device: {e}")))
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -720,3 +720,149 @@ async fn back_pressure_s3_stopped_for_20_seconds_delays_the_run_and_loses_nothin
     }
     h.drop_db().await;
 }
+
+/// The rerun worker with reference models in process: LLM jobs answered by the fixture
+/// model (under a registry model id) are scored for real by candle. Honest answers pass
+/// every LLM check and score far above canned text; every scored job's scores are in
+/// S3 for the reviewer, for the miner's exact text. (Whether the shipped thresholds
+/// fail canned text on a 512-token model is `proctor calibrate`'s question: they were
+/// set for a 128k-token vocabulary.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rerun_scores_llm_jobs_with_the_reference_model_in_process() {
+    use proctor::checks::llm::TokenScores;
+    use proctor::llm::model::Numerics;
+    use proctor::llm::{Sampling, Scorer};
+    use proctor::objects::{Got, ObjectStore};
+    use proctor::record::{LlmInput, Message, Role};
+
+    let _serial = SERIAL.lock().await;
+    let h = Harness::new("candle").await;
+    let rules = rerun_everything();
+    let models = tempfile::tempdir().unwrap();
+    let model_id = "hermes-3-llama3.1-8b";
+    std::os::unix::fs::symlink(
+        support::repo().join("fixtures/models/tiny-alice"),
+        models.path().join(model_id),
+    )
+    .unwrap();
+    let mut settings = h.settings.clone();
+    settings.reference.llm_models_dir = models.path().display().to_string();
+
+    let miner = Scorer::load(
+        &support::repo().join("fixtures/models/tiny-alice"),
+        Numerics::default(),
+        &candle_core::Device::Cpu,
+    )
+    .unwrap();
+    let openings = [
+        "Alice was beginning to get very tired",
+        "The Rabbit started violently, dropped the",
+        "There was a table set out under",
+    ];
+    let mut records = Vec::new();
+    let mut texts = BTreeMap::new();
+    for (i, words) in openings.iter().enumerate() {
+        let input = LlmInput {
+            messages: Some(vec![Message {
+                role: Role::User,
+                content: format!("Continue: {words}"),
+            }]),
+            prompt: None,
+            temperature: 0.7,
+            max_tokens: 48,
+            seed: Some(i as i64),
+        };
+        let honest = miner
+            .generate(
+                &[miner.prompter.prompt_ids(&input).unwrap()],
+                &[Sampling {
+                    max_tokens: 48,
+                    temperature: 0.7,
+                    seed: i as u64,
+                    top_logprobs: 0,
+                }],
+            )
+            .unwrap()
+            .pop()
+            .unwrap()
+            .text;
+        let canned = "I'm sorry, but as an AI language model I cannot help with that request.";
+        for (kind, who, text) in [("honest", "1", honest), ("canned", "2", canned.to_owned())] {
+            let mut r = demo_record("llm-honest-a-0");
+            let id = format!("candle-{kind}-{i}");
+            r["job_id"] = id.clone().into();
+            r["miner_id"] = format!("0x{}-gpu0", who.repeat(40)).into();
+            r["input"] = serde_json::to_value(&input).unwrap();
+            r["output"] = serde_json::json!({ "text": text });
+            texts.insert(id, text);
+            records.push(serde_json::to_vec(&r).unwrap());
+        }
+    }
+    h.produce_jobs(&records).await;
+    let screen = h.start_worker("screen", rules.clone()).await;
+    let rerun = h.start_worker_with("rerun", rules, settings).await;
+    let n = records.len() as i64;
+    h.wait_for("every job re-run", Duration::from_secs(120), || async {
+        h.count("SELECT count(*) FROM verdicts WHERE stage = 'rerun'")
+            .await
+            == n
+    })
+    .await;
+    rerun.stop().await;
+    screen.stop().await;
+
+    let verdicts = final_verdicts(&h).await;
+    let objects = ObjectStore::new(&h.settings.s3);
+    let mut mean_logprob: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+    for (id, text) in &texts {
+        let v = &verdicts[id];
+        // The LLM checks ran on the reference's scores, not without them.
+        let rank = v.outcome(proctor::outcome::CheckId::LlmRank).unwrap();
+        assert_ne!(
+            rank.status(),
+            proctor::outcome::Status::Inconclusive,
+            "{id}: {rank:?}"
+        );
+        if id.starts_with("candle-honest") {
+            let llm_failures: Vec<&str> = failed_checks(v)
+                .into_iter()
+                .filter(|c| c.starts_with("llm_"))
+                .collect();
+            assert!(llm_failures.is_empty(), "{id}: {llm_failures:?}");
+        }
+        let key = format!("reference/{id}/scores.json");
+        let Got::Found(bytes) = objects
+            .get_bounded(&h.settings.s3.reference_bucket, &key, 1 << 20)
+            .await
+            .unwrap()
+        else {
+            panic!("{key} was not stored");
+        };
+        let scores: TokenScores = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(scores.model_id, model_id);
+        assert_eq!(scores.problem(text), None, "{key}");
+        let kind = if id.starts_with("candle-honest") {
+            "honest"
+        } else {
+            "canned"
+        };
+        let lps: f64 = scores.tokens.iter().map(|t| t.logprob).sum();
+        mean_logprob
+            .entry(kind)
+            .or_default()
+            .push(lps / scores.tokens.len() as f64);
+    }
+    let worst_honest = mean_logprob["honest"]
+        .iter()
+        .copied()
+        .fold(f64::INFINITY, f64::min);
+    let best_canned = mean_logprob["canned"]
+        .iter()
+        .copied()
+        .fold(f64::NEG_INFINITY, f64::max);
+    assert!(
+        best_canned < worst_honest - 1.0,
+        "canned {best_canned:.2} vs honest {worst_honest:.2} nats per token"
+    );
+    h.drop_db().await;
+}

@@ -390,9 +390,14 @@ fn evaluate_sd(job: &mut JobContext, input: &SdInput, fetched: &Fetched) -> Poin
     points
 }
 
-/// The miner's text, or the outcome of `output_decode` when there is none to judge.
-fn output_text(output: &LlmOutput, fetched: &Fetched, rules: &LlmRules) -> Result<String, Outcome> {
-    let text = match (&output.text, &fetched.output) {
+/// The miner's text (inline, or the fetched `text_key` object), or the outcome of
+/// `output_decode` when there is none to judge.
+pub fn output_text(
+    output: &LlmOutput,
+    fetched: Option<&Object>,
+    rules: &LlmRules,
+) -> Result<String, Outcome> {
+    let text = match (&output.text, fetched) {
         (Some(t), _) => t.clone(),
         (None, Some(Object::Found(bytes))) => String::from_utf8(bytes.clone()).map_err(|_| {
             Outcome::fail(
@@ -425,7 +430,7 @@ fn evaluate_llm(
 ) -> (Points, bool) {
     let (rules, record) = (job.rules, job.record);
     let lr = &rules.checks.llm;
-    let text = output_text(output, fetched, lr);
+    let text = output_text(output, fetched.output.as_ref(), lr);
     let text_ref = text.as_deref().ok();
     let scores = fetched.scores.as_ref();
     let scores_problem = scores.zip(text_ref).and_then(|(s, t)| s.problem(t));

@@ -10,7 +10,9 @@
 //! The `reuse` outcome is the screen stage's: only the screen worker sees the stream of
 //! outputs in order, so the re-run keeps its answer instead of judging reuse again.
 
+use std::collections::HashMap;
 use std::future::Future;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use futures::StreamExt;
@@ -21,11 +23,14 @@ use super::screen::fetch_output;
 use super::{Context, Stopped};
 use crate::checks::llm::TokenScores;
 use crate::checks::model_file::ChallengeExpectation;
-use crate::checks::{Fetched, JobVerdict, Judge};
+use crate::checks::{Fetched, JobVerdict, Judge, Object, output_text};
 use crate::kafka::{self, DeadLetter, Offsets, Origin};
+use crate::llm::service::ScoringService;
+use crate::llm::{ScoreError, Scorer};
 use crate::objects::{Got, ObjectError, ObjectStore};
 use crate::outcome::CheckId;
-use crate::record::JobRecord;
+use crate::record::{Job, JobRecord};
+use crate::rules::LlmRules;
 use crate::store::Stage;
 
 /// What a reference run produced for one job. Every part is optional: a job without a
@@ -40,9 +45,12 @@ pub struct Reference {
 /// Produces reference outputs. An `Err` is an infrastructure failure (the reference
 /// GPU is down): it is retried and delays the verdict, never produces one.
 pub trait ReferenceRunner: Send + Sync + 'static {
+    /// `output` is the miner's output as fetched from S3, where the record points to
+    /// one (an LLM job's text when it is not inline).
     fn reference(
         &self,
         record: &JobRecord,
+        output: Option<&Object>,
     ) -> impl Future<Output = Result<Reference, String>> + Send;
 }
 
@@ -83,7 +91,7 @@ impl S3Reference {
 }
 
 impl ReferenceRunner for S3Reference {
-    async fn reference(&self, record: &JobRecord) -> Result<Reference, String> {
+    async fn reference(&self, record: &JobRecord, _: Option<&Object>) -> Result<Reference, String> {
         let prefix = format!("reference/{}", record.job_id.as_str());
         let mut image = None;
         for name in ["image.png", "image.jpg"] {
@@ -109,12 +117,88 @@ impl ReferenceRunner for S3Reference {
     }
 }
 
-/// Runs the worker with the S3 reference runner.
+/// LLM jobs scored in process by the reference model of their `model_id`; images,
+/// challenge answers, and the scores of jobs whose model is not loaded here, from S3
+/// ([`S3Reference`]). Each scored job's scores are stored at
+/// `reference/<job_id>/scores.json` in the reference bucket, the evidence a reviewer
+/// reads.
+pub struct ModelRunner {
+    /// By model id.
+    pub scorers: HashMap<String, ScoringService>,
+    pub s3: S3Reference,
+    /// For the text size bound.
+    pub rules: LlmRules,
+}
+
+impl ReferenceRunner for ModelRunner {
+    async fn reference(
+        &self,
+        record: &JobRecord,
+        output: Option<&Object>,
+    ) -> Result<Reference, String> {
+        let mut reference = self.s3.reference(record, output).await?;
+        let (
+            Job::Llm {
+                input,
+                output: llm_output,
+            },
+            Some(scorer),
+        ) = (&record.job, self.scorers.get(record.model_id.as_str()))
+        else {
+            return Ok(reference);
+        };
+        reference.scores = None;
+        // No text to score (missing, not UTF-8, too long): the checks say so.
+        let Ok(text) = output_text(llm_output, output, &self.rules) else {
+            return Ok(reference);
+        };
+        match scorer.score(input.clone(), text).await {
+            Ok(scores) => {
+                let key = format!("reference/{}/scores.json", record.job_id.as_str());
+                let body = serde_json::to_vec(&scores).map_err(|e| e.to_string())?;
+                self.s3
+                    .objects
+                    .put(&self.s3.bucket, &key, body)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                reference.scores = Some(scores);
+            }
+            Err(ScoreError::Unscorable(why)) => {
+                tracing::warn!(job_id = %record.job_id, %why, "the reference model cannot score this job");
+            }
+            Err(ScoreError::Failed(e)) => return Err(e),
+        }
+        Ok(reference)
+    }
+}
+
+/// Runs the worker: with the in-process reference models of `reference.llm_models_dir`
+/// where it is set, else with reference outputs from S3 alone.
 pub async fn run(ctx: Arc<Context>) -> anyhow::Result<()> {
-    let runner = S3Reference {
+    let s3 = S3Reference {
         objects: ctx.objects.clone(),
         bucket: ctx.settings.s3.reference_bucket.clone(),
         max_image_bytes: ctx.rules.checks.image.max_object_bytes,
+    };
+    let r = &ctx.settings.reference;
+    if r.llm_models_dir.is_empty() {
+        return run_with(ctx, Arc::new(s3)).await;
+    }
+    let (numerics, device) = (r.numerics()?, r.device()?);
+    let mut scorers = HashMap::new();
+    for dir in model_dirs(Path::new(&r.llm_models_dir))? {
+        let mut scorer = Scorer::load(&dir, numerics, &device)?;
+        scorer.top_k = r.top_k;
+        tracing::info!(model = %scorer.model_id, dir = %dir.display(), "reference LLM loaded");
+        scorers.insert(
+            scorer.model_id.clone(),
+            ScoringService::start(scorer, r.max_batch),
+        );
+    }
+    let runner = ModelRunner {
+        scorers,
+        s3,
+        rules: ctx.rules.checks.llm.clone(),
     };
     run_with(ctx, Arc::new(runner)).await
 }
@@ -150,7 +234,9 @@ async fn fetch_with_reference<R: ReferenceRunner>(
         Err(Ok(letter)) => return Ok(Some(Err(letter))),
         Err(Err(Stopped)) => return Err(Stopped),
     };
-    let reference = ctx.retry("reference", || runner.reference(record)).await?;
+    let reference = ctx
+        .retry("reference", || runner.reference(record, output.as_ref()))
+        .await?;
     Ok(Some(Ok(Fetched {
         output,
         reference_image: reference.image,
@@ -327,4 +413,22 @@ async fn rerun_batch<R: ReferenceRunner>(
         .get_or_create(&vec![("result", "processed".to_owned())])
         .inc_by(parsed.len() as u64);
     Ok(offsets)
+}
+
+/// The model folders under `root`: each subfolder (or link to one) holding a
+/// `config.json`, named by the model id of the jobs it scores.
+fn model_dirs(root: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(root)
+        .map_err(|e| anyhow::anyhow!("reference.llm_models_dir {}: {e}", root.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.join("config.json").is_file())
+        .collect();
+    dirs.sort();
+    if dirs.is_empty() {
+        anyhow::bail!(
+            "reference.llm_models_dir {}: no model folders",
+            root.display()
+        );
+    }
+    Ok(dirs)
 }

@@ -227,8 +227,19 @@ impl Harness {
 
     /// Starts a worker in this process.
     pub async fn start_worker(&self, name: &'static str, rules: Rules) -> Worker {
+        self.start_worker_with(name, rules, self.settings.clone())
+            .await
+    }
+
+    /// Starts a worker in this process with other settings than the harness's.
+    pub async fn start_worker_with(
+        &self,
+        name: &'static str,
+        rules: Rules,
+        settings: Settings,
+    ) -> Worker {
         let (trigger, shutdown) = Shutdown::new();
-        let ctx: Arc<Context> = Context::start(name, self.settings.clone(), rules, shutdown)
+        let ctx: Arc<Context> = Context::start(name, settings, rules, shutdown)
             .await
             .unwrap_or_else(|e| panic!("worker {name} did not start: {e:#}"));
         let context = ctx.clone();

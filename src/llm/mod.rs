@@ -1,0 +1,390 @@
+//! The reference LLM: teacher-forced scoring of a miner's text, and generation.
+//!
+//! Miners return text only. [`Scorer::score`] tokenizes the job's prompt exactly as
+//! the miner's vLLM server did ([`template::Prompter`]), appends the tokens of the
+//! miner's text, and runs prompt + output through the reference model in one forward
+//! pass ([`model::Llama::forward`], logits at every position). The log-softmax at the
+//! position before each output token scores that token: its logprob, its rank, the
+//! top-k alternatives and the probability of EOS there. That is [`TokenScores`], the
+//! input of the LLM checks (`crate::checks::llm`).
+//!
+//! [`Scorer::generate`] samples as vLLM does (temperature, seed), for `proctor
+//! serve-reference` and for simulating miners against the fixture model.
+
+pub mod model;
+pub mod serve;
+pub mod service;
+pub mod template;
+
+use std::path::Path;
+
+use candle_core::{DType, Device, Tensor};
+
+use crate::checks::llm::{Alternative, TokenScore, TokenScores};
+use crate::record::LlmInput;
+use model::{Llama, Numerics};
+use template::Prompter;
+
+/// `cpu`, or `cuda:<n>` in a build with the `cuda` feature.
+pub fn device(name: &str) -> anyhow::Result<Device> {
+    match name.split_once(':') {
+        None if name == "cpu" => Ok(Device::Cpu),
+        Some(("cuda", n)) => {
+            let n: usize = n
+                .parse()
+                .map_err(|_| anyhow::anyhow!("{name:?}: expected cuda:<n>"))?;
+            Ok(Device::new_cuda(n)?)
+        }
+        _ => anyhow::bail!("{name:?}: expected cpu or cuda:<n>"),
+    }
+}
+
+/// Why a job has no scores.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ScoreError {
+    /// The job itself cannot be scored by this model (a prompt + output longer than
+    /// its context, a prompt the template rejects). Retrying will not help; the LLM
+    /// checks have no reference and say so.
+    #[error("unscorable: {0}")]
+    Unscorable(String),
+    /// The scorer failed (the forward pass, a panic, the thread gone): an
+    /// infrastructure failure that delays the verdict.
+    #[error("scorer failed: {0}")]
+    Failed(String),
+}
+
+/// A reference model with its tokenizer.
+pub struct Scorer {
+    pub model: Llama,
+    pub prompter: Prompter,
+    /// Named in every [`TokenScores`] this scorer writes.
+    pub model_id: String,
+    /// Alternatives kept per position.
+    pub top_k: usize,
+}
+
+/// One job to score: its input and the miner's text.
+#[derive(Debug, Clone, Copy)]
+pub struct ScoreJob<'a> {
+    pub input: &'a LlmInput,
+    pub text: &'a str,
+}
+
+/// What [`Scorer::generate`] produced for one prompt.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Generated {
+    pub ids: Vec<u32>,
+    pub text: String,
+    /// The sampled token's logprob under the (temperature-free) model, and the
+    /// `top_logprobs` alternatives, at every generated position.
+    pub logprobs: Vec<f64>,
+    pub top: Vec<Vec<Alternative>>,
+    /// Ended on EOS rather than `max_tokens`.
+    pub finished: bool,
+}
+
+/// How to sample, as in an OpenAI-compatible request.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Sampling {
+    pub max_tokens: usize,
+    /// 0 is greedy.
+    pub temperature: f64,
+    pub seed: u64,
+    pub top_logprobs: usize,
+}
+
+impl Scorer {
+    /// Loads a model folder: `config.json`, `*.safetensors`, `tokenizer.json`,
+    /// `tokenizer_config.json`. The model id is the folder's name.
+    pub fn load(dir: &Path, numerics: Numerics, device: &Device) -> anyhow::Result<Self> {
+        Ok(Scorer {
+            model: Llama::load(dir, numerics, device)?,
+            prompter: Prompter::load(dir)?,
+            model_id: dir
+                .file_name()
+                .map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
+            top_k: 5,
+        })
+    }
+
+    /// Scores one job.
+    pub fn score(&self, job: ScoreJob<'_>) -> Result<TokenScores, ScoreError> {
+        self.score_batch(&[job]).pop().expect("one result per job")
+    }
+
+    /// Scores several jobs in one forward pass (right-padded: attention is causal, so
+    /// the padding changes no real position). One result per job, in order; a job the
+    /// model cannot hold fails alone.
+    pub fn score_batch(&self, jobs: &[ScoreJob<'_>]) -> Vec<Result<TokenScores, ScoreError>> {
+        let max = self.model.config.max_position_embeddings;
+        let unscorable = |e: anyhow::Error| ScoreError::Unscorable(format!("{e:#}"));
+        let seqs: Vec<Result<(Vec<u32>, usize), ScoreError>> = jobs
+            .iter()
+            .map(|j| {
+                let prompt = self.prompter.prompt_ids(j.input).map_err(unscorable)?;
+                let output = self.prompter.encode(j.text, false).map_err(unscorable)?;
+                let p = prompt.len();
+                let seq: Vec<u32> = prompt.into_iter().chain(output).collect();
+                if p == 0 || seq.len() > max {
+                    return Err(ScoreError::Unscorable(format!(
+                        "prompt + output are {p} + {} tokens; the model holds 1 to {max}",
+                        seq.len() - p
+                    )));
+                }
+                Ok((seq, p))
+            })
+            .collect();
+        let ok: Vec<(&[u32], usize)> = seqs
+            .iter()
+            .filter_map(|s| s.as_ref().ok().map(|(seq, p)| (seq.as_slice(), *p)))
+            .collect();
+        let rows = match self.log_prob_rows(&ok) {
+            Ok(rows) => rows,
+            Err(e) => {
+                let msg = e.to_string();
+                return jobs
+                    .iter()
+                    .map(|_| Err(ScoreError::Failed(format!("forward pass: {msg}"))))
+                    .collect();
+            }
+        };
+        let mut rows = rows.into_iter();
+        seqs.into_iter()
+            .zip(jobs)
+            .map(|(s, j)| {
+                let (seq, p) = s?;
+                let rows = rows.next().expect("one row block per scored job");
+                Ok(self.token_scores(&seq, p, &rows, j.text))
+            })
+            .collect()
+    }
+
+    /// For each `(tokens, p)`, the log-probability rows (over the vocabulary) from
+    /// position `p - 1` to the end, in one padded forward pass: row `i` predicts token
+    /// `p + i`, the last row what follows the sequence. `p` is at least 1.
+    pub fn log_prob_rows(
+        &self,
+        seqs: &[(&[u32], usize)],
+    ) -> candle_core::Result<Vec<Vec<Vec<f32>>>> {
+        if seqs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let t = seqs.iter().map(|(s, _)| s.len()).max().unwrap_or(0);
+        let pad = self.prompter.eos_id;
+        let flat: Vec<u32> = seqs
+            .iter()
+            .flat_map(|(s, _)| {
+                s.iter()
+                    .copied()
+                    .chain(std::iter::repeat_n(pad, t - s.len()))
+            })
+            .collect();
+        let tokens = Tensor::from_vec(flat, (seqs.len(), t), self.model.device())?;
+        let lp = self.model.log_probs(&tokens)?;
+        seqs.iter()
+            .enumerate()
+            .map(|(b, (s, p))| {
+                lp.get(b)?
+                    .narrow(0, p - 1, s.len() - p + 1)?
+                    .to_dtype(DType::F32)?
+                    .to_vec2::<f32>()
+            })
+            .collect()
+    }
+
+    fn token_scores(&self, seq: &[u32], p: usize, rows: &[Vec<f32>], text: &str) -> TokenScores {
+        let eos = self.prompter.eos_id;
+        let tokens = seq[p..]
+            .iter()
+            .zip(rows)
+            .map(|(&id, row)| {
+                let lp = row[id as usize];
+                TokenScore {
+                    id,
+                    text: self.prompter.token_text(id),
+                    logprob: f64::from(lp),
+                    rank: 1 + row.iter().filter(|&&x| x > lp).count() as u32,
+                    top: top_k(row, self.top_k),
+                    eos_logprob: f64::from(row[eos as usize]),
+                }
+            })
+            .collect();
+        let end = rows.last().expect("at least the end row");
+        TokenScores {
+            model_id: self.model_id.clone(),
+            eos_token_id: eos,
+            prompt_tokens: p as u32,
+            output_text_blake3: blake3::hash(text.as_bytes()).to_hex().to_string(),
+            tokens,
+            end_eos_logprob: f64::from(end[eos as usize]),
+            end_top_logprob: f64::from(end.iter().copied().fold(f32::NEG_INFINITY, f32::max)),
+        }
+    }
+
+    /// Samples continuations of several prompts together (batch size is one of the
+    /// honest variations between miners). Greedy at temperature 0; otherwise from
+    /// `softmax(logits / temperature)` with a per-prompt seeded stream, so a job's
+    /// `seed` reproduces its text on the same numerics.
+    pub fn generate(
+        &self,
+        prompts: &[Vec<u32>],
+        sampling: &[Sampling],
+    ) -> anyhow::Result<Vec<Generated>> {
+        anyhow::ensure!(prompts.len() == sampling.len(), "one sampling per prompt");
+        let max_pos = self.model.config.max_position_embeddings;
+        let mut seqs: Vec<Vec<u32>> = prompts.to_vec();
+        let mut out: Vec<Generated> = prompts
+            .iter()
+            .map(|_| Generated {
+                ids: Vec::new(),
+                text: String::new(),
+                logprobs: Vec::new(),
+                top: Vec::new(),
+                finished: false,
+            })
+            .collect();
+        let done = |g: &Generated, s: &Sampling, seq: &Vec<u32>| {
+            g.finished || g.ids.len() >= s.max_tokens || seq.len() >= max_pos
+        };
+        loop {
+            let live: Vec<usize> = (0..seqs.len())
+                .filter(|&i| !done(&out[i], &sampling[i], &seqs[i]))
+                .collect();
+            if live.is_empty() {
+                break;
+            }
+            let t = live.iter().map(|&i| seqs[i].len()).max().unwrap_or(0);
+            let pad = self.prompter.eos_id;
+            let flat: Vec<u32> = live
+                .iter()
+                .flat_map(|&i| {
+                    seqs[i]
+                        .iter()
+                        .copied()
+                        .chain(std::iter::repeat_n(pad, t - seqs[i].len()))
+                })
+                .collect();
+            let tokens = Tensor::from_vec(flat, (live.len(), t), self.model.device())?;
+            let logits = self.model.forward(&tokens)?;
+            for (b, &i) in live.iter().enumerate() {
+                let row: Vec<f32> = logits.get(b)?.get(seqs[i].len() - 1)?.to_vec1()?;
+                let s = &sampling[i];
+                let next = sample(&row, s.temperature, s.seed, out[i].ids.len());
+                let g = &mut out[i];
+                if next == self.prompter.eos_id {
+                    g.finished = true;
+                    continue;
+                }
+                let lps = log_softmax(&row);
+                g.logprobs.push(f64::from(lps[next as usize]));
+                if s.top_logprobs > 0 {
+                    g.top.push(top_k(&lps, s.top_logprobs));
+                }
+                g.ids.push(next);
+                seqs[i].push(next);
+            }
+        }
+        for g in &mut out {
+            g.text = self.prompter.decode(&g.ids)?;
+        }
+        Ok(out)
+    }
+}
+
+/// The `k` largest entries of `row`, best first.
+fn top_k(row: &[f32], k: usize) -> Vec<Alternative> {
+    let mut idx: Vec<u32> = (0..row.len() as u32).collect();
+    let k = k.min(idx.len());
+    if k == 0 {
+        return Vec::new();
+    }
+    let by_value = |a: &u32, b: &u32| row[*b as usize].total_cmp(&row[*a as usize]);
+    idx.select_nth_unstable_by(k - 1, by_value);
+    idx.truncate(k);
+    idx.sort_by(by_value);
+    idx.into_iter()
+        .map(|id| Alternative {
+            id,
+            logprob: f64::from(row[id as usize]),
+        })
+        .collect()
+}
+
+fn log_softmax(row: &[f32]) -> Vec<f32> {
+    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let sum: f64 = row.iter().map(|&x| f64::from(x - max).exp()).sum();
+    let log_z = max + sum.ln() as f32;
+    row.iter().map(|&x| x - log_z).collect()
+}
+
+/// One draw from `softmax(row / temperature)`, or the argmax at temperature 0. The
+/// uniform comes from BLAKE3 keyed by the seed and the position, so every prompt has
+/// its own reproducible stream whatever else is in the batch.
+fn sample(row: &[f32], temperature: f64, seed: u64, position: usize) -> u32 {
+    let argmax = || {
+        row.iter()
+            .enumerate()
+            .max_by(|a, b| a.1.total_cmp(b.1))
+            .map_or(0, |(i, _)| i as u32)
+    };
+    if temperature <= 0.0 {
+        return argmax();
+    }
+    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let weights: Vec<f64> = row
+        .iter()
+        .map(|&x| (f64::from(x - max) / temperature).exp())
+        .collect();
+    let total: f64 = weights.iter().sum();
+    let mut h = blake3::Hasher::new_derive_key("proctor llm sampling v1");
+    h.update(&seed.to_le_bytes());
+    h.update(&(position as u64).to_le_bytes());
+    let bytes: [u8; 8] = h.finalize().as_bytes()[..8].try_into().expect("8 bytes");
+    let u = (u64::from_le_bytes(bytes) >> 11) as f64 / (1u64 << 53) as f64 * total;
+    let mut acc = 0.0;
+    for (i, w) in weights.iter().enumerate() {
+        acc += w;
+        if u < acc {
+            return i as u32;
+        }
+    }
+    argmax()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn top_k_is_sorted_and_picks_the_largest() {
+        let row = [0.1, 3.0, -1.0, 2.0, 2.5];
+        let top = top_k(&row, 3);
+        let ids: Vec<u32> = top.iter().map(|a| a.id).collect();
+        assert_eq!(ids, [1, 4, 3]);
+        assert!(top_k(&row, 10).len() == 5);
+    }
+
+    #[test]
+    fn sampling_follows_the_temperature() {
+        // Two tokens, logits 0 and ln 3: p = 1/4, 3/4 at T = 1.
+        let row = [0.0, 3f32.ln()];
+        let n = 4000;
+        let ones = (0..n).filter(|&s| sample(&row, 1.0, s, 0) == 1).count();
+        let p = ones as f64 / n as f64;
+        assert!((p - 0.75).abs() < 0.03, "p(token 1) = {p}");
+        // Very hot: close to uniform. Greedy: always the argmax.
+        let hot = (0..n).filter(|&s| sample(&row, 100.0, s, 0) == 1).count() as f64 / n as f64;
+        assert!((hot - 0.5).abs() < 0.04, "p at T=100: {hot}");
+        assert!((0..50).all(|s| sample(&row, 0.0, s, 0) == 1));
+        // Reproducible per (seed, position).
+        assert_eq!(sample(&row, 1.0, 7, 3), sample(&row, 1.0, 7, 3));
+    }
+
+    #[test]
+    fn log_softmax_normalizes() {
+        let lps = log_softmax(&[1.0, 2.0, 3.0]);
+        let total: f32 = lps.iter().map(|l| l.exp()).sum();
+        assert!((total - 1.0).abs() < 1e-5);
+        assert!(lps[2] > lps[1] && lps[1] > lps[0]);
+    }
+}

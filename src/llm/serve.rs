@@ -1,0 +1,306 @@
+//! `proctor serve-reference`: an OpenAI-compatible `/v1/completions` endpoint backed
+//! by the candle scorer, for a reference GPU host, and the server the HTTP scorer is
+//! tested against. It speaks the subset of vLLM's dialect that scoring and simulated
+//! miners need:
+//!
+//! - `prompt`: a string (tokenized with the special tokens, as vLLM does) or token ids;
+//! - `max_tokens` ≥ 1, `temperature` (default 1; 0 is greedy), `seed`;
+//! - `logprobs` = k: the sampled token's logprob and the top-k alternatives at each
+//!   generated position (`choices[].logprobs`, OpenAI's legacy completions shape);
+//! - `echo`: the prompt's text is prepended to the returned text;
+//! - `prompt_logprobs` = k (vLLM): for every prompt position after the first, a map
+//!   from token id to `{logprob, rank, decoded_token}` holding the prompt's own token
+//!   and the top-k alternatives; `null` for the first position.
+//!
+//! Logprobs are the model's own, before temperature, as vLLM reports them by default.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use axum::Json;
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::{Deserialize, Serialize};
+
+use super::{Sampling, Scorer};
+
+/// A prompt as text or as token ids.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Prompt {
+    Text(String),
+    Ids(Vec<u32>),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CompletionRequest {
+    #[serde(default)]
+    pub model: Option<String>,
+    pub prompt: Prompt,
+    #[serde(default = "default_max_tokens")]
+    pub max_tokens: usize,
+    #[serde(default)]
+    pub temperature: Option<f64>,
+    #[serde(default)]
+    pub seed: Option<u64>,
+    #[serde(default)]
+    pub logprobs: Option<usize>,
+    #[serde(default)]
+    pub echo: bool,
+    #[serde(default)]
+    pub prompt_logprobs: Option<usize>,
+}
+
+fn default_max_tokens() -> usize {
+    16
+}
+
+/// vLLM's per-position prompt logprob entry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PromptLogprob {
+    pub logprob: f64,
+    pub rank: u32,
+    pub decoded_token: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CompletionLogprobs {
+    pub tokens: Vec<String>,
+    pub token_logprobs: Vec<f64>,
+    pub top_logprobs: Vec<BTreeMap<String, f64>>,
+    pub text_offset: Vec<usize>,
+    /// Token ids of `tokens` (vLLM returns them with `return_tokens_as_token_ids`;
+    /// here always, so a client never re-tokenizes).
+    pub token_ids: Vec<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Choice {
+    pub index: usize,
+    pub text: String,
+    pub logprobs: Option<CompletionLogprobs>,
+    pub finish_reason: String,
+    #[serde(default)]
+    pub prompt_logprobs: Option<Vec<Option<BTreeMap<String, PromptLogprob>>>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Usage {
+    pub prompt_tokens: usize,
+    pub completion_tokens: usize,
+    pub total_tokens: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CompletionResponse {
+    pub id: String,
+    pub object: String,
+    pub created: i64,
+    pub model: String,
+    pub choices: Vec<Choice>,
+    pub usage: Usage,
+}
+
+/// The most prompt tokens or alternatives one request may ask for.
+const MAX_TOP: usize = 20;
+
+#[derive(Debug)]
+pub struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body =
+            serde_json::json!({"error": {"message": self.1, "type": "invalid_request_error"}});
+        (self.0, Json(body)).into_response()
+    }
+}
+
+fn bad(msg: impl Into<String>) -> ApiError {
+    ApiError(StatusCode::BAD_REQUEST, msg.into())
+}
+
+/// Runs one request on the scorer (blocking: call it off the async threads).
+pub fn complete(scorer: &Scorer, req: &CompletionRequest) -> Result<CompletionResponse, ApiError> {
+    if req.max_tokens == 0 {
+        return Err(bad("max_tokens must be at least 1"));
+    }
+    let (k, pk) = (req.logprobs.unwrap_or(0), req.prompt_logprobs);
+    if k > MAX_TOP || pk.is_some_and(|k| k > MAX_TOP) {
+        return Err(bad(format!("at most {MAX_TOP} logprobs")));
+    }
+    let ids = match &req.prompt {
+        Prompt::Text(t) => scorer
+            .prompter
+            .encode(t, true)
+            .map_err(|e| bad(e.to_string()))?,
+        Prompt::Ids(ids) => ids.clone(),
+    };
+    let vocab = scorer.model.config.vocab_size as u32;
+    if ids.is_empty() || ids.iter().any(|&i| i >= vocab) {
+        return Err(bad(
+            "the prompt is empty or holds token ids outside the vocabulary",
+        ));
+    }
+    if ids.len() + req.max_tokens > scorer.model.config.max_position_embeddings {
+        return Err(bad(format!(
+            "prompt ({} tokens) + max_tokens ({}) exceed the model's {} positions",
+            ids.len(),
+            req.max_tokens,
+            scorer.model.config.max_position_embeddings
+        )));
+    }
+    let internal = |e: anyhow::Error| ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}"));
+    let sampling = Sampling {
+        max_tokens: req.max_tokens,
+        temperature: req.temperature.unwrap_or(1.0),
+        seed: req.seed.unwrap_or(0),
+        top_logprobs: k,
+    };
+    if !sampling.temperature.is_finite() || sampling.temperature < 0.0 {
+        return Err(bad("temperature must be a finite number ≥ 0"));
+    }
+    let g = scorer
+        .generate(std::slice::from_ref(&ids), &[sampling])
+        .map_err(internal)?
+        .pop()
+        .expect("one generation per prompt");
+    let prompt_logprobs = match pk {
+        None => None,
+        Some(pk) => Some(prompt_logprob_maps(scorer, &ids, pk).map_err(internal)?),
+    };
+    let logprobs = req.logprobs.map(|_| {
+        let tokens: Vec<String> = g
+            .ids
+            .iter()
+            .map(|&i| scorer.prompter.token_text(i))
+            .collect();
+        let mut offset = 0;
+        let text_offset = tokens
+            .iter()
+            .map(|t| {
+                let o = offset;
+                offset += t.len();
+                o
+            })
+            .collect();
+        CompletionLogprobs {
+            top_logprobs: g
+                .top
+                .iter()
+                .map(|alts| {
+                    alts.iter()
+                        .take(k)
+                        .map(|a| (scorer.prompter.token_text(a.id), a.logprob))
+                        .collect()
+                })
+                .collect(),
+            tokens,
+            token_logprobs: g.logprobs.clone(),
+            text_offset,
+            token_ids: g.ids.clone(),
+        }
+    });
+    let mut text = g.text.clone();
+    if req.echo {
+        text = scorer.prompter.decode(&ids).map_err(internal)? + &text;
+    }
+    Ok(CompletionResponse {
+        id: format!(
+            "cmpl-{}",
+            &blake3::hash(format!("{req:?}").as_bytes()).to_hex()[..16]
+        ),
+        object: "text_completion".into(),
+        created: chrono::Utc::now().timestamp(),
+        model: scorer.model_id.clone(),
+        choices: vec![Choice {
+            index: 0,
+            text,
+            logprobs,
+            finish_reason: if g.finished { "stop" } else { "length" }.into(),
+            prompt_logprobs,
+        }],
+        usage: Usage {
+            prompt_tokens: ids.len(),
+            completion_tokens: g.ids.len(),
+            total_tokens: ids.len() + g.ids.len(),
+        },
+    })
+}
+
+/// vLLM's `prompt_logprobs`: `null`, then for each later position a map holding the
+/// prompt's token and the top `k` alternatives.
+fn prompt_logprob_maps(
+    scorer: &Scorer,
+    ids: &[u32],
+    k: usize,
+) -> anyhow::Result<Vec<Option<BTreeMap<String, PromptLogprob>>>> {
+    let rows = scorer
+        .log_prob_rows(&[(ids, 1)])?
+        .pop()
+        .expect("one row block per sequence");
+    let mut out = vec![None];
+    for (&id, row) in ids[1..].iter().zip(&rows) {
+        let entry = |t: u32| {
+            let lp = row[t as usize];
+            PromptLogprob {
+                logprob: f64::from(lp),
+                rank: 1 + row.iter().filter(|&&x| x > lp).count() as u32,
+                decoded_token: scorer.prompter.token_text(t),
+            }
+        };
+        let mut map: BTreeMap<String, PromptLogprob> = super::top_k(row, k)
+            .into_iter()
+            .map(|a| (a.id.to_string(), entry(a.id)))
+            .collect();
+        map.insert(id.to_string(), entry(id));
+        out.push(Some(map));
+    }
+    Ok(out)
+}
+
+type Shared = Arc<Mutex<Scorer>>;
+
+async fn completions(
+    State(scorer): State<Shared>,
+    Json(req): Json<CompletionRequest>,
+) -> Result<Json<CompletionResponse>, ApiError> {
+    tokio::task::spawn_blocking(move || {
+        let scorer = scorer
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        complete(&scorer, &req)
+    })
+    .await
+    .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+    .map(Json)
+}
+
+async fn models(State(scorer): State<Shared>) -> Json<serde_json::Value> {
+    let id = scorer
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .model_id
+        .clone();
+    Json(serde_json::json!({"object": "list", "data": [{"id": id, "object": "model"}]}))
+}
+
+/// The endpoint's routes: `POST /v1/completions`, `GET /v1/models`, `GET /health`.
+pub fn router(scorer: Scorer) -> Router {
+    Router::new()
+        .route("/v1/completions", post(completions))
+        .route("/v1/models", get(models))
+        .route("/health", get(|| async { "ok" }))
+        .with_state(Arc::new(Mutex::new(scorer)))
+}
+
+/// Serves until the process is stopped.
+pub async fn serve(scorer: Scorer, bind: SocketAddr) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(bind).await?;
+    tracing::info!(addr = %listener.local_addr()?, model = %scorer.model_id, "serving /v1/completions");
+    axum::serve(listener, router(scorer)).await?;
+    Ok(())
+}

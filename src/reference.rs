@@ -1,0 +1,415 @@
+//! Reference runners over HTTP, for production reference GPUs:
+//!
+//! - [`HttpScorer`]: token scores from an OpenAI-compatible `/v1/completions` server
+//!   running the reference model (vLLM, or `proctor serve-reference`), by teacher
+//!   forcing: the prompt + output token ids are sent as the prompt with
+//!   `prompt_logprobs`, and one token is generated for the position after the text.
+//! - [`Txt2Img`]: a reference image from a server speaking the `/sdapi/v1/txt2img`
+//!   wire format.
+//!
+//! Both sit behind a [`Breaker`]: after repeated failures the host is left alone for
+//! a cool-down and every call fails at once, as an infrastructure failure. The
+//! `rerun` worker retries those with backoff, so a reference GPU that is down delays
+//! verdicts and never produces one.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use serde::Serialize;
+
+use crate::checks::llm::{Alternative, TokenScore, TokenScores};
+use crate::llm::ScoreError;
+use crate::llm::serve::{CompletionRequest, CompletionResponse, Prompt, PromptLogprob};
+use crate::llm::template::Prompter;
+use crate::record::{LlmInput, SdInput};
+
+/// A circuit breaker: `threshold` consecutive failures open it for `cool_down`; then
+/// one call is let through, and its success closes it again.
+pub struct Breaker {
+    threshold: u32,
+    cool_down: Duration,
+    state: Mutex<BreakerState>,
+}
+
+#[derive(Default)]
+struct BreakerState {
+    failures: u32,
+    open_until: Option<Instant>,
+}
+
+impl Breaker {
+    pub fn new(threshold: u32, cool_down: Duration) -> Self {
+        Breaker {
+            threshold: threshold.max(1),
+            cool_down,
+            state: Mutex::default(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BreakerState> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// `Err` while open.
+    pub fn admit(&self) -> Result<(), String> {
+        let mut s = self.lock();
+        match s.open_until {
+            Some(t) if Instant::now() < t => Err(format!(
+                "circuit open after {} failures; retrying the host in {:.0?}",
+                s.failures,
+                t - Instant::now()
+            )),
+            Some(_) => {
+                // Half-open: this call is the trial; others wait another cool-down.
+                s.open_until = Some(Instant::now() + self.cool_down);
+                Ok(())
+            }
+            None => Ok(()),
+        }
+    }
+
+    pub fn record(&self, ok: bool) {
+        let mut s = self.lock();
+        if ok {
+            *s = BreakerState::default();
+        } else {
+            s.failures += 1;
+            if s.failures >= self.threshold {
+                s.open_until = Some(Instant::now() + self.cool_down);
+            }
+        }
+    }
+}
+
+/// What went wrong with one HTTP call.
+enum CallError {
+    /// The request itself is wrong for this host (HTTP 4xx): retrying will not help.
+    Rejected(String),
+    /// Unreachable, timed out, 5xx, or an answer we cannot read.
+    Failed(String),
+}
+
+async fn post_json<T: Serialize + ?Sized, R: serde::de::DeserializeOwned>(
+    client: &reqwest::Client,
+    breaker: &Breaker,
+    url: &str,
+    body: &T,
+) -> Result<R, CallError> {
+    breaker.admit().map_err(CallError::Failed)?;
+    let result = async {
+        let resp = client
+            .post(url)
+            .json(body)
+            .send()
+            .await
+            .map_err(|e| CallError::Failed(format!("{url}: {e}")))?;
+        let status = resp.status();
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|e| CallError::Failed(format!("{url}: {e}")))?;
+        if status.is_client_error() {
+            let text = String::from_utf8_lossy(&bytes[..bytes.len().min(500)]).into_owned();
+            return Err(CallError::Rejected(format!("{url}: HTTP {status}: {text}")));
+        }
+        if !status.is_success() {
+            return Err(CallError::Failed(format!("{url}: HTTP {status}")));
+        }
+        serde_json::from_slice(&bytes)
+            .map_err(|e| CallError::Failed(format!("{url}: unreadable answer: {e}")))
+    }
+    .await;
+    // A rejected request says nothing about the host's health.
+    breaker.record(!matches!(result, Err(CallError::Failed(_))));
+    result
+}
+
+fn client(timeout: Duration) -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .connect_timeout(Duration::from_secs(5))
+        .build()
+        .expect("an HTTP client with default TLS")
+}
+
+/// Token scores from an OpenAI-compatible server. The prompt is tokenized here with the
+/// model's own tokenizer files, so the server scores exactly the tokens we mean.
+pub struct HttpScorer {
+    client: reqwest::Client,
+    url: String,
+    pub model_id: String,
+    pub prompter: Prompter,
+    pub top_k: usize,
+    breaker: Breaker,
+}
+
+impl HttpScorer {
+    /// `base_url` is the server's root (`http://host:8000`); `model_id` the model it
+    /// serves, whose tokenizer files `prompter` holds.
+    pub fn new(base_url: &str, model_id: &str, prompter: Prompter, timeout: Duration) -> Self {
+        HttpScorer {
+            client: client(timeout),
+            url: format!("{}/v1/completions", base_url.trim_end_matches('/')),
+            model_id: model_id.to_owned(),
+            prompter,
+            top_k: 5,
+            breaker: Breaker::new(3, Duration::from_secs(30)),
+        }
+    }
+
+    pub fn with_breaker(mut self, breaker: Breaker) -> Self {
+        self.breaker = breaker;
+        self
+    }
+
+    pub async fn score(&self, input: &LlmInput, text: &str) -> Result<TokenScores, ScoreError> {
+        let unscorable = |e: anyhow::Error| ScoreError::Unscorable(format!("{e:#}"));
+        let prompt = self.prompter.prompt_ids(input).map_err(unscorable)?;
+        let output = self.prompter.encode(text, false).map_err(unscorable)?;
+        let p = prompt.len();
+        if p == 0 {
+            return Err(ScoreError::Unscorable("the prompt has no tokens".into()));
+        }
+        let ids: Vec<u32> = prompt.into_iter().chain(output).collect();
+        let req = CompletionRequest {
+            model: Some(self.model_id.clone()),
+            prompt: Prompt::Ids(ids.clone()),
+            max_tokens: 1,
+            temperature: Some(0.0),
+            seed: None,
+            logprobs: Some(self.top_k),
+            echo: false,
+            prompt_logprobs: Some(self.top_k),
+        };
+        let resp: CompletionResponse = post_json(&self.client, &self.breaker, &self.url, &req)
+            .await
+            .map_err(|e| match e {
+                CallError::Rejected(m) => ScoreError::Unscorable(m),
+                CallError::Failed(m) => ScoreError::Failed(m),
+            })?;
+        self.scores(&ids, p, text, &resp)
+            .map_err(ScoreError::Failed)
+    }
+
+    /// Maps vLLM's answer onto [`TokenScores`]. Where EOS is outside the top-k at a
+    /// position, its logprob is reported as the k-th best logprob there: an upper
+    /// bound, which can only make an honest miner's early stop look more plausible and
+    /// never makes EOS look like the argmax it was not.
+    fn scores(
+        &self,
+        ids: &[u32],
+        p: usize,
+        text: &str,
+        resp: &CompletionResponse,
+    ) -> Result<TokenScores, String> {
+        let choice = resp.choices.first().ok_or("no choices in the answer")?;
+        let maps = choice
+            .prompt_logprobs
+            .as_ref()
+            .ok_or("the answer has no prompt_logprobs")?;
+        if maps.len() != ids.len() {
+            return Err(format!(
+                "prompt_logprobs has {} positions for {} tokens",
+                maps.len(),
+                ids.len()
+            ));
+        }
+        let eos = self.prompter.eos_id;
+        let tokens = ids[p..]
+            .iter()
+            .zip(&maps[p..])
+            .enumerate()
+            .map(|(i, (&id, map))| {
+                let map = map
+                    .as_ref()
+                    .ok_or(format!("no logprobs at output token {i}"))?;
+                let own = map
+                    .get(&id.to_string())
+                    .ok_or(format!("output token {i} missing from its own logprobs"))?;
+                let top = top_of(map, self.top_k)?;
+                let floor = top.last().map_or(own.logprob, |a| a.logprob);
+                Ok(TokenScore {
+                    id,
+                    text: own.decoded_token.clone(),
+                    logprob: own.logprob,
+                    rank: own.rank,
+                    eos_logprob: map.get(&eos.to_string()).map_or(floor, |e| e.logprob),
+                    top,
+                })
+            })
+            .collect::<Result<Vec<_>, String>>()?;
+        // The position after the text: the generated token's alternatives.
+        let end = choice
+            .logprobs
+            .as_ref()
+            .and_then(|l| l.top_logprobs.first())
+            .ok_or("the answer has no logprobs for the position after the text")?;
+        let end_top = end.values().copied().fold(f64::NEG_INFINITY, f64::max);
+        let end_floor = end.values().copied().fold(f64::INFINITY, f64::min);
+        let eos_text = self.prompter.token_text(eos);
+        Ok(TokenScores {
+            model_id: self.model_id.clone(),
+            eos_token_id: eos,
+            prompt_tokens: p as u32,
+            output_text_blake3: blake3::hash(text.as_bytes()).to_hex().to_string(),
+            tokens,
+            end_eos_logprob: end.get(&eos_text).copied().unwrap_or(end_floor),
+            end_top_logprob: end_top,
+        })
+    }
+}
+
+/// The entries of a `prompt_logprobs` map ranked within `k`, best first.
+fn top_of(map: &BTreeMap<String, PromptLogprob>, k: usize) -> Result<Vec<Alternative>, String> {
+    let mut top = map
+        .iter()
+        .filter(|(_, e)| e.rank as usize <= k)
+        .map(|(id, e)| {
+            Ok(Alternative {
+                id: id
+                    .parse()
+                    .map_err(|_| format!("token id {id:?} is not a number"))?,
+                logprob: e.logprob,
+            })
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    top.sort_by(|a, b| b.logprob.total_cmp(&a.logprob));
+    Ok(top)
+}
+
+/// The SD reference host's request, in the `/sdapi/v1/txt2img` wire format.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct Txt2ImgRequest {
+    pub prompt: String,
+    pub negative_prompt: String,
+    pub width: u32,
+    pub height: u32,
+    pub steps: u32,
+    pub cfg_scale: f64,
+    pub seed: i64,
+    pub batch_size: u32,
+    pub n_iter: u32,
+}
+
+impl Txt2ImgRequest {
+    /// The job's input with the miner software's clamping: each side rounded down to a
+    /// multiple of 8 and capped at 2048, steps capped at 35.
+    pub fn for_job(input: &SdInput) -> Self {
+        let side = |v: u32| (v.min(2048) / 8) * 8;
+        Txt2ImgRequest {
+            prompt: input.prompt.clone(),
+            negative_prompt: input.neg_prompt.clone(),
+            width: side(input.width),
+            height: side(input.height),
+            steps: input.num_iterations.min(35),
+            cfg_scale: input.guidance_scale,
+            seed: input.seed,
+            batch_size: 1,
+            n_iter: 1,
+        }
+    }
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct Txt2ImgResponse {
+    images: Vec<String>,
+}
+
+/// Reference images from a `/sdapi/v1/txt2img` server.
+pub struct Txt2Img {
+    client: reqwest::Client,
+    url: String,
+    breaker: Breaker,
+    /// The largest decoded answer accepted.
+    pub max_image_bytes: usize,
+}
+
+impl Txt2Img {
+    pub fn new(base_url: &str, timeout: Duration, max_image_bytes: usize) -> Self {
+        Txt2Img {
+            client: client(timeout),
+            url: format!("{}/sdapi/v1/txt2img", base_url.trim_end_matches('/')),
+            breaker: Breaker::new(3, Duration::from_secs(30)),
+            max_image_bytes,
+        }
+    }
+
+    pub fn with_breaker(mut self, breaker: Breaker) -> Self {
+        self.breaker = breaker;
+        self
+    }
+
+    /// The reference PNG for a job. A rejected request (HTTP 4xx) is `Ok(None)`: the
+    /// image checks then have no reference and say so.
+    pub async fn image(&self, input: &SdInput) -> Result<Option<Vec<u8>>, String> {
+        let req = Txt2ImgRequest::for_job(input);
+        let resp: Txt2ImgResponse =
+            match post_json(&self.client, &self.breaker, &self.url, &req).await {
+                Ok(r) => r,
+                Err(CallError::Rejected(m)) => {
+                    tracing::warn!(error = %m, "the SD reference host rejected the job");
+                    return Ok(None);
+                }
+                Err(CallError::Failed(m)) => return Err(m),
+            };
+        let b64 = resp.images.first().ok_or("the answer holds no image")?;
+        if b64.len() / 4 * 3 > self.max_image_bytes {
+            return Err(format!(
+                "the reference image is over {} bytes",
+                self.max_image_bytes
+            ));
+        }
+        // Some servers prefix a data URL.
+        let b64 = b64.rsplit_once(',').map_or(b64.as_str(), |(_, b)| b);
+        base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .map(Some)
+            .map_err(|e| format!("the reference image is not base64: {e}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_breaker_opens_after_repeated_failures_and_lets_one_trial_through() {
+        let b = Breaker::new(2, Duration::from_millis(50));
+        assert!(b.admit().is_ok());
+        b.record(false);
+        assert!(b.admit().is_ok(), "one failure is below the threshold");
+        b.record(false);
+        assert!(b.admit().is_err(), "open after two");
+        std::thread::sleep(Duration::from_millis(60));
+        assert!(b.admit().is_ok(), "half-open: one trial");
+        assert!(b.admit().is_err(), "the others wait while the trial runs");
+        b.record(true);
+        assert!(b.admit().is_ok(), "a success closes it");
+    }
+
+    #[test]
+    fn txt2img_requests_clamp_as_the_miner_software_does() {
+        let input = SdInput {
+            prompt: "a cat".into(),
+            neg_prompt: String::new(),
+            width: 1023,
+            height: 4096,
+            num_iterations: 50,
+            guidance_scale: 7.5,
+            seed: 42,
+        };
+        let r = Txt2ImgRequest::for_job(&input);
+        assert_eq!((r.width, r.height, r.steps), (1016, 2048, 35));
+        let small = Txt2ImgRequest::for_job(&SdInput {
+            width: 512,
+            height: 519,
+            num_iterations: 20,
+            ..input
+        });
+        assert_eq!((small.width, small.height, small.steps), (512, 512, 20));
+    }
+}

@@ -1,0 +1,278 @@
+//! The candle scorer on the committed fixture model (fixtures/models/tiny-alice): it
+//! scores exactly what it generates, batching and padding change nothing, the model is
+//! peaked like a language model, and honest and cheating miners simulated with the
+//! real generation code are told apart by the LLM checks.
+
+use std::path::PathBuf;
+
+use candle_core::{DType, Device};
+use proctor::checks::llm::{self, TokenScores};
+use proctor::llm::model::{AttentionPrecision, Numerics};
+use proctor::llm::{Sampling, ScoreJob, Scorer};
+use proctor::record::{LlmInput, Message, Role};
+use proctor::rules::Rules;
+
+fn model_dir(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures/models")
+        .join(name)
+}
+
+fn scorer(name: &str, dtype: DType) -> Scorer {
+    let numerics = Numerics {
+        dtype,
+        attention: AttentionPrecision::F32,
+    };
+    Scorer::load(&model_dir(name), numerics, &Device::Cpu).unwrap()
+}
+
+/// Held-out paragraph openings of the book as chat jobs (the generator trains on
+/// every paragraph but each tenth).
+fn jobs(temperature: f64) -> Vec<LlmInput> {
+    let text = std::fs::read_to_string(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/text/alice29.txt"),
+    )
+    .unwrap();
+    text.replace("\r\n", "\n")
+        .split("\n\n")
+        .map(|p| p.split_whitespace().collect::<Vec<_>>().join(" "))
+        .filter(|p| p.len() >= 80)
+        .step_by(10)
+        .take(12)
+        .enumerate()
+        .map(|(i, p)| {
+            let words: Vec<&str> = p.split(' ').take(8).collect();
+            LlmInput {
+                messages: Some(vec![Message {
+                    role: Role::User,
+                    content: format!("Continue: {}", words.join(" ")),
+                }]),
+                prompt: None,
+                temperature,
+                max_tokens: 48,
+                seed: Some(1000 + i as i64),
+            }
+        })
+        .collect()
+}
+
+fn sampling(input: &LlmInput, temperature: f64) -> Sampling {
+    Sampling {
+        max_tokens: input.max_tokens as usize,
+        temperature,
+        seed: input.seed.unwrap_or(0) as u64,
+        top_logprobs: 0,
+    }
+}
+
+/// Texts `miner` generates for `inputs` at `temperature`, `batch` prompts per pass.
+fn generate(miner: &Scorer, inputs: &[LlmInput], temperature: f64, batch: usize) -> Vec<String> {
+    let mut texts = Vec::new();
+    for chunk in inputs.chunks(batch) {
+        let prompts: Vec<Vec<u32>> = chunk
+            .iter()
+            .map(|i| miner.prompter.prompt_ids(i).unwrap())
+            .collect();
+        let s: Vec<Sampling> = chunk.iter().map(|i| sampling(i, temperature)).collect();
+        texts.extend(
+            miner
+                .generate(&prompts, &s)
+                .unwrap()
+                .into_iter()
+                .map(|g| g.text),
+        );
+    }
+    texts
+}
+
+fn score_all(reference: &Scorer, inputs: &[LlmInput], texts: &[String]) -> Vec<TokenScores> {
+    let jobs: Vec<ScoreJob<'_>> = inputs
+        .iter()
+        .zip(texts)
+        .map(|(input, text)| ScoreJob { input, text })
+        .collect();
+    reference
+        .score_batch(&jobs)
+        .into_iter()
+        .map(|r| r.unwrap())
+        .collect()
+}
+
+fn mean_logprob(scores: &[TokenScores]) -> f64 {
+    let lps: Vec<f64> = scores
+        .iter()
+        .flat_map(|s| s.tokens.iter().map(|t| t.logprob))
+        .collect();
+    lps.iter().sum::<f64>() / lps.len() as f64
+}
+
+/// Jobs with at least one failing LLM check under the shipped rules. (Their LLM
+/// thresholds were set for a 128k-token vocabulary; calibrating them per model is the
+/// `proctor calibrate` work, so only the honest side is asserted on them here.)
+fn flagged(inputs: &[LlmInput], texts: &[String], scores: &[TokenScores]) -> usize {
+    let rules = Rules::embedded().unwrap();
+    inputs
+        .iter()
+        .zip(texts)
+        .zip(scores)
+        .filter(|((input, text), s)| {
+            assert_eq!(s.problem(text), None, "scores must be well formed");
+            llm::check(s, input, None, &rules.checks.llm)
+                .iter()
+                .any(|(_, o)| o.is_fail())
+        })
+        .count()
+}
+
+#[test]
+fn greedy_output_scores_rank_one_with_the_generation_logprobs() {
+    let s = scorer("tiny-alice", DType::F32);
+    let inputs = jobs(0.0);
+    let prompts: Vec<Vec<u32>> = inputs[..3]
+        .iter()
+        .map(|i| s.prompter.prompt_ids(i).unwrap())
+        .collect();
+    let sampled = s
+        .generate(
+            &prompts,
+            &inputs[..3]
+                .iter()
+                .map(|i| Sampling {
+                    top_logprobs: 3,
+                    ..sampling(i, 0.0)
+                })
+                .collect::<Vec<_>>(),
+        )
+        .unwrap();
+    for (input, g) in inputs.iter().zip(&sampled) {
+        assert!(!g.ids.is_empty());
+        let scores = s
+            .score(ScoreJob {
+                input,
+                text: &g.text,
+            })
+            .unwrap();
+        assert_eq!(scores.problem(&g.text), None);
+        let ids: Vec<u32> = scores.tokens.iter().map(|t| t.id).collect();
+        assert_eq!(
+            ids, g.ids,
+            "re-tokenizing the text gives the generated tokens"
+        );
+        for (i, (t, lp)) in scores.tokens.iter().zip(&g.logprobs).enumerate() {
+            assert_eq!(t.rank, 1, "greedy token {i} must be the argmax");
+            assert_eq!(t.top[0].id, t.id);
+            assert!(
+                (t.logprob - lp).abs() < 1e-4,
+                "token {i}: {} vs {lp}",
+                t.logprob
+            );
+            assert_eq!(g.top[i][0].id, t.id);
+        }
+        if g.finished {
+            // It stopped because EOS was the argmax after the last token.
+            assert!((scores.end_eos_logprob - scores.end_top_logprob).abs() < 1e-6);
+        }
+    }
+}
+
+#[test]
+fn batching_and_padding_do_not_change_scores() {
+    let s = scorer("tiny-alice", DType::F32);
+    let inputs = jobs(0.8);
+    let texts = generate(&s, &inputs[..4], 0.8, 1);
+    let together = score_all(&s, &inputs[..4], &texts);
+    for (i, (input, text)) in inputs.iter().zip(&texts).enumerate() {
+        let alone = s.score(ScoreJob { input, text }).unwrap();
+        assert_eq!(alone.tokens.len(), together[i].tokens.len());
+        for (a, b) in alone.tokens.iter().zip(&together[i].tokens) {
+            assert_eq!((a.id, a.rank), (b.id, b.rank));
+            assert!((a.logprob - b.logprob).abs() < 1e-4);
+        }
+    }
+}
+
+#[test]
+fn the_fixture_model_is_peaked_like_a_language_model() {
+    let s = scorer("tiny-alice", DType::F32);
+    let inputs = jobs(0.7);
+    let texts = generate(&s, &inputs, 0.7, 4);
+    let scores = score_all(&s, &inputs, &texts);
+    let top1: Vec<f64> = scores
+        .iter()
+        .flat_map(|s| s.tokens.iter().map(|t| t.top[0].logprob.exp()))
+        .collect();
+    let mean = top1.iter().sum::<f64>() / top1.len() as f64;
+    eprintln!(
+        "mean top-1 probability over {} answer tokens: {mean:.3}",
+        top1.len()
+    );
+    // A uniform model over 512 tokens gives 0.002; a random-weight one about that.
+    assert!(mean > 0.15, "mean top-1 probability {mean:.3}");
+}
+
+#[test]
+fn honest_variation_passes_and_cheats_score_lower() {
+    let reference = scorer("tiny-alice", DType::F32);
+    let inputs = jobs(0.7);
+    // Honest: the same weights, in bf16, four prompts per batch.
+    let honest_miner = scorer("tiny-alice", DType::BF16);
+    let honest = generate(&honest_miner, &inputs, 0.7, 4);
+    let honest_scores = score_all(&reference, &inputs, &honest);
+    assert_eq!(flagged(&inputs, &honest, &honest_scores), 0);
+    let h = mean_logprob(&honest_scores);
+    // Cheats: another model trained on the same book; a hotter sampler than asked;
+    // canned text that never came from a model.
+    let other = generate(&scorer("tiny-alice-alt", DType::F32), &inputs, 0.7, 1);
+    let hot = generate(&reference, &inputs, 1.5, 4);
+    let canned: Vec<String> = inputs
+        .iter()
+        .map(|_| {
+            "I'm sorry, but as an AI language model I cannot help with that request.".to_owned()
+        })
+        .collect();
+    let mut lowest = Vec::new();
+    for (name, texts) in [
+        ("another model", &other),
+        ("temperature 1.5", &hot),
+        ("canned", &canned),
+    ] {
+        let scores = score_all(&reference, &inputs, texts);
+        let m = mean_logprob(&scores);
+        let flags = flagged(&inputs, texts, &scores);
+        eprintln!(
+            "{name}: mean logprob {m:.3} vs honest {h:.3}; flagged by the shipped rules: {flags} of {}",
+            inputs.len()
+        );
+        lowest.push((name, m));
+    }
+    for (name, m) in lowest {
+        assert!(m < h - 0.3, "{name}: mean logprob {m:.3} vs honest {h:.3}");
+    }
+}
+
+#[test]
+fn bf16_scores_stay_close_to_f32() {
+    let (f32s, bf16s) = (
+        scorer("tiny-alice", DType::F32),
+        scorer("tiny-alice", DType::BF16),
+    );
+    let inputs = jobs(0.7);
+    let texts = generate(&f32s, &inputs[..4], 0.7, 4);
+    let (a, b) = (
+        score_all(&f32s, &inputs[..4], &texts),
+        score_all(&bf16s, &inputs[..4], &texts),
+    );
+    let diffs: Vec<f64> = a
+        .iter()
+        .zip(&b)
+        .flat_map(|(x, y)| {
+            x.tokens
+                .iter()
+                .zip(&y.tokens)
+                .map(|(p, q)| (p.logprob - q.logprob).abs())
+        })
+        .collect();
+    let mean = diffs.iter().sum::<f64>() / diffs.len() as f64;
+    assert!(mean < 0.1, "mean |Δ logprob| bf16 vs f32 = {mean:.4}");
+    assert!(mean > 0.0, "bf16 must actually run in another precision");
+}

@@ -90,30 +90,47 @@ impl S3Reference {
     }
 }
 
+impl S3Reference {
+    fn prefix(record: &JobRecord) -> String {
+        format!("reference/{}", record.job_id.as_str())
+    }
+
+    /// The challenge answer, for any kind of job.
+    async fn challenge(&self, record: &JobRecord) -> Result<Option<ChallengeExpectation>, String> {
+        self.json(&format!("{}/challenge.json", Self::prefix(record)))
+            .await
+            .map_err(|e| e.to_string())
+    }
+}
+
 impl ReferenceRunner for S3Reference {
+    /// What the job's kind compares: the image for SD, the scores for LLM.
     async fn reference(&self, record: &JobRecord, _: Option<&Object>) -> Result<Reference, String> {
-        let prefix = format!("reference/{}", record.job_id.as_str());
-        let mut image = None;
-        for name in ["image.png", "image.jpg"] {
-            image = self
-                .get(&format!("{prefix}/{name}"), self.max_image_bytes)
-                .await
-                .map_err(|e| e.to_string())?;
-            if image.is_some() {
-                break;
+        let prefix = Self::prefix(record);
+        let mut reference = Reference {
+            challenge: self.challenge(record).await?,
+            ..Reference::default()
+        };
+        match &record.job {
+            Job::Sd { .. } => {
+                for name in ["image.png", "image.jpg"] {
+                    reference.image = self
+                        .get(&format!("{prefix}/{name}"), self.max_image_bytes)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    if reference.image.is_some() {
+                        break;
+                    }
+                }
+            }
+            Job::Llm { .. } => {
+                reference.scores = self
+                    .json(&format!("{prefix}/scores.json"))
+                    .await
+                    .map_err(|e| e.to_string())?;
             }
         }
-        Ok(Reference {
-            image,
-            scores: self
-                .json(&format!("{prefix}/scores.json"))
-                .await
-                .map_err(|e| e.to_string())?,
-            challenge: self
-                .json(&format!("{prefix}/challenge.json"))
-                .await
-                .map_err(|e| e.to_string())?,
-        })
+        Ok(reference)
     }
 }
 
@@ -136,7 +153,6 @@ impl ReferenceRunner for ModelRunner {
         record: &JobRecord,
         output: Option<&Object>,
     ) -> Result<Reference, String> {
-        let mut reference = self.s3.reference(record, output).await?;
         let (
             Job::Llm {
                 input,
@@ -145,9 +161,12 @@ impl ReferenceRunner for ModelRunner {
             Some(scorer),
         ) = (&record.job, self.scorers.get(record.model_id.as_str()))
         else {
-            return Ok(reference);
+            return self.s3.reference(record, output).await;
         };
-        reference.scores = None;
+        let mut reference = Reference {
+            challenge: self.s3.challenge(record).await?,
+            ..Reference::default()
+        };
         // No text to score (missing, not UTF-8, too long): the checks say so.
         let Ok(text) = output_text(llm_output, output, &self.rules) else {
             return Ok(reference);

@@ -276,3 +276,58 @@ fn bf16_scores_stay_close_to_f32() {
     assert!(mean < 0.1, "mean |Δ logprob| bf16 vs f32 = {mean:.4}");
     assert!(mean > 0.0, "bf16 must actually run in another precision");
 }
+
+#[test]
+fn quantized_weights_score_lower_the_fewer_bits_they_keep() {
+    let reference = scorer("tiny-alice", DType::F32);
+    let inputs = jobs(0.7);
+    let honest = generate(&reference, &inputs, 0.7, 4);
+    let h = mean_logprob(&score_all(&reference, &inputs, &honest));
+    let dir = model_dir("tiny-alice");
+    let mut by_bits = Vec::new();
+    for bits in [8, 4, 3] {
+        let miner = Scorer::load_quantized(&dir, bits, Numerics::default(), &Device::Cpu).unwrap();
+        let texts = generate(&miner, &inputs, 0.7, 4);
+        let m = mean_logprob(&score_all(&reference, &inputs, &texts));
+        eprintln!("int{bits} weights: mean logprob {m:.3} vs honest {h:.3}");
+        by_bits.push(m);
+    }
+    // 8 bits is within sampling noise of honest; 3 bits is well below it.
+    assert!(
+        (by_bits[0] - h).abs() < 0.3,
+        "int8 {:.3} vs {h:.3}",
+        by_bits[0]
+    );
+    assert!(by_bits[2] < h - 0.3, "int3 {:.3} vs {h:.3}", by_bits[2]);
+}
+
+/// The prefill spoof: text from another model, with the reference's own probabilities
+/// of those tokens (one cheap prefill pass of the reference) reported as the miner's.
+/// Comparing reported logprobs cannot catch it, by construction; what catches it is the
+/// same as for any substituted model: how likely the reference finds the tokens chosen.
+/// Teacher forcing cannot tell apart texts whose tokens the reference itself would have
+/// sampled, however they were produced (speculative decoding with the reference as
+/// verifier is one honest way); it can only judge the tokens, never the compute.
+#[test]
+fn a_prefill_spoof_passes_the_logprob_comparison_and_is_judged_on_its_tokens() {
+    let reference = scorer("tiny-alice", DType::F32);
+    let rules = Rules::embedded().unwrap();
+    let inputs = jobs(0.7);
+    let other = generate(&scorer("tiny-alice-alt", DType::F32), &inputs, 0.7, 1);
+    let scores = score_all(&reference, &inputs, &other);
+    for ((input, _), s) in inputs.iter().zip(&other).zip(&scores) {
+        let spoofed: Vec<f64> = s.tokens.iter().map(|t| t.logprob).collect();
+        let outcomes = llm::check(s, input, Some(&spoofed), &rules.checks.llm);
+        let delta = outcomes
+            .iter()
+            .find(|(c, _)| *c == proctor::outcome::CheckId::LlmLogprobDelta)
+            .unwrap();
+        assert!(
+            !delta.1.is_fail(),
+            "spoofed logprobs match the reference exactly"
+        );
+    }
+    let honest = generate(&reference, &inputs, 0.7, 4);
+    let h = mean_logprob(&score_all(&reference, &inputs, &honest));
+    assert!(mean_logprob(&scores) < h - 0.3);
+}

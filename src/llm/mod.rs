@@ -97,14 +97,32 @@ impl Scorer {
     /// Loads a model folder: `config.json`, `*.safetensors`, `tokenizer.json`,
     /// `tokenizer_config.json`. The model id is the folder's name.
     pub fn load(dir: &Path, numerics: Numerics, device: &Device) -> anyhow::Result<Self> {
+        Self::with_model(dir, Llama::load(dir, numerics, device)?)
+    }
+
+    /// `model` with the tokenizer files of `dir`, named by the folder.
+    fn with_model(dir: &Path, model: Llama) -> anyhow::Result<Self> {
         Ok(Scorer {
-            model: Llama::load(dir, numerics, device)?,
+            model,
             prompter: Prompter::load(dir)?,
             model_id: dir
                 .file_name()
                 .map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
             top_k: 5,
         })
+    }
+
+    /// A miner that serves the model of `dir` with its weight matrices quantized to
+    /// `bits` bits ([`model::quantize_rows`]): the quantized-model cheat, for
+    /// simulations and calibration.
+    pub fn load_quantized(
+        dir: &Path,
+        bits: u32,
+        numerics: Numerics,
+        device: &Device,
+    ) -> anyhow::Result<Self> {
+        let model = Llama::load_with(dir, numerics, device, |_, t| model::quantize_rows(t, bits))?;
+        Self::with_model(dir, model)
     }
 
     /// Scores one job.

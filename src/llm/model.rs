@@ -252,6 +252,17 @@ impl Llama {
 
     /// Loads `config.json` and every `*.safetensors` file of a model folder.
     pub fn load(dir: &Path, numerics: Numerics, device: &Device) -> anyhow::Result<Self> {
+        Self::load_with(dir, numerics, device, |_, t| Ok(t))
+    }
+
+    /// Like [`Llama::load`], passing each weight tensor through `transform` (by name)
+    /// first: for simulating miners whose weights differ from the reference's.
+    pub fn load_with(
+        dir: &Path,
+        numerics: Numerics,
+        device: &Device,
+        transform: impl Fn(&str, Tensor) -> Result<Tensor>,
+    ) -> anyhow::Result<Self> {
         let config = LlamaConfig::from_file(&dir.join("config.json"))?;
         let mut files: Vec<_> = std::fs::read_dir(dir)
             .map_err(|e| anyhow::anyhow!("{}: {e}", dir.display()))?
@@ -264,10 +275,12 @@ impl Llama {
         }
         let mut tensors = std::collections::HashMap::new();
         for f in &files {
-            tensors.extend(
-                candle_core::safetensors::load(f, device)
-                    .map_err(|e| anyhow::anyhow!("{}: {e}", f.display()))?,
-            );
+            for (name, t) in candle_core::safetensors::load(f, device)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", f.display()))?
+            {
+                let t = transform(&name, t)?;
+                tensors.insert(name, t);
+            }
         }
         let vb = VarBuilder::from_tensors(tensors, numerics.dtype, device);
         Ok(Llama::new(vb, config, numerics, false)?)
@@ -369,4 +382,21 @@ fn repeat_kv(x: Tensor, n: usize) -> Result<Tensor> {
     x.unsqueeze(2)?
         .expand((b, kv, n, t, d))?
         .reshape((b, kv * n, t, d))
+}
+
+/// Round-trips a weight matrix through symmetric per-row integer quantization with
+/// `bits` bits (GPTQ-like storage without its error correction): what a miner serving a
+/// quantized model instead of the reference computes with. Vectors (norms) are kept.
+pub fn quantize_rows(t: Tensor, bits: u32) -> Result<Tensor> {
+    if t.rank() != 2 {
+        return Ok(t);
+    }
+    let dtype = t.dtype();
+    let t = t.to_dtype(DType::F32)?;
+    let levels = f64::from((1u32 << (bits - 1)) - 1);
+    let scale = (t.abs()?.max_keepdim(1)? / levels)?.clamp(1e-12f32, f32::MAX)?;
+    t.broadcast_div(&scale)?
+        .round()?
+        .broadcast_mul(&scale)?
+        .to_dtype(dtype)
 }

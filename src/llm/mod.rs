@@ -18,7 +18,7 @@ pub mod template;
 
 use std::path::Path;
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{D, DType, Device, Tensor};
 
 use crate::checks::llm::{Alternative, TokenScore, TokenScores};
 use crate::record::LlmInput;
@@ -198,12 +198,12 @@ impl Scorer {
             })
             .collect();
         let tokens = Tensor::from_vec(flat, (seqs.len(), t), self.model.device())?;
-        let lp = self.model.log_probs(&tokens)?;
+        let hidden = self.model.hidden(&tokens)?;
         seqs.iter()
             .enumerate()
             .map(|(b, (s, p))| {
-                lp.get(b)?
-                    .narrow(0, p - 1, s.len() - p + 1)?
+                let h = hidden.get(b)?.narrow(0, p - 1, s.len() - p + 1)?;
+                candle_nn::ops::log_softmax(&self.model.logits(&h)?, D::Minus1)?
                     .to_dtype(DType::F32)?
                     .to_vec2::<f32>()
             })
@@ -283,9 +283,10 @@ impl Scorer {
                 })
                 .collect();
             let tokens = Tensor::from_vec(flat, (live.len(), t), self.model.device())?;
-            let logits = self.model.forward(&tokens)?;
+            let hidden = self.model.hidden(&tokens)?;
             for (b, &i) in live.iter().enumerate() {
-                let row: Vec<f32> = logits.get(b)?.get(seqs[i].len() - 1)?.to_vec1()?;
+                let last = hidden.get(b)?.narrow(0, seqs[i].len() - 1, 1)?;
+                let row: Vec<f32> = self.model.logits(&last)?.squeeze(0)?.to_vec1()?;
                 let s = &sampling[i];
                 let next = sample(&row, s.temperature, s.seed, out[i].ids.len());
                 let g = &mut out[i];

@@ -12,8 +12,10 @@
 //! attention dtype) + `b·t·V·4` bytes (the f32 logits), and does not grow with `L`:
 //! each layer's activations are dropped before the next runs. For Llama-3 8B
 //! (`h` 4096, `n` 32, `V` 128,256) scoring one 2,048-token job in f16 that is
-//! 16 MiB + 256 MiB + 1 GiB on top of 16 GiB of weights; the logits dominate, so long
-//! jobs are scored in one pass but batched less.
+//! 16 MiB + 256 MiB + 1 GiB on top of 16 GiB of weights. Scoring forms logits only at
+//! the output positions ([`Llama::hidden`], then [`Llama::logits`]), so `t` in the last
+//! term is the output's length, not the prompt's: a 1,536-token prompt with a
+//! 512-token answer needs 250 MiB of logits, not 1 GiB.
 
 use std::path::Path;
 
@@ -312,6 +314,13 @@ impl Llama {
     /// (u32), the result `[batch, len, vocab]`. Attention is causal, so a sequence
     /// padded on the right gets the same logits at its real positions as alone.
     pub fn forward(&self, tokens: &Tensor) -> Result<Tensor> {
+        self.logits(&self.hidden(tokens)?)
+    }
+
+    /// The final hidden states, `[batch, len, hidden]`, normalized: what the logits
+    /// are computed from. Scoring takes the positions it needs from these, so the
+    /// `vocab`-wide logits of a long prompt are never formed.
+    pub fn hidden(&self, tokens: &Tensor) -> Result<Tensor> {
         let (b, t) = tokens.dims2()?;
         if t > self.config.max_position_embeddings {
             candle_core::bail!(
@@ -355,8 +364,12 @@ impl Llama {
                 .forward(&(candle_nn::ops::silu(&l.gate.forward(&h)?)? * l.up.forward(&h)?)?)?;
             x = (x + mlp)?;
         }
-        let x = self.rms_norm(&x, &self.norm)?;
-        self.lm_head.forward(&x)?.to_dtype(DType::F32)
+        self.rms_norm(&x, &self.norm)
+    }
+
+    /// Logits (f32) of hidden states from [`Llama::hidden`], any leading shape.
+    pub fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
+        self.lm_head.forward(hidden)?.to_dtype(DType::F32)
     }
 
     /// Log-probabilities (f32, `[batch, len, vocab]`) at every position.

@@ -187,18 +187,7 @@ impl Scorer {
         if seqs.is_empty() {
             return Ok(Vec::new());
         }
-        let t = seqs.iter().map(|(s, _)| s.len()).max().unwrap_or(0);
-        let pad = self.prompter.eos_id;
-        let flat: Vec<u32> = seqs
-            .iter()
-            .flat_map(|(s, _)| {
-                s.iter()
-                    .copied()
-                    .chain(std::iter::repeat_n(pad, t - s.len()))
-            })
-            .collect();
-        let tokens = Tensor::from_vec(flat, (seqs.len(), t), self.model.device())?;
-        let hidden = self.model.hidden(&tokens)?;
+        let hidden = self.hidden_padded(seqs.iter().map(|(s, _)| *s))?;
         seqs.iter()
             .enumerate()
             .map(|(b, (s, p))| {
@@ -208,6 +197,26 @@ impl Scorer {
                     .to_vec2::<f32>()
             })
             .collect()
+    }
+
+    /// One forward pass over sequences right-padded (with EOS) to the longest:
+    /// the final hidden states, `[sequences, longest, hidden]`.
+    fn hidden_padded<'a>(
+        &self,
+        seqs: impl Iterator<Item = &'a [u32]> + Clone,
+    ) -> candle_core::Result<Tensor> {
+        let t = seqs.clone().map(<[u32]>::len).max().unwrap_or(0);
+        let pad = self.prompter.eos_id;
+        let flat: Vec<u32> = seqs
+            .clone()
+            .flat_map(|s| {
+                s.iter()
+                    .copied()
+                    .chain(std::iter::repeat_n(pad, t - s.len()))
+            })
+            .collect();
+        let tokens = Tensor::from_vec(flat, (seqs.count(), t), self.model.device())?;
+        self.model.hidden(&tokens)
     }
 
     fn token_scores(&self, seq: &[u32], p: usize, rows: &[Vec<f32>], text: &str) -> TokenScores {
@@ -221,7 +230,7 @@ impl Scorer {
                     id,
                     text: self.prompter.token_text(id),
                     logprob: f64::from(lp),
-                    rank: 1 + row.iter().filter(|&&x| x > lp).count() as u32,
+                    rank: rank(row, lp),
                     top: top_k(row, self.top_k),
                     eos_logprob: f64::from(row[eos as usize]),
                 }
@@ -271,19 +280,7 @@ impl Scorer {
             if live.is_empty() {
                 break;
             }
-            let t = live.iter().map(|&i| seqs[i].len()).max().unwrap_or(0);
-            let pad = self.prompter.eos_id;
-            let flat: Vec<u32> = live
-                .iter()
-                .flat_map(|&i| {
-                    seqs[i]
-                        .iter()
-                        .copied()
-                        .chain(std::iter::repeat_n(pad, t - seqs[i].len()))
-                })
-                .collect();
-            let tokens = Tensor::from_vec(flat, (live.len(), t), self.model.device())?;
-            let hidden = self.model.hidden(&tokens)?;
+            let hidden = self.hidden_padded(live.iter().map(|&i| seqs[i].as_slice()))?;
             for (b, &i) in live.iter().enumerate() {
                 let last = hidden.get(b)?.narrow(0, seqs[i].len() - 1, 1)?;
                 let row: Vec<f32> = self.model.logits(&last)?.squeeze(0)?.to_vec1()?;
@@ -308,6 +305,11 @@ impl Scorer {
         }
         Ok(out)
     }
+}
+
+/// 1 + how many entries of `row` are above `value`: 1 for the argmax.
+pub(crate) fn rank(row: &[f32], value: f32) -> u32 {
+    1 + row.iter().filter(|&&x| x > value).count() as u32
 }
 
 /// The `k` largest entries of `row`, best first.

@@ -248,7 +248,7 @@ fn prompt_logprob_maps(
             let lp = row[t as usize];
             PromptLogprob {
                 logprob: f64::from(lp),
-                rank: 1 + row.iter().filter(|&&x| x > lp).count() as u32,
+                rank: super::rank(row, lp),
                 decoded_token: scorer.prompter.token_text(t),
             }
         };

@@ -350,6 +350,7 @@ impl Gen {
                     rank,
                     top,
                     eos_logprob: eos_p.ln(),
+                    tempered: None,
                 }
             })
             .collect();

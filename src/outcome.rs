@@ -30,6 +30,9 @@ pub enum CheckId {
     LlmEarlyEnd,
     /// Too many argmax picks for a sampled (temperature > 0) job.
     LlmGreedyShare,
+    /// Sampled text is less likely under the job's sampling distribution than the
+    /// reference model's own samples are.
+    LlmLikelihood,
     /// Miner-reported logprobs differ from the reference's.
     LlmLogprobDelta,
     /// The miner's answer to a model-file byte-range challenge.
@@ -45,7 +48,7 @@ pub enum CheckId {
 }
 
 impl CheckId {
-    pub const ALL: [CheckId; 15] = [
+    pub const ALL: [CheckId; 16] = [
         CheckId::ModelKnown,
         CheckId::OutputDecode,
         CheckId::OutputSize,
@@ -55,6 +58,7 @@ impl CheckId {
         CheckId::LlmEosSkipped,
         CheckId::LlmEarlyEnd,
         CheckId::LlmGreedyShare,
+        CheckId::LlmLikelihood,
         CheckId::LlmLogprobDelta,
         CheckId::ModelChallenge,
         CheckId::DeviceSpec,
@@ -74,6 +78,7 @@ impl CheckId {
             CheckId::LlmEosSkipped => "llm_eos_skipped",
             CheckId::LlmEarlyEnd => "llm_early_end",
             CheckId::LlmGreedyShare => "llm_greedy_share",
+            CheckId::LlmLikelihood => "llm_likelihood",
             CheckId::LlmLogprobDelta => "llm_logprob_delta",
             CheckId::ModelChallenge => "model_challenge",
             CheckId::DeviceSpec => "device_spec",

@@ -238,6 +238,7 @@ impl HttpScorer {
                     logprob: own.logprob,
                     rank: own.rank,
                     eos_logprob: map.get(&eos.to_string()).map_or(floor, |e| e.logprob),
+                    tempered: None,
                     top,
                 })
             })

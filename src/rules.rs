@@ -195,6 +195,7 @@ pub struct CheckRules {
     pub latency: LatencyRules,
     pub reuse: ReuseRules,
     pub challenge: ChallengeRules,
+    pub calibration: CalibrationRules,
     /// Per-check policy: the assumed per-job false-positive rate the decision engine uses.
     pub policy: BTreeMap<CheckId, CheckPolicy>,
     #[serde(default)]
@@ -249,6 +250,11 @@ pub struct LlmRules {
     pub greedy_min_tokens: u32,
     pub greedy_max_p_value: f64,
     pub max_mean_abs_delta_p: f64,
+    /// The likelihood check judges sampled jobs at or above this temperature ...
+    pub likelihood_min_temperature: f64,
+    /// ... with at least this many tokens, and fails a z-score below `likelihood_z_min`.
+    pub likelihood_min_tokens: u32,
+    pub likelihood_z_min: f64,
     /// For points when no tokenizer count is known.
     pub chars_per_token_estimate: f64,
     /// The most characters one token can hold, for latency lower bounds.
@@ -352,6 +358,15 @@ pub struct DeterrenceCase {
     pub compute_saved_fraction: f64,
     /// Probability that a re-run of a cheated job is detected (from calibration).
     pub detection_rate: f64,
+}
+
+/// What `proctor calibrate` aims for.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CalibrationRules {
+    /// The per-job false-positive rate each calibrated check's thresholds must keep to
+    /// on honest pairs.
+    pub target_false_positive_rate: f64,
 }
 
 // ---- slashing.toml -----------------------------------------------------------------------
@@ -653,6 +668,17 @@ impl Rules {
             positive(l.chars_per_token_estimate)
                 && l.max_chars_per_token >= l.chars_per_token_estimate,
             "checks.llm: max_chars_per_token must be >= chars_per_token_estimate > 0".into(),
+        );
+        need(
+            l.likelihood_z_min.is_finite()
+                && l.likelihood_z_min < 0.0
+                && l.likelihood_min_temperature > 0.0
+                && l.likelihood_min_tokens >= 1,
+            "checks.llm: likelihood_z_min must be < 0, likelihood_min_temperature > 0 and likelihood_min_tokens >= 1".into(),
+        );
+        need(
+            prob(c.calibration.target_false_positive_rate),
+            "checks.calibration.target_false_positive_rate must be in (0, 1)".into(),
         );
         let lat = &c.latency;
         need(

@@ -46,6 +46,24 @@ pub struct TokenScore {
     pub top: Vec<Alternative>,
     /// Log-probability that the reference would have ended here instead.
     pub eos_logprob: f64,
+    /// The token under the job's own sampling distribution, where the scorer can give it
+    /// (the candle scorer can; vLLM's top-k logprobs cannot).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tempered: Option<Tempered>,
+}
+
+/// A token's log-probability under the distribution an honest sampler drew it from
+/// (the reference's `softmax(logits / temperature)` without EOS), and that
+/// log-probability's mean and variance over the distribution. Summed over a text they
+/// give the likelihood check's z-score, which is close to standard normal for any
+/// honest text whatever the prompt, and falls for text drawn from another
+/// distribution.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tempered {
+    pub logprob: f64,
+    pub mean: f64,
+    pub variance: f64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -71,8 +89,12 @@ impl TokenScores {
         for (i, t) in self.tokens.iter().enumerate() {
             let alts_ok = t.top.iter().all(|a| lp_ok(a.logprob))
                 && t.top.windows(2).all(|w| w[0].logprob >= w[1].logprob);
+            let tempered_ok = t.tempered.is_none_or(|q| {
+                lp_ok(q.logprob) && lp_ok(q.mean) && q.variance.is_finite() && q.variance >= 0.0
+            });
             if !lp_ok(t.logprob)
                 || !lp_ok(t.eos_logprob)
+                || !tempered_ok
                 || t.rank == 0
                 || t.top.is_empty()
                 || !alts_ok
@@ -98,6 +120,7 @@ pub fn check(
         (CheckId::LlmEosSkipped, eos_skipped(scores, t, rules)),
         (CheckId::LlmEarlyEnd, early_end(scores, input, rules)),
         (CheckId::LlmGreedyShare, greedy_share(scores, t, rules)),
+        (CheckId::LlmLikelihood, likelihood(scores, t, rules)),
     ];
     if let Some(lps) = miner_logprobs {
         out.push((CheckId::LlmLogprobDelta, logprob_delta(scores, lps, rules)));
@@ -325,6 +348,67 @@ fn greedy_share(scores: &TokenScores, temperature: f64, rules: &LlmRules) -> Out
     }
 }
 
+/// The likelihood z-score of a text under the job's sampling distribution, over its
+/// first `max_tokens` tokens: `Σ (logprob - mean) / sqrt(Σ variance)` over the tokens
+/// with [`Tempered`] scores, and how many those were. Tokens without (bytes the miner's
+/// server could not decode) are left out. `None` when no token has them or they have
+/// no spread.
+pub fn likelihood_z(scores: &TokenScores, max_tokens: usize) -> Option<(f64, usize)> {
+    let tempered: Vec<Tempered> = scores
+        .tokens
+        .iter()
+        .take(max_tokens)
+        .filter_map(|t| t.tempered)
+        .collect();
+    let excess: f64 = tempered.iter().map(|q| q.logprob - q.mean).sum();
+    let variance: f64 = tempered.iter().map(|q| q.variance).sum();
+    (variance > 1e-12).then(|| (excess / variance.sqrt(), tempered.len()))
+}
+
+/// Sampled text must be as likely under the job's sampling distribution as samples of
+/// it are. Each token's logprob is compared with its expectation at that position, so
+/// a prompt with a flat or a peaked continuation needs no threshold of its own; text
+/// from another model, a quantized one, a hotter sampler or a canned answer scores
+/// lower than the reference's own samples on average, and the sum over many tokens
+/// separates the two. Calibrated by `proctor calibrate` (docs/DETECTION.md).
+fn likelihood(scores: &TokenScores, temperature: f64, rules: &LlmRules) -> Outcome {
+    if temperature < rules.likelihood_min_temperature {
+        return Outcome::inconclusive(format!(
+            "the likelihood score is only judged at temperature >= {}",
+            rules.likelihood_min_temperature
+        ));
+    }
+    let Some((z, used)) = likelihood_z(scores, usize::MAX) else {
+        return Outcome::inconclusive(
+            "the reference scores carry no sampling-distribution moments (only the in-process scorer gives them)",
+        );
+    };
+    if used < rules.likelihood_min_tokens as usize {
+        return Outcome::inconclusive(format!(
+            "the likelihood score needs at least {} scored tokens, got {used}",
+            rules.likelihood_min_tokens
+        ));
+    }
+    let details = serde_json::json!({
+        "tokens": used,
+        "tokens_left_out": scores.tokens.len() - used,
+        "z": z,
+        "z_min": rules.likelihood_z_min,
+        "temperature": temperature,
+    });
+    if z < rules.likelihood_z_min {
+        Outcome::fail(
+            format!(
+                "the text is less likely under the reference model at temperature {temperature} than its own samples are: z = {z:.2} over {used} tokens (limit {})",
+                rules.likelihood_z_min
+            ),
+            details,
+        )
+    } else {
+        Outcome::pass(details)
+    }
+}
+
 fn logprob_delta(scores: &TokenScores, miner: &[f64], rules: &LlmRules) -> Outcome {
     if miner.len() != scores.tokens.len() {
         return Outcome::inconclusive(format!(
@@ -424,6 +508,7 @@ mod tests {
                         },
                     ],
                     eos_logprob: eos,
+                    tempered: None,
                 })
                 .collect(),
             end_eos_logprob: -0.1,
@@ -520,6 +605,60 @@ mod tests {
         let s = scores(&[(1, -0.001, -12.0); 64], -0.001);
         let out = check(&s, &input(1.0, 100), None, &rules());
         assert_eq!(status(&out, CheckId::LlmGreedyShare), Status::Pass);
+    }
+
+    /// Scores whose tokens sit `excess` nats off their expected tempered logprob, at
+    /// positions with unit variance.
+    fn tempered_scores(n: usize, excess: f64) -> TokenScores {
+        let mut s = scores(&vec![(2, -1.5, -12.0); n], -0.9);
+        for t in &mut s.tokens {
+            t.tempered = Some(Tempered {
+                logprob: -2.0 + excess,
+                mean: -2.0,
+                variance: 1.0,
+            });
+        }
+        s
+    }
+
+    #[test]
+    fn text_much_less_likely_than_samples_fails_the_likelihood_check() {
+        let r = rules();
+        // 64 tokens each 1 nat below expectation: z = -64 / 8 = -8.
+        let out = check(&tempered_scores(64, -1.0), &input(0.7, 100), None, &r);
+        assert_eq!(status(&out, CheckId::LlmLikelihood), Status::Fail);
+        // A quarter nat below is within an honest sample's spread (z = -2).
+        let out = check(&tempered_scores(64, -0.25), &input(0.7, 100), None, &r);
+        assert_eq!(status(&out, CheckId::LlmLikelihood), Status::Pass);
+        // Greedy jobs, short texts and scores without moments are not judged.
+        let out = check(&tempered_scores(64, -1.0), &input(0.0, 100), None, &r);
+        assert_eq!(status(&out, CheckId::LlmLikelihood), Status::Inconclusive);
+        let out = check(&tempered_scores(8, -3.0), &input(0.7, 100), None, &r);
+        assert_eq!(status(&out, CheckId::LlmLikelihood), Status::Inconclusive);
+        let out = check(
+            &scores(&[(2, -9.0, -12.0); 64], -0.1),
+            &input(0.7, 100),
+            None,
+            &r,
+        );
+        assert_eq!(status(&out, CheckId::LlmLikelihood), Status::Inconclusive);
+    }
+
+    #[test]
+    fn likelihood_z_counts_only_the_first_tokens_asked_for() {
+        let mut s = tempered_scores(100, 0.0);
+        for t in &mut s.tokens[50..] {
+            t.tempered.as_mut().unwrap().logprob = -10.0;
+        }
+        assert_eq!(likelihood_z(&s, 50), Some((0.0, 50)));
+        assert!(likelihood_z(&s, 100).unwrap().0 < -30.0);
+        // Tokens without moments are left out of the sum and the count.
+        s.tokens[3].tempered = None;
+        assert_eq!(likelihood_z(&s, 50), Some((0.0, 49)));
+        for t in &mut s.tokens {
+            t.tempered = None;
+        }
+        assert_eq!(likelihood_z(&s, 100), None);
     }
 
     #[test]

@@ -20,7 +20,7 @@ use std::path::Path;
 
 use candle_core::{D, DType, Device, Tensor};
 
-use crate::checks::llm::{Alternative, TokenScore, TokenScores};
+use crate::checks::llm::{Alternative, Tempered, TokenScore, TokenScores};
 use crate::record::LlmInput;
 use model::{Llama, Numerics};
 use template::Prompter;
@@ -172,7 +172,7 @@ impl Scorer {
             .map(|(s, j)| {
                 let (seq, p) = s?;
                 let rows = rows.next().expect("one row block per scored job");
-                Ok(self.token_scores(&seq, p, &rows, j.text))
+                Ok(self.token_scores(&seq, p, &rows, j))
             })
             .collect()
     }
@@ -219,20 +219,39 @@ impl Scorer {
         self.model.hidden(&tokens)
     }
 
-    fn token_scores(&self, seq: &[u32], p: usize, rows: &[Vec<f32>], text: &str) -> TokenScores {
+    fn token_scores(
+        &self,
+        seq: &[u32],
+        p: usize,
+        rows: &[Vec<f32>],
+        job: &ScoreJob<'_>,
+    ) -> TokenScores {
         let eos = self.prompter.eos_id;
+        let text = job.text;
+        let temperature = job.input.temperature;
         let tokens = seq[p..]
             .iter()
             .zip(rows)
             .map(|(&id, row)| {
                 let lp = row[id as usize];
+                let token_text = self.prompter.token_text(id);
+                // A U+FFFD in the miner's text is a byte sequence its server could not
+                // decode: the bytes it sampled are lost, and the reference scores the
+                // replacement character's bytes instead. Such tokens carry no evidence
+                // about the miner's sampler, so they get no sampling moments.
+                let lossy = token_text.contains(char::REPLACEMENT_CHARACTER);
                 TokenScore {
                     id,
-                    text: self.prompter.token_text(id),
+                    text: token_text,
                     logprob: f64::from(lp),
                     rank: rank(row, lp),
                     top: top_k(row, self.top_k),
                     eos_logprob: f64::from(row[eos as usize]),
+                    tempered: if lossy {
+                        None
+                    } else {
+                        tempered(row, temperature, id, eos)
+                    },
                 }
             })
             .collect();
@@ -305,6 +324,46 @@ impl Scorer {
         }
         Ok(out)
     }
+}
+
+/// Token `id` and the moments of its log-probability under the distribution an honest
+/// sampler at `temperature` draws a non-final token from: `softmax(row / temperature)`
+/// with EOS removed (a token that was emitted is, by construction, not EOS). `None` for
+/// greedy jobs, a temperature that is not a positive number, or an EOS token in the text.
+fn tempered(row: &[f32], temperature: f64, id: u32, eos: u32) -> Option<Tempered> {
+    if !(temperature > 0.0 && temperature.is_finite()) || id == eos {
+        return None;
+    }
+    let keep = |i: usize| i != eos as usize;
+    let scaled = |x: f32| f64::from(x) / temperature;
+    let max = row
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| keep(*i))
+        .map(|(_, &x)| scaled(x))
+        .fold(f64::NEG_INFINITY, f64::max);
+    let sum: f64 = row
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| keep(*i))
+        .map(|(_, &x)| (scaled(x) - max).exp())
+        .sum();
+    let log_z = max + sum.ln();
+    let (mut mean, mut second) = (0.0, 0.0);
+    for (_, &x) in row.iter().enumerate().filter(|(i, _)| keep(*i)) {
+        let lq = scaled(x) - log_z;
+        let q = lq.exp();
+        if q > 0.0 {
+            mean += q * lq;
+            second += q * lq * lq;
+        }
+    }
+    let logprob = scaled(row[id as usize]) - log_z;
+    logprob.is_finite().then(|| Tempered {
+        logprob,
+        mean,
+        variance: (second - mean * mean).max(0.0),
+    })
 }
 
 /// 1 + how many entries of `row` are above `value`: 1 for the argmax.
@@ -399,6 +458,28 @@ mod tests {
         assert!((0..50).all(|s| sample(&row, 0.0, s, 0) == 1));
         // Reproducible per (seed, position).
         assert_eq!(sample(&row, 1.0, 7, 3), sample(&row, 1.0, 7, 3));
+    }
+
+    #[test]
+    fn tempered_moments_are_those_of_the_sharpened_distribution_without_eos() {
+        // p = 1/2, 1/4 and EOS 1/4. Without EOS at T = 1: 2/3, 1/3; at T = 1/2 (p²,
+        // renormalized): 4/5, 1/5.
+        let row = [0.5f32.ln(), 0.25f32.ln(), 0.25f32.ln()];
+        let close = |a: f64, b: f64| (a - b).abs() < 1e-6;
+        for (t, q) in [(1.0, [2.0 / 3.0, 1.0 / 3.0]), (0.5, [0.8, 0.2])] {
+            let got = tempered(&row, t, 1, 2).unwrap();
+            let (l0, l1) = (f64::ln(q[0]), f64::ln(q[1]));
+            let mean = q[0] * l0 + q[1] * l1;
+            let var = q[0] * l0 * l0 + q[1] * l1 * l1 - mean * mean;
+            assert!(close(got.logprob, l1), "{t}: {got:?}");
+            assert!(
+                close(got.mean, mean) && close(got.variance, var),
+                "{t}: {got:?}"
+            );
+        }
+        assert_eq!(tempered(&row, 0.0, 1, 2), None);
+        assert_eq!(tempered(&row, f64::NAN, 1, 2), None);
+        assert_eq!(tempered(&row, 1.0, 2, 2), None);
     }
 
     #[test]

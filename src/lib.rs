@@ -20,6 +20,8 @@
 //!   [`checks::reuse`] (replayed outputs) and [`checks::canary`] (known-answer probes).
 //! - [`sampling`]: the keyed re-run draw, risk-raised rates, and the deterrence table.
 //! - [`decide`]: from judged jobs to `none`, `flag for review` or a deterministic slash.
+//! - [`calibrate`]: thresholds from labelled honest and cheating pairs (`proctor
+//!   calibrate`), with measured false-positive and detection rates and a ROC plot.
 //! - [`synth`]: deterministic honest-drift and cheat transforms for fixtures and calibration.
 //! - [`events`]: slash events for the ledger, signed with ed25519, and their verification.
 //! - [`hashing`]: file digests (BLAKE3 memory-mapped and parallel, SHA-256).
@@ -39,6 +41,7 @@
 //! pipeline workers' entry points live in `workers/`.
 
 pub mod audit;
+pub mod calibrate;
 pub mod checks;
 pub mod decide;
 pub mod events;

@@ -12,7 +12,7 @@ use proctor::checks::model_file;
 use proctor::outcome::Outcome;
 use proctor::rules::Rules;
 use proctor::sampling::SamplingSecret;
-use proctor::{audit, events, hashing, sampling};
+use proctor::{audit, calibrate, events, hashing, sampling};
 
 #[derive(Parser)]
 #[command(
@@ -116,6 +116,52 @@ enum Command {
         #[arg(long, default_value = "cpu")]
         device: String,
     },
+    /// Calibrate check thresholds on labelled honest and cheating pairs: prints the
+    /// detection table, writes calibration.json, detection.md and roc.png, and with
+    /// --write-rules updates checks.toml (docs/DETECTION.md).
+    Calibrate {
+        /// Rules to calibrate against (target rate, fixed limits); embedded by default.
+        #[arg(long)]
+        rules: Option<PathBuf>,
+        /// Write the thresholds and measured false-positive bounds into this rules folder.
+        #[arg(long)]
+        write_rules: Option<PathBuf>,
+        #[arg(long, default_value = "calibration-out")]
+        out: PathBuf,
+        /// Calibrate only this check family.
+        #[arg(long, value_parser = ["image", "llm"])]
+        only: Option<String>,
+        /// Photos the image pairs are cut from.
+        #[arg(long, default_value = "../shared/images")]
+        images: PathBuf,
+        /// Side of each reference image, in pixels.
+        #[arg(long, default_value_t = 256)]
+        image_side: u32,
+        /// Image jobs; each gives one pair per cheat.
+        #[arg(long, default_value_t = 1000)]
+        image_jobs: usize,
+        /// Honest pairs per image job.
+        #[arg(long, default_value_t = 4)]
+        image_honest_per_job: usize,
+        /// The reference LLM's folder.
+        #[arg(long, default_value = "fixtures/models/tiny-alice")]
+        llm_reference: PathBuf,
+        /// A model of the same architecture, for the substitution cheats.
+        #[arg(long, default_value = "fixtures/models/tiny-alice-alt")]
+        llm_substitute: PathBuf,
+        /// Plain text the prompts and canned answers come from.
+        #[arg(long, default_value = "fixtures/text/alice29.txt")]
+        corpus: PathBuf,
+        #[arg(long, default_value_t = 4000)]
+        llm_honest: usize,
+        #[arg(long, default_value_t = 400)]
+        llm_per_cheat: usize,
+        /// Output tokens per LLM job: the detection window.
+        #[arg(long, default_value_t = 64)]
+        max_tokens: u32,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
     /// Verify model files against the registry's size, SHA-256 and BLAKE3.
     VerifyModel {
         /// The model id in rules/models.toml.
@@ -169,6 +215,68 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 .with_writer(std::io::stderr)
                 .init();
             tokio::runtime::Runtime::new()?.block_on(proctor::llm::serve::serve(scorer, bind))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Calibrate {
+            rules,
+            write_rules,
+            out,
+            only,
+            images,
+            image_side,
+            image_jobs,
+            image_honest_per_job,
+            llm_reference,
+            llm_substitute,
+            corpus,
+            llm_honest,
+            llm_per_cheat,
+            max_tokens,
+            seed,
+        } => {
+            let rules = load_rules(rules.as_deref())?;
+            let wants = |what: &str| only.as_deref().is_none_or(|o| o == what);
+            let opts = calibrate::Options {
+                image: wants("image").then_some(calibrate::image::ImageOptions {
+                    dir: images,
+                    side: image_side,
+                    references: image_jobs,
+                    honest_per_reference: image_honest_per_job,
+                    seed,
+                }),
+                llm: wants("llm").then_some(calibrate::llm::LlmOptions {
+                    reference: llm_reference,
+                    substitute: llm_substitute,
+                    corpus,
+                    honest: llm_honest,
+                    per_cheat: llm_per_cheat,
+                    max_tokens,
+                    seed,
+                }),
+            };
+            let result = calibrate::run(&opts, &rules, &|msg| eprintln!("calibrate: {msg}"))?;
+            std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+            let table = result.markdown();
+            std::fs::write(out.join("detection.md"), &table)?;
+            std::fs::write(
+                out.join("calibration.json"),
+                serde_json::to_vec_pretty(&result)?,
+            )?;
+            let reports: Vec<&calibrate::CheckReport> = result.checks.iter().collect();
+            if !calibrate::plot::roc_png(&out.join("roc.png"), &reports)? {
+                eprintln!(
+                    "calibrate: no TrueType font found (set PROCTOR_FONT); roc.png has no text"
+                );
+            }
+            print!("{table}");
+            eprintln!(
+                "calibrate: wrote detection.md, calibration.json and roc.png to {}",
+                out.display()
+            );
+            if let Some(dir) = write_rules {
+                calibrate::write_rules(&dir, &result)?;
+                eprintln!("calibrate: updated {}", dir.join("checks.toml").display());
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Audit {

@@ -1,0 +1,369 @@
+//! LLM pairs for calibrating `llm_likelihood`, simulated with the fixture models and
+//! the real generation code.
+//!
+//! Jobs are chat prompts "Continue: <the first eight words of a paragraph>" over a
+//! public-domain book, each with a temperature of 0.5, 0.7 or 1.0, a seed, and
+//! `max_tokens` (64: the detection window). The reference scores every text
+//! with the reference model in f32.
+//!
+//! - **honest**: the reference model's weights generating in f32, bf16 or f16, in
+//!   batches of 1 to 16, at the job's temperature and seed.
+//! - **cheats**: a substituted model (the same architecture retrained from another
+//!   seed), a prefill spoof (the substitute's tokens, with the reference's own
+//!   logprobs of them reported as the miner's), the reference's weights quantized to 4
+//!   and to 3 bits per weight (per-row absmax), a sampler 1.5× hotter than the job
+//!   asked, and canned text (a passage of the book, whatever the prompt).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use candle_core::{DType, Device};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use super::{CheckReport, Label, Pair, SubcheckRates};
+use crate::checks::llm::{self, TokenScores};
+use crate::llm::model::{AttentionPrecision, Numerics};
+use crate::llm::{Sampling, ScoreJob, Scorer};
+use crate::outcome::CheckId;
+use crate::record::{LlmInput, Message, Role};
+use crate::rules::LlmRules;
+
+/// What to simulate.
+#[derive(Debug, Clone)]
+pub struct LlmOptions {
+    /// The reference model's folder.
+    pub reference: PathBuf,
+    /// Another model of the same architecture: the substitution cheat.
+    pub substitute: PathBuf,
+    /// A plain-text book: prompts and canned answers.
+    pub corpus: PathBuf,
+    pub honest: usize,
+    pub per_cheat: usize,
+    pub max_tokens: u32,
+    pub seed: u64,
+}
+
+/// One simulated job and the reference's scores of the miner's text.
+#[derive(Debug, Clone)]
+pub struct LlmPair {
+    pub label: Label,
+    pub variant: &'static str,
+    pub input: LlmInput,
+    pub text: String,
+    /// `None` when the reference could not score the text (counted as not flagged).
+    pub scores: Option<TokenScores>,
+    /// The logprobs the miner reported (only the prefill spoof reports any).
+    pub reported: Option<Vec<f64>>,
+}
+
+/// The target for a substituted model.
+pub const DETECTION_TARGET: f64 = 0.99;
+
+/// Honest miners: (name, dtype, attention, batch size).
+const HONEST: [(&str, DType, AttentionPrecision, usize); 4] = [
+    ("f32, batch 1", DType::F32, AttentionPrecision::F32, 1),
+    ("f32, batch 16", DType::F32, AttentionPrecision::F32, 16),
+    ("bf16, batch 4", DType::BF16, AttentionPrecision::F32, 4),
+    (
+        "f16 with f16 attention, batch 8",
+        DType::F16,
+        AttentionPrecision::Model,
+        8,
+    ),
+];
+
+pub const SUBSTITUTE: &str = "substituted model";
+pub const PREFILL_SPOOF: &str = "prefill spoof (substitute's tokens, reference logprobs)";
+pub const QUANTIZED_4: &str = "quantized weights, 4-bit";
+pub const QUANTIZED_3: &str = "quantized weights, 3-bit";
+pub const HOTTER: &str = "sampler 1.5× hotter than asked";
+pub const CANNED: &str = "canned text (a passage of the book)";
+
+fn numerics(dtype: DType, attention: AttentionPrecision) -> Numerics {
+    Numerics { dtype, attention }
+}
+
+/// Paragraphs of the book, whitespace-normalized, at least 80 characters.
+fn paragraphs(corpus: &Path) -> anyhow::Result<Vec<String>> {
+    let text = std::fs::read_to_string(corpus)
+        .with_context(|| format!("reading corpus {}", corpus.display()))?;
+    let paras: Vec<String> = text
+        .replace("\r\n", "\n")
+        .split("\n\n")
+        .map(|p| p.split_whitespace().collect::<Vec<_>>().join(" "))
+        .filter(|p| p.len() >= 80)
+        .collect();
+    anyhow::ensure!(
+        paras.len() >= 10,
+        "{}: too few paragraphs",
+        corpus.display()
+    );
+    Ok(paras)
+}
+
+/// `n` jobs drawn from the paragraphs.
+fn jobs(paras: &[String], n: usize, max_tokens: u32, rng: &mut ChaCha8Rng) -> Vec<LlmInput> {
+    (0..n)
+        .map(|_| {
+            let p = &paras[rng.random_range(0..paras.len())];
+            let words: Vec<&str> = p.split(' ').take(8).collect();
+            LlmInput {
+                messages: Some(vec![Message {
+                    role: Role::User,
+                    content: format!("Continue: {}", words.join(" ")),
+                }]),
+                prompt: None,
+                temperature: [0.5, 0.7, 1.0][rng.random_range(0..3)],
+                max_tokens,
+                seed: Some(rng.random_range(0..i64::MAX)),
+            }
+        })
+        .collect()
+}
+
+/// What `miner` answers to `inputs`, `batch` prompts per pass, sampling at the job's
+/// temperature times `heat`.
+fn generate(
+    miner: &Scorer,
+    inputs: &[LlmInput],
+    batch: usize,
+    heat: f64,
+) -> anyhow::Result<Vec<String>> {
+    let mut texts = Vec::with_capacity(inputs.len());
+    for chunk in inputs.chunks(batch.max(1)) {
+        let prompts = chunk
+            .iter()
+            .map(|i| miner.prompter.prompt_ids(i))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let sampling: Vec<Sampling> = chunk
+            .iter()
+            .map(|i| Sampling {
+                max_tokens: i.max_tokens as usize,
+                temperature: i.temperature * heat,
+                seed: i.seed.unwrap_or(0) as u64,
+                top_logprobs: 0,
+            })
+            .collect();
+        texts.extend(
+            miner
+                .generate(&prompts, &sampling)?
+                .into_iter()
+                .map(|g| g.text),
+        );
+    }
+    Ok(texts)
+}
+
+/// Builds, generates and scores every pair.
+pub fn pairs(opts: &LlmOptions) -> anyhow::Result<Vec<LlmPair>> {
+    let device = Device::Cpu;
+    let f32 = numerics(DType::F32, AttentionPrecision::F32);
+    let reference = Scorer::load(&opts.reference, f32, &device)?;
+    let paras = paragraphs(&opts.corpus)?;
+    let mut rng = ChaCha8Rng::seed_from_u64(opts.seed);
+    let mut out: Vec<LlmPair> = Vec::new();
+    let mut add = |label,
+                   variant,
+                   inputs: Vec<LlmInput>,
+                   texts: Vec<String>,
+                   reported: bool|
+     -> anyhow::Result<()> {
+        let jobs: Vec<ScoreJob<'_>> = inputs
+            .iter()
+            .zip(&texts)
+            .map(|(input, text)| ScoreJob { input, text })
+            .collect();
+        let mut scored = Vec::with_capacity(jobs.len());
+        for chunk in jobs.chunks(16) {
+            scored.extend(reference.score_batch(chunk));
+        }
+        for ((input, text), scores) in inputs.iter().zip(&texts).zip(scored) {
+            if let Err(crate::llm::ScoreError::Failed(e)) = &scores {
+                anyhow::bail!("scoring failed: {e}");
+            }
+            let scores = scores.ok();
+            let reported = if reported {
+                scores
+                    .as_ref()
+                    .map(|s| s.tokens.iter().map(|t| t.logprob).collect())
+            } else {
+                None
+            };
+            out.push(LlmPair {
+                label,
+                variant,
+                input: input.clone(),
+                text: text.clone(),
+                scores,
+                reported,
+            });
+        }
+        Ok(())
+    };
+    let per_variant = opts.honest.div_ceil(HONEST.len());
+    for (name, dtype, attention, batch) in HONEST {
+        let miner = Scorer::load(&opts.reference, numerics(dtype, attention), &device)?;
+        let inputs = jobs(&paras, per_variant, opts.max_tokens, &mut rng);
+        let texts = generate(&miner, &inputs, batch, 1.0)?;
+        add(Label::Honest, name, inputs, texts, false)?;
+    }
+    let n = opts.per_cheat;
+    let substitute = Scorer::load(&opts.substitute, f32, &device)?;
+    for (variant, spoof) in [(SUBSTITUTE, false), (PREFILL_SPOOF, true)] {
+        let inputs = jobs(&paras, n, opts.max_tokens, &mut rng);
+        let texts = generate(&substitute, &inputs, 8, 1.0)?;
+        add(Label::Cheat, variant, inputs, texts, spoof)?;
+    }
+    for (variant, bits) in [(QUANTIZED_4, 4), (QUANTIZED_3, 3)] {
+        let miner = Scorer::load_quantized(&opts.reference, bits, f32, &device)?;
+        let inputs = jobs(&paras, n, opts.max_tokens, &mut rng);
+        let texts = generate(&miner, &inputs, 8, 1.0)?;
+        add(Label::Cheat, variant, inputs, texts, false)?;
+    }
+    let inputs = jobs(&paras, n, opts.max_tokens, &mut rng);
+    let texts = generate(&reference, &inputs, 8, 1.5)?;
+    add(Label::Cheat, HOTTER, inputs, texts, false)?;
+    let inputs = jobs(&paras, n, opts.max_tokens, &mut rng);
+    let texts = inputs
+        .iter()
+        .map(|input| {
+            let p = &paras[rng.random_range(0..paras.len())];
+            let ids = reference.prompter.encode(p, false)?;
+            reference
+                .prompter
+                .decode(&ids[..ids.len().min(input.max_tokens as usize)])
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    add(Label::Cheat, CANNED, inputs, texts, false)?;
+    Ok(out)
+}
+
+/// The likelihood z-score of a pair, `None` where the check does not judge it.
+fn z(p: &LlmPair, rules: &LlmRules) -> Option<f64> {
+    let s = p.scores.as_ref()?;
+    if p.input.temperature < rules.likelihood_min_temperature {
+        return None;
+    }
+    llm::likelihood_z(s, usize::MAX)
+        .filter(|(_, used)| *used >= rules.likelihood_min_tokens as usize)
+        .map(|(z, _)| z)
+}
+
+/// Calibrates `llm_likelihood` on scored pairs: the report, the rules with the
+/// calibrated threshold, and every LLM sub-check's flag rates at it.
+pub fn calibrate(
+    measured: &[LlmPair],
+    rules: &LlmRules,
+    target: f64,
+) -> anyhow::Result<(CheckReport, LlmRules, SubcheckRates)> {
+    let pairs: Vec<Pair> = measured
+        .iter()
+        .map(|p| Pair {
+            label: p.label,
+            variant: p.variant.to_string(),
+            suspicion: vec![z(p, rules).map_or(f64::NEG_INFINITY, |z| -z)],
+        })
+        .collect();
+    // Never stricter than the normal approximation the z-score is built on.
+    let floor = super::normal_upper_quantile(target);
+    let sweep = super::sweep(&pairs, &[floor], target)?;
+    let mut calibrated = rules.clone();
+    calibrated.likelihood_z_min = super::floor_to(-sweep.thresholds[0], 2);
+    let outcomes: Vec<Vec<(CheckId, bool)>> = measured
+        .iter()
+        .map(|p| match &p.scores {
+            Some(s) => llm::check(s, &p.input, p.reported.as_deref(), &calibrated)
+                .into_iter()
+                .map(|(id, o)| (id, o.is_fail()))
+                .collect(),
+            None => Vec::new(),
+        })
+        .collect();
+    let failed = |o: &[(CheckId, bool)], id: Option<CheckId>| {
+        o.iter().any(|(c, f)| *f && id.is_none_or(|id| *c == id))
+    };
+    let verdicts = |id: Option<CheckId>| -> Vec<(Label, String, bool)> {
+        measured
+            .iter()
+            .zip(&outcomes)
+            .map(|(p, o)| (p.label, p.variant.to_string(), failed(o, id)))
+            .collect()
+    };
+    let mut rows = super::rate_rows(&verdicts(Some(CheckId::LlmLikelihood)));
+    for r in rows.iter_mut() {
+        if r.variant == SUBSTITUTE || r.variant == PREFILL_SPOOF {
+            r.target = Some(DETECTION_TARGET);
+            r.met = Some(r.rate >= DETECTION_TARGET);
+        }
+        if r.label == Label::Cheat {
+            r.note = Some(evidence_per_token(measured, &r.variant, &calibrated));
+        }
+    }
+    let mut subchecks: SubcheckRates = [
+        CheckId::LlmRank,
+        CheckId::LlmUnlikelyTokens,
+        CheckId::LlmEosSkipped,
+        CheckId::LlmEarlyEnd,
+        CheckId::LlmGreedyShare,
+        CheckId::LlmLikelihood,
+        CheckId::LlmLogprobDelta,
+    ]
+    .into_iter()
+    .map(|id| {
+        (
+            id.as_str().to_string(),
+            super::rate_rows(&verdicts(Some(id))),
+        )
+    })
+    .collect();
+    subchecks.push(("any".into(), super::rate_rows(&verdicts(None))));
+    Ok((
+        CheckReport {
+            check: CheckId::LlmLikelihood,
+            target_fpr: target,
+            thresholds: vec![("likelihood_z_min".into(), calibrated.likelihood_z_min)],
+            rows,
+            roc: sweep.roc,
+        },
+        calibrated,
+        subchecks,
+    ))
+}
+
+/// How fast a cheat's z-score falls: its tokens' mean excess logprob (below the
+/// reference's own samples, in nats per token) and, from that and the spread, the
+/// number of tokens at which 99 % of its texts would fall below the limit (a normal
+/// projection from the pooled tokens, not a measurement).
+fn evidence_per_token(measured: &[LlmPair], variant: &str, rules: &LlmRules) -> String {
+    let pairs: Vec<&LlmPair> = measured.iter().filter(|p| p.variant == variant).collect();
+    let mut zs: Vec<f64> = pairs.iter().filter_map(|p| z(p, rules)).collect();
+    zs.sort_by(f64::total_cmp);
+    let median = zs.get(zs.len() / 2).copied().unwrap_or(f64::NAN);
+    let tokens: Vec<(f64, f64)> = pairs
+        .iter()
+        .filter_map(|p| p.scores.as_ref())
+        .flat_map(|s| s.tokens.iter().filter_map(|t| t.tempered))
+        .map(|q| (q.logprob - q.mean, q.variance))
+        .collect();
+    let n = tokens.len().max(1) as f64;
+    let excess = tokens.iter().map(|(e, _)| e).sum::<f64>() / n;
+    let spread = (tokens
+        .iter()
+        .map(|(e, _)| (e - excess).powi(2))
+        .sum::<f64>()
+        / n)
+        .sqrt();
+    let honest_var = tokens.iter().map(|(_, v)| v).sum::<f64>() / n;
+    let mut s = format!("median z {median:.2}; {excess:+.3} nats/token");
+    if excess < 0.0 {
+        let needed =
+            ((-rules.likelihood_z_min * honest_var.sqrt() + 2.326 * spread) / -excess).powi(2);
+        s += &format!(", ≈ {needed:.0} tokens for 99 % (projected)");
+    }
+    let unjudged = pairs.len() - zs.len();
+    if unjudged > 0 {
+        s += &format!("; {unjudged} texts too short to judge");
+    }
+    s
+}

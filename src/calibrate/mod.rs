@@ -1,0 +1,584 @@
+//! `proctor calibrate`: thresholds from labelled pairs, with the false-positive and
+//! detection rates they measure.
+//!
+//! A check is calibrated on pairs labelled honest (the reference against an honest
+//! re-run: another dtype or batch, a re-encode, drift) or cheat (the reference against
+//! one cheat). Every pair gets the check's measures, each oriented so that larger is
+//! more suspicious, and the check flags a pair when any measure exceeds its threshold.
+//!
+//! The thresholds are swept together: candidate `r` puts each measure's threshold at
+//! its `r`-th most suspicious honest value, so `r = 1` flags no honest pair and larger
+//! `r` flags more of both. The chosen thresholds are those of the largest `r` whose
+//! measured honest flag rate stays at or below the target per-job false-positive rate
+//! of `rules/checks.toml` (`[calibration] target_false_positive_rate`), never tighter
+//! than a check's own floor, then rounded towards the honest side. The final table is
+//! measured by the production check code with the rounded thresholds, not by the
+//! sweep.
+//!
+//! What the rules' decision engine gets is the measured rate's one-sided 95 % upper
+//! bound (Clopper-Pearson), not the point estimate: zero false positives in 3,000
+//! honest pairs bounds the rate at 1e-3, not at 0.
+//!
+//! [`image`] builds image pairs from photos, [`llm`] simulates miners with the fixture
+//! models, [`plot`] draws the ROC curves, and [`write_rules`] writes the thresholds and
+//! rates back into a rules folder.
+
+pub mod image;
+pub mod llm;
+pub mod plot;
+
+use std::path::Path;
+
+use anyhow::Context;
+use serde::Serialize;
+
+use crate::outcome::CheckId;
+
+/// Whether a pair is an honest re-run or a cheat.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Label {
+    Honest,
+    Cheat,
+}
+
+/// One labelled pair's measures, larger is more suspicious. `-inf` is "not judged"
+/// (a text too short for the check): never flagged.
+#[derive(Debug, Clone, Serialize)]
+pub struct Pair {
+    pub label: Label,
+    pub variant: String,
+    pub suspicion: Vec<f64>,
+}
+
+fn flagged(suspicion: &[f64], thresholds: &[f64]) -> bool {
+    suspicion.iter().zip(thresholds).any(|(v, t)| v > t)
+}
+
+/// The result of a threshold sweep.
+#[derive(Debug, Clone, Serialize)]
+pub struct Sweep {
+    /// Per measure, before rounding.
+    pub thresholds: Vec<f64>,
+    /// The honest flag rate the sweep measured at them.
+    pub fpr: f64,
+    pub roc: Vec<RocCurve>,
+}
+
+/// Detection against false-positive rate for one cheat, as the thresholds sweep.
+#[derive(Debug, Clone, Serialize)]
+pub struct RocCurve {
+    pub cheat: String,
+    /// `(false-positive rate, detection rate)`, from the strictest thresholds on.
+    pub points: Vec<(f64, f64)>,
+}
+
+/// Sweeps thresholds over `pairs` (see the module docs). `floor` holds the lowest value
+/// each measure's threshold may take, its strictest allowed setting (`-inf` for none).
+pub fn sweep(pairs: &[Pair], floor: &[f64], target: f64) -> anyhow::Result<Sweep> {
+    let honest: Vec<&Pair> = pairs.iter().filter(|p| p.label == Label::Honest).collect();
+    anyhow::ensure!(!honest.is_empty(), "calibration needs honest pairs");
+    let measures = floor.len();
+    let sorted: Vec<Vec<f64>> = (0..measures)
+        .map(|m| {
+            let mut v: Vec<f64> = honest.iter().map(|p| p.suspicion[m]).collect();
+            v.sort_by(|a, b| b.total_cmp(a));
+            v
+        })
+        .collect();
+    let at = |r: usize| -> Vec<f64> {
+        (0..measures)
+            .map(|m| {
+                sorted[m]
+                    .get(r - 1)
+                    .copied()
+                    .unwrap_or(f64::NEG_INFINITY)
+                    .max(floor[m])
+            })
+            .collect()
+    };
+    let rate = |t: &[f64], label: Label, variant: Option<&str>| -> f64 {
+        let chosen: Vec<&Pair> = pairs
+            .iter()
+            .filter(|p| p.label == label && variant.is_none_or(|v| p.variant == v))
+            .collect();
+        let hits = chosen.iter().filter(|p| flagged(&p.suspicion, t)).count();
+        hits as f64 / chosen.len().max(1) as f64
+    };
+    // The honest rate only grows with r: the last r within the target.
+    let n = honest.len();
+    let (mut lo, mut hi) = (1, n);
+    while lo < hi {
+        let mid = (lo + hi).div_ceil(2);
+        if rate(&at(mid), Label::Honest, None) <= target {
+            lo = mid;
+        } else {
+            hi = mid - 1;
+        }
+    }
+    let thresholds = at(lo);
+    let fpr = rate(&thresholds, Label::Honest, None);
+    let mut grid: Vec<usize> = Vec::new();
+    let mut r = 1.0f64;
+    while (r as usize) <= n {
+        if grid.last() != Some(&(r as usize)) {
+            grid.push(r as usize);
+        }
+        r *= 1.15;
+    }
+    grid.push(n);
+    let mut cheats: Vec<&str> = pairs
+        .iter()
+        .filter(|p| p.label == Label::Cheat)
+        .map(|p| p.variant.as_str())
+        .collect();
+    cheats.dedup();
+    cheats.sort_unstable();
+    cheats.dedup();
+    let roc = cheats
+        .iter()
+        .map(|c| RocCurve {
+            cheat: (*c).to_string(),
+            points: grid
+                .iter()
+                .map(|&r| {
+                    let t = at(r);
+                    (
+                        rate(&t, Label::Honest, None),
+                        rate(&t, Label::Cheat, Some(c)),
+                    )
+                })
+                .collect(),
+        })
+        .collect();
+    Ok(Sweep {
+        thresholds,
+        fpr,
+        roc,
+    })
+}
+
+/// One row of a rate table: how many pairs of a variant the check flagged.
+#[derive(Debug, Clone, Serialize)]
+pub struct RateRow {
+    pub label: Label,
+    pub variant: String,
+    pub pairs: usize,
+    pub flagged: usize,
+    pub rate: f64,
+    /// For honest rows, the rate's one-sided 95 % upper bound.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upper_95: Option<f64>,
+    /// The detection target, where the issue sets one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub met: Option<bool>,
+    /// Why a cheat escapes, where it does.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+/// Rate rows per variant (in first-seen order) and a total for the honest pairs.
+pub fn rate_rows(verdicts: &[(Label, String, bool)]) -> Vec<RateRow> {
+    let mut variants: Vec<(Label, &str)> = Vec::new();
+    for (l, v, _) in verdicts {
+        if !variants.iter().any(|(l2, v2)| l2 == l && v2 == v) {
+            variants.push((*l, v));
+        }
+    }
+    variants.sort_by_key(|(l, _)| *l == Label::Cheat);
+    let row = |label: Label, variant: Option<&str>, name: &str| {
+        let chosen: Vec<bool> = verdicts
+            .iter()
+            .filter(|(l, v, _)| *l == label && variant.is_none_or(|x| v == x))
+            .map(|(_, _, f)| *f)
+            .collect();
+        let flagged = chosen.iter().filter(|f| **f).count();
+        RateRow {
+            label,
+            variant: name.to_string(),
+            pairs: chosen.len(),
+            flagged,
+            rate: flagged as f64 / chosen.len().max(1) as f64,
+            upper_95: (label == Label::Honest).then(|| upper_bound_95(flagged, chosen.len())),
+            target: None,
+            met: None,
+            note: None,
+        }
+    };
+    let mut rows: Vec<RateRow> = variants.iter().map(|(l, v)| row(*l, Some(v), v)).collect();
+    let at = rows.iter().take_while(|r| r.label == Label::Honest).count();
+    rows.insert(at, row(Label::Honest, None, "all honest"));
+    rows
+}
+
+/// Per sub-check (by name, plus `any`), its rate rows.
+pub type SubcheckRates = Vec<(String, Vec<RateRow>)>;
+
+/// A calibrated check: its thresholds (rule name and value), rate table and ROC.
+#[derive(Debug, Clone, Serialize)]
+pub struct CheckReport {
+    pub check: CheckId,
+    pub target_fpr: f64,
+    pub thresholds: Vec<(String, f64)>,
+    pub rows: Vec<RateRow>,
+    pub roc: Vec<RocCurve>,
+}
+
+impl CheckReport {
+    /// The honest total row.
+    pub fn honest(&self) -> &RateRow {
+        self.rows
+            .iter()
+            .find(|r| r.label == Label::Honest && r.variant == "all honest")
+            .expect("rate_rows always adds the honest total")
+    }
+
+    /// The markdown table of this check.
+    pub fn markdown(&self) -> String {
+        let mut s = format!(
+            "### `{}` (target false-positive rate {})\n\nThresholds: {}\n\n| pairs | variant | n | flagged | rate | target | met | notes |\n|---|---|---:|---:|---:|---:|---|---|\n",
+            self.check,
+            percent(self.target_fpr),
+            self.thresholds
+                .iter()
+                .map(|(k, v)| format!("`{k} = {v}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        for r in &self.rows {
+            let (label, target, met) = match r.label {
+                Label::Honest if r.variant == "all honest" => (
+                    "honest",
+                    format!("≤ {}", percent(self.target_fpr)),
+                    format!(
+                        "{} (95 % bound {})",
+                        yes_no(r.rate <= self.target_fpr),
+                        percent(r.upper_95.unwrap_or(1.0))
+                    ),
+                ),
+                Label::Honest => ("honest", String::new(), String::new()),
+                Label::Cheat => (
+                    "cheat",
+                    r.target.map_or("—".into(), |t| format!("≥ {}", percent(t))),
+                    match r.met {
+                        Some(true) => "yes".into(),
+                        Some(false) => "**missed**".into(),
+                        None => String::new(),
+                    },
+                ),
+            };
+            s += &format!(
+                "| {label} | {} | {} | {} | {} | {target} | {met} | {} |\n",
+                r.variant,
+                r.pairs,
+                r.flagged,
+                percent(r.rate),
+                r.note.as_deref().unwrap_or("")
+            );
+        }
+        s
+    }
+}
+
+fn yes_no(b: bool) -> &'static str {
+    if b { "yes" } else { "**no**" }
+}
+
+/// `0.1 %`, `99.5 %`, `100 %`: enough digits for a rate near a target.
+pub fn percent(rate: f64) -> String {
+    let p = rate * 100.0;
+    if p == 0.0 || p == 100.0 {
+        format!("{p:.0} %")
+    } else if p < 1.0 {
+        format!("{p:.2} %")
+    } else {
+        format!("{p:.1} %")
+    }
+}
+
+/// The one-sided 95 % Clopper-Pearson upper bound of a rate seen `k` times in `n`.
+pub fn upper_bound_95(k: usize, n: usize) -> f64 {
+    if n == 0 || k >= n {
+        return 1.0;
+    }
+    // P(X <= k | n, p) falls as p grows: the p where it crosses 0.05.
+    let cdf = |p: f64| -> f64 {
+        let (ln_p, ln_q) = (p.ln(), (1.0 - p).ln());
+        let mut ln_term = n as f64 * ln_q;
+        let mut total = ln_term.exp();
+        for i in 0..k {
+            ln_term += ((n - i) as f64 / (i + 1) as f64).ln() + ln_p - ln_q;
+            total += ln_term.exp();
+        }
+        total
+    };
+    let (mut lo, mut hi) = (k as f64 / n as f64, 1.0);
+    for _ in 0..200 {
+        let mid = 0.5 * (lo + hi);
+        if cdf(mid) > 0.05 { lo = mid } else { hi = mid }
+    }
+    hi
+}
+
+/// The standard normal's upper-tail quantile: `z` with `P(Z > z) = p`.
+pub fn normal_upper_quantile(p: f64) -> f64 {
+    // erfc by Numerical Recipes' Chebyshev fit (relative error < 1.2e-7).
+    fn erfc(x: f64) -> f64 {
+        let z = x.abs();
+        let t = 1.0 / (1.0 + 0.5 * z);
+        let r = t
+            * (-z * z - 1.265_512_23
+                + t * (1.000_023_68
+                    + t * (0.374_091_96
+                        + t * (0.096_784_18
+                            + t * (-0.186_288_06
+                                + t * (0.278_868_07
+                                    + t * (-1.135_203_98
+                                        + t * (1.488_515_87
+                                            + t * (-0.822_152_23 + t * 0.170_872_77)))))))))
+                .exp();
+        if x >= 0.0 { r } else { 2.0 - r }
+    }
+    let tail = |z: f64| 0.5 * erfc(z / std::f64::consts::SQRT_2);
+    let (mut lo, mut hi) = (-40.0, 40.0);
+    for _ in 0..200 {
+        let mid = 0.5 * (lo + hi);
+        if tail(mid) > p { lo = mid } else { hi = mid }
+    }
+    0.5 * (lo + hi)
+}
+
+/// Rounds `v` down to `decimals` places: a lower bound kept lenient.
+pub fn floor_to(v: f64, decimals: i32) -> f64 {
+    let scale = 10f64.powi(decimals);
+    (v * scale).floor() / scale
+}
+
+/// Everything one `proctor calibrate` run measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct Calibration {
+    pub target_fpr: f64,
+    pub checks: Vec<CheckReport>,
+    /// Every LLM sub-check's flag rate per variant at the calibrated thresholds.
+    pub llm_subchecks: SubcheckRates,
+}
+
+impl Calibration {
+    /// The detection tables as markdown (what `scripts/bench-detection` prints).
+    pub fn markdown(&self) -> String {
+        let mut s = String::new();
+        for c in &self.checks {
+            s += &c.markdown();
+            s += "\n";
+        }
+        if !self.llm_subchecks.is_empty() {
+            let variants: Vec<&str> = self.llm_subchecks[0]
+                .1
+                .iter()
+                .map(|r| r.variant.as_str())
+                .collect();
+            s += "### Every LLM check at these thresholds (share of pairs each flags)\n\n| variant |";
+            for (name, _) in &self.llm_subchecks {
+                s += &format!(" `{name}` |");
+            }
+            s += "\n|---|";
+            s += &"---:|".repeat(self.llm_subchecks.len());
+            s += "\n";
+            for (i, v) in variants.iter().enumerate() {
+                s += &format!("| {v} |");
+                for (_, rows) in &self.llm_subchecks {
+                    s += &format!(" {} |", percent(rows[i].rate));
+                }
+                s += "\n";
+            }
+        }
+        s
+    }
+}
+
+/// What one run calibrates; a part left `None` is skipped.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    pub image: Option<image::ImageOptions>,
+    pub llm: Option<llm::LlmOptions>,
+}
+
+/// Builds the pairs and calibrates every check asked for, against `rules`' target.
+/// `progress` hears what is being done.
+pub fn run(
+    opts: &Options,
+    rules: &crate::rules::Rules,
+    progress: &dyn Fn(&str),
+) -> anyhow::Result<Calibration> {
+    let target = rules.checks.calibration.target_false_positive_rate;
+    let mut checks = Vec::new();
+    let mut llm_subchecks = Vec::new();
+    if let Some(o) = &opts.image {
+        progress(&format!(
+            "image: {} jobs from {}, {} honest pairs each",
+            o.references,
+            o.dir.display(),
+            o.honest_per_reference
+        ));
+        let pairs = image::pairs(o, &rules.checks.image)?;
+        checks.push(image::calibrate(&pairs, &rules.checks.image, target)?.0);
+    }
+    if let Some(o) = &opts.llm {
+        progress(&format!(
+            "llm: {} honest and {} per cheat, {} tokens, reference {}",
+            o.honest,
+            o.per_cheat,
+            o.max_tokens,
+            o.reference.display()
+        ));
+        let pairs = llm::pairs(o)?;
+        let (report, _, subchecks) = llm::calibrate(&pairs, &rules.checks.llm, target)?;
+        checks.push(report);
+        llm_subchecks = subchecks;
+    }
+    Ok(Calibration {
+        target_fpr: target,
+        checks,
+        llm_subchecks,
+    })
+}
+
+/// Writes each calibrated check's thresholds and its honest 95 % bound (as the check's
+/// `false_positive_rate`) into `<rules>/checks.toml`, keeping its comments and layout.
+pub fn write_rules(rules_dir: &Path, calibration: &Calibration) -> anyhow::Result<()> {
+    let path = rules_dir.join("checks.toml");
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let mut doc: toml_edit::DocumentMut = text
+        .parse()
+        .with_context(|| format!("parsing {}", path.display()))?;
+    for c in &calibration.checks {
+        let section = match c.check {
+            CheckId::ImageSimilarity => "image",
+            CheckId::LlmLikelihood => "llm",
+            other => anyhow::bail!("no rules section for calibrated check {other}"),
+        };
+        for (key, value) in &c.thresholds {
+            let item = &mut doc[section][key.as_str()];
+            anyhow::ensure!(
+                !item.is_none(),
+                "{section}.{key} is missing from checks.toml"
+            );
+            let decor = item
+                .as_value()
+                .map(|v| v.decor().clone())
+                .unwrap_or_default();
+            let mut v = if item.as_integer().is_some() {
+                toml_edit::Value::from(*value as i64)
+            } else {
+                toml_edit::Value::from(*value)
+            };
+            *v.decor_mut() = decor;
+            *item = toml_edit::Item::Value(v);
+        }
+        let bound = c.honest().upper_95.unwrap_or(1.0);
+        let item = &mut doc["policy"][c.check.as_str()]["false_positive_rate"];
+        anyhow::ensure!(
+            !item.is_none(),
+            "policy.{}.false_positive_rate is missing",
+            c.check
+        );
+        let decor = item
+            .as_value()
+            .map(|v| v.decor().clone())
+            .unwrap_or_default();
+        let mut v = toml_edit::Value::from(significant(bound, 2));
+        *v.decor_mut() = decor;
+        *item = toml_edit::Item::Value(v);
+    }
+    std::fs::write(&path, doc.to_string()).with_context(|| format!("writing {}", path.display()))
+}
+
+/// `v` rounded up to `digits` significant digits (a rate bound stays a bound).
+fn significant(v: f64, digits: i32) -> f64 {
+    if v <= 0.0 {
+        return v;
+    }
+    let scale = 10f64.powi(digits - 1 - v.log10().floor() as i32);
+    let r = (v * scale).ceil() / scale;
+    // Through the decimal text, so 0.0026 is written as 0.0026.
+    format!("{r:.*e}", (digits - 1) as usize)
+        .parse()
+        .unwrap_or(r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upper_bound_matches_the_rule_of_three_and_known_values() {
+        // Zero in n: 1 - 0.05^(1/n), about 3/n.
+        let b = upper_bound_95(0, 3000);
+        assert!((b - (1.0 - 0.05f64.powf(1.0 / 3000.0))).abs() < 1e-9, "{b}");
+        // 1 in 100: the exact one-sided bound is 0.0466.
+        assert!((upper_bound_95(1, 100) - 0.0466).abs() < 5e-4);
+        assert_eq!(upper_bound_95(5, 5), 1.0);
+    }
+
+    #[test]
+    fn normal_quantiles_are_the_textbook_ones() {
+        assert!((normal_upper_quantile(1e-3) - 3.0902).abs() < 1e-3);
+        assert!((normal_upper_quantile(0.5)).abs() < 1e-6);
+        assert!((normal_upper_quantile(0.025) - 1.95996).abs() < 1e-3);
+    }
+
+    fn pair(label: Label, variant: &str, s: &[f64]) -> Pair {
+        Pair {
+            label,
+            variant: variant.into(),
+            suspicion: s.to_vec(),
+        }
+    }
+
+    #[test]
+    fn the_sweep_keeps_the_honest_rate_within_the_target() {
+        // 100 honest pairs with values 0..99 on measure 0 and 0 on measure 1.
+        let mut pairs: Vec<Pair> = (0..100)
+            .map(|i| pair(Label::Honest, "h", &[f64::from(i), 0.0]))
+            .collect();
+        pairs.extend((0..10).map(|i| pair(Label::Cheat, "far", &[200.0 + f64::from(i), 0.0])));
+        pairs.extend((0..10).map(|i| pair(Label::Cheat, "near", &[90.0 + f64::from(i), 0.0])));
+        let s = sweep(&pairs, &[f64::NEG_INFINITY; 2], 0.02).unwrap();
+        // Two honest pairs (98, 99) may be flagged: the threshold is the third largest.
+        assert_eq!(s.thresholds[0], 97.0);
+        assert!((s.fpr - 0.02).abs() < 1e-12);
+        // A floor overrides the data.
+        let s = sweep(&pairs, &[150.0, f64::NEG_INFINITY], 0.02).unwrap();
+        assert_eq!(s.thresholds[0], 150.0);
+        assert_eq!(s.fpr, 0.0);
+        let far = s.roc.iter().find(|c| c.cheat == "far").unwrap();
+        assert_eq!(far.points.first(), Some(&(0.0, 1.0)));
+    }
+
+    #[test]
+    fn rate_rows_total_the_honest_pairs_and_bound_them() {
+        let v = vec![
+            (Label::Honest, "a".to_string(), false),
+            (Label::Cheat, "x".to_string(), true),
+            (Label::Honest, "b".to_string(), true),
+            (Label::Cheat, "x".to_string(), false),
+        ];
+        let rows = rate_rows(&v);
+        let names: Vec<&str> = rows.iter().map(|r| r.variant.as_str()).collect();
+        assert_eq!(names, ["a", "b", "all honest", "x"]);
+        assert_eq!((rows[2].pairs, rows[2].flagged), (2, 1));
+        assert!(rows[2].upper_95.unwrap() > 0.5);
+        assert_eq!(rows[3].rate, 0.5);
+    }
+
+    #[test]
+    fn rates_round_up_to_two_significant_digits() {
+        assert_eq!(significant(0.002_513, 2), 0.0026);
+        assert_eq!(significant(0.000_998_6, 2), 0.001);
+        assert_eq!(floor_to(0.8129, 3), 0.812);
+        assert_eq!(floor_to(-3.091, 2), -3.1);
+    }
+}

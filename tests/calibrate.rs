@@ -1,0 +1,203 @@
+//! `proctor calibrate` on small samples: the thresholds keep the honest rate within the
+//! target, the rates in the table are what the production checks give at those
+//! thresholds, honest texts' likelihood z-scores are standard normal, and the rules
+//! write-back round-trips.
+
+use std::path::PathBuf;
+
+use proctor::calibrate::image::{self as cal_image, ImageOptions};
+use proctor::calibrate::llm::{self as cal_llm, LlmOptions};
+use proctor::calibrate::{self, Label};
+use proctor::checks::image::judge;
+use proctor::checks::llm;
+use proctor::rules::Rules;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn photos() -> PathBuf {
+    let dir = root().join("../shared/images");
+    assert!(
+        dir.is_dir(),
+        "{} is missing: the calibration tests need the shared photos",
+        dir.display()
+    );
+    dir
+}
+
+fn rate(rows: &[calibrate::RateRow], variant: &str) -> f64 {
+    rows.iter()
+        .find(|r| r.variant == variant)
+        .unwrap_or_else(|| panic!("no row {variant}"))
+        .rate
+}
+
+#[test]
+fn image_thresholds_hold_the_honest_rate_and_catch_gross_cheats() {
+    let rules = Rules::embedded().unwrap();
+    let opts = ImageOptions {
+        dir: photos(),
+        side: 128,
+        references: 60,
+        honest_per_reference: 4,
+        seed: 7,
+    };
+    let pairs = cal_image::pairs(&opts, &rules.checks.image).unwrap();
+    assert_eq!(pairs.len(), 60 * (4 + cal_image::CHEATS.len()));
+    // Same seed, same pairs.
+    let again = cal_image::pairs(&opts, &rules.checks.image).unwrap();
+    assert!(
+        pairs
+            .iter()
+            .zip(&again)
+            .all(|(a, b)| a.similarity == b.similarity)
+    );
+    let target = 0.01;
+    let (report, calibrated) = cal_image::calibrate(&pairs, &rules.checks.image, target).unwrap();
+    let honest = report.honest();
+    assert_eq!(honest.pairs, 240);
+    assert!(honest.rate <= target, "{honest:?}");
+    // The table is what the production judge says at the written thresholds.
+    let recount = pairs
+        .iter()
+        .filter(|p| p.label == Label::Honest && judge(&p.similarity, &calibrated).is_fail())
+        .count();
+    assert_eq!(recount, honest.flagged);
+    let thresholds: std::collections::BTreeMap<_, _> = report.thresholds.iter().cloned().collect();
+    assert_eq!(thresholds["ssim_min"], calibrated.ssim_min);
+    assert!(calibrated.phash_max_distance < 32 && calibrated.ssim_min > 0.3);
+    // Whole other images are never mistaken for re-runs.
+    assert!(
+        rate(&report.rows, cal_image::CHEATS[3]) >= 0.95,
+        "{:#?}",
+        report.rows
+    );
+    assert!(
+        rate(&report.rows, cal_image::CHEATS[4]) >= 0.95,
+        "{:#?}",
+        report.rows
+    );
+    // Missed cheats say why.
+    for r in report.rows.iter().filter(|r| r.met == Some(false)) {
+        assert!(
+            r.note.as_deref().is_some_and(|n| n.contains("median")),
+            "{r:?}"
+        );
+    }
+}
+
+fn llm_options(honest: usize, per_cheat: usize) -> LlmOptions {
+    LlmOptions {
+        reference: root().join("fixtures/models/tiny-alice"),
+        substitute: root().join("fixtures/models/tiny-alice-alt"),
+        corpus: root().join("fixtures/text/alice29.txt"),
+        honest,
+        per_cheat,
+        max_tokens: 64,
+        seed: 3,
+    }
+}
+
+#[test]
+fn honest_likelihood_scores_are_standard_normal_and_cheats_score_lower() {
+    let rules = Rules::embedded().unwrap();
+    let pairs = cal_llm::pairs(&llm_options(96, 24)).unwrap();
+    let z_of = |variant: Option<&str>, label: Label| -> Vec<f64> {
+        pairs
+            .iter()
+            .filter(|p| p.label == label && variant.is_none_or(|v| p.variant == v))
+            .filter_map(|p| llm::likelihood_z(p.scores.as_ref().unwrap(), usize::MAX))
+            .filter(|(_, n)| *n >= 16)
+            .map(|(z, _)| z)
+            .collect()
+    };
+    let honest = z_of(None, Label::Honest);
+    assert!(honest.len() >= 80, "{} honest texts judged", honest.len());
+    let mean = honest.iter().sum::<f64>() / honest.len() as f64;
+    let sd = (honest.iter().map(|z| (z - mean).powi(2)).sum::<f64>() / honest.len() as f64).sqrt();
+    // Mean 0 and unit spread, within what 80-odd samples allow.
+    assert!(mean.abs() < 0.45, "honest z mean {mean}");
+    assert!((0.6..1.5).contains(&sd), "honest z sd {sd}");
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    // The substitute is close to the reference (the same data and recipe, another
+    // seed): it shifts z by about 3 in 64 tokens. A hotter sampler and canned text
+    // shift it further.
+    let m = median(z_of(Some(cal_llm::SUBSTITUTE), Label::Cheat));
+    assert!(m < -1.5, "substitute: median z {m}");
+    for cheat in [cal_llm::HOTTER, cal_llm::CANNED] {
+        let m = median(z_of(Some(cheat), Label::Cheat));
+        assert!(m < -3.0, "{cheat}: median z {m}");
+    }
+    let target = 0.01;
+    let (report, calibrated, subchecks) =
+        cal_llm::calibrate(&pairs, &rules.checks.llm, target).unwrap();
+    // Never stricter than the normal approximation's 1 % quantile.
+    assert!(
+        calibrated.likelihood_z_min <= -2.32,
+        "{}",
+        calibrated.likelihood_z_min
+    );
+    assert!(report.honest().rate <= target);
+    assert!(
+        rate(&report.rows, cal_llm::HOTTER) >= report.honest().rate + 0.3,
+        "{:#?}",
+        report.rows
+    );
+    // The prefill spoof's reported logprobs are the reference's own: that sub-check
+    // passes it, and only its tokens give it away.
+    let delta = &subchecks
+        .iter()
+        .find(|(name, _)| name == "llm_logprob_delta")
+        .unwrap()
+        .1;
+    assert_eq!(rate(delta, cal_llm::PREFILL_SPOOF), 0.0);
+}
+
+#[test]
+fn calibrated_thresholds_write_back_into_rules_and_load() {
+    let rules = Rules::embedded().unwrap();
+    let pairs = cal_image::pairs(
+        &ImageOptions {
+            dir: photos(),
+            side: 96,
+            references: 20,
+            honest_per_reference: 2,
+            seed: 1,
+        },
+        &rules.checks.image,
+    )
+    .unwrap();
+    let (report, calibrated) = cal_image::calibrate(&pairs, &rules.checks.image, 0.05).unwrap();
+    let result = calibrate::Calibration {
+        target_fpr: 0.05,
+        checks: vec![report],
+        llm_subchecks: Vec::new(),
+    };
+    let dir = tempfile::tempdir().unwrap();
+    for f in std::fs::read_dir(root().join("rules")).unwrap() {
+        let f = f.unwrap().path();
+        std::fs::copy(&f, dir.path().join(f.file_name().unwrap())).unwrap();
+    }
+    calibrate::write_rules(dir.path(), &result).unwrap();
+    let text = std::fs::read_to_string(dir.path().join("checks.toml")).unwrap();
+    assert!(text.contains("# 8x8 = 64-bit pHash"), "comments are kept");
+    let loaded = Rules::load_dir(dir.path()).unwrap();
+    let im = &loaded.checks.image;
+    assert_eq!(im.phash_max_distance, calibrated.phash_max_distance);
+    assert_eq!(im.dhash_max_distance, calibrated.dhash_max_distance);
+    assert_eq!(im.ssim_min, calibrated.ssim_min);
+    assert_eq!(im.detail_ratio_min, calibrated.detail_ratio_min);
+    let fpr = loaded.checks.policy[&proctor::outcome::CheckId::ImageSimilarity].false_positive_rate;
+    // 40 honest pairs bound the rate at no better than 1 - 0.05^(1/40) ≈ 7.2 %.
+    assert!((0.072..=1.0).contains(&fpr), "{fpr}");
+    assert_ne!(loaded.digest(), rules.digest());
+
+    let png = dir.path().join("roc.png");
+    calibrate::plot::roc_png(&png, &[&result.checks[0]]).unwrap();
+    let img = image::open(&png).unwrap();
+    assert_eq!((img.width(), img.height()), (720, 560));
+}

@@ -829,6 +829,11 @@ async fn rerun_scores_llm_jobs_with_the_reference_model_in_process() {
                 .filter(|c| c.starts_with("llm_"))
                 .collect();
             assert!(llm_failures.is_empty(), "{id}: {llm_failures:?}");
+        } else {
+            // A stock refusal is far less likely under the reference at the job's
+            // temperature than its own samples are.
+            let likelihood = v.outcome(proctor::outcome::CheckId::LlmLikelihood).unwrap();
+            assert!(likelihood.is_fail(), "{id}: {likelihood:?}");
         }
         let key = format!("reference/{id}/scores.json");
         let Got::Found(bytes) = objects

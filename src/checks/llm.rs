@@ -53,8 +53,9 @@ pub struct TokenScore {
 }
 
 /// A token's log-probability under the distribution an honest sampler drew it from
-/// (the reference's `softmax(logits / temperature)` without EOS), and that
-/// log-probability's mean and variance over the distribution. Summed over a text they
+/// (the reference's `softmax(logits / temperature)` without EOS), floored at three
+/// standard deviations below its mean so that one freak token weighs little, and the
+/// floored value's mean and variance over the distribution. Summed over a text they
 /// give the likelihood check's z-score, which is close to standard normal for any
 /// honest text whatever the prompt, and falls for text drawn from another
 /// distribution.

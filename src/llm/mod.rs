@@ -326,10 +326,12 @@ impl Scorer {
     }
 }
 
-/// Token `id` and the moments of its log-probability under the distribution an honest
-/// sampler at `temperature` draws a non-final token from: `softmax(row / temperature)`
-/// with EOS removed (a token that was emitted is, by construction, not EOS). `None` for
-/// greedy jobs, a temperature that is not a positive number, or an EOS token in the text.
+/// Token `id`'s log-probability under the distribution an honest sampler at
+/// `temperature` draws a non-final token from (`softmax(row / temperature)` with EOS
+/// removed: a token that was emitted is, by construction, not EOS), floored at
+/// [`FLOOR_SD`] standard deviations below its mean, and the floored value's mean and
+/// variance over that distribution. `None` for greedy jobs, a temperature that is not
+/// a positive number, or an EOS token in the text.
 fn tempered(row: &[f32], temperature: f64, id: u32, eos: u32) -> Option<Tempered> {
     if !(temperature > 0.0 && temperature.is_finite()) || id == eos {
         return None;
@@ -358,13 +360,32 @@ fn tempered(row: &[f32], temperature: f64, id: u32, eos: u32) -> Option<Tempered
             second += q * lq * lq;
         }
     }
-    let logprob = scaled(row[id as usize]) - log_z;
+    // Floor each log-probability at FLOOR_SD standard deviations below its mean, and
+    // take the floored value's exact moments: one freak token then moves a text's
+    // z-score by a bounded amount, while the score stays exactly centred for honest
+    // samples.
+    let floor = mean - FLOOR_SD * (second - mean * mean).max(0.0).sqrt();
+    let (mut mean_f, mut second_f) = (0.0, 0.0);
+    for (_, &x) in row.iter().enumerate().filter(|(i, _)| keep(*i)) {
+        let lq = scaled(x) - log_z;
+        let q = lq.exp();
+        if q > 0.0 {
+            let v = lq.max(floor);
+            mean_f += q * v;
+            second_f += q * v * v;
+        }
+    }
+    let logprob = (scaled(row[id as usize]) - log_z).max(floor);
     logprob.is_finite().then(|| Tempered {
         logprob,
-        mean,
-        variance: (second - mean * mean).max(0.0),
+        mean: mean_f,
+        variance: (second_f - mean_f * mean_f).max(0.0),
     })
 }
+
+/// How far below its mean a token's tempered log-probability counts in the likelihood
+/// z-score, in standard deviations of that position.
+const FLOOR_SD: f64 = 3.0;
 
 /// 1 + how many entries of `row` are above `value`: 1 for the argmax.
 pub(crate) fn rank(row: &[f32], value: f32) -> u32 {
@@ -477,6 +498,21 @@ mod tests {
                 "{t}: {got:?}"
             );
         }
+        // A token far in the tail counts only down to 3 standard deviations below the
+        // mean, and the moments are those of the floored value.
+        let mut row = vec![0.0f32; 11];
+        row[10] = -20.0;
+        let got = tempered(&row, 1.0, 10, 99).unwrap();
+        let q_tail = (-20f64).exp() / (10.0 + (-20f64).exp());
+        let (l_top, l_tail) = ((1.0 - q_tail) / 10.0, q_tail);
+        let (l_top, l_tail) = (l_top.ln(), l_tail.ln());
+        let mean = 10.0 * ((1.0 - q_tail) / 10.0) * l_top + q_tail * l_tail;
+        let sd = (10.0 * ((1.0 - q_tail) / 10.0) * l_top * l_top + q_tail * l_tail * l_tail
+            - mean * mean)
+            .sqrt();
+        assert!(close(got.logprob, mean - 3.0 * sd), "{got:?}");
+        assert!(got.logprob > l_tail + 10.0);
+        let row = [0.5f32.ln(), 0.25f32.ln(), 0.25f32.ln()];
         assert_eq!(tempered(&row, 0.0, 1, 2), None);
         assert_eq!(tempered(&row, f64::NAN, 1, 2), None);
         assert_eq!(tempered(&row, 1.0, 2, 2), None);

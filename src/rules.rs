@@ -232,6 +232,9 @@ pub struct ImageRules {
     /// image over the reference's. Blur and low-resolution generation lower it.
     pub detail_ratio_min: f64,
     pub detail_max_side: u32,
+    /// Detail is measured at the image's size divided by this (then capped at
+    /// `detail_max_side`).
+    pub detail_downscale: u32,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -625,8 +628,10 @@ impl Rules {
             "checks.image.hash_side must be 2 to 32".into(),
         );
         need(
-            (0.0..=1.0).contains(&im.ssim_min) && (0.0..=1.0).contains(&im.detail_ratio_min),
-            "checks.image: ssim_min and detail_ratio_min must be in [0, 1]".into(),
+            (0.0..=1.0).contains(&im.ssim_min)
+                && (0.0..=1.0).contains(&im.detail_ratio_min)
+                && im.detail_downscale >= 1,
+            "checks.image: ssim_min and detail_ratio_min must be in [0, 1], detail_downscale >= 1".into(),
         );
         need(
             im.ssim_max_side >= 16 && im.detail_max_side >= 16,

@@ -1,13 +1,14 @@
 //! Image pairs for calibrating `image_similarity`, from photos.
 //!
-//! Each job's reference is a random square window of a photo (random side, position and
-//! mirror), resized to `side` pixels. Against it:
+//! Each job's reference is a random square window of a photo (random side of at least
+//! `side` where the photo allows, position and mirror), resized to `side` pixels. Against it:
 //!
-//! - **honest**: the reference after drift, a sub-pixel shift (up to a quarter pixel
-//!   each way: a bilinear shift also softens the finest detail, so a larger one would
-//!   stand in for blur rather than drift), a tone change (gain within 1.5 %, offset within 2 levels) and noise (σ up to
-//!   3 levels), uploaded as PNG or as JPEG q98. This stands in for the kernel-level
-//!   differences between GPUs; it is not measured drift (docs/DETECTION.md).
+//! - **honest**: the reference after drift, a tone change (gain within 1.5 %, offset
+//!   within 2 levels) and noise (σ up to 3 levels), uploaded as PNG or as JPEG q98. This
+//!   stands in for the kernel-level differences between GPUs; it is not measured drift
+//!   (docs/DETECTION.md). It has no geometric change: a sub-pixel shift resamples, and
+//!   resampling is a low-pass filter, the very signature of the blur cheat; GPUs do not
+//!   move the whole image.
 //! - **cheats**, each with the same drift on top: fewer steps (a blur of σ 1 to 2.5),
 //!   generation at half or quarter size then upscaled, another seed (another window of
 //!   the same photo: the same material, another composition), other content (a window
@@ -104,11 +105,12 @@ fn window(base: &RgbImage, x: u32, y: u32, w: u32, mirror: bool, side: u32) -> R
     out
 }
 
-/// A random window: side between 3/8 of the photo's short side (at least 128 px where
-/// the photo allows) and all of it.
-fn random_window(base: &RgbImage, rng: &mut ChaCha8Rng) -> (u32, u32, u32, bool) {
+/// A random window: side between `side` (so the reference is downscaled or kept, with
+/// the pixel-level detail a generated image has; a photo too small for that gives its
+/// whole short side, upscaled) and the photo's short side.
+fn random_window(base: &RgbImage, side: u32, rng: &mut ChaCha8Rng) -> (u32, u32, u32, bool) {
     let short = base.width().min(base.height());
-    let min = (short * 3 / 8).max(128).min(short);
+    let min = side.min(short);
     let w = rng.random_range(min..=short);
     let x = rng.random_range(0..=base.width() - w);
     let y = rng.random_range(0..=base.height() - w);
@@ -121,13 +123,8 @@ fn drift(
     rng: &mut ChaCha8Rng,
     rules: &ImageRules,
 ) -> anyhow::Result<(DynamicImage, bool)> {
-    let shifted = synth::shift(
-        img,
-        rng.random_range(-0.25..=0.25),
-        rng.random_range(-0.25..=0.25),
-    );
     let toned = synth::tone(
-        &shifted,
+        img,
         rng.random_range(0.985..=1.015),
         rng.random_range(-2.0..=2.0),
     );
@@ -162,7 +159,7 @@ pub fn pairs(opts: &ImageOptions, rules: &ImageRules) -> anyhow::Result<Vec<Imag
             ChaCha8Rng::seed_from_u64(opts.seed ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
         let b = i % bases.len();
         let base = &bases[b].1;
-        let (x, y, w, mirror) = random_window(base, &mut rng);
+        let (x, y, w, mirror) = random_window(base, side, &mut rng);
         let reference = DynamicImage::ImageRgb8(window(base, x, y, w, mirror, side));
         let mut out = Vec::new();
         let mut push = |label, variant, miner: &DynamicImage| {
@@ -196,7 +193,7 @@ pub fn pairs(opts: &ImageOptions, rules: &ImageRules) -> anyhow::Result<Vec<Imag
         // Another window of the same photo, moved by at least a quarter of the window
         // or zoomed by a quarter; a mirror image where the photo leaves no room.
         let other = (0..32)
-            .map(|_| random_window(base, &mut rng))
+            .map(|_| random_window(base, side, &mut rng))
             .find(|&(x2, y2, w2, _)| {
                 let moved = x.abs_diff(x2).max(y.abs_diff(y2)) >= w / 4;
                 let zoomed = w.abs_diff(w2) >= w / 4;
@@ -211,7 +208,7 @@ pub fn pairs(opts: &ImageOptions, rules: &ImageRules) -> anyhow::Result<Vec<Imag
             &drift(&seed_cheat, &mut rng, rules)?.0,
         );
         let other_base = &bases[(b + 1 + rng.random_range(0..bases.len() - 1)) % bases.len()].1;
-        let (x2, y2, w2, m2) = random_window(other_base, &mut rng);
+        let (x2, y2, w2, m2) = random_window(other_base, side, &mut rng);
         let content = DynamicImage::ImageRgb8(window(other_base, x2, y2, w2, m2, side));
         push(
             Label::Cheat,
@@ -219,7 +216,7 @@ pub fn pairs(opts: &ImageOptions, rules: &ImageRules) -> anyhow::Result<Vec<Imag
             &drift(&content, &mut rng, rules)?.0,
         );
         let reused_base = &bases[(b + 1 + rng.random_range(0..bases.len() - 1)) % bases.len()].1;
-        let (x3, y3, w3, m3) = random_window(reused_base, &mut rng);
+        let (x3, y3, w3, m3) = random_window(reused_base, side, &mut rng);
         let reused = synth::encode_png(&DynamicImage::ImageRgb8(window(
             reused_base,
             x3,

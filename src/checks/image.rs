@@ -164,8 +164,13 @@ pub fn measure(miner: &DynamicImage, reference: &DynamicImage, rules: &ImageRule
         &downscale(&miner_luma, rules.ssim_max_side),
         &downscale(&ref_luma, rules.ssim_max_side),
     );
-    let detail_ref = detail_energy(&downscale(&ref_luma, rules.detail_max_side));
-    let detail_miner = detail_energy(&downscale(&miner_luma, rules.detail_max_side));
+    // Detail is measured below native size: pixel-sized differences (drift, JPEG
+    // ringing, noise) average out there, while what fewer steps or a low-resolution
+    // generation lose spans several pixels.
+    let longest = ref_luma.width().max(ref_luma.height());
+    let detail_side = (longest / rules.detail_downscale.max(1)).min(rules.detail_max_side);
+    let detail_ref = detail_energy(&downscale(&ref_luma, detail_side));
+    let detail_miner = detail_energy(&downscale(&miner_luma, detail_side));
     // A flat reference has no detail to lose; treat the ratio as perfect then.
     let detail_ratio = if detail_ref < 1e-9 {
         1.0

@@ -86,15 +86,17 @@ pub fn sweep(pairs: &[Pair], floor: &[f64], target: f64) -> anyhow::Result<Sweep
             v
         })
         .collect();
-    let at = |r: usize| -> Vec<f64> {
+    // The ROC shows the whole trade-off; the floor only bounds the chosen thresholds.
+    let unfloored = |r: usize| -> Vec<f64> {
         (0..measures)
-            .map(|m| {
-                sorted[m]
-                    .get(r - 1)
-                    .copied()
-                    .unwrap_or(f64::NEG_INFINITY)
-                    .max(floor[m])
-            })
+            .map(|m| sorted[m].get(r - 1).copied().unwrap_or(f64::NEG_INFINITY))
+            .collect()
+    };
+    let at = |r: usize| -> Vec<f64> {
+        unfloored(r)
+            .iter()
+            .zip(floor)
+            .map(|(t, f)| t.max(*f))
             .collect()
     };
     let rate = |t: &[f64], label: Label, variant: Option<&str>| -> f64 {
@@ -142,7 +144,7 @@ pub fn sweep(pairs: &[Pair], floor: &[f64], target: f64) -> anyhow::Result<Sweep
             points: grid
                 .iter()
                 .map(|&r| {
-                    let t = at(r);
+                    let t = unfloored(r);
                     (
                         rate(&t, Label::Honest, None),
                         rate(&t, Label::Cheat, Some(c)),
@@ -556,6 +558,8 @@ mod tests {
         assert_eq!(s.fpr, 0.0);
         let far = s.roc.iter().find(|c| c.cheat == "far").unwrap();
         assert_eq!(far.points.first(), Some(&(0.0, 1.0)));
+        // The curve ignores the floor: it runs on to flagging every honest pair.
+        assert_eq!(far.points.last(), Some(&(0.99, 1.0)));
     }
 
     #[test]

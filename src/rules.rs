@@ -631,7 +631,8 @@ impl Rules {
             (0.0..=1.0).contains(&im.ssim_min)
                 && (0.0..=1.0).contains(&im.detail_ratio_min)
                 && im.detail_downscale >= 1,
-            "checks.image: ssim_min and detail_ratio_min must be in [0, 1], detail_downscale >= 1".into(),
+            "checks.image: ssim_min and detail_ratio_min must be in [0, 1], detail_downscale >= 1"
+                .into(),
         );
         need(
             im.ssim_max_side >= 16 && im.detail_max_side >= 16,

@@ -16,14 +16,9 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// The committed base photos (cut from the shared photos; fixtures/README.md).
 fn photos() -> PathBuf {
-    let dir = root().join("../shared/images");
-    assert!(
-        dir.is_dir(),
-        "{} is missing: the calibration tests need the shared photos",
-        dir.display()
-    );
-    dir
+    root().join("fixtures/base")
 }
 
 fn rate(rows: &[calibrate::RateRow], variant: &str) -> f64 {

@@ -207,24 +207,19 @@ pub fn pairs(opts: &ImageOptions, rules: &ImageRules) -> anyhow::Result<Vec<Imag
             CHEATS[2],
             &drift(&seed_cheat, &mut rng, rules)?.0,
         );
-        let other_base = &bases[(b + 1 + rng.random_range(0..bases.len() - 1)) % bases.len()].1;
-        let (x2, y2, w2, m2) = random_window(other_base, side, &mut rng);
-        let content = DynamicImage::ImageRgb8(window(other_base, x2, y2, w2, m2, side));
+        // A window of any photo but this job's.
+        let another_photo = |rng: &mut ChaCha8Rng| {
+            let other = &bases[(b + 1 + rng.random_range(0..bases.len() - 1)) % bases.len()].1;
+            let (x, y, w, mirror) = random_window(other, side, rng);
+            DynamicImage::ImageRgb8(window(other, x, y, w, mirror, side))
+        };
+        let content = another_photo(&mut rng);
         push(
             Label::Cheat,
             CHEATS[3],
             &drift(&content, &mut rng, rules)?.0,
         );
-        let reused_base = &bases[(b + 1 + rng.random_range(0..bases.len() - 1)) % bases.len()].1;
-        let (x3, y3, w3, m3) = random_window(reused_base, side, &mut rng);
-        let reused = synth::encode_png(&DynamicImage::ImageRgb8(window(
-            reused_base,
-            x3,
-            y3,
-            w3,
-            m3,
-            side,
-        )));
+        let reused = synth::encode_png(&another_photo(&mut rng));
         push(Label::Cheat, CHEATS[4], &decode(&reused, rules)?);
         Ok(out)
     };

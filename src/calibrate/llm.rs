@@ -242,11 +242,8 @@ pub fn pairs(opts: &LlmOptions) -> anyhow::Result<Vec<LlmPair>> {
 /// The likelihood z-score of a pair, `None` where the check does not judge it.
 fn z(p: &LlmPair, rules: &LlmRules) -> Option<f64> {
     let s = p.scores.as_ref()?;
-    if p.input.temperature < rules.likelihood_min_temperature {
-        return None;
-    }
-    llm::likelihood_z(s, usize::MAX)
-        .filter(|(_, used)| *used >= rules.likelihood_min_tokens as usize)
+    llm::judged_likelihood_z(s, p.input.temperature, rules)
+        .ok()
         .map(|(z, _)| z)
 }
 
@@ -300,23 +297,16 @@ pub fn calibrate(
             r.note = Some(evidence_per_token(measured, &r.variant, &calibrated));
         }
     }
-    let mut subchecks: SubcheckRates = [
-        CheckId::LlmRank,
-        CheckId::LlmUnlikelyTokens,
-        CheckId::LlmEosSkipped,
-        CheckId::LlmEarlyEnd,
-        CheckId::LlmGreedyShare,
-        CheckId::LlmLikelihood,
-        CheckId::LlmLogprobDelta,
-    ]
-    .into_iter()
-    .map(|id| {
-        (
-            id.as_str().to_string(),
-            super::rate_rows(&verdicts(Some(id))),
-        )
-    })
-    .collect();
+    let mut subchecks: SubcheckRates = CheckId::ALL
+        .into_iter()
+        .filter(|id| id.as_str().starts_with("llm_"))
+        .map(|id| {
+            (
+                id.as_str().to_string(),
+                super::rate_rows(&verdicts(Some(id))),
+            )
+        })
+        .collect();
     subchecks.push(("any".into(), super::rate_rows(&verdicts(None))));
     Ok((
         CheckReport {

@@ -134,7 +134,6 @@ pub fn sweep(pairs: &[Pair], floor: &[f64], target: f64) -> anyhow::Result<Sweep
         .filter(|p| p.label == Label::Cheat)
         .map(|p| p.variant.as_str())
         .collect();
-    cheats.dedup();
     cheats.sort_unstable();
     cheats.dedup();
     let roc = cheats
@@ -464,38 +463,38 @@ pub fn write_rules(rules_dir: &Path, calibration: &Calibration) -> anyhow::Resul
         };
         for (key, value) in &c.thresholds {
             let item = &mut doc[section][key.as_str()];
-            anyhow::ensure!(
-                !item.is_none(),
-                "{section}.{key} is missing from checks.toml"
-            );
-            let decor = item
-                .as_value()
-                .map(|v| v.decor().clone())
-                .unwrap_or_default();
-            let mut v = if item.as_integer().is_some() {
+            let v = if item.as_integer().is_some() {
                 toml_edit::Value::from(*value as i64)
             } else {
                 toml_edit::Value::from(*value)
             };
-            *v.decor_mut() = decor;
-            *item = toml_edit::Item::Value(v);
+            replace_value(item, v, &format!("{section}.{key}"))?;
         }
-        let bound = c.honest().upper_95.unwrap_or(1.0);
+        let bound = significant(c.honest().upper_95.unwrap_or(1.0), 2);
         let item = &mut doc["policy"][c.check.as_str()]["false_positive_rate"];
-        anyhow::ensure!(
-            !item.is_none(),
-            "policy.{}.false_positive_rate is missing",
-            c.check
-        );
-        let decor = item
-            .as_value()
-            .map(|v| v.decor().clone())
-            .unwrap_or_default();
-        let mut v = toml_edit::Value::from(significant(bound, 2));
-        *v.decor_mut() = decor;
-        *item = toml_edit::Item::Value(v);
+        replace_value(
+            item,
+            toml_edit::Value::from(bound),
+            &format!("policy.{}.false_positive_rate", c.check),
+        )?;
     }
     std::fs::write(&path, doc.to_string()).with_context(|| format!("writing {}", path.display()))
+}
+
+/// Puts `value` where `item` is, keeping the item's spacing and trailing comment.
+fn replace_value(
+    item: &mut toml_edit::Item,
+    mut value: toml_edit::Value,
+    name: &str,
+) -> anyhow::Result<()> {
+    let decor = item
+        .as_value()
+        .with_context(|| format!("{name} is missing from checks.toml"))?
+        .decor()
+        .clone();
+    *value.decor_mut() = decor;
+    *item = toml_edit::Item::Value(value);
+    Ok(())
 }
 
 /// `v` rounded up to `digits` significant digits (a rate bound stays a bound).

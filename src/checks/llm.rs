@@ -366,6 +366,34 @@ pub fn likelihood_z(scores: &TokenScores, max_tokens: usize) -> Option<(f64, usi
     (variance > 1e-12).then(|| (excess / variance.sqrt(), tempered.len()))
 }
 
+/// The likelihood z-score and the tokens it covers, where the rules judge it: a
+/// temperature of at least `likelihood_min_temperature` and `likelihood_min_tokens`
+/// scored tokens. Otherwise why not.
+pub fn judged_likelihood_z(
+    scores: &TokenScores,
+    temperature: f64,
+    rules: &LlmRules,
+) -> Result<(f64, usize), String> {
+    if temperature < rules.likelihood_min_temperature {
+        return Err(format!(
+            "the likelihood score is only judged at temperature >= {}",
+            rules.likelihood_min_temperature
+        ));
+    }
+    let Some((z, used)) = likelihood_z(scores, usize::MAX) else {
+        return Err(
+            "the reference scores carry no sampling-distribution moments (only the in-process scorer gives them)".into(),
+        );
+    };
+    if used < rules.likelihood_min_tokens as usize {
+        return Err(format!(
+            "the likelihood score needs at least {} scored tokens, got {used}",
+            rules.likelihood_min_tokens
+        ));
+    }
+    Ok((z, used))
+}
+
 /// Sampled text must be as likely under the job's sampling distribution as samples of
 /// it are. Each token's logprob is compared with its expectation at that position, so
 /// a prompt with a flat or a peaked continuation needs no threshold of its own; text
@@ -373,23 +401,10 @@ pub fn likelihood_z(scores: &TokenScores, max_tokens: usize) -> Option<(f64, usi
 /// lower than the reference's own samples on average, and the sum over many tokens
 /// separates the two. Calibrated by `proctor calibrate` (docs/DETECTION.md).
 fn likelihood(scores: &TokenScores, temperature: f64, rules: &LlmRules) -> Outcome {
-    if temperature < rules.likelihood_min_temperature {
-        return Outcome::inconclusive(format!(
-            "the likelihood score is only judged at temperature >= {}",
-            rules.likelihood_min_temperature
-        ));
-    }
-    let Some((z, used)) = likelihood_z(scores, usize::MAX) else {
-        return Outcome::inconclusive(
-            "the reference scores carry no sampling-distribution moments (only the in-process scorer gives them)",
-        );
+    let (z, used) = match judged_likelihood_z(scores, temperature, rules) {
+        Ok(judged) => judged,
+        Err(reason) => return Outcome::inconclusive(reason),
     };
-    if used < rules.likelihood_min_tokens as usize {
-        return Outcome::inconclusive(format!(
-            "the likelihood score needs at least {} scored tokens, got {used}",
-            rules.likelihood_min_tokens
-        ));
-    }
     let details = serde_json::json!({
         "tokens": used,
         "tokens_left_out": scores.tokens.len() - used,

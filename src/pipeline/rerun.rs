@@ -88,9 +88,7 @@ impl S3Reference {
                 .ok()
         }))
     }
-}
 
-impl S3Reference {
     fn prefix(record: &JobRecord) -> String {
         format!("reference/{}", record.job_id.as_str())
     }

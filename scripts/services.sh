@@ -128,7 +128,10 @@ start_garage() {
   else
     mkdir -p "$STATE/garage/meta" "$STATE/garage/data"
     garage_config
-    setsid nohup "$GARAGE" -c "$STATE/garage.toml" server > "$STATE/garage.log" 2>&1 < /dev/null &
+    # garage logs every request at info: megabytes per test run, and CPU on the cores
+    # the workers share. Warnings and errors only (PROCTOR_GARAGE_LOG to change).
+    RUST_LOG="${PROCTOR_GARAGE_LOG:-warn}" setsid nohup "$GARAGE" -c "$STATE/garage.toml" server \
+      > "$STATE/garage.log" 2>&1 < /dev/null &
     echo $! > "$STATE/garage.pid"
     wait_port "$RPC_PORT" garage 30
     wait_port "$S3_PORT" garage 30

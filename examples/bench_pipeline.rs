@@ -8,7 +8,9 @@
 //!
 //! Prints sustained jobs/s for a backlog of LLM jobs (inline text) and of SD jobs
 //! (fetched from S3, decoded, hashed), each against its baseline, and the p50/p99
-//! record-to-verdict latency of jobs produced at a steady rate below saturation.
+//! record-to-verdict latency of jobs produced at a steady rate below saturation, once
+//! through a producer lingering 5 ms and once through one lingering 50 ms. Each phase
+//! also prints the S3 requests garage served, which include the broker's own.
 //!
 //!   cargo run --release --example bench_pipeline -- [LLM_JOBS] [SD_JOBS]
 
@@ -23,6 +25,7 @@ use proctor::record::{Job, JobRecord};
 use proctor::rules::Rules;
 use proctor::{kafka, pipeline};
 use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::producer::FutureProducer;
 use support::Harness;
 
 fn demo_records() -> Vec<JobRecord> {
@@ -52,6 +55,12 @@ fn clones(kind: &str, n: usize, tag: &str) -> Vec<Vec<u8>> {
             serde_json::to_vec(&r).unwrap()
         })
         .collect()
+}
+
+/// A tag no earlier run of this process used.
+fn next_tag() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -179,6 +188,32 @@ fn cpu_seconds() -> BTreeMap<&'static str, f64> {
     out
 }
 
+/// S3 requests garage has served so far, by API endpoint, from its Prometheus endpoint
+/// on the admin port (open: `scripts/services.sh` sets no metrics token). Both the
+/// worker's object reads and the broker's log (tansu keeps it in garage) count here.
+async fn garage_requests() -> BTreeMap<String, f64> {
+    let port = std::env::var("PROCTOR_GARAGE_ADMIN_PORT").unwrap_or_else(|_| "3903".into());
+    let Ok(resp) = reqwest::get(format!("http://127.0.0.1:{port}/metrics")).await else {
+        return BTreeMap::new();
+    };
+    let text = resp.text().await.unwrap_or_default();
+    let mut out = BTreeMap::new();
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix("api_s3_request_counter{") else {
+            continue;
+        };
+        let Some((labels, value)) = rest.rsplit_once("} ") else {
+            continue;
+        };
+        let endpoint = labels
+            .split(',')
+            .find_map(|l| l.strip_prefix("api_endpoint=\""))
+            .map_or("?", |e| e.trim_end_matches('"'));
+        *out.entry(endpoint.to_owned()).or_default() += value.parse::<f64>().unwrap_or(0.0);
+    }
+    out
+}
+
 /// What one backlog run measured.
 struct Backlog {
     /// Jobs over the time from the worker's start to the last verdict's commit.
@@ -190,6 +225,8 @@ struct Backlog {
     stages: Vec<(&'static str, f64)>,
     /// CPU seconds per process over the run.
     cpu: Vec<(&'static str, f64)>,
+    /// garage's S3 requests over the run, by endpoint.
+    s3: Vec<(String, f64)>,
     wall: f64,
 }
 
@@ -205,11 +242,18 @@ impl std::fmt::Display for Backlog {
             .iter()
             .map(|(p, t)| format!("{p} {:.2}", t / self.wall))
             .collect();
+        let s3: Vec<String> = self
+            .s3
+            .iter()
+            .filter(|(_, n)| *n > 0.0)
+            .map(|(e, n)| format!("{e} {n:.0}"))
+            .collect();
         write!(
             f,
-            "          worker wall time by stage: {}\n          cores busy per process: {}",
+            "          worker wall time by stage: {}\n          cores busy per process: {}\n          garage S3 requests: {}",
             stages.join(", "),
-            cpu.join(", ")
+            cpu.join(", "),
+            s3.join(", ")
         )
     }
 }
@@ -224,6 +268,7 @@ async fn screen_backlog(h: &Harness, records: &[Vec<u8>], tag: &str, rules: &Rul
     h.produce_jobs(records).await;
     let before = h.count("SELECT count(*) FROM verdicts").await;
     let cpu_before = cpu_seconds();
+    let s3_before = garage_requests().await;
     let start = Instant::now();
     let worker = h.start_worker("screen", rules.clone()).await;
     let want = before + records.len() as i64;
@@ -233,6 +278,7 @@ async fn screen_backlog(h: &Harness, records: &[Vec<u8>], tag: &str, rules: &Rul
     .await;
     let wall = start.elapsed().as_secs_f64();
     let cpu_after = cpu_seconds();
+    let s3_after = garage_requests().await;
     let stages = STAGES
         .iter()
         .map(|s| (*s, worker.ctx.metrics.stage(s)))
@@ -255,24 +301,35 @@ async fn screen_backlog(h: &Harness, records: &[Vec<u8>], tag: &str, rules: &Rul
             .iter()
             .map(|(p, t)| (*p, t - cpu_before.get(p).copied().unwrap_or(0.0)))
             .collect(),
+        s3: s3_after
+            .iter()
+            .map(|(e, n)| (e.clone(), n - s3_before.get(e).copied().unwrap_or(0.0)))
+            .collect(),
         wall,
     }
 }
 
-/// Produces `n` jobs at `rate`/s to a running worker; returns sorted latencies in ms
-/// from the broker's acknowledgement of each record to its verdict's commit.
-async fn latencies(h: &Harness, records: &[Vec<u8>], rate: f64, rules: &Rules) -> Vec<f64> {
+/// Produces `n` jobs at `rate`/s through `producer` (the job service's) to a running
+/// worker; returns sorted latencies in ms from the broker's acknowledgement of each
+/// record to its verdict's commit.
+async fn latencies(
+    h: &Harness,
+    producer: &FutureProducer,
+    records: &[Vec<u8>],
+    rate: f64,
+    rules: &Rules,
+) -> Vec<f64> {
     let worker = h.start_worker("screen", rules.clone()).await;
     // Wait until the worker holds its partitions and has judged a first job: the
     // latency of a running worker, not of the group join (which took the stopped
     // worker's session timeout on tansu 0.6, seconds that a fixed sleep missed).
     let joining = Instant::now();
-    let warm = clones("llm", 1, "warm");
+    let tag = format!("warm{}", next_tag());
+    let warm = clones("llm", 1, &tag);
     h.produce_jobs(&warm).await;
+    let query = format!("SELECT count(*) FROM verdicts WHERE job_id = 'bench-{tag}-0'");
     h.wait_for("a first verdict", Duration::from_secs(120), || async {
-        h.count("SELECT count(*) FROM verdicts WHERE job_id = 'bench-warm-0'")
-            .await
-            == 1
+        h.count(&query).await == 1
     })
     .await;
     println!(
@@ -280,18 +337,28 @@ async fn latencies(h: &Harness, records: &[Vec<u8>], rate: f64, rules: &Rules) -
         joining.elapsed().as_secs_f64()
     );
     let mut acked: HashMap<String, chrono::DateTime<chrono::Utc>> = HashMap::new();
+    let s3_before = garage_requests().await;
     let start = Instant::now();
+    let first_send = chrono::Utc::now();
     let per_tick = (rate / 100.0).max(1.0) as usize;
-    for (tick, chunk) in records.chunks(per_tick).enumerate() {
-        let due = start + Duration::from_millis(10 * tick as u64);
-        tokio::time::sleep_until(due.into()).await;
-        h.produce_jobs(chunk).await;
-        let now = chrono::Utc::now();
+    // Every tick sends on time, whether or not earlier ticks' acknowledgements are in:
+    // a job service does not wait for one send before the next.
+    let ticks = records
+        .chunks(per_tick)
+        .enumerate()
+        .map(|(tick, chunk)| async move {
+            let due = start + Duration::from_millis(10 * tick as u64);
+            tokio::time::sleep_until(due.into()).await;
+            h.produce_jobs_via(producer, chunk).await;
+            (chunk, chrono::Utc::now())
+        });
+    for (chunk, now) in futures::future::join_all(ticks).await {
         for r in chunk {
             let v: serde_json::Value = serde_json::from_slice(r).unwrap();
             acked.insert(v["job_id"].as_str().unwrap().to_owned(), now);
         }
     }
+    let produced = start.elapsed().as_secs_f64();
     let ids: Vec<String> = acked.keys().cloned().collect();
     h.wait_for("the paced jobs", Duration::from_secs(120), || async {
         let n: i64 = sqlx::query_scalar("SELECT count(*) FROM verdicts WHERE job_id = ANY($1)")
@@ -302,6 +369,17 @@ async fn latencies(h: &Harness, records: &[Vec<u8>], rate: f64, rules: &Rules) -
         n == ids.len() as i64
     })
     .await;
+    let s3: Vec<String> = garage_requests()
+        .await
+        .into_iter()
+        .map(|(e, n)| (e.clone(), n - s3_before.get(&e).copied().unwrap_or(0.0)))
+        .filter(|(_, n)| *n > 0.0)
+        .map(|(e, n)| format!("{e} {n:.0}"))
+        .collect();
+    println!(
+        "          garage S3 requests while paced: {}",
+        s3.join(", ")
+    );
     let stages: Vec<String> = STAGES
         .iter()
         .map(|s| format!("{s} {:.1}s", worker.ctx.metrics.stage(s)))
@@ -317,6 +395,16 @@ async fn latencies(h: &Harness, records: &[Vec<u8>], rate: f64, rules: &Rules) -
             .fetch_all(h.store.pool())
             .await
             .unwrap();
+    let since =
+        |at: &chrono::DateTime<chrono::Utc>| (*at - first_send).num_milliseconds() as f64 / 1000.0;
+    let (first, last) = rows
+        .iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), (_, at)| {
+            (a.min(since(at)), b.max(since(at)))
+        });
+    println!(
+        "          paced jobs acknowledged over {produced:.1} s; verdicts committed from {first:.1} s to {last:.1} s after the first send"
+    );
     let mut ms: Vec<f64> = rows
         .iter()
         .map(|(id, at)| (*at - acked[id]).num_microseconds().unwrap_or(0) as f64 / 1000.0)
@@ -331,7 +419,9 @@ async fn main() {
     // stderr: they explain a slow run.
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_env_filter("warn")
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
         .init();
     let args: Vec<usize> = std::env::args()
         .skip(1)
@@ -398,17 +488,40 @@ async fn main() {
         sd_rate / check_one,
     );
     let paced_rate = (llm_rate * 0.5).min(2000.0);
-    let paced = clones("llm", (paced_rate * 5.0) as usize, "paced");
-    let ms = latencies(&h, &paced, paced_rate, &rules).await;
-    println!(
-        "latency   LLM jobs paced at {paced_rate:.0}/s for 5 s, broker ack -> verdict commit: p50 {:.1} ms, p99 {:.1} ms ({} jobs; min {:.1}, p10 {:.1}, p90 {:.1}, max {:.1})",
-        percentile(&ms, 0.5),
-        percentile(&ms, 0.99),
-        ms.len(),
-        percentile(&ms, 0.0),
-        percentile(&ms, 0.1),
-        percentile(&ms, 0.9),
-        percentile(&ms, 1.0),
-    );
+    // Twice: with the workers' own producer settings (5 ms linger), and as a job
+    // service that lingers 50 ms. tansu 0.6 stores each produced batch as one S3
+    // object and reads them back one at a time, and garage answers a GET of an object
+    // between about 3 and 64 KB only after a 40 ms delayed ACK (its S3 server does not
+    // set TCP_NODELAY): the batch size the job service writes bounds how fast a worker
+    // can read.
+    for (name, linger) in [
+        ("the workers' producer, linger 5 ms", 5),
+        ("a job service lingering 50 ms", 50),
+    ] {
+        let producer: FutureProducer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", &h.settings.kafka.brokers)
+            .set("acks", "all")
+            .set("max.in.flight.requests.per.connection", "1")
+            .set("linger.ms", linger.to_string())
+            .set("message.timeout.ms", "60000")
+            .create()
+            .unwrap();
+        let paced = clones(
+            "llm",
+            (paced_rate * 5.0) as usize,
+            &format!("paced{linger}"),
+        );
+        let ms = latencies(&h, &producer, &paced, paced_rate, &rules).await;
+        println!(
+            "latency   LLM jobs paced at {paced_rate:.0}/s for 5 s through {name}, broker ack -> verdict commit: p50 {:.1} ms, p99 {:.1} ms ({} jobs; min {:.1}, p10 {:.1}, p90 {:.1}, max {:.1})",
+            percentile(&ms, 0.5),
+            percentile(&ms, 0.99),
+            ms.len(),
+            percentile(&ms, 0.0),
+            percentile(&ms, 0.1),
+            percentile(&ms, 0.9),
+            percentile(&ms, 1.0),
+        );
+    }
     h.drop_db().await;
 }

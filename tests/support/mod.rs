@@ -193,6 +193,12 @@ impl Harness {
 
     /// Produces job records keyed by miner id (or `unparsable` when the line has none).
     pub async fn produce_jobs(&self, lines: &[Vec<u8>]) {
+        self.produce_jobs_via(&self.producer, lines).await
+    }
+
+    /// [`Harness::produce_jobs`] through another producer, as a job service with its
+    /// own producer settings would send them.
+    pub async fn produce_jobs_via(&self, producer: &FutureProducer, lines: &[Vec<u8>]) {
         let topic = &self.settings.kafka.jobs_topic;
         let sends = lines.iter().map(|line| {
             let key = serde_json::from_slice::<serde_json::Value>(line)
@@ -208,7 +214,7 @@ impl Harness {
             async move {
                 let mut last = None;
                 for attempt in 0..10u64 {
-                    match kafka::send(&self.producer, topic, &key, line, None).await {
+                    match kafka::send(producer, topic, &key, line, None).await {
                         Ok(()) => return Ok(()),
                         Err(e) => {
                             eprintln!("produce attempt {attempt} failed: {e}");

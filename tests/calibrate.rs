@@ -127,6 +127,25 @@ fn honest_likelihood_scores_are_standard_normal_and_cheats_score_lower() {
         let m = median(z_of(Some(cheat), Label::Cheat));
         assert!(m < -3.0, "{cheat}: median z {m}");
     }
+    // The likelihood ratio of the substitute over the reference is, in expectation,
+    // -KL(reference || substitute) < 0 on honest texts and KL(substitute || reference) > 0
+    // on the substitute's own: the oracle that bounds what any check could catch.
+    let llr = |variant: Option<&str>, label: Label| -> Vec<f64> {
+        pairs
+            .iter()
+            .filter(|p| p.label == label && variant.is_none_or(|v| p.variant == v))
+            .filter_map(|p| p.oracle_llr)
+            .collect()
+    };
+    let honest_llr = llr(None, Label::Honest);
+    let substitute_llr = llr(Some(cal_llm::SUBSTITUTE), Label::Cheat);
+    assert!(honest_llr.len() >= 90 && substitute_llr.len() >= 20);
+    assert!(median(honest_llr.clone()) < 0.0, "{honest_llr:?}");
+    assert!(median(substitute_llr.clone()) > 0.0, "{substitute_llr:?}");
+    assert!(llr(Some(cal_llm::HOTTER), Label::Cheat).is_empty());
+    let (oracle, n) = cal_llm::oracle_detection(&pairs, 0.05).unwrap();
+    assert_eq!(n, substitute_llr.len());
+    assert!(oracle > 0.0, "the oracle catches none at 5 %");
     let target = 0.01;
     let (report, calibrated, subchecks) =
         cal_llm::calibrate(&pairs, &rules.checks.llm, target).unwrap();

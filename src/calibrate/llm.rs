@@ -55,6 +55,11 @@ pub struct LlmPair {
     pub scores: Option<TokenScores>,
     /// The logprobs the miner reported (only the prefill spoof reports any).
     pub reported: Option<Vec<f64>>,
+    /// The likelihood ratio of the text, substitute over reference, summed over its
+    /// tokens at the job's temperature: the statistic of a test that knows the
+    /// substitute (Neyman-Pearson's optimal one against it). Measured for the honest
+    /// and the substitute's texts only, as a bound on what any check could catch.
+    pub oracle_llr: Option<f64>,
 }
 
 /// The target for a substituted model.
@@ -160,6 +165,7 @@ pub fn pairs(opts: &LlmOptions) -> anyhow::Result<Vec<LlmPair>> {
     let device = Device::Cpu;
     let f32 = numerics(DType::F32, AttentionPrecision::F32);
     let reference = Scorer::load(&opts.reference, f32, &device)?;
+    let substitute = Scorer::load(&opts.substitute, f32, &device)?;
     let paras = paragraphs(&opts.corpus)?;
     let mut rng = ChaCha8Rng::seed_from_u64(opts.seed);
     let mut out: Vec<LlmPair> = Vec::new();
@@ -167,7 +173,8 @@ pub fn pairs(opts: &LlmOptions) -> anyhow::Result<Vec<LlmPair>> {
                    variant,
                    inputs: Vec<LlmInput>,
                    texts: Vec<String>,
-                   reported: bool|
+                   reported: bool,
+                   oracle: bool|
      -> anyhow::Result<()> {
         let jobs: Vec<ScoreJob<'_>> = inputs
             .iter()
@@ -175,10 +182,17 @@ pub fn pairs(opts: &LlmOptions) -> anyhow::Result<Vec<LlmPair>> {
             .map(|(input, text)| ScoreJob { input, text })
             .collect();
         let mut scored = Vec::with_capacity(jobs.len());
+        let mut by_substitute = Vec::new();
         for chunk in jobs.chunks(16) {
             scored.extend(reference.score_batch(chunk));
+            if oracle {
+                by_substitute.extend(substitute.score_batch(chunk).into_iter().map(Result::ok));
+            }
         }
-        for ((input, text), scores) in inputs.iter().zip(&texts).zip(scored) {
+        by_substitute.resize(scored.len(), None);
+        for (((input, text), scores), alt) in
+            inputs.iter().zip(&texts).zip(scored).zip(by_substitute)
+        {
             if let Err(crate::llm::ScoreError::Failed(e)) = &scores {
                 anyhow::bail!("scoring failed: {e}");
             }
@@ -195,6 +209,10 @@ pub fn pairs(opts: &LlmOptions) -> anyhow::Result<Vec<LlmPair>> {
                 variant,
                 input: input.clone(),
                 text: text.clone(),
+                oracle_llr: scores
+                    .as_ref()
+                    .zip(alt.as_ref())
+                    .and_then(|(r, s)| likelihood_ratio(r, s)),
                 scores,
                 reported,
             });
@@ -206,24 +224,23 @@ pub fn pairs(opts: &LlmOptions) -> anyhow::Result<Vec<LlmPair>> {
         let miner = Scorer::load(&opts.reference, numerics(dtype, attention), &device)?;
         let inputs = jobs(&paras, per_variant, opts.max_tokens, &mut rng);
         let texts = generate(&miner, &inputs, batch, 1.0)?;
-        add(Label::Honest, name, inputs, texts, false)?;
+        add(Label::Honest, name, inputs, texts, false, true)?;
     }
     let n = opts.per_cheat;
-    let substitute = Scorer::load(&opts.substitute, f32, &device)?;
     for (variant, spoof) in [(SUBSTITUTE, false), (PREFILL_SPOOF, true)] {
         let inputs = jobs(&paras, n, opts.max_tokens, &mut rng);
         let texts = generate(&substitute, &inputs, 8, 1.0)?;
-        add(Label::Cheat, variant, inputs, texts, spoof)?;
+        add(Label::Cheat, variant, inputs, texts, spoof, !spoof)?;
     }
     for (variant, bits) in [(QUANTIZED_4, 4), (QUANTIZED_3, 3)] {
         let miner = Scorer::load_quantized(&opts.reference, bits, f32, &device)?;
         let inputs = jobs(&paras, n, opts.max_tokens, &mut rng);
         let texts = generate(&miner, &inputs, 8, 1.0)?;
-        add(Label::Cheat, variant, inputs, texts, false)?;
+        add(Label::Cheat, variant, inputs, texts, false, false)?;
     }
     let inputs = jobs(&paras, n, opts.max_tokens, &mut rng);
     let texts = generate(&reference, &inputs, 8, 1.5)?;
-    add(Label::Cheat, HOTTER, inputs, texts, false)?;
+    add(Label::Cheat, HOTTER, inputs, texts, false, false)?;
     let inputs = jobs(&paras, n, opts.max_tokens, &mut rng);
     let texts = inputs
         .iter()
@@ -235,8 +252,54 @@ pub fn pairs(opts: &LlmOptions) -> anyhow::Result<Vec<LlmPair>> {
                 .decode(&ids[..ids.len().min(input.max_tokens as usize)])
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
-    add(Label::Cheat, CANNED, inputs, texts, false)?;
+    add(Label::Cheat, CANNED, inputs, texts, false, false)?;
     Ok(out)
+}
+
+/// `Σ log q_substitute(token) − log q_reference(token)` over a text's tokens, each `q`
+/// the model's distribution at the job's temperature (as floored for the likelihood
+/// check, which changes only tokens far in either model's tail). `None` unless both
+/// models scored the same tokens.
+fn likelihood_ratio(reference: &TokenScores, substitute: &TokenScores) -> Option<f64> {
+    if reference.tokens.len() != substitute.tokens.len() {
+        return None;
+    }
+    reference
+        .tokens
+        .iter()
+        .zip(&substitute.tokens)
+        .map(|(r, s)| (r.id == s.id).then_some((r.tempered, s.tempered)))
+        .map(|pair| match pair? {
+            (Some(r), Some(s)) => Some(s.logprob - r.logprob),
+            // Tokens without moments (EOS, U+FFFD) count for neither model.
+            _ => Some(0.0),
+        })
+        .sum()
+}
+
+/// The oracle's detection of the substituted model at the honest rate `target`: the
+/// share of the substitute's texts whose likelihood ratio exceeds all but `target` of
+/// the honest texts'. `None` without both sides measured.
+pub fn oracle_detection(measured: &[LlmPair], target: f64) -> Option<(f64, usize)> {
+    let mut honest: Vec<f64> = measured
+        .iter()
+        .filter(|p| p.label == Label::Honest)
+        .filter_map(|p| p.oracle_llr)
+        .collect();
+    let cheats: Vec<f64> = measured
+        .iter()
+        .filter(|p| p.variant == SUBSTITUTE)
+        .filter_map(|p| p.oracle_llr)
+        .collect();
+    if honest.is_empty() || cheats.is_empty() {
+        return None;
+    }
+    honest.sort_by(f64::total_cmp);
+    // The most honest texts the threshold may pass over: at most `target` of them.
+    let allowed = (target * honest.len() as f64).floor() as usize;
+    let threshold = honest[honest.len() - 1 - allowed.min(honest.len() - 1)];
+    let caught = cheats.iter().filter(|&&l| l > threshold).count();
+    Some((caught as f64 / cheats.len() as f64, cheats.len()))
 }
 
 /// The likelihood z-score of a pair, `None` where the check does not judge it.
@@ -294,7 +357,16 @@ pub fn calibrate(
             r.met = Some(r.rate >= DETECTION_TARGET);
         }
         if r.label == Label::Cheat {
-            r.note = Some(evidence_per_token(measured, &r.variant, &calibrated));
+            let mut note = evidence_per_token(measured, &r.variant, &calibrated);
+            if r.variant == SUBSTITUTE
+                && let Some((rate, _)) = oracle_detection(measured, target)
+            {
+                note += &format!(
+                    "; a test that knew the substitute (likelihood ratio) would catch {:.1} %",
+                    100.0 * rate
+                );
+            }
+            r.note = Some(note);
         }
     }
     let mut subchecks: SubcheckRates = CheckId::ALL
@@ -356,4 +428,47 @@ fn evidence_per_token(measured: &[LlmPair], variant: &str, rules: &LlmRules) -> 
         s += &format!("; {unjudged} texts too short to judge");
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pair(label: Label, variant: &'static str, llr: f64) -> LlmPair {
+        LlmPair {
+            label,
+            variant,
+            input: LlmInput {
+                messages: None,
+                prompt: Some("p".into()),
+                temperature: 1.0,
+                max_tokens: 4,
+                seed: None,
+            },
+            text: String::new(),
+            scores: None,
+            reported: None,
+            oracle_llr: Some(llr),
+        }
+    }
+
+    #[test]
+    fn the_oracle_threshold_passes_over_at_most_the_target_share_of_honest_texts() {
+        // 100 honest ratios 0..99; at 2 % the threshold is the third highest (97), so
+        // 98 and 99 are the honest texts it flags.
+        let mut pairs: Vec<LlmPair> = (0..100)
+            .map(|i| pair(Label::Honest, "honest", f64::from(i)))
+            .collect();
+        for l in [96.0, 97.0, 97.5, 150.0] {
+            pairs.push(pair(Label::Cheat, SUBSTITUTE, l));
+        }
+        pairs.push(pair(Label::Cheat, HOTTER, 1e9));
+        let (rate, n) = oracle_detection(&pairs, 0.02).unwrap();
+        assert_eq!(n, 4);
+        assert_eq!(rate, 0.5);
+        // At 0 %, only what exceeds every honest text.
+        assert_eq!(oracle_detection(&pairs, 0.0).unwrap().0, 0.25);
+        pairs.retain(|p| p.variant != SUBSTITUTE);
+        assert_eq!(oracle_detection(&pairs, 0.02), None);
+    }
 }

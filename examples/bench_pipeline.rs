@@ -57,12 +57,6 @@ fn clones(kind: &str, n: usize, tag: &str) -> Vec<Vec<u8>> {
         .collect()
 }
 
-/// A tag no earlier run of this process used.
-fn next_tag() -> u64 {
-    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-}
-
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
@@ -214,6 +208,27 @@ async fn garage_requests() -> BTreeMap<String, f64> {
     out
 }
 
+/// garage's S3 requests since `before`, by endpoint, leaving out those with none.
+async fn garage_requests_since(before: &BTreeMap<String, f64>) -> Vec<(String, f64)> {
+    garage_requests()
+        .await
+        .into_iter()
+        .map(|(e, n)| {
+            let since = n - before.get(&e).copied().unwrap_or(0.0);
+            (e, since)
+        })
+        .filter(|(_, n)| *n > 0.0)
+        .collect()
+}
+
+fn format_requests(requests: &[(String, f64)]) -> String {
+    let each: Vec<String> = requests
+        .iter()
+        .map(|(e, n)| format!("{e} {n:.0}"))
+        .collect();
+    each.join(", ")
+}
+
 /// What one backlog run measured.
 struct Backlog {
     /// Jobs over the time from the worker's start to the last verdict's commit.
@@ -242,18 +257,12 @@ impl std::fmt::Display for Backlog {
             .iter()
             .map(|(p, t)| format!("{p} {:.2}", t / self.wall))
             .collect();
-        let s3: Vec<String> = self
-            .s3
-            .iter()
-            .filter(|(_, n)| *n > 0.0)
-            .map(|(e, n)| format!("{e} {n:.0}"))
-            .collect();
         write!(
             f,
             "          worker wall time by stage: {}\n          cores busy per process: {}\n          garage S3 requests: {}",
             stages.join(", "),
             cpu.join(", "),
-            s3.join(", ")
+            format_requests(&self.s3)
         )
     }
 }
@@ -278,7 +287,7 @@ async fn screen_backlog(h: &Harness, records: &[Vec<u8>], tag: &str, rules: &Rul
     .await;
     let wall = start.elapsed().as_secs_f64();
     let cpu_after = cpu_seconds();
-    let s3_after = garage_requests().await;
+    let s3 = garage_requests_since(&s3_before).await;
     let stages = STAGES
         .iter()
         .map(|s| (*s, worker.ctx.metrics.stage(s)))
@@ -301,10 +310,7 @@ async fn screen_backlog(h: &Harness, records: &[Vec<u8>], tag: &str, rules: &Rul
             .iter()
             .map(|(p, t)| (*p, t - cpu_before.get(p).copied().unwrap_or(0.0)))
             .collect(),
-        s3: s3_after
-            .iter()
-            .map(|(e, n)| (e.clone(), n - s3_before.get(e).copied().unwrap_or(0.0)))
-            .collect(),
+        s3,
         wall,
     }
 }
@@ -316,6 +322,7 @@ async fn latencies(
     h: &Harness,
     producer: &FutureProducer,
     records: &[Vec<u8>],
+    tag: &str,
     rate: f64,
     rules: &Rules,
 ) -> Vec<f64> {
@@ -324,7 +331,7 @@ async fn latencies(
     // latency of a running worker, not of the group join (which took the stopped
     // worker's session timeout on tansu 0.6, seconds that a fixed sleep missed).
     let joining = Instant::now();
-    let tag = format!("warm{}", next_tag());
+    let tag = format!("warm-{tag}");
     let warm = clones("llm", 1, &tag);
     h.produce_jobs(&warm).await;
     let query = format!("SELECT count(*) FROM verdicts WHERE job_id = 'bench-{tag}-0'");
@@ -369,16 +376,9 @@ async fn latencies(
         n == ids.len() as i64
     })
     .await;
-    let s3: Vec<String> = garage_requests()
-        .await
-        .into_iter()
-        .map(|(e, n)| (e.clone(), n - s3_before.get(&e).copied().unwrap_or(0.0)))
-        .filter(|(_, n)| *n > 0.0)
-        .map(|(e, n)| format!("{e} {n:.0}"))
-        .collect();
     println!(
         "          garage S3 requests while paced: {}",
-        s3.join(", ")
+        format_requests(&garage_requests_since(&s3_before).await)
     );
     let stages: Vec<String> = STAGES
         .iter()
@@ -498,20 +498,11 @@ async fn main() {
         ("the workers' producer, linger 5 ms", 5),
         ("a job service lingering 50 ms", 50),
     ] {
-        let producer: FutureProducer = rdkafka::ClientConfig::new()
-            .set("bootstrap.servers", &h.settings.kafka.brokers)
-            .set("acks", "all")
-            .set("max.in.flight.requests.per.connection", "1")
-            .set("linger.ms", linger.to_string())
-            .set("message.timeout.ms", "60000")
-            .create()
-            .unwrap();
-        let paced = clones(
-            "llm",
-            (paced_rate * 5.0) as usize,
-            &format!("paced{linger}"),
-        );
-        let ms = latencies(&h, &producer, &paced, paced_rate, &rules).await;
+        let producer =
+            kafka::producer_lingering(&h.settings.kafka, Duration::from_millis(linger)).unwrap();
+        let tag = format!("paced{linger}");
+        let paced = clones("llm", (paced_rate * 5.0) as usize, &tag);
+        let ms = latencies(&h, &producer, &paced, &tag, paced_rate, &rules).await;
         println!(
             "latency   LLM jobs paced at {paced_rate:.0}/s for 5 s through {name}, broker ack -> verdict commit: p50 {:.1} ms, p99 {:.1} ms ({} jobs; min {:.1}, p10 {:.1}, p90 {:.1}, max {:.1})",
             percentile(&ms, 0.5),

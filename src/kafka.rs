@@ -102,6 +102,16 @@ pub fn consumer(
 /// per connection. Duplicates are harmless: every consumer here is idempotent, and the
 /// ledger drops repeated `slash_id`s.
 pub fn producer(kafka: &KafkaSettings) -> Result<FutureProducer, KafkaError> {
+    producer_lingering(kafka, Duration::from_millis(5))
+}
+
+/// [`producer`] with another `linger.ms`: how long a batch waits for more records.
+/// Larger batches are fewer S3 objects for tansu to write and read back
+/// (docs/ARCHITECTURE.md).
+pub fn producer_lingering(
+    kafka: &KafkaSettings,
+    linger: Duration,
+) -> Result<FutureProducer, KafkaError> {
     ClientConfig::new()
         .set("bootstrap.servers", &kafka.brokers)
         .set(
@@ -110,7 +120,7 @@ pub fn producer(kafka: &KafkaSettings) -> Result<FutureProducer, KafkaError> {
         )
         .set("acks", "all")
         .set("max.in.flight.requests.per.connection", "1")
-        .set("linger.ms", "5")
+        .set("linger.ms", linger.as_millis().to_string())
         .set("message.timeout.ms", "60000")
         .create()
 }

@@ -278,27 +278,29 @@ fn likelihood_ratio(reference: &TokenScores, substitute: &TokenScores) -> Option
 }
 
 /// The oracle's detection of the substituted model at the honest rate `target`: the
-/// share of the substitute's texts whose likelihood ratio exceeds all but `target` of
-/// the honest texts'. `None` without both sides measured.
+/// share of the substitute's texts flagged at the threshold [`super::sweep`] chooses
+/// on the honest texts' likelihood ratios. `None` without both sides measured.
 pub fn oracle_detection(measured: &[LlmPair], target: f64) -> Option<(f64, usize)> {
-    let mut honest: Vec<f64> = measured
+    let pairs: Vec<Pair> = measured
         .iter()
-        .filter(|p| p.label == Label::Honest)
-        .filter_map(|p| p.oracle_llr)
+        .filter(|p| p.label == Label::Honest || p.variant == SUBSTITUTE)
+        .filter_map(|p| {
+            Some(Pair {
+                label: p.label,
+                variant: p.variant.to_string(),
+                suspicion: vec![p.oracle_llr?],
+            })
+        })
         .collect();
-    let cheats: Vec<f64> = measured
-        .iter()
-        .filter(|p| p.variant == SUBSTITUTE)
-        .filter_map(|p| p.oracle_llr)
-        .collect();
-    if honest.is_empty() || cheats.is_empty() {
+    let cheats: Vec<&Pair> = pairs.iter().filter(|p| p.label == Label::Cheat).collect();
+    if cheats.is_empty() {
         return None;
     }
-    honest.sort_by(f64::total_cmp);
-    // The most honest texts the threshold may pass over: at most `target` of them.
-    let allowed = (target * honest.len() as f64).floor() as usize;
-    let threshold = honest[honest.len() - 1 - allowed.min(honest.len() - 1)];
-    let caught = cheats.iter().filter(|&&l| l > threshold).count();
+    let sweep = super::sweep(&pairs, &[f64::NEG_INFINITY], target).ok()?;
+    let caught = cheats
+        .iter()
+        .filter(|p| super::flagged(&p.suspicion, &sweep.thresholds))
+        .count();
     Some((caught as f64 / cheats.len() as f64, cheats.len()))
 }
 

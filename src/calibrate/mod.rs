@@ -51,7 +51,7 @@ pub struct Pair {
     pub suspicion: Vec<f64>,
 }
 
-fn flagged(suspicion: &[f64], thresholds: &[f64]) -> bool {
+pub(crate) fn flagged(suspicion: &[f64], thresholds: &[f64]) -> bool {
     suspicion.iter().zip(thresholds).any(|(v, t)| v > t)
 }
 

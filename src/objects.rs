@@ -22,6 +22,18 @@ pub struct ObjectError {
     pub bucket: String,
     pub key: String,
     pub message: String,
+    /// The store refused the request for what it asks (see [`refuses_request`]):
+    /// retrying cannot help.
+    pub refused: bool,
+}
+
+/// Whether an S3 answer's HTTP status refuses the request itself: a malformed or
+/// oversized request (400, 411, 413, 414, 431). Authentication and permission errors
+/// (401, 403) are a deployment's fault and are retried like an outage, so that a
+/// broken credential delays verdicts and never dead-letters miners' jobs; so are
+/// timeouts, throttling and every 5xx.
+pub fn refuses_request(status: u16) -> bool {
+    matches!(status, 400 | 411 | 413 | 414 | 431)
 }
 
 /// The answer to a bounded read.
@@ -80,11 +92,12 @@ impl ObjectStore {
         key: &str,
         limit: u64,
     ) -> Result<Got, ObjectError> {
-        let err = |op, message: String| ObjectError {
+        let err = |op, message: String, refused| ObjectError {
             op,
             bucket: bucket.to_owned(),
             key: key.to_owned(),
             message,
+            refused,
         };
         let resp = match self
             .client
@@ -100,9 +113,13 @@ impl ObjectStore {
                 if svc.is_some_and(|s| s.is_no_such_key()) || e.code() == Some("NoSuchKey") {
                     return Ok(Got::NotFound);
                 }
+                let refused = e
+                    .raw_response()
+                    .is_some_and(|r| refuses_request(r.status().as_u16()));
                 return Err(err(
                     "get",
                     format!("{}", aws_sdk_s3::error::DisplayErrorContext(&e)),
+                    refused,
                 ));
             }
         };
@@ -121,7 +138,7 @@ impl ObjectStore {
                     buf.extend_from_slice(&chunk[..take]);
                 }
                 Ok(None) => break,
-                Err(e) => return Err(err("read", e.to_string())),
+                Err(e) => return Err(err("read", e.to_string(), false)),
             }
         }
         Ok(Got::Found(buf))
@@ -140,6 +157,9 @@ impl ObjectStore {
                 op: "put",
                 bucket: bucket.to_owned(),
                 key: key.to_owned(),
+                refused: e
+                    .raw_response()
+                    .is_some_and(|r| refuses_request(r.status().as_u16())),
                 message: format!("{}", aws_sdk_s3::error::DisplayErrorContext(&e)),
             })
     }
@@ -157,6 +177,23 @@ impl ObjectStore {
                 bucket: bucket.to_owned(),
                 key: String::new(),
                 message: format!("{}", aws_sdk_s3::error::DisplayErrorContext(&e)),
+                refused: false,
             })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_malformed_request_is_refused_for_good() {
+        for status in [400, 411, 413, 414, 431] {
+            assert!(refuses_request(status), "{status}");
+        }
+        // Outages, throttling and a deployment's credentials are retried.
+        for status in [401, 403, 404, 408, 429, 500, 502, 503, 504] {
+            assert!(!refuses_request(status), "{status}");
+        }
     }
 }

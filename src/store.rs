@@ -51,6 +51,27 @@ impl Stage {
     }
 }
 
+/// Whether Postgres refused a write for what the input *is*, so that no retry can ever
+/// succeed: a data exception (SQLSTATE class 22: a NUL character `jsonb` cannot hold,
+/// a value out of range), a program limit (class 54: a row or index entry too large),
+/// an integrity violation (class 23), or a value sqlx could not encode. Every other
+/// error (connections, timeouts, a server restarting, serialization conflicts) is the
+/// service's and is retried.
+///
+/// A refused write must not be retried: one miner's unstorable record would stall its
+/// partition, and with it the judgement of every miner behind it.
+pub fn refuses_input(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+            ["22", "23", "54"]
+                .iter()
+                .any(|class| code.starts_with(class))
+        }),
+        sqlx::Error::Encode(_) => true,
+        _ => false,
+    }
+}
+
 /// Whether a write was new or repeated one already made.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Written {

@@ -42,6 +42,8 @@ pub struct Metrics {
     pub dead_letters: Family<Labels, Counter>,
     /// Retries of transient failures, by what failed.
     pub retries: Family<Labels, Counter>,
+    /// Requests a service refused for their input (never retried), by service.
+    pub refusals: Family<Labels, Counter>,
     /// Judge decisions by action.
     pub decisions: Family<Labels, Counter>,
     pub events_published: Counter,
@@ -68,6 +70,7 @@ impl Metrics {
             verdicts: Family::default(),
             dead_letters: Family::default(),
             retries: Family::default(),
+            refusals: Family::default(),
             decisions: Family::default(),
             events_published: Counter::default(),
             record_to_verdict: Histogram::new(exponential_buckets(0.001, 2.0, 18)),
@@ -85,6 +88,11 @@ impl Metrics {
             "retries",
             "Retries of transient failures",
             m.retries.clone(),
+        );
+        registry.register(
+            "refusals",
+            "Requests a service refused for their input, never retried",
+            m.refusals.clone(),
         );
         registry.register("decisions", "Judge decisions", m.decisions.clone());
         registry.register(

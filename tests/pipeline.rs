@@ -300,6 +300,25 @@ async fn bad_input_ends_as_a_dead_letter_or_an_invalid_verdict_and_never_stops_t
     llm["job_id"] = "bad-oversized-text".into();
     llm["output"] =
         serde_json::json!({"text": "y".repeat(rules.checks.llm.max_text_bytes as usize + 1)});
+    let llm_with = |job: &str, text: String| {
+        let mut r = demo_record("llm-honest-a-0");
+        r["job_id"] = job.into();
+        r["output"] = serde_json::json!({ "text": text });
+        serde_json::to_vec(&r).unwrap()
+    };
+    // A lone surrogate, escaped and as raw (WTF-8) bytes: neither is a Unicode string.
+    let escaped_surrogate = String::from_utf8(with("bad-lone-surrogate", &|_| {}))
+        .unwrap()
+        .replacen("\"hardware\":\"", "\"hardware\":\"\\ud800", 1)
+        .into_bytes();
+    let mut raw_surrogate = with("bad-raw-surrogate", &|r| {
+        r["metrics"]["hardware"] = "SURROGATE".into()
+    });
+    let at = raw_surrogate
+        .windows(9)
+        .position(|w| w == b"SURROGATE")
+        .unwrap();
+    raw_surrogate.splice(at..at + 9, [0xED, 0xA0, 0x80]);
     let records = vec![
         b"{\"job_id\": \"bad-json\", ".to_vec(),
         with("bad-unknown-field", &|r| r["surprise"] = 1.into()),
@@ -318,13 +337,29 @@ async fn bad_input_ends_as_a_dead_letter_or_an_invalid_verdict_and_never_stops_t
             r["output"]["image_key"] = bomb_key.clone().into()
         }),
         serde_json::to_vec(&llm).unwrap(),
-        with("good-after-the-bad", &|_| {}),
+        // Values Postgres refuses for what they are (`jsonb` cannot hold U+0000): once
+        // retried forever, stalling every miner behind them on the partition.
+        llm_with("bad-nul-text", "an answer\u{0} with a NUL".into()),
+        with("bad-nul-hardware", &|r| {
+            r["metrics"]["hardware"] = "NVIDIA GeForce RTX\u{0}4090".into()
+        }),
+        escaped_surrogate,
+        raw_surrogate,
     ];
     h.produce_jobs(&records).await;
+    // Then the next jobs of the same miners, on the same partitions.
+    h.produce_jobs(&[
+        with("good-after-the-bad", &|_| {}),
+        llm_with(
+            "good-after-the-nul",
+            "Paris is the capital of France.".into(),
+        ),
+    ])
+    .await;
     let screen = h.start_worker("screen", rules.clone()).await;
 
-    h.wait_for("three verdicts", Duration::from_secs(90), || async {
-        h.count("SELECT count(*) FROM verdicts").await == 3
+    h.wait_for("four verdicts", Duration::from_secs(90), || async {
+        h.count("SELECT count(*) FROM verdicts").await == 4
     })
     .await;
     let dlq = h
@@ -342,6 +377,10 @@ async fn bad_input_ends_as_a_dead_letter_or_an_invalid_verdict_and_never_stops_t
             "bad-unknown-field",
             "bad-huge-number",
             "bad-missing-object",
+            "bad-nul-text",
+            "bad-nul-hardware",
+            "bad-lone-surrogate",
+            "bad-raw-surrogate",
         ]
         .into_iter()
         .find(|j| payload.contains(j))
@@ -355,7 +394,7 @@ async fn bad_input_ends_as_a_dead_letter_or_an_invalid_verdict_and_never_stops_t
             ),
         );
     }
-    assert_eq!(reasons.len(), 4, "{reasons:#?}");
+    assert_eq!(reasons.len(), 8, "{reasons:#?}");
     assert!(reasons["bad-json"].starts_with("invalid_record: "));
     assert!(
         reasons["bad-unknown-field"].contains("surprise"),
@@ -369,6 +408,20 @@ async fn bad_input_ends_as_a_dead_letter_or_an_invalid_verdict_and_never_stops_t
     );
     assert!(reasons["bad-missing-object"].starts_with("object_missing: "));
     assert!(reasons["bad-missing-object"].contains(&format!("missing-{run}.png")));
+    for job in ["bad-nul-text", "bad-nul-hardware"] {
+        assert!(
+            reasons[job].starts_with("unstorable: ") && reasons[job].contains("Postgres refused"),
+            "{job}: {}",
+            reasons[job]
+        );
+    }
+    for job in ["bad-lone-surrogate", "bad-raw-surrogate"] {
+        assert!(
+            reasons[job].starts_with("invalid_record: "),
+            "{job}: {}",
+            reasons[job]
+        );
+    }
 
     let got = final_verdicts(&h).await;
     for job in ["bad-bomb", "bad-oversized-text"] {
@@ -380,6 +433,14 @@ async fn bad_input_ends_as_a_dead_letter_or_an_invalid_verdict_and_never_stops_t
         assert!(decode.contains("invalid output"), "{job}: {decode}");
     }
     assert_eq!(got["good-after-the-bad"].verdict, Verdict::Pass);
+    // The miner behind the refused record was judged: its partition moved on.
+    assert!(got.contains_key("good-after-the-nul"), "{:?}", got.keys());
+    assert!(
+        h.count("SELECT count(*) FROM jobs WHERE job_id LIKE 'bad-nul-%'")
+            .await
+            == 0,
+        "a refused job left a partial write"
+    );
     assert!(!screen.handle.is_finished(), "the worker is still running");
     screen.stop().await;
     h.drop_db().await;

@@ -421,3 +421,38 @@ async fn a_wallets_nfts_boost_its_first_gpus_in_miner_id_order() {
     assert!(miners.iter().any(|m| m.wallet() == wallet.as_str()));
     db.drop_db().await;
 }
+
+#[tokio::test]
+async fn a_nul_character_is_refused_as_input_and_an_outage_is_not() {
+    let db = TestDb::new().await;
+    let (records, result) = demo_judged();
+    let i = records
+        .iter()
+        .position(|r| matches!(r.job, proctor::record::Job::Llm { .. }))
+        .unwrap();
+    let verdict = result
+        .verdicts
+        .iter()
+        .find(|v| v.job_id == records[i].job_id)
+        .unwrap();
+    let mut json = records[i].to_json();
+    json["output"] = serde_json::json!({"text": "an answer\u{0} with a NUL"});
+    let record = JobRecord::from_json(json.to_string().as_bytes()).unwrap();
+    let err = db
+        .store
+        .record_verdict(&record, verdict, Stage::Screen)
+        .await
+        .unwrap_err();
+    assert!(proctor::store::refuses_input(&err), "{err}");
+    // Nothing of the refused job was written: the transaction rolled back whole.
+    assert_eq!(db.count("jobs").await, 0);
+    // The same store, closed, is an outage: retried, never dead-lettered.
+    db.store.pool().close().await;
+    let err = db
+        .store
+        .record_verdict(&records[i], verdict, Stage::Screen)
+        .await
+        .unwrap_err();
+    assert!(!proctor::store::refuses_input(&err), "{err}");
+    db.drop_db().await;
+}

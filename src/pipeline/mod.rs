@@ -128,10 +128,13 @@ impl Context {
             &mut stop,
             max_backoff(&settings),
             "postgres",
+            |_| false,
             || Store::connect_with(&url, max),
         )
         .await
-        .map_err(|_| anyhow::anyhow!("stopped before Postgres answered"))?;
+        .ok()
+        .and_then(Result::ok)
+        .ok_or_else(|| anyhow::anyhow!("stopped before Postgres answered"))?;
         store
             .migrate()
             .await
@@ -149,10 +152,13 @@ impl Context {
             &mut stop,
             max_backoff(&settings),
             "kafka-admin",
+            |_| false,
             || kafka::ensure_topics(&k.brokers, &topics),
         )
         .await
-        .map_err(|_| anyhow::anyhow!("stopped before the broker answered"))?;
+        .ok()
+        .and_then(Result::ok)
+        .ok_or_else(|| anyhow::anyhow!("stopped before the broker answered"))?;
         let producer = kafka::producer(k).context("cannot create the Kafka producer")?;
         let objects = ObjectStore::new(&settings.s3);
         Ok(Arc::new(Context {
@@ -198,6 +204,25 @@ impl Context {
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
+        // Nothing is refused here, so the inner error never comes back.
+        self.retry_refusable(what, |_| false, op)
+            .await?
+            .map_err(|_| Stopped)
+    }
+
+    /// Like [`Context::retry`], but an error `refused` says no retry can ever fix (the
+    /// service refuses the input itself) comes back at once as `Ok(Err(e))`.
+    pub async fn retry_refusable<T, E, F, Fut>(
+        &self,
+        what: &'static str,
+        refused: impl Fn(&E) -> bool,
+        op: F,
+    ) -> Result<Result<T, E>, Stopped>
+    where
+        E: std::fmt::Display,
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
         let mut stop = self.shutdown.clone();
         retry_until(
             &self.health,
@@ -205,6 +230,7 @@ impl Context {
             &mut stop,
             self.max_backoff(),
             what,
+            refused,
             op,
         )
         .await
@@ -224,14 +250,18 @@ fn max_backoff(settings: &Settings) -> Duration {
     Duration::from_millis(settings.pipeline.max_backoff_ms)
 }
 
+/// Runs `op` until it succeeds or fails in a way `refused` says no retry can fix
+/// (`Ok(Err(e))`); `Err(Stopped)` once the worker is stopped.
+#[allow(clippy::too_many_arguments)]
 async fn retry_until<T, E, F, Fut>(
     health: &Health,
     metrics: &Metrics,
     stop: &mut Shutdown,
     max: Duration,
     what: &'static str,
+    refused: impl Fn(&E) -> bool,
     mut op: F,
-) -> Result<T, Stopped>
+) -> Result<Result<T, E>, Stopped>
 where
     E: std::fmt::Display,
     F: FnMut() -> Fut,
@@ -245,7 +275,15 @@ where
                     tracing::info!(what, attempts = backoff.attempts, "recovered");
                     health.ok();
                 }
-                return Ok(v);
+                return Ok(Ok(v));
+            }
+            Err(e) if refused(&e) => {
+                tracing::warn!(what, error = %e, "refused: the input itself can never succeed");
+                metrics
+                    .refusals
+                    .get_or_create(&vec![("what", what.to_owned())])
+                    .inc();
+                return Ok(Err(e));
             }
             Err(e) => {
                 let delay = backoff.delay();
@@ -727,6 +765,50 @@ pub async fn judge_off_thread<T: Send + 'static>(
         tracing::error!(error = %e, "the judging thread failed");
         Stopped
     })
+}
+
+/// Records verdicts at one stage. When Postgres refuses the batch for one of its
+/// inputs ([`store::refuses_input`]: a NUL character, an oversized row), the batch is
+/// written again one job at a time, so that only the refused jobs fail: each comes back
+/// as `Err(why)` for the caller to dead-letter, and every other job is written. An
+/// outage is retried as always; nothing here turns one into a refusal.
+pub async fn record_verdicts_isolating(
+    ctx: &Context,
+    pairs: &[(&JobRecord, &checks::JobVerdict)],
+    stage: crate::store::Stage,
+) -> Result<Vec<Result<crate::store::Written, String>>, Stopped> {
+    let refused = crate::store::refuses_input;
+    let batch = ctx
+        .retry_refusable("postgres", refused, || {
+            ctx.store.record_verdicts(pairs, stage)
+        })
+        .await?;
+    let error = match batch {
+        Ok(written) => return Ok(written.into_iter().map(Ok).collect()),
+        Err(e) => e,
+    };
+    tracing::warn!(error = %error, jobs = pairs.len(),
+        "Postgres refused a batch of verdicts; writing its jobs one at a time");
+    let mut out = Vec::with_capacity(pairs.len());
+    for pair in pairs {
+        let one = ctx
+            .retry_refusable("postgres", refused, || {
+                ctx.store.record_verdicts(std::slice::from_ref(pair), stage)
+            })
+            .await?;
+        out.push(match one {
+            Ok(w) => Ok(w
+                .first()
+                .copied()
+                .unwrap_or(crate::store::Written::Duplicate)),
+            Err(e) => {
+                tracing::warn!(job_id = %pair.0.job_id, miner_id = %pair.0.miner_id, error = %e,
+                    "Postgres refused this job's verdict; it goes to the dead-letter topic");
+                Err(format!("Postgres refused the job's verdict: {e}"))
+            }
+        });
+    }
+    Ok(out)
 }
 
 /// Decodes and fingerprints the jobs' outputs on every core ([`checks::prepare`]): the

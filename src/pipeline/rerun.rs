@@ -396,11 +396,25 @@ async fn rerun_batch<R: ReferenceRunner>(
         }
     }
     let pairs: Vec<(&JobRecord, &JobVerdict)> = judged.iter().map(|(r, v)| (r, v)).collect();
-    ctx.retry("postgres", || {
-        ctx.store.record_verdicts(&pairs, Stage::Rerun)
-    })
-    .await?;
-    for (_, v) in &judged {
+    let written = super::record_verdicts_isolating(ctx, &pairs, Stage::Rerun).await?;
+    // A verdict Postgres refuses for its content is a dead letter, never a retry loop.
+    for ((record, _), w) in judged.iter().zip(&written) {
+        let Err(error) = w else { continue };
+        let at = parsed
+            .iter()
+            .find(|(_, _, r)| r.as_ref().is_ok_and(|r| r.job_id == record.job_id));
+        if let Some((origin, msg, _)) = at {
+            letters.push((
+                origin,
+                *msg,
+                DeadLetter {
+                    reason: "unstorable",
+                    error: error.clone(),
+                },
+            ));
+        }
+    }
+    for ((_, v), _) in judged.iter().zip(&written).filter(|(_, w)| w.is_ok()) {
         ctx.metrics
             .verdicts
             .get_or_create(&vec![

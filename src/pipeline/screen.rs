@@ -239,11 +239,22 @@ pub async fn fetch_output(
     let mut backoff = kafka::Backoff::new(ctx.max_backoff());
     loop {
         let got = ctx
-            .retry("s3", || {
-                ctx.objects.get_bounded(bucket, key.as_str(), limit)
-            })
+            .retry_refusable(
+                "s3",
+                |e: &crate::objects::ObjectError| e.refused,
+                || ctx.objects.get_bounded(bucket, key.as_str(), limit),
+            )
             .await
             .map_err(Err)?;
+        let got = match got {
+            Ok(got) => got,
+            Err(e) => {
+                return Err(Ok(DeadLetter {
+                    reason: "object_refused",
+                    error: e.to_string(),
+                }));
+            }
+        };
         match got {
             crate::objects::Got::Found(bytes) => return Ok(Some(Object::Found(bytes))),
             crate::objects::Got::NotFound => {
@@ -429,11 +440,23 @@ async fn record_batch(
 
     let pairs: Vec<(&JobRecord, &JobVerdict)> =
         new_records.iter().copied().zip(&verdicts).collect();
-    let written = ctx
-        .retry("postgres", || {
-            ctx.store.record_verdicts(&pairs, Stage::Screen)
+    let written = super::record_verdicts_isolating(ctx, &pairs, Stage::Screen).await?;
+    // Jobs whose verdict Postgres refused (see `store::refuses_input`) are dead letters:
+    // never retried, never re-run, and the partition moves on.
+    let refusals: BTreeMap<&str, DeadLetter> = pairs
+        .iter()
+        .zip(&written)
+        .filter_map(|((r, _), w)| {
+            let error = w.as_ref().err()?.clone();
+            Some((
+                r.job_id.as_str(),
+                DeadLetter {
+                    reason: "unstorable",
+                    error,
+                },
+            ))
         })
-        .await?;
+        .collect();
     let committed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64);
@@ -445,7 +468,7 @@ async fn record_batch(
     let k = &ctx.settings.kafka;
     let mut sampled: BTreeMap<&str, &JobRecord> = BTreeMap::new();
     for (r, v) in &pairs {
-        if v.sampled {
+        if v.sampled && !refusals.contains_key(r.job_id.as_str()) {
             sampled.insert(r.job_id.as_str(), r);
         }
     }
@@ -453,29 +476,35 @@ async fn record_batch(
     let mut offsets = Offsets::default();
     for item in &items {
         offsets.processed(&item.origin);
-        let result = match &item.state {
-            State::Dead(letter) => {
-                tracing::warn!(reason = letter.reason, error = %letter.error,
-                    partition = item.origin.partition, offset = item.origin.offset, "dead letter");
-                m.dead_letters
-                    .get_or_create(&vec![("reason", letter.reason.to_owned())])
-                    .inc();
-                sends.push(Send::Dead(item, letter));
-                "dead_letter"
-            }
-            State::Known { record, sampled: s } => {
-                if *s {
-                    sampled.insert(record.job_id.as_str(), record);
+        let dead = match &item.state {
+            State::Dead(letter) => Some(letter),
+            State::New { record, .. } => refusals.get(record.job_id.as_str()),
+            _ => None,
+        };
+        let result = if let Some(letter) = dead {
+            tracing::warn!(reason = letter.reason, error = %letter.error,
+                partition = item.origin.partition, offset = item.origin.offset, "dead letter");
+            m.dead_letters
+                .get_or_create(&vec![("reason", letter.reason.to_owned())])
+                .inc();
+            sends.push(Send::Dead(item, letter));
+            "dead_letter"
+        } else {
+            match &item.state {
+                State::Known { record, sampled: s } => {
+                    if *s {
+                        sampled.insert(record.job_id.as_str(), record);
+                    }
+                    "duplicate"
                 }
-                "duplicate"
-            }
-            State::Repeat => "duplicate",
-            State::New { .. } => {
-                if let Some(ts) = item.timestamp {
-                    m.record_to_verdict
-                        .observe((committed - ts).max(0) as f64 / 1000.0);
+                State::New { .. } => {
+                    if let Some(ts) = item.timestamp {
+                        m.record_to_verdict
+                            .observe((committed - ts).max(0) as f64 / 1000.0);
+                    }
+                    "processed"
                 }
-                "processed"
+                State::Repeat | State::Dead(_) => "duplicate",
             }
         };
         m.messages
@@ -486,7 +515,7 @@ async fn record_batch(
         sends.push(Send::Rerun(r));
     }
     for (v, w) in verdicts.iter().zip(&written) {
-        if *w == Written::New {
+        if *w == Ok(Written::New) {
             m.verdicts
                 .get_or_create(&vec![
                     ("stage", "screen".to_owned()),

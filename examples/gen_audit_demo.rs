@@ -70,7 +70,13 @@ fn miner(name: &str) -> String {
 
 /// What the audit must do about each demo miner: honest miners get no action, cheats a
 /// slash or at least a review flag.
-const EXPECTED: [(&str, &str); 17] = [
+///
+/// Only checks with a measured false-positive rate can slash, and only on evidence an
+/// honest miner shows with a probability under the lifetime budget's per-decision
+/// threshold: five failed re-runs of a measured check do that. Cheats caught by
+/// assumed-rate checks (reuse, canaries, challenges, sizes, hostile uploads, device
+/// claims) and single failures are flagged for staff.
+const EXPECTED: [(&str, &str); 18] = [
     ("honest-sd-a", "none"),
     ("honest-sd-b", "none"),
     ("honest-sd-c", "none"),
@@ -79,16 +85,20 @@ const EXPECTED: [(&str, &str); 17] = [
     ("cheat-fewer-steps", "slash"),
     ("cheat-low-resolution", "slash"),
     ("cheat-other-image", "slash"),
-    ("cheat-reused-image", "slash"),
-    ("cheat-wrong-size", "slash"),
-    ("cheat-hostile-uploads", "slash"),
-    ("cheat-impossible-latency", "slash"),
+    ("cheat-reused-image", "flag_for_review"),
+    ("cheat-wrong-size", "flag_for_review"),
+    ("cheat-hostile-uploads", "flag_for_review"),
+    ("cheat-impossible-latency", "flag_for_review"),
     ("cheat-under-spec-gpu", "flag_for_review"),
-    ("cheat-tampered-model", "slash"),
+    ("cheat-unknown-gpu", "flag_for_review"),
+    ("cheat-tampered-model", "flag_for_review"),
     ("cheat-substituted-model", "slash"),
-    ("cheat-canned-answers", "slash"),
-    ("cheat-failed-canary", "slash"),
+    ("cheat-canned-answers", "flag_for_review"),
+    ("cheat-failed-canary", "flag_for_review"),
 ];
+
+/// Jobs of each cheat a measured check re-runs: enough failures to slash.
+const RERUN_CHEAT_JOBS: usize = 5;
 
 struct Gen {
     out: PathBuf,
@@ -517,7 +527,7 @@ pub fn generate(base_dir: &Path, out: &Path) {
     // ---- cheating image miners ------------------------------------------------------
     // Fewer steps: a blurred image.
     let m = miner("cheat-fewer-steps");
-    for (i, (base, prompt)) in prompts.iter().take(3).enumerate() {
+    for (i, (base, prompt)) in prompts.iter().cycle().take(RERUN_CHEAT_JOBS).enumerate() {
         let r = g.reference(base);
         let id = format!("sd-blur-{i}");
         g.sd(SdJob {
@@ -537,7 +547,13 @@ pub fn generate(base_dir: &Path, out: &Path) {
     }
     // Lower resolution: generated at half size and upscaled.
     let m = miner("cheat-low-resolution");
-    for (i, (base, prompt)) in prompts.iter().skip(1).take(3).enumerate() {
+    for (i, (base, prompt)) in prompts
+        .iter()
+        .cycle()
+        .skip(1)
+        .take(RERUN_CHEAT_JOBS)
+        .enumerate()
+    {
         let r = g.reference(base);
         let id = format!("sd-lowres-{i}");
         g.sd(SdJob {
@@ -557,8 +573,8 @@ pub fn generate(base_dir: &Path, out: &Path) {
     }
     // A different image: another service's output.
     let m = miner("cheat-other-image");
-    for i in 0..3 {
-        let (base, prompt) = prompts[i];
+    for i in 0..RERUN_CHEAT_JOBS {
+        let (base, prompt) = prompts[i % prompts.len()];
         let (other, _) = prompts[(i + 2) % prompts.len()];
         let id = format!("sd-other-{i}");
         let r = g.reference(base);
@@ -687,6 +703,26 @@ pub fn generate(base_dir: &Path, out: &Path) {
             challenge: None,
         });
     }
+    // A GPU no table knows: never a pass, and flagged once it persists.
+    let m = miner("cheat-unknown-gpu");
+    for (i, (base, prompt)) in prompts.iter().take(2).enumerate() {
+        let id = format!("sd-unknown-gpu-{i}");
+        let out = jpeg(&honest(&g.reference(base), 95 + i as u64));
+        g.sd(SdJob {
+            id: &id,
+            miner: &m,
+            model: "ChilloutMix",
+            prompt,
+            size: s,
+            steps: 25,
+            seed: 11500 + i as i64,
+            hardware: "NVIDIA GeForce RTX 9090 Ultra",
+            inference_s: 1.1,
+            output: out,
+            reference: None,
+            challenge: None,
+        });
+    }
     // Tampered model file: a wrong byte-range challenge answer.
     let m = miner("cheat-tampered-model");
     let r = g.reference("astronaut");
@@ -776,16 +812,24 @@ pub fn generate(base_dir: &Path, out: &Path) {
             scores: Some(ScoreStyle::Greedy),
         });
     }
-    // A substituted model: another model's text, scored by the reference.
+    // A substituted model: another model's text, scored by the reference. The last job
+    // is greedy, where the rank checks judge it.
     let m = miner("cheat-substituted-model");
-    for (i, (prompt, text)) in answers.iter().enumerate().take(3) {
+    // Its own wording on the greedy job: the same text for another input would be reuse.
+    let greedy_text = "A hash function turns input of any length into a short code of fixed length. The same input always gives the same code, and for a good one two inputs with one code are hard to find.";
+    for (i, (prompt, text)) in answers.iter().cycle().take(RERUN_CHEAT_JOBS).enumerate() {
+        let text = if i + 1 == RERUN_CHEAT_JOBS {
+            &greedy_text
+        } else {
+            text
+        };
         let id = format!("llm-substitute-{i}");
         g.llm(LlmJob {
             id: &id,
             miner: &m,
             model: "hermes-3-llama3.1-8b",
             prompt,
-            temperature: 0.7,
+            temperature: if i + 1 == RERUN_CHEAT_JOBS { 0.0 } else { 0.7 },
             max_tokens: 256,
             hardware: "NVIDIA GeForce RTX 4090",
             seconds_per_token: 0.025,

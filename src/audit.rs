@@ -286,8 +286,8 @@ pub fn summary(result: &AuditResult) -> String {
         count(Verdict::Inconclusive)
     ));
     s.push_str(&format!(
-        "{:<50} {:>5} {:>7} {:<16} {:>10} {:>10} {:>10}  failed checks\n",
-        "miner", "jobs", "failed", "action", "honest p", "waifu", "llama"
+        "{:<50} {:>5} {:>7} {:<16} {:>10} {:>10} {:>10} {:>10}  failed checks\n",
+        "miner", "jobs", "failed", "action", "slash p", "review p", "waifu", "llama"
     ));
     let mut rows: Vec<&Decision> = result.decisions.iter().collect();
     rows.sort_by_key(|d| {
@@ -318,16 +318,20 @@ pub fn summary(result: &AuditResult) -> String {
             .map_or((0.0, 0.0), |x| (x.amount.waifu, x.amount.llama));
         let checks: Vec<&str> = d.tallies.iter().map(|t| t.check.as_str()).collect();
         s.push_str(&format!(
-            "{:<50} {:>5} {:>7} {:<16} {:>10.2e} {:>10.2} {:>10.3}  {}\n",
+            "{:<50} {:>5} {:>7} {:<16} {:>10.2e} {:>10.2e} {:>10.2} {:>10.3}  {}\n",
             d.miner_id.to_string(),
             jobs.len(),
             failed,
             action,
             d.honest_probability,
+            d.review_probability,
             w,
             l,
             checks.join(", ")
         ));
     }
+    s.push_str(
+        "\nslash p: how likely an honest miner shows this evidence, from the checks whose false-positive\nrate was measured (an automatic slash needs it below the lifetime budget's threshold);\nreview p: the same from any check, assumed rates included (a flag for staff review).\n",
+    );
     s
 }

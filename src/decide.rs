@@ -2,12 +2,28 @@
 //!
 //! Only `Fail` outcomes are evidence. For each check, the number of the miner's judged
 //! jobs `n` and failed jobs `k` give the probability that an honest miner fails at least
-//! that often, a binomial tail under the check's per-job false-positive rate from the
-//! rules. Checks whose honest failures would repeat on every job (a hardware string, a
-//! miner build) count once. The product over failing checks is the probability that an
-//! honest miner shows all this evidence, assuming checks fail independently of each
-//! other. A slash is automatic only at or below `auto_slash_max_honest_probability`
-//! (1e-6); weaker evidence flags the miner for staff review.
+//! that often: a binomial tail under the check's false-positive rate from the rules (the
+//! larger of its declared rate and its measured 95 % bound). Checks whose honest
+//! failures would repeat on every job (a hardware string, a miner build) have a rate per
+//! miner and count once.
+//!
+//! **No two checks are assumed independent.** Checks that fail together for one cause
+//! (an image too small fails `output_size` and `image_similarity`; a strange token fails
+//! `llm_rank` and `llm_unlikely_tokens`) must not multiply, and no list of causes is
+//! complete, so the evidence is the strongest single check's tail. It is a valid
+//! probability whatever the checks' dependence: one bad job never slashes unless one
+//! check's own rate allows it.
+//!
+//! - **Slash.** Only checks whose rate was measured and that are not flag-only count.
+//!   The strongest one's tail, times the number of such checks that judged the miner
+//!   (Bonferroni: the engine looked at each of them), is the miner's `honest_probability`.
+//!   A slash is automatic at or below `Rules::auto_slash_threshold`: the lifetime
+//!   false-slash budget spread over every decision of a miner-year, so that an honest
+//!   miner is ever slashed with at most that probability per year (union bound; see
+//!   docs/DETECTION.md and [`crate::lifetime`]).
+//! - **Flag.** Every check counts, assumed rates included: the strongest tail, as
+//!   `review_probability`, flags the miner for staff review at or below
+//!   `review_max_honest_probability`.
 //!
 //! A slash id is a hash of the miner, the sorted ids of the jobs it covers and the rule:
 //! deciding twice on the same evidence yields the same slash, and jobs already covered by
@@ -69,8 +85,13 @@ pub struct CheckTally {
     pub check: CheckId,
     pub judged: u64,
     pub failed: u64,
+    /// The rate the engine used (see `CheckPolicy::effective_rate`).
     pub false_positive_rate: f64,
+    /// The probability that an honest miner fails this check at least this often.
     pub honest_probability: f64,
+    /// Whether this check's evidence can count toward an automatic slash (its rate
+    /// was measured and it is not flag-only).
+    pub can_slash: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -90,11 +111,85 @@ pub struct Slash {
 pub struct Decision {
     pub miner_id: MinerId,
     pub action: Action,
-    /// Probability that an honest miner shows this evidence (1 when there is none).
+    /// The probability that an honest miner shows evidence this strong from the checks
+    /// that can slash: the strongest one's tail times how many of them judged the miner
+    /// (1 when none failed). Compared with `Rules::auto_slash_threshold`.
     pub honest_probability: f64,
+    /// The strongest tail of any failing check, assumed rates included (1 when none
+    /// failed). Compared with `review_max_honest_probability`.
+    pub review_probability: f64,
     pub tallies: Vec<CheckTally>,
     pub evidence: Vec<EvidenceRef>,
     pub slash: Option<Slash>,
+}
+
+/// What one decision makes of the evidence: the two probabilities and the action.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Judgement {
+    pub honest_probability: f64,
+    pub review_probability: f64,
+    pub action: Action,
+}
+
+/// The decision rule on per-check counts alone: for each check, how many of the
+/// miner's jobs in the window it judged and failed. [`decide`] applies it to verdicts;
+/// the lifetime simulation applies it to simulated counts. Returns the tallies of the
+/// failing checks and the judgement.
+pub fn judge_counts(
+    counts: impl IntoIterator<Item = (CheckId, u64, u64)>,
+    rules: &Rules,
+) -> (Vec<CheckTally>, Judgement) {
+    let mut slash_checks_judged = 0u64;
+    let mut tallies = Vec::new();
+    for (check, n, k) in counts {
+        let policy = rules.policy(check);
+        if n > 0 && policy.can_slash() {
+            slash_checks_judged += 1;
+        }
+        if k == 0 {
+            continue;
+        }
+        let (n, k) = if policy.independent_across_jobs {
+            (n, k)
+        } else {
+            (1, 1)
+        };
+        let rate = policy.effective_rate();
+        tallies.push(CheckTally {
+            check,
+            judged: n,
+            failed: k,
+            false_positive_rate: rate,
+            honest_probability: binomial_tail(k, n, rate),
+            can_slash: policy.can_slash(),
+        });
+    }
+    let strongest = |slashing_only: bool| {
+        tallies
+            .iter()
+            .filter(|t| t.can_slash || !slashing_only)
+            .map(|t| t.honest_probability)
+            .fold(1.0, f64::min)
+    };
+    let honest_probability = (slash_checks_judged.max(1) as f64 * strongest(true)).min(1.0);
+    let review_probability = strongest(false);
+    let action = if tallies.is_empty() {
+        Action::None
+    } else if honest_probability <= rules.auto_slash_threshold() {
+        Action::Slash
+    } else if review_probability <= rules.slashing.review_max_honest_probability {
+        Action::FlagForReview
+    } else {
+        Action::None
+    };
+    (
+        tallies,
+        Judgement {
+            honest_probability,
+            review_probability,
+            action,
+        },
+    )
 }
 
 /// P(X ≥ k) for X ~ Binomial(n, p), summed in log space so tiny tails stay exact.
@@ -178,37 +273,16 @@ pub fn decide(
             }
         }
     }
-    let tallies: Vec<CheckTally> = judged
-        .into_iter()
-        .filter(|(_, (_, failed))| *failed > 0)
-        .map(|(check, (n, k))| {
-            let policy = rules.policy(check);
-            let (n, k) = if policy.independent_across_jobs {
-                (n, k)
-            } else {
-                (1, 1)
-            };
-            CheckTally {
-                check,
-                judged: n,
-                failed: k,
-                false_positive_rate: policy.false_positive_rate,
-                honest_probability: binomial_tail(k, n, policy.false_positive_rate),
-            }
-        })
-        .collect();
-    let honest_probability: f64 = tallies.iter().map(|t| t.honest_probability).product();
+    let (tallies, judgement) = judge_counts(
+        judged.into_iter().map(|(check, (n, k))| (check, n, k)),
+        rules,
+    );
+    let Judgement {
+        honest_probability,
+        review_probability,
+        action,
+    } = judgement;
     let sl = &rules.slashing;
-    let action = if tallies.is_empty() {
-        Action::None
-    } else if honest_probability <= sl.auto_slash_max_honest_probability {
-        Action::Slash
-    } else if honest_probability <= sl.review_max_honest_probability {
-        Action::FlagForReview
-    } else {
-        Action::None
-    };
-
     let slash = (action == Action::Slash).then(|| {
         let failed_jobs: BTreeSet<&JobId> = evidence.iter().map(|e| &e.job_id).collect();
         let covered: Vec<&JobVerdict> = window
@@ -225,7 +299,13 @@ pub fn decide(
             .map(|v| v.points)
             .sum::<Points>()
             .scaled(sl.fraction * history.points_factor);
-        let checks: BTreeSet<CheckId> = tallies.iter().map(|t| t.check).collect();
+        // The reason names the checks that carried the slash; the evidence keeps
+        // every failure, for the reviewers and the appeal.
+        let checks: BTreeSet<CheckId> = tallies
+            .iter()
+            .filter(|t| t.can_slash)
+            .map(|t| t.check)
+            .collect();
         Slash {
             slash_id: slash_id(miner, &jobs, &sl.rule_id),
             miner_id: miner.clone(),
@@ -246,6 +326,7 @@ pub fn decide(
         miner_id: miner.clone(),
         action,
         honest_probability,
+        review_probability,
         tallies,
         evidence,
         slash,
@@ -319,21 +400,29 @@ mod tests {
         assert!(d.slash.is_none());
     }
 
+    fn failing(jobs: usize, check: CheckId) -> Vec<JobVerdict> {
+        (0..jobs)
+            .map(|i| verdict(&format!("j{i}"), &[(check, false)]))
+            .collect()
+    }
+
     #[test]
-    fn one_weak_failure_flags_and_repeated_failures_slash() {
+    fn one_weak_failure_flags_and_enough_repeated_failures_slash() {
         let r = rules();
-        let one = vec![verdict("a", &[(CheckId::ImageSimilarity, false)])];
+        let decide_on = |v: &[JobVerdict]| decide(&miner(), &MinerHistory::default(), v, &r);
         assert_eq!(
-            decide(&miner(), &MinerHistory::default(), &one, &r).action,
+            decide_on(&failing(1, CheckId::ImageSimilarity)).action,
             Action::FlagForReview
         );
-        let three: Vec<_> = ["a", "b", "c"]
-            .iter()
-            .map(|j| verdict(j, &[(CheckId::ImageSimilarity, false)]))
-            .collect();
-        let d = decide(&miner(), &MinerHistory::default(), &three, &r);
+        // 0.0023^4 = 2.8e-11 is above the per-decision threshold (budget 1e-6 over
+        // 1.46 million decisions a year = 6.8e-13); 0.0023^5 = 6.4e-14 is below it.
+        assert_eq!(
+            decide_on(&failing(4, CheckId::ImageSimilarity)).action,
+            Action::FlagForReview
+        );
+        let d = decide_on(&failing(5, CheckId::ImageSimilarity));
         assert_eq!(d.action, Action::Slash);
-        assert!(d.honest_probability <= 1e-6);
+        assert!(d.honest_probability <= r.auto_slash_threshold());
     }
 
     #[test]
@@ -347,73 +436,147 @@ mod tests {
     }
 
     #[test]
-    fn a_failed_challenge_or_canary_slashes_on_its_own() {
+    fn a_check_with_an_assumed_rate_flags_but_never_slashes_however_often_it_fails() {
         let r = rules();
-        for check in [CheckId::ModelChallenge, CheckId::Canary] {
-            let new = vec![verdict("a", &[(check, false)])];
-            assert_eq!(
-                decide(&miner(), &MinerHistory::default(), &new, &r).action,
-                Action::Slash,
-                "{check}"
-            );
+        for check in [
+            CheckId::ModelChallenge,
+            CheckId::Canary,
+            CheckId::Reuse,
+            CheckId::OutputDecode,
+            CheckId::DeviceKnown,
+        ] {
+            assert!(!r.policy(check).can_slash(), "{check}");
+            let d = decide(&miner(), &MinerHistory::default(), &failing(100, check), &r);
+            assert_eq!(d.action, Action::FlagForReview, "{check}");
+            assert!(d.slash.is_none());
+            assert_eq!(d.honest_probability, 1.0, "{check}: not slash evidence");
         }
     }
 
     #[test]
-    fn repeated_failures_of_a_correlated_check_count_once() {
-        let new: Vec<_> = ["a", "b", "c", "d"]
-            .iter()
-            .map(|j| verdict(j, &[(CheckId::DeviceSpec, false)]))
-            .collect();
-        let d = decide(&miner(), &MinerHistory::default(), &new, &rules());
+    fn repeated_failures_of_a_per_miner_check_count_once() {
+        let d = decide(
+            &miner(),
+            &MinerHistory::default(),
+            &failing(4, CheckId::DeviceSpec),
+            &rules(),
+        );
         assert_eq!(d.action, Action::FlagForReview);
+        assert_eq!((d.tallies[0].judged, d.tallies[0].failed), (1, 1));
+    }
+
+    #[test]
+    fn dependent_failures_on_one_job_count_once() {
+        // An image too small fails its size and its similarity: one cause, and the
+        // old product (1e-5 x 2.3e-3 < 1e-6) slashed on it.
+        let r = rules();
+        let job = vec![verdict(
+            "small",
+            &[
+                (CheckId::OutputSize, false),
+                (CheckId::ImageSimilarity, false),
+            ],
+        )];
+        let d = decide(&miner(), &MinerHistory::default(), &job, &r);
+        assert_eq!(d.action, Action::FlagForReview);
+        // The slash evidence is the similarity check's alone; the flag evidence is the
+        // strongest of the two.
+        assert!((d.honest_probability - 0.0023).abs() < 1e-12, "{d:?}");
+        assert!((d.review_probability - 1e-5).abs() < 1e-12, "{d:?}");
+    }
+
+    #[test]
+    fn one_bad_job_never_slashes_unless_one_checks_own_measured_rate_allows_it() {
+        // Every check failing on one job, with the shipped rules: a flag at most.
+        let all: Vec<(CheckId, bool)> = CheckId::ALL.iter().map(|c| (*c, false)).collect();
+        let one = vec![verdict("everything", &all)];
+        let r = rules();
+        assert_eq!(
+            decide(&miner(), &MinerHistory::default(), &one, &r).action,
+            Action::FlagForReview
+        );
+        // A check whose measured rate alone is below the threshold does slash on one job.
+        let mut strict = r.clone();
+        let p = strict
+            .checks
+            .policy
+            .get_mut(&CheckId::ImageSimilarity)
+            .unwrap();
+        p.false_positive_rate = 1e-15;
+        p.measured.as_mut().unwrap().upper_95 = 1e-15;
+        let single = failing(1, CheckId::ImageSimilarity);
+        assert_eq!(
+            decide(&miner(), &MinerHistory::default(), &single, &strict).action,
+            Action::Slash
+        );
+    }
+
+    #[test]
+    fn a_declaration_below_its_measurement_is_priced_at_the_measurement() {
+        let mut r = rules();
+        let p = r.checks.policy.get_mut(&CheckId::ImageSimilarity).unwrap();
+        p.false_positive_rate = 1e-9;
+        assert_eq!(r.broken_promises().len(), 1);
+        let d = decide(
+            &miner(),
+            &MinerHistory::default(),
+            &failing(4, CheckId::ImageSimilarity),
+            &r,
+        );
+        // At the declared 1e-9, four failures would be 1e-36: a slash.
+        assert_eq!(d.action, Action::FlagForReview);
+        assert_eq!(d.tallies[0].false_positive_rate, 0.0023);
+    }
+
+    #[test]
+    fn each_slashing_check_that_judged_the_miner_is_a_look_the_evidence_pays_for() {
+        let r = rules();
+        let mut jobs = failing(3, CheckId::ImageSimilarity);
+        let alone = decide(&miner(), &MinerHistory::default(), &jobs, &r);
+        jobs.push(verdict("llm", &[(CheckId::LlmLikelihood, true)]));
+        let two = decide(&miner(), &MinerHistory::default(), &jobs, &r);
+        assert!((two.honest_probability - 2.0 * alone.honest_probability).abs() < 1e-20);
     }
 
     #[test]
     fn deciding_twice_gives_the_same_slash_and_redelivery_does_not_double_count() {
         let r = rules();
-        let new: Vec<_> = ["a", "b", "c"]
-            .iter()
-            .map(|j| verdict(j, &[(CheckId::ImageSimilarity, false)]))
-            .collect();
+        let new = failing(5, CheckId::ImageSimilarity);
         let once = decide(&miner(), &MinerHistory::default(), &new, &r);
         let mut redelivered = new.clone();
         redelivered.extend(new.clone());
         let twice = decide(&miner(), &MinerHistory::default(), &redelivered, &r);
         assert_eq!(once.slash, twice.slash);
         let s = once.slash.unwrap();
-        assert_eq!(s.amount.waifu, 30.0);
-        assert_eq!(s.jobs.len(), 3);
+        assert_eq!(s.amount.waifu, 50.0);
+        assert_eq!(s.jobs.len(), 5);
     }
 
     #[test]
     fn a_boosted_gpu_is_slashed_its_boosted_points() {
         let r = rules();
-        let new: Vec<_> = ["a", "b", "c"]
-            .iter()
-            .map(|j| verdict(j, &[(CheckId::ImageSimilarity, false)]))
-            .collect();
         let history = MinerHistory {
             points_factor: crate::points::nft_boost_factor(&r, 0, 1),
             ..MinerHistory::default()
         };
-        let s = decide(&miner(), &history, &new, &r).slash.unwrap();
-        assert!((s.amount.waifu - 36.0).abs() < 1e-9, "{:?}", s.amount);
+        let s = decide(
+            &miner(),
+            &history,
+            &failing(5, CheckId::ImageSimilarity),
+            &r,
+        )
+        .slash
+        .unwrap();
+        assert!((s.amount.waifu - 60.0).abs() < 1e-9, "{:?}", s.amount);
     }
 
     #[test]
     fn jobs_under_an_earlier_slash_are_not_slashed_again() {
         let r = rules();
-        let new: Vec<_> = ["a", "b", "c"]
-            .iter()
-            .map(|j| verdict(j, &[(CheckId::ImageSimilarity, false)]))
-            .collect();
+        let new = failing(5, CheckId::ImageSimilarity);
         let history = MinerHistory {
             verdicts: vec![],
-            slashed_jobs: ["a", "b", "c"]
-                .iter()
-                .map(|j| JobId::parse(j).unwrap())
-                .collect(),
+            slashed_jobs: new.iter().map(|v| v.job_id.clone()).collect(),
             ..MinerHistory::default()
         };
         assert_eq!(decide(&miner(), &history, &new, &r).action, Action::None);

@@ -19,9 +19,13 @@
 //!   byte-range challenges), [`checks::device`] (GPU minimums and latency bounds),
 //!   [`checks::reuse`] (replayed outputs) and [`checks::canary`] (known-answer probes).
 //! - [`sampling`]: the keyed re-run draw, risk-raised rates, and the deterrence table.
-//! - [`decide`]: from judged jobs to `none`, `flag for review` or a deterministic slash.
+//! - [`decide`]: from judged jobs to `none`, `flag for review` or a deterministic slash,
+//!   with no independence assumed between checks and a lifetime false-slash budget;
+//!   [`lifetime`] simulates honest miners through its repeated decisions.
 //! - [`calibrate`]: thresholds from labelled honest and cheating pairs (`proctor
-//!   calibrate`), with measured false-positive and detection rates and a ROC plot.
+//!   calibrate`), with measured false-positive and detection rates and a ROC plot, each
+//!   rate written into the rules with its provenance; and the latency envelope from
+//!   published GPU timings.
 //! - [`synth`]: deterministic honest-drift and cheat transforms for fixtures and calibration.
 //! - [`events`]: slash events for the ledger, signed with ed25519, and their verification.
 //! - [`hashing`]: file digests (BLAKE3 memory-mapped and parallel, SHA-256).
@@ -48,6 +52,7 @@ pub mod events;
 pub mod hashing;
 pub mod ids;
 pub mod kafka;
+pub mod lifetime;
 pub mod llm;
 pub mod objects;
 pub mod outcome;

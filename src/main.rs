@@ -129,7 +129,7 @@ enum Command {
         #[arg(long, default_value = "calibration-out")]
         out: PathBuf,
         /// Calibrate only this check family.
-        #[arg(long, value_parser = ["image", "llm"])]
+        #[arg(long, value_parser = ["image", "llm", "latency"])]
         only: Option<String>,
         /// Photos the image pairs are cut from.
         #[arg(long, default_value = "../shared/images")]
@@ -152,8 +152,12 @@ enum Command {
         /// Plain text the prompts and canned answers come from.
         #[arg(long, default_value = "fixtures/text/alice29.txt")]
         corpus: PathBuf,
+        /// Honest texts at the sampled temperatures (0.5, 0.7, 1.0).
         #[arg(long, default_value_t = 4000)]
         llm_honest: usize,
+        /// Honest texts at greedy and near-greedy temperatures (0, 0.2).
+        #[arg(long, default_value_t = 1000)]
+        llm_honest_greedy: usize,
         #[arg(long, default_value_t = 400)]
         llm_per_cheat: usize,
         /// Output tokens per LLM job: the detection window.
@@ -161,6 +165,9 @@ enum Command {
         max_tokens: u32,
         #[arg(long, default_value_t = 1)]
         seed: u64,
+        /// Published honest GPU timings, for the latency checks.
+        #[arg(long, default_value = "fixtures/gpu-timings.toml")]
+        timings: PathBuf,
     },
     /// Verify model files against the registry's size, SHA-256 and BLAKE3.
     VerifyModel {
@@ -230,9 +237,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
             llm_substitute,
             corpus,
             llm_honest,
+            llm_honest_greedy,
             llm_per_cheat,
             max_tokens,
             seed,
+            timings,
         } => {
             let rules = load_rules(rules.as_deref())?;
             let wants = |what: &str| only.as_deref().is_none_or(|o| o == what);
@@ -249,10 +258,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     substitute: llm_substitute,
                     corpus,
                     honest: llm_honest,
+                    honest_greedy: llm_honest_greedy,
                     per_cheat: llm_per_cheat,
                     max_tokens,
                     seed,
                 }),
+                latency: wants("latency").then_some(timings),
             };
             let result = calibrate::run(&opts, &rules, &|msg| eprintln!("calibrate: {msg}"))?;
             std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
@@ -274,7 +285,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 out.display()
             );
             if let Some(dir) = write_rules {
-                calibrate::write_rules(&dir, &result)?;
+                calibrate::write_rules(&dir, &result, &calibrate::Provenance::of_this_run())?;
                 eprintln!("calibrate: updated {}", dir.join("checks.toml").display());
             }
             Ok(ExitCode::SUCCESS)
@@ -451,6 +462,46 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let rules = load_rules(rules.as_deref())?;
             println!("rules valid, digest {}", rules.digest());
             println!(
+                "\nfalse-positive rates: a slash needs a measured rate, and no declaration below its measurement\n"
+            );
+            println!(
+                "{:<20} {:>10} {:<9} {:>8} {:>9} {:>10} {:<11}  can slash",
+                "check", "declared", "basis", "n", "failures", "95% bound", "measured"
+            );
+            for (id, p) in &rules.checks.policy {
+                let m = p.measured.as_ref();
+                println!(
+                    "{:<20} {:>10.2e} {:<9} {:>8} {:>9} {:>10} {:<11}  {}",
+                    id.as_str(),
+                    p.false_positive_rate,
+                    match p.basis {
+                        proctor::rules::Basis::Measured => "measured",
+                        proctor::rules::Basis::Assumed => "assumed",
+                    },
+                    m.map_or(String::new(), |m| m.n.to_string()),
+                    m.map_or(String::new(), |m| m.failures.to_string()),
+                    m.map_or(String::new(), |m| format!("{:.2e}", m.upper_95)),
+                    m.map_or("", |m| m.date.as_str()),
+                    if p.can_slash() {
+                        "yes"
+                    } else if p.flag_only {
+                        "no (flag only)"
+                    } else {
+                        "no (assumed)"
+                    }
+                );
+            }
+            println!(
+                "\nan automatic slash needs an honest probability of at most {:.2e}: a lifetime budget of {:.0e} over {} decisions a miner-year",
+                rules.auto_slash_threshold(),
+                rules.slashing.lifetime_false_slash_budget,
+                rules.slashing.decisions_per_miner_year
+            );
+            let broken = rules.broken_promises();
+            for b in &broken {
+                eprintln!("proctor: {b}");
+            }
+            println!(
                 "\ndeterrence at the sampling floor: p(R+S) >= C must hold (points per job)\n"
             );
             println!(
@@ -475,12 +526,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 .filter(|r| !r.deters)
                 .map(|r| r.category.as_str())
                 .collect();
-            if bad.is_empty() {
-                Ok(ExitCode::SUCCESS)
-            } else {
+            if !bad.is_empty() {
                 eprintln!("proctor: cheating is profitable in: {}", bad.join(", "));
-                Ok(ExitCode::FAILURE)
             }
+            Ok(if bad.is_empty() && broken.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
         Command::Challenge {
             file,
@@ -500,16 +553,17 @@ fn run(cli: Cli) -> Result<ExitCode> {
             rules,
         } => {
             let rules = load_rules(rules.as_deref())?;
-            let Some(m) = rules.model(&model) else {
+            if rules.model(&model).is_none() {
                 bail!("model {model} is not in the registry");
-            };
+            }
+            let registered = rules.model_files(&model);
             let mut all_ok = true;
             for f in &files {
                 let name = f
                     .file_name()
                     .map(|n| n.to_string_lossy().into_owned())
                     .unwrap_or_default();
-                let Some(entry) = m.files.iter().find(|e| e.name == name) else {
+                let Some(entry) = registered.iter().find(|e| e.name == name) else {
                     println!("{}: not a registered file of {model}", f.display());
                     all_ok = false;
                     continue;
@@ -525,7 +579,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     Outcome::Inconclusive { reason } => println!("{}: {reason}", f.display()),
                 }
             }
-            if m.files.is_empty() {
+            if registered.is_empty() {
                 eprintln!("proctor: the registry lists no files for {model} yet");
                 all_ok = false;
             }

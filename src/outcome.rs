@@ -37,10 +37,17 @@ pub enum CheckId {
     LlmLogprobDelta,
     /// The miner's answer to a model-file byte-range challenge.
     ModelChallenge,
-    /// The reported GPU is known and meets the category's minimum.
+    /// The reported hardware string names a GPU the rules know.
+    DeviceKnown,
+    /// The reported GPU meets the category's minimum.
     DeviceSpec,
     /// The reported latencies are consistent and physically possible on the reported GPU.
     Latency,
+    /// The reported speed is within a calibrated margin of the fastest published run
+    /// of the category on that GPU.
+    LatencyEnvelope,
+    /// The reported speed is not an outlier among the other miners reporting that GPU.
+    LatencyPeers,
     /// The same output was returned for a job with a different input.
     Reuse,
     /// A known-answer probe job has the required property.
@@ -48,7 +55,7 @@ pub enum CheckId {
 }
 
 impl CheckId {
-    pub const ALL: [CheckId; 16] = [
+    pub const ALL: [CheckId; 19] = [
         CheckId::ModelKnown,
         CheckId::OutputDecode,
         CheckId::OutputSize,
@@ -61,8 +68,11 @@ impl CheckId {
         CheckId::LlmLikelihood,
         CheckId::LlmLogprobDelta,
         CheckId::ModelChallenge,
+        CheckId::DeviceKnown,
         CheckId::DeviceSpec,
         CheckId::Latency,
+        CheckId::LatencyEnvelope,
+        CheckId::LatencyPeers,
         CheckId::Reuse,
         CheckId::Canary,
     ];
@@ -81,8 +91,11 @@ impl CheckId {
             CheckId::LlmLikelihood => "llm_likelihood",
             CheckId::LlmLogprobDelta => "llm_logprob_delta",
             CheckId::ModelChallenge => "model_challenge",
+            CheckId::DeviceKnown => "device_known",
             CheckId::DeviceSpec => "device_spec",
             CheckId::Latency => "latency",
+            CheckId::LatencyEnvelope => "latency_envelope",
+            CheckId::LatencyPeers => "latency_peers",
             CheckId::Reuse => "reuse",
             CheckId::Canary => "canary",
         }

@@ -81,8 +81,8 @@ fn miner_section(out: &mut String, dir: &Path, d: &Decision, result: &AuditResul
     );
     let _ = write!(
         out,
-        "<p>Probability that an honest miner shows this evidence: <b>{:.2e}</b></p>",
-        d.honest_probability
+        "<p>Probability that an honest miner shows this evidence: <b>{:.2e}</b> from the checks that can slash, <b>{:.2e}</b> from any check</p>",
+        d.honest_probability, d.review_probability
     );
     if let Some(s) = &d.slash {
         let _ = write!(
@@ -95,12 +95,17 @@ fn miner_section(out: &mut String, dir: &Path, d: &Decision, result: &AuditResul
             s.jobs.len()
         );
     }
-    out.push_str("<table><tr><th>check</th><th>judged</th><th>failed</th><th>per-job FPR</th><th>honest p</th></tr>");
+    out.push_str("<table><tr><th>check</th><th>judged</th><th>failed</th><th>false-positive rate</th><th>honest p</th><th>can slash</th></tr>");
     for t in &d.tallies {
         let _ = write!(
             out,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{:.0e}</td><td>{:.2e}</td></tr>",
-            t.check, t.judged, t.failed, t.false_positive_rate, t.honest_probability
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{:.1e}</td><td>{:.2e}</td><td>{}</td></tr>",
+            t.check,
+            t.judged,
+            t.failed,
+            t.false_positive_rate,
+            t.honest_probability,
+            if t.can_slash { "yes" } else { "no: flag only" }
         );
     }
     out.push_str("</table>");

@@ -122,6 +122,11 @@ pub struct ModelRules {
 #[serde(deny_unknown_fields)]
 pub struct Category {
     pub kind: JobKind,
+    /// False for the network's models the points rules do not price yet: known (their
+    /// jobs are judged), but worth no points, with no hardware minimum or work estimate
+    /// required.
+    #[serde(default = "priced_by_default")]
+    pub priced: bool,
     /// SD: the GPU meets the minimum if it matches or beats one of these cards on both
     /// VRAM and FP16 tensor throughput.
     #[serde(default)]
@@ -135,17 +140,28 @@ pub struct Category {
     pub tflop_per_megapixel_step: Option<f64>,
 }
 
+fn priced_by_default() -> bool {
+    true
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Model {
     pub category: CategoryId,
+    /// For a LoRA: the checkpoint it is applied to.
+    #[serde(default)]
+    pub base: Option<String>,
     /// LLM: parameters touched per generated token (all of them for a dense model, the
     /// active experts for a mixture), for the prefill FLOP bound.
     #[serde(default)]
     pub active_params_b: Option<f64>,
-    /// LLM: bytes of weights read per decode step at batch size 1, for the bandwidth bound.
+    /// LLM: bytes of weights read per decode step at batch size 1, for the bandwidth
+    /// bound, counting the whole input-embedding table ...
     #[serde(default)]
     pub weight_bytes_per_token_gb: Option<f64>,
+    /// ... of which a decode step reads one row only: the bound leaves the table out.
+    #[serde(default)]
+    pub embedding_bytes_gb: Option<f64>,
     #[serde(default)]
     pub files: Vec<ModelFile>,
 }
@@ -154,12 +170,20 @@ pub struct Model {
 #[serde(deny_unknown_fields)]
 pub struct ModelFile {
     pub name: String,
-    pub size_bytes: u64,
+    /// The exact size in bytes, where known: checked when present.
+    #[serde(default)]
+    pub size_bytes: Option<u64>,
+    /// The size the network's list publishes, in MB: rounded there, so never checked.
+    #[serde(default)]
+    pub published_size_mb: Option<f64>,
     /// Hex SHA-256 as the network's models list publishes it (Hugging Face's LFS oid).
     pub sha256: String,
     /// Hex BLAKE3, where known (Civitai publishes it).
     #[serde(default)]
     pub blake3: Option<String>,
+    /// Where the network's miners download it.
+    #[serde(default)]
+    pub url: Option<String>,
 }
 
 // ---- gpus.toml ---------------------------------------------------------------------------
@@ -169,19 +193,78 @@ pub struct ModelFile {
 pub struct GpuRules {
     pub version: u32,
     pub gpus: BTreeMap<GpuId, Gpu>,
+    /// Normalized name → GPU id, built once at load (not part of the rules' data).
+    #[serde(skip)]
+    by_name: BTreeMap<String, GpuId>,
+}
+
+/// The words a hardware string may carry or omit without naming another card.
+const VENDOR_WORDS: [&str; 6] = ["nvidia", "geforce", "tesla", "amd", "radeon", "instinct"];
+
+impl GpuRules {
+    /// `"NVIDIA GeForce RTX 4090"` → `"rtx4090"`: lower case, punctuation and the vendor
+    /// words dropped, so cosmetic differences in driver strings do not matter but model
+    /// suffixes ("Ti", "SUPER", "Laptop GPU", "D") do.
+    pub fn normalize_name(name: &str) -> String {
+        name.to_lowercase()
+            .split(|c: char| !c.is_ascii_alphanumeric())
+            .filter(|w| !w.is_empty() && !VENDOR_WORDS.contains(w))
+            .collect()
+    }
+
+    /// The GPU a hardware string names, if the table knows it.
+    pub fn find(&self, hardware: &str) -> Option<(&str, &Gpu)> {
+        let id = self.by_name.get(&GpuRules::normalize_name(hardware))?;
+        self.gpus.get_key_value(id).map(|(id, g)| (id.as_str(), g))
+    }
+
+    /// A card as fast as the fastest in the table on every resource: what a hardware
+    /// string the table does not know is judged against, so that a claim no listed GPU
+    /// could make still fails.
+    pub fn fastest(&self) -> Gpu {
+        let max = |f: fn(&Gpu) -> f64| self.gpus.values().map(f).fold(0.0, f64::max);
+        Gpu {
+            names: Vec::new(),
+            vram_gb: max(|g| g.vram_gb),
+            fp16_tensor_tflops: max(|g| g.fp16_tensor_tflops),
+            memory_bandwidth_gbs: max(|g| g.memory_bandwidth_gbs),
+            source: "the fastest figures of rules/gpus.toml".into(),
+        }
+    }
+
+    fn build_index(&mut self) -> Vec<String> {
+        let mut clashes = Vec::new();
+        self.by_name.clear();
+        for (id, g) in &self.gpus {
+            for n in &g.names {
+                let key = GpuRules::normalize_name(n);
+                if key.is_empty() {
+                    clashes.push(format!("gpu {id}: name {n:?} is only vendor words"));
+                } else if let Some(other) = self.by_name.insert(key, id.clone())
+                    && &other != id
+                {
+                    clashes.push(format!("gpu name {n:?} belongs to both {other} and {id}"));
+                }
+            }
+        }
+        clashes
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Gpu {
     /// Names as drivers report them (`nvidia-smi --query-gpu=name`); matched after
-    /// normalization, see `checks::device::normalize_gpu_name`.
+    /// normalization, see [`GpuRules::normalize_name`].
     pub names: Vec<String>,
     pub vram_gb: f64,
-    /// Dense FP16 tensor throughput with FP16 accumulate: the highest rate a miner's
-    /// kernels could reach, which keeps latency bounds on the honest side.
+    /// Dense FP16 tensor throughput with FP16 accumulate (without tensor cores, the
+    /// faster of the FP16 and FP32 rates): the highest rate a miner's kernels could
+    /// reach, which keeps latency bounds on the honest side.
     pub fp16_tensor_tflops: f64,
     pub memory_bandwidth_gbs: f64,
+    /// Where the figures come from.
+    pub source: String,
 }
 
 // ---- checks.toml -------------------------------------------------------------------------
@@ -205,11 +288,69 @@ pub struct CheckRules {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CheckPolicy {
-    /// Probability that an honest miner's job fails this check.
+    /// Probability that an honest miner's job fails this check (per miner, when
+    /// `independent_across_jobs` is false).
     pub false_positive_rate: f64,
     /// False when a failure repeats for every job of a miner regardless of its honesty
-    /// (e.g. a GPU name the table lacks): then repeated failures count once.
+    /// (a hardware string, a miner build): then the rate is per miner, and repeated
+    /// failures count once.
     pub independent_across_jobs: bool,
+    /// Where the rate comes from. Only a measured rate can count toward an automatic
+    /// slash; an assumed one may flag a miner for review.
+    pub basis: Basis,
+    /// The measurement behind a `measured` rate, as `proctor calibrate` wrote it.
+    #[serde(default)]
+    pub measured: Option<Measurement>,
+    /// Evidence for review by design, whatever its basis: never counts toward a slash.
+    #[serde(default)]
+    pub flag_only: bool,
+}
+
+impl CheckPolicy {
+    /// Whether this check's failures can count toward an automatic slash.
+    pub fn can_slash(&self) -> bool {
+        self.basis == Basis::Measured && !self.flag_only
+    }
+
+    /// The rate the decision engine uses: the declared one, or the measured 95 % bound
+    /// where that is higher, so that a declaration below its own measurement (which
+    /// `proctor rules check` reports) can never price honest evidence as rarer than it
+    /// was measured to be.
+    pub fn effective_rate(&self) -> f64 {
+        match &self.measured {
+            Some(m) => self.false_positive_rate.max(m.upper_95),
+            None => self.false_positive_rate,
+        }
+    }
+}
+
+/// Where a check's false-positive rate comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Basis {
+    /// Counted on honest samples by `proctor calibrate` (or a documented experiment):
+    /// see `measured`.
+    Measured,
+    /// Not measured. The check can flag a miner for review, never slash one.
+    Assumed,
+}
+
+/// A measured false-positive rate's provenance.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Measurement {
+    /// The day of the calibration run (UTC, `YYYY-MM-DD`).
+    pub date: String,
+    /// The command that measured it.
+    pub command: String,
+    /// The honest sample: what it was drawn from and how it varied.
+    pub sample: String,
+    /// Honest jobs (or miners, for a per-miner rate) the check judged.
+    pub n: u64,
+    /// How many of them it failed.
+    pub failures: u64,
+    /// The one-sided 95 % Clopper-Pearson upper bound of `failures / n`.
+    pub upper_95: f64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -281,10 +422,39 @@ pub struct UnlikelyBand {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LatencyRules {
+    /// The physical bound's compute rate, as a share of the datasheet peak (above 1 to
+    /// allow for overclocked cards).
     pub max_compute_efficiency: f64,
+    /// The physical bound's memory rate, likewise.
     pub max_bandwidth_efficiency: f64,
     /// Tolerance for clock skew when comparing one latency against another.
     pub consistency_slack_s: f64,
+    /// How much faster than the fastest published run a claim may be before
+    /// `latency_envelope` flags it (`proctor calibrate --only latency`).
+    pub envelope_margin: f64,
+    /// The fastest published run of each category per GPU, as the share of the physical
+    /// bound's speed it reached (`proctor calibrate --only latency` writes them).
+    #[serde(default)]
+    pub envelope: Vec<EnvelopeRun>,
+    /// `latency_peers` judges a claim against at least this many other miners ...
+    pub peer_min_miners: usize,
+    /// ... flagging it above this quantile of their speeds times `envelope_margin` ...
+    pub peer_quantile: f64,
+    /// ... and remembers this many miners per GPU and category.
+    pub peer_capacity: usize,
+}
+
+/// The fastest published honest run of a category on one GPU.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnvelopeRun {
+    pub category: CategoryId,
+    pub gpu: GpuId,
+    /// The physical bound's time over the published time: the share of the bound's
+    /// speed the run reached.
+    pub efficiency: f64,
+    /// The run in fixtures/gpu-timings.toml.
+    pub run: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -380,7 +550,12 @@ pub struct SlashingRules {
     pub version: u32,
     /// Named in every slash id, so a policy change cannot collide with an old slash.
     pub rule_id: String,
-    pub auto_slash_max_honest_probability: f64,
+    /// The probability that an honest miner is ever slashed automatically, per
+    /// miner-year of `decisions_per_miner_year`.
+    pub lifetime_false_slash_budget: f64,
+    /// The most decisions the judge takes on one miner in a year: a bound on the looks
+    /// the budget is spread over (see [`Rules::auto_slash_threshold`]).
+    pub decisions_per_miner_year: f64,
     pub review_max_honest_probability: f64,
     pub fraction: f64,
     pub scope: SlashScope,
@@ -430,7 +605,7 @@ impl Rules {
                 message: e.to_string(),
             })
         }
-        let rules = Rules {
+        let mut rules = Rules {
             points: parse("points.toml", &read("points.toml")?)?,
             models: parse("models.toml", &read("models.toml")?)?,
             gpus: parse("gpus.toml", &read("gpus.toml")?)?,
@@ -438,6 +613,10 @@ impl Rules {
             sampling: parse("sampling.toml", &read("sampling.toml")?)?,
             slashing: parse("slashing.toml", &read("slashing.toml")?)?,
         };
+        let clashes = rules.gpus.build_index();
+        if !clashes.is_empty() {
+            return Err(RulesError::Invalid(clashes.join("; ")));
+        }
         rules.validate()?;
         Ok(rules)
     }
@@ -456,9 +635,48 @@ impl Rules {
         self.models.categories.get(id)
     }
 
+    /// A model's files: its own, then (for a LoRA) its base checkpoint's.
+    pub fn model_files(&self, id: &str) -> Vec<&ModelFile> {
+        let Some(m) = self.model(id) else {
+            return Vec::new();
+        };
+        let base = m.base.as_deref().and_then(|b| self.model(b));
+        m.files
+            .iter()
+            .chain(base.into_iter().flat_map(|b| &b.files))
+            .collect()
+    }
+
     pub fn policy(&self, check: CheckId) -> &CheckPolicy {
         // `validate` guarantees every check has a policy.
         &self.checks.policy[&check]
+    }
+
+    /// The honest probability at or below which one decision slashes automatically:
+    /// the lifetime budget spread evenly over every decision of a miner-year. By the
+    /// union bound, an honest miner is then slashed in a year with probability at most
+    /// `lifetime_false_slash_budget`, however the decisions overlap (docs/DETECTION.md).
+    pub fn auto_slash_threshold(&self) -> f64 {
+        let sl = &self.slashing;
+        sl.lifetime_false_slash_budget / sl.decisions_per_miner_year
+    }
+
+    /// Declared rates below their own measurement: promises the measurement does not
+    /// keep. `proctor rules check` fails on any.
+    pub fn broken_promises(&self) -> Vec<String> {
+        self.checks
+            .policy
+            .iter()
+            .filter_map(|(id, p)| {
+                let m = p.measured.as_ref()?;
+                (p.false_positive_rate < m.upper_95).then(|| {
+                    format!(
+                        "{id}: declared false-positive rate {:.2e} is below its measured 95 % bound {:.2e} ({} of {} honest, {})",
+                        p.false_positive_rate, m.upper_95, m.failures, m.n, m.date
+                    )
+                })
+            })
+            .collect()
     }
 
     fn validate(&self) -> Result<(), RulesError> {
@@ -492,13 +710,13 @@ impl Rules {
                 format!("points.multipliers.{cat} must be >= 0"),
             );
             need(
-                self.models.categories.contains_key(cat),
-                format!("points.multipliers.{cat} names no category in models.toml"),
+                self.models.categories.get(cat).is_some_and(|c| c.priced),
+                format!("points.multipliers.{cat} names no priced category in models.toml"),
             );
         }
-        for cat in self.models.categories.keys() {
+        for (cat, c) in &self.models.categories {
             need(
-                p.multipliers.contains_key(cat),
+                !c.priced || p.multipliers.contains_key(cat),
                 format!("category {cat} has no points multiplier"),
             );
         }
@@ -529,7 +747,7 @@ impl Rules {
         );
 
         // models
-        for (id, c) in &self.models.categories {
+        for (id, c) in self.models.categories.iter().filter(|(_, c)| c.priced) {
             match c.kind {
                 JobKind::Sd => {
                     need(
@@ -561,13 +779,30 @@ impl Rules {
                 );
                 continue;
             };
-            if cat.kind == JobKind::Llm {
+            if cat.kind == JobKind::Llm && cat.priced {
                 need(
                     m.active_params_b.is_some_and(positive)
-                        && m.weight_bytes_per_token_gb.is_some_and(positive),
-                    format!("model {id}: llm needs active_params_b and weight_bytes_per_token_gb"),
+                        && m.weight_bytes_per_token_gb.is_some_and(positive)
+                        && m.embedding_bytes_gb.is_some_and(|e| {
+                            e >= 0.0 && m.weight_bytes_per_token_gb.is_some_and(|w| e < w)
+                        }),
+                    format!(
+                        "model {id}: llm needs active_params_b, weight_bytes_per_token_gb and embedding_bytes_gb below it"
+                    ),
                 );
             }
+            need(
+                m.base.as_ref().is_none_or(|b| {
+                    self.models
+                        .models
+                        .get(b)
+                        .is_some_and(|base| base.base.is_none())
+                }),
+                format!(
+                    "model {id}: base {:?} is not a checkpoint of the registry",
+                    m.base
+                ),
+            );
             for f in &m.files {
                 need(
                     f.sha256.len() == 64 && hex::decode(&f.sha256).is_ok(),
@@ -582,9 +817,10 @@ impl Rules {
             }
         }
 
-        // gpus
+        // gpus (name clashes are found when the index is built)
         for (id, g) in &self.gpus.gpus {
             need(!g.names.is_empty(), format!("gpu {id}: no names"));
+            need(!g.source.is_empty(), format!("gpu {id}: no source"));
             need(
                 positive(g.vram_gb)
                     && positive(g.fp16_tensor_tflops)
@@ -592,28 +828,37 @@ impl Rules {
                 format!("gpu {id}: specs must be > 0"),
             );
         }
-        let mut seen = BTreeMap::new();
-        for (id, g) in &self.gpus.gpus {
-            for n in &g.names {
-                let key = crate::checks::device::normalize_gpu_name(n);
-                if let Some(other) = seen.insert(key.clone(), id) {
-                    need(
-                        other == id,
-                        format!("gpu name {n:?} belongs to both {other} and {id}"),
-                    );
-                }
-            }
-        }
 
         // checks
         let c = &self.checks;
         for id in CheckId::ALL {
             match c.policy.get(&id) {
                 None => need(false, format!("checks.policy.{id} is missing")),
-                Some(pol) => need(
-                    prob(pol.false_positive_rate),
-                    format!("checks.policy.{id}.false_positive_rate must be in (0, 1)"),
-                ),
+                Some(pol) => {
+                    need(
+                        prob(pol.false_positive_rate),
+                        format!("checks.policy.{id}.false_positive_rate must be in (0, 1)"),
+                    );
+                    need(
+                        (pol.basis == Basis::Measured) == pol.measured.is_some(),
+                        format!(
+                            "checks.policy.{id}: basis = \"measured\" needs a `measured` table, and only it may have one"
+                        ),
+                    );
+                    if let Some(m) = &pol.measured {
+                        need(
+                            m.n > 0
+                                && m.failures <= m.n
+                                && m.upper_95 > 0.0
+                                && m.upper_95 <= 1.0
+                                && !m.date.is_empty()
+                                && !m.command.is_empty(),
+                            format!(
+                                "checks.policy.{id}.measured: need n > 0, failures <= n, upper_95 in (0, 1], a date and a command"
+                            ),
+                        );
+                    }
+                }
             }
         }
         let im = &c.image;
@@ -688,13 +933,30 @@ impl Rules {
         );
         let lat = &c.latency;
         need(
-            prob(lat.max_compute_efficiency) || lat.max_compute_efficiency == 1.0,
-            "checks.latency.max_compute_efficiency must be in (0, 1]".into(),
+            (0.1..=1.5).contains(&lat.max_compute_efficiency)
+                && (0.1..=1.5).contains(&lat.max_bandwidth_efficiency),
+            "checks.latency: max_compute_efficiency and max_bandwidth_efficiency must be in [0.1, 1.5]".into(),
         );
         need(
-            prob(lat.max_bandwidth_efficiency) || lat.max_bandwidth_efficiency == 1.0,
-            "checks.latency.max_bandwidth_efficiency must be in (0, 1]".into(),
+            lat.envelope_margin >= 1.0
+                && lat.envelope_margin.is_finite()
+                && lat.peer_min_miners >= 1
+                && prob(lat.peer_quantile)
+                && lat.peer_capacity > lat.peer_min_miners,
+            "checks.latency: need envelope_margin >= 1, peer_min_miners >= 1, peer_quantile in (0, 1), peer_capacity > peer_min_miners".into(),
         );
+        for e in &lat.envelope {
+            need(
+                self.models.categories.contains_key(&e.category)
+                    && self.gpus.gpus.contains_key(&e.gpu)
+                    && e.efficiency > 0.0
+                    && e.efficiency <= 1.0,
+                format!(
+                    "checks.latency.envelope {}: needs a known category and gpu, and an efficiency in (0, 1]",
+                    e.run
+                ),
+            );
+        }
         need(
             c.reuse.capacity > 0,
             "checks.reuse.capacity must be > 0".into(),
@@ -756,9 +1018,9 @@ impl Rules {
                 format!("sampling.deterrence.categories.{cat}: fractions must be in [0, 1]"),
             );
         }
-        for cat in self.models.categories.keys() {
+        for (cat, c) in &self.models.categories {
             need(
-                s.deterrence.categories.contains_key(cat),
+                !c.priced || s.deterrence.categories.contains_key(cat),
                 format!("category {cat} has no sampling.deterrence case"),
             );
         }
@@ -767,10 +1029,12 @@ impl Rules {
         let sl = &self.slashing;
         need(!sl.rule_id.is_empty(), "slashing.rule_id is empty".into());
         need(
-            prob(sl.auto_slash_max_honest_probability)
-                && sl.auto_slash_max_honest_probability < sl.review_max_honest_probability
+            prob(sl.lifetime_false_slash_budget)
+                && sl.decisions_per_miner_year >= 1.0
+                && sl.decisions_per_miner_year.is_finite()
+                && self.auto_slash_threshold() < sl.review_max_honest_probability
                 && sl.review_max_honest_probability < 1.0,
-            "slashing: need 0 < auto_slash_max_honest_probability < review_max_honest_probability < 1".into(),
+            "slashing: need 0 < lifetime_false_slash_budget < 1, decisions_per_miner_year >= 1, and review_max_honest_probability in (budget / decisions, 1)".into(),
         );
         need(
             sl.fraction > 0.0 && sl.fraction <= 1.0,

@@ -456,7 +456,7 @@ impl Store {
                 )
                 .bind(flag_id)
                 .bind(&miner_s)
-                .bind(decision.honest_probability)
+                .bind(decision.review_probability)
                 .bind(sqlx::types::Json(&decision))
                 .execute(&mut *tx)
                 .await?;

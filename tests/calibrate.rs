@@ -10,6 +10,7 @@ use proctor::calibrate::llm::{self as cal_llm, LlmOptions};
 use proctor::calibrate::{self, Label};
 use proctor::checks::image::judge;
 use proctor::checks::llm;
+use proctor::outcome::CheckId;
 use proctor::rules::Rules;
 
 fn root() -> PathBuf {
@@ -88,6 +89,7 @@ fn llm_options(honest: usize, per_cheat: usize) -> LlmOptions {
         substitute: root().join("fixtures/models/tiny-alice-alt"),
         corpus: root().join("fixtures/text/alice29.txt"),
         honest,
+        honest_greedy: honest / 4,
         per_cheat,
         max_tokens: 64,
         seed: 3,
@@ -147,8 +149,17 @@ fn honest_likelihood_scores_are_standard_normal_and_cheats_score_lower() {
     assert_eq!(n, substitute_llr.len());
     assert!(oracle > 0.0, "the oracle catches none at 5 %");
     let target = 0.01;
-    let (report, calibrated, subchecks) =
+    let (report, calibrated, subchecks, rates) =
         cal_llm::calibrate(&pairs, &rules.checks.llm, target).unwrap();
+    // Every LLM check is measured on the honest jobs it judges: the rank checks on the
+    // greedy ones only, the likelihood check on the sampled ones only.
+    let rate_of = |c: CheckId| rates.iter().find(|r| r.check == c).unwrap();
+    let greedy = pairs
+        .iter()
+        .filter(|p| p.label == Label::Honest && p.input.temperature < 0.3)
+        .count() as u64;
+    assert!(greedy > 0 && rate_of(CheckId::LlmRank).n <= greedy);
+    assert!(rate_of(CheckId::LlmLikelihood).n <= 96);
     // Never stricter than the normal approximation's 1 % quantile.
     assert!(
         calibrated.likelihood_z_min <= -2.32,
@@ -186,17 +197,29 @@ fn calibrated_thresholds_write_back_into_rules_and_load() {
     )
     .unwrap();
     let (report, calibrated) = cal_image::calibrate(&pairs, &rules.checks.image, 0.05).unwrap();
+    let honest = report.honest();
     let result = calibrate::Calibration {
         target_fpr: 0.05,
+        rates: vec![calibrate::MeasuredRate {
+            check: CheckId::ImageSimilarity,
+            sample: "the test's pairs".into(),
+            n: honest.pairs as u64,
+            failures: honest.flagged as u64,
+        }],
         checks: vec![report],
         llm_subchecks: Vec::new(),
+        latency: None,
     };
     let dir = tempfile::tempdir().unwrap();
     for f in std::fs::read_dir(root().join("rules")).unwrap() {
         let f = f.unwrap().path();
         std::fs::copy(&f, dir.path().join(f.file_name().unwrap())).unwrap();
     }
-    calibrate::write_rules(dir.path(), &result).unwrap();
+    let provenance = calibrate::Provenance {
+        date: "2026-11-28".into(),
+        command: "proctor calibrate --write-rules rules".into(),
+    };
+    calibrate::write_rules(dir.path(), &result, &provenance).unwrap();
     let text = std::fs::read_to_string(dir.path().join("checks.toml")).unwrap();
     assert!(text.contains("# 8x8 = 64-bit pHash"), "comments are kept");
     let loaded = Rules::load_dir(dir.path()).unwrap();
@@ -205,13 +228,102 @@ fn calibrated_thresholds_write_back_into_rules_and_load() {
     assert_eq!(im.dhash_max_distance, calibrated.dhash_max_distance);
     assert_eq!(im.ssim_min, calibrated.ssim_min);
     assert_eq!(im.detail_ratio_min, calibrated.detail_ratio_min);
-    let fpr = loaded.checks.policy[&proctor::outcome::CheckId::ImageSimilarity].false_positive_rate;
+    let policy = &loaded.checks.policy[&CheckId::ImageSimilarity];
     // 40 honest pairs bound the rate at no better than 1 - 0.05^(1/40) ≈ 7.2 %.
-    assert!((0.072..=1.0).contains(&fpr), "{fpr}");
+    assert!(
+        (0.072..=1.0).contains(&policy.false_positive_rate),
+        "{policy:?}"
+    );
+    assert_eq!(policy.basis, proctor::rules::Basis::Measured);
+    let m = policy.measured.as_ref().unwrap();
+    assert_eq!((m.n, m.date.as_str()), (40, "2026-11-28"));
+    assert_eq!(m.upper_95, policy.false_positive_rate);
+    assert!(loaded.broken_promises().is_empty());
     assert_ne!(loaded.digest(), rules.digest());
 
     let png = dir.path().join("roc.png");
     calibrate::plot::roc_png(&png, &[&result.checks[0]]).unwrap();
     let img = image::open(&png).unwrap();
     assert_eq!((img.width(), img.height()), (720, 560));
+}
+
+/// A copy of the shipped rules in a temporary folder.
+fn rules_copy() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for f in std::fs::read_dir(root().join("rules")).unwrap() {
+        let f = f.unwrap().path();
+        std::fs::copy(&f, dir.path().join(f.file_name().unwrap())).unwrap();
+    }
+    dir
+}
+
+fn proctor(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_proctor"))
+        .args(args)
+        .current_dir(root())
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn rules_check_fails_on_stop_11s_llm_rank_promise_and_passes_after_calibration() {
+    let dir = rules_copy();
+    let path = dir.path().join("checks.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    // The declaration that slashed an honest miner: 1e-3, where docs/DETECTION.md had
+    // measured 464 failures in 4,000 honest texts (11.6 %).
+    let start = text.find("[policy.llm_rank]").unwrap();
+    let end = start
+        + text[start..]
+            .find("\n[policy.llm_unlikely_tokens]")
+            .unwrap();
+    let old = "[policy.llm_rank]\nfalse_positive_rate = 1e-3\nindependent_across_jobs = true\nbasis = \"measured\"\nmeasured = { date = \"2026-11-26\", command = \"proctor calibrate\", sample = \"4000 honest texts of tiny-alice\", n = 4000, failures = 464, upper_95 = 0.125 }";
+    std::fs::write(&path, format!("{}{old}{}", &text[..start], &text[end..])).unwrap();
+    let rules = dir.path().to_str().unwrap();
+    let check = proctor(&["rules", "check", "--rules", rules]);
+    let err = String::from_utf8_lossy(&check.stderr);
+    assert_eq!(check.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("llm_rank") && err.contains("below its measured"),
+        "{err}"
+    );
+
+    let out = tempfile::tempdir().unwrap();
+    let cal = proctor(&[
+        "calibrate",
+        "--only",
+        "llm",
+        "--rules",
+        rules,
+        "--write-rules",
+        rules,
+        "--out",
+        out.path().to_str().unwrap(),
+        "--llm-honest",
+        "60",
+        "--llm-honest-greedy",
+        "60",
+        "--llm-per-cheat",
+        "4",
+    ]);
+    assert!(
+        cal.status.success(),
+        "{}",
+        String::from_utf8_lossy(&cal.stderr)
+    );
+    let check = proctor(&["rules", "check", "--rules", rules]);
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    let loaded = Rules::load_dir(dir.path()).unwrap();
+    let m = loaded.checks.policy[&CheckId::LlmRank]
+        .measured
+        .clone()
+        .unwrap();
+    assert!(
+        m.command.contains("calibrate") && m.n > 0 && m.n <= 60,
+        "{m:?}"
+    );
 }

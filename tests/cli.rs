@@ -287,7 +287,7 @@ fn audit_events_are_signed_and_verify_event_checks_them() {
     let text = std::fs::read_to_string(&events).unwrap();
     let slashes = std::fs::read_to_string(out.path().join("slashes.jsonl")).unwrap();
     assert_eq!(text.lines().count(), slashes.lines().count());
-    assert!(text.lines().count() >= 10);
+    assert!(text.lines().count() >= 4);
 
     let trusted = public_key(DEMO_SIGNING_KEY);
     let ok = verify_event(&events, &trusted);

@@ -83,7 +83,7 @@ async fn end_to_end_the_pipeline_agrees_with_the_audit_and_slashes_each_cheat_on
     assert!(
         h.upload_dir(&demo().join("objects"), &s3.jobs_bucket, "")
             .await
-            == 33
+            == 41
     );
     assert!(
         h.upload_dir(
@@ -92,7 +92,7 @@ async fn end_to_end_the_pipeline_agrees_with_the_audit_and_slashes_each_cheat_on
             "reference/"
         )
         .await
-            == 29
+            == 37
     );
     for (wallet, nfts) in audit::read_wallets(&demo()).unwrap() {
         h.store.set_wallet_nfts(&wallet, nfts).await.unwrap();
@@ -878,11 +878,11 @@ async fn rerun_scores_llm_jobs_with_the_reference_model_in_process() {
     for (id, text) in &texts {
         let v = &verdicts[id];
         // The LLM checks ran on the reference's scores, not without them.
-        let rank = v.outcome(proctor::outcome::CheckId::LlmRank).unwrap();
+        let end = v.outcome(proctor::outcome::CheckId::LlmEarlyEnd).unwrap();
         assert_ne!(
-            rank.status(),
+            end.status(),
             proctor::outcome::Status::Inconclusive,
-            "{id}: {rank:?}"
+            "{id}: {end:?}"
         );
         if id.starts_with("candle-honest") {
             let llm_failures: Vec<&str> = failed_checks(v)

@@ -281,11 +281,12 @@ async fn two_publishers_never_claim_the_same_event() {
 
     let mut a = db.store.pool().begin().await.unwrap();
     let mut b = db.store.pool().begin().await.unwrap();
-    let got_a = db.store.claim_outbox(&mut a, 5).await.unwrap();
+    assert!(total > 2, "the demo slashes {total} miners");
+    let got_a = db.store.claim_outbox(&mut a, 2).await.unwrap();
     let got_b = db.store.claim_outbox(&mut b, 100).await.unwrap();
     let ids_a: BTreeSet<_> = got_a.iter().map(|e| e.event_id.clone()).collect();
     let ids_b: BTreeSet<_> = got_b.iter().map(|e| e.event_id.clone()).collect();
-    assert_eq!(ids_a.len(), 5);
+    assert_eq!(ids_a.len(), 2);
     assert!(ids_a.is_disjoint(&ids_b));
     assert_eq!(ids_a.len() + ids_b.len(), total);
     db.store
@@ -298,7 +299,7 @@ async fn two_publishers_never_claim_the_same_event() {
     // What B rolled back is claimable again; what A published is not.
     let mut c = db.store.pool().begin().await.unwrap();
     let again = db.store.claim_outbox(&mut c, 100).await.unwrap();
-    assert_eq!(again.len(), total - 5);
+    assert_eq!(again.len(), total - 2);
     assert!(again.iter().all(|e| !ids_a.contains(&e.event_id)));
     c.rollback().await.unwrap();
     db.drop_db().await;

@@ -150,6 +150,19 @@ pub const CHEATS: [&str; 5] = [
     "reuse (another job's output, as is)",
 ];
 
+/// What the honest sample was, for the rules' provenance.
+pub fn describe(opts: &ImageOptions) -> String {
+    format!(
+        "{} honest image pairs: {} windows of the photos in {} at {} px, {} honest re-runs each (tone drift, noise up to sigma 3, PNG or JPEG q98); seed {}",
+        opts.references * opts.honest_per_reference,
+        opts.references,
+        opts.dir.display(),
+        opts.side,
+        opts.honest_per_reference,
+        opts.seed
+    )
+}
+
 /// Builds and measures every pair.
 pub fn pairs(opts: &ImageOptions, rules: &ImageRules) -> anyhow::Result<Vec<ImagePair>> {
     let bases = load_bases(&opts.dir)?;

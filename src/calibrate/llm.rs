@@ -7,7 +7,9 @@
 //! with the reference model in f32.
 //!
 //! - **honest**: the reference model's weights generating in f32, bf16 or f16, in
-//!   batches of 1 to 16, at the job's temperature and seed.
+//!   batches of 1 to 16, at the job's temperature and seed; and the same miners on
+//!   greedy and near-greedy jobs (temperature 0 and 0.2), which `llm_likelihood` does
+//!   not judge and the rank and unlikely-token checks do.
 //! - **cheats**: a substituted model (the same architecture retrained from another
 //!   seed), a prefill spoof (the substitute's tokens, with the reference's own
 //!   logprobs of them reported as the miner's), the reference's weights quantized to 4
@@ -25,7 +27,7 @@ use super::{CheckReport, Label, Pair, SubcheckRates};
 use crate::checks::llm::{self, TokenScores};
 use crate::llm::model::{AttentionPrecision, Numerics};
 use crate::llm::{Sampling, ScoreJob, Scorer};
-use crate::outcome::CheckId;
+use crate::outcome::{CheckId, Status};
 use crate::record::{LlmInput, Message, Role};
 use crate::rules::LlmRules;
 
@@ -39,6 +41,8 @@ pub struct LlmOptions {
     /// A plain-text book: prompts and canned answers.
     pub corpus: PathBuf,
     pub honest: usize,
+    /// Honest greedy and near-greedy texts, on top of `honest`.
+    pub honest_greedy: usize,
     pub per_cheat: usize,
     pub max_tokens: u32,
     pub seed: u64,
@@ -107,8 +111,19 @@ fn paragraphs(corpus: &Path) -> anyhow::Result<Vec<String>> {
     Ok(paras)
 }
 
-/// `n` jobs drawn from the paragraphs.
-fn jobs(paras: &[String], n: usize, max_tokens: u32, rng: &mut ChaCha8Rng) -> Vec<LlmInput> {
+/// The temperatures of sampled jobs, which `llm_likelihood` judges.
+const SAMPLED: [f64; 3] = [0.5, 0.7, 1.0];
+/// Greedy and near-greedy jobs: the rank and unlikely-token checks' own.
+const GREEDY: [f64; 2] = [0.0, 0.2];
+
+/// `n` jobs drawn from the paragraphs, each at one of `temperatures`.
+fn jobs(
+    paras: &[String],
+    n: usize,
+    max_tokens: u32,
+    temperatures: &[f64],
+    rng: &mut ChaCha8Rng,
+) -> Vec<LlmInput> {
     (0..n)
         .map(|_| {
             let p = &paras[rng.random_range(0..paras.len())];
@@ -119,7 +134,7 @@ fn jobs(paras: &[String], n: usize, max_tokens: u32, rng: &mut ChaCha8Rng) -> Ve
                     content: format!("Continue: {}", words.join(" ")),
                 }]),
                 prompt: None,
-                temperature: [0.5, 0.7, 1.0][rng.random_range(0..3)],
+                temperature: temperatures[rng.random_range(0..temperatures.len())],
                 max_tokens,
                 seed: Some(rng.random_range(0..i64::MAX)),
             }
@@ -222,26 +237,26 @@ pub fn pairs(opts: &LlmOptions) -> anyhow::Result<Vec<LlmPair>> {
     let per_variant = opts.honest.div_ceil(HONEST.len());
     for (name, dtype, attention, batch) in HONEST {
         let miner = Scorer::load(&opts.reference, numerics(dtype, attention), &device)?;
-        let inputs = jobs(&paras, per_variant, opts.max_tokens, &mut rng);
+        let inputs = jobs(&paras, per_variant, opts.max_tokens, &SAMPLED, &mut rng);
         let texts = generate(&miner, &inputs, batch, 1.0)?;
         add(Label::Honest, name, inputs, texts, false, true)?;
     }
     let n = opts.per_cheat;
     for (variant, spoof) in [(SUBSTITUTE, false), (PREFILL_SPOOF, true)] {
-        let inputs = jobs(&paras, n, opts.max_tokens, &mut rng);
+        let inputs = jobs(&paras, n, opts.max_tokens, &SAMPLED, &mut rng);
         let texts = generate(&substitute, &inputs, 8, 1.0)?;
         add(Label::Cheat, variant, inputs, texts, spoof, !spoof)?;
     }
     for (variant, bits) in [(QUANTIZED_4, 4), (QUANTIZED_3, 3)] {
         let miner = Scorer::load_quantized(&opts.reference, bits, f32, &device)?;
-        let inputs = jobs(&paras, n, opts.max_tokens, &mut rng);
+        let inputs = jobs(&paras, n, opts.max_tokens, &SAMPLED, &mut rng);
         let texts = generate(&miner, &inputs, 8, 1.0)?;
         add(Label::Cheat, variant, inputs, texts, false, false)?;
     }
-    let inputs = jobs(&paras, n, opts.max_tokens, &mut rng);
+    let inputs = jobs(&paras, n, opts.max_tokens, &SAMPLED, &mut rng);
     let texts = generate(&reference, &inputs, 8, 1.5)?;
     add(Label::Cheat, HOTTER, inputs, texts, false, false)?;
-    let inputs = jobs(&paras, n, opts.max_tokens, &mut rng);
+    let inputs = jobs(&paras, n, opts.max_tokens, &SAMPLED, &mut rng);
     let texts = inputs
         .iter()
         .map(|input| {
@@ -253,7 +268,42 @@ pub fn pairs(opts: &LlmOptions) -> anyhow::Result<Vec<LlmPair>> {
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
     add(Label::Cheat, CANNED, inputs, texts, false, false)?;
+    // Greedy honest miners last, so that every pair before is what it was without them.
+    let per_variant = opts.honest_greedy.div_ceil(HONEST.len());
+    for (name, dtype, attention, batch) in HONEST {
+        let miner = Scorer::load(&opts.reference, numerics(dtype, attention), &device)?;
+        let inputs = jobs(&paras, per_variant, opts.max_tokens, &GREEDY, &mut rng);
+        let texts = generate(&miner, &inputs, batch, 1.0)?;
+        let variant = GREEDY_VARIANTS
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map_or(name, |(_, v)| v);
+        add(Label::Honest, variant, inputs, texts, false, false)?;
+    }
     Ok(out)
+}
+
+/// The greedy variant of each honest miner's name.
+const GREEDY_VARIANTS: [(&str, &str); 4] = [
+    ("f32, batch 1", "greedy, f32 batch 1"),
+    ("f32, batch 16", "greedy, f32 batch 16"),
+    ("bf16, batch 4", "greedy, bf16 batch 4"),
+    (
+        "f16 with f16 attention, batch 8",
+        "greedy, f16 with f16 attention batch 8",
+    ),
+];
+
+/// What the honest sample was, for the rules' provenance.
+pub fn describe(opts: &LlmOptions) -> String {
+    format!(
+        "{} honest texts of {} (f32 batch 1 and 16, bf16 batch 4, f16 batch 8) at temperatures 0.5, 0.7 and 1.0, and {} at 0 and 0.2; {} tokens; seed {}",
+        opts.honest,
+        opts.reference.display(),
+        opts.honest_greedy,
+        opts.max_tokens,
+        opts.seed
+    )
 }
 
 /// `Σ log q_substitute(token) − log q_reference(token)` over a text's tokens, each `q`
@@ -318,9 +368,18 @@ pub fn calibrate(
     measured: &[LlmPair],
     rules: &LlmRules,
     target: f64,
-) -> anyhow::Result<(CheckReport, LlmRules, SubcheckRates)> {
+) -> anyhow::Result<(
+    CheckReport,
+    LlmRules,
+    SubcheckRates,
+    Vec<super::MeasuredRate>,
+)> {
+    // The likelihood threshold and its table come from the jobs it judges: sampled
+    // ones. Greedy jobs are the rank checks'.
+    let sampled = |p: &&LlmPair| p.input.temperature >= rules.likelihood_min_temperature;
     let pairs: Vec<Pair> = measured
         .iter()
+        .filter(sampled)
         .map(|p| Pair {
             label: p.label,
             variant: p.variant.to_string(),
@@ -332,27 +391,29 @@ pub fn calibrate(
     let sweep = super::sweep(&pairs, &[floor], target)?;
     let mut calibrated = rules.clone();
     calibrated.likelihood_z_min = super::floor_to(-sweep.thresholds[0], 2);
-    let outcomes: Vec<Vec<(CheckId, bool)>> = measured
+    let outcomes: Vec<Vec<(CheckId, Status)>> = measured
         .iter()
         .map(|p| match &p.scores {
             Some(s) => llm::check(s, &p.input, p.reported.as_deref(), &calibrated)
                 .into_iter()
-                .map(|(id, o)| (id, o.is_fail()))
+                .map(|(id, o)| (id, o.status()))
                 .collect(),
             None => Vec::new(),
         })
         .collect();
-    let failed = |o: &[(CheckId, bool)], id: Option<CheckId>| {
-        o.iter().any(|(c, f)| *f && id.is_none_or(|id| *c == id))
+    let failed = |o: &[(CheckId, Status)], id: Option<CheckId>| {
+        o.iter()
+            .any(|(c, st)| *st == Status::Fail && id.is_none_or(|id| *c == id))
     };
-    let verdicts = |id: Option<CheckId>| -> Vec<(Label, String, bool)> {
+    let verdicts = |id: Option<CheckId>, only_sampled: bool| -> Vec<(Label, String, bool)> {
         measured
             .iter()
             .zip(&outcomes)
+            .filter(|(p, _)| !only_sampled || sampled(p))
             .map(|(p, o)| (p.label, p.variant.to_string(), failed(o, id)))
             .collect()
     };
-    let mut rows = super::rate_rows(&verdicts(Some(CheckId::LlmLikelihood)));
+    let mut rows = super::rate_rows(&verdicts(Some(CheckId::LlmLikelihood), true));
     for r in rows.iter_mut() {
         if r.variant == SUBSTITUTE || r.variant == PREFILL_SPOOF {
             r.target = Some(DETECTION_TARGET);
@@ -371,17 +432,46 @@ pub fn calibrate(
             r.note = Some(note);
         }
     }
-    let mut subchecks: SubcheckRates = CheckId::ALL
-        .into_iter()
-        .filter(|id| id.as_str().starts_with("llm_"))
+    let llm_checks = || {
+        CheckId::ALL
+            .into_iter()
+            .filter(|id| id.as_str().starts_with("llm_"))
+    };
+    let mut subchecks: SubcheckRates = llm_checks()
         .map(|id| {
             (
                 id.as_str().to_string(),
-                super::rate_rows(&verdicts(Some(id))),
+                super::rate_rows(&verdicts(Some(id), false)),
             )
         })
         .collect();
-    subchecks.push(("any".into(), super::rate_rows(&verdicts(None))));
+    subchecks.push(("any".into(), super::rate_rows(&verdicts(None, false))));
+    // Each check's honest rate over the honest jobs it judged (passed or failed).
+    let rates = llm_checks()
+        .filter_map(|id| {
+            let (mut n, mut failures) = (0, 0);
+            for (_, o) in measured
+                .iter()
+                .zip(&outcomes)
+                .filter(|(p, _)| p.label == Label::Honest)
+            {
+                match o.iter().find(|(c, _)| *c == id).map(|(_, st)| *st) {
+                    Some(Status::Pass) => n += 1,
+                    Some(Status::Fail) => {
+                        n += 1;
+                        failures += 1;
+                    }
+                    _ => {}
+                }
+            }
+            (n > 0).then(|| super::MeasuredRate {
+                check: id,
+                sample: String::new(),
+                n,
+                failures,
+            })
+        })
+        .collect();
     Ok((
         CheckReport {
             check: CheckId::LlmLikelihood,
@@ -392,6 +482,7 @@ pub fn calibrate(
         },
         calibrated,
         subchecks,
+        rates,
     ))
 }
 

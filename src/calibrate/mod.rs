@@ -24,6 +24,7 @@
 //! rates back into a rules folder.
 
 pub mod image;
+pub mod latency;
 pub mod llm;
 pub mod plot;
 
@@ -357,6 +358,56 @@ pub fn floor_to(v: f64, decimals: i32) -> f64 {
     (v * scale).floor() / scale
 }
 
+/// A check's honest false-positive rate as one run counted it: over the honest jobs it
+/// judged (passed or failed), how many it failed.
+#[derive(Debug, Clone, Serialize)]
+pub struct MeasuredRate {
+    pub check: CheckId,
+    /// What the honest sample was.
+    pub sample: String,
+    pub n: u64,
+    pub failures: u64,
+}
+
+impl MeasuredRate {
+    /// The one-sided 95 % upper bound, rounded up to two significant digits: what the
+    /// rules declare.
+    pub fn upper_95(&self) -> f64 {
+        significant(upper_bound_95(self.failures as usize, self.n as usize), 2)
+    }
+}
+
+/// Where a calibration run's measurements come from, for the rules' provenance.
+#[derive(Debug, Clone, Serialize)]
+pub struct Provenance {
+    /// `YYYY-MM-DD`, UTC.
+    pub date: String,
+    /// The command line that ran the calibration.
+    pub command: String,
+}
+
+impl Provenance {
+    /// Today, and this process's own command line.
+    pub fn of_this_run() -> Provenance {
+        let args: Vec<String> = std::env::args().collect();
+        let command = match args.first() {
+            Some(first) => std::iter::once(
+                Path::new(first)
+                    .file_name()
+                    .map_or(first.clone(), |n| n.to_string_lossy().into_owned()),
+            )
+            .chain(args[1..].iter().cloned())
+            .collect::<Vec<_>>()
+            .join(" "),
+            None => "proctor calibrate".into(),
+        };
+        Provenance {
+            date: chrono::Utc::now().format("%Y-%m-%d").to_string(),
+            command,
+        }
+    }
+}
+
 /// Everything one `proctor calibrate` run measured.
 #[derive(Debug, Clone, Serialize)]
 pub struct Calibration {
@@ -364,12 +415,30 @@ pub struct Calibration {
     pub checks: Vec<CheckReport>,
     /// Every LLM sub-check's flag rate per variant at the calibrated thresholds.
     pub llm_subchecks: SubcheckRates,
+    /// Every check's measured honest rate: written into the rules with its provenance.
+    pub rates: Vec<MeasuredRate>,
+    /// The latency checks against published runs.
+    pub latency: Option<latency::LatencyCalibration>,
 }
 
 impl Calibration {
     /// The detection tables as markdown (what `scripts/bench-detection` prints).
     pub fn markdown(&self) -> String {
         let mut s = String::new();
+        if !self.rates.is_empty() {
+            s += "### Measured honest false-positive rates (written into the rules)\n\n| check | honest judged | failed | rate | 95 % bound |\n|---|---:|---:|---:|---:|\n";
+            for r in &self.rates {
+                s += &format!(
+                    "| `{}` | {} | {} | {} | {} |\n",
+                    r.check,
+                    r.n,
+                    r.failures,
+                    percent(r.failures as f64 / r.n as f64),
+                    percent(r.upper_95())
+                );
+            }
+            s += "\n";
+        }
         for c in &self.checks {
             s += &c.markdown();
             s += "\n";
@@ -395,6 +464,10 @@ impl Calibration {
                 s += "\n";
             }
         }
+        if let Some(l) = &self.latency {
+            s += "\n";
+            s += &l.markdown();
+        }
         s
     }
 }
@@ -404,6 +477,8 @@ impl Calibration {
 pub struct Options {
     pub image: Option<image::ImageOptions>,
     pub llm: Option<llm::LlmOptions>,
+    /// The published timings file (`fixtures/gpu-timings.toml`).
+    pub latency: Option<std::path::PathBuf>,
 }
 
 /// Builds the pairs and calibrates every check asked for, against `rules`' target.
@@ -416,6 +491,7 @@ pub fn run(
     let target = rules.checks.calibration.target_false_positive_rate;
     let mut checks = Vec::new();
     let mut llm_subchecks = Vec::new();
+    let mut rates = Vec::new();
     if let Some(o) = &opts.image {
         progress(&format!(
             "image: {} jobs from {}, {} honest pairs each",
@@ -424,31 +500,69 @@ pub fn run(
             o.honest_per_reference
         ));
         let pairs = image::pairs(o, &rules.checks.image)?;
-        checks.push(image::calibrate(&pairs, &rules.checks.image, target)?.0);
+        let report = image::calibrate(&pairs, &rules.checks.image, target)?.0;
+        let honest = report.honest();
+        rates.push(MeasuredRate {
+            check: CheckId::ImageSimilarity,
+            sample: image::describe(o),
+            n: honest.pairs as u64,
+            failures: honest.flagged as u64,
+        });
+        checks.push(report);
     }
     if let Some(o) = &opts.llm {
         progress(&format!(
-            "llm: {} honest and {} per cheat, {} tokens, reference {}",
-            o.honest,
+            "llm: {} honest ({} greedy) and {} per cheat, {} tokens, reference {}",
+            o.honest + o.honest_greedy,
+            o.honest_greedy,
             o.per_cheat,
             o.max_tokens,
             o.reference.display()
         ));
         let pairs = llm::pairs(o)?;
-        let (report, _, subchecks) = llm::calibrate(&pairs, &rules.checks.llm, target)?;
+        let (report, _, subchecks, measured) = llm::calibrate(&pairs, &rules.checks.llm, target)?;
         checks.push(report);
         llm_subchecks = subchecks;
+        rates.extend(measured.into_iter().map(|r| MeasuredRate {
+            sample: llm::describe(o),
+            ..r
+        }));
     }
+    let latency = match &opts.latency {
+        Some(path) => {
+            progress(&format!("latency: published runs of {}", path.display()));
+            let l = latency::calibrate(rules, &latency::load(path)?)?;
+            rates.push(MeasuredRate {
+                check: CheckId::Latency,
+                sample: format!(
+                    "{} published honest runs of {} (one engine on one GPU each: a per-miner rate)",
+                    l.runs,
+                    path.display()
+                ),
+                n: l.runs as u64,
+                failures: l.failures as u64,
+            });
+            Some(l)
+        }
+        None => None,
+    };
     Ok(Calibration {
         target_fpr: target,
         checks,
         llm_subchecks,
+        rates,
+        latency,
     })
 }
 
-/// Writes each calibrated check's thresholds and its honest 95 % bound (as the check's
-/// `false_positive_rate`) into `<rules>/checks.toml`, keeping its comments and layout.
-pub fn write_rules(rules_dir: &Path, calibration: &Calibration) -> anyhow::Result<()> {
+/// Writes into `<rules>/checks.toml`, keeping its comments and layout: each calibrated
+/// check's thresholds; each measured check's rate (its honest 95 % bound) with
+/// `basis = "measured"` and the measurement's provenance; and the latency envelope.
+pub fn write_rules(
+    rules_dir: &Path,
+    calibration: &Calibration,
+    provenance: &Provenance,
+) -> anyhow::Result<()> {
     let path = rules_dir.join("checks.toml");
     let text =
         std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
@@ -470,13 +584,44 @@ pub fn write_rules(rules_dir: &Path, calibration: &Calibration) -> anyhow::Resul
             };
             replace_value(item, v, &format!("{section}.{key}"))?;
         }
-        let bound = significant(c.honest().upper_95.unwrap_or(1.0), 2);
-        let item = &mut doc["policy"][c.check.as_str()]["false_positive_rate"];
+    }
+    for r in &calibration.rates {
+        let policy = &mut doc["policy"][r.check.as_str()];
+        let bound = r.upper_95();
         replace_value(
-            item,
+            &mut policy["false_positive_rate"],
             toml_edit::Value::from(bound),
-            &format!("policy.{}.false_positive_rate", c.check),
+            &format!("policy.{}.false_positive_rate", r.check),
         )?;
+        policy["basis"] = toml_edit::value("measured");
+        let mut m = toml_edit::InlineTable::new();
+        m.insert("date", provenance.date.as_str().into());
+        m.insert("command", provenance.command.as_str().into());
+        m.insert("sample", r.sample.as_str().into());
+        m.insert("n", (r.n as i64).into());
+        m.insert("failures", (r.failures as i64).into());
+        m.insert("upper_95", bound.into());
+        policy["measured"] = toml_edit::value(m);
+    }
+    if let Some(l) = &calibration.latency {
+        replace_value(
+            &mut doc["latency"]["envelope_margin"],
+            toml_edit::Value::from(l.margin),
+            "latency.envelope_margin",
+        )?;
+        let mut rows = toml_edit::Array::new();
+        for e in &l.envelope {
+            let mut t = toml_edit::InlineTable::new();
+            t.insert("category", e.category.as_str().into());
+            t.insert("gpu", e.gpu.as_str().into());
+            t.insert("efficiency", e.efficiency.into());
+            t.insert("run", e.run.as_str().into());
+            t.decor_mut().set_prefix("\n  ");
+            rows.push_formatted(toml_edit::Value::InlineTable(t));
+        }
+        rows.set_trailing("\n");
+        rows.set_trailing_comma(true);
+        doc["latency"]["envelope"] = toml_edit::value(rows);
     }
     std::fs::write(&path, doc.to_string()).with_context(|| format!("writing {}", path.display()))
 }

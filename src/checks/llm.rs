@@ -108,6 +108,12 @@ impl TokenScores {
 }
 
 /// Runs every LLM sub-check. `miner_logprobs` are the miner's own, where it sent them.
+///
+/// On sampled jobs (at or above `likelihood_min_temperature`) the rank and
+/// unlikely-token checks stand down: `llm_likelihood` measures what they approximate
+/// there, with a calibrated rate, while their fixed limits flagged 11.6 % of honest
+/// sampled texts (docs/DETECTION.md). They judge greedy and near-greedy jobs, where
+/// their rates are measured.
 pub fn check(
     scores: &TokenScores,
     input: &LlmInput,
@@ -115,9 +121,20 @@ pub fn check(
     rules: &LlmRules,
 ) -> Vec<(CheckId, Outcome)> {
     let t = input.temperature;
+    let (rank, unlikely) = if t >= rules.likelihood_min_temperature {
+        let why = || {
+            Outcome::inconclusive(format!(
+                "sampled jobs (temperature >= {}) are judged by llm_likelihood",
+                rules.likelihood_min_temperature
+            ))
+        };
+        (why(), why())
+    } else {
+        (rank(scores, t, rules), unlikely(scores, t, rules))
+    };
     let mut out = vec![
-        (CheckId::LlmRank, rank(scores, t, rules)),
-        (CheckId::LlmUnlikelyTokens, unlikely(scores, t, rules)),
+        (CheckId::LlmRank, rank),
+        (CheckId::LlmUnlikelyTokens, unlikely),
         (CheckId::LlmEosSkipped, eos_skipped(scores, t, rules)),
         (CheckId::LlmEarlyEnd, early_end(scores, input, rules)),
         (CheckId::LlmGreedyShare, greedy_share(scores, t, rules)),
@@ -140,11 +157,24 @@ struct Position<'a> {
     logprob: f64,
 }
 
-fn positions<'a>(scores: &'a TokenScores, pick: impl Fn(&TokenScore) -> bool) -> Vec<Position<'a>> {
+/// A token holding bytes the miner's server could not decode (U+FFFD): its text is not
+/// what the model emitted, so no check judges it (re-encoding the replacement character
+/// scores it far below the bytes the model chose).
+pub fn undecodable(t: &TokenScore) -> bool {
+    t.text.contains('\u{FFFD}')
+}
+
+/// The tokens the rank checks judge, with their positions.
+fn judged(scores: &TokenScores) -> impl Iterator<Item = (usize, &TokenScore)> {
     scores
         .tokens
         .iter()
         .enumerate()
+        .filter(|(_, t)| !undecodable(t))
+}
+
+fn positions<'a>(scores: &'a TokenScores, pick: impl Fn(&TokenScore) -> bool) -> Vec<Position<'a>> {
+    judged(scores)
         .filter(|(_, t)| pick(t))
         .map(|(index, t)| Position {
             index,
@@ -162,15 +192,20 @@ fn rank(scores: &TokenScores, temperature: f64, rules: &LlmRules) -> Outcome {
         .find(|b| temperature <= b.max_temperature)
         .map_or(u32::MAX, |b| b.max_rank);
     let bad = positions(scores, |t| t.rank > limit);
-    let max_rank = scores.tokens.iter().map(|t| t.rank).max().unwrap_or(0);
+    let max_rank = judged(scores).map(|(_, t)| t.rank).max().unwrap_or(0);
+    let n = judged(scores).count();
     if bad.is_empty() {
-        return Outcome::pass(serde_json::json!({"max_rank": max_rank, "rank_limit": limit}));
+        return Outcome::pass(serde_json::json!({
+            "max_rank": max_rank,
+            "rank_limit": limit,
+            "tokens": n,
+            "tokens_left_out": scores.tokens.len() - n,
+        }));
     }
     Outcome::fail(
         format!(
-            "{} of {} tokens rank beyond {limit} under the reference model at temperature {temperature} (worst rank {max_rank})",
+            "{} of {n} tokens rank beyond {limit} under the reference model at temperature {temperature} (worst rank {max_rank})",
             bad.len(),
-            scores.tokens.len()
         ),
         serde_json::json!({
             "temperature": temperature,
@@ -182,7 +217,7 @@ fn rank(scores: &TokenScores, temperature: f64, rules: &LlmRules) -> Outcome {
 }
 
 fn unlikely(scores: &TokenScores, temperature: f64, rules: &LlmRules) -> Outcome {
-    let n = scores.tokens.len();
+    let n = judged(scores).count();
     let bad = positions(scores, |t| t.logprob < rules.unlikely_logprob);
     let max_fraction = rules
         .unlikely_bands
@@ -359,6 +394,7 @@ pub fn likelihood_z(scores: &TokenScores, max_tokens: usize) -> Option<(f64, usi
         .tokens
         .iter()
         .take(max_tokens)
+        .filter(|t| !undecodable(t))
         .filter_map(|t| t.tempered)
         .collect();
     let excess: f64 = tempered.iter().map(|q| q.logprob - q.mean).sum();
@@ -560,9 +596,19 @@ mod tests {
             ),
             Status::Fail
         );
+        // A sampled job is the likelihood check's: the rank check stands down.
         assert_eq!(
             status(
                 &check(&s, &input(1.0, 100), None, &rules()),
+                CheckId::LlmRank
+            ),
+            Status::Inconclusive
+        );
+        // Near-greedy, the band's limit (40 at temperature 0.5 or below) allows rank 30.
+        toks[7] = (30, -6.0, -12.0);
+        assert_eq!(
+            status(
+                &check(&scores(&toks, -0.1), &input(0.2, 100), None, &rules()),
                 CheckId::LlmRank
             ),
             Status::Pass
@@ -570,14 +616,33 @@ mod tests {
     }
 
     #[test]
-    fn many_unlikely_tokens_fail() {
+    fn tokens_the_miner_s_server_could_not_decode_are_judged_by_no_check() {
+        // The honest miner slashed at stop 11 failed llm_rank on U+FFFD tokens only.
+        let mut toks = vec![(1, -0.1, -12.0); 30];
+        toks[7] = (450, -11.0, -12.0);
+        let mut s = scores(&toks, -0.1);
+        s.tokens[7].text = "\u{FFFD}".into();
+        let out = check(&s, &input(0.0, 100), None, &rules());
+        assert_eq!(status(&out, CheckId::LlmRank), Status::Pass);
+        s.tokens[7].text = "x".into();
+        let out = check(&s, &input(0.0, 100), None, &rules());
+        assert_eq!(status(&out, CheckId::LlmRank), Status::Fail);
+    }
+
+    #[test]
+    fn many_unlikely_tokens_fail_a_near_greedy_job() {
         let mut toks = vec![(1, -0.5, -12.0); 50];
         for t in toks.iter_mut().step_by(5) {
             *t = (90, -11.0, -12.0);
         }
         let s = scores(&toks, -0.5);
-        let out = check(&s, &input(0.7, 100), None, &rules());
+        let out = check(&s, &input(0.2, 100), None, &rules());
         assert_eq!(status(&out, CheckId::LlmUnlikelyTokens), Status::Fail);
+        let out = check(&s, &input(0.7, 100), None, &rules());
+        assert_eq!(
+            status(&out, CheckId::LlmUnlikelyTokens),
+            Status::Inconclusive
+        );
     }
 
     #[test]

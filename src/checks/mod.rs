@@ -22,7 +22,7 @@ use crate::outcome::{CheckId, CheckResult, Outcome};
 use crate::points::{self, Points};
 use crate::record::{Job, JobKind, JobRecord, LlmInput, LlmOutput, SdInput};
 use crate::rules::{Category, Gpu, LlmRules, Model, Rules};
-use device::TokenCounts;
+use device::{PeerSpeeds, TokenCounts};
 use llm::TokenScores;
 use model_file::ChallengeExpectation;
 use reuse::ReuseIndex;
@@ -147,13 +147,20 @@ impl JobVerdict {
     }
 }
 
-/// Holds the rules, their digest, and the only state judging needs: the bounded index
-/// of recent outputs for the reuse check.
+/// Holds the rules, their digest, and the only state judging needs, both bounded: the
+/// index of recent outputs for the reuse check, and the miners' latest speeds per GPU
+/// for `latency_peers`. Both see jobs in the order they are judged.
 pub struct Judge {
     rules: Rules,
     digest: String,
     reuse: ReuseIndex,
+    peers: PeerSpeeds,
 }
+
+/// Checks whose outcome depends on the stream of jobs judged before (the reuse index,
+/// the peers' speeds): only the screen stage sees that stream in order, so the re-run
+/// stage keeps the screen's outcomes of these.
+pub const STREAM_CHECKS: [CheckId; 2] = [CheckId::Reuse, CheckId::LatencyPeers];
 
 impl Judge {
     pub fn new(rules: Rules) -> Judge {
@@ -162,6 +169,7 @@ impl Judge {
             rules,
             digest,
             reuse: ReuseIndex::new(),
+            peers: PeerSpeeds::new(),
         }
     }
 
@@ -213,12 +221,19 @@ impl Judge {
         };
         let mut out: Vec<(CheckId, Outcome)> = vec![(
             CheckId::ModelKnown,
-            Outcome::pass(serde_json::json!({"category": model.category})),
+            Outcome::pass(serde_json::json!({
+                "category": model.category,
+                // Known but unpriced: judged, worth no points yet.
+                "priced": category.priced,
+            })),
         )];
 
+        let hardware = &record.metrics.hardware;
+        let gpu = device::find_gpu(rules, hardware);
+        out.push((CheckId::DeviceKnown, device::check_known(hardware, gpu)));
         out.push((
             CheckId::DeviceSpec,
-            device::check_spec(rules, &record.metrics.hardware, &model.category, category),
+            device::check_spec(rules, hardware, gpu, &model.category, category),
         ));
         if let Some(resp) = &record.challenge {
             out.push((
@@ -231,8 +246,9 @@ impl Judge {
             record,
             model,
             category,
-            gpu: device::find_gpu(rules, &record.metrics.hardware),
+            gpu,
             reuse: &mut self.reuse,
+            peers: &mut self.peers,
             out,
         };
         match &record.job {
@@ -277,8 +293,8 @@ impl JobVerdict {
     }
 
     /// Replaces one check's outcome (or adds it) and re-aggregates. The re-run stage
-    /// uses it to keep the screen stage's `reuse` outcome: only the screen worker sees
-    /// the stream of outputs in order.
+    /// uses it to keep the screen stage's [`STREAM_CHECKS`] outcomes: only the screen
+    /// worker sees the stream of jobs in order.
     pub fn replace_outcome(&mut self, check: CheckId, outcome: Option<Outcome>) {
         self.checks.retain(|c| c.check != check);
         if let Some(outcome) = outcome {
@@ -296,6 +312,7 @@ struct JobContext<'a> {
     category: &'a Category,
     gpu: Option<(&'a str, &'a Gpu)>,
     reuse: &'a mut ReuseIndex,
+    peers: &'a mut PeerSpeeds,
     out: Vec<(CheckId, Outcome)>,
 }
 
@@ -304,15 +321,47 @@ impl JobContext<'_> {
         self.out.push((check, outcome));
     }
 
+    /// The three latency checks. A GPU the table does not know is judged as the
+    /// table's fastest card: no claim skips the physical bound by naming no card.
     fn latency(&mut self, tokens: Option<TokenCounts>) {
-        let (rules, record) = (self.rules, self.record);
-        let bound = self.gpu.and_then(|(id, g)| {
-            device::inference_bound(rules, record, self.model, self.category, id, g, tokens)
-        });
+        let (rules, record, model, category) = (self.rules, self.record, self.model, self.category);
+        let fastest;
+        let (gpu_id, gpu) = match self.gpu {
+            Some(known) => known,
+            None => {
+                fastest = rules.gpus.fastest();
+                ("the table's fastest GPU", &fastest)
+            }
+        };
+        let bound = device::inference_bound(rules, record, model, category, gpu_id, gpu, tokens);
+        let known_id = self.gpu.map(|(id, _)| id);
         self.push(
             CheckId::Latency,
             device::check_latency(rules, record, bound.as_ref()),
         );
+        self.push(
+            CheckId::LatencyEnvelope,
+            device::check_envelope(
+                rules,
+                record,
+                bound.as_ref(),
+                &model.category,
+                category,
+                known_id,
+            ),
+        );
+        let claimed = bound
+            .as_ref()
+            .and_then(|b| device::claimed_efficiency(b, record.metrics.inference_latency));
+        let peers = match (known_id, claimed) {
+            (Some(id), Some(claimed)) => {
+                self.peers
+                    .check(rules, id, &model.category, &record.miner_id, claimed)
+            }
+            (None, _) => Outcome::inconclusive("unknown GPU: no peers to compare with"),
+            (_, None) => Outcome::inconclusive("no claimed speed to compare with peers"),
+        };
+        self.push(CheckId::LatencyPeers, peers);
     }
 }
 

@@ -143,11 +143,10 @@ pub struct FileDigests {
 /// where the registry has it.
 pub fn check_file(digests: &FileDigests, entry: &ModelFile) -> Outcome {
     let mut problems = Vec::new();
-    if digests.size_bytes != entry.size_bytes {
-        problems.push(format!(
-            "size {} != {}",
-            digests.size_bytes, entry.size_bytes
-        ));
+    if let Some(size) = entry.size_bytes
+        && digests.size_bytes != size
+    {
+        problems.push(format!("size {} != {size}", digests.size_bytes));
     }
     if !digests.sha256.eq_ignore_ascii_case(&entry.sha256) {
         problems.push("SHA-256 differs".to_owned());
@@ -291,9 +290,11 @@ mod tests {
     fn registry_digests_are_compared_in_full() {
         let entry = ModelFile {
             name: "m".into(),
-            size_bytes: 3,
+            size_bytes: Some(3),
+            published_size_mb: None,
             sha256: "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad".into(),
             blake3: Some("6437b3ac38465133ffb63b75273a8db548c558465d79db03fd359c6cd5bd9d85".into()),
+            url: None,
         };
         let good = FileDigests {
             size_bytes: 3,

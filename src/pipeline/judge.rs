@@ -70,6 +70,7 @@ pub async fn run(ctx: Arc<Context>) -> anyhow::Result<()> {
                     miner = %miner,
                     action,
                     honest_probability = decision.honest_probability,
+                    review_probability = decision.review_probability,
                     slash_id = decision.slash.as_ref().map(|s| s.slash_id.as_str()),
                     "decision"
                 );

@@ -28,7 +28,6 @@ use crate::kafka::{self, DeadLetter, Offsets, Origin};
 use crate::llm::service::ScoringService;
 use crate::llm::{ScoreError, Scorer};
 use crate::objects::{Got, ObjectError, ObjectStore};
-use crate::outcome::CheckId;
 use crate::record::{Job, JobRecord};
 use crate::rules::LlmRules;
 use crate::store::Stage;
@@ -363,7 +362,9 @@ async fn rerun_batch<R: ReferenceRunner>(
             jobs.into_iter()
                 .map(|(record, screen, fetched)| {
                     let v = super::evaluate_guarded(&mut judge, &record, &fetched).map(|mut v| {
-                        v.replace_outcome(CheckId::Reuse, screen.outcome(CheckId::Reuse).cloned());
+                        for check in crate::checks::STREAM_CHECKS {
+                            v.replace_outcome(check, screen.outcome(check).cloned());
+                        }
                         v.sampled = screen.sampled;
                         v
                     });

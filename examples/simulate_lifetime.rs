@@ -1,0 +1,65 @@
+//! The lifetime false-slash bound at full scale (`scripts/simulate-lifetime`): honest
+//! miners of the stated traffic through every decision of a year, at the shipped
+//! per-decision threshold and at larger ones, where slashes happen often enough to
+//! count and the union bound's slack shows. See src/lifetime.rs and docs/DETECTION.md.
+//!
+//! ```sh
+//! cargo run --release --example simulate_lifetime -- [MINER_YEARS] [SEED]
+//! ```
+
+use proctor::lifetime::{self, Decisions, Scenario};
+use proctor::rules::Rules;
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let miners: u64 = args.get(1).map_or(Ok(100_000), |a| a.parse())?;
+    let seed: u64 = args.get(2).map_or(Ok(1), |a| a.parse())?;
+    let rules = Rules::embedded()?;
+    let shipped = rules.auto_slash_threshold();
+    let decisions = rules.slashing.decisions_per_miner_year;
+    println!(
+        "Honest miners, {} jobs a day for a year, {miners} miner-years per row (seed {seed}).",
+        lifetime::JOBS_PER_DAY
+    );
+    println!(
+        "Shipped: budget {:.0e} per miner-year over {decisions} decisions, a per-decision threshold of {shipped:.2e}.\n",
+        rules.slashing.lifetime_false_slash_budget
+    );
+    println!(
+        "| scenario | per-decision threshold | decisions taken | flagged | slashed | slashed share (95 % bound) | union bound |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|");
+    for threshold in [shipped, shipped * 1e3, shipped * 1e5, 1e-6] {
+        let r = lifetime::with_threshold(&rules, threshold);
+        for s in [Scenario::sd(&r), Scenario::llm(&r, 0.2)] {
+            let started = std::time::Instant::now();
+            let sim = lifetime::simulate(&r, &s, miners, seed);
+            let (share, upper) = sim.rate();
+            println!(
+                "| {} | {threshold:.1e} | {} | {} | {} | {share:.2e} ({upper:.2e}) | {:.1e} |",
+                sim.scenario,
+                sim.decisions,
+                sim.flagged,
+                sim.slashed,
+                (decisions * threshold).min(1.0)
+            );
+            eprintln!("  ({:.1} s)", started.elapsed().as_secs_f64());
+        }
+    }
+    println!("\nOne decision at day 30 (the p-value the union bound rests on):\n");
+    println!("| scenario | threshold | slashed | share |");
+    println!("|---|---:|---:|---:|");
+    for threshold in [0.001, 0.01, 0.05] {
+        let r = lifetime::with_threshold(&rules, threshold);
+        for s in [Scenario::sd(&r), Scenario::llm(&r, 0.2)] {
+            let sim = lifetime::simulate_deciding(&r, &s, miners, seed, Decisions::OnceAt(30.0));
+            println!(
+                "| {} | {threshold} | {} | {:.4} |",
+                sim.scenario,
+                sim.slashed,
+                sim.rate().0
+            );
+        }
+    }
+    Ok(())
+}

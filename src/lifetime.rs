@@ -1,0 +1,414 @@
+//! The lifetime false-slash bound: how likely an honest miner is to be slashed, ever,
+//! over a year of traffic, through every decision the judge takes.
+//!
+//! **The guarantee is a union bound.** Each decision slashes only when the miner's
+//! honest probability is at most `Rules::auto_slash_threshold`, the lifetime budget
+//! spread over `decisions_per_miner_year`. That probability is a valid p-value (the
+//! strongest slashing check's binomial tail, Bonferroni-corrected for how many such
+//! checks judged the miner, each at a rate no lower than its measured 95 % bound), so
+//! each decision slashes an honest miner with probability at most the threshold, and a
+//! year of decisions at most the budget, however the decisions overlap.
+//!
+//! **The simulation checks it,** and shows how loose it is. An honest miner of the
+//! stated traffic fails each slashing check at that check's rate (the worst an honest
+//! miner may do under the rules' promise), with checks that judge the same output
+//! failing together through a shared cause; its re-run sampling rises with every failed
+//! check as `sampling::rate` raises it; and after every failure the judge decides on the
+//! last `window_days` of evidence with [`crate::decide::judge_counts`], the rule
+//! `decide` applies. Between failures the evidence only weakens (more judged jobs, the
+//! same failures), so the decisions right after failures are the ones that can slash.
+//!
+//! Failures are drawn as Poisson processes over continuous time (job-level draws at
+//! 2,000 jobs a day would cost 100x more for the same answer); a check's judged jobs in
+//! the window are the expected count under the sampling rate in force, not a draw.
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::Serialize;
+
+use crate::decide::{self, Action};
+use crate::outcome::CheckId;
+use crate::rules::Rules;
+use crate::sampling::{self, MinerRisk};
+
+/// Which stage judges a check: every job, or the re-run (sampled) jobs only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Stage {
+    Screen,
+    Rerun,
+}
+
+/// A check the simulated miner can fail.
+#[derive(Debug, Clone, Serialize)]
+pub struct SimCheck {
+    pub check: CheckId,
+    pub stage: Stage,
+    /// The share of the miner's jobs (of the stage) the check judges.
+    pub share: f64,
+    /// Its honest failure rate: per judged job, or per miner for a check that counts
+    /// once.
+    pub rate: f64,
+}
+
+/// A cause that fails several checks on the same job at once (an odd text fails the
+/// rank and unlikely-token checks together).
+#[derive(Debug, Clone, Serialize)]
+pub struct SharedCause {
+    pub checks: Vec<CheckId>,
+    pub stage: Stage,
+    pub share: f64,
+    /// Per judged job.
+    pub rate: f64,
+}
+
+/// An honest miner's year.
+#[derive(Debug, Clone, Serialize)]
+pub struct Scenario {
+    pub name: String,
+    pub jobs_per_day: f64,
+    pub days: f64,
+    pub checks: Vec<SimCheck>,
+    pub shared: Vec<SharedCause>,
+}
+
+/// The traffic the rules' budget is stated for: 2,000 jobs a day for a year.
+pub const JOBS_PER_DAY: f64 = 2000.0;
+
+impl Scenario {
+    /// An image miner: every slashing check an SD job meets, at the rates the rules
+    /// promise. The image's size and similarity fail together when the image is wrong.
+    pub fn sd(rules: &Rules) -> Scenario {
+        let rate = |c| rules.policy(c).effective_rate();
+        Scenario {
+            name: "image miner".into(),
+            jobs_per_day: JOBS_PER_DAY,
+            days: 365.0,
+            checks: slashing(
+                rules,
+                vec![
+                    (CheckId::ImageSimilarity, Stage::Rerun, 1.0),
+                    (CheckId::OutputSize, Stage::Screen, 1.0),
+                    (CheckId::OutputDecode, Stage::Screen, 1.0),
+                    (CheckId::Latency, Stage::Screen, 1.0),
+                ],
+            ),
+            shared: vec![SharedCause {
+                checks: vec![CheckId::OutputSize, CheckId::ImageSimilarity],
+                stage: Stage::Rerun,
+                share: 1.0,
+                rate: rate(CheckId::OutputSize).min(rate(CheckId::ImageSimilarity)),
+            }],
+        }
+    }
+
+    /// An LLM miner with `greedy_share` of its jobs below the likelihood check's
+    /// temperature: every LLM check that can slash, and all of them failing together
+    /// through a cause as frequent as the rarest of them.
+    pub fn llm(rules: &Rules, greedy_share: f64) -> Scenario {
+        let sampled = 1.0 - greedy_share;
+        let wanted = vec![
+            (CheckId::LlmLikelihood, Stage::Rerun, sampled),
+            (CheckId::LlmGreedyShare, Stage::Rerun, sampled),
+            (CheckId::LlmEosSkipped, Stage::Rerun, 1.0),
+            (CheckId::LlmEarlyEnd, Stage::Rerun, 1.0),
+            (CheckId::LlmRank, Stage::Rerun, greedy_share),
+            (CheckId::LlmUnlikelyTokens, Stage::Rerun, greedy_share),
+            (CheckId::Latency, Stage::Screen, 1.0),
+        ];
+        let checks = slashing(rules, wanted);
+        let token_checks: Vec<CheckId> = checks
+            .iter()
+            .filter(|c| c.stage == Stage::Rerun)
+            .map(|c| c.check)
+            .collect();
+        let rarest = checks
+            .iter()
+            .filter(|c| c.stage == Stage::Rerun)
+            .map(|c| c.rate)
+            .fold(1.0, f64::min);
+        Scenario {
+            name: format!("LLM miner, {:.0} % greedy jobs", greedy_share * 100.0),
+            jobs_per_day: JOBS_PER_DAY,
+            days: 365.0,
+            checks,
+            shared: vec![SharedCause {
+                checks: token_checks,
+                stage: Stage::Rerun,
+                share: greedy_share.min(sampled),
+                rate: rarest,
+            }],
+        }
+    }
+}
+
+/// The checks of `wanted`, each at its effective rate. Checks that cannot slash are
+/// kept too: their failures raise the sampling rate, so they shape the evidence.
+fn slashing(rules: &Rules, wanted: Vec<(CheckId, Stage, f64)>) -> Vec<SimCheck> {
+    wanted
+        .into_iter()
+        .filter(|(_, _, share)| *share > 0.0)
+        .map(|(check, stage, share)| SimCheck {
+            check,
+            stage,
+            share,
+            rate: rules.policy(check).effective_rate(),
+        })
+        .collect()
+}
+
+/// The outcome of simulating many honest miner-years.
+#[derive(Debug, Clone, Serialize)]
+pub struct Simulated {
+    pub scenario: String,
+    pub miners: u64,
+    /// Miners slashed at least once.
+    pub slashed: u64,
+    /// Miners flagged for review at least once.
+    pub flagged: u64,
+    /// Decisions taken (one after every failure).
+    pub decisions: u64,
+    /// The per-decision slash threshold the run used.
+    pub threshold: f64,
+}
+
+impl Simulated {
+    /// The share of miner-years with a slash, and its one-sided 95 % upper bound.
+    pub fn rate(&self) -> (f64, f64) {
+        (
+            self.slashed as f64 / self.miners.max(1) as f64,
+            crate::calibrate::upper_bound_95(self.slashed as usize, self.miners as usize),
+        )
+    }
+}
+
+/// When the judge decides.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Decisions {
+    /// After every failure, as the pipeline does: the lifetime question.
+    AfterEveryFailure,
+    /// Once, on the window ending at this day: whether one decision's honest probability
+    /// is a valid p-value (slashes an honest miner with at most the threshold's chance),
+    /// which the union bound rests on.
+    OnceAt(f64),
+}
+
+/// Simulates `miners` honest miner-years of `scenario` under `rules`, from `seed`,
+/// deciding after every failure.
+pub fn simulate(rules: &Rules, scenario: &Scenario, miners: u64, seed: u64) -> Simulated {
+    simulate_deciding(rules, scenario, miners, seed, Decisions::AfterEveryFailure)
+}
+
+/// [`simulate`], deciding as `when` says.
+pub fn simulate_deciding(
+    rules: &Rules,
+    scenario: &Scenario,
+    miners: u64,
+    seed: u64,
+    when: Decisions,
+) -> Simulated {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let (mut slashed, mut flagged, mut decisions) = (0, 0, 0);
+    for _ in 0..miners {
+        let year = one_year(rules, scenario, &mut rng, when);
+        slashed += u64::from(year.slashed);
+        flagged += u64::from(year.flagged);
+        decisions += year.decisions;
+    }
+    Simulated {
+        scenario: scenario.name.clone(),
+        miners,
+        slashed,
+        flagged,
+        decisions,
+        threshold: rules.auto_slash_threshold(),
+    }
+}
+
+struct Year {
+    slashed: bool,
+    flagged: bool,
+    decisions: u64,
+}
+
+/// A failure process: the checks it fails, where and how often.
+struct Process {
+    checks: Vec<usize>,
+    stage: Stage,
+    /// Failures per day at a sampling rate of 1 (re-run) or always (screen).
+    per_day: f64,
+}
+
+fn one_year(rules: &Rules, s: &Scenario, rng: &mut ChaCha8Rng, when: Decisions) -> Year {
+    let end = match when {
+        Decisions::AfterEveryFailure => s.days,
+        Decisions::OnceAt(day) => day.min(s.days),
+    };
+    let window = f64::from(rules.slashing.window_days);
+    let n = s.checks.len();
+    let index = |c: CheckId| s.checks.iter().position(|x| x.check == c);
+    // Checks that count once: the miner either always fails them or never does.
+    let mut always_fails = vec![false; n];
+    let mut processes = Vec::new();
+    for (i, c) in s.checks.iter().enumerate() {
+        if rules.policy(c.check).independent_across_jobs {
+            processes.push(Process {
+                checks: vec![i],
+                stage: c.stage,
+                per_day: s.jobs_per_day * c.share * c.rate,
+            });
+        } else {
+            always_fails[i] = rng.random::<f64>() < c.rate;
+        }
+    }
+    for cause in &s.shared {
+        let members: Vec<usize> = cause.checks.iter().filter_map(|c| index(*c)).collect();
+        if members.len() > 1 {
+            processes.push(Process {
+                checks: members,
+                stage: cause.stage,
+                per_day: s.jobs_per_day * cause.share * cause.rate,
+            });
+        }
+    }
+    // A per-miner failure fails every job from the first: it raises the sampling rate to
+    // its ceiling at once.
+    let mut risk = MinerRisk {
+        failed_checks: if always_fails.iter().any(|f| *f) {
+            u32::MAX / 2
+        } else {
+            0
+        },
+        review_flags: 0,
+    };
+    let mut rate = sampling::rate(rules, risk);
+    // Sampling-rate history: (since when, rate), for the window's expected re-runs.
+    let mut history: Vec<(f64, f64)> = vec![(0.0, rate)];
+    let mut failures: Vec<Vec<f64>> = vec![Vec::new(); n];
+    let mut year = Year {
+        slashed: false,
+        flagged: false,
+        decisions: 0,
+    };
+    let mut t = 0.0;
+    // The judge decides on the window ending at `at`; true once it slashes.
+    let decide_at = |at: f64, year: &mut Year, failures: &[Vec<f64>], history: &[(f64, f64)]| {
+        let from = (at - window).max(0.0);
+        let reruns = s.jobs_per_day * integral(history, from, at);
+        let screened = s.jobs_per_day * (at - from);
+        let counts = s.checks.iter().enumerate().map(|(i, c)| {
+            let judged = match c.stage {
+                Stage::Screen => screened,
+                Stage::Rerun => reruns,
+            } * c.share;
+            let failed = if always_fails[i] {
+                1
+            } else {
+                failures[i]
+                    .iter()
+                    .rev()
+                    .take_while(|&&when| when > from && when <= at)
+                    .count() as u64
+            };
+            (c.check, (judged.round() as u64).max(failed), failed)
+        });
+        let (_, judgement) = decide::judge_counts(counts, rules);
+        year.decisions += 1;
+        match judgement.action {
+            Action::Slash => {
+                year.slashed = true;
+                year.flagged = true;
+            }
+            Action::FlagForReview => year.flagged = true,
+            Action::None => {}
+        }
+        year.slashed
+    };
+    loop {
+        let intensity = |p: &Process| match p.stage {
+            Stage::Screen => p.per_day,
+            Stage::Rerun => p.per_day * rate,
+        };
+        let total: f64 = processes.iter().map(intensity).sum();
+        if total <= 0.0 {
+            break;
+        }
+        t += -(1.0 - rng.random::<f64>()).ln() / total;
+        if t > end {
+            break;
+        }
+        let mut pick = rng.random::<f64>() * total;
+        let process = processes
+            .iter()
+            .find(|p| {
+                pick -= intensity(p);
+                pick <= 0.0
+            })
+            .unwrap_or(&processes[processes.len() - 1]);
+        for &i in &process.checks {
+            failures[i].push(t);
+        }
+        risk.failed_checks = risk
+            .failed_checks
+            .saturating_add(process.checks.len() as u32);
+        let new_rate = sampling::rate(rules, risk);
+        if new_rate != rate {
+            rate = new_rate;
+            history.push((t, rate));
+        }
+        if when == Decisions::AfterEveryFailure && decide_at(t, &mut year, &failures, &history) {
+            break;
+        }
+    }
+    if let Decisions::OnceAt(_) = when {
+        decide_at(end, &mut year, &failures, &history);
+    }
+    year
+}
+
+/// ∫ rate dt over [from, to] for a piecewise-constant rate history.
+fn integral(history: &[(f64, f64)], from: f64, to: f64) -> f64 {
+    let mut sum = 0.0;
+    for (i, (start, rate)) in history.iter().enumerate() {
+        let end = history.get(i + 1).map_or(to, |(next, _)| *next);
+        let (a, b) = (start.max(from), end.min(to));
+        if b > a {
+            sum += rate * (b - a);
+        }
+    }
+    sum
+}
+
+/// The same rules with the per-decision slash threshold set to `threshold` (the budget
+/// kept, the decisions it is spread over changed): large enough, slashes happen and can
+/// be counted.
+pub fn with_threshold(rules: &Rules, threshold: f64) -> Rules {
+    let mut r = rules.clone();
+    r.slashing.decisions_per_miner_year = r.slashing.lifetime_false_slash_budget / threshold;
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_integral_of_a_step_rate_is_exact() {
+        let h = [(0.0, 0.05), (2.0, 0.1), (5.0, 1.0)];
+        assert!((integral(&h, 0.0, 7.0) - (0.1 + 0.3 + 2.0)).abs() < 1e-12);
+        assert!((integral(&h, 3.0, 6.0) - (0.2 + 1.0)).abs() < 1e-12);
+    }
+
+    #[test]
+    fn the_simulation_is_reproducible_from_its_seed() {
+        let rules = Rules::embedded().unwrap();
+        let loose = with_threshold(&rules, 1e-4);
+        let s = Scenario::sd(&loose);
+        let a = simulate(&loose, &s, 30, 7);
+        let b = simulate(&loose, &s, 30, 7);
+        assert_eq!(
+            (a.slashed, a.flagged, a.decisions),
+            (b.slashed, b.flagged, b.decisions)
+        );
+        assert!(a.decisions > 0);
+    }
+}

@@ -51,13 +51,15 @@ pub struct SimCheck {
 }
 
 /// A cause that fails several checks on the same job at once (an odd text fails the
-/// rank and unlikely-token checks together).
+/// rank and unlikely-token checks together). Its failures are part of each member's
+/// rate, not on top of it: a member fails on its own only at what is left.
 #[derive(Debug, Clone, Serialize)]
 pub struct SharedCause {
     pub checks: Vec<CheckId>,
     pub stage: Stage,
+    /// The share of the miner's jobs it can strike: jobs every member judges.
     pub share: f64,
-    /// Per judged job.
+    /// Per job it can strike.
     pub rate: f64,
 }
 
@@ -75,10 +77,10 @@ pub struct Scenario {
 pub const JOBS_PER_DAY: f64 = 2000.0;
 
 impl Scenario {
-    /// An image miner: every slashing check an SD job meets, at the rates the rules
-    /// promise. The image's size and similarity fail together when the image is wrong.
+    /// An image miner: every check an SD job meets that can slash, or that raises its
+    /// sampling rate, at the rates the rules promise. Its one slashing check per job is
+    /// the image comparison.
     pub fn sd(rules: &Rules) -> Scenario {
-        let rate = |c| rules.policy(c).effective_rate();
         Scenario {
             name: "image miner".into(),
             jobs_per_day: JOBS_PER_DAY,
@@ -92,18 +94,15 @@ impl Scenario {
                     (CheckId::Latency, Stage::Screen, 1.0),
                 ],
             ),
-            shared: vec![SharedCause {
-                checks: vec![CheckId::OutputSize, CheckId::ImageSimilarity],
-                stage: Stage::Rerun,
-                share: 1.0,
-                rate: rate(CheckId::OutputSize).min(rate(CheckId::ImageSimilarity)),
-            }],
+            shared: Vec::new(),
         }
     }
 
     /// An LLM miner with `greedy_share` of its jobs below the likelihood check's
-    /// temperature: every LLM check that can slash, and all of them failing together
-    /// through a cause as frequent as the rarest of them.
+    /// temperature. The token checks that judge the same job fail together as often as
+    /// the rarest of them can (the most dependence their rates allow): on sampled jobs
+    /// the likelihood, argmax-share, EOS and early-end checks; on greedy ones the rank,
+    /// unlikely-token, EOS and early-end checks.
     pub fn llm(rules: &Rules, greedy_share: f64) -> Scenario {
         let sampled = 1.0 - greedy_share;
         let wanted = vec![
@@ -116,27 +115,49 @@ impl Scenario {
             (CheckId::Latency, Stage::Screen, 1.0),
         ];
         let checks = slashing(rules, wanted);
-        let token_checks: Vec<CheckId> = checks
-            .iter()
-            .filter(|c| c.stage == Stage::Rerun)
-            .map(|c| c.check)
-            .collect();
-        let rarest = checks
-            .iter()
-            .filter(|c| c.stage == Stage::Rerun)
-            .map(|c| c.rate)
-            .fold(1.0, f64::min);
+        let rate = |c: CheckId| checks.iter().find(|x| x.check == c).map_or(0.0, |x| x.rate);
+        let cause = |members: [CheckId; 4], share: f64| {
+            // A cause may strike a job at most as often as its rarest member fails;
+            // the EOS and early-end checks belong to both causes, whose strikes together
+            // stay within their rate (checked in `one_year`, which never runs a
+            // member's own process below zero).
+            let rarest = members.iter().map(|c| rate(*c)).fold(1.0, f64::min);
+            SharedCause {
+                checks: members.to_vec(),
+                stage: Stage::Rerun,
+                share,
+                rate: rarest,
+            }
+        };
+        let shared = [
+            cause(
+                [
+                    CheckId::LlmLikelihood,
+                    CheckId::LlmGreedyShare,
+                    CheckId::LlmEosSkipped,
+                    CheckId::LlmEarlyEnd,
+                ],
+                sampled,
+            ),
+            cause(
+                [
+                    CheckId::LlmRank,
+                    CheckId::LlmUnlikelyTokens,
+                    CheckId::LlmEosSkipped,
+                    CheckId::LlmEarlyEnd,
+                ],
+                greedy_share,
+            ),
+        ]
+        .into_iter()
+        .filter(|c| c.share > 0.0)
+        .collect();
         Scenario {
             name: format!("LLM miner, {:.0} % greedy jobs", greedy_share * 100.0),
             jobs_per_day: JOBS_PER_DAY,
             days: 365.0,
             checks,
-            shared: vec![SharedCause {
-                checks: token_checks,
-                stage: Stage::Rerun,
-                share: greedy_share.min(sampled),
-                rate: rarest,
-            }],
+            shared,
         }
     }
 }
@@ -249,25 +270,32 @@ fn one_year(rules: &Rules, s: &Scenario, rng: &mut ChaCha8Rng, when: Decisions) 
     // Checks that count once: the miner either always fails them or never does.
     let mut always_fails = vec![false; n];
     let mut processes = Vec::new();
+    // Failures a check gets from shared causes, per day at a sampling rate of 1: they
+    // are part of its rate, so its own process runs at what is left.
+    let mut from_causes = vec![0.0; n];
+    for cause in &s.shared {
+        let members: Vec<usize> = cause.checks.iter().filter_map(|c| index(*c)).collect();
+        let per_day = s.jobs_per_day * cause.share * cause.rate;
+        for &i in &members {
+            from_causes[i] += per_day;
+        }
+        if members.len() > 1 {
+            processes.push(Process {
+                checks: members,
+                stage: cause.stage,
+                per_day,
+            });
+        }
+    }
     for (i, c) in s.checks.iter().enumerate() {
         if rules.policy(c.check).independent_across_jobs {
             processes.push(Process {
                 checks: vec![i],
                 stage: c.stage,
-                per_day: s.jobs_per_day * c.share * c.rate,
+                per_day: (s.jobs_per_day * c.share * c.rate - from_causes[i]).max(0.0),
             });
         } else {
             always_fails[i] = rng.random::<f64>() < c.rate;
-        }
-    }
-    for cause in &s.shared {
-        let members: Vec<usize> = cause.checks.iter().filter_map(|c| index(*c)).collect();
-        if members.len() > 1 {
-            processes.push(Process {
-                checks: members,
-                stage: cause.stage,
-                per_day: s.jobs_per_day * cause.share * cause.rate,
-            });
         }
     }
     // A per-miner failure fails every job from the first: it raises the sampling rate to
@@ -396,6 +424,26 @@ mod tests {
         let h = [(0.0, 0.05), (2.0, 0.1), (5.0, 1.0)];
         assert!((integral(&h, 0.0, 7.0) - (0.1 + 0.3 + 2.0)).abs() < 1e-12);
         assert!((integral(&h, 3.0, 6.0) - (0.2 + 1.0)).abs() < 1e-12);
+    }
+
+    #[test]
+    fn a_shared_cause_is_part_of_its_members_rates_not_on_top_of_them() {
+        let rules = Rules::embedded().unwrap();
+        let s = Scenario::llm(&rules, 0.2);
+        for c in &s.checks {
+            let from_causes: f64 = s
+                .shared
+                .iter()
+                .filter(|k| k.checks.contains(&c.check))
+                .map(|k| k.share * k.rate)
+                .sum();
+            assert!(
+                from_causes <= c.share * c.rate * (1.0 + 1e-12),
+                "{:?}: causes strike {from_causes}, its rate allows {}",
+                c.check,
+                c.share * c.rate
+            );
+        }
     }
 
     #[test]

@@ -1,10 +1,10 @@
-//! The lifetime false-slash bound at full scale (`scripts/simulate-lifetime`): honest
+//! The lifetime false-slash bound at scale (`scripts/simulate-lifetime`): honest
 //! miners of the stated traffic through every decision of a year, at the shipped
 //! per-decision threshold and at larger ones, where slashes happen often enough to
 //! count and the union bound's slack shows. See src/lifetime.rs and docs/DETECTION.md.
 //!
 //! ```sh
-//! cargo run --release --example simulate_lifetime -- [MINER_YEARS] [SEED]
+//! cargo run --example simulate_lifetime -- [MINER_YEARS] [SEED]     (default 20000 1)
 //! ```
 
 use proctor::lifetime::{self, Decisions, Scenario};
@@ -12,7 +12,7 @@ use proctor::rules::Rules;
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
-    let miners: u64 = args.get(1).map_or(Ok(100_000), |a| a.parse())?;
+    let miners: u64 = args.get(1).map_or(Ok(20_000), |a| a.parse())?;
     let seed: u64 = args.get(2).map_or(Ok(1), |a| a.parse())?;
     let rules = Rules::embedded()?;
     let shipped = rules.auto_slash_threshold();

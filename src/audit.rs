@@ -13,7 +13,8 @@
 //! This module is the edge: it reads files (every read bounded by the rules' size
 //! limits), hands bytes to the pure checks, and writes `verdicts.jsonl`,
 //! `decisions.jsonl`, `slashes.jsonl`, `rejected.jsonl` and `report.html`. The pipeline
-//! workers do the same with S3 and Kafka around the same library, so the two agree.
+//! workers do the same with S3 and Kafka around the same library, and both decide
+//! through `case::decide` (the window, stage precedence), so the two agree.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -23,8 +24,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use serde::Serialize;
 
+use crate::case::{self, History, Stage, StagedVerdict};
 use crate::checks::{Fetched, JobVerdict, Judge, Object, Verdict};
-use crate::decide::{self, Action, Decision, MinerHistory};
+use crate::decide::{Action, Decision};
 use crate::ids::MinerId;
 use crate::record::{Job, JobRecord};
 use crate::rules::Rules;
@@ -103,8 +105,20 @@ pub fn judge_dir(
     );
     let mut risk: BTreeMap<MinerId, MinerRisk> = BTreeMap::new();
     let mut verdicts = Vec::with_capacity(records.len());
+    let mut stages = Vec::with_capacity(records.len());
     for record in &records {
         let fetched = fetch(dir, record, judge.rules());
+        // A job with a reference was judged as the re-run stage judges it.
+        stages.push(
+            if fetched.reference_image.is_some()
+                || fetched.scores.is_some()
+                || fetched.challenge.is_some()
+            {
+                Stage::Rerun
+            } else {
+                Stage::Screen
+            },
+        );
         let mut v = judge.evaluate(record, &fetched);
         let miner_risk = risk.entry(record.miner_id.clone()).or_default();
         v.sampled = sampling::is_sampled(
@@ -118,25 +132,32 @@ pub fn judge_dir(
     }
     bar.finish_and_clear();
 
-    let mut by_miner: BTreeMap<&MinerId, Vec<JobVerdict>> = BTreeMap::new();
-    for v in &verdicts {
-        by_miner.entry(&v.miner_id).or_default().push(v.clone());
+    let mut by_miner: BTreeMap<&MinerId, Vec<StagedVerdict>> = BTreeMap::new();
+    for (v, stage) in verdicts.iter().zip(stages) {
+        by_miner
+            .entry(&v.miner_id)
+            .or_default()
+            .push(StagedVerdict {
+                stage,
+                verdict: v.clone(),
+            });
     }
     let nfts = read_wallets(dir)?;
     let miners: Vec<MinerId> = by_miner.keys().map(|m| (*m).clone()).collect();
     let decisions = by_miner
         .iter()
         .map(|(miner, vs)| {
-            let history = MinerHistory {
+            let history = History {
+                verdicts: vs.clone(),
+                slashed_jobs: Default::default(),
                 points_factor: crate::points::wallet_boost(
                     judge.rules(),
                     miner,
                     &miners,
                     nfts.get(miner.wallet()).copied(),
                 ),
-                ..MinerHistory::default()
             };
-            decide::decide(miner, &history, vs, judge.rules())
+            case::decide(miner, history, judge.rules()).decision
         })
         .collect();
     Ok(AuditResult {

@@ -46,6 +46,7 @@
 
 pub mod audit;
 pub mod calibrate;
+pub mod case;
 pub mod checks;
 pub mod decide;
 pub mod events;

@@ -7,8 +7,8 @@
 //!
 //! - `record_verdict` inserts the job, the verdict and its check results, and queues the
 //!   miner for the judge, in one transaction.
-//! - `judge_miner` takes a per-miner advisory lock, reads the miner's window, runs
-//!   `decide`, and writes the slash, its covered jobs and its outbox event (or a review
+//! - `judge_miner` takes a per-miner advisory lock, reads the miner's window, has
+//!   `case::decide` decide, and writes the slash, its covered jobs and its outbox event (or a review
 //!   flag), all in one transaction. Two judges can never slash the same job twice, and a
 //!   slash never exists without its event.
 //! - `claim_outbox` hands out unpublished events with `FOR UPDATE SKIP LOCKED`, so
@@ -19,13 +19,14 @@
 
 use std::collections::BTreeMap;
 
-use chrono::Duration;
+use chrono::{DateTime, Utc};
 use ed25519_dalek::SigningKey;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::{Postgres, Row, Transaction};
 
+use crate::case;
 use crate::checks::{JobVerdict, Verdict};
-use crate::decide::{self, Action, Decision, MinerHistory};
+use crate::decide::{Action, Decision};
 use crate::events::{self, SlashEvent};
 use crate::ids::{JobId, MinerId};
 use crate::record::JobRecord;
@@ -34,22 +35,7 @@ use crate::rules::Rules;
 /// The topic slash events are published to.
 pub const SLASH_TOPIC: &str = "ledger.slashes";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Stage {
-    /// Checks that need no reference output.
-    Screen,
-    /// Every check, with the reference output: supersedes `Screen`.
-    Rerun,
-}
-
-impl Stage {
-    fn as_str(self) -> &'static str {
-        match self {
-            Stage::Screen => "screen",
-            Stage::Rerun => "rerun",
-        }
-    }
-}
+pub use crate::case::Stage;
 
 /// Whether Postgres refused a write for what the input *is*, so that no retry can ever
 /// succeed: a data exception (SQLSTATE class 22: a NUL character `jsonb` cannot hold,
@@ -398,7 +384,7 @@ impl Store {
                 .fetch_optional(&mut *tx)
                 .await?;
         let history = load_history(&mut tx, &miner_s, rules, points_factor).await?;
-        let decision = decide::decide(miner, &history, &[], rules);
+        let case::MinerCase { decision, flag_id } = case::decide(miner, history, rules);
         match (&decision.action, &decision.slash) {
             (Action::Slash, Some(slash)) => {
                 let fresh = sqlx::query(
@@ -439,17 +425,6 @@ impl Store {
                 }
             }
             (Action::FlagForReview, _) => {
-                let mut jobs: Vec<&str> = decision
-                    .evidence
-                    .iter()
-                    .map(|e| e.job_id.as_str())
-                    .collect();
-                jobs.sort_unstable();
-                jobs.dedup();
-                let flag_id =
-                    blake3::hash(format!("flag\0{miner_s}\0{}", jobs.join("\n")).as_bytes())
-                        .to_hex()
-                        .to_string();
                 sqlx::query(
                     "INSERT INTO review_flags (flag_id, miner_id, honest_probability, body)
                      VALUES ($1, $2, $3, $4) ON CONFLICT (flag_id) DO NOTHING",
@@ -510,35 +485,36 @@ impl Store {
     }
 }
 
-/// The miner's verdicts in the slashing window (the latest stage of each job) and the
-/// jobs earlier slashes cover. The window ends at the miner's newest job, so judging
-/// the same data later gives the same answer.
+/// The miner's stored verdicts from the start of its window (`case::window_start`
+/// before its newest job), every stage, and the jobs earlier slashes cover. Which of
+/// them count is `case::counted`'s to say.
 async fn load_history(
     tx: &mut Transaction<'_, Postgres>,
     miner: &str,
     rules: &Rules,
     points_factor: f64,
-) -> Result<MinerHistory, sqlx::Error> {
-    let window = Duration::days(i64::from(rules.slashing.window_days));
-    let rows = sqlx::query(
-        "SELECT v.job_id, v.stage, v.body FROM verdicts v JOIN jobs j USING (job_id)
-         WHERE v.miner_id = $1
-           AND j.submitted_at >= (SELECT max(submitted_at) FROM jobs WHERE miner_id = $1) - $2::interval",
-    )
-    .bind(miner)
-    .bind(format!("{} seconds", window.num_seconds()))
-    .fetch_all(&mut **tx)
-    .await?;
-    let mut latest: BTreeMap<String, (bool, JobVerdict)> = BTreeMap::new();
-    for r in rows {
-        let job: String = r.get(0);
-        let rerun = r.get::<&str, _>(1) == "rerun";
-        let sqlx::types::Json(v): sqlx::types::Json<JobVerdict> = r.get(2);
-        match latest.get(&job) {
-            Some((true, _)) if !rerun => {}
-            _ => {
-                latest.insert(job, (rerun, v));
-            }
+) -> Result<case::History, sqlx::Error> {
+    let newest: Option<DateTime<Utc>> =
+        sqlx::query_scalar("SELECT max(submitted_at) FROM jobs WHERE miner_id = $1")
+            .bind(miner)
+            .fetch_one(&mut **tx)
+            .await?;
+    let mut verdicts = Vec::new();
+    if let Some(newest) = newest {
+        let rows = sqlx::query(
+            "SELECT v.stage, v.body FROM verdicts v JOIN jobs j USING (job_id)
+             WHERE v.miner_id = $1 AND j.submitted_at >= $2",
+        )
+        .bind(miner)
+        .bind(case::window_start(newest, rules))
+        .fetch_all(&mut **tx)
+        .await?;
+        for r in rows {
+            let Some(stage) = Stage::parse(r.get::<&str, _>(0)) else {
+                continue;
+            };
+            let sqlx::types::Json(verdict): sqlx::types::Json<JobVerdict> = r.get(1);
+            verdicts.push(case::StagedVerdict { stage, verdict });
         }
     }
     let slashed = sqlx::query(
@@ -547,8 +523,8 @@ async fn load_history(
     .bind(miner)
     .fetch_all(&mut **tx)
     .await?;
-    Ok(MinerHistory {
-        verdicts: latest.into_values().map(|(_, v)| v).collect(),
+    Ok(case::History {
+        verdicts,
         slashed_jobs: slashed
             .iter()
             .filter_map(|r| JobId::parse(r.get::<&str, _>(0)).ok())

@@ -284,3 +284,80 @@ fn decoding_ahead_on_every_core_changes_no_verdict() {
     let kinds: BTreeSet<_> = want.iter().map(|v| format!("{:?}", v.verdict)).collect();
     assert!(kinds.len() >= 3, "{kinds:?}");
 }
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+#[test]
+fn the_audit_decides_over_the_window_the_judge_worker_decides_over() {
+    // The same rule as the pipeline's (`case::counted`): a decision counts the jobs of
+    // the `window_days` before the miner's newest job. Move every job of the
+    // fewer-steps cheater but its newest out of that window: one failed re-run is left,
+    // which flags. Before, the audit counted every job in the folder and slashed.
+    let rules = Rules::embedded().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(&demo(), dir.path());
+    let cheater = expected()
+        .into_iter()
+        .find(|e| e.name == "cheat-fewer-steps")
+        .unwrap()
+        .miner;
+    let jobs = std::fs::read_to_string(demo().join("jobs.jsonl")).unwrap();
+    let mut records: Vec<(String, Option<serde_json::Value>)> = jobs
+        .lines()
+        .map(|l| (l.to_owned(), serde_json::from_str(l).ok()))
+        .collect();
+    let theirs = |v: &serde_json::Value| {
+        v["miner_id"]
+            .as_str()
+            .is_some_and(|m| MinerId::parse(m).ok().as_ref() == Some(&cheater))
+    };
+    let newest = records
+        .iter()
+        .filter_map(|(_, v)| v.as_ref().filter(|v| theirs(v)))
+        .filter_map(|v| v["submitted_at"].as_str().map(str::to_owned))
+        .max()
+        .unwrap();
+    let mut moved = 0;
+    for (line, v) in &mut records {
+        let Some(v) = v.as_mut().filter(|v| theirs(v)) else {
+            continue;
+        };
+        let at = v["submitted_at"].as_str().unwrap().to_owned();
+        if at == newest {
+            continue;
+        }
+        let at: chrono::DateTime<chrono::Utc> = at.parse().unwrap();
+        let earlier = at - chrono::Duration::days(i64::from(rules.slashing.window_days) + 1);
+        v["submitted_at"] = earlier.to_rfc3339().into();
+        *line = v.to_string();
+        moved += 1;
+    }
+    assert!(moved >= 2, "the cheater has {moved} older jobs");
+    let text: Vec<String> = records.into_iter().map(|(l, _)| l).collect();
+    std::fs::write(dir.path().join("jobs.jsonl"), text.join("\n") + "\n").unwrap();
+
+    let before = judge().decision(&cheater).unwrap();
+    assert_eq!(before.action, Action::Slash);
+    let result = audit::judge_dir(
+        dir.path(),
+        rules,
+        &SamplingSecret::from_passphrase("t"),
+        false,
+    )
+    .unwrap();
+    let after = result.decision(&cheater).unwrap();
+    assert_eq!(after.action, Action::FlagForReview, "{:?}", after.tallies);
+    let jobs: BTreeSet<_> = after.evidence.iter().map(|e| &e.job_id).collect();
+    assert_eq!(jobs.len(), 1, "{jobs:?}");
+}

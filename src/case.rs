@@ -1,0 +1,319 @@
+//! A miner's case as data, and the rules that turn it into a decision, with no I/O.
+//!
+//! `proctor audit` and the judge worker both build a [`MinerCase`] here, so the rules
+//! that choose what a decision counts are written once:
+//!
+//! - **Stage precedence.** A job's re-run verdict (every check, with the reference)
+//!   supersedes its screen verdict, whichever was stored first. Of two verdicts at one
+//!   stage (a redelivered job) the later one counts.
+//! - **The window.** A decision counts the jobs submitted in the `window_days` before
+//!   the miner's newest job. It ends at that job, not at the clock, so deciding again on
+//!   the same data gives the same answer.
+//! - **Slashed jobs** count once: a job an earlier slash covers is never evidence again
+//!   (`decide::decide` leaves them out).
+//! - **The flag id** names a review flag by the miner and the jobs its evidence cites, so
+//!   a flag raised twice on the same evidence is one flag.
+//!
+//! The store reads rows and writes outcomes; the audit reads a folder. Neither decides.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use chrono::{DateTime, Duration, Utc};
+
+use crate::checks::JobVerdict;
+use crate::decide::{self, Action, Decision, EvidenceRef, MinerHistory};
+use crate::ids::{JobId, MinerId};
+use crate::rules::Rules;
+
+/// Where a verdict was reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Stage {
+    /// Checks that need no reference output.
+    Screen,
+    /// Every check, with the reference output: supersedes `Screen`.
+    Rerun,
+}
+
+impl Stage {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::Screen => "screen",
+            Stage::Rerun => "rerun",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Stage> {
+        match s {
+            "screen" => Some(Stage::Screen),
+            "rerun" => Some(Stage::Rerun),
+            _ => None,
+        }
+    }
+}
+
+/// One stored verdict of a job, and the stage that reached it.
+#[derive(Debug, Clone)]
+pub struct StagedVerdict {
+    pub stage: Stage,
+    pub verdict: JobVerdict,
+}
+
+/// What is known about a miner: its stored verdicts (any stage, any order, possibly
+/// more than the window holds), the jobs earlier slashes cover, and its points factor.
+#[derive(Debug, Clone)]
+pub struct History {
+    pub verdicts: Vec<StagedVerdict>,
+    pub slashed_jobs: BTreeSet<JobId>,
+    /// The factor the ledger applied to this GPU's points (its NFT boost).
+    pub points_factor: f64,
+}
+
+/// The decision on a miner, and the flag id when it flags.
+#[derive(Debug, Clone)]
+pub struct MinerCase {
+    pub decision: Decision,
+    /// Set when the decision flags the miner for review.
+    pub flag_id: Option<String>,
+}
+
+/// The first submission time inside the window that ends at the miner's newest job.
+/// The store selects rows from here on; [`counted`] applies the same bound.
+pub fn window_start(newest: DateTime<Utc>, rules: &Rules) -> DateTime<Utc> {
+    newest - Duration::days(i64::from(rules.slashing.window_days))
+}
+
+/// The verdicts a decision counts: of each job the verdict of its latest stage, of the
+/// jobs inside the window. Sorted by job id.
+pub fn counted(
+    verdicts: impl IntoIterator<Item = StagedVerdict>,
+    rules: &Rules,
+) -> Vec<JobVerdict> {
+    let mut latest: BTreeMap<JobId, StagedVerdict> = BTreeMap::new();
+    for v in verdicts {
+        match latest.get(&v.verdict.job_id) {
+            Some(kept) if kept.stage > v.stage => {}
+            _ => {
+                latest.insert(v.verdict.job_id.clone(), v);
+            }
+        }
+    }
+    let Some(newest) = latest.values().map(|v| v.verdict.submitted_at).max() else {
+        return Vec::new();
+    };
+    let start = window_start(newest, rules);
+    latest
+        .into_values()
+        .map(|v| v.verdict)
+        .filter(|v| v.submitted_at >= start)
+        .collect()
+}
+
+/// The id of a review flag: the miner and the sorted, distinct jobs its evidence cites.
+pub fn flag_id(miner: &MinerId, evidence: &[EvidenceRef]) -> String {
+    let jobs: BTreeSet<&str> = evidence.iter().map(|e| e.job_id.as_str()).collect();
+    let jobs: Vec<&str> = jobs.into_iter().collect();
+    blake3::hash(format!("flag\0{miner}\0{}", jobs.join("\n")).as_bytes())
+        .to_hex()
+        .to_string()
+}
+
+/// Decides on a miner from its history.
+pub fn decide(miner: &MinerId, history: History, rules: &Rules) -> MinerCase {
+    let verdicts = counted(
+        history
+            .verdicts
+            .into_iter()
+            .filter(|v| &v.verdict.miner_id == miner),
+        rules,
+    );
+    let history = MinerHistory {
+        verdicts,
+        slashed_jobs: history.slashed_jobs,
+        points_factor: history.points_factor,
+    };
+    let decision = decide::decide(miner, &history, &[], rules);
+    let flag_id =
+        (decision.action == Action::FlagForReview).then(|| flag_id(miner, &decision.evidence));
+    MinerCase { decision, flag_id }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checks::Verdict;
+    use crate::outcome::{CheckId, CheckResult, Outcome};
+    use crate::points::Points;
+    use crate::record::JobKind;
+
+    fn rules() -> Rules {
+        Rules::embedded().unwrap()
+    }
+
+    fn miner() -> MinerId {
+        MinerId::parse("0x00000000000000000000000000000000000000aa").unwrap()
+    }
+
+    fn day(d: i64) -> DateTime<Utc> {
+        DateTime::UNIX_EPOCH + Duration::days(d)
+    }
+
+    /// A job of `miner()` submitted on day `d`, at `stage`, failing the image
+    /// comparison when `fails`.
+    fn staged(job: &str, d: i64, stage: Stage, fails: bool) -> StagedVerdict {
+        let check = |check, fail: bool| CheckResult {
+            check,
+            outcome: if fail {
+                Outcome::fail("bad", ())
+            } else {
+                Outcome::pass(())
+            },
+        };
+        let mut checks = vec![check(CheckId::OutputSize, false)];
+        if stage == Stage::Rerun {
+            checks.push(check(CheckId::ImageSimilarity, fails));
+        }
+        StagedVerdict {
+            stage,
+            verdict: JobVerdict {
+                job_id: JobId::parse(job).unwrap(),
+                miner_id: miner(),
+                model_id: crate::ids::ModelId::parse("SDXL").unwrap(),
+                kind: JobKind::Sd,
+                submitted_at: day(d),
+                verdict: if fails { Verdict::Fail } else { Verdict::Pass },
+                points: Points {
+                    waifu: 10.0,
+                    llama: 0.0,
+                },
+                points_estimated: false,
+                sampled: true,
+                output_key: Some(format!("jobs/{job}.png")),
+                checks,
+                rules_digest: "d".into(),
+            },
+        }
+    }
+
+    fn history(verdicts: Vec<StagedVerdict>) -> History {
+        History {
+            verdicts,
+            slashed_jobs: BTreeSet::new(),
+            points_factor: 1.0,
+        }
+    }
+
+    /// Each row: the stored verdicts, in the order they were stored, and the jobs
+    /// counted with the stage each one's verdict came from.
+    #[test]
+    fn counted_keeps_the_latest_stage_of_each_job_inside_the_window() {
+        /// The jobs counted, each with whether its verdict is the re-run's.
+        type Counted<'a> = Vec<(&'a str, bool)>;
+        let window = i64::from(rules().slashing.window_days);
+        let cases: Vec<(&str, Vec<StagedVerdict>, Counted)> = vec![
+            (
+                "a re-run stored after the screen supersedes it",
+                vec![
+                    staged("a", 0, Stage::Screen, false),
+                    staged("a", 0, Stage::Rerun, true),
+                ],
+                vec![("a", true)],
+            ),
+            (
+                "a screen stored after the re-run (redelivered) does not",
+                vec![
+                    staged("a", 0, Stage::Rerun, true),
+                    staged("a", 0, Stage::Screen, false),
+                ],
+                vec![("a", true)],
+            ),
+            (
+                "a job older than the window before the newest job is left out",
+                vec![
+                    staged("old", 0, Stage::Rerun, true),
+                    staged("new", window + 1, Stage::Screen, false),
+                ],
+                vec![("new", false)],
+            ),
+            (
+                "the window ends at the newest job, not at the clock",
+                vec![
+                    staged("a", 0, Stage::Rerun, true),
+                    staged("b", window, Stage::Screen, false),
+                ],
+                vec![("a", true), ("b", false)],
+            ),
+            ("no verdicts, nothing counted", vec![], vec![]),
+        ];
+        for (name, stored, want) in cases {
+            let got: Vec<(String, bool)> = counted(stored, &rules())
+                .into_iter()
+                .map(|v| {
+                    let rerun = v.outcome(CheckId::ImageSimilarity).is_some();
+                    (v.job_id.as_str().to_owned(), rerun)
+                })
+                .collect();
+            let want: Vec<(String, bool)> =
+                want.into_iter().map(|(j, r)| (j.to_owned(), r)).collect();
+            assert_eq!(got, want, "{name}");
+        }
+    }
+
+    #[test]
+    fn a_screen_verdict_stored_after_the_rerun_cannot_hide_its_failure() {
+        // The same failing jobs, their screen verdicts redelivered after the re-runs:
+        // the decision is the one the re-runs alone give.
+        let fails: Vec<StagedVerdict> = (0..6)
+            .map(|i| staged(&format!("j{i}"), 0, Stage::Rerun, true))
+            .collect();
+        let alone = decide(&miner(), history(fails.clone()), &rules());
+        assert_eq!(alone.decision.action, Action::Slash);
+        let mut redelivered = fails;
+        redelivered.extend((0..6).map(|i| staged(&format!("j{i}"), 0, Stage::Screen, false)));
+        let again = decide(&miner(), history(redelivered), &rules());
+        assert_eq!(again.decision.action, Action::Slash);
+        assert_eq!(
+            again.decision.slash.as_ref().map(|s| &s.slash_id),
+            alone.decision.slash.as_ref().map(|s| &s.slash_id)
+        );
+    }
+
+    #[test]
+    fn a_flag_is_named_by_its_miner_and_jobs_whatever_their_order() {
+        let one = decide(
+            &miner(),
+            history(vec![staged("x", 0, Stage::Rerun, true)]),
+            &rules(),
+        );
+        assert_eq!(one.decision.action, Action::FlagForReview);
+        let id = one.flag_id.clone().unwrap();
+        // The same evidence cited in another order, or twice, names the same flag.
+        let mut evidence = one.decision.evidence.clone();
+        evidence.extend(one.decision.evidence.clone());
+        evidence.reverse();
+        assert_eq!(flag_id(&miner(), &evidence), id);
+        // Another miner with the same jobs is another flag.
+        let other = MinerId::parse("0x00000000000000000000000000000000000000bb").unwrap();
+        assert_ne!(flag_id(&other, &one.decision.evidence), id);
+        // A clean miner raises no flag.
+        let clean = decide(
+            &miner(),
+            history(vec![staged("y", 0, Stage::Rerun, false)]),
+            &rules(),
+        );
+        assert_eq!(clean.decision.action, Action::None);
+        assert_eq!(clean.flag_id, None);
+    }
+
+    #[test]
+    fn jobs_an_earlier_slash_covers_are_not_evidence_again() {
+        let fails: Vec<StagedVerdict> = (0..6)
+            .map(|i| staged(&format!("j{i}"), 0, Stage::Rerun, true))
+            .collect();
+        let first = decide(&miner(), history(fails.clone()), &rules());
+        let slash = first.decision.slash.expect("six failed re-runs slash");
+        let mut h = history(fails);
+        h.slashed_jobs = slash.jobs.iter().cloned().collect();
+        let again = decide(&miner(), h, &rules());
+        assert_eq!(again.decision.action, Action::None);
+    }
+}

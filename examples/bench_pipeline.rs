@@ -115,7 +115,7 @@ fn image_check_rate(records: &[Vec<u8>], rules: &Rules, parallel: bool) -> f64 {
                 .or_insert_with(|| std::fs::read(objects.join(&k)).unwrap());
         }
     }
-    let mut judge = Judge::new(rules.clone());
+    let mut judge = Judge::new(rules.clone()).expect("rules with a digest");
     let start = Instant::now();
     // In batches of the worker's size, so memory stays bounded as in the worker.
     for chunk in parsed.chunks(500) {

@@ -91,7 +91,7 @@ pub fn judge_dir(
     // Judge in submission order: the reuse check must see the original before the copy.
     records.sort_by(|a, b| (a.submitted_at, &a.job_id).cmp(&(b.submitted_at, &b.job_id)));
 
-    let mut judge = Judge::new(rules);
+    let mut judge = Judge::new(rules)?;
     let bar = if progress {
         indicatif::ProgressBar::new(records.len() as u64)
     } else {
@@ -281,7 +281,9 @@ pub fn run(opts: &AuditOptions, rules: Rules) -> Result<AuditResult> {
             .decisions
             .iter()
             .filter_map(|d| d.slash.as_ref())
-            .map(|s| crate::events::sign(&crate::events::SlashEvent::from(s), key));
+            .map(|s| crate::events::sign(&crate::events::SlashEvent::from(s), key))
+            .collect::<Result<Vec<_>, _>>()
+            .context("cannot sign a slash event")?;
         write_jsonl(&opts.out.join("events.jsonl"), signed)?;
     }
     let html = crate::report::render(&opts.dir, &result);

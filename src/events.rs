@@ -99,16 +99,17 @@ pub fn verifying_key_from_hex(key_hex: &str) -> Result<VerifyingKey, String> {
     VerifyingKey::from_bytes(&key).map_err(|e| format!("invalid public key: {e}"))
 }
 
-pub fn sign(event: &SlashEvent, key: &SigningKey) -> SignedEvent {
-    // Serializing this struct cannot fail: every map key is a string.
-    let payload = serde_json::to_string(event).unwrap_or_default();
+/// Signs an event. An error where the event has no JSON form (never with these types):
+/// a signature over an empty payload would be a valid event of nothing.
+pub fn sign(event: &SlashEvent, key: &SigningKey) -> Result<SignedEvent, serde_json::Error> {
+    let payload = serde_json::to_string(event)?;
     let mut msg = SIGNING_CONTEXT.to_vec();
     msg.extend_from_slice(payload.as_bytes());
-    SignedEvent {
+    Ok(SignedEvent {
         payload,
         signature: hex::encode(key.sign(&msg).to_bytes()),
         public_key: hex::encode(key.verifying_key().to_bytes()),
-    }
+    })
 }
 
 /// Verifies an envelope's bytes against the trusted key, then parses its payload.
@@ -173,7 +174,7 @@ mod tests {
     #[test]
     fn a_signed_event_verifies_and_round_trips() {
         let k = key(1);
-        let signed = sign(&event(), &k);
+        let signed = sign(&event(), &k).unwrap();
         assert_eq!(
             verify(&bytes(&signed), &k.verifying_key()).unwrap(),
             event()
@@ -183,7 +184,7 @@ mod tests {
     #[test]
     fn a_changed_payload_fails() {
         let k = key(1);
-        let mut signed = sign(&event(), &k);
+        let mut signed = sign(&event(), &k).unwrap();
         signed.payload = signed.payload.replace("12.5", "125.0");
         assert_eq!(
             verify(&bytes(&signed), &k.verifying_key()),
@@ -193,7 +194,7 @@ mod tests {
 
     #[test]
     fn another_key_is_not_trusted_even_with_a_valid_signature() {
-        let signed = sign(&event(), &key(2));
+        let signed = sign(&event(), &key(2)).unwrap();
         assert!(matches!(
             verify(&bytes(&signed), &key(1).verifying_key()),
             Err(VerifyError::UntrustedKey(_))
@@ -202,7 +203,7 @@ mod tests {
 
     #[test]
     fn a_forged_public_key_field_does_not_help() {
-        let mut signed = sign(&event(), &key(2));
+        let mut signed = sign(&event(), &key(2)).unwrap();
         signed.public_key = hex::encode(key(1).verifying_key().to_bytes());
         assert_eq!(
             verify(&bytes(&signed), &key(1).verifying_key()),
@@ -216,7 +217,7 @@ mod tests {
             verify(b"{", &key(1).verifying_key()),
             Err(VerifyError::Envelope(_))
         ));
-        let mut signed = sign(&event(), &key(1));
+        let mut signed = sign(&event(), &key(1)).unwrap();
         signed.signature = "zz".into();
         assert_eq!(
             verify(&bytes(&signed), &key(1).verifying_key()),

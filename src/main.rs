@@ -460,7 +460,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             command: RulesCommand::Check { rules },
         } => {
             let rules = load_rules(rules.as_deref())?;
-            println!("rules valid, digest {}", rules.digest());
+            println!("rules valid, digest {}", rules.digest()?);
             println!(
                 "\nfalse-positive rates: a slash needs a measured rate, and no declaration below its measurement\n"
             );

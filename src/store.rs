@@ -160,6 +160,12 @@ impl Store {
         .bind(items.iter().map(|(r, _)| r.to_json()).collect::<Vec<_>>())
         .execute(&mut *tx)
         .await?;
+        // A verdict with no JSON form is refused as input (`refuses_input`), so the
+        // batch is retried one job at a time and that job dead-lettered.
+        let bodies = items
+            .iter()
+            .map(|(_, v)| serde_json::to_value(v).map_err(|e| sqlx::Error::Encode(Box::new(e))))
+            .collect::<Result<Vec<_>, _>>()?;
         let fresh: Vec<String> = sqlx::query_scalar(
             "INSERT INTO verdicts (job_id, stage, miner_id, verdict, points_waifu, points_llama,
                                    sampled, rules_digest, body, judged_at)
@@ -187,12 +193,7 @@ impl Store {
         )
         .bind(items.iter().map(|(_, v)| v.sampled).collect::<Vec<_>>())
         .bind(col(&|_, v| v.rules_digest.clone()))
-        .bind(
-            items
-                .iter()
-                .map(|(_, v)| serde_json::to_value(v).unwrap_or_default())
-                .collect::<Vec<_>>(),
-        )
+        .bind(bodies)
         .fetch_all(&mut *tx)
         .await?;
         let fresh: std::collections::HashSet<String> = fresh.into_iter().collect();
@@ -411,7 +412,12 @@ impl Store {
                             .execute(&mut *tx)
                             .await?;
                     }
-                    let envelope = events::sign(&SlashEvent::from(slash), key);
+                    // Neither can fail with these types; if one did, the decision is
+                    // not written and the judge retries rather than publish nothing.
+                    let envelope = events::sign(&SlashEvent::from(slash), key)
+                        .map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+                    let envelope = serde_json::to_string(&envelope)
+                        .map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
                     sqlx::query(
                         "INSERT INTO outbox (event_id, topic, key, envelope)
                          VALUES ($1, $2, $3, $4) ON CONFLICT (event_id) DO NOTHING",
@@ -419,7 +425,7 @@ impl Store {
                     .bind(&slash.slash_id)
                     .bind(SLASH_TOPIC)
                     .bind(&miner_s)
-                    .bind(serde_json::to_string(&envelope).unwrap_or_default())
+                    .bind(envelope)
                     .execute(&mut *tx)
                     .await?;
                 }

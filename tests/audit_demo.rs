@@ -265,7 +265,7 @@ fn decoding_ahead_on_every_core_changes_no_verdict() {
         .iter()
         .map(|r| (r, audit::fetch(&demo(), r, &rules)))
         .collect();
-    let mut plain = proctor::checks::Judge::new(rules.clone());
+    let mut plain = proctor::checks::Judge::new(rules.clone()).unwrap();
     let want: Vec<_> = jobs.iter().map(|(r, f)| plain.evaluate(r, f)).collect();
 
     proctor::pipeline::prepare_all(&rules, jobs.iter_mut().map(|(r, f)| (*r, f)));
@@ -276,7 +276,7 @@ fn decoding_ahead_on_every_core_changes_no_verdict() {
         .count();
     assert!(decoded > 10, "only {decoded} outputs were decoded ahead");
     assert!(decoded <= sd, "{decoded} decoded, but only {sd} SD jobs");
-    let mut ahead = proctor::checks::Judge::new(rules);
+    let mut ahead = proctor::checks::Judge::new(rules).unwrap();
     for ((r, f), want) in jobs.iter().zip(&want) {
         assert_eq!(&ahead.evaluate(r, f), want, "job {}", r.job_id);
     }

@@ -239,7 +239,7 @@ fn calibrated_thresholds_write_back_into_rules_and_load() {
     assert_eq!((m.n, m.date.as_str()), (40, "2026-11-28"));
     assert_eq!(m.upper_95, policy.false_positive_rate);
     assert!(loaded.broken_promises().is_empty());
-    assert_ne!(loaded.digest(), rules.digest());
+    assert_ne!(loaded.digest().unwrap(), rules.digest().unwrap());
 
     let png = dir.path().join("roc.png");
     calibrate::plot::roc_png(&png, &[&result.checks[0]]).unwrap();

@@ -86,7 +86,7 @@ fn demo_records() -> BTreeMap<String, Value> {
 /// Runs one case; returns the mismatches.
 fn run_case(case: &Case, records: &BTreeMap<String, Value>) -> Vec<String> {
     let demo = fixtures().join("audit-demo");
-    let mut judge = Judge::new(Rules::embedded().unwrap());
+    let mut judge = Judge::new(Rules::embedded().unwrap()).unwrap();
     let parse = |v: &Value| JobRecord::from_json(v.to_string().as_bytes());
     for id in &case.before {
         let rec = parse(&records[id]).unwrap();

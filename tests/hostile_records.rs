@@ -84,7 +84,7 @@ fn mutated_records_never_panic_the_parser_or_the_checks() {
         .filter(|l| !l.is_empty())
         .map(<[u8]>::to_vec)
         .collect();
-    let mut judge = Judge::new(Rules::embedded().unwrap());
+    let mut judge = Judge::new(Rules::embedded().unwrap()).unwrap();
     let mut rng = Xorshift(0x5eed_1234_abcd_ef01);
     let (mut parsed, mut rejected, mut panics) = (0, 0, Vec::new());
     for i in 0..3000 {

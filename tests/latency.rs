@@ -154,7 +154,7 @@ fn a_stream_of_jobs_from_an_engine_faster_than_the_bound_is_flagged_never_slashe
     // decoding, a card clocked past the datasheet) fails `latency` on every job. The
     // bound's rate is per miner: the stream counts once, and alone it cannot slash.
     let rules = Rules::embedded().unwrap();
-    let mut judge = Judge::new(rules.clone());
+    let mut judge = Judge::new(rules.clone()).unwrap();
     let template = demo_record("sd-honest-a-1");
     let first = JobRecord::from_json(template.to_string().as_bytes()).unwrap();
     let fetched = proctor::audit::fetch(&root().join("fixtures/audit-demo"), &first, &rules);

@@ -163,14 +163,14 @@ pub struct Judge {
 pub const STREAM_CHECKS: [CheckId; 2] = [CheckId::Reuse, CheckId::LatencyPeers];
 
 impl Judge {
-    pub fn new(rules: Rules) -> Judge {
-        let digest = rules.digest();
-        Judge {
+    pub fn new(rules: Rules) -> Result<Judge, crate::rules::RulesError> {
+        let digest = rules.digest()?;
+        Ok(Judge {
             rules,
             digest,
             reuse: ReuseIndex::new(),
             peers: PeerSpeeds::new(),
-        }
+        })
     }
 
     pub fn rules(&self) -> &Rules {

@@ -725,7 +725,7 @@ where
             Some(dir) => Rules::load_dir(dir)?,
             None => Rules::embedded()?,
         };
-        tracing::info!(worker, rules = &rules.digest()[..16], "starting");
+        tracing::info!(worker, rules = &rules.digest()?[..16], "starting");
         let ctx = Context::start(worker, settings, rules, Shutdown::on_signals()).await?;
         let outcome = work(ctx.clone()).await;
         ctx.health.stopping();

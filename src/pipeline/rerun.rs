@@ -225,7 +225,7 @@ pub async fn run(ctx: Arc<Context>) -> anyhow::Result<()> {
 
 pub async fn run_with<R: ReferenceRunner>(ctx: Arc<Context>, runner: Arc<R>) -> anyhow::Result<()> {
     let k = &ctx.settings.kafka;
-    let judge = Arc::new(Mutex::new(Judge::new(ctx.rules.clone())));
+    let judge = Arc::new(Mutex::new(Judge::new(ctx.rules.clone())?));
     tracing::info!(topic = %k.rerun_topic, "rerun worker consuming");
     let mut feed = super::Feed::new(k, "-rerun", &k.rerun_topic)?;
     while let Ok(batch) = feed

@@ -98,7 +98,7 @@ pub async fn run(ctx: Arc<Context>) -> anyhow::Result<()> {
     let k = &ctx.settings.kafka;
     let p = &ctx.settings.pipeline;
     let secret = SamplingSecret::from_passphrase(ctx.settings.secrets.sampling_secret.expose());
-    let judge = Arc::new(Mutex::new(Judge::new(ctx.rules.clone())));
+    let judge = Arc::new(Mutex::new(Judge::new(ctx.rules.clone())?));
     tracing::info!(topic = %k.jobs_topic, "screen worker consuming");
     let mut feed = super::Feed::new(k, "-screen", &k.jobs_topic)?;
     // Batches overlap: while one is recorded (Postgres, then the broker), the next is
@@ -620,7 +620,7 @@ mod tests {
             .filter_map(|l| JobRecord::from_json(l.as_bytes()).ok())
             .find(|r| matches!(r.job, Job::Llm { .. }))
             .unwrap();
-        let mut judge = Judge::new(Rules::embedded().unwrap());
+        let mut judge = Judge::new(Rules::embedded().unwrap()).unwrap();
         (0..40)
             .map(|i| {
                 let mut json = first.to_json();

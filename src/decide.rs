@@ -160,7 +160,7 @@ pub fn judge_counts(
             judged: n,
             failed: k,
             false_positive_rate: rate,
-            honest_probability: binomial_tail(k, n, rate),
+            honest_probability: crate::stats::binomial_tail(k, n, rate),
             can_slash: policy.can_slash(),
         });
     }
@@ -190,33 +190,6 @@ pub fn judge_counts(
             action,
         },
     )
-}
-
-/// P(X ≥ k) for X ~ Binomial(n, p), summed in log space so tiny tails stay exact.
-pub fn binomial_tail(k: u64, n: u64, p: f64) -> f64 {
-    if k == 0 {
-        return 1.0;
-    }
-    if k > n {
-        return 0.0;
-    }
-    let (nf, kf) = (n as f64, k as f64);
-    let ln_choose: f64 = (1..=k)
-        .map(|i| ((nf - kf + i as f64) / i as f64).ln())
-        .sum();
-    let mut term = (ln_choose + kf * p.ln() + (nf - kf) * (1.0 - p).ln()).exp();
-    let mut sum = 0.0;
-    let ratio = p / (1.0 - p);
-    let mut j = k;
-    loop {
-        sum += term;
-        if j == n || term < sum * 1e-17 {
-            break;
-        }
-        term *= (n - j) as f64 / (j + 1) as f64 * ratio;
-        j += 1;
-    }
-    sum.min(1.0)
 }
 
 /// The slash id: BLAKE3 over the miner, the sorted covered job ids and the rule id.
@@ -379,17 +352,6 @@ mod tests {
                 .collect(),
             rules_digest: "d".into(),
         }
-    }
-
-    #[test]
-    fn binomial_tails_are_exact() {
-        assert!((binomial_tail(1, 1, 1e-3) - 1e-3).abs() < 1e-15);
-        assert!((binomial_tail(2, 2, 1e-3) - 1e-6).abs() < 1e-18);
-        // P(X >= 1) for n = 100, p = 1e-3 is 1 - 0.999^100.
-        let want = 1.0 - 0.999f64.powi(100);
-        assert!((binomial_tail(1, 100, 1e-3) - want).abs() < 1e-12);
-        assert_eq!(binomial_tail(0, 5, 0.5), 1.0);
-        assert_eq!(binomial_tail(6, 5, 0.5), 0.0);
     }
 
     #[test]

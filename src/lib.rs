@@ -65,6 +65,7 @@ pub mod report;
 pub mod rules;
 pub mod sampling;
 pub mod settings;
+pub mod stats;
 pub mod store;
 pub mod synth;
 pub mod telemetry;

@@ -197,7 +197,7 @@ impl Simulated {
     pub fn rate(&self) -> (f64, f64) {
         (
             self.slashed as f64 / self.miners.max(1) as f64,
-            crate::calibrate::upper_bound_95(self.slashed as usize, self.miners as usize),
+            crate::stats::upper_bound_95(self.slashed as usize, self.miners as usize),
         )
     }
 }

@@ -262,7 +262,7 @@ pub fn calibrate(rules: &Rules, timings: &Timings) -> anyhow::Result<LatencyCali
 impl LatencyCalibration {
     /// The 95 % bound of the physical bound's per-miner false-positive rate.
     pub fn upper_95(&self) -> f64 {
-        super::upper_bound_95(self.failures, self.runs)
+        crate::stats::upper_bound_95(self.failures, self.runs)
     }
 
     /// Every run's margin over the physical bound and its envelope, as markdown.

@@ -387,7 +387,7 @@ pub fn calibrate(
         })
         .collect();
     // Never stricter than the normal approximation the z-score is built on.
-    let floor = super::normal_upper_quantile(target);
+    let floor = crate::stats::normal_upper_quantile(target);
     let sweep = super::sweep(&pairs, &[floor], target)?;
     let mut calibrated = rules.clone();
     calibrated.likelihood_z_min = super::floor_to(-sweep.thresholds[0], 2);

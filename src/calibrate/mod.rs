@@ -203,7 +203,8 @@ pub fn rate_rows(verdicts: &[(Label, String, bool)]) -> Vec<RateRow> {
             pairs: chosen.len(),
             flagged,
             rate: flagged as f64 / chosen.len().max(1) as f64,
-            upper_95: (label == Label::Honest).then(|| upper_bound_95(flagged, chosen.len())),
+            upper_95: (label == Label::Honest)
+                .then(|| crate::stats::upper_bound_95(flagged, chosen.len())),
             target: None,
             met: None,
             note: None,
@@ -300,58 +301,6 @@ pub fn percent(rate: f64) -> String {
     }
 }
 
-/// The one-sided 95 % Clopper-Pearson upper bound of a rate seen `k` times in `n`.
-pub fn upper_bound_95(k: usize, n: usize) -> f64 {
-    if n == 0 || k >= n {
-        return 1.0;
-    }
-    // P(X <= k | n, p) falls as p grows: the p where it crosses 0.05.
-    let cdf = |p: f64| -> f64 {
-        let (ln_p, ln_q) = (p.ln(), (1.0 - p).ln());
-        let mut ln_term = n as f64 * ln_q;
-        let mut total = ln_term.exp();
-        for i in 0..k {
-            ln_term += ((n - i) as f64 / (i + 1) as f64).ln() + ln_p - ln_q;
-            total += ln_term.exp();
-        }
-        total
-    };
-    let (mut lo, mut hi) = (k as f64 / n as f64, 1.0);
-    for _ in 0..200 {
-        let mid = 0.5 * (lo + hi);
-        if cdf(mid) > 0.05 { lo = mid } else { hi = mid }
-    }
-    hi
-}
-
-/// The standard normal's upper-tail quantile: `z` with `P(Z > z) = p`.
-pub fn normal_upper_quantile(p: f64) -> f64 {
-    // erfc by Numerical Recipes' Chebyshev fit (relative error < 1.2e-7).
-    fn erfc(x: f64) -> f64 {
-        let z = x.abs();
-        let t = 1.0 / (1.0 + 0.5 * z);
-        let r = t
-            * (-z * z - 1.265_512_23
-                + t * (1.000_023_68
-                    + t * (0.374_091_96
-                        + t * (0.096_784_18
-                            + t * (-0.186_288_06
-                                + t * (0.278_868_07
-                                    + t * (-1.135_203_98
-                                        + t * (1.488_515_87
-                                            + t * (-0.822_152_23 + t * 0.170_872_77)))))))))
-                .exp();
-        if x >= 0.0 { r } else { 2.0 - r }
-    }
-    let tail = |z: f64| 0.5 * erfc(z / std::f64::consts::SQRT_2);
-    let (mut lo, mut hi) = (-40.0, 40.0);
-    for _ in 0..200 {
-        let mid = 0.5 * (lo + hi);
-        if tail(mid) > p { lo = mid } else { hi = mid }
-    }
-    0.5 * (lo + hi)
-}
-
 /// Rounds `v` down to `decimals` places: a lower bound kept lenient.
 pub fn floor_to(v: f64, decimals: i32) -> f64 {
     let scale = 10f64.powi(decimals);
@@ -373,7 +322,10 @@ impl MeasuredRate {
     /// The one-sided 95 % upper bound, rounded up to two significant digits: what the
     /// rules declare.
     pub fn upper_95(&self) -> f64 {
-        significant(upper_bound_95(self.failures as usize, self.n as usize), 2)
+        significant(
+            crate::stats::upper_bound_95(self.failures as usize, self.n as usize),
+            2,
+        )
     }
 }
 
@@ -658,23 +610,6 @@ fn significant(v: f64, digits: i32) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn upper_bound_matches_the_rule_of_three_and_known_values() {
-        // Zero in n: 1 - 0.05^(1/n), about 3/n.
-        let b = upper_bound_95(0, 3000);
-        assert!((b - (1.0 - 0.05f64.powf(1.0 / 3000.0))).abs() < 1e-9, "{b}");
-        // 1 in 100: the exact one-sided bound is 0.0466.
-        assert!((upper_bound_95(1, 100) - 0.0466).abs() < 5e-4);
-        assert_eq!(upper_bound_95(5, 5), 1.0);
-    }
-
-    #[test]
-    fn normal_quantiles_are_the_textbook_ones() {
-        assert!((normal_upper_quantile(1e-3) - 3.0902).abs() < 1e-3);
-        assert!((normal_upper_quantile(0.5)).abs() < 1e-6);
-        assert!((normal_upper_quantile(0.025) - 1.95996).abs() < 1e-3);
-    }
 
     fn pair(label: Label, variant: &str, s: &[f64]) -> Pair {
         Pair {

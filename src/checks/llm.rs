@@ -363,7 +363,7 @@ fn greedy_share(scores: &TokenScores, temperature: f64, rules: &LlmRules) -> Out
         .collect();
     let observed = scores.tokens.iter().filter(|t| t.rank == 1).count();
     let expected: f64 = q.iter().sum();
-    let p_value = poisson_binomial_tail(&q, observed);
+    let p_value = crate::stats::poisson_binomial_tail(&q, observed);
     let details = serde_json::json!({
         "tokens": n,
         "argmax_picks": observed,
@@ -491,27 +491,6 @@ fn logprob_delta(scores: &TokenScores, miner: &[f64], rules: &LlmRules) -> Outco
     } else {
         Outcome::pass(details)
     }
-}
-
-/// P(X ≥ k) for X the number of successes of independent Bernoulli(q_i): exact dynamic
-/// programming over the first 4096 positions (enough for any judgement, and bounded work).
-pub fn poisson_binomial_tail(q: &[f64], k: usize) -> f64 {
-    let q = &q[..q.len().min(4096)];
-    if k == 0 {
-        return 1.0;
-    }
-    if k > q.len() {
-        return 0.0;
-    }
-    let mut dist = vec![0.0f64; q.len() + 1];
-    dist[0] = 1.0;
-    for (i, &p) in q.iter().enumerate() {
-        for j in (1..=i + 1).rev() {
-            dist[j] = dist[j] * (1.0 - p) + dist[j - 1] * p;
-        }
-        dist[0] *= 1.0 - p;
-    }
-    dist[k..].iter().sum::<f64>().min(1.0)
 }
 
 #[cfg(test)]
@@ -775,13 +754,5 @@ mod tests {
     fn scores_for_another_text_are_a_problem() {
         let s = scores(&[(1, -0.1, -12.0); 3], -0.1);
         assert!(s.problem("other").is_some());
-    }
-
-    #[test]
-    fn poisson_binomial_tail_matches_the_binomial() {
-        // Binomial(4, 0.5): P(X >= 3) = 5/16.
-        assert!((poisson_binomial_tail(&[0.5; 4], 3) - 5.0 / 16.0).abs() < 1e-12);
-        assert_eq!(poisson_binomial_tail(&[0.5; 4], 0), 1.0);
-        assert_eq!(poisson_binomial_tail(&[0.5; 4], 5), 0.0);
     }
 }

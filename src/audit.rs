@@ -27,8 +27,9 @@ use serde::Serialize;
 use crate::case::{self, History, Stage, StagedVerdict};
 use crate::checks::{Fetched, JobVerdict, Judge, Object, Verdict};
 use crate::decide::{Action, Decision};
-use crate::ids::MinerId;
+use crate::ids::{JobId, MinerId};
 use crate::record::{Job, JobRecord};
+use crate::report;
 use crate::rules::Rules;
 use crate::sampling::{self, MinerRisk, SamplingSecret};
 
@@ -212,6 +213,29 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Option<T> {
     }
 }
 
+/// An audit folder as the report's image source.
+pub struct Folder<'a>(pub &'a Path);
+
+impl Folder<'_> {
+    fn shown(path: &Path) -> Option<report::Shown> {
+        let len = std::fs::metadata(path).ok().filter(|m| m.is_file())?.len();
+        if len > report::MAX_EMBED_BYTES {
+            return Some(report::Shown::TooLarge(len));
+        }
+        std::fs::read(path).ok().map(report::Shown::Bytes)
+    }
+}
+
+impl report::ImageSource for Folder<'_> {
+    fn output(&self, key: &str) -> Option<report::Shown> {
+        Folder::shown(&self.0.join("objects").join(key))
+    }
+
+    fn reference(&self, job: &JobId) -> Option<report::Shown> {
+        Folder::shown(&reference_image_path(self.0, job.as_str())?)
+    }
+}
+
 /// Where the reference image of a job lies, if there is one.
 pub fn reference_image_path(dir: &Path, job_id: &str) -> Option<PathBuf> {
     ["image.png", "image.jpg"]
@@ -286,7 +310,17 @@ pub fn run(opts: &AuditOptions, rules: Rules) -> Result<AuditResult> {
             .context("cannot sign a slash event")?;
         write_jsonl(&opts.out.join("events.jsonl"), signed)?;
     }
-    let html = crate::report::render(&opts.dir, &result);
+    let page = report::Page {
+        rules_digest: &result.rules_digest,
+        verdicts: &result.verdicts,
+        decisions: &result.decisions,
+        rejected: result
+            .rejected
+            .iter()
+            .map(|r| (r.line, r.error.as_str()))
+            .collect(),
+    };
+    let html = report::render(&page, &Folder(&opts.dir));
     std::fs::write(opts.out.join("report.html"), html).context("cannot write report.html")?;
     Ok(result)
 }

@@ -1,19 +1,47 @@
 //! `report.html`: one self-contained page for staff, with each flagged or slashed miner's
 //! failed checks, their evidence, and the miner's and the reference's images side by side.
+//!
+//! It renders decisions and verdicts, whoever reached them, and takes its images from an
+//! [`ImageSource`]: the audit's folder today (`audit::Folder`), the object store for
+//! the review app. It imports nothing that imports it.
 
 use std::fmt::Write;
-use std::path::Path;
 
 use base64::Engine;
 
-use crate::audit::{AuditResult, reference_image_path};
 use crate::checks::JobVerdict;
 use crate::decide::{Action, Decision};
+use crate::ids::JobId;
 use crate::outcome::Outcome;
 use crate::record::JobKind;
 
-/// Images larger than this are linked by name instead of embedded.
-const MAX_EMBED_BYTES: u64 = 4 << 20;
+/// Images larger than this are shown as their size instead of embedded.
+pub const MAX_EMBED_BYTES: u64 = 4 << 20;
+
+/// An image the report may show.
+pub enum Shown {
+    /// The file's bytes (at most [`MAX_EMBED_BYTES`]).
+    Bytes(Vec<u8>),
+    /// A file too large to embed, and its size.
+    TooLarge(u64),
+}
+
+/// Where the report finds the images it shows. `None` when there is none.
+pub trait ImageSource {
+    /// The miner's output, by its object key.
+    fn output(&self, key: &str) -> Option<Shown>;
+    /// The reference GPU's image of a job.
+    fn reference(&self, job: &JobId) -> Option<Shown>;
+}
+
+/// What the page shows.
+pub struct Page<'a> {
+    pub rules_digest: &'a str,
+    pub verdicts: &'a [JobVerdict],
+    pub decisions: &'a [Decision],
+    /// Records that were not valid: their line and the reason.
+    pub rejected: Vec<(usize, &'a str)>,
+}
 
 fn esc(s: &str) -> String {
     s.replace('&', "&amp;")
@@ -23,9 +51,9 @@ fn esc(s: &str) -> String {
 }
 
 /// An `<img>` with the file inlined, or a note when it cannot be shown.
-fn img_tag(path: &Path, caption: &str) -> String {
-    let shown = match std::fs::metadata(path) {
-        Ok(m) if m.len() <= MAX_EMBED_BYTES => std::fs::read(path).ok().map(|bytes| {
+fn img_tag(image: Option<Shown>, caption: &str) -> String {
+    let shown = match image {
+        Some(Shown::Bytes(bytes)) => Some({
             let mime = match image::guess_format(&bytes) {
                 Ok(image::ImageFormat::Png) => Some("image/png"),
                 Ok(image::ImageFormat::Jpeg) => Some("image/jpeg"),
@@ -42,11 +70,10 @@ fn img_tag(path: &Path, caption: &str) -> String {
                 None => "<div class=\"missing\">not a PNG or JPEG</div>".to_owned(),
             }
         }),
-        Ok(m) => Some(format!(
-            "<div class=\"missing\">{} bytes: too large to embed</div>",
-            m.len()
+        Some(Shown::TooLarge(len)) => Some(format!(
+            "<div class=\"missing\">{len} bytes: too large to embed</div>"
         )),
-        Err(_) => None,
+        None => None,
     };
     format!(
         "<figure>{}<figcaption>{}</figcaption></figure>",
@@ -55,15 +82,14 @@ fn img_tag(path: &Path, caption: &str) -> String {
     )
 }
 
-fn decodes(path: &Path, result_verdict: &JobVerdict) -> bool {
+fn decodes(verdict: &JobVerdict) -> bool {
     // Do not put bytes our own decoder rejected in front of a browser.
-    path.is_file()
-        && !result_verdict
-            .outcome(crate::outcome::CheckId::OutputDecode)
-            .is_some_and(Outcome::is_fail)
+    !verdict
+        .outcome(crate::outcome::CheckId::OutputDecode)
+        .is_some_and(Outcome::is_fail)
 }
 
-fn miner_section(out: &mut String, dir: &Path, d: &Decision, result: &AuditResult) {
+fn miner_section(out: &mut String, images: &dyn ImageSource, d: &Decision, page: &Page<'_>) {
     let action = match d.action {
         Action::Slash => "slash",
         Action::FlagForReview => "flag for review",
@@ -109,7 +135,7 @@ fn miner_section(out: &mut String, dir: &Path, d: &Decision, result: &AuditResul
         );
     }
     out.push_str("</table>");
-    let failed_jobs: Vec<&JobVerdict> = result
+    let failed_jobs: Vec<&JobVerdict> = page
         .verdicts
         .iter()
         .filter(|v| v.miner_id == d.miner_id && v.failed_checks().next().is_some())
@@ -123,13 +149,17 @@ fn miner_section(out: &mut String, dir: &Path, d: &Decision, result: &AuditResul
         );
         if v.kind == JobKind::Sd {
             out.push_str("<div class=\"pair\">");
-            let miner_path = v.output_key.as_ref().map(|k| dir.join("objects").join(k));
-            match &miner_path {
-                Some(p) if decodes(p, v) => out.push_str(&img_tag(p, "miner")),
-                _ => out.push_str("<figure><div class=\"missing\">miner output not shown (undecodable or missing)</div><figcaption>miner</figcaption></figure>"),
+            let output = v
+                .output_key
+                .as_ref()
+                .filter(|_| decodes(v))
+                .and_then(|k| images.output(k));
+            match output {
+                Some(image) => out.push_str(&img_tag(Some(image), "miner")),
+                None => out.push_str("<figure><div class=\"missing\">miner output not shown (undecodable or missing)</div><figcaption>miner</figcaption></figure>"),
             }
-            match reference_image_path(dir, v.job_id.as_str()) {
-                Some(p) => out.push_str(&img_tag(&p, "reference")),
+            match images.reference(&v.job_id) {
+                Some(image) => out.push_str(&img_tag(Some(image), "reference")),
                 None => out.push_str("<figure><div class=\"missing\">not re-run</div><figcaption>reference</figcaption></figure>"),
             }
             out.push_str("</div>");
@@ -151,7 +181,7 @@ fn miner_section(out: &mut String, dir: &Path, d: &Decision, result: &AuditResul
     out.push_str("</section>");
 }
 
-pub fn render(dir: &Path, result: &AuditResult) -> String {
+pub fn render(page: &Page<'_>, images: &dyn ImageSource) -> String {
     let mut out = String::from(
         "<!doctype html><html><head><meta charset=\"utf-8\"><title>proctor audit</title><style>\
 body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px}\
@@ -166,11 +196,11 @@ td,th{border:1px solid #ddd;padding:2px 8px}</style></head><body>",
     let _ = write!(
         out,
         "<h1>proctor audit</h1><p>{} jobs judged, {} records rejected. Rules digest <code>{}</code>.</p>",
-        result.verdicts.len(),
-        result.rejected.len(),
-        esc(&result.rules_digest)
+        page.verdicts.len(),
+        page.rejected.len(),
+        esc(page.rules_digest)
     );
-    let mut acted: Vec<&Decision> = result
+    let mut acted: Vec<&Decision> = page
         .decisions
         .iter()
         .filter(|d| d.action != Action::None)
@@ -180,15 +210,122 @@ td,th{border:1px solid #ddd;padding:2px 8px}</style></head><body>",
         out.push_str("<p>No miner was slashed or flagged.</p>");
     }
     for d in acted {
-        miner_section(&mut out, dir, d, result);
+        miner_section(&mut out, images, d, page);
     }
-    if !result.rejected.is_empty() {
+    if !page.rejected.is_empty() {
         out.push_str("<h2>Rejected records</h2><ul>");
-        for r in &result.rejected {
-            let _ = write!(out, "<li>line {}: {}</li>", r.line, esc(&r.error));
+        for (line, error) in &page.rejected {
+            let _ = write!(out, "<li>line {line}: {}</li>", esc(error));
         }
         out.push_str("</ul>");
     }
     out.push_str("</body></html>\n");
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decide::MinerHistory;
+    use crate::ids::{MinerId, ModelId};
+    use crate::outcome::{CheckId, CheckResult};
+    use crate::points::Points;
+    use crate::rules::Rules;
+
+    /// A PNG the size of one pixel.
+    fn png() -> Vec<u8> {
+        let mut out = Vec::new();
+        image::RgbImage::new(1, 1)
+            .write_to(&mut std::io::Cursor::new(&mut out), image::ImageFormat::Png)
+            .unwrap();
+        out
+    }
+
+    /// Outputs by key and references by job, as a folder or the object store would give.
+    struct Fake;
+
+    impl ImageSource for Fake {
+        fn output(&self, key: &str) -> Option<Shown> {
+            match key {
+                "out/big.png" => Some(Shown::TooLarge(9 << 20)),
+                "out/gone.png" => None,
+                _ => Some(Shown::Bytes(png())),
+            }
+        }
+
+        fn reference(&self, job: &JobId) -> Option<Shown> {
+            (job.as_str() == "rerun").then(|| Shown::Bytes(png()))
+        }
+    }
+
+    fn verdict(job: &str, key: &str, failed: CheckId) -> JobVerdict {
+        JobVerdict {
+            job_id: JobId::parse(job).unwrap(),
+            miner_id: MinerId::parse("0x00000000000000000000000000000000000000aa").unwrap(),
+            model_id: ModelId::parse("SDXL").unwrap(),
+            kind: JobKind::Sd,
+            submitted_at: chrono::DateTime::UNIX_EPOCH,
+            verdict: crate::checks::Verdict::Fail,
+            points: Points {
+                waifu: 1.0,
+                llama: 0.0,
+            },
+            points_estimated: false,
+            sampled: true,
+            output_key: Some(key.into()),
+            checks: vec![CheckResult {
+                check: failed,
+                outcome: Outcome::fail("bad <b>", ()),
+            }],
+            rules_digest: "d".into(),
+        }
+    }
+
+    #[test]
+    fn a_page_shows_what_its_image_source_has_and_never_an_undecodable_output() {
+        let rules = Rules::embedded().unwrap();
+        let verdicts = vec![
+            verdict("rerun", "out/rerun.png", CheckId::ImageSimilarity),
+            verdict("undecodable", "out/bomb.png", CheckId::OutputDecode),
+            verdict("big", "out/big.png", CheckId::ImageSimilarity),
+            verdict("gone", "out/gone.png", CheckId::ImageSimilarity),
+        ];
+        let miner = verdicts[0].miner_id.clone();
+        let history = MinerHistory {
+            verdicts: verdicts.clone(),
+            ..MinerHistory::default()
+        };
+        let decision = crate::decide::decide(&miner, &history, &[], &rules);
+        assert_ne!(decision.action, Action::None);
+        let page = Page {
+            rules_digest: "digest",
+            verdicts: &verdicts,
+            decisions: std::slice::from_ref(&decision),
+            rejected: vec![(3, "not JSON <here>")],
+        };
+        let html = render(&page, &Fake);
+        let section = |job: &str| {
+            let start = html.find(&format!("job {job} ")).unwrap();
+            let end = html[start..]
+                .find("</div><div class=\"job\">")
+                .map_or(html.len(), |e| start + e);
+            html[start..end].to_owned()
+        };
+        // The re-run job: both images embedded.
+        assert_eq!(
+            section("rerun").matches("data:image/png;base64,").count(),
+            2
+        );
+        // The output our decoder refused is not put in front of a browser, whatever the
+        // source holds.
+        let bomb = section("undecodable");
+        assert!(!bomb.contains("data:image"), "{bomb}");
+        assert!(bomb.contains("miner output not shown"));
+        assert!(section("big").contains("too large to embed"));
+        assert!(section("gone").contains("miner output not shown"));
+        assert!(section("gone").contains("not re-run"));
+        // Miner-supplied text is escaped.
+        assert!(html.contains("bad &lt;b&gt;") && !html.contains("bad <b>"));
+        assert!(html.contains("line 3: not JSON &lt;here&gt;"));
+    }
 }

@@ -20,7 +20,7 @@ mod support;
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
-use proctor::checks::{Fetched, Judge, Object};
+use proctor::checks::{Fetched, Judge, Object, Stream, StreamState};
 use proctor::record::{Job, JobRecord};
 use proctor::rules::Rules;
 use proctor::{kafka, pipeline};
@@ -115,7 +115,8 @@ fn image_check_rate(records: &[Vec<u8>], rules: &Rules, parallel: bool) -> f64 {
                 .or_insert_with(|| std::fs::read(objects.join(&k)).unwrap());
         }
     }
-    let mut judge = Judge::new(rules.clone()).expect("rules with a digest");
+    let judge = Judge::new(rules.clone()).expect("rules with a digest");
+    let mut stream = StreamState::new();
     let start = Instant::now();
     // In batches of the worker's size, so memory stays bounded as in the worker.
     for chunk in parsed.chunks(500) {
@@ -136,7 +137,7 @@ fn image_check_rate(records: &[Vec<u8>], rules: &Rules, parallel: bool) -> f64 {
             pipeline::prepare_all(rules, jobs.iter_mut().map(|(r, f)| (*r, f)));
         }
         for (r, fetched) in &jobs {
-            std::hint::black_box(judge.evaluate(r, fetched));
+            std::hint::black_box(judge.evaluate(r, fetched, Stream::Judge(&mut stream)));
         }
     }
     parsed.len() as f64 / start.elapsed().as_secs_f64()

@@ -25,7 +25,7 @@ use anyhow::{Context, Result};
 use serde::Serialize;
 
 use crate::case::{self, History, Stage, StagedVerdict};
-use crate::checks::{Fetched, JobVerdict, Judge, Object, Verdict};
+use crate::checks::{Fetched, JobVerdict, Judge, Object, Stream, StreamState, Verdict};
 use crate::decide::{Action, Decision};
 use crate::ids::{JobId, MinerId};
 use crate::record::{Job, JobRecord};
@@ -92,7 +92,8 @@ pub fn judge_dir(
     // Judge in submission order: the reuse check must see the original before the copy.
     records.sort_by(|a, b| (a.submitted_at, &a.job_id).cmp(&(b.submitted_at, &b.job_id)));
 
-    let mut judge = Judge::new(rules)?;
+    let judge = Judge::new(rules)?;
+    let mut stream = StreamState::new();
     let bar = if progress {
         indicatif::ProgressBar::new(records.len() as u64)
     } else {
@@ -120,7 +121,7 @@ pub fn judge_dir(
                 Stage::Screen
             },
         );
-        let mut v = judge.evaluate(record, &fetched);
+        let mut v = judge.evaluate(record, &fetched, Stream::Judge(&mut stream));
         let miner_risk = risk.entry(record.miner_id.clone()).or_default();
         v.sampled = sampling::is_sampled(
             secret,

@@ -265,8 +265,12 @@ fn decoding_ahead_on_every_core_changes_no_verdict() {
         .iter()
         .map(|r| (r, audit::fetch(&demo(), r, &rules)))
         .collect();
-    let mut plain = proctor::checks::Judge::new(rules.clone()).unwrap();
-    let want: Vec<_> = jobs.iter().map(|(r, f)| plain.evaluate(r, f)).collect();
+    let plain = proctor::checks::Judge::new(rules.clone()).unwrap();
+    let mut stream = proctor::checks::StreamState::new();
+    let want: Vec<_> = jobs
+        .iter()
+        .map(|(r, f)| plain.evaluate(r, f, proctor::checks::Stream::Judge(&mut stream)))
+        .collect();
 
     proctor::pipeline::prepare_all(&rules, jobs.iter_mut().map(|(r, f)| (*r, f)));
     let decoded = jobs.iter().filter(|(_, f)| f.decoded.is_some()).count();
@@ -276,9 +280,15 @@ fn decoding_ahead_on_every_core_changes_no_verdict() {
         .count();
     assert!(decoded > 10, "only {decoded} outputs were decoded ahead");
     assert!(decoded <= sd, "{decoded} decoded, but only {sd} SD jobs");
-    let mut ahead = proctor::checks::Judge::new(rules).unwrap();
+    let ahead = proctor::checks::Judge::new(rules).unwrap();
+    let mut stream = proctor::checks::StreamState::new();
     for ((r, f), want) in jobs.iter().zip(&want) {
-        assert_eq!(&ahead.evaluate(r, f), want, "job {}", r.job_id);
+        assert_eq!(
+            &ahead.evaluate(r, f, proctor::checks::Stream::Judge(&mut stream)),
+            want,
+            "job {}",
+            r.job_id
+        );
     }
     // Both reach the demo's verdicts of every kind, so the comparison covers them.
     let kinds: BTreeSet<_> = want.iter().map(|v| format!("{:?}", v.verdict)).collect();

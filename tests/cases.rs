@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use proctor::audit;
-use proctor::checks::{Judge, Verdict};
+use proctor::checks::{Judge, Stream, StreamState, Verdict};
 use proctor::outcome::{CheckId, Status};
 use proctor::record::JobRecord;
 use proctor::rules::Rules;
@@ -86,12 +86,13 @@ fn demo_records() -> BTreeMap<String, Value> {
 /// Runs one case; returns the mismatches.
 fn run_case(case: &Case, records: &BTreeMap<String, Value>) -> Vec<String> {
     let demo = fixtures().join("audit-demo");
-    let mut judge = Judge::new(Rules::embedded().unwrap()).unwrap();
+    let judge = Judge::new(Rules::embedded().unwrap()).unwrap();
+    let mut stream = StreamState::new();
     let parse = |v: &Value| JobRecord::from_json(v.to_string().as_bytes());
     for id in &case.before {
         let rec = parse(&records[id]).unwrap();
         let fetched = audit::fetch(&demo, &rec, judge.rules());
-        judge.evaluate(&rec, &fetched);
+        judge.evaluate(&rec, &fetched, Stream::Judge(&mut stream));
     }
     let Some(raw) = records.get(&case.job) else {
         return vec![format!("no demo job {}", case.job)];
@@ -108,7 +109,7 @@ fn run_case(case: &Case, records: &BTreeMap<String, Value>) -> Vec<String> {
         Err(e) => return vec![format!("record does not parse: {e}")],
     };
     let fetched = audit::fetch(&demo, &rec, judge.rules());
-    let verdict = judge.evaluate(&rec, &fetched);
+    let verdict = judge.evaluate(&rec, &fetched, Stream::Judge(&mut stream));
     let mut problems = Vec::new();
     if let Some(want) = case.expect.verdict
         && verdict.verdict != want
@@ -176,4 +177,41 @@ fn the_harness_reports_a_wrong_expectation() {
     .unwrap();
     let problems = run_case(&case, &demo_records());
     assert_eq!(problems.len(), 2, "{problems:?}");
+}
+
+#[test]
+fn the_rerun_stage_keeps_the_screens_stream_checks_and_runs_none() {
+    // The screen stage judges `sd-reuse-1` after `sd-reuse-0` and finds the image reused.
+    // The re-run stage sees no stream: it keeps the screen's `reuse` and `latency_peers`
+    // as they are, so a fresh judge with no index still reports the reuse, and a screen
+    // verdict without them gives a re-run verdict without them (never a fresh, empty
+    // index's pass).
+    let demo = fixtures().join("audit-demo");
+    let records = demo_records();
+    let parse = |id: &str| JobRecord::from_json(records[id].to_string().as_bytes()).unwrap();
+    let judge = Judge::new(Rules::embedded().unwrap()).unwrap();
+    let (first, reused) = (parse("sd-reuse-0"), parse("sd-reuse-1"));
+    let mut stream = StreamState::new();
+    let fetch = |r: &JobRecord| audit::fetch(&demo, r, judge.rules());
+    judge.evaluate(&first, &fetch(&first), Stream::Judge(&mut stream));
+    let screen = judge.evaluate(&reused, &fetch(&reused), Stream::Judge(&mut stream));
+    let status = |v: &proctor::checks::JobVerdict, c| v.outcome(c).map(|o| o.status());
+    assert_eq!(status(&screen, CheckId::Reuse), Some(Status::Fail));
+    assert!(status(&screen, CheckId::LatencyPeers).is_some());
+
+    let rerun = judge.evaluate(&reused, &fetch(&reused), Stream::Keep(&screen));
+    assert_eq!(rerun.outcome(CheckId::Reuse), screen.outcome(CheckId::Reuse));
+    assert_eq!(
+        rerun.outcome(CheckId::LatencyPeers),
+        screen.outcome(CheckId::LatencyPeers)
+    );
+    assert_eq!(rerun.verdict, Verdict::Fail);
+
+    let mut without = screen.clone();
+    without
+        .checks
+        .retain(|c| !matches!(c.check, CheckId::Reuse | CheckId::LatencyPeers));
+    let rerun = judge.evaluate(&reused, &fetch(&reused), Stream::Keep(&without));
+    assert_eq!(status(&rerun, CheckId::Reuse), None);
+    assert_eq!(status(&rerun, CheckId::LatencyPeers), None);
 }

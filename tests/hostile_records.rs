@@ -7,7 +7,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
 
 use proctor::audit;
-use proctor::checks::Judge;
+use proctor::checks::{Judge, Stream, StreamState};
 use proctor::record::JobRecord;
 use proctor::rules::Rules;
 
@@ -84,7 +84,8 @@ fn mutated_records_never_panic_the_parser_or_the_checks() {
         .filter(|l| !l.is_empty())
         .map(<[u8]>::to_vec)
         .collect();
-    let mut judge = Judge::new(Rules::embedded().unwrap()).unwrap();
+    let judge = Judge::new(Rules::embedded().unwrap()).unwrap();
+    let mut stream = StreamState::new();
     let mut rng = Xorshift(0x5eed_1234_abcd_ef01);
     let (mut parsed, mut rejected, mut panics) = (0, 0, Vec::new());
     for i in 0..3000 {
@@ -93,7 +94,7 @@ fn mutated_records_never_panic_the_parser_or_the_checks() {
         let outcome = catch_unwind(AssertUnwindSafe(|| match JobRecord::from_json(&bytes) {
             Ok(record) => {
                 let fetched = audit::fetch(&demo, &record, judge.rules());
-                judge.evaluate(&record, &fetched);
+                judge.evaluate(&record, &fetched, Stream::Judge(&mut stream));
                 true
             }
             Err(e) => {

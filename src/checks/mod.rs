@@ -147,30 +147,44 @@ impl JobVerdict {
     }
 }
 
-/// Holds the rules, their digest, and the only state judging needs, both bounded: the
-/// index of recent outputs for the reuse check, and the miners' latest speeds per GPU
-/// for `latency_peers`. Both see jobs in the order they are judged.
+/// Holds the rules and their digest. Stateless: what the checks of a job remember of
+/// the jobs before it lives in a [`StreamState`] its caller owns.
 pub struct Judge {
     rules: Rules,
     digest: String,
+}
+
+/// The only state judging needs, both bounded: the index of recent outputs for the
+/// reuse check, and the miners' latest speeds per GPU for `latency_peers`. Both see
+/// jobs in the order they are judged, so one stage owns it: the screen stage (the
+/// audit, for its folder).
+#[derive(Default)]
+pub struct StreamState {
     reuse: ReuseIndex,
     peers: PeerSpeeds,
 }
 
-/// Checks whose outcome depends on the stream of jobs judged before (the reuse index,
-/// the peers' speeds): only the screen stage sees that stream in order, so the re-run
-/// stage keeps the screen's outcomes of these.
-pub const STREAM_CHECKS: [CheckId; 2] = [CheckId::Reuse, CheckId::LatencyPeers];
+impl StreamState {
+    pub fn new() -> StreamState {
+        StreamState::default()
+    }
+}
+
+/// How a job meets the checks whose outcome depends on the jobs judged before it
+/// (`reuse`, `latency_peers`): only the screen stage sees that stream in order, so the
+/// re-run stage keeps the screen's outcomes of these.
+pub enum Stream<'a> {
+    /// Judged against the jobs before it, and remembered for the jobs after it.
+    Judge(&'a mut StreamState),
+    /// The outcomes the screen stage reached, kept as they are (the re-run stage): the
+    /// checks are not run again.
+    Keep(&'a JobVerdict),
+}
 
 impl Judge {
     pub fn new(rules: Rules) -> Result<Judge, crate::rules::RulesError> {
         let digest = rules.digest()?;
-        Ok(Judge {
-            rules,
-            digest,
-            reuse: ReuseIndex::new(),
-            peers: PeerSpeeds::new(),
-        })
+        Ok(Judge { rules, digest })
     }
 
     pub fn rules(&self) -> &Rules {
@@ -182,7 +196,12 @@ impl Judge {
     }
 
     /// Runs every applicable check on one job. Never panics on miner data.
-    pub fn evaluate(&mut self, record: &JobRecord, fetched: &Fetched) -> JobVerdict {
+    pub fn evaluate(
+        &self,
+        record: &JobRecord,
+        fetched: &Fetched,
+        stream: Stream<'_>,
+    ) -> JobVerdict {
         let rules = &self.rules;
         let output_key = match &record.job {
             Job::Sd { output, .. } => Some(output.image_key.to_string()),
@@ -247,8 +266,7 @@ impl Judge {
             model,
             category,
             gpu,
-            reuse: &mut self.reuse,
-            peers: &mut self.peers,
+            stream,
             out,
         };
         match &record.job {
@@ -291,17 +309,6 @@ impl JobVerdict {
             Verdict::Pass
         };
     }
-
-    /// Replaces one check's outcome (or adds it) and re-aggregates. The re-run stage
-    /// uses it to keep the screen stage's [`STREAM_CHECKS`] outcomes: only the screen
-    /// worker sees the stream of jobs in order.
-    pub fn replace_outcome(&mut self, check: CheckId, outcome: Option<Outcome>) {
-        self.checks.retain(|c| c.check != check);
-        if let Some(outcome) = outcome {
-            self.checks.push(CheckResult { check, outcome });
-        }
-        self.aggregate();
-    }
 }
 
 /// What the per-kind checks of one job share.
@@ -311,14 +318,25 @@ struct JobContext<'a> {
     model: &'a Model,
     category: &'a Category,
     gpu: Option<(&'a str, &'a Gpu)>,
-    reuse: &'a mut ReuseIndex,
-    peers: &'a mut PeerSpeeds,
+    stream: Stream<'a>,
     out: Vec<(CheckId, Outcome)>,
 }
 
 impl JobContext<'_> {
     fn push(&mut self, check: CheckId, outcome: Outcome) {
         self.out.push((check, outcome));
+    }
+
+    /// A stream check: run against the stream state, or the screen's outcome kept
+    /// (none where the screen reached none).
+    fn push_stream(&mut self, check: CheckId, run: impl FnOnce(&mut StreamState) -> Outcome) {
+        let outcome = match &mut self.stream {
+            Stream::Judge(state) => Some(run(state)),
+            Stream::Keep(screen) => screen.outcome(check).cloned(),
+        };
+        if let Some(outcome) = outcome {
+            self.push(check, outcome);
+        }
     }
 
     /// The three latency checks. A GPU the table does not know is judged as the
@@ -353,15 +371,15 @@ impl JobContext<'_> {
         let claimed = bound
             .as_ref()
             .and_then(|b| device::claimed_efficiency(b, record.metrics.inference_latency));
-        let peers = match (known_id, claimed) {
+        self.push_stream(CheckId::LatencyPeers, |state| match (known_id, claimed) {
             (Some(id), Some(claimed)) => {
-                self.peers
+                state
+                    .peers
                     .check(rules, id, &model.category, &record.miner_id, claimed)
             }
             (None, _) => Outcome::inconclusive("unknown GPU: no peers to compare with"),
             (_, None) => Outcome::inconclusive("no claimed speed to compare with peers"),
-        };
-        self.push(CheckId::LatencyPeers, peers);
+        });
     }
 }
 
@@ -423,10 +441,11 @@ fn evaluate_sd(job: &mut JobContext, input: &SdInput, fetched: &Fetched) -> Poin
         Outcome::pass(serde_json::json!({"width": img.width(), "height": img.height()})),
     );
     job.push(CheckId::OutputSize, image::check_size(img, input, im));
-    let reused = job
-        .reuse
-        .check_image(submitted(record), fingerprint, &rules.checks.reuse);
-    job.push(CheckId::Reuse, reused);
+    job.push_stream(CheckId::Reuse, |state| {
+        state
+            .reuse
+            .check_image(submitted(record), fingerprint, &rules.checks.reuse)
+    });
     if let Some(c) = canary::find(rules, record) {
         job.push(CheckId::Canary, canary::check_image(c, hash));
     }
@@ -526,10 +545,11 @@ fn evaluate_llm(
         CheckId::OutputDecode,
         Outcome::pass(serde_json::json!({"chars": text.chars().count()})),
     );
-    let reused = job
-        .reuse
-        .check_text(submitted(record), &text, &rules.checks.reuse);
-    job.push(CheckId::Reuse, reused);
+    job.push_stream(CheckId::Reuse, |state| {
+        state
+            .reuse
+            .check_text(submitted(record), &text, &rules.checks.reuse)
+    });
     if let Some(c) = canary::find(rules, record) {
         job.push(CheckId::Canary, canary::check_text(c, &text));
     }

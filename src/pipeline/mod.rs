@@ -850,14 +850,15 @@ pub async fn prepare_image_async(
 /// [`Judge::evaluate`], with a panic turned into its message. Checks are written never
 /// to panic on miner data; should one still do so, that job becomes a `judge_panicked`
 /// dead letter instead of a dead worker or a job silently dropped from its batch. The
-/// judge's only state is the bounded reuse index, which a panic can at worst leave
-/// without this job's entry.
+/// only state judging touches is the bounded stream state, which a panic can at worst
+/// leave without this job's entry.
 pub fn evaluate_guarded(
-    judge: &mut Judge,
+    judge: &Judge,
     record: &JobRecord,
     fetched: &checks::Fetched,
+    stream: checks::Stream<'_>,
 ) -> Result<checks::JobVerdict, String> {
-    catch_unwind(AssertUnwindSafe(|| judge.evaluate(record, fetched))).map_err(|panic| {
+    catch_unwind(AssertUnwindSafe(|| judge.evaluate(record, fetched, stream))).map_err(|panic| {
         let why = panic
             .downcast_ref::<&str>()
             .map(|s| (*s).to_owned())

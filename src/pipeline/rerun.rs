@@ -13,7 +13,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use futures::StreamExt;
 use rdkafka::Message;
@@ -23,7 +23,7 @@ use super::screen::fetch_output;
 use super::{Context, Stopped};
 use crate::checks::llm::TokenScores;
 use crate::checks::model_file::ChallengeExpectation;
-use crate::checks::{Fetched, JobVerdict, Judge, Object, output_text};
+use crate::checks::{Fetched, JobVerdict, Judge, Object, Stream, output_text};
 use crate::kafka::{self, DeadLetter, Offsets, Origin};
 use crate::llm::service::ScoringService;
 use crate::llm::{ScoreError, Scorer};
@@ -225,7 +225,7 @@ pub async fn run(ctx: Arc<Context>) -> anyhow::Result<()> {
 
 pub async fn run_with<R: ReferenceRunner>(ctx: Arc<Context>, runner: Arc<R>) -> anyhow::Result<()> {
     let k = &ctx.settings.kafka;
-    let judge = Arc::new(Mutex::new(Judge::new(ctx.rules.clone())?));
+    let judge = Arc::new(Judge::new(ctx.rules.clone())?);
     tracing::info!(topic = %k.rerun_topic, "rerun worker consuming");
     let mut feed = super::Feed::new(k, "-rerun", &k.rerun_topic)?;
     while let Ok(batch) = feed
@@ -277,7 +277,7 @@ enum Task {
 async fn rerun_batch<R: ReferenceRunner>(
     ctx: &Arc<Context>,
     runner: &R,
-    judge: &Arc<Mutex<Judge>>,
+    judge: &Arc<Judge>,
     batch: &[OwnedMessage],
 ) -> Result<Offsets, Stopped> {
     let parsed: Vec<(Origin, &OwnedMessage, Result<JobRecord, String>)> = batch
@@ -356,18 +356,16 @@ async fn rerun_batch<R: ReferenceRunner>(
         let mut jobs = std::mem::take(&mut to_judge);
         super::judge_off_thread(move || {
             super::prepare_all(&rules, jobs.iter_mut().map(|(r, _, f)| (&*r, f)));
-            let mut judge = judge
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
             jobs.into_iter()
                 .map(|(record, screen, fetched)| {
-                    let v = super::evaluate_guarded(&mut judge, &record, &fetched).map(|mut v| {
-                        for check in crate::checks::STREAM_CHECKS {
-                            v.replace_outcome(check, screen.outcome(check).cloned());
-                        }
-                        v.sampled = screen.sampled;
-                        v
-                    });
+                    // The stream checks are the screen's: only that stage sees the
+                    // jobs in order, and they are not run again here.
+                    let v =
+                        super::evaluate_guarded(&judge, &record, &fetched, Stream::Keep(&screen))
+                            .map(|mut v| {
+                                v.sampled = screen.sampled;
+                                v
+                            });
                     (record, v)
                 })
                 .collect::<Vec<_>>()

@@ -26,7 +26,7 @@ use rdkafka::message::OwnedMessage;
 use tokio::sync::oneshot;
 
 use super::{Context, Stopped};
-use crate::checks::{Fetched, JobVerdict, Judge, Object};
+use crate::checks::{Fetched, JobVerdict, Judge, Object, Stream, StreamState};
 use crate::kafka::{self, DeadLetter, Offsets, Origin};
 use crate::record::{Job, JobRecord};
 use crate::sampling::{self, MinerRisk, SamplingSecret};
@@ -98,7 +98,10 @@ pub async fn run(ctx: Arc<Context>) -> anyhow::Result<()> {
     let k = &ctx.settings.kafka;
     let p = &ctx.settings.pipeline;
     let secret = SamplingSecret::from_passphrase(ctx.settings.secrets.sampling_secret.expose());
-    let judge = Arc::new(Mutex::new(Judge::new(ctx.rules.clone())?));
+    let judge = Arc::new(Mutex::new(Screening {
+        judge: Judge::new(ctx.rules.clone())?,
+        stream: StreamState::new(),
+    }));
     tracing::info!(topic = %k.jobs_topic, "screen worker consuming");
     let mut feed = super::Feed::new(k, "-screen", &k.jobs_topic)?;
     // Batches overlap: while one is recorded (Postgres, then the broker), the next is
@@ -284,7 +287,7 @@ struct Judged {
 /// being recorded: they count as already screened.
 async fn judge_batch(
     ctx: &Arc<Context>,
-    judge: &Arc<Mutex<Judge>>,
+    judge: &Arc<Mutex<Screening>>,
     batch: &[OwnedMessage],
     in_flight: &(dyn Fn(&str) -> bool + Sync),
     lap: &mut std::time::Instant,
@@ -568,17 +571,27 @@ enum Send<'a> {
 /// Judges new jobs in order. A job whose checks panic gets the panic message instead
 /// of a verdict.
 fn judge_jobs(
-    judge: &Mutex<Judge>,
+    screening: &Mutex<Screening>,
     jobs: &[(JobRecord, Fetched)],
 ) -> Vec<Result<JobVerdict, String>> {
-    let mut judge = judge
+    let mut guard = screening
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    // The judge's only state is the bounded reuse index, which a panic can at worst
-    // leave without this job's entry.
+    // The only state judging touches is the bounded stream state, which a panic can at
+    // worst leave without this job's entry.
+    let Screening { judge, stream } = &mut *guard;
     jobs.iter()
-        .map(|(record, fetched)| super::evaluate_guarded(&mut judge, record, fetched))
+        .map(|(record, fetched)| {
+            super::evaluate_guarded(judge, record, fetched, Stream::Judge(stream))
+        })
         .collect()
+}
+
+/// The screen stage's judge, and the stream state (reuse index, peers' speeds) that
+/// this stage alone owns: it sees each partition's jobs in order.
+struct Screening {
+    judge: Judge,
+    stream: StreamState,
 }
 
 /// Draws which new jobs to re-run, in batch order, raising a miner's rate with every
@@ -620,13 +633,15 @@ mod tests {
             .filter_map(|l| JobRecord::from_json(l.as_bytes()).ok())
             .find(|r| matches!(r.job, Job::Llm { .. }))
             .unwrap();
-        let mut judge = Judge::new(Rules::embedded().unwrap()).unwrap();
+        let judge = Judge::new(Rules::embedded().unwrap()).unwrap();
+        let mut stream = StreamState::new();
         (0..40)
             .map(|i| {
                 let mut json = first.to_json();
                 json["job_id"] = format!("sample-{i}").into();
                 let record = JobRecord::from_json(json.to_string().as_bytes()).unwrap();
-                let mut v = judge.evaluate(&record, &Fetched::default());
+                let mut v =
+                    judge.evaluate(&record, &Fetched::default(), Stream::Judge(&mut stream));
                 v.checks = (0..failed)
                     .map(|_| CheckResult {
                         check: CheckId::Canary,

@@ -200,7 +200,10 @@ fn the_rerun_stage_keeps_the_screens_stream_checks_and_runs_none() {
     assert!(status(&screen, CheckId::LatencyPeers).is_some());
 
     let rerun = judge.evaluate(&reused, &fetch(&reused), Stream::Keep(&screen));
-    assert_eq!(rerun.outcome(CheckId::Reuse), screen.outcome(CheckId::Reuse));
+    assert_eq!(
+        rerun.outcome(CheckId::Reuse),
+        screen.outcome(CheckId::Reuse)
+    );
     assert_eq!(
         rerun.outcome(CheckId::LatencyPeers),
         screen.outcome(CheckId::LatencyPeers)

@@ -41,8 +41,38 @@ pub struct Reference {
     pub challenge: Option<ChallengeExpectation>,
 }
 
-/// Produces reference outputs. An `Err` is an infrastructure failure (the reference
-/// GPU is down): it is retried and delays the verdict, never produces one.
+/// Why a reference output could not be had.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ReferenceError {
+    /// The reference side is down or failing (a reference GPU, the object store): retried;
+    /// it delays the verdict and never produces one.
+    Unavailable(String),
+    /// The reference side refuses this job's request for what it is (an object store's
+    /// 400-class answer): no retry can help, so the job becomes a `reference_refused`
+    /// dead letter and the partition moves on.
+    Refused(String),
+}
+
+impl std::fmt::Display for ReferenceError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReferenceError::Unavailable(e) => write!(f, "reference unavailable: {e}"),
+            ReferenceError::Refused(e) => write!(f, "reference refused: {e}"),
+        }
+    }
+}
+
+impl From<ObjectError> for ReferenceError {
+    fn from(e: ObjectError) -> Self {
+        if e.refused {
+            ReferenceError::Refused(e.to_string())
+        } else {
+            ReferenceError::Unavailable(e.to_string())
+        }
+    }
+}
+
+/// Produces reference outputs.
 pub trait ReferenceRunner: Send + Sync + 'static {
     /// `output` is the miner's output as fetched from S3, where the record points to
     /// one (an LLM job's text when it is not inline).
@@ -50,7 +80,7 @@ pub trait ReferenceRunner: Send + Sync + 'static {
         &self,
         record: &JobRecord,
         output: Option<&Object>,
-    ) -> impl Future<Output = Result<Reference, String>> + Send;
+    ) -> impl Future<Output = Result<Reference, ReferenceError>> + Send;
 }
 
 /// Reference outputs a reference host uploaded to S3.
@@ -94,19 +124,26 @@ impl S3Reference {
 
     /// The reference answer to the job's challenge, for any kind of job; none is
     /// looked for when the miner answered no challenge (the check runs only then).
-    async fn challenge(&self, record: &JobRecord) -> Result<Option<ChallengeExpectation>, String> {
+    async fn challenge(
+        &self,
+        record: &JobRecord,
+    ) -> Result<Option<ChallengeExpectation>, ReferenceError> {
         if record.challenge.is_none() {
             return Ok(None);
         }
-        self.json(&format!("{}/challenge.json", Self::prefix(record)))
-            .await
-            .map_err(|e| e.to_string())
+        Ok(self
+            .json(&format!("{}/challenge.json", Self::prefix(record)))
+            .await?)
     }
 }
 
 impl ReferenceRunner for S3Reference {
     /// What the job's kind compares: the image for SD, the scores for LLM.
-    async fn reference(&self, record: &JobRecord, _: Option<&Object>) -> Result<Reference, String> {
+    async fn reference(
+        &self,
+        record: &JobRecord,
+        _: Option<&Object>,
+    ) -> Result<Reference, ReferenceError> {
         let prefix = Self::prefix(record);
         let mut reference = Reference {
             challenge: self.challenge(record).await?,
@@ -117,18 +154,14 @@ impl ReferenceRunner for S3Reference {
                 for name in ["image.png", "image.jpg"] {
                     reference.image = self
                         .get(&format!("{prefix}/{name}"), self.max_image_bytes)
-                        .await
-                        .map_err(|e| e.to_string())?;
+                        .await?;
                     if reference.image.is_some() {
                         break;
                     }
                 }
             }
             Job::Llm { .. } => {
-                reference.scores = self
-                    .json(&format!("{prefix}/scores.json"))
-                    .await
-                    .map_err(|e| e.to_string())?;
+                reference.scores = self.json(&format!("{prefix}/scores.json")).await?;
             }
         }
         Ok(reference)
@@ -153,7 +186,7 @@ impl ReferenceRunner for ModelRunner {
         &self,
         record: &JobRecord,
         output: Option<&Object>,
-    ) -> Result<Reference, String> {
+    ) -> Result<Reference, ReferenceError> {
         let (
             Job::Llm {
                 input,
@@ -175,18 +208,16 @@ impl ReferenceRunner for ModelRunner {
         match scorer.score(input.clone(), text).await {
             Ok(scores) => {
                 let key = format!("reference/{}/scores.json", record.job_id.as_str());
-                let body = serde_json::to_vec(&scores).map_err(|e| e.to_string())?;
-                self.s3
-                    .objects
-                    .put(&self.s3.bucket, &key, body)
-                    .await
-                    .map_err(|e| e.to_string())?;
+                // Scores always serialize; should they not, the scorer is at fault.
+                let body = serde_json::to_vec(&scores)
+                    .map_err(|e| ReferenceError::Unavailable(e.to_string()))?;
+                self.s3.objects.put(&self.s3.bucket, &key, body).await?;
                 reference.scores = Some(scores);
             }
             Err(ScoreError::Unscorable(why)) => {
                 tracing::warn!(job_id = %record.job_id, %why, "the reference model cannot score this job");
             }
-            Err(ScoreError::Failed(e)) => return Err(e),
+            Err(ScoreError::Failed(e)) => return Err(ReferenceError::Unavailable(e)),
         }
         Ok(reference)
     }
@@ -254,9 +285,22 @@ async fn fetch_with_reference<R: ReferenceRunner>(
         Err(Ok(letter)) => return Ok(Some(Err(letter))),
         Err(Err(Stopped)) => return Err(Stopped),
     };
-    let reference = ctx
-        .retry("reference", || runner.reference(record, output.as_ref()))
-        .await?;
+    let reference = match ctx
+        .retry_refusable(
+            "reference",
+            |e| matches!(e, ReferenceError::Refused(_)),
+            || runner.reference(record, output.as_ref()),
+        )
+        .await?
+    {
+        Ok(reference) => reference,
+        Err(e) => {
+            return Ok(Some(Err(DeadLetter {
+                reason: "reference_refused",
+                error: e.to_string(),
+            })));
+        }
+    };
     Ok(Some(Ok(Fetched {
         output,
         reference_image: reference.image,
@@ -465,4 +509,33 @@ fn model_dirs(root: &Path) -> anyhow::Result<Vec<PathBuf>> {
         );
     }
     Ok(dirs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn object_error(refused: bool) -> ObjectError {
+        ObjectError {
+            op: "get",
+            bucket: "proctor-reference".into(),
+            key: "reference/j/image.png".into(),
+            message: "HTTP 400".into(),
+            refused,
+        }
+    }
+
+    #[test]
+    fn only_a_refused_request_ends_the_retries_for_a_reference() {
+        // A refusal is a dead letter at once; an outage (or a 401/403, which the object
+        // store does not mark refused) is retried until the reference side is back.
+        assert!(matches!(
+            ReferenceError::from(object_error(true)),
+            ReferenceError::Refused(m) if m.contains("reference/j/image.png")
+        ));
+        assert!(matches!(
+            ReferenceError::from(object_error(false)),
+            ReferenceError::Unavailable(_)
+        ));
+    }
 }

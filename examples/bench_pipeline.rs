@@ -3,7 +3,7 @@
 //!
 //! - the broker's own rate: the same records produced with the workers' producer
 //!   settings and consumed by a fresh consumer group, nothing else done;
-//! - the image check's own throughput: `Judge::evaluate` on the same SD records and
+//! - the image check's own throughput: `Checker::evaluate` on the same SD records and
 //!   image bytes held in memory, with no Kafka, S3 or Postgres around it.
 //!
 //! Prints sustained jobs/s for a backlog of LLM jobs (inline text) and of SD jobs
@@ -20,7 +20,7 @@ mod support;
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
-use proctor::checks::{Fetched, Judge, Object, Stream, StreamState};
+use proctor::checks::{Checker, Fetched, Object, Stream, StreamState};
 use proctor::record::{Job, JobRecord};
 use proctor::rules::Rules;
 use proctor::{kafka, pipeline};
@@ -115,7 +115,7 @@ fn image_check_rate(records: &[Vec<u8>], rules: &Rules, parallel: bool) -> f64 {
                 .or_insert_with(|| std::fs::read(objects.join(&k)).unwrap());
         }
     }
-    let judge = Judge::new(rules.clone()).expect("rules with a digest");
+    let checker = Checker::new(rules.clone()).expect("rules with a digest");
     let mut stream = StreamState::new();
     let start = Instant::now();
     // In batches of the worker's size, so memory stays bounded as in the worker.
@@ -137,7 +137,7 @@ fn image_check_rate(records: &[Vec<u8>], rules: &Rules, parallel: bool) -> f64 {
             pipeline::prepare_all(rules, jobs.iter_mut().map(|(r, f)| (*r, f)));
         }
         for (r, fetched) in &jobs {
-            std::hint::black_box(judge.evaluate(r, fetched, Stream::Judge(&mut stream)));
+            std::hint::black_box(checker.evaluate(r, fetched, Stream::Live(&mut stream)));
         }
     }
     parsed.len() as f64 / start.elapsed().as_secs_f64()

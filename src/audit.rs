@@ -25,7 +25,7 @@ use anyhow::{Context, Result};
 use serde::Serialize;
 
 use crate::case::{self, History, Stage, StagedVerdict};
-use crate::checks::{Fetched, JobVerdict, Judge, Object, Stream, StreamState, Verdict};
+use crate::checks::{Checker, Fetched, JobVerdict, Object, Stream, StreamState, Verdict};
 use crate::decide::{Action, Decision};
 use crate::ids::{JobId, MinerId};
 use crate::record::{Job, JobRecord};
@@ -92,7 +92,7 @@ pub fn judge_dir(
     // Judge in submission order: the reuse check must see the original before the copy.
     records.sort_by(|a, b| (a.submitted_at, &a.job_id).cmp(&(b.submitted_at, &b.job_id)));
 
-    let judge = Judge::new(rules)?;
+    let checker = Checker::new(rules)?;
     let mut stream = StreamState::new();
     let bar = if progress {
         indicatif::ProgressBar::new(records.len() as u64)
@@ -109,7 +109,7 @@ pub fn judge_dir(
     let mut verdicts = Vec::with_capacity(records.len());
     let mut stages = Vec::with_capacity(records.len());
     for record in &records {
-        let fetched = fetch(dir, record, judge.rules());
+        let fetched = fetch(dir, record, checker.rules());
         // A job with a reference was judged as the re-run stage judges it.
         stages.push(
             if fetched.reference_image.is_some()
@@ -121,12 +121,12 @@ pub fn judge_dir(
                 Stage::Screen
             },
         );
-        let mut v = judge.evaluate(record, &fetched, Stream::Judge(&mut stream));
+        let mut v = checker.evaluate(record, &fetched, Stream::Live(&mut stream));
         let miner_risk = risk.entry(record.miner_id.clone()).or_default();
         v.sampled = sampling::is_sampled(
             secret,
             record.job_id.as_str(),
-            sampling::rate(judge.rules(), *miner_risk),
+            sampling::rate(checker.rules(), *miner_risk),
         );
         miner_risk.failed_checks += v.failed_checks().count() as u32;
         verdicts.push(v);
@@ -153,17 +153,17 @@ pub fn judge_dir(
                 verdicts: vs.clone(),
                 slashed_jobs: Default::default(),
                 points_factor: crate::points::wallet_boost(
-                    judge.rules(),
+                    checker.rules(),
                     miner,
                     &miners,
                     nfts.get(miner.wallet()).copied(),
                 ),
             };
-            case::decide(miner, history, judge.rules()).decision
+            case::decide(miner, history, checker.rules()).decision
         })
         .collect();
     Ok(AuditResult {
-        rules_digest: judge.rules_digest().to_owned(),
+        rules_digest: checker.rules_digest().to_owned(),
         verdicts,
         rejected,
         decisions,
@@ -245,7 +245,7 @@ pub fn reference_image_path(dir: &Path, job_id: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-/// Reads what `Judge::evaluate` needs for one job from an audit folder.
+/// Reads what `Checker::evaluate` needs for one job from an audit folder.
 pub fn fetch(dir: &Path, record: &JobRecord, rules: &Rules) -> Fetched {
     let objects = dir.join("objects");
     let reference = dir.join("reference").join(record.job_id.as_str());

@@ -13,7 +13,7 @@
 //! - [`rules`]: versioned policy from `rules/*.toml`, validated, with a digest.
 //! - [`points`]: the points calculator (Waifu and Llama points, NFT boost).
 //! - [`outcome`]: `Pass | Fail { evidence } | Inconclusive { reason }` and the check ids.
-//! - [`checks`]: every check, pure, and [`checks::Judge`], which runs them for a job:
+//! - [`checks`]: every check, pure, and [`checks::Checker`], which runs them for a job:
 //!   [`checks::image`] (decode limits, size, perceptual similarity),
 //!   [`checks::llm`] (teacher-forced token scores), [`checks::model_file`] (digests and
 //!   byte-range challenges), [`checks::device`] (GPU minimums and latency bounds),

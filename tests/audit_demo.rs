@@ -265,11 +265,11 @@ fn decoding_ahead_on_every_core_changes_no_verdict() {
         .iter()
         .map(|r| (r, audit::fetch(&demo(), r, &rules)))
         .collect();
-    let plain = proctor::checks::Judge::new(rules.clone()).unwrap();
+    let plain = proctor::checks::Checker::new(rules.clone()).unwrap();
     let mut stream = proctor::checks::StreamState::new();
     let want: Vec<_> = jobs
         .iter()
-        .map(|(r, f)| plain.evaluate(r, f, proctor::checks::Stream::Judge(&mut stream)))
+        .map(|(r, f)| plain.evaluate(r, f, proctor::checks::Stream::Live(&mut stream)))
         .collect();
 
     proctor::pipeline::prepare_all(&rules, jobs.iter_mut().map(|(r, f)| (*r, f)));
@@ -280,11 +280,11 @@ fn decoding_ahead_on_every_core_changes_no_verdict() {
         .count();
     assert!(decoded > 10, "only {decoded} outputs were decoded ahead");
     assert!(decoded <= sd, "{decoded} decoded, but only {sd} SD jobs");
-    let ahead = proctor::checks::Judge::new(rules).unwrap();
+    let ahead = proctor::checks::Checker::new(rules).unwrap();
     let mut stream = proctor::checks::StreamState::new();
     for ((r, f), want) in jobs.iter().zip(&want) {
         assert_eq!(
-            &ahead.evaluate(r, f, proctor::checks::Stream::Judge(&mut stream)),
+            &ahead.evaluate(r, f, proctor::checks::Stream::Live(&mut stream)),
             want,
             "job {}",
             r.job_id

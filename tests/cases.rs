@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use proctor::audit;
-use proctor::checks::{Judge, Stream, StreamState, Verdict};
+use proctor::checks::{Checker, Stream, StreamState, Verdict};
 use proctor::outcome::{CheckId, Status};
 use proctor::record::JobRecord;
 use proctor::rules::Rules;
@@ -86,13 +86,13 @@ fn demo_records() -> BTreeMap<String, Value> {
 /// Runs one case; returns the mismatches.
 fn run_case(case: &Case, records: &BTreeMap<String, Value>) -> Vec<String> {
     let demo = fixtures().join("audit-demo");
-    let judge = Judge::new(Rules::embedded().unwrap()).unwrap();
+    let checker = Checker::new(Rules::embedded().unwrap()).unwrap();
     let mut stream = StreamState::new();
     let parse = |v: &Value| JobRecord::from_json(v.to_string().as_bytes());
     for id in &case.before {
         let rec = parse(&records[id]).unwrap();
-        let fetched = audit::fetch(&demo, &rec, judge.rules());
-        judge.evaluate(&rec, &fetched, Stream::Judge(&mut stream));
+        let fetched = audit::fetch(&demo, &rec, checker.rules());
+        checker.evaluate(&rec, &fetched, Stream::Live(&mut stream));
     }
     let Some(raw) = records.get(&case.job) else {
         return vec![format!("no demo job {}", case.job)];
@@ -108,8 +108,8 @@ fn run_case(case: &Case, records: &BTreeMap<String, Value>) -> Vec<String> {
         Ok(r) => r,
         Err(e) => return vec![format!("record does not parse: {e}")],
     };
-    let fetched = audit::fetch(&demo, &rec, judge.rules());
-    let verdict = judge.evaluate(&rec, &fetched, Stream::Judge(&mut stream));
+    let fetched = audit::fetch(&demo, &rec, checker.rules());
+    let verdict = checker.evaluate(&rec, &fetched, Stream::Live(&mut stream));
     let mut problems = Vec::new();
     if let Some(want) = case.expect.verdict
         && verdict.verdict != want
@@ -189,17 +189,17 @@ fn the_rerun_stage_keeps_the_screens_stream_checks_and_runs_none() {
     let demo = fixtures().join("audit-demo");
     let records = demo_records();
     let parse = |id: &str| JobRecord::from_json(records[id].to_string().as_bytes()).unwrap();
-    let judge = Judge::new(Rules::embedded().unwrap()).unwrap();
+    let checker = Checker::new(Rules::embedded().unwrap()).unwrap();
     let (first, reused) = (parse("sd-reuse-0"), parse("sd-reuse-1"));
     let mut stream = StreamState::new();
-    let fetch = |r: &JobRecord| audit::fetch(&demo, r, judge.rules());
-    judge.evaluate(&first, &fetch(&first), Stream::Judge(&mut stream));
-    let screen = judge.evaluate(&reused, &fetch(&reused), Stream::Judge(&mut stream));
+    let fetch = |r: &JobRecord| audit::fetch(&demo, r, checker.rules());
+    checker.evaluate(&first, &fetch(&first), Stream::Live(&mut stream));
+    let screen = checker.evaluate(&reused, &fetch(&reused), Stream::Live(&mut stream));
     let status = |v: &proctor::checks::JobVerdict, c| v.outcome(c).map(|o| o.status());
     assert_eq!(status(&screen, CheckId::Reuse), Some(Status::Fail));
     assert!(status(&screen, CheckId::LatencyPeers).is_some());
 
-    let rerun = judge.evaluate(&reused, &fetch(&reused), Stream::Keep(&screen));
+    let rerun = checker.evaluate(&reused, &fetch(&reused), Stream::Keep(&screen));
     assert_eq!(
         rerun.outcome(CheckId::Reuse),
         screen.outcome(CheckId::Reuse)
@@ -214,7 +214,7 @@ fn the_rerun_stage_keeps_the_screens_stream_checks_and_runs_none() {
     without
         .checks
         .retain(|c| !matches!(c.check, CheckId::Reuse | CheckId::LatencyPeers));
-    let rerun = judge.evaluate(&reused, &fetch(&reused), Stream::Keep(&without));
+    let rerun = checker.evaluate(&reused, &fetch(&reused), Stream::Keep(&without));
     assert_eq!(status(&rerun, CheckId::Reuse), None);
     assert_eq!(status(&rerun, CheckId::LatencyPeers), None);
 }

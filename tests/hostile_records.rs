@@ -7,7 +7,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
 
 use proctor::audit;
-use proctor::checks::{Judge, Stream, StreamState};
+use proctor::checks::{Checker, Stream, StreamState};
 use proctor::record::JobRecord;
 use proctor::rules::Rules;
 
@@ -84,7 +84,7 @@ fn mutated_records_never_panic_the_parser_or_the_checks() {
         .filter(|l| !l.is_empty())
         .map(<[u8]>::to_vec)
         .collect();
-    let judge = Judge::new(Rules::embedded().unwrap()).unwrap();
+    let checker = Checker::new(Rules::embedded().unwrap()).unwrap();
     let mut stream = StreamState::new();
     let mut rng = Xorshift(0x5eed_1234_abcd_ef01);
     let (mut parsed, mut rejected, mut panics) = (0, 0, Vec::new());
@@ -93,8 +93,8 @@ fn mutated_records_never_panic_the_parser_or_the_checks() {
         let bytes = mutate(&mut rng, line);
         let outcome = catch_unwind(AssertUnwindSafe(|| match JobRecord::from_json(&bytes) {
             Ok(record) => {
-                let fetched = audit::fetch(&demo, &record, judge.rules());
-                judge.evaluate(&record, &fetched, Stream::Judge(&mut stream));
+                let fetched = audit::fetch(&demo, &record, checker.rules());
+                checker.evaluate(&record, &fetched, Stream::Live(&mut stream));
                 true
             }
             Err(e) => {

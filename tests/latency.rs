@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use proctor::calibrate::latency::{self, Unit};
 use proctor::checks::device::{self, LlmCost, TokenCounts, Workload};
-use proctor::checks::{JobVerdict, Judge, Stream, StreamState};
+use proctor::checks::{Checker, JobVerdict, Stream, StreamState};
 use proctor::decide::{self, Action, MinerHistory};
 use proctor::outcome::{CheckId, Status};
 use proctor::record::JobRecord;
@@ -154,7 +154,7 @@ fn a_stream_of_jobs_from_an_engine_faster_than_the_bound_is_flagged_never_slashe
     // decoding, a card clocked past the datasheet) fails `latency` on every job. The
     // bound's rate is per miner: the stream counts once, and alone it cannot slash.
     let rules = Rules::embedded().unwrap();
-    let judge = Judge::new(rules.clone()).unwrap();
+    let checker = Checker::new(rules.clone()).unwrap();
     let mut stream = StreamState::new();
     let template = demo_record("sd-honest-a-1");
     let first = JobRecord::from_json(template.to_string().as_bytes()).unwrap();
@@ -165,7 +165,7 @@ fn a_stream_of_jobs_from_an_engine_faster_than_the_bound_is_flagged_never_slashe
             v["job_id"] = format!("fast-{i}").into();
             v["metrics"]["inference_latency"] = 0.002.into();
             let r = JobRecord::from_json(v.to_string().as_bytes()).unwrap();
-            judge.evaluate(&r, &fetched, Stream::Judge(&mut stream))
+            checker.evaluate(&r, &fetched, Stream::Live(&mut stream))
         })
         .collect();
     assert!(

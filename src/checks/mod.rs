@@ -1,4 +1,4 @@
-//! Every check, and [`Judge::evaluate`], which runs the ones that apply to a job.
+//! Every check, and [`Checker::evaluate`], which runs the ones that apply to a job.
 //!
 //! Checks are pure and synchronous: they take bytes that were already fetched and the
 //! rules, and return an [`Outcome`]. All I/O (object stores, reference runners, the
@@ -49,7 +49,7 @@ pub struct Fetched {
     pub challenge: Option<ChallengeExpectation>,
     /// SD: `output` already decoded and fingerprinted by [`prepare`], so a worker can
     /// do that costly, order-free part on several threads and judge in order after.
-    /// When absent, [`Judge::evaluate`] decodes the output itself.
+    /// When absent, [`Checker::evaluate`] decodes the output itself.
     pub decoded: Option<Arc<Result<DecodedImage, image::InvalidImage>>>,
 }
 
@@ -82,7 +82,7 @@ impl DecodedImage {
     }
 }
 
-/// Decodes and fingerprints an SD job's fetched output ahead of [`Judge::evaluate`].
+/// Decodes and fingerprints an SD job's fetched output ahead of [`Checker::evaluate`].
 /// Pure and independent of every other job, so it may run on any thread; a no-op for
 /// LLM jobs, for outputs that were not found, and for outputs already decoded.
 pub fn prepare(rules: &Rules, record: &JobRecord, fetched: &mut Fetched) {
@@ -149,7 +149,7 @@ impl JobVerdict {
 
 /// Holds the rules and their digest. Stateless: what the checks of a job remember of
 /// the jobs before it lives in a [`StreamState`] its caller owns.
-pub struct Judge {
+pub struct Checker {
     rules: Rules,
     digest: String,
 }
@@ -175,16 +175,16 @@ impl StreamState {
 /// re-run stage keeps the screen's outcomes of these.
 pub enum Stream<'a> {
     /// Judged against the jobs before it, and remembered for the jobs after it.
-    Judge(&'a mut StreamState),
+    Live(&'a mut StreamState),
     /// The outcomes the screen stage reached, kept as they are (the re-run stage): the
     /// checks are not run again.
     Keep(&'a JobVerdict),
 }
 
-impl Judge {
-    pub fn new(rules: Rules) -> Result<Judge, crate::rules::RulesError> {
+impl Checker {
+    pub fn new(rules: Rules) -> Result<Checker, crate::rules::RulesError> {
         let digest = rules.digest()?;
-        Ok(Judge { rules, digest })
+        Ok(Checker { rules, digest })
     }
 
     pub fn rules(&self) -> &Rules {
@@ -331,7 +331,7 @@ impl JobContext<'_> {
     /// (none where the screen reached none).
     fn push_stream(&mut self, check: CheckId, run: impl FnOnce(&mut StreamState) -> Outcome) {
         let outcome = match &mut self.stream {
-            Stream::Judge(state) => Some(run(state)),
+            Stream::Live(state) => Some(run(state)),
             Stream::Keep(screen) => screen.outcome(check).cloned(),
         };
         if let Some(outcome) = outcome {

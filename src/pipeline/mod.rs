@@ -27,7 +27,7 @@ use rdkafka::message::{BorrowedMessage, OwnedMessage};
 use rdkafka::producer::FutureProducer;
 use tokio::sync::watch;
 
-use crate::checks::{self, Judge};
+use crate::checks::{self, Checker};
 use crate::kafka::{self, Backoff};
 use crate::objects::ObjectStore;
 use crate::record::JobRecord;
@@ -847,18 +847,21 @@ pub async fn prepare_image_async(
     })
 }
 
-/// [`Judge::evaluate`], with a panic turned into its message. Checks are written never
+/// [`Checker::evaluate`], with a panic turned into its message. Checks are written never
 /// to panic on miner data; should one still do so, that job becomes a `judge_panicked`
 /// dead letter instead of a dead worker or a job silently dropped from its batch. The
 /// only state judging touches is the bounded stream state, which a panic can at worst
 /// leave without this job's entry.
 pub fn evaluate_guarded(
-    judge: &Judge,
+    checker: &Checker,
     record: &JobRecord,
     fetched: &checks::Fetched,
     stream: checks::Stream<'_>,
 ) -> Result<checks::JobVerdict, String> {
-    catch_unwind(AssertUnwindSafe(|| judge.evaluate(record, fetched, stream))).map_err(|panic| {
+    catch_unwind(AssertUnwindSafe(|| {
+        checker.evaluate(record, fetched, stream)
+    }))
+    .map_err(|panic| {
         let why = panic
             .downcast_ref::<&str>()
             .map(|s| (*s).to_owned())

@@ -23,7 +23,7 @@ use super::screen::fetch_output;
 use super::{Context, Stopped};
 use crate::checks::llm::TokenScores;
 use crate::checks::model_file::ChallengeExpectation;
-use crate::checks::{Fetched, JobVerdict, Judge, Object, Stream, output_text};
+use crate::checks::{Checker, Fetched, JobVerdict, Object, Stream, output_text};
 use crate::kafka::{self, DeadLetter, Offsets, Origin};
 use crate::llm::service::ScoringService;
 use crate::llm::{ScoreError, Scorer};
@@ -256,14 +256,14 @@ pub async fn run(ctx: Arc<Context>) -> anyhow::Result<()> {
 
 pub async fn run_with<R: ReferenceRunner>(ctx: Arc<Context>, runner: Arc<R>) -> anyhow::Result<()> {
     let k = &ctx.settings.kafka;
-    let judge = Arc::new(Judge::new(ctx.rules.clone())?);
+    let checker = Arc::new(Checker::new(ctx.rules.clone())?);
     tracing::info!(topic = %k.rerun_topic, "rerun worker consuming");
     let mut feed = super::Feed::new(k, "-rerun", &k.rerun_topic)?;
     while let Ok(batch) = feed
         .next(&ctx, ctx.settings.pipeline.rerun_batch_size)
         .await
     {
-        match rerun_batch(&ctx, runner.as_ref(), &judge, &batch).await {
+        match rerun_batch(&ctx, runner.as_ref(), &checker, &batch).await {
             Ok(offsets) => feed.store(&offsets),
             Err(Stopped) => break,
         }
@@ -321,7 +321,7 @@ enum Task {
 async fn rerun_batch<R: ReferenceRunner>(
     ctx: &Arc<Context>,
     runner: &R,
-    judge: &Arc<Judge>,
+    checker: &Arc<Checker>,
     batch: &[OwnedMessage],
 ) -> Result<Offsets, Stopped> {
     let parsed: Vec<(Origin, &OwnedMessage, Result<JobRecord, String>)> = batch
@@ -396,7 +396,7 @@ async fn rerun_batch<R: ReferenceRunner>(
         }
     }
     let results = {
-        let (judge, rules) = (judge.clone(), ctx.rules.clone());
+        let (checker, rules) = (checker.clone(), ctx.rules.clone());
         let mut jobs = std::mem::take(&mut to_judge);
         super::judge_off_thread(move || {
             super::prepare_all(&rules, jobs.iter_mut().map(|(r, _, f)| (&*r, f)));
@@ -405,7 +405,7 @@ async fn rerun_batch<R: ReferenceRunner>(
                     // The stream checks are the screen's: only that stage sees the
                     // jobs in order, and they are not run again here.
                     let v =
-                        super::evaluate_guarded(&judge, &record, &fetched, Stream::Keep(&screen))
+                        super::evaluate_guarded(&checker, &record, &fetched, Stream::Keep(&screen))
                             .map(|mut v| {
                                 v.sampled = screen.sampled;
                                 v

@@ -26,7 +26,7 @@ use rdkafka::message::OwnedMessage;
 use tokio::sync::oneshot;
 
 use super::{Context, Stopped};
-use crate::checks::{Fetched, JobVerdict, Judge, Object, Stream, StreamState};
+use crate::checks::{Checker, Fetched, JobVerdict, Object, Stream, StreamState};
 use crate::kafka::{self, DeadLetter, Offsets, Origin};
 use crate::record::{Job, JobRecord};
 use crate::sampling::{self, MinerRisk, SamplingSecret};
@@ -98,8 +98,8 @@ pub async fn run(ctx: Arc<Context>) -> anyhow::Result<()> {
     let k = &ctx.settings.kafka;
     let p = &ctx.settings.pipeline;
     let secret = SamplingSecret::from_passphrase(ctx.settings.secrets.sampling_secret.expose());
-    let judge = Arc::new(Mutex::new(Screening {
-        judge: Judge::new(ctx.rules.clone())?,
+    let checker = Arc::new(Mutex::new(Screening {
+        checker: Checker::new(ctx.rules.clone())?,
         stream: StreamState::new(),
     }));
     tracing::info!(topic = %k.jobs_topic, "screen worker consuming");
@@ -127,7 +127,7 @@ pub async fn run(ctx: Arc<Context>) -> anyhow::Result<()> {
             continue;
         }
         let in_flight = |id: &str| recordings.iter().any(|r| r.jobs.contains(id));
-        let judged = judge_batch(&ctx, &judge, &batch, &in_flight, &mut lap).await;
+        let judged = judge_batch(&ctx, &checker, &batch, &in_flight, &mut lap).await;
         if recordings.len() >= MAX_RECORDING && finish_oldest(&mut recordings, &feed).await.is_err()
         {
             break;
@@ -287,7 +287,7 @@ struct Judged {
 /// being recorded: they count as already screened.
 async fn judge_batch(
     ctx: &Arc<Context>,
-    judge: &Arc<Mutex<Screening>>,
+    checker: &Arc<Mutex<Screening>>,
     batch: &[OwnedMessage],
     in_flight: &(dyn Fn(&str) -> bool + Sync),
     lap: &mut std::time::Instant,
@@ -384,8 +384,8 @@ async fn judge_batch(
         })
         .collect();
     let results = {
-        let judge = judge.clone();
-        super::judge_off_thread(move || judge_jobs(&judge, &jobs)).await?
+        let checker = checker.clone();
+        super::judge_off_thread(move || judge_jobs(&checker, &jobs)).await?
     };
     m.lap("judge", lap);
     // A job whose judging panicked is a dead letter: never retried forever, never a
@@ -579,18 +579,18 @@ fn judge_jobs(
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     // The only state judging touches is the bounded stream state, which a panic can at
     // worst leave without this job's entry.
-    let Screening { judge, stream } = &mut *guard;
+    let Screening { checker, stream } = &mut *guard;
     jobs.iter()
         .map(|(record, fetched)| {
-            super::evaluate_guarded(judge, record, fetched, Stream::Judge(stream))
+            super::evaluate_guarded(checker, record, fetched, Stream::Live(stream))
         })
         .collect()
 }
 
-/// The screen stage's judge, and the stream state (reuse index, peers' speeds) that
+/// The screen stage's checker, and the stream state (reuse index, peers' speeds) that
 /// this stage alone owns: it sees each partition's jobs in order.
 struct Screening {
-    judge: Judge,
+    checker: Checker,
     stream: StreamState,
 }
 
@@ -633,7 +633,7 @@ mod tests {
             .filter_map(|l| JobRecord::from_json(l.as_bytes()).ok())
             .find(|r| matches!(r.job, Job::Llm { .. }))
             .unwrap();
-        let judge = Judge::new(Rules::embedded().unwrap()).unwrap();
+        let checker = Checker::new(Rules::embedded().unwrap()).unwrap();
         let mut stream = StreamState::new();
         (0..40)
             .map(|i| {
@@ -641,7 +641,7 @@ mod tests {
                 json["job_id"] = format!("sample-{i}").into();
                 let record = JobRecord::from_json(json.to_string().as_bytes()).unwrap();
                 let mut v =
-                    judge.evaluate(&record, &Fetched::default(), Stream::Judge(&mut stream));
+                    checker.evaluate(&record, &Fetched::default(), Stream::Live(&mut stream));
                 v.checks = (0..failed)
                     .map(|_| CheckResult {
                         check: CheckId::Canary,

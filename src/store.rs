@@ -32,8 +32,8 @@ use crate::ids::{JobId, MinerId};
 use crate::record::JobRecord;
 use crate::rules::Rules;
 
-/// The topic slash events are published to.
-pub const SLASH_TOPIC: &str = "ledger.slashes";
+/// The outbox kind of a slash event; the publisher sends it to `kafka.slashes_topic`.
+pub const SLASH_EVENT: &str = "slash";
 
 pub use crate::case::Stage;
 
@@ -78,7 +78,8 @@ fn verdict_str(v: Verdict) -> &'static str {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutboxEvent {
     pub event_id: String,
-    pub topic: String,
+    /// What the event is (`SLASH_EVENT`); the publisher chooses the topic.
+    pub kind: String,
     pub key: String,
     pub envelope: String,
 }
@@ -419,11 +420,11 @@ impl Store {
                     let envelope = serde_json::to_string(&envelope)
                         .map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
                     sqlx::query(
-                        "INSERT INTO outbox (event_id, topic, key, envelope)
+                        "INSERT INTO outbox (event_id, kind, key, envelope)
                          VALUES ($1, $2, $3, $4) ON CONFLICT (event_id) DO NOTHING",
                     )
                     .bind(&slash.slash_id)
-                    .bind(SLASH_TOPIC)
+                    .bind(SLASH_EVENT)
                     .bind(&miner_s)
                     .bind(envelope)
                     .execute(&mut *tx)
@@ -461,7 +462,7 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<OutboxEvent>, sqlx::Error> {
         let rows = sqlx::query(
-            "SELECT event_id, topic, key, envelope FROM outbox WHERE published_at IS NULL
+            "SELECT event_id, kind, key, envelope FROM outbox WHERE published_at IS NULL
              ORDER BY created_at, event_id LIMIT $1 FOR UPDATE SKIP LOCKED",
         )
         .bind(limit)
@@ -471,7 +472,7 @@ impl Store {
             .iter()
             .map(|r| OutboxEvent {
                 event_id: r.get(0),
-                topic: r.get(1),
+                kind: r.get(1),
                 key: r.get(2),
                 envelope: r.get(3),
             })

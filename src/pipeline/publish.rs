@@ -42,21 +42,19 @@ async fn publish_round(ctx: &Context) -> anyhow::Result<usize> {
         tx.commit().await?;
         return Ok(0);
     }
-    // Events are written for `ledger.slashes`; settings may rename that topic.
-    let topic_for = |t: &str| {
-        if t == crate::store::SLASH_TOPIC {
-            ctx.settings.kafka.slashes_topic.clone()
-        } else {
-            t.to_owned()
-        }
+    // The outbox says what each event is; the settings say where that kind goes. The
+    // table's CHECK constraint admits no other kind.
+    let topic_for = |kind: &str| match kind {
+        crate::store::SLASH_EVENT => Ok(ctx.settings.kafka.slashes_topic.clone()),
+        other => Err(anyhow::anyhow!("outbox event of unknown kind {other:?}")),
     };
-    let sends =
-        events.iter().map(|e| {
-            let topic = topic_for(&e.topic);
-            async move {
-                kafka::send(&ctx.producer(), &topic, &e.key, e.envelope.as_bytes(), None).await
-            }
-        });
+    let topics = events
+        .iter()
+        .map(|e| topic_for(&e.kind))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let sends = events.iter().zip(topics).map(|(e, topic)| async move {
+        kafka::send(&ctx.producer(), &topic, &e.key, e.envelope.as_bytes(), None).await
+    });
     for r in futures::future::join_all(sends).await {
         r?;
     }

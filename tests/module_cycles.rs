@@ -1,0 +1,184 @@
+//! No module of the library imports one that imports it back: the case core, the
+//! report and the rules stay below the edges that use them. Reads `src/` the way a
+//! reader does: a module's imports are its `crate::…` and `super::…` paths outside
+//! comments and its tests, resolved to the longest module they name.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            rust_files(&path, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+}
+
+/// `checks/device.rs` is `checks::device`, `checks/mod.rs` is `checks`.
+fn module_of(src: &Path, file: &Path) -> Option<String> {
+    let rel = file.strip_prefix(src).ok()?.with_extension("");
+    let mut parts: Vec<String> = rel
+        .components()
+        .map(|c| c.as_os_str().to_string_lossy().into_owned())
+        .collect();
+    if parts.last().is_some_and(|p| p == "mod") {
+        parts.pop();
+    }
+    match parts.as_slice() {
+        [one] if one == "lib" || one == "main" => None,
+        _ => Some(parts.join("::")),
+    }
+}
+
+/// Every `prefix` path in `code`, with the names of a `prefix{a, b::c}` group expanded.
+fn paths_after(code: &str, prefix: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for (at, _) in code.match_indices(prefix) {
+        if code[..at]
+            .chars()
+            .next_back()
+            .is_some_and(|c| c.is_alphanumeric() || c == '_')
+        {
+            continue;
+        }
+        let rest = &code[at + prefix.len()..];
+        let path: String = rest
+            .chars()
+            .take_while(|c| c.is_alphanumeric() || *c == '_' || *c == ':')
+            .collect();
+        let path = path.trim_end_matches(':').to_owned();
+        let after = &rest[path.len()..];
+        let group = match after.strip_prefix("::{") {
+            Some(g) => Some(g),
+            None if path.is_empty() => after.strip_prefix('{'),
+            None => None,
+        };
+        match group {
+            Some(group) => {
+                let group = &group[..group.find('}').unwrap_or(group.len())];
+                for name in group.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+                    let name = name.split_whitespace().next().unwrap_or("");
+                    out.push(if path.is_empty() {
+                        name.to_owned()
+                    } else {
+                        format!("{path}::{name}")
+                    });
+                }
+            }
+            None => out.push(path),
+        }
+    }
+    out
+}
+
+fn imports(src: &Path) -> BTreeMap<String, BTreeSet<String>> {
+    let mut files = Vec::new();
+    rust_files(src, &mut files);
+    let modules: BTreeMap<String, PathBuf> = files
+        .iter()
+        .filter_map(|f| module_of(src, f).map(|m| (m, f.clone())))
+        .collect();
+    let resolve = |path: &str| {
+        let segs: Vec<&str> = path.split("::").collect();
+        (1..=segs.len())
+            .rev()
+            .map(|i| segs[..i].join("::"))
+            .find(|m| modules.contains_key(m))
+    };
+    let mut edges = BTreeMap::new();
+    for (module, file) in &modules {
+        let text = std::fs::read_to_string(file).unwrap();
+        let code: String = text
+            .split("#[cfg(test)]")
+            .next()
+            .unwrap_or("")
+            .lines()
+            .filter(|l| !l.trim_start().starts_with("//"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let parent = {
+            let mut p: Vec<&str> = module.split("::").collect();
+            if !file.ends_with("mod.rs") {
+                p.pop();
+            }
+            p.join("::")
+        };
+        let mut to = BTreeSet::new();
+        for p in paths_after(&code, "crate::") {
+            to.extend(resolve(&p));
+        }
+        for p in paths_after(&code, "super::") {
+            let full = if parent.is_empty() {
+                p
+            } else {
+                format!("{parent}::{p}")
+            };
+            to.extend(resolve(&full));
+        }
+        to.remove(module);
+        edges.insert(module.clone(), to);
+    }
+    edges
+}
+
+/// Pairs of modules that import each other, directly or through others.
+fn cycles(edges: &BTreeMap<String, BTreeSet<String>>) -> Vec<(String, String)> {
+    let reach = |from: &str| {
+        let mut seen = BTreeSet::new();
+        let mut todo = vec![from.to_owned()];
+        while let Some(m) = todo.pop() {
+            for n in edges.get(&m).into_iter().flatten() {
+                if seen.insert(n.clone()) {
+                    todo.push(n.clone());
+                }
+            }
+        }
+        seen
+    };
+    let mut out = Vec::new();
+    for a in edges.keys() {
+        for b in reach(a) {
+            if a < &b && reach(&b).contains(a) {
+                out.push((a.clone(), b));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn no_module_imports_one_that_imports_it_back() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let edges = imports(&src);
+    assert!(edges.len() > 30, "read only {} modules", edges.len());
+    // The reader sees what it must: the audit uses the case core and the report.
+    assert!(edges["audit"].contains("case") && edges["audit"].contains("report"));
+    assert_eq!(cycles(&edges), Vec::<(String, String)>::new());
+}
+
+#[test]
+fn the_reader_finds_a_cycle_when_there_is_one() {
+    let mut edges = BTreeMap::new();
+    let set = |xs: &[&str]| xs.iter().map(|x| (*x).to_owned()).collect::<BTreeSet<_>>();
+    edges.insert("audit".to_owned(), set(&["report", "case"]));
+    edges.insert("report".to_owned(), set(&["checks"]));
+    edges.insert("checks".to_owned(), set(&["audit"]));
+    edges.insert("case".to_owned(), set(&[]));
+    let found = cycles(&edges);
+    assert!(
+        found.contains(&("audit".to_owned(), "report".to_owned())),
+        "{found:?}"
+    );
+    assert!(!found.iter().any(|(a, b)| a == "case" || b == "case"));
+    assert_eq!(
+        paths_after("use crate::{audit::Folder, report};", "crate::"),
+        ["audit::Folder", "report"]
+    );
+    assert_eq!(
+        paths_after("x(crate::case::{self, History}); notcrate::y", "crate::"),
+        ["case::self", "case::History"]
+    );
+}

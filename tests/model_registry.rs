@@ -146,15 +146,18 @@ fn verify_model_checks_a_real_file_against_its_registry_entry() {
     let hashed = proctor(&["hash", "--sha256", file_s]);
     assert!(hashed.status.success());
     assert!(String::from_utf8_lossy(&hashed.stdout).starts_with(&sha));
+    let verify = || {
+        proctor(&[
+            "verify-model",
+            "--model",
+            "FixtureCheckpoint",
+            "--rules",
+            rules_s,
+            file_s,
+        ])
+    };
     // ... and verify-model accepts the file,
-    let ok = proctor(&[
-        "verify-model",
-        "--model",
-        "FixtureCheckpoint",
-        "--rules",
-        rules_s,
-        file_s,
-    ]);
+    let ok = verify();
     let stdout = String::from_utf8_lossy(&ok.stdout);
     assert!(ok.status.success(), "{stdout}");
     assert!(stdout.contains(": OK"), "{stdout}");
@@ -163,14 +166,7 @@ fn verify_model_checks_a_real_file_against_its_registry_entry() {
     let mid = bytes.len() / 2;
     bytes[mid] ^= 0x40;
     std::fs::write(&file, bytes).unwrap();
-    let bad = proctor(&[
-        "verify-model",
-        "--model",
-        "FixtureCheckpoint",
-        "--rules",
-        rules_s,
-        file_s,
-    ]);
+    let bad = verify();
     let stdout = String::from_utf8_lossy(&bad.stdout);
     assert_eq!(bad.status.code(), Some(1), "{stdout}");
     assert!(

@@ -416,24 +416,22 @@ async fn rerun_batch<R: ReferenceRunner>(
         })
         .await?
     };
+    // The message a judged job came from, for its dead letter.
+    let message_of = |record: &JobRecord| {
+        parsed
+            .iter()
+            .find(|(_, _, r)| r.as_ref().is_ok_and(|r| r.job_id == record.job_id))
+            .map(|(origin, msg, _)| (origin, *msg))
+    };
     // A job whose checks panicked is a dead letter (see `evaluate_guarded`).
     let mut judged = Vec::with_capacity(results.len());
     for (record, v) in results {
         match v {
             Ok(v) => judged.push((record, v)),
             Err(error) => {
-                let at = parsed
-                    .iter()
-                    .find(|(_, _, r)| r.as_ref().is_ok_and(|r| r.job_id == record.job_id));
-                if let Some((origin, msg, _)) = at {
-                    letters.push((
-                        origin,
-                        *msg,
-                        DeadLetter {
-                            reason: "judge_panicked",
-                            error,
-                        },
-                    ));
+                if let Some((origin, msg)) = message_of(&record) {
+                    let reason = "judge_panicked";
+                    letters.push((origin, msg, DeadLetter { reason, error }));
                 }
             }
         }
@@ -443,18 +441,9 @@ async fn rerun_batch<R: ReferenceRunner>(
     // A verdict Postgres refuses for its content is a dead letter, never a retry loop.
     for ((record, _), w) in judged.iter().zip(&written) {
         let Err(error) = w else { continue };
-        let at = parsed
-            .iter()
-            .find(|(_, _, r)| r.as_ref().is_ok_and(|r| r.job_id == record.job_id));
-        if let Some((origin, msg, _)) = at {
-            letters.push((
-                origin,
-                *msg,
-                DeadLetter {
-                    reason: "unstorable",
-                    error: error.clone(),
-                },
-            ));
+        if let Some((origin, msg)) = message_of(record) {
+            let (reason, error) = ("unstorable", error.clone());
+            letters.push((origin, msg, DeadLetter { reason, error }));
         }
     }
     for ((_, v), _) in judged.iter().zip(&written).filter(|(_, w)| w.is_ok()) {

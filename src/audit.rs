@@ -24,6 +24,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use serde::Serialize;
 
+use crate::case::Reruns;
 use crate::case::{self, History, Stage, StagedVerdict};
 use crate::checks::{Checker, Fetched, JobVerdict, Object, Stream, StreamState, Verdict};
 use crate::decide::{Action, Decision};
@@ -31,12 +32,14 @@ use crate::ids::{JobId, MinerId};
 use crate::record::{Job, JobRecord};
 use crate::report;
 use crate::rules::Rules;
-use crate::sampling::{self, MinerRisk, SamplingSecret};
+use crate::sampling::SamplingSecret;
 
 pub struct AuditOptions {
     pub dir: PathBuf,
     pub out: PathBuf,
     pub sampling_secret: SamplingSecret,
+    /// Which references count: those of drawn jobs, or every one in the folder.
+    pub reruns: Reruns,
     /// When set, slashes are also written as signed ledger events (`events.jsonl`).
     pub signing_key: Option<ed25519_dalek::SigningKey>,
     pub progress: bool,
@@ -56,6 +59,54 @@ pub struct AuditResult {
     pub verdicts: Vec<JobVerdict>,
     pub rejected: Vec<Rejected>,
     pub decisions: Vec<Decision>,
+    /// The signed ledger events of the slashes, when a signing key was given.
+    pub events: Vec<crate::events::SignedEvent>,
+}
+
+/// The audit's evidence and ledger: the folder's verdicts, judged in memory, and the
+/// entries decided over them. No earlier slash covers any job of a folder.
+#[derive(Default)]
+struct Ledger {
+    verdicts: BTreeMap<MinerId, Vec<StagedVerdict>>,
+    factors: BTreeMap<MinerId, f64>,
+    entries: std::sync::Mutex<Vec<case::Entry>>,
+}
+
+impl case::Evidence for Ledger {
+    type Error = std::convert::Infallible;
+
+    async fn history(&self, miner: &MinerId, _: &Rules) -> Result<History, Self::Error> {
+        Ok(History {
+            verdicts: self.verdicts.get(miner).cloned().unwrap_or_default(),
+            slashed_jobs: Default::default(),
+            points_factor: self.factors.get(miner).copied().unwrap_or(1.0),
+        })
+    }
+}
+
+impl case::Ledger for Ledger {
+    type Error = serde_json::Error;
+
+    async fn decide<F>(
+        &self,
+        miner: &MinerId,
+        rules: &Rules,
+        points_factor: f64,
+        decide: F,
+    ) -> Result<case::MinerCase, serde_json::Error>
+    where
+        F: FnOnce(History) -> Result<case::Entry, serde_json::Error> + Send,
+    {
+        let Ok(mut history) = case::Evidence::history(self, miner, rules).await;
+        history.points_factor = points_factor;
+        let entry = decide(history)?;
+        let case = entry.case.clone();
+        self.entries
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(entry);
+        Ok(case)
+    }
 }
 
 impl AuditResult {
@@ -69,6 +120,8 @@ pub fn judge_dir(
     dir: &Path,
     rules: Rules,
     secret: &SamplingSecret,
+    reruns: Reruns,
+    key: Option<&ed25519_dalek::SigningKey>,
     progress: bool,
 ) -> Result<AuditResult> {
     let jobs_path = dir.join("jobs.jsonl");
@@ -105,39 +158,45 @@ pub fn judge_dir(
         )
         .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
-    let mut risk: BTreeMap<MinerId, MinerRisk> = BTreeMap::new();
+    let mut sampler = case::Sampler::new(checker.rules(), secret, BTreeMap::new());
     let mut verdicts = Vec::with_capacity(records.len());
     let mut stages = Vec::with_capacity(records.len());
     for record in &records {
-        let fetched = fetch(dir, record, checker.rules());
-        // A job with a reference was judged as the re-run stage judges it.
-        stages.push(
-            if fetched.reference_image.is_some()
-                || fetched.scores.is_some()
-                || fetched.challenge.is_some()
-            {
-                Stage::Rerun
-            } else {
-                Stage::Screen
-            },
+        // The two stages, as the workers run them: screen without any reference, the
+        // draw, then the re-run with the reference where it counts.
+        let mut fetched = fetch(dir, record, checker.rules());
+        crate::checks::prepare(checker.rules(), record, &mut fetched);
+        let has_reference = fetched.reference_image.is_some()
+            || fetched.scores.is_some()
+            || fetched.challenge.is_some();
+        // Screen sees no reference: set them aside, and back for the re-run.
+        let references = (
+            fetched.reference_image.take(),
+            fetched.scores.take(),
+            fetched.challenge.take(),
         );
-        let mut v = checker.evaluate(record, &fetched, Stream::Live(&mut stream));
-        let miner_risk = risk.entry(record.miner_id.clone()).or_default();
-        v.sampled = sampling::is_sampled(
-            secret,
-            record.job_id.as_str(),
-            sampling::rate(checker.rules(), *miner_risk),
-        );
-        miner_risk.failed_checks += v.failed_checks().count() as u32;
-        verdicts.push(v);
+        let mut screen = checker.evaluate(record, &fetched, Stream::Live(&mut stream));
+        screen.sampled = sampler.draw(&screen);
+        (fetched.reference_image, fetched.scores, fetched.challenge) = references;
+        if reruns.counts(screen.sampled, has_reference) {
+            let mut v = checker.evaluate(record, &fetched, Stream::Keep(&screen));
+            // Re-run means sampled, whichever rule chose it.
+            v.sampled = true;
+            verdicts.push(v);
+            stages.push(Stage::Rerun);
+        } else {
+            verdicts.push(screen);
+            stages.push(Stage::Screen);
+        }
         bar.inc(1);
     }
     bar.finish_and_clear();
 
-    let mut by_miner: BTreeMap<&MinerId, Vec<StagedVerdict>> = BTreeMap::new();
+    let mut ledger = Ledger::default();
     for (v, stage) in verdicts.iter().zip(stages) {
-        by_miner
-            .entry(&v.miner_id)
+        ledger
+            .verdicts
+            .entry(v.miner_id.clone())
             .or_default()
             .push(StagedVerdict {
                 stage,
@@ -145,28 +204,43 @@ pub fn judge_dir(
             });
     }
     let nfts = read_wallets(dir)?;
-    let miners: Vec<MinerId> = by_miner.keys().map(|m| (*m).clone()).collect();
-    let decisions = by_miner
-        .iter()
-        .map(|(miner, vs)| {
-            let history = History {
-                verdicts: vs.clone(),
-                slashed_jobs: Default::default(),
-                points_factor: crate::points::wallet_boost(
-                    checker.rules(),
-                    miner,
-                    &miners,
-                    nfts.get(miner.wallet()).copied(),
-                ),
-            };
-            case::decide(miner, history, checker.rules()).decision
-        })
+    let miners: Vec<MinerId> = ledger.verdicts.keys().cloned().collect();
+    for miner in &miners {
+        let factor = crate::points::wallet_boost(
+            checker.rules(),
+            miner,
+            &miners,
+            nfts.get(miner.wallet()).copied(),
+        );
+        ledger.factors.insert(miner.clone(), factor);
+    }
+    let rules = checker.rules();
+    let mut decisions = Vec::with_capacity(miners.len());
+    for miner in &miners {
+        // The ledger answers at once: the future is ready when first polled.
+        let case = futures::executor::block_on(case::Ledger::decide(
+            &ledger,
+            miner,
+            rules,
+            ledger.factors[miner],
+            |history| case::entry(miner, history, rules, key),
+        ))
+        .context("cannot sign a slash event")?;
+        decisions.push(case.decision);
+    }
+    let events = ledger
+        .entries
+        .into_inner()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .into_iter()
+        .filter_map(|e| e.event)
         .collect();
     Ok(AuditResult {
         rules_digest: checker.rules_digest().to_owned(),
         verdicts,
         rejected,
         decisions,
+        events,
     })
 }
 
@@ -288,7 +362,14 @@ fn write_jsonl<T: Serialize>(path: &Path, items: impl IntoIterator<Item = T>) ->
 
 /// Runs the audit and writes its outputs; returns the result for the summary.
 pub fn run(opts: &AuditOptions, rules: Rules) -> Result<AuditResult> {
-    let result = judge_dir(&opts.dir, rules, &opts.sampling_secret, opts.progress)?;
+    let result = judge_dir(
+        &opts.dir,
+        rules,
+        &opts.sampling_secret,
+        opts.reruns,
+        opts.signing_key.as_ref(),
+        opts.progress,
+    )?;
     std::fs::create_dir_all(&opts.out)
         .with_context(|| format!("cannot create {}", opts.out.display()))?;
     write_jsonl(&opts.out.join("verdicts.jsonl"), &result.verdicts)?;
@@ -301,15 +382,8 @@ pub fn run(opts: &AuditOptions, rules: Rules) -> Result<AuditResult> {
         &opts.out.join("slashes.jsonl"),
         result.decisions.iter().filter_map(|d| d.slash.as_ref()),
     )?;
-    if let Some(key) = &opts.signing_key {
-        let signed = result
-            .decisions
-            .iter()
-            .filter_map(|d| d.slash.as_ref())
-            .map(|s| crate::events::sign(&crate::events::SlashEvent::from(s), key))
-            .collect::<Result<Vec<_>, _>>()
-            .context("cannot sign a slash event")?;
-        write_jsonl(&opts.out.join("events.jsonl"), signed)?;
+    if opts.signing_key.is_some() {
+        write_jsonl(&opts.out.join("events.jsonl"), &result.events)?;
     }
     let page = report::Page {
         rules_digest: &result.rules_digest,

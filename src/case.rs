@@ -18,15 +18,21 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use std::future::Future;
+
 use chrono::{DateTime, Duration, Utc};
+use ed25519_dalek::SigningKey;
 
 use crate::checks::JobVerdict;
 use crate::decide::{self, Action, Decision, EvidenceRef, MinerHistory};
+use crate::events::{self, SignedEvent, SlashEvent};
 use crate::ids::{JobId, MinerId};
 use crate::rules::Rules;
+use crate::sampling::{self, MinerRisk, SamplingSecret};
 
 /// Where a verdict was reached.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Stage {
     /// Checks that need no reference output.
     Screen,
@@ -108,6 +114,78 @@ pub fn counted(
         .collect()
 }
 
+/// The failed checks of a verdict that raise its miner's sampling rate: those that
+/// need no reference. The screen stage sees each of them for every job, in the
+/// partition's order, so the rate a job is drawn at depends on the jobs before it and
+/// never on when their re-runs arrived. A re-run failure is evidence for the decision,
+/// not for the draw.
+pub fn screen_failures(v: &JobVerdict) -> u32 {
+    v.failed_checks().filter(|c| !c.needs_reference()).count() as u32
+}
+
+/// The re-run draw over jobs in the order the screen stage judges them: each job is
+/// drawn at its miner's rate given the screen failures of the miner's earlier jobs,
+/// then adds its own.
+pub struct Sampler<'a> {
+    rules: &'a Rules,
+    secret: &'a SamplingSecret,
+    failed: BTreeMap<MinerId, u32>,
+}
+
+impl<'a> Sampler<'a> {
+    /// `prior`: the screen failures already recorded per miner (the store's
+    /// `miner_risk`; empty for an audit, which sees every job).
+    pub fn new(
+        rules: &'a Rules,
+        secret: &'a SamplingSecret,
+        prior: BTreeMap<MinerId, u32>,
+    ) -> Sampler<'a> {
+        Sampler {
+            rules,
+            secret,
+            failed: prior,
+        }
+    }
+
+    /// Whether the job, screened as `screen`, is re-run. Call once per job, in order.
+    pub fn draw(&mut self, screen: &JobVerdict) -> bool {
+        let failed = self.failed.entry(screen.miner_id.clone()).or_default();
+        let risk = MinerRisk {
+            failed_checks: *failed,
+            review_flags: 0,
+        };
+        let drawn = sampling::is_sampled(
+            self.secret,
+            screen.job_id.as_str(),
+            sampling::rate(self.rules, risk),
+        );
+        *failed = failed.saturating_add(screen_failures(screen));
+        drawn
+    }
+}
+
+/// Which reference outputs a decision counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reruns {
+    /// Those of the jobs the sampler draws, as in the pipeline, whose rerun worker sees
+    /// only drawn jobs: a reference of any other job is never read.
+    Drawn,
+    /// Every reference present: the folder is an export of the jobs that were re-run
+    /// (under a sampling secret the reader need not hold).
+    Present,
+}
+
+impl Reruns {
+    /// Whether a job is judged with its reference, and so at the re-run stage.
+    pub fn counts(self, drawn: bool, has_reference: bool) -> bool {
+        has_reference
+            && match self {
+                Reruns::Drawn => drawn,
+                Reruns::Present => true,
+            }
+    }
+}
+
 /// The id of a review flag: the miner and the sorted, distinct jobs its evidence cites.
 pub fn flag_id(miner: &MinerId, evidence: &[EvidenceRef]) -> String {
     let jobs: BTreeSet<&str> = evidence.iter().map(|e| e.job_id.as_str()).collect();
@@ -135,6 +213,62 @@ pub fn decide(miner: &MinerId, history: History, rules: &Rules) -> MinerCase {
     let flag_id =
         (decision.action == Action::FlagForReview).then(|| flag_id(miner, &decision.evidence));
     MinerCase { decision, flag_id }
+}
+
+/// What deciding on a miner writes: the case, and the signed ledger event of its
+/// slash.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub case: MinerCase,
+    /// Set when the case slashes and a signing key was given.
+    pub event: Option<SignedEvent>,
+}
+
+/// Decides on a miner and signs the slash event: everything between reading a
+/// history and writing its outcome. The judge worker hands this to [`Ledger::decide`].
+pub fn entry(
+    miner: &MinerId,
+    history: History,
+    rules: &Rules,
+    key: Option<&SigningKey>,
+) -> Result<Entry, serde_json::Error> {
+    let case = decide(miner, history, rules);
+    let event = match (&case.decision.slash, key) {
+        (Some(slash), Some(key)) => Some(events::sign(&SlashEvent::from(slash), key)?),
+        _ => None,
+    };
+    Ok(Entry { case, event })
+}
+
+/// Port: where a miner's evidence is read from. Postgres for the workers (and the
+/// review app), the folder for `proctor audit`.
+pub trait Evidence {
+    type Error;
+    /// The miner's stored verdicts from its window's start, every stage, the jobs
+    /// earlier slashes cover, and its points factor.
+    fn history(
+        &self,
+        miner: &MinerId,
+        rules: &Rules,
+    ) -> impl Future<Output = Result<History, Self::Error>> + Send;
+}
+
+/// Port: where decisions are recorded. One decision is atomic and serialized per
+/// miner: the history is read under the miner's lock, `decide` (pure) turns it into
+/// an [`Entry`], and the slash with its jobs and its outbox event, or the review flag,
+/// is written before the lock is released. Writing the same entry twice changes
+/// nothing (slash and flag ids are deterministic).
+pub trait Ledger {
+    type Error;
+    fn decide<F>(
+        &self,
+        miner: &MinerId,
+        rules: &Rules,
+        points_factor: f64,
+        decide: F,
+    ) -> impl Future<Output = Result<MinerCase, Self::Error>> + Send
+    where
+        F: FnOnce(History) -> Result<Entry, serde_json::Error> + Send;
 }
 
 #[cfg(test)]
@@ -315,5 +449,121 @@ mod tests {
         h.slashed_jobs = slash.jobs.iter().cloned().collect();
         let again = decide(&miner(), h, &rules());
         assert_eq!(again.decision.action, Action::None);
+    }
+
+    /// 40 screened jobs of `miner()`, each failing `screen` screen checks and
+    /// `reference` checks that need the reference, as `Sampler::draw` sees them.
+    fn drawn(prior: u32, screen: usize, reference: usize) -> Vec<bool> {
+        let rules = rules();
+        let secret = SamplingSecret::from_passphrase("test");
+        let mut sampler = Sampler::new(&rules, &secret, [(miner(), prior)].into());
+        (0..40)
+            .map(|i| {
+                let mut v = staged(&format!("sample-{i}"), 0, Stage::Screen, false).verdict;
+                let fail = |check| CheckResult {
+                    check,
+                    outcome: Outcome::fail("test", ()),
+                };
+                v.checks = std::iter::repeat_n(fail(CheckId::Canary), screen)
+                    .chain(std::iter::repeat_n(
+                        fail(CheckId::ImageSimilarity),
+                        reference,
+                    ))
+                    .collect();
+                sampler.draw(&v)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn screen_failures_of_earlier_jobs_raise_the_rate_and_reference_failures_do_not() {
+        // The embedded rules reach a rate of 1 at 19 failed checks (base 0.05, +0.05
+        // each): from the 20th failing job on, every job is drawn.
+        let risk = MinerRisk {
+            failed_checks: 19,
+            review_flags: 0,
+        };
+        assert_eq!(sampling::rate(&rules(), risk), 1.0);
+        let failing = drawn(0, 1, 0);
+        assert!(failing[19..].iter().all(|s| *s), "{failing:?}");
+        let passing = drawn(0, 0, 0);
+        assert!(!passing[19..].iter().all(|s| *s), "{passing:?}");
+        // A failure only a re-run can see never moves the draw: the draw would depend
+        // on when the re-run arrived.
+        assert_eq!(drawn(0, 0, 3), passing);
+        // Failures recorded before (the store's `miner_risk`) count from the first job.
+        assert!(drawn(19, 0, 0).iter().all(|s| *s));
+    }
+
+    #[test]
+    fn a_reference_counts_for_a_drawn_job_or_for_any_job_of_an_export() {
+        for (reruns, drawn, has_reference, counts) in [
+            (Reruns::Drawn, true, true, true),
+            (Reruns::Drawn, false, true, false),
+            (Reruns::Drawn, true, false, false),
+            (Reruns::Present, false, true, true),
+            (Reruns::Present, true, false, false),
+        ] {
+            assert_eq!(
+                reruns.counts(drawn, has_reference),
+                counts,
+                "{reruns:?} drawn={drawn} reference={has_reference}"
+            );
+        }
+    }
+
+    /// Histories in, cases out: the action, whether it is a flag with an id, and
+    /// whether the entry carries a signed event (only a slash, only with a key).
+    #[test]
+    fn an_entry_is_the_case_and_the_signed_event_of_its_slash() {
+        let key = SigningKey::from_bytes(&[7; 32]);
+        let jobs = |failing: usize, passing: usize| -> Vec<StagedVerdict> {
+            (0..failing + passing)
+                .map(|i| staged(&format!("j{i}"), 0, Stage::Rerun, i < failing))
+                .collect()
+        };
+        let cases = [
+            ("no failure", jobs(0, 10), Some(&key), Action::None, false),
+            (
+                "one failure in two",
+                jobs(1, 1),
+                Some(&key),
+                Action::FlagForReview,
+                false,
+            ),
+            (
+                "one failure in ten",
+                jobs(1, 9),
+                Some(&key),
+                Action::None,
+                false,
+            ),
+            ("ten failures", jobs(10, 0), Some(&key), Action::Slash, true),
+            (
+                "ten failures, no key",
+                jobs(10, 0),
+                None,
+                Action::Slash,
+                false,
+            ),
+        ];
+        for (name, verdicts, key, action, signed) in cases {
+            let e = entry(&miner(), history(verdicts), &rules(), key).unwrap();
+            assert_eq!(e.case.decision.action, action, "{name}");
+            assert_eq!(
+                e.case.flag_id.is_some(),
+                action == Action::FlagForReview,
+                "{name}"
+            );
+            assert_eq!(e.event.is_some(), signed, "{name}");
+            if let (Some(event), Some(slash)) = (&e.event, &e.case.decision.slash) {
+                let checked = events::verify(
+                    serde_json::to_string(event).unwrap().as_bytes(),
+                    &key.unwrap().verifying_key(),
+                )
+                .unwrap();
+                assert_eq!(checked.slash_id, slash.slash_id, "{name}");
+            }
+        }
     }
 }

@@ -13,7 +13,7 @@
 //! stated traffic fails each slashing check at that check's rate (the worst an honest
 //! miner may do under the rules' promise), with checks that judge the same output
 //! failing together through a shared cause; its re-run sampling rises with every failed
-//! check as `sampling::rate` raises it; and after every failure the judge decides on the
+//! screen check as `case::Sampler` raises it; and after every failure the judge decides on the
 //! last `window_days` of evidence with [`crate::decide::judge_counts`], the rule
 //! `decide` applies. Between failures the evidence only weakens (more judged jobs, the
 //! same failures), so the decisions right after failures are the ones that can slash.
@@ -31,12 +31,8 @@ use crate::outcome::CheckId;
 use crate::rules::Rules;
 use crate::sampling::{self, MinerRisk};
 
-/// Which stage judges a check: every job, or the re-run (sampled) jobs only.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub enum Stage {
-    Screen,
-    Rerun,
-}
+/// Which stage judges a check: every job (screen), or the re-run (sampled) jobs only.
+pub use crate::case::Stage;
 
 /// A check the simulated miner can fail.
 #[derive(Debug, Clone, Serialize)]
@@ -163,7 +159,7 @@ impl Scenario {
 }
 
 /// The checks of `wanted`, each at its effective rate. Checks that cannot slash are
-/// kept too: their failures raise the sampling rate, so they shape the evidence.
+/// kept too: screen failures raise the sampling rate, so they shape the evidence.
 fn slashing(rules: &Rules, wanted: Vec<(CheckId, Stage, f64)>) -> Vec<SimCheck> {
     wanted
         .into_iter()
@@ -298,14 +294,15 @@ fn one_year(rules: &Rules, s: &Scenario, rng: &mut ChaCha8Rng, when: Decisions) 
             always_fails[i] = rng.random::<f64>() < c.rate;
         }
     }
-    // A per-miner failure fails every job from the first: it raises the sampling rate to
-    // its ceiling at once.
+    // A per-miner failure at screen fails every job from the first: it raises the
+    // sampling rate to its ceiling at once. Only screen failures raise it
+    // (`case::screen_failures`).
+    let screen_always_fails = always_fails
+        .iter()
+        .zip(&s.checks)
+        .any(|(f, c)| *f && c.stage == Stage::Screen);
     let mut risk = MinerRisk {
-        failed_checks: if always_fails.iter().any(|f| *f) {
-            u32::MAX / 2
-        } else {
-            0
-        },
+        failed_checks: if screen_always_fails { u32::MAX / 2 } else { 0 },
         review_flags: 0,
     };
     let mut rate = sampling::rate(rules, risk);
@@ -375,9 +372,11 @@ fn one_year(rules: &Rules, s: &Scenario, rng: &mut ChaCha8Rng, when: Decisions) 
         for &i in &process.checks {
             failures[i].push(t);
         }
-        risk.failed_checks = risk
-            .failed_checks
-            .saturating_add(process.checks.len() as u32);
+        if process.stage == Stage::Screen {
+            risk.failed_checks = risk
+                .failed_checks
+                .saturating_add(process.checks.len() as u32);
+        }
         let new_rate = sampling::rate(rules, risk);
         if new_rate != rate {
             rate = new_rate;

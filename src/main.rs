@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 
+use proctor::case::Reruns;
 use proctor::checks::image;
 use proctor::checks::model_file;
 use proctor::outcome::Outcome;
@@ -23,6 +24,13 @@ use proctor::{audit, calibrate, events, hashing, sampling};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+}
+
+/// `audit --reruns`: [`Reruns`] as the command line spells it.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum RerunsArg {
+    Present,
+    Drawn,
 }
 
 #[derive(Subcommand)]
@@ -48,6 +56,11 @@ enum Command {
             hide_env_values = true
         )]
         sampling_secret: String,
+        /// Which reference outputs count: `present`, every one in the folder (an export
+        /// of the jobs that were re-run), or `drawn`, only those of the jobs the
+        /// sampling secret draws at the rules' rates, as the pipeline counts them.
+        #[arg(long, value_enum, default_value_t = RerunsArg::Present)]
+        reruns: RerunsArg,
     },
     /// Compare a candidate image with a reference image under the rules; prints JSON.
     ImageDiff {
@@ -296,6 +309,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             out,
             signing_key,
             sampling_secret,
+            reruns,
         } => {
             let rules = load_rules(rules.as_deref())?;
             let signing_key = signing_key
@@ -306,6 +320,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 dir,
                 out: out.clone(),
                 sampling_secret: SamplingSecret::from_passphrase(&sampling_secret),
+                reruns: match reruns {
+                    RerunsArg::Present => Reruns::Present,
+                    RerunsArg::Drawn => Reruns::Drawn,
+                },
                 signing_key,
                 progress: true,
             };

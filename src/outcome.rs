@@ -77,6 +77,25 @@ impl CheckId {
         CheckId::Canary,
     ];
 
+    /// Whether the check needs the reference run's output (the image, the token scores,
+    /// the challenge answer), so that only the re-run stage can judge it. The others
+    /// judge the miner's output and report alone, at screen, and reach the same outcome
+    /// at re-run.
+    pub fn needs_reference(self) -> bool {
+        matches!(
+            self,
+            CheckId::ImageSimilarity
+                | CheckId::LlmRank
+                | CheckId::LlmUnlikelyTokens
+                | CheckId::LlmEosSkipped
+                | CheckId::LlmEarlyEnd
+                | CheckId::LlmGreedyShare
+                | CheckId::LlmLikelihood
+                | CheckId::LlmLogprobDelta
+                | CheckId::ModelChallenge
+        )
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             CheckId::ModelKnown => "model_known",

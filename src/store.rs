@@ -7,9 +7,10 @@
 //!
 //! - `record_verdict` inserts the job, the verdict and its check results, and queues the
 //!   miner for the judge, in one transaction.
-//! - `judge_miner` takes a per-miner advisory lock, reads the miner's window, has
-//!   `case::decide` decide, and writes the slash, its covered jobs and its outbox event (or a review
-//!   flag), all in one transaction. Two judges can never slash the same job twice, and a
+//! - `Store` is the workers' [`case::Ledger`]: `decide` takes a per-miner advisory
+//!   lock, reads the miner's window, hands it to the caller's pure decision
+//!   (`case::entry`), and writes the slash, its covered jobs and its outbox event (or a
+//!   review flag), all in one transaction. Two judges can never slash the same job twice, and a
 //!   slash never exists without its event.
 //! - `claim_outbox` hands out unpublished events with `FOR UPDATE SKIP LOCKED`, so
 //!   several publishers never hold the same event at once.
@@ -20,14 +21,12 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
-use ed25519_dalek::SigningKey;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::{Postgres, Row, Transaction};
 
 use crate::case;
 use crate::checks::{JobVerdict, Verdict};
-use crate::decide::{Action, Decision};
-use crate::events::{self, SlashEvent};
+use crate::decide::Action;
 use crate::ids::{JobId, MinerId};
 use crate::record::JobRecord;
 use crate::rules::Rules;
@@ -203,9 +202,15 @@ impl Store {
             .map(|(_, v)| *v)
             .filter(|v| fresh.contains(v.job_id.as_str()))
             .collect();
+        // The sampler's risk: screen failures only (`case::screen_failures`), counted
+        // once per job, when its screen verdict is first stored.
         let mut failed: BTreeMap<String, i64> = BTreeMap::new();
         for v in &new_items {
-            *failed.entry(v.miner_id.to_string()).or_default() += v.failed_checks().count() as i64;
+            let n = match stage {
+                Stage::Screen => i64::from(crate::case::screen_failures(v)),
+                Stage::Rerun => 0,
+            };
+            *failed.entry(v.miner_id.to_string()).or_default() += n;
         }
         let (miners, counts): (Vec<String>, Vec<i64>) = failed.into_iter().unzip();
         if !miners.is_empty() {
@@ -219,8 +224,6 @@ impl Store {
             .bind(&counts)
             .execute(&mut *tx)
             .await?;
-        }
-        if !miners.is_empty() {
             sqlx::query(
                 "INSERT INTO judge_queue (miner_id) SELECT * FROM UNNEST($1::text[])
                  ON CONFLICT (miner_id) DO UPDATE
@@ -263,12 +266,11 @@ impl Store {
         Ok(out)
     }
 
-    /// Failed check outcomes recorded so far per miner (both stages): the sampler's
-    /// risk input.
+    /// Screen failures recorded so far per miner: the sampler's risk input.
     pub async fn failed_checks(
         &self,
         miners: &[String],
-    ) -> Result<BTreeMap<String, u32>, sqlx::Error> {
+    ) -> Result<BTreeMap<MinerId, u32>, sqlx::Error> {
         let rows =
             sqlx::query("SELECT miner_id, failed_checks FROM miner_risk WHERE miner_id = ANY($1)")
                 .bind(miners)
@@ -277,7 +279,10 @@ impl Store {
         let mut out = BTreeMap::new();
         for r in rows {
             let n: i64 = r.try_get(1)?;
-            out.insert(r.try_get(0)?, u32::try_from(n).unwrap_or(u32::MAX));
+            // Written from a `MinerId`, so it parses back.
+            if let Ok(miner) = MinerId::parse(r.try_get::<&str, _>(0)?) {
+                out.insert(miner, u32::try_from(n).unwrap_or(u32::MAX));
+            }
         }
         Ok(out)
     }
@@ -362,98 +367,6 @@ impl Store {
             .collect())
     }
 
-    /// Decides on one miner and writes the outcome, all in one transaction.
-    /// `points_factor` is the GPU's NFT boost (1.0 without one).
-    pub async fn judge_miner(
-        &self,
-        miner: &MinerId,
-        rules: &Rules,
-        key: &SigningKey,
-        points_factor: f64,
-    ) -> Result<Decision, sqlx::Error> {
-        let miner_s = miner.to_string();
-        let mut tx = self.pool.begin().await?;
-        // One judge per miner at a time, so two cannot both cover the same job.
-        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
-            .bind(&miner_s)
-            .execute(&mut *tx)
-            .await?;
-        // The queue entry's version now: if evidence arrives while this judge decides,
-        // the entry stays for the next round.
-        let version: Option<i64> =
-            sqlx::query_scalar("SELECT version FROM judge_queue WHERE miner_id = $1")
-                .bind(&miner_s)
-                .fetch_optional(&mut *tx)
-                .await?;
-        let history = load_history(&mut tx, &miner_s, rules, points_factor).await?;
-        let case::MinerCase { decision, flag_id } = case::decide(miner, history, rules);
-        match (&decision.action, &decision.slash) {
-            (Action::Slash, Some(slash)) => {
-                let fresh = sqlx::query(
-                    "INSERT INTO slashes (slash_id, miner_id, amount_waifu, amount_llama, rule_id,
-                                          honest_probability, rules_digest, body)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (slash_id) DO NOTHING",
-                )
-                .bind(&slash.slash_id)
-                .bind(&miner_s)
-                .bind(slash.amount.waifu)
-                .bind(slash.amount.llama)
-                .bind(&slash.rule_id)
-                .bind(slash.honest_probability)
-                .bind(&slash.rules_digest)
-                .bind(sqlx::types::Json(slash))
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-                if fresh == 1 {
-                    for job in &slash.jobs {
-                        sqlx::query("INSERT INTO slashed_jobs (job_id, slash_id) VALUES ($1, $2)")
-                            .bind(job.as_str())
-                            .bind(&slash.slash_id)
-                            .execute(&mut *tx)
-                            .await?;
-                    }
-                    // Neither can fail with these types; if one did, the decision is
-                    // not written and the judge retries rather than publish nothing.
-                    let envelope = events::sign(&SlashEvent::from(slash), key)
-                        .map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
-                    let envelope = serde_json::to_string(&envelope)
-                        .map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
-                    sqlx::query(
-                        "INSERT INTO outbox (event_id, kind, key, envelope)
-                         VALUES ($1, $2, $3, $4) ON CONFLICT (event_id) DO NOTHING",
-                    )
-                    .bind(&slash.slash_id)
-                    .bind(SLASH_EVENT)
-                    .bind(&miner_s)
-                    .bind(envelope)
-                    .execute(&mut *tx)
-                    .await?;
-                }
-            }
-            (Action::FlagForReview, _) => {
-                sqlx::query(
-                    "INSERT INTO review_flags (flag_id, miner_id, honest_probability, body)
-                     VALUES ($1, $2, $3, $4) ON CONFLICT (flag_id) DO NOTHING",
-                )
-                .bind(flag_id)
-                .bind(&miner_s)
-                .bind(decision.review_probability)
-                .bind(sqlx::types::Json(&decision))
-                .execute(&mut *tx)
-                .await?;
-            }
-            _ => {}
-        }
-        sqlx::query("DELETE FROM judge_queue WHERE miner_id = $1 AND version = $2")
-            .bind(&miner_s)
-            .bind(version)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(decision)
-    }
-
     /// Claims up to `limit` unpublished events for this transaction's lifetime. Call
     /// [`Store::mark_published`] inside the same transaction once the broker acked them.
     pub async fn claim_outbox(
@@ -489,6 +402,119 @@ impl Store {
             .execute(&mut **tx)
             .await?;
         Ok(())
+    }
+}
+
+/// The workers' ledger: one decision is one transaction under a per-miner advisory
+/// lock, so two judges cannot both cover the same job.
+impl case::Ledger for Store {
+    type Error = sqlx::Error;
+
+    async fn decide<F>(
+        &self,
+        miner: &MinerId,
+        rules: &Rules,
+        points_factor: f64,
+        decide: F,
+    ) -> Result<case::MinerCase, sqlx::Error>
+    where
+        F: FnOnce(case::History) -> Result<case::Entry, serde_json::Error> + Send,
+    {
+        let miner_s = miner.to_string();
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+            .bind(&miner_s)
+            .execute(&mut *tx)
+            .await?;
+        // The queue entry's version now: if evidence arrives while this judge decides,
+        // the entry stays for the next round.
+        let version: Option<i64> =
+            sqlx::query_scalar("SELECT version FROM judge_queue WHERE miner_id = $1")
+                .bind(&miner_s)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let history = load_history(&mut tx, &miner_s, rules, points_factor).await?;
+        // An entry that cannot be signed is not written: the judge retries rather than
+        // slash without an event.
+        let case::Entry { case, event } =
+            decide(history).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+        let decision = &case.decision;
+        match (&decision.action, &decision.slash) {
+            (Action::Slash, Some(slash)) => {
+                let fresh = sqlx::query(
+                    "INSERT INTO slashes (slash_id, miner_id, amount_waifu, amount_llama, rule_id,
+                                          honest_probability, rules_digest, body)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (slash_id) DO NOTHING",
+                )
+                .bind(&slash.slash_id)
+                .bind(&miner_s)
+                .bind(slash.amount.waifu)
+                .bind(slash.amount.llama)
+                .bind(&slash.rule_id)
+                .bind(slash.honest_probability)
+                .bind(&slash.rules_digest)
+                .bind(sqlx::types::Json(slash))
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                if fresh == 1 {
+                    for job in &slash.jobs {
+                        sqlx::query("INSERT INTO slashed_jobs (job_id, slash_id) VALUES ($1, $2)")
+                            .bind(job.as_str())
+                            .bind(&slash.slash_id)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                    if let Some(event) = &event {
+                        let envelope = serde_json::to_string(event)
+                            .map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+                        sqlx::query(
+                            "INSERT INTO outbox (event_id, kind, key, envelope)
+                             VALUES ($1, $2, $3, $4) ON CONFLICT (event_id) DO NOTHING",
+                        )
+                        .bind(&slash.slash_id)
+                        .bind(SLASH_EVENT)
+                        .bind(&miner_s)
+                        .bind(envelope)
+                        .execute(&mut *tx)
+                        .await?;
+                    }
+                }
+            }
+            (Action::FlagForReview, _) => {
+                sqlx::query(
+                    "INSERT INTO review_flags (flag_id, miner_id, honest_probability, body)
+                     VALUES ($1, $2, $3, $4) ON CONFLICT (flag_id) DO NOTHING",
+                )
+                .bind(&case.flag_id)
+                .bind(&miner_s)
+                .bind(decision.review_probability)
+                .bind(sqlx::types::Json(decision))
+                .execute(&mut *tx)
+                .await?;
+            }
+            _ => {}
+        }
+        sqlx::query("DELETE FROM judge_queue WHERE miner_id = $1 AND version = $2")
+            .bind(&miner_s)
+            .bind(version)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(case)
+    }
+}
+
+/// The review app's read: the same history the judge decides over, without the lock.
+impl case::Evidence for Store {
+    type Error = sqlx::Error;
+
+    async fn history(&self, miner: &MinerId, rules: &Rules) -> Result<case::History, sqlx::Error> {
+        let points_factor = self.points_factor(miner, rules).await?;
+        let mut tx = self.pool.begin().await?;
+        let history = load_history(&mut tx, &miner.to_string(), rules, points_factor).await?;
+        tx.commit().await?;
+        Ok(history)
     }
 }
 

@@ -42,6 +42,8 @@ fn judge_fresh() -> audit::AuditResult {
         &demo(),
         Rules::embedded().unwrap(),
         &SamplingSecret::from_passphrase("t"),
+        proctor::case::Reruns::Present,
+        None,
         false,
     )
     .unwrap()
@@ -363,6 +365,8 @@ fn the_audit_decides_over_the_window_the_judge_worker_decides_over() {
         dir.path(),
         rules,
         &SamplingSecret::from_passphrase("t"),
+        proctor::case::Reruns::Present,
+        None,
         false,
     )
     .unwrap();

@@ -7,7 +7,9 @@ use std::path::Path;
 
 use ed25519_dalek::SigningKey;
 use proctor::audit;
+use proctor::case::Ledger;
 use proctor::decide::Action;
+use proctor::ids::MinerId;
 use proctor::record::JobRecord;
 use proctor::rules::Rules;
 use proctor::sampling::SamplingSecret;
@@ -70,6 +72,18 @@ impl TestDb {
     }
 }
 
+/// Decides on a miner as the judge worker does: through the ledger port, with
+/// `case::entry`, at no NFT boost.
+async fn judge(store: &Store, miner: &MinerId, rules: &Rules) -> proctor::decide::Decision {
+    store
+        .decide(miner, rules, 1.0, |h| {
+            proctor::case::entry(miner, h, rules, Some(&key()))
+        })
+        .await
+        .unwrap()
+        .decision
+}
+
 fn key() -> SigningKey {
     SigningKey::from_bytes(&[42; 32])
 }
@@ -84,6 +98,8 @@ fn demo_judged() -> (Vec<JobRecord>, audit::AuditResult) {
         &demo(),
         Rules::embedded().unwrap(),
         &SamplingSecret::from_passphrase("t"),
+        proctor::case::Reruns::Present,
+        None,
         false,
     )
     .unwrap();
@@ -113,7 +129,7 @@ async fn judge_all(db: &TestDb, rules: &Rules) {
             break;
         }
         for m in pending {
-            db.store.judge_miner(&m, rules, &key(), 1.0).await.unwrap();
+            judge(&db.store, &m, rules).await;
         }
     }
 }
@@ -222,10 +238,7 @@ async fn judging_again_after_redelivery_adds_no_slash_or_event() {
     // Redelivery: the same verdicts arrive again and every miner is judged again.
     record_all(&db, &records, &result).await;
     for d in &result.decisions {
-        db.store
-            .judge_miner(&d.miner_id, &rules, &key(), 1.0)
-            .await
-            .unwrap();
+        judge(&db.store, &d.miner_id, &rules).await;
     }
     assert_eq!(
         (db.count("slashes").await, db.count("outbox").await),
@@ -250,12 +263,9 @@ async fn concurrent_judges_slash_a_miner_once() {
     let mut tasks = Vec::new();
     for _ in 0..8 {
         let (store, rules, cheat) = (db.store.clone(), rules.clone(), cheat.clone());
-        tasks.push(tokio::spawn(async move {
-            store
-                .judge_miner(&cheat, &rules, &key(), 1.0)
-                .await
-                .unwrap()
-        }));
+        tasks.push(tokio::spawn(
+            async move { judge(&store, &cheat, &rules).await },
+        ));
     }
     for t in tasks {
         t.await.unwrap();
@@ -334,16 +344,30 @@ async fn a_batch_is_written_once_and_counts_each_miners_failed_checks() {
         .iter()
         .map(|v| v.miner_id.to_string())
         .collect();
+    // The sampler's risk counts each job's screen failures once; a re-run verdict of
+    // the same jobs adds nothing (its reference failures are not the draw's).
+    db.store
+        .record_verdicts(&pairs, Stage::Rerun)
+        .await
+        .unwrap();
     let risk = db.store.failed_checks(&miners).await.unwrap();
-    for m in &miners {
-        let want: usize = result
+    let mut raised = 0;
+    for v in &result.verdicts {
+        let want: u32 = result
             .verdicts
             .iter()
-            .filter(|v| &v.miner_id.to_string() == m)
-            .map(|v| v.failed_checks().count())
+            .filter(|w| w.miner_id == v.miner_id)
+            .map(proctor::case::screen_failures)
             .sum();
-        assert_eq!(risk.get(m).copied().unwrap_or(0) as usize, want, "{m}");
+        raised += usize::from(want > 0);
+        assert_eq!(
+            risk.get(&v.miner_id).copied().unwrap_or(0),
+            want,
+            "{}",
+            v.miner_id
+        );
     }
+    assert!(raised > 0, "no miner has a screen failure to count");
     db.drop_db().await;
 }
 
@@ -392,10 +416,7 @@ async fn the_judge_waits_for_settled_evidence_and_for_sampled_reruns() {
         vec![v.miner_id.clone()]
     );
     // A judgement removes the entry; new evidence queues the miner again.
-    db.store
-        .judge_miner(&v.miner_id, &Rules::embedded().unwrap(), &key(), 1.0)
-        .await
-        .unwrap();
+    judge(&db.store, &v.miner_id, &Rules::embedded().unwrap()).await;
     assert_eq!(db.count("judge_queue").await, 0);
     db.drop_db().await;
 }

@@ -2,13 +2,14 @@
 //! `decide`, once the evidence has settled (`judge_settle_ms` without a new verdict,
 //! and no sampled job still waiting for its re-run; at most `judge_max_wait_secs`).
 //! Each decision is one Postgres transaction that writes the slash with its outbox
-//! event, or the review flag (`Store::judge_miner`). Several judges can run: a
+//! event, or the review flag, through the ledger port (`case::Ledger` for `Store`). Several judges can run: a
 //! per-miner advisory lock serializes them, and slash ids are deterministic.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::{Context, Stopped};
+use crate::case::{self, Ledger};
 use crate::decide::Action;
 use crate::events;
 
@@ -49,11 +50,13 @@ pub async fn run(ctx: Arc<Context>) -> anyhow::Result<()> {
             };
             let decision = match ctx
                 .retry("postgres", || {
-                    ctx.store.judge_miner(&miner, &ctx.rules, &key, factor)
+                    ctx.store.decide(&miner, &ctx.rules, factor, |history| {
+                        case::entry(&miner, history, &ctx.rules, Some(&key))
+                    })
                 })
                 .await
             {
-                Ok(d) => d,
+                Ok(c) => c.decision,
                 Err(Stopped) => return Ok(()),
             };
             let action = match decision.action {

@@ -29,7 +29,7 @@ use super::{Context, Stopped};
 use crate::checks::{Checker, Fetched, JobVerdict, Object, Stream, StreamState};
 use crate::kafka::{self, DeadLetter, Offsets, Origin};
 use crate::record::{Job, JobRecord};
-use crate::sampling::{self, MinerRisk, SamplingSecret};
+use crate::sampling::SamplingSecret;
 use crate::store::{Stage, Written};
 
 /// A consumed message and what became of it.
@@ -429,16 +429,19 @@ async fn record_batch(
             _ => None,
         })
         .collect();
-    // Sampling risk: failed checks recorded so far per miner. The batch before this
+    // Sampling risk: screen failures recorded so far per miner. The batch before this
     // one is committed by now, so this reads exactly what a one-batch-at-a-time worker
     // would.
     let mut miners: Vec<String> = new_records.iter().map(|r| r.miner_id.to_string()).collect();
     miners.sort_unstable();
     miners.dedup();
-    let risk = ctx
+    let prior = ctx
         .retry("postgres", || ctx.store.failed_checks(&miners))
         .await?;
-    sample(&ctx.rules, secret, &new_records, &mut verdicts, risk);
+    let mut sampler = crate::case::Sampler::new(&ctx.rules, secret, prior);
+    for v in &mut verdicts {
+        v.sampled = sampler.draw(v);
+    }
     m.lap("lookup", &mut lap);
 
     let pairs: Vec<(&JobRecord, &JobVerdict)> =
@@ -592,103 +595,4 @@ fn judge_jobs(
 struct Screening {
     checker: Checker,
     stream: StreamState,
-}
-
-/// Draws which new jobs to re-run, in batch order, raising a miner's rate with every
-/// failed check: those recorded before the batch (`failed`), then those within it.
-fn sample(
-    rules: &crate::rules::Rules,
-    secret: &SamplingSecret,
-    records: &[&JobRecord],
-    verdicts: &mut [JobVerdict],
-    mut failed: BTreeMap<String, u32>,
-) {
-    for (record, v) in records.iter().zip(verdicts) {
-        let count = failed.entry(record.miner_id.to_string()).or_default();
-        let risk = MinerRisk {
-            failed_checks: *count,
-            review_flags: 0,
-        };
-        v.sampled =
-            sampling::is_sampled(secret, record.job_id.as_str(), sampling::rate(rules, risk));
-        *count += v.failed_checks().count() as u32;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::outcome::{CheckId, CheckResult, Outcome};
-    use crate::rules::Rules;
-
-    /// 40 jobs of one miner, each with `failed` failed checks, judged by the demo's
-    /// first LLM record with fresh job ids.
-    fn batch(failed: usize) -> (Vec<JobRecord>, Vec<JobVerdict>) {
-        let demo = std::fs::read_to_string(
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/audit-demo/jobs.jsonl"),
-        )
-        .unwrap();
-        let first = demo
-            .lines()
-            .filter_map(|l| JobRecord::from_json(l.as_bytes()).ok())
-            .find(|r| matches!(r.job, Job::Llm { .. }))
-            .unwrap();
-        let checker = Checker::new(Rules::embedded().unwrap()).unwrap();
-        let mut stream = StreamState::new();
-        (0..40)
-            .map(|i| {
-                let mut json = first.to_json();
-                json["job_id"] = format!("sample-{i}").into();
-                let record = JobRecord::from_json(json.to_string().as_bytes()).unwrap();
-                let mut v =
-                    checker.evaluate(&record, &Fetched::default(), Stream::Live(&mut stream));
-                v.checks = (0..failed)
-                    .map(|_| CheckResult {
-                        check: CheckId::Canary,
-                        outcome: Outcome::fail("test", ()),
-                    })
-                    .collect();
-                (record, v)
-            })
-            .unzip()
-    }
-
-    fn sampled(prior: u32, failed: usize) -> Vec<bool> {
-        let rules = Rules::embedded().unwrap();
-        let secret = SamplingSecret::from_passphrase("test");
-        let (records, mut verdicts) = batch(failed);
-        let refs: Vec<&JobRecord> = records.iter().collect();
-        let miner = records[0].miner_id.to_string();
-        sample(
-            &rules,
-            &secret,
-            &refs,
-            &mut verdicts,
-            [(miner, prior)].into(),
-        );
-        verdicts.iter().map(|v| v.sampled).collect()
-    }
-
-    #[test]
-    fn failed_checks_earlier_in_the_batch_raise_the_rate() {
-        // The embedded rules reach a rate of 1 at 19 failed checks (base 0.05, +0.05
-        // each): from the 20th failing job on, every job is drawn.
-        let rules = Rules::embedded().unwrap();
-        assert_eq!(
-            sampling::rate(
-                &rules,
-                MinerRisk {
-                    failed_checks: 19,
-                    review_flags: 0
-                }
-            ),
-            1.0
-        );
-        let failing = sampled(0, 1);
-        assert!(failing[19..].iter().all(|s| *s), "{failing:?}");
-        let passing = sampled(0, 0);
-        assert!(!passing[19..].iter().all(|s| *s), "{passing:?}");
-        // Failed checks recorded before the batch count from its first job.
-        assert!(sampled(19, 0).iter().all(|s| *s));
-    }
 }

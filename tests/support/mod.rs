@@ -424,7 +424,15 @@ impl Population {
         let demo = repo().join("fixtures/audit-demo");
         let rules = rerun_everything();
         let secret = proctor::sampling::SamplingSecret::from_passphrase("pipeline tests");
-        let judged = proctor::audit::judge_dir(&demo, rules, &secret, false).unwrap();
+        let judged = proctor::audit::judge_dir(
+            &demo,
+            rules,
+            &secret,
+            proctor::case::Reruns::Drawn,
+            None,
+            false,
+        )
+        .unwrap();
         let reuse_dependent: std::collections::BTreeSet<String> = judged
             .verdicts
             .iter()

@@ -2,7 +2,7 @@
 //! over a folder, with no services around it.
 //!
 //! ```text
-//! DIR/jobs.jsonl                      one job record per line
+//! DIR/jobs.jsonl                      one job record per line, in the order sent
 //! DIR/objects/<s3 key>                miner outputs, laid out by S3 key
 //! DIR/reference/<job_id>/image.png    the reference GPU's image (or image.jpg)
 //! DIR/reference/<job_id>/scores.json  the reference model's token scores
@@ -142,8 +142,9 @@ pub fn judge_dir(
             }),
         }
     }
-    // Judge in submission order: the reuse check must see the original before the copy.
-    records.sort_by(|a, b| (a.submitted_at, &a.job_id).cmp(&(b.submitted_at, &b.job_id)));
+    // Judge in the file's order, the order the job service sent the records: the
+    // screen worker sees each miner's jobs in that order, and the draw (which rises
+    // with the miner's earlier screen failures) and the reuse index depend on it.
 
     let checker = Checker::new(rules)?;
     let mut stream = StreamState::new();

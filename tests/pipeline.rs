@@ -75,7 +75,15 @@ async fn end_to_end_the_pipeline_agrees_with_the_audit_and_slashes_each_cheat_on
     let h = Harness::new("e2e").await;
     let rules = rerun_everything();
     let secret = SamplingSecret::from_passphrase("pipeline tests");
-    let expected = audit::judge_dir(&demo(), rules.clone(), &secret, false).unwrap();
+    let expected = audit::judge_dir(
+        &demo(),
+        rules.clone(),
+        &secret,
+        proctor::case::Reruns::Drawn,
+        None,
+        false,
+    )
+    .unwrap();
 
     // The population: objects and reference outputs in S3, wallets in Postgres, job
     // records on the jobs topic, keyed by miner.
@@ -930,5 +938,324 @@ async fn rerun_scores_llm_jobs_with_the_reference_model_in_process() {
         best_canned < worst_honest - 1.0,
         "canned {best_canned:.2} vs honest {worst_honest:.2} nats per token"
     );
+    h.drop_db().await;
+}
+
+/// What `assert_parity` compares: a slash by its id, a flag by its id, each with the
+/// evidence it cites.
+type Cited = BTreeSet<(String, String)>;
+
+fn cited(evidence: &[proctor::decide::EvidenceRef]) -> Cited {
+    evidence
+        .iter()
+        .map(|e| (e.job_id.to_string(), e.check.to_string()))
+        .collect()
+}
+
+/// Asserts that the workers reached the audit's verdicts (the same draws, the same
+/// final verdicts) and its slashes, and returns the review flags the workers raised.
+async fn assert_parity(
+    h: &Harness,
+    want: &audit::AuditResult,
+    phase: &str,
+) -> BTreeMap<String, Cited> {
+    let got = final_verdicts(h).await;
+    assert_eq!(got.len(), want.verdicts.len(), "{phase}: jobs");
+    for w in &want.verdicts {
+        let v = &got[w.job_id.as_str()];
+        let job = format!("{phase}: job {}", w.job_id);
+        assert_eq!(v.sampled, w.sampled, "{job}: the draw");
+        assert_eq!(v.verdict, w.verdict, "{job}");
+        assert_eq!(failed_checks(v), failed_checks(w), "{job}");
+        assert_eq!(v.points, w.points, "{job}");
+    }
+    let slashes: BTreeMap<String, proctor::decide::Slash> = sqlx::query_scalar::<
+        _,
+        sqlx::types::Json<proctor::decide::Slash>,
+    >("SELECT body FROM slashes")
+    .fetch_all(h.store.pool())
+    .await
+    .unwrap()
+    .into_iter()
+    .map(|sqlx::types::Json(s)| (s.slash_id.clone(), s))
+    .collect();
+    let want_slashes: BTreeMap<&str, &proctor::decide::Slash> = want
+        .decisions
+        .iter()
+        .filter_map(|d| d.slash.as_ref())
+        .map(|s| (s.slash_id.as_str(), s))
+        .collect();
+    assert_eq!(
+        slashes.keys().map(String::as_str).collect::<Vec<_>>(),
+        want_slashes.keys().copied().collect::<Vec<_>>(),
+        "{phase}: slash ids"
+    );
+    for (id, s) in &slashes {
+        let w = want_slashes[id.as_str()];
+        assert_eq!(s.jobs, w.jobs, "{phase}: slash {id}");
+        assert_eq!(
+            cited(&s.evidence),
+            cited(&w.evidence),
+            "{phase}: slash {id}"
+        );
+        assert!(
+            (s.amount.waifu - w.amount.waifu).abs() < 1e-9,
+            "{phase}: {id}"
+        );
+        assert!(
+            (s.amount.llama - w.amount.llama).abs() < 1e-9,
+            "{phase}: {id}"
+        );
+    }
+    sqlx::query("SELECT flag_id, body FROM review_flags")
+        .fetch_all(h.store.pool())
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let sqlx::types::Json(d): sqlx::types::Json<proctor::decide::Decision> = r.get(1);
+            (r.get::<String, _>(0), cited(&d.evidence))
+        })
+        .collect()
+}
+
+/// The audit's review flags, as the judge would name them.
+fn audit_flags(want: &audit::AuditResult) -> BTreeMap<String, Cited> {
+    want.decisions
+        .iter()
+        .filter(|d| d.action == Action::FlagForReview)
+        .map(|d| {
+            (
+                proctor::case::flag_id(&d.miner_id, &d.evidence),
+                cited(&d.evidence),
+            )
+        })
+        .collect()
+}
+
+fn audit_drawn(dir: &Path, rules: &proctor::rules::Rules) -> audit::AuditResult {
+    audit::judge_dir(
+        dir,
+        rules.clone(),
+        &SamplingSecret::from_passphrase("pipeline tests"),
+        proctor::case::Reruns::Drawn,
+        None,
+        false,
+    )
+    .unwrap()
+}
+
+/// Every job the workers drew has its re-run verdict. (The workers' own draws: where
+/// they differ from the audit's, `assert_parity` names the job.)
+async fn all_rerun(h: &Harness) -> bool {
+    h.count("SELECT count(*) FROM verdicts WHERE stage = 'screen' AND sampled")
+        .await
+        == h.count("SELECT count(*) FROM verdicts WHERE stage = 'rerun'")
+            .await
+}
+
+/// Gives job `to` the reference outputs of job `from`, where it has any.
+fn copy_reference(dir: &Path, from: &str, to: &str) {
+    let reference = dir.join("reference");
+    if reference.join(from).is_dir() {
+        std::fs::create_dir_all(reference.join(to)).unwrap();
+        for f in std::fs::read_dir(reference.join(from)).unwrap() {
+            let f = f.unwrap().path();
+            std::fs::copy(&f, reference.join(to).join(f.file_name().unwrap())).unwrap();
+        }
+    }
+}
+
+fn write_jobs(dir: &Path, lines: &[Vec<u8>]) {
+    let mut jsonl = lines.join(&b'\n');
+    jsonl.push(b'\n');
+    std::fs::write(dir.join("jobs.jsonl"), jsonl).unwrap();
+}
+
+/// The issue's parity test: the shipped rules and rates, the workers' sampling secret,
+/// a reference in S3 for every job that has one, and two phases:
+///
+/// - **A**, three rounds of the demo. The re-run worker starts only after screen has
+///   drawn every job and the judge has had time to decide: the judge must wait for
+///   the late re-runs, not decide on the screen's evidence alone.
+/// - **B**, after A's re-runs: a miner A flagged returns `window_days + 1` later with
+///   an honest miner's jobs. Its sampling rate still carries A's screen failures; its
+///   window no longer holds them, so neither the audit nor the judge flags it again.
+///
+/// After each phase the workers and `proctor audit --reruns drawn` over the same
+/// records agree on every draw, every final verdict, every slash (id, jobs, amount,
+/// evidence) and every review flag (id, evidence); the workers' flags after B are the
+/// audit's and A's, and nothing else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn parity_at_the_shipped_rates_through_late_reruns_late_jobs_and_a_moving_window() {
+    let _serial = SERIAL.lock().await;
+    let h = Harness::new("parity").await;
+    let rules = proctor::rules::Rules::embedded().unwrap();
+    let mut pop = Population::generate(3);
+    let dir = pop.dir.path().to_owned();
+    let dir = dir.as_path();
+    // An escalating cheater: the blurring miner's jobs again, now reporting a GPU no
+    // rules know. Every job fails `device_known` at screen, so its rate climbs to 1 and
+    // the blur is caught on enough re-runs to slash at the shipped rates.
+    let blur: Vec<serde_json::Value> = pop
+        .lines
+        .iter()
+        .map(|l| serde_json::from_slice::<serde_json::Value>(l).unwrap())
+        .filter(|r| r["job_id"].as_str().unwrap().starts_with("sd-blur-"))
+        .collect();
+    assert!(!blur.is_empty());
+    for i in 0..30 {
+        let mut r = blur[i % blur.len()].clone();
+        let id = r["job_id"].as_str().unwrap().to_owned();
+        let esc = format!("{id}-esc{i}");
+        r["job_id"] = esc.clone().into();
+        r["metrics"]["hardware"] = "NVIDIA GeForce RTX 9999".into();
+        let at = chrono::DateTime::parse_from_rfc3339(r["submitted_at"].as_str().unwrap())
+            .unwrap()
+            .to_utc()
+            + chrono::Duration::hours(1)
+            + chrono::Duration::minutes(i as i64);
+        r["submitted_at"] = at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true).into();
+        copy_reference(dir, &id, &esc);
+        pop.lines.push(serde_json::to_vec(&r).unwrap());
+    }
+    write_jobs(dir, &pop.lines);
+
+    // Phase A, judged by the audit first to choose the miner whose window moves.
+    let audit_a = audit_drawn(dir, &rules);
+    let sampled_a = audit_a.verdicts.iter().filter(|v| v.sampled).count();
+    assert!(
+        sampled_a > 0 && sampled_a < audit_a.verdicts.len() / 2,
+        "{sampled_a} of {} drawn at the shipped rates",
+        audit_a.verdicts.len()
+    );
+    let flags_a = audit_flags(&audit_a);
+    assert!(
+        audit_a.decisions.iter().any(|d| d.slash.is_some()),
+        "phase A slashes nobody at the shipped rates: parity of slashes would be empty"
+    );
+    // The flagged miner with the most screen failures: its raised rate carries over.
+    let screen_failures = |miner: &proctor::ids::MinerId| -> u32 {
+        audit_a
+            .verdicts
+            .iter()
+            .filter(|v| &v.miner_id == miner)
+            .map(proctor::case::screen_failures)
+            .sum()
+    };
+    let returning = audit_a
+        .decisions
+        .iter()
+        .filter(|d| d.action == Action::FlagForReview)
+        .max_by_key(|d| screen_failures(&d.miner_id))
+        .map(|d| d.miner_id.to_string())
+        .expect("phase A flags a miner");
+    let honest = pop.honest.first().expect("an honest miner").clone();
+    let window = i64::from(rules.slashing.window_days);
+    let mut lines_b = Vec::new();
+    for line in &pop.lines {
+        let mut r: serde_json::Value = serde_json::from_slice(line).unwrap();
+        let id = r["job_id"].as_str().unwrap().to_owned();
+        if r["miner_id"] != honest.as_str() {
+            continue;
+        }
+        let late = format!("{id}-late");
+        r["job_id"] = late.clone().into();
+        r["miner_id"] = returning.clone().into();
+        let at = chrono::DateTime::parse_from_rfc3339(r["submitted_at"].as_str().unwrap())
+            .unwrap()
+            .to_utc()
+            + chrono::Duration::days(window + 1);
+        r["submitted_at"] = at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true).into();
+        copy_reference(dir, &id, &late);
+        lines_b.push(serde_json::to_vec(&r).unwrap());
+    }
+    assert!(!lines_b.is_empty());
+
+    pop.upload(&h).await;
+    for (wallet, nfts) in audit::read_wallets(dir).unwrap() {
+        h.store.set_wallet_nfts(&wallet, nfts).await.unwrap();
+    }
+    h.produce_jobs(&pop.lines).await;
+    let mut workers = Vec::new();
+    for w in ["screen", "judge", "publish"] {
+        workers.push(h.start_worker(w, rules.clone()).await);
+    }
+    let jobs_a = audit_a.verdicts.len() as i64;
+    h.wait_for("phase A screened", Duration::from_secs(180), || async {
+        h.count("SELECT count(*) FROM verdicts WHERE stage = 'screen'")
+            .await
+            == jobs_a
+    })
+    .await;
+    // Well past the judge's settle time: a miner with a drawn job still waiting for its
+    // re-run is not decided.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let premature = h
+        .count(
+            "SELECT count(*) FROM (SELECT miner_id FROM slashes UNION SELECT miner_id FROM review_flags) d
+             WHERE miner_id IN (SELECT miner_id FROM verdicts WHERE stage = 'screen' AND sampled)",
+        )
+        .await;
+    assert_eq!(premature, 0, "decided before the re-runs arrived");
+    workers.push(h.start_worker("rerun", rules.clone()).await);
+    h.wait_for("phase A re-run", Duration::from_secs(180), || all_rerun(&h))
+        .await;
+    h.wait_judged_and_published().await;
+    let got_a = assert_parity(&h, &audit_a, "phase A").await;
+    assert_eq!(got_a, flags_a, "phase A: review flags");
+
+    // Phase B: the returning miner's later jobs, after A's re-runs.
+    let mut all = pop.lines.clone();
+    all.extend(lines_b.iter().cloned());
+    write_jobs(dir, &all);
+    let audit_ab = audit_drawn(dir, &rules);
+    h.upload_dir(
+        &dir.join("reference"),
+        &h.settings.s3.reference_bucket,
+        "reference/",
+    )
+    .await;
+    h.produce_jobs(&lines_b).await;
+    let (jobs_ab, sampled_ab) = (
+        audit_ab.verdicts.len() as i64,
+        audit_ab.verdicts.iter().filter(|v| v.sampled).count() as i64,
+    );
+    assert!(sampled_ab > sampled_a as i64, "phase B draws none");
+    h.wait_for(
+        "phase B screened and re-run",
+        Duration::from_secs(180),
+        || async {
+            h.count("SELECT count(*) FROM verdicts WHERE stage = 'screen'")
+                .await
+                == jobs_ab
+                && all_rerun(&h).await
+        },
+    )
+    .await;
+    h.wait_judged_and_published().await;
+    let got_ab = assert_parity(&h, &audit_ab, "phase B").await;
+    let returning_id = proctor::ids::MinerId::parse(&returning).unwrap();
+    assert_eq!(
+        audit_ab.decision(&returning_id).map(|d| d.action),
+        Some(Action::None),
+        "the window moved past the returning miner's failures"
+    );
+    let mut want_ab = audit_flags(&audit_ab);
+    want_ab.extend(flags_a);
+    assert_eq!(got_ab, want_ab, "phase B: review flags");
+    println!(
+        "parity: {jobs_ab} jobs, {sampled_ab} drawn, {} slashes, {} flags",
+        audit_ab
+            .decisions
+            .iter()
+            .filter(|d| d.slash.is_some())
+            .count(),
+        got_ab.len()
+    );
+
+    for w in workers {
+        w.stop().await;
+    }
     h.drop_db().await;
 }

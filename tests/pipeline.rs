@@ -1259,3 +1259,73 @@ async fn parity_at_the_shipped_rates_through_late_reruns_late_jobs_and_a_moving_
     }
     h.drop_db().await;
 }
+
+/// A worker is steppable: `judge::step` decides on every settled miner and returns
+/// how many, so a test drives the judge to completion with no worker running and no
+/// wait on timing. Over the demo's verdicts it reaches the audit's slashes, and a
+/// second step finds nothing to do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_judge_steps_to_the_audits_slashes_without_a_running_worker() {
+    let _serial = SERIAL.lock().await;
+    let h = Harness::new("step").await;
+    let rules = proctor::rules::Rules::embedded().unwrap();
+    let want = audit::judge_dir(
+        &demo(),
+        rules.clone(),
+        &SamplingSecret::from_passphrase("pipeline tests"),
+        proctor::case::Reruns::Present,
+        None,
+        false,
+    )
+    .unwrap();
+    let records: Vec<proctor::record::JobRecord> = lines(&demo().join("jobs.jsonl"))
+        .iter()
+        .filter_map(|l| proctor::record::JobRecord::from_json(l).ok())
+        .collect();
+    let pairs: Vec<_> = want
+        .verdicts
+        .iter()
+        .map(|v| (records.iter().find(|r| r.job_id == v.job_id).unwrap(), v))
+        .collect();
+    h.store
+        .record_verdicts(&pairs, proctor::store::Stage::Rerun)
+        .await
+        .unwrap();
+    for (wallet, nfts) in audit::read_wallets(&demo()).unwrap() {
+        h.store.set_wallet_nfts(&wallet, nfts).await.unwrap();
+    }
+
+    let mut settings = h.settings.clone();
+    settings.pipeline.judge_settle_ms = 0;
+    let (_trigger, shutdown) = proctor::pipeline::Shutdown::new();
+    let ctx = proctor::pipeline::Context::start("judge", settings, rules, shutdown)
+        .await
+        .unwrap();
+    let key = events::signing_key_from_hex(support::SIGNING_KEY).unwrap();
+    let miners: BTreeSet<&proctor::ids::MinerId> =
+        want.verdicts.iter().map(|v| &v.miner_id).collect();
+    assert_eq!(
+        proctor::pipeline::judge::step(&ctx, &key).await.unwrap(),
+        miners.len()
+    );
+    assert_eq!(proctor::pipeline::judge::step(&ctx, &key).await.unwrap(), 0);
+    let got: BTreeSet<String> = sqlx::query_scalar("SELECT slash_id FROM slashes")
+        .fetch_all(h.store.pool())
+        .await
+        .unwrap()
+        .into_iter()
+        .collect();
+    let slashes: BTreeSet<String> = want
+        .decisions
+        .iter()
+        .filter_map(|d| d.slash.as_ref().map(|s| s.slash_id.clone()))
+        .collect();
+    assert!(!slashes.is_empty());
+    assert_eq!(got, slashes);
+    assert_eq!(
+        h.count("SELECT count(*) FROM outbox").await as usize,
+        slashes.len()
+    );
+    drop(ctx);
+    h.drop_db().await;
+}

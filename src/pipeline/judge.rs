@@ -8,6 +8,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use ed25519_dalek::SigningKey;
+
 use super::{Context, Stopped};
 use crate::case::{self, Ledger};
 use crate::decide::Action;
@@ -16,69 +18,73 @@ use crate::events;
 pub async fn run(ctx: Arc<Context>) -> anyhow::Result<()> {
     let key = events::signing_key_from_hex(ctx.settings.secrets.signing_key.expose())
         .map_err(anyhow::Error::msg)?;
-    let p = &ctx.settings.pipeline;
-    let settle = Duration::from_millis(p.judge_settle_ms);
-    let max_wait = Duration::from_secs(p.judge_max_wait_secs);
-    let poll = Duration::from_millis(p.poll_ms);
+    let poll = Duration::from_millis(ctx.settings.pipeline.poll_ms);
     tracing::info!(
         public_key = hex::encode(key.verifying_key().as_bytes()),
         "judge deciding; events are signed with this key"
     );
     loop {
-        let Ok(miners) = ctx
-            .retry("postgres", || {
-                ctx.store.settled_miners(settle, max_wait, 100)
-            })
-            .await
-        else {
-            break;
-        };
-        if miners.is_empty() {
-            if ctx.idle(poll).await.is_err() {
-                break;
+        match step(&ctx, &key).await {
+            Ok(0) => {
+                if ctx.idle(poll).await.is_err() {
+                    break;
+                }
             }
-            continue;
-        }
-        for miner in miners {
-            // A decision in flight finishes even when a stop is requested: it is one
-            // short transaction.
-            let Ok(factor) = ctx
-                .retry("postgres", || ctx.store.points_factor(&miner, &ctx.rules))
-                .await
-            else {
-                return Ok(());
-            };
-            let decision = match ctx
-                .retry("postgres", || {
-                    ctx.store.decide(&miner, &ctx.rules, factor, |history| {
-                        case::entry(&miner, history, &ctx.rules, Some(&key))
-                    })
-                })
-                .await
-            {
-                Ok(c) => c.decision,
-                Err(Stopped) => return Ok(()),
-            };
-            let action = match decision.action {
-                Action::None => "none",
-                Action::FlagForReview => "flag_for_review",
-                Action::Slash => "slash",
-            };
-            ctx.metrics
-                .decisions
-                .get_or_create(&vec![("action", action.to_owned())])
-                .inc();
-            if decision.action != Action::None {
-                tracing::info!(
-                    miner = %miner,
-                    action,
-                    honest_probability = decision.honest_probability,
-                    review_probability = decision.review_probability,
-                    slash_id = decision.slash.as_ref().map(|s| s.slash_id.as_str()),
-                    "decision"
-                );
-            }
+            Ok(_) => {}
+            Err(Stopped) => break,
         }
     }
     Ok(())
+}
+
+/// Most miners one step decides on.
+const STEP_MINERS: i64 = 100;
+
+/// One step of the judge: decides on the miners whose evidence has settled (at most
+/// [`STEP_MINERS`]) and returns how many. Zero means there was nothing to do; a
+/// test can call this until it returns zero instead of waiting on a running worker.
+pub async fn step(ctx: &Context, key: &SigningKey) -> Result<usize, Stopped> {
+    let p = &ctx.settings.pipeline;
+    let settle = Duration::from_millis(p.judge_settle_ms);
+    let max_wait = Duration::from_secs(p.judge_max_wait_secs);
+    let miners = ctx
+        .retry("postgres", || {
+            ctx.store.settled_miners(settle, max_wait, STEP_MINERS)
+        })
+        .await?;
+    for miner in &miners {
+        // A decision in flight finishes even when a stop is requested: it is one
+        // short transaction.
+        let factor = ctx
+            .retry("postgres", || ctx.store.points_factor(miner, &ctx.rules))
+            .await?;
+        let decision = ctx
+            .retry("postgres", || {
+                ctx.store.decide(miner, &ctx.rules, factor, |history| {
+                    case::entry(miner, history, &ctx.rules, Some(key))
+                })
+            })
+            .await?
+            .decision;
+        let action = match decision.action {
+            Action::None => "none",
+            Action::FlagForReview => "flag_for_review",
+            Action::Slash => "slash",
+        };
+        ctx.metrics
+            .decisions
+            .get_or_create(&vec![("action", action.to_owned())])
+            .inc();
+        if decision.action != Action::None {
+            tracing::info!(
+                miner = %miner,
+                action,
+                honest_probability = decision.honest_probability,
+                review_probability = decision.review_probability,
+                slash_id = decision.slash.as_ref().map(|s| s.slash_id.as_str()),
+                "decision"
+            );
+        }
+    }
+    Ok(miners.len())
 }

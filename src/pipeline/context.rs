@@ -1,0 +1,228 @@
+//! What every worker holds ([`Context`]), and the retry loop around each service call.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use rdkafka::producer::FutureProducer;
+
+use super::{Shutdown, Stopped};
+use crate::kafka::{self, Backoff};
+use crate::objects::ObjectStore;
+use crate::rules::Rules;
+use crate::settings::Settings;
+use crate::store::Store;
+use crate::telemetry::{Health, Metrics};
+
+/// What every worker holds.
+pub struct Context {
+    pub worker: &'static str,
+    pub settings: Settings,
+    pub rules: Rules,
+    pub store: Store,
+    pub objects: ObjectStore,
+    producer: std::sync::Mutex<FutureProducer>,
+    pub metrics: Metrics,
+    pub health: Health,
+    pub shutdown: Shutdown,
+}
+
+impl Context {
+    /// Connects to Postgres (retrying until it answers or the worker is stopped), runs
+    /// the migrations, creates missing topics, and starts `/metrics` and `/healthz`.
+    pub async fn start(
+        worker: &'static str,
+        settings: Settings,
+        rules: Rules,
+        shutdown: Shutdown,
+    ) -> anyhow::Result<Arc<Context>> {
+        settings.require_secrets()?;
+        let metrics = Metrics::new(worker);
+        let health = Health::new(worker);
+        let addr = crate::telemetry::serve(settings.http.bind, metrics.clone(), health.clone())
+            .await
+            .with_context(|| format!("cannot listen on {}", settings.http.bind))?;
+        tracing::info!(worker, %addr, "serving /metrics and /healthz");
+        let url = settings.database.url.expose().to_owned();
+        let max = settings.database.max_connections;
+        let mut stop = shutdown.clone();
+        let store = retry_until(
+            &health,
+            &metrics,
+            &mut stop,
+            max_backoff(&settings),
+            "postgres",
+            |_| false,
+            || Store::connect_with(&url, max),
+        )
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .ok_or_else(|| anyhow::anyhow!("stopped before Postgres answered"))?;
+        store
+            .migrate()
+            .await
+            .context("database migrations failed")?;
+        let k = &settings.kafka;
+        let topics = [
+            (k.jobs_topic.as_str(), 4),
+            (k.rerun_topic.as_str(), 4),
+            (k.dlq_topic.as_str(), 1),
+            (k.slashes_topic.as_str(), 4),
+        ];
+        retry_until(
+            &health,
+            &metrics,
+            &mut stop,
+            max_backoff(&settings),
+            "kafka-admin",
+            |_| false,
+            || kafka::ensure_topics(&k.brokers, &topics),
+        )
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .ok_or_else(|| anyhow::anyhow!("stopped before the broker answered"))?;
+        let producer = kafka::producer(k).context("cannot create the Kafka producer")?;
+        let objects = ObjectStore::new(&settings.s3);
+        Ok(Arc::new(Context {
+            worker,
+            settings,
+            rules,
+            store,
+            objects,
+            producer: std::sync::Mutex::new(producer),
+            metrics,
+            health,
+            shutdown,
+        }))
+    }
+
+    /// The producer. After a fatal producer error (the idempotent producer gives up
+    /// on a partition's sequence; seen with tansu 0.6 under load) it is replaced, so a
+    /// retried send goes through a fresh producer.
+    pub fn producer(&self) -> FutureProducer {
+        let mut p = self
+            .producer
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(fatal) = rdkafka::producer::Producer::client(&*p).fatal_error() {
+            tracing::warn!(error = ?fatal, "producer failed fatally; creating a new one");
+            match kafka::producer(&self.settings.kafka) {
+                Ok(fresh) => *p = fresh,
+                Err(e) => tracing::error!(error = %e, "cannot create a producer"),
+            }
+        }
+        p.clone()
+    }
+
+    pub fn max_backoff(&self) -> Duration {
+        max_backoff(&self.settings)
+    }
+
+    /// Runs `op` until it succeeds, backing off on every failure; gives up only when the
+    /// worker is stopped.
+    pub async fn retry<T, E, F, Fut>(&self, what: &'static str, op: F) -> Result<T, Stopped>
+    where
+        E: std::fmt::Display,
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        // Nothing is refused here, so the inner error never comes back.
+        self.retry_refusable(what, |_| false, op)
+            .await?
+            .map_err(|_| Stopped)
+    }
+
+    /// Like [`Context::retry`], but an error `refused` says no retry can ever fix (the
+    /// service refuses the input itself) comes back at once as `Ok(Err(e))`.
+    pub async fn retry_refusable<T, E, F, Fut>(
+        &self,
+        what: &'static str,
+        refused: impl Fn(&E) -> bool,
+        op: F,
+    ) -> Result<Result<T, E>, Stopped>
+    where
+        E: std::fmt::Display,
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        let mut stop = self.shutdown.clone();
+        retry_until(
+            &self.health,
+            &self.metrics,
+            &mut stop,
+            self.max_backoff(),
+            what,
+            refused,
+            op,
+        )
+        .await
+    }
+
+    /// Sleeps, or returns early when the worker is stopped.
+    pub async fn idle(&self, d: Duration) -> Result<(), Stopped> {
+        let mut stop = self.shutdown.clone();
+        tokio::select! {
+            _ = tokio::time::sleep(d) => Ok(()),
+            _ = stop.wait() => Err(Stopped),
+        }
+    }
+}
+
+fn max_backoff(settings: &Settings) -> Duration {
+    Duration::from_millis(settings.pipeline.max_backoff_ms)
+}
+
+/// Runs `op` until it succeeds or fails in a way `refused` says no retry can fix
+/// (`Ok(Err(e))`); `Err(Stopped)` once the worker is stopped.
+#[allow(clippy::too_many_arguments)]
+async fn retry_until<T, E, F, Fut>(
+    health: &Health,
+    metrics: &Metrics,
+    stop: &mut Shutdown,
+    max: Duration,
+    what: &'static str,
+    refused: impl Fn(&E) -> bool,
+    mut op: F,
+) -> Result<Result<T, E>, Stopped>
+where
+    E: std::fmt::Display,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
+    let mut backoff = Backoff::new(max);
+    loop {
+        match op().await {
+            Ok(v) => {
+                if backoff.attempts > 0 {
+                    tracing::info!(what, attempts = backoff.attempts, "recovered");
+                    health.ok();
+                }
+                return Ok(Ok(v));
+            }
+            Err(e) if refused(&e) => {
+                tracing::warn!(what, error = %e, "refused: the input itself can never succeed");
+                metrics
+                    .refusals
+                    .get_or_create(&vec![("what", what.to_owned())])
+                    .inc();
+                return Ok(Err(e));
+            }
+            Err(e) => {
+                let delay = backoff.delay();
+                tracing::warn!(what, error = %e, retry_in_ms = delay.as_millis() as u64, "transient failure");
+                health.degraded(&format!("{what}: {e}"));
+                metrics
+                    .retries
+                    .get_or_create(&vec![("what", what.to_owned())])
+                    .inc();
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = stop.wait() => return Err(Stopped),
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,407 @@
+//! A Kafka feed of batches that continue their partitions, with the recovery from
+//! stalled and orphaned partitions that tansu's group coordinator needs.
+
+use std::time::Duration;
+
+use rdkafka::consumer::StreamConsumer;
+use rdkafka::message::{BorrowedMessage, OwnedMessage};
+
+use super::{Context, Stopped};
+use crate::kafka::{self, Backoff};
+
+/// A consumer of one worker's topic, handing out batches of messages that continue
+/// their partitions. Both consuming workers (`screen`, `rerun`) read through it.
+///
+/// It guards against a broker that skips offsets. tansu 0.6 serves a fetch from the
+/// first record batch that *starts* at or after the requested offset (its dynostore
+/// `fetch` lists the partition's batch objects and splits at the offset), where Kafka
+/// returns the batch that *contains* it. A consumer resuming at a committed offset
+/// inside a batch (after a restart, a rebalance or a seek) therefore
+/// - is handed the next batch, skipping the rest of the containing one (measured in
+///   the crash test: 23 acknowledged records never delivered), or
+/// - is handed nothing at all when the containing batch is the partition's last, and
+///   stalls for good (measured in the back-pressure test: a rebalance during the S3
+///   outage left the rerun group at offset 32 of a 240-record batch).
+///
+/// Job topics have no transactions and no compaction, so every offset holds a message
+/// and both are the broker's error. A jump is seen when a message arrives past the
+/// expected offset; a stall when the partition's end (the high watermark of the last
+/// fetch response) is past the expected offset and nothing arrived for
+/// [`STALL_AFTER`]. Either way the partition is sought back before the missing offset
+/// (64, then 128, 256, ... earlier, until a fetch covers it), messages before the
+/// expected offset are dropped as already processed, and the event is logged.
+///
+/// It also guards against a group that orphans partitions. tansu 0.6 drops a member
+/// that misses its heartbeats from the group but, when a heartbeat rather than a join
+/// notices it, keeps the group formed with the dead member's assignment: the live
+/// members rejoin into the old generation and nobody consumes the dead member's
+/// partitions again (measured in the crash test: the rerun group's state in S3 held
+/// one member and assignments for three). A partition this member does not own, whose
+/// commit has not moved for [`ORPHANED_AFTER`] while it has unread messages, makes
+/// the feed leave the group and join again: the leave re-forms the group, and the
+/// joining member, as leader, assigns every partition to the live members.
+pub struct Feed {
+    consumer: StreamConsumer,
+    kafka: crate::settings::KafkaSettings,
+    group_suffix: &'static str,
+    topic: String,
+    /// The assigned partitions of `topic` seen so far.
+    partitions: std::collections::HashMap<i32, PartitionState>,
+    /// Partitions of the topic owned by other members: their commit and since when it
+    /// has not moved.
+    foreign: std::collections::HashMap<i32, (Option<i64>, std::time::Instant)>,
+    last_check: std::time::Instant,
+    /// Jumps, stalls and rejoins recovered so far.
+    recoveries: u64,
+}
+
+#[derive(Debug)]
+struct PartitionState {
+    /// The next offset to process: after the last message handed out, or at first the
+    /// committed offset. `None` while the group has no commit for the partition.
+    expected: Option<i64>,
+    /// Consecutive seeks back: how far back the next one goes.
+    retreats: u32,
+    /// When a message last continued the partition, or when it was first seen.
+    progress_at: std::time::Instant,
+}
+
+/// How long an assigned partition with unread messages may deliver nothing before the
+/// feed seeks back (see [`Feed`]). Well above a fetch round trip, well below the
+/// rebalance bound.
+pub const STALL_AFTER: Duration = Duration::from_secs(10);
+
+/// How long another member's partition may keep an unmoving commit over unread
+/// messages before the feed rejoins the group (see [`Feed`]). Twice the consumers'
+/// `max.poll.interval.ms`, past which a live owner would have been replaced anyway.
+pub const ORPHANED_AFTER: Duration = Duration::from_secs(60);
+
+impl Feed {
+    /// Subscribes to `topic` in the settings' group plus `group_suffix`.
+    pub fn new(
+        kafka: &crate::settings::KafkaSettings,
+        group_suffix: &'static str,
+        topic: &str,
+    ) -> Result<Feed, rdkafka::error::KafkaError> {
+        Ok(Feed {
+            consumer: kafka::consumer(kafka, group_suffix, &[topic])?,
+            kafka: kafka.clone(),
+            group_suffix,
+            topic: topic.to_owned(),
+            partitions: Default::default(),
+            foreign: Default::default(),
+            last_check: std::time::Instant::now(),
+            recoveries: 0,
+        })
+    }
+
+    /// Waits for the next batch of up to `max` messages that continue their partitions.
+    /// `Err(Stopped)` once the worker is asked to stop.
+    pub async fn next(&mut self, ctx: &Context, max: usize) -> Result<Vec<OwnedMessage>, Stopped> {
+        loop {
+            let batch = self.try_next(ctx, max, STALL_AFTER / 2).await?;
+            if !batch.is_empty() {
+                return Ok(batch);
+            }
+        }
+    }
+
+    /// Like [`Feed::next`], but returns an empty batch when nothing arrives within
+    /// `wait`: for a worker that has other work to finish meanwhile.
+    pub async fn try_next(
+        &mut self,
+        ctx: &Context,
+        max: usize,
+        wait: Duration,
+    ) -> Result<Vec<OwnedMessage>, Stopped> {
+        if self.last_check.elapsed() >= STALL_AFTER / 2 {
+            self.last_check = std::time::Instant::now();
+            self.unstick();
+            if self.orphaned() {
+                self.rejoin();
+            }
+        }
+        let batch = next_batch(ctx, &self.consumer, max, wait).await?;
+        if batch.is_empty() {
+            return Ok(batch);
+        }
+        let recoveries = self.recoveries;
+        let batch = self.filter(batch);
+        if batch.is_empty() && self.recoveries > recoveries {
+            // The broker jumped: give it a moment before the re-fetch.
+            ctx.idle(Duration::from_millis(100)).await?;
+        }
+        Ok(batch)
+    }
+
+    /// Stores the offsets of a processed batch; librdkafka commits them.
+    pub fn store(&self, offsets: &kafka::Offsets) {
+        if let Err(e) = offsets.store(&self.consumer) {
+            tracing::error!(error = %e, "cannot store offsets; the batch will be redelivered");
+        }
+    }
+
+    fn state(&mut self, partition: i32) -> &mut PartitionState {
+        let (consumer, topic) = (&self.consumer, self.topic.as_str());
+        self.partitions
+            .entry(partition)
+            .or_insert_with(|| PartitionState {
+                expected: committed_offsets(consumer, topic, &[partition])
+                    .get(&partition)
+                    .copied(),
+                retreats: 0,
+                progress_at: std::time::Instant::now(),
+            })
+    }
+
+    /// Seeks the partition back before `want`, each time further.
+    fn retreat(&mut self, partition: i32, want: i64, why: &str) {
+        self.recoveries += 1;
+        let state = self.state(partition);
+        let back = 64i64 << state.retreats.min(20);
+        state.retreats += 1;
+        state.progress_at = std::time::Instant::now();
+        let to = (want - back).max(0);
+        tracing::warn!(
+            topic = %self.topic,
+            partition,
+            expected = want,
+            seek_to = to,
+            why,
+            "the broker skipped offsets; seeking back"
+        );
+        if let Err(e) = rdkafka::consumer::Consumer::seek(
+            &self.consumer,
+            &self.topic,
+            partition,
+            rdkafka::Offset::Offset(to),
+            Duration::from_secs(10),
+        ) {
+            tracing::warn!(error = %e, "seek failed; the partition's next owner resumes from its commit");
+        }
+    }
+
+    /// Keeps the messages that continue their partitions without a jump.
+    fn filter(&mut self, batch: Vec<OwnedMessage>) -> Vec<OwnedMessage> {
+        use rdkafka::Message;
+        let mut halted = std::collections::HashSet::new();
+        let mut kept = Vec::with_capacity(batch.len());
+        for m in batch {
+            if halted.contains(&m.partition()) {
+                continue;
+            }
+            let state = self.state(m.partition());
+            match state.expected {
+                Some(want) if m.offset() > want => {
+                    self.retreat(m.partition(), want, "jump");
+                    halted.insert(m.partition());
+                }
+                // Processed already: by this worker, or by the group before the commit.
+                Some(want) if m.offset() < want => {}
+                _ => {
+                    state.retreats = 0;
+                    state.expected = Some(m.offset() + 1);
+                    state.progress_at = std::time::Instant::now();
+                    kept.push(m);
+                }
+            }
+        }
+        kept
+    }
+
+    /// Seeks back every assigned partition that has unread messages but delivered
+    /// nothing for [`STALL_AFTER`]. Forgets partitions no longer assigned, so one that
+    /// comes back starts again from the group's commit.
+    fn unstick(&mut self) {
+        let Ok(assignment) = rdkafka::consumer::Consumer::assignment(&self.consumer) else {
+            return;
+        };
+        let assigned: std::collections::HashSet<i32> = assignment
+            .elements_for_topic(&self.topic)
+            .iter()
+            .map(|e| e.partition())
+            .collect();
+        self.partitions.retain(|p, _| assigned.contains(p));
+        for partition in assigned {
+            let end = cached_high_watermark(&self.consumer, &self.topic, partition);
+            let state = self.state(partition);
+            let (Some(want), Some(end)) = (state.expected, end) else {
+                continue;
+            };
+            if end > want && state.progress_at.elapsed() >= STALL_AFTER {
+                self.retreat(partition, want, "stall");
+            }
+        }
+    }
+
+    /// Whether another member's partition looks orphaned (see [`Feed`]).
+    fn orphaned(&mut self) -> bool {
+        use rdkafka::consumer::Consumer;
+        let (Ok(assignment), Ok(meta)) = (
+            self.consumer.assignment(),
+            tokio::task::block_in_place(|| {
+                self.consumer
+                    .fetch_metadata(Some(&self.topic), Duration::from_secs(10))
+            }),
+        ) else {
+            return false;
+        };
+        let mine: std::collections::HashSet<i32> = assignment
+            .elements()
+            .iter()
+            .map(|e| e.partition())
+            .collect();
+        let others: Vec<i32> = meta
+            .topics()
+            .iter()
+            .filter(|t| t.name() == self.topic)
+            .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+            .filter(|p| !mine.contains(p))
+            .collect();
+        self.foreign.retain(|p, _| others.contains(p));
+        let commits = committed_offsets(&self.consumer, &self.topic, &others);
+        let mut orphaned = false;
+        for p in others {
+            let committed = commits.get(&p).copied();
+            let since = match self.foreign.get(&p) {
+                Some((c, since)) if *c == committed => *since,
+                _ => {
+                    self.foreign
+                        .insert(p, (committed, std::time::Instant::now()));
+                    continue;
+                }
+            };
+            if since.elapsed() < ORPHANED_AFTER {
+                continue;
+            }
+            // ListOffsets(latest) from tansu is the start of the newest batch plus one:
+            // not the end of the log, but never past it, so enough to prove unread
+            // messages.
+            let end = tokio::task::block_in_place(|| {
+                self.consumer
+                    .fetch_watermarks(&self.topic, p, Duration::from_secs(10))
+            });
+            if let Ok((_, end)) = end
+                && end > committed.unwrap_or(0)
+            {
+                tracing::warn!(
+                    topic = %self.topic,
+                    partition = p,
+                    committed = ?committed,
+                    end,
+                    "another member's partition has not moved; rejoining the group"
+                );
+                orphaned = true;
+            }
+        }
+        orphaned
+    }
+
+    /// Leaves the group and joins it again with a new consumer. Dropping the old one
+    /// commits its stored offsets and sends LeaveGroup.
+    fn rejoin(&mut self) {
+        match kafka::consumer(&self.kafka, self.group_suffix, &[self.topic.as_str()]) {
+            Ok(fresh) => {
+                self.recoveries += 1;
+                let old = std::mem::replace(&mut self.consumer, fresh);
+                tokio::task::block_in_place(|| drop(old));
+                self.partitions.clear();
+                self.foreign.clear();
+            }
+            Err(e) => tracing::error!(error = %e, "cannot create a consumer to rejoin with"),
+        }
+    }
+}
+
+/// The group's committed offsets of the partitions that have one, in one request.
+fn committed_offsets(
+    consumer: &StreamConsumer,
+    topic: &str,
+    partitions: &[i32],
+) -> std::collections::HashMap<i32, i64> {
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for p in partitions {
+        tpl.add_partition(topic, *p);
+    }
+    let committed = tokio::task::block_in_place(|| {
+        rdkafka::consumer::Consumer::committed_offsets(consumer, tpl, Duration::from_secs(10))
+    });
+    committed
+        .map(|tpl| {
+            tpl.elements()
+                .iter()
+                .filter_map(|e| match e.offset() {
+                    rdkafka::Offset::Offset(n) => Some((e.partition(), n)),
+                    _ => None,
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The partition's high watermark as the last fetch response gave it, from librdkafka's
+/// cache (no request). Not `fetch_watermarks`: tansu 0.6 answers ListOffsets(latest)
+/// with the base offset of the most recently written batch object plus one, which is
+/// not the end of the log.
+fn cached_high_watermark(consumer: &StreamConsumer, topic: &str, partition: i32) -> Option<i64> {
+    use rdkafka::consumer::Consumer;
+    let topic = std::ffi::CString::new(topic).ok()?;
+    let (mut low, mut high) = (-1i64, -1i64);
+    // SAFETY: the client pointer is valid while `consumer` is borrowed, `topic` is a
+    // NUL-terminated string that outlives the call, and the call only writes the two
+    // out-parameters from librdkafka's own locked cache.
+    let err = unsafe {
+        rdkafka::bindings::rd_kafka_get_watermark_offsets(
+            consumer.client().native_ptr(),
+            topic.as_ptr(),
+            partition,
+            &mut low,
+            &mut high,
+        )
+    };
+    (err == rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0)
+        .then_some(high)
+}
+
+/// Waits up to `idle` for a first message, then takes more for up to the batch wait or
+/// until `max` are held. An empty batch means nothing came within `idle`. Consumer
+/// errors (a broker that is down) are logged and waited out.
+pub async fn next_batch(
+    ctx: &Context,
+    consumer: &StreamConsumer,
+    max: usize,
+    idle: Duration,
+) -> Result<Vec<OwnedMessage>, Stopped> {
+    let p = &ctx.settings.pipeline;
+    let mut stop = ctx.shutdown.clone();
+    let mut backoff = Backoff::new(ctx.max_backoff());
+    let idle_until = tokio::time::Instant::now() + idle;
+    let first = loop {
+        let got: Result<BorrowedMessage<'_>, _> = tokio::select! {
+            m = consumer.recv() => m,
+            _ = tokio::time::sleep_until(idle_until) => return Ok(Vec::new()),
+            _ = stop.wait() => return Err(Stopped),
+        };
+        match got {
+            Ok(m) => break m.detach(),
+            Err(e) => {
+                tracing::warn!(error = %e, "consumer error");
+                ctx.health.degraded(&format!("kafka: {e}"));
+                ctx.idle(backoff.delay()).await?;
+            }
+        }
+    };
+    let mut batch = vec![first];
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(p.batch_wait_ms);
+    while batch.len() < max.max(1) {
+        match tokio::time::timeout_at(deadline, consumer.recv()).await {
+            Ok(Ok(m)) => batch.push(m.detach()),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "consumer error");
+                break;
+            }
+            Err(_) => break,
+        }
+    }
+    Ok(batch)
+}

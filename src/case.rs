@@ -164,8 +164,8 @@ impl<'a> Sampler<'a> {
     }
 }
 
-/// Which reference outputs a decision counts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Which reference outputs a decision counts (`proctor audit --reruns`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Reruns {
     /// Those of the jobs the sampler draws, as in the pipeline, whose rerun worker sees
     /// only drawn jobs: a reference of any other job is never read.

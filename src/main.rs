@@ -26,13 +26,6 @@ struct Cli {
     command: Command,
 }
 
-/// `audit --reruns`: [`Reruns`] as the command line spells it.
-#[derive(Clone, Copy, clap::ValueEnum)]
-enum RerunsArg {
-    Present,
-    Drawn,
-}
-
 #[derive(Subcommand)]
 enum Command {
     /// Judge a folder of job records and stored objects offline, with no services.
@@ -59,8 +52,8 @@ enum Command {
         /// Which reference outputs count: `present`, every one in the folder (an export
         /// of the jobs that were re-run), or `drawn`, only those of the jobs the
         /// sampling secret draws at the rules' rates, as the pipeline counts them.
-        #[arg(long, value_enum, default_value_t = RerunsArg::Present)]
-        reruns: RerunsArg,
+        #[arg(long, value_enum, default_value_t = Reruns::Present)]
+        reruns: Reruns,
     },
     /// Compare a candidate image with a reference image under the rules; prints JSON.
     ImageDiff {
@@ -320,10 +313,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 dir,
                 out: out.clone(),
                 sampling_secret: SamplingSecret::from_passphrase(&sampling_secret),
-                reruns: match reruns {
-                    RerunsArg::Present => Reruns::Present,
-                    RerunsArg::Drawn => Reruns::Drawn,
-                },
+                reruns,
                 signing_key,
                 progress: true,
             };

@@ -129,37 +129,33 @@ pub fn screen_failures(v: &JobVerdict) -> u32 {
 pub struct Sampler<'a> {
     rules: &'a Rules,
     secret: &'a SamplingSecret,
-    failed: BTreeMap<MinerId, u32>,
+    risk: BTreeMap<MinerId, MinerRisk>,
 }
 
 impl<'a> Sampler<'a> {
-    /// `prior`: the screen failures already recorded per miner (the store's
-    /// `miner_risk`; empty for an audit, which sees every job).
+    /// `prior`: what is already recorded per miner (the store's `miner_risk`: screen
+    /// failures and staff decisions; empty for an audit, which sees every job).
     pub fn new(
         rules: &'a Rules,
         secret: &'a SamplingSecret,
-        prior: BTreeMap<MinerId, u32>,
+        prior: BTreeMap<MinerId, MinerRisk>,
     ) -> Sampler<'a> {
         Sampler {
             rules,
             secret,
-            failed: prior,
+            risk: prior,
         }
     }
 
     /// Whether the job, screened as `screen`, is re-run. Call once per job, in order.
     pub fn draw(&mut self, screen: &JobVerdict) -> bool {
-        let failed = self.failed.entry(screen.miner_id.clone()).or_default();
-        let risk = MinerRisk {
-            failed_checks: *failed,
-            review_flags: 0,
-        };
+        let risk = self.risk.entry(screen.miner_id.clone()).or_default();
         let drawn = sampling::is_sampled(
             self.secret,
             screen.job_id.as_str(),
-            sampling::rate(self.rules, risk),
+            sampling::rate(self.rules, *risk),
         );
-        *failed = failed.saturating_add(screen_failures(screen));
+        risk.failed_checks = risk.failed_checks.saturating_add(screen_failures(screen));
         drawn
     }
 }
@@ -456,6 +452,10 @@ mod tests {
     fn drawn(prior: u32, screen: usize, reference: usize) -> Vec<bool> {
         let rules = rules();
         let secret = SamplingSecret::from_passphrase("test");
+        let prior = MinerRisk {
+            failed_checks: prior,
+            ..MinerRisk::default()
+        };
         let mut sampler = Sampler::new(&rules, &secret, [(miner(), prior)].into());
         (0..40)
             .map(|i| {
@@ -481,7 +481,7 @@ mod tests {
         // each): from the 20th failing job on, every job is drawn.
         let risk = MinerRisk {
             failed_checks: 19,
-            review_flags: 0,
+            ..MinerRisk::default()
         };
         assert_eq!(sampling::rate(&rules(), risk), 1.0);
         let failing = drawn(0, 1, 0);

@@ -121,6 +121,10 @@ pub struct Decision {
     pub tallies: Vec<CheckTally>,
     pub evidence: Vec<EvidenceRef>,
     pub slash: Option<Slash>,
+    /// For a flag: the slash staff confirming it would write (rule `STAFF_RULE_ID`),
+    /// which is what the flag puts at stake.
+    #[serde(default)]
+    pub confirmation: Option<Slash>,
 }
 
 /// What one decision makes of the evidence: the two probabilities and the action.
@@ -255,23 +259,7 @@ pub fn decide(
         review_probability,
         action,
     } = judgement;
-    let sl = &rules.slashing;
     let slash = (action == Action::Slash).then(|| {
-        let failed_jobs: BTreeSet<&JobId> = evidence.iter().map(|e| &e.job_id).collect();
-        let covered: Vec<&JobVerdict> = window
-            .iter()
-            .copied()
-            .filter(|v| match sl.scope {
-                SlashScope::MinerWindow => v.verdict != Verdict::Inconclusive || failed_jobs.contains(&v.job_id),
-                SlashScope::FailedJobs => failed_jobs.contains(&v.job_id),
-            })
-            .collect();
-        let jobs: Vec<JobId> = covered.iter().map(|v| v.job_id.clone()).collect();
-        let amount = covered
-            .iter()
-            .map(|v| v.points)
-            .sum::<Points>()
-            .scaled(sl.fraction * history.points_factor);
         // The reason names the checks that carried the slash; the evidence keeps
         // every failure, for the reviewers and the appeal.
         let checks: BTreeSet<CheckId> = tallies
@@ -279,20 +267,37 @@ pub fn decide(
             .filter(|t| t.can_slash)
             .map(|t| t.check)
             .collect();
-        Slash {
-            slash_id: slash_id(miner, &jobs, &sl.rule_id),
-            miner_id: miner.clone(),
-            amount,
-            jobs,
-            rule_id: sl.rule_id.clone(),
-            reason: format!(
+        build_slash(
+            miner,
+            &window,
+            &evidence,
+            history.points_factor,
+            &rules.slashing.rule_id,
+            format!(
                 "failed {}: an honest miner shows this evidence with probability {honest_probability:.2e}",
                 checks.iter().map(|c| c.as_str()).collect::<Vec<_>>().join(", ")
             ),
             honest_probability,
-            rules_digest: window.first().map(|v| v.rules_digest.clone()).unwrap_or_default(),
-            evidence: evidence.clone(),
-        }
+            rules,
+        )
+    });
+    // What staff confirming a flag would write: every failing check counts, at the
+    // strength the reviewer saw.
+    let confirmation = (action == Action::FlagForReview).then(|| {
+        let checks: BTreeSet<CheckId> = tallies.iter().map(|t| t.check).collect();
+        build_slash(
+            miner,
+            &window,
+            &evidence,
+            history.points_factor,
+            STAFF_RULE_ID,
+            format!(
+                "confirmed by staff: failed {}: an honest miner fails this often with probability {review_probability:.2e}",
+                checks.iter().map(|c| c.as_str()).collect::<Vec<_>>().join(", ")
+            ),
+            review_probability,
+            rules,
+        )
     });
 
     Decision {
@@ -303,6 +308,56 @@ pub fn decide(
         tallies,
         evidence,
         slash,
+        confirmation,
+    }
+}
+
+/// The rule id of a slash staff confirmed from a flag.
+pub const STAFF_RULE_ID: &str = "staff-confirmed-v1";
+
+/// A slash of `window`'s jobs that `slashing.scope` covers, given its failures.
+#[allow(clippy::too_many_arguments)]
+fn build_slash(
+    miner: &MinerId,
+    window: &[&JobVerdict],
+    evidence: &[EvidenceRef],
+    points_factor: f64,
+    rule_id: &str,
+    reason: String,
+    honest_probability: f64,
+    rules: &Rules,
+) -> Slash {
+    let sl = &rules.slashing;
+    let failed_jobs: BTreeSet<&JobId> = evidence.iter().map(|e| &e.job_id).collect();
+    let covered: Vec<&JobVerdict> = window
+        .iter()
+        .copied()
+        .filter(|v| match sl.scope {
+            SlashScope::MinerWindow => {
+                v.verdict != Verdict::Inconclusive || failed_jobs.contains(&v.job_id)
+            }
+            SlashScope::FailedJobs => failed_jobs.contains(&v.job_id),
+        })
+        .collect();
+    let jobs: Vec<JobId> = covered.iter().map(|v| v.job_id.clone()).collect();
+    let amount = covered
+        .iter()
+        .map(|v| v.points)
+        .sum::<Points>()
+        .scaled(sl.fraction * points_factor);
+    Slash {
+        slash_id: slash_id(miner, &jobs, rule_id),
+        miner_id: miner.clone(),
+        amount,
+        jobs,
+        rule_id: rule_id.to_owned(),
+        reason,
+        honest_probability,
+        rules_digest: window
+            .first()
+            .map(|v| v.rules_digest.clone())
+            .unwrap_or_default(),
+        evidence: evidence.to_vec(),
     }
 }
 

@@ -5,6 +5,10 @@
 //! proctor did. The signature covers `SIGNING_CONTEXT || payload`, which keeps a proctor
 //! signature from ever being valid for another protocol that uses the same key.
 //!
+//! A reversal travels the same way on the same topic, keyed by the same miner: a
+//! [`ReversalEvent`] signed under [`REVERSAL_SIGNING_CONTEXT`], naming the `slash_id` it
+//! undoes. [`verify_ledger_event`] accepts either and says which it is.
+//!
 //! For the ledger team, verification is: check that `public_key` is the key you trust,
 //! hex-decode `signature` (64 bytes), verify it with ed25519 over
 //! `b"heurist proctor slash event v1\n" + payload.as_bytes()`, and only then parse
@@ -20,6 +24,39 @@ use crate::points::Points;
 
 pub const EVENT_VERSION: u32 = 1;
 pub const SIGNING_CONTEXT: &[u8] = b"heurist proctor slash event v1\n";
+pub const REVERSAL_SIGNING_CONTEXT: &[u8] = b"heurist proctor slash reversed event v1\n";
+
+/// What the ledger applies when staff reverse a slash on appeal: give `amount` back to
+/// `wallet` for `miner_id`. At most one per `slash_id`; deduplicate on it. A ledger that
+/// receives a reversal before its slash must hold it until the slash arrives (both are
+/// keyed by the miner, so one partition keeps their order).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReversalEvent {
+    pub event_version: u32,
+    /// Always `slash_reversed`.
+    pub event_type: String,
+    /// The slash this reverses.
+    pub slash_id: String,
+    pub miner_id: MinerId,
+    pub wallet: String,
+    /// What the slash took, returned.
+    pub amount: Points,
+    /// The appeal that reversed it, and the staff reviewer who decided it.
+    pub appeal_id: i64,
+    pub reversed_by: String,
+    pub reason: String,
+    pub reversed_at: chrono::DateTime<chrono::Utc>,
+}
+
+pub const REVERSAL_EVENT_TYPE: &str = "slash_reversed";
+
+/// A verified event from the ledger topic.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LedgerEvent {
+    Slash(SlashEvent),
+    Reversed(ReversalEvent),
+}
 
 /// What the ledger applies: take `amount` from `wallet`'s balances for `miner_id`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -102,18 +139,71 @@ pub fn verifying_key_from_hex(key_hex: &str) -> Result<VerifyingKey, String> {
 /// Signs an event. An error where the event has no JSON form (never with these types):
 /// a signature over an empty payload would be a valid event of nothing.
 pub fn sign(event: &SlashEvent, key: &SigningKey) -> Result<SignedEvent, serde_json::Error> {
-    let payload = serde_json::to_string(event)?;
-    let mut msg = SIGNING_CONTEXT.to_vec();
+    sign_in(SIGNING_CONTEXT, &serde_json::to_string(event)?, key)
+}
+
+/// Signs a reversal under its own context, so it can never pass for a slash.
+pub fn sign_reversal(
+    event: &ReversalEvent,
+    key: &SigningKey,
+) -> Result<SignedEvent, serde_json::Error> {
+    sign_in(
+        REVERSAL_SIGNING_CONTEXT,
+        &serde_json::to_string(event)?,
+        key,
+    )
+}
+
+fn sign_in(
+    context: &[u8],
+    payload: &str,
+    key: &SigningKey,
+) -> Result<SignedEvent, serde_json::Error> {
+    let mut msg = context.to_vec();
     msg.extend_from_slice(payload.as_bytes());
     Ok(SignedEvent {
-        payload,
+        payload: payload.to_owned(),
         signature: hex::encode(key.sign(&msg).to_bytes()),
         public_key: hex::encode(key.verifying_key().to_bytes()),
     })
 }
 
-/// Verifies an envelope's bytes against the trusted key, then parses its payload.
+/// Verifies a slash envelope's bytes against the trusted key, then parses its payload.
 pub fn verify(envelope: &[u8], trusted: &VerifyingKey) -> Result<SlashEvent, VerifyError> {
+    let env = verified_envelope(envelope, trusted, SIGNING_CONTEXT)?;
+    serde_json::from_str(&env.payload).map_err(|e| VerifyError::Payload(e.to_string()))
+}
+
+/// Verifies either kind of event on the ledger topic: a slash, or a reversal.
+pub fn verify_ledger_event(
+    envelope: &[u8],
+    trusted: &VerifyingKey,
+) -> Result<LedgerEvent, VerifyError> {
+    match verified_envelope(envelope, trusted, SIGNING_CONTEXT) {
+        Ok(env) => serde_json::from_str(&env.payload)
+            .map(LedgerEvent::Slash)
+            .map_err(|e| VerifyError::Payload(e.to_string())),
+        Err(VerifyError::BadSignature) => {
+            let env = verified_envelope(envelope, trusted, REVERSAL_SIGNING_CONTEXT)?;
+            let event: ReversalEvent = serde_json::from_str(&env.payload)
+                .map_err(|e| VerifyError::Payload(e.to_string()))?;
+            if event.event_type != REVERSAL_EVENT_TYPE {
+                return Err(VerifyError::Payload(format!(
+                    "event_type {:?} is not {REVERSAL_EVENT_TYPE}",
+                    event.event_type
+                )));
+            }
+            Ok(LedgerEvent::Reversed(event))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+fn verified_envelope(
+    envelope: &[u8],
+    trusted: &VerifyingKey,
+    context: &[u8],
+) -> Result<SignedEvent, VerifyError> {
     let env: SignedEvent =
         serde_json::from_slice(envelope).map_err(|e| VerifyError::Envelope(e.to_string()))?;
     if !env
@@ -126,12 +216,12 @@ pub fn verify(envelope: &[u8], trusted: &VerifyingKey) -> Result<SlashEvent, Ver
         .ok()
         .and_then(|b| b.try_into().ok())
         .ok_or(VerifyError::BadSignature)?;
-    let mut msg = SIGNING_CONTEXT.to_vec();
+    let mut msg = context.to_vec();
     msg.extend_from_slice(env.payload.as_bytes());
     trusted
         .verify(&msg, &Signature::from_bytes(&sig_bytes))
         .map_err(|_| VerifyError::BadSignature)?;
-    serde_json::from_str(&env.payload).map_err(|e| VerifyError::Payload(e.to_string()))
+    Ok(env)
 }
 
 #[cfg(test)]
@@ -237,6 +327,59 @@ mod tests {
         };
         assert_eq!(
             verify(&bytes(&bare), &k.verifying_key()),
+            Err(VerifyError::BadSignature)
+        );
+    }
+
+    fn reversal() -> ReversalEvent {
+        let e = event();
+        ReversalEvent {
+            event_version: EVENT_VERSION,
+            event_type: REVERSAL_EVENT_TYPE.into(),
+            slash_id: e.slash_id,
+            miner_id: e.miner_id,
+            wallet: e.wallet,
+            amount: e.amount,
+            appeal_id: 3,
+            reversed_by: "bob".into(),
+            reason: "the reference host was misconfigured".into(),
+            reversed_at: chrono::DateTime::UNIX_EPOCH,
+        }
+    }
+
+    #[test]
+    fn a_reversal_verifies_as_a_reversal_and_never_as_a_slash() {
+        let k = key(5);
+        let signed = sign_reversal(&reversal(), &k).unwrap();
+        assert_eq!(
+            verify_ledger_event(&bytes(&signed), &k.verifying_key()),
+            Ok(LedgerEvent::Reversed(reversal()))
+        );
+        // A slash verifier refuses it: its signature is under the reversal context.
+        assert_eq!(
+            verify(&bytes(&signed), &k.verifying_key()),
+            Err(VerifyError::BadSignature)
+        );
+        // And a slash still reads as a slash.
+        let slash = sign(&event(), &k).unwrap();
+        assert_eq!(
+            verify_ledger_event(&bytes(&slash), &k.verifying_key()),
+            Ok(LedgerEvent::Slash(event()))
+        );
+        // A reversal's payload re-signed under the slash context is not a slash.
+        let mut forged = signed.clone();
+        forged.signature = sign_in(SIGNING_CONTEXT, &signed.payload, &k)
+            .unwrap()
+            .signature;
+        assert!(matches!(
+            verify_ledger_event(&bytes(&forged), &k.verifying_key()),
+            Err(VerifyError::Payload(_))
+        ));
+        // An edited amount breaks the signature.
+        let mut edited = signed;
+        edited.payload = edited.payload.replace("12.5", "1250.0");
+        assert_eq!(
+            verify_ledger_event(&bytes(&edited), &k.verifying_key()),
             Err(VerifyError::BadSignature)
         );
     }

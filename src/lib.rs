@@ -38,6 +38,10 @@
 //!   `/metrics`, `/healthz`.
 //! - [`pipeline`]: the workers (`screen`, `rerun`, `judge`, `publish`) that wrap the
 //!   library with Kafka, S3 and Postgres; `workers/` holds their thin binaries.
+//! - [`review`]: staff review's rules (who may do what to a case, the second-reviewer
+//!   rule), credentials, and the hash-chained audit log; its SQL is `store::review`.
+//! - [`web`]: the staff review app (pages, JSON API, sessions, CSRF), over
+//!   `store::review`.
 //! - [`audit`]: the offline judgement over a folder (the only module here that reads
 //!   files), and [`report`], its HTML report.
 //!
@@ -62,6 +66,7 @@ pub mod points;
 pub mod record;
 pub mod reference;
 pub mod report;
+pub mod review;
 pub mod rules;
 pub mod sampling;
 pub mod settings;
@@ -69,3 +74,4 @@ pub mod stats;
 pub mod store;
 pub mod synth;
 pub mod telemetry;
+pub mod web;

@@ -303,7 +303,7 @@ fn one_year(rules: &Rules, s: &Scenario, rng: &mut ChaCha8Rng, when: Decisions) 
         .any(|(f, c)| *f && c.stage == Stage::Screen);
     let mut risk = MinerRisk {
         failed_checks: if screen_always_fails { u32::MAX / 2 } else { 0 },
-        review_flags: 0,
+        ..MinerRisk::default()
     };
     let mut rate = sampling::rate(rules, risk);
     // Sampling-rate history: (since when, rate), for the window's expected re-runs.

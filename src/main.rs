@@ -15,6 +15,9 @@ use proctor::rules::Rules;
 use proctor::sampling::SamplingSecret;
 use proctor::{audit, calibrate, events, hashing, sampling};
 
+#[path = "cli/review.rs"]
+mod review_cli;
+
 #[derive(Parser)]
 #[command(
     name = "proctor",
@@ -87,6 +90,32 @@ enum Command {
     /// Print the effective deployment settings (secrets shown only as set or empty).
     Settings {
         /// A settings file layered over the defaults.
+        #[arg(long, env = "PROCTOR_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Staff accounts and API tokens of the review app.
+    Staff {
+        #[command(subcommand)]
+        command: review_cli::StaffCommand,
+        /// A settings file layered over the defaults (for database.url).
+        #[arg(long, env = "PROCTOR_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Review flagged miners and slashes: the queue, a case, and decisions.
+    Review {
+        #[command(subcommand)]
+        command: review_cli::ReviewCommand,
+        /// A settings file layered over the defaults (database.url, secrets.signing_key).
+        #[arg(long, env = "PROCTOR_CONFIG")]
+        config: Option<PathBuf>,
+        /// A staff API token (`proctor staff token`): who acts.
+        #[arg(long, env = "PROCTOR_REVIEW_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+    },
+    /// The staff audit log: verify its hash chain, or export it.
+    AuditLog {
+        #[command(subcommand)]
+        command: review_cli::AuditLogCommand,
         #[arg(long, env = "PROCTOR_CONFIG")]
         config: Option<PathBuf>,
     },
@@ -214,6 +243,13 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
+        Command::Staff { command, config } => review_cli::staff(command, config.as_deref()),
+        Command::Review {
+            command,
+            config,
+            token,
+        } => review_cli::review(command, config.as_deref(), token.as_deref()),
+        Command::AuditLog { command, config } => review_cli::audit_log(command, config.as_deref()),
         Command::ServeReference {
             model,
             bind,

@@ -31,10 +31,19 @@ impl std::fmt::Debug for SamplingSecret {
 }
 
 /// What the sampler knows about a miner so far.
+///
+/// The judge's own flags do not count: when a flag is raised depends on when the judge
+/// ran, and the draw must stay a function of the job stream, so that `proctor audit`
+/// replays it. Staff decisions count: each flag they confirmed raises the rate, a
+/// dismissal takes back the screen failures the flag cited, and "more evidence" holds
+/// the rate at `evidence_rate` or above for a while.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct MinerRisk {
     pub failed_checks: u32,
+    /// Flags staff confirmed.
     pub review_flags: u32,
+    /// Staff asked for more evidence, and the period has not ended.
+    pub evidence_requested: bool,
 }
 
 /// The re-run probability for a miner's next job.
@@ -44,6 +53,11 @@ pub fn rate(rules: &Rules, risk: MinerRisk) -> f64 {
         * (1.0
             + s.failed_check_weight * f64::from(risk.failed_checks)
             + s.flag_weight * f64::from(risk.review_flags));
+    let raised = if risk.evidence_requested {
+        raised.max(s.evidence_rate)
+    } else {
+        raised
+    };
     raised.clamp(s.floor, s.ceiling)
 }
 
@@ -155,7 +169,7 @@ mod tests {
             &r,
             MinerRisk {
                 failed_checks: 2,
-                review_flags: 0,
+                ..MinerRisk::default()
             },
         );
         assert!(risky > base);
@@ -164,9 +178,19 @@ mod tests {
             MinerRisk {
                 failed_checks: 1000,
                 review_flags: 1000,
+                evidence_requested: false,
             },
         );
         assert_eq!(very, r.sampling.ceiling);
+        // Staff asking for more evidence holds the rate at evidence_rate or above.
+        let asked = rate(
+            &r,
+            MinerRisk {
+                evidence_requested: true,
+                ..MinerRisk::default()
+            },
+        );
+        assert_eq!(asked, r.sampling.evidence_rate.max(base));
     }
 
     #[test]

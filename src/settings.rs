@@ -41,6 +41,21 @@ pub struct Settings {
     pub http: HttpSettings,
     pub pipeline: PipelineSettings,
     pub reference: ReferenceSettings,
+    pub review: ReviewSettings,
+}
+
+/// The staff review app (`proctor review serve`, `proctor-review`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReviewSettings {
+    /// Where the app listens.
+    pub bind: SocketAddr,
+    /// Send the session cookie only over HTTPS. Browsers treat http://localhost and
+    /// http://127.0.0.1 as secure, so it stays on there too; turn it off only behind a
+    /// proxy that terminates TLS on another host name without it.
+    pub cookie_secure: bool,
+    /// A session ends after this long without a request.
+    pub session_idle_minutes: u32,
 }
 
 /// The `rerun` worker's reference LLM.

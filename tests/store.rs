@@ -3,136 +3,17 @@
 //! server is down these tests fail with the reason; they never skip.
 
 use std::collections::BTreeSet;
-use std::path::Path;
 
-use ed25519_dalek::SigningKey;
 use proctor::audit;
-use proctor::case::Ledger;
 use proctor::decide::Action;
-use proctor::ids::MinerId;
 use proctor::record::JobRecord;
 use proctor::rules::Rules;
-use proctor::sampling::SamplingSecret;
-use proctor::store::{Stage, Store, Written};
+use proctor::store::{Stage, Written};
 use sqlx::Row;
 
-fn admin_url() -> String {
-    std::env::var("PROCTOR_TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
-}
-
-/// A fresh database, dropped when the value is.
-struct TestDb {
-    name: String,
-    store: Store,
-}
-
-impl TestDb {
-    async fn new() -> TestDb {
-        let name = format!(
-            "proctor_test_{}",
-            &blake3::hash(format!("{:?}", std::time::SystemTime::now()).as_bytes()).to_hex()[..16]
-        );
-        let admin = sqlx::PgPool::connect(&admin_url())
-            .await
-            .unwrap_or_else(|e| panic!("PostgreSQL at {} is not reachable: {e}", admin_url()));
-        // Safe: `name` is generated from hex digits.
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-            .execute(&admin)
-            .await
-            .unwrap();
-        let url = admin_url()
-            .rsplit_once('/')
-            .map(|(base, _)| format!("{base}/{name}"))
-            .unwrap();
-        let store = Store::connect(&url).await.unwrap();
-        store.migrate().await.unwrap();
-        TestDb { name, store }
-    }
-
-    async fn drop_db(self) {
-        self.store.pool().close().await;
-        let admin = sqlx::PgPool::connect(&admin_url()).await.unwrap();
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-            self.name
-        )))
-        .execute(&admin)
-        .await
-        .unwrap();
-    }
-
-    async fn count(&self, table: &str) -> i64 {
-        // Safe: `table` is one of this file's constants.
-        sqlx::query(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {table}")))
-            .fetch_one(self.store.pool())
-            .await
-            .unwrap()
-            .get(0)
-    }
-}
-
-/// Decides on a miner as the judge worker does: through the ledger port, with
-/// `case::entry`, at no NFT boost.
-async fn judge(store: &Store, miner: &MinerId, rules: &Rules) -> proctor::decide::Decision {
-    store
-        .decide(miner, rules, 1.0, |h| {
-            proctor::case::entry(miner, h, rules, Some(&key()))
-        })
-        .await
-        .unwrap()
-        .decision
-}
-
-fn key() -> SigningKey {
-    SigningKey::from_bytes(&[42; 32])
-}
-
-fn demo() -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/audit-demo")
-}
-
-/// The demo's records and their verdicts, as the audit judges them.
-fn demo_judged() -> (Vec<JobRecord>, audit::AuditResult) {
-    let result = audit::judge_dir(
-        &demo(),
-        Rules::embedded().unwrap(),
-        &SamplingSecret::from_passphrase("t"),
-        proctor::case::Reruns::Present,
-        None,
-        false,
-    )
-    .unwrap();
-    let records = std::fs::read_to_string(demo().join("jobs.jsonl"))
-        .unwrap()
-        .lines()
-        .filter_map(|l| JobRecord::from_json(l.as_bytes()).ok())
-        .collect();
-    (records, result)
-}
-
-async fn record_all(db: &TestDb, records: &[JobRecord], result: &audit::AuditResult) -> usize {
-    let mut new = 0;
-    for v in &result.verdicts {
-        let rec = records.iter().find(|r| r.job_id == v.job_id).unwrap();
-        if db.store.record_verdict(rec, v, Stage::Rerun).await.unwrap() == Written::New {
-            new += 1;
-        }
-    }
-    new
-}
-
-async fn judge_all(db: &TestDb, rules: &Rules) {
-    loop {
-        let pending = db.store.pending_miners(100).await.unwrap();
-        if pending.is_empty() {
-            break;
-        }
-        for m in pending {
-            judge(&db.store, &m, rules).await;
-        }
-    }
-}
+#[path = "support/db.rs"]
+mod db;
+use db::*;
 
 #[tokio::test]
 async fn recording_a_verdict_twice_writes_it_once() {
@@ -350,7 +231,7 @@ async fn a_batch_is_written_once_and_counts_each_miners_failed_checks() {
         .record_verdicts(&pairs, Stage::Rerun)
         .await
         .unwrap();
-    let risk = db.store.failed_checks(&miners).await.unwrap();
+    let risk = db.store.risks(&miners).await.unwrap();
     let mut raised = 0;
     for v in &result.verdicts {
         let want: u32 = result
@@ -361,7 +242,7 @@ async fn a_batch_is_written_once_and_counts_each_miners_failed_checks() {
             .sum();
         raised += usize::from(want > 0);
         assert_eq!(
-            risk.get(&v.miner_id).copied().unwrap_or(0),
+            risk.get(&v.miner_id).map_or(0, |r| r.failed_checks),
             want,
             "{}",
             v.miner_id

@@ -45,7 +45,9 @@ async fn publish_round(ctx: &Context) -> anyhow::Result<usize> {
     // The outbox says what each event is; the settings say where that kind goes. The
     // table's CHECK constraint admits no other kind.
     let topic_for = |kind: &str| match kind {
-        crate::store::SLASH_EVENT => Ok(ctx.settings.kafka.slashes_topic.clone()),
+        crate::store::SLASH_EVENT | crate::store::REVERSAL_EVENT => {
+            Ok(ctx.settings.kafka.slashes_topic.clone())
+        }
         other => Err(anyhow::anyhow!("outbox event of unknown kind {other:?}")),
     };
     let topics = events

@@ -429,15 +429,13 @@ async fn record_batch(
             _ => None,
         })
         .collect();
-    // Sampling risk: screen failures recorded so far per miner. The batch before this
+    // Sampling risk: screen failures recorded so far per miner, and staff decisions. The batch before this
     // one is committed by now, so this reads exactly what a one-batch-at-a-time worker
     // would.
     let mut miners: Vec<String> = new_records.iter().map(|r| r.miner_id.to_string()).collect();
     miners.sort_unstable();
     miners.dedup();
-    let prior = ctx
-        .retry("postgres", || ctx.store.failed_checks(&miners))
-        .await?;
+    let prior = ctx.retry("postgres", || ctx.store.risks(&miners)).await?;
     let mut sampler = crate::case::Sampler::new(&ctx.rules, secret, prior);
     for v in &mut verdicts {
         v.sampled = sampler.draw(v);

@@ -14,9 +14,13 @@ pub struct SamplingRules {
     pub base_rate: f64,
     pub floor: f64,
     pub ceiling: f64,
-    /// The rate grows by `base_rate × weight` for each failed check and each review flag.
+    /// The rate grows by `base_rate × weight` for each failed screen check and each
+    /// flag staff confirmed.
     pub failed_check_weight: f64,
     pub flag_weight: f64,
+    /// The least rate of a miner staff asked more evidence of, for `evidence_days`.
+    pub evidence_rate: f64,
+    pub evidence_days: u32,
     pub deterrence: Deterrence,
 }
 
@@ -66,6 +70,10 @@ pub(super) fn validate(rules: &Rules, need: &mut impl FnMut(bool, String)) {
     need(
         s.failed_check_weight >= 0.0 && s.flag_weight >= 0.0,
         "sampling: weights must be >= 0".into(),
+    );
+    need(
+        prob(s.evidence_rate) && s.evidence_rate <= s.ceiling && s.evidence_days > 0,
+        "sampling: need 0 < evidence_rate <= ceiling and evidence_days > 0".into(),
     );
     for (cat, d) in &s.deterrence.categories {
         let Some(category) = rules.models.categories.get(cat) else {

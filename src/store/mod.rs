@@ -33,8 +33,12 @@ use crate::rules::Rules;
 
 /// The outbox kind of a slash event; the publisher sends it to `kafka.slashes_topic`.
 pub const SLASH_EVENT: &str = "slash";
+/// The outbox kind of a reversal; it goes to the same topic, keyed by the same miner.
+pub const REVERSAL_EVENT: &str = "slash_reversed";
 
 pub use crate::case::Stage;
+
+pub mod review;
 
 /// Whether Postgres refused a write for what the input *is*, so that no retry can ever
 /// succeed: a data exception (SQLSTATE class 22: a NUL character `jsonb` cannot hold,
@@ -266,22 +270,34 @@ impl Store {
         Ok(out)
     }
 
-    /// Screen failures recorded so far per miner: the sampler's risk input.
-    pub async fn failed_checks(
+    /// What the sampler knows of each miner: the screen failures recorded so far, less
+    /// those staff dismissed, the flags staff confirmed, and whether a request for
+    /// more evidence is running.
+    pub async fn risks(
         &self,
         miners: &[String],
-    ) -> Result<BTreeMap<MinerId, u32>, sqlx::Error> {
-        let rows =
-            sqlx::query("SELECT miner_id, failed_checks FROM miner_risk WHERE miner_id = ANY($1)")
-                .bind(miners)
-                .fetch_all(&self.pool)
-                .await?;
+    ) -> Result<BTreeMap<MinerId, crate::sampling::MinerRisk>, sqlx::Error> {
+        let rows = sqlx::query(
+            "SELECT miner_id, failed_checks, confirmed_flags,
+                    coalesce(evidence_requested_until > now(), false)
+             FROM miner_risk WHERE miner_id = ANY($1)",
+        )
+        .bind(miners)
+        .fetch_all(&self.pool)
+        .await?;
         let mut out = BTreeMap::new();
+        let count = |n: i64| u32::try_from(n.max(0)).unwrap_or(u32::MAX);
         for r in rows {
-            let n: i64 = r.try_get(1)?;
             // Written from a `MinerId`, so it parses back.
             if let Ok(miner) = MinerId::parse(r.try_get::<&str, _>(0)?) {
-                out.insert(miner, u32::try_from(n).unwrap_or(u32::MAX));
+                out.insert(
+                    miner,
+                    crate::sampling::MinerRisk {
+                        failed_checks: count(r.try_get(1)?),
+                        review_flags: count(r.try_get(2)?),
+                        evidence_requested: r.try_get(3)?,
+                    },
+                );
             }
         }
         Ok(out)
@@ -439,61 +455,27 @@ impl case::Ledger for Store {
         let case::Entry { case, event } =
             decide(history).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
         let decision = &case.decision;
-        match (&decision.action, &decision.slash) {
-            (Action::Slash, Some(slash)) => {
-                let fresh = sqlx::query(
-                    "INSERT INTO slashes (slash_id, miner_id, amount_waifu, amount_llama, rule_id,
-                                          honest_probability, rules_digest, body)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (slash_id) DO NOTHING",
-                )
-                .bind(&slash.slash_id)
-                .bind(&miner_s)
-                .bind(slash.amount.waifu)
-                .bind(slash.amount.llama)
-                .bind(&slash.rule_id)
-                .bind(slash.honest_probability)
-                .bind(&slash.rules_digest)
-                .bind(sqlx::types::Json(slash))
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-                if fresh == 1 {
-                    for job in &slash.jobs {
-                        sqlx::query("INSERT INTO slashed_jobs (job_id, slash_id) VALUES ($1, $2)")
-                            .bind(job.as_str())
-                            .bind(&slash.slash_id)
-                            .execute(&mut *tx)
-                            .await?;
-                    }
-                    if let Some(event) = &event {
-                        let envelope = serde_json::to_string(event)
-                            .map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
-                        sqlx::query(
-                            "INSERT INTO outbox (event_id, kind, key, envelope)
-                             VALUES ($1, $2, $3, $4) ON CONFLICT (event_id) DO NOTHING",
-                        )
-                        .bind(&slash.slash_id)
-                        .bind(SLASH_EVENT)
-                        .bind(&miner_s)
-                        .bind(envelope)
-                        .execute(&mut *tx)
-                        .await?;
-                    }
-                }
+        if decision.action == Action::FlagForReview {
+            let fresh = sqlx::query(
+                "INSERT INTO review_flags (flag_id, miner_id, honest_probability, body)
+                 VALUES ($1, $2, $3, $4) ON CONFLICT (flag_id) DO NOTHING",
+            )
+            .bind(&case.flag_id)
+            .bind(&miner_s)
+            .bind(decision.review_probability)
+            .bind(sqlx::types::Json(decision))
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            // A flag on evidence already flagged (its case dismissed, say) opens
+            // nothing new.
+            if fresh == 1 {
+                review::join_open_case(&mut tx, case.flag_id.as_deref(), decision).await?;
             }
-            (Action::FlagForReview, _) => {
-                sqlx::query(
-                    "INSERT INTO review_flags (flag_id, miner_id, honest_probability, body)
-                     VALUES ($1, $2, $3, $4) ON CONFLICT (flag_id) DO NOTHING",
-                )
-                .bind(&case.flag_id)
-                .bind(&miner_s)
-                .bind(decision.review_probability)
-                .bind(sqlx::types::Json(decision))
-                .execute(&mut *tx)
-                .await?;
-            }
-            _ => {}
+        } else if let (Action::Slash, Some(slash)) = (&decision.action, &decision.slash)
+            && write_slash(&mut tx, slash, event.as_ref()).await?
+        {
+            review::open_slash_case(&mut tx, decision, slash).await?;
         }
         sqlx::query("DELETE FROM judge_queue WHERE miner_id = $1 AND version = $2")
             .bind(&miner_s)
@@ -503,6 +485,59 @@ impl case::Ledger for Store {
         tx.commit().await?;
         Ok(case)
     }
+}
+
+/// Writes a slash, the jobs it covers and its signed event (when there is one) in the
+/// caller's transaction. Returns whether the slash was new; a repeated one writes
+/// nothing.
+async fn write_slash(
+    tx: &mut Transaction<'static, Postgres>,
+    slash: &crate::decide::Slash,
+    event: Option<&crate::events::SignedEvent>,
+) -> Result<bool, sqlx::Error> {
+    let miner_s = slash.miner_id.to_string();
+    let fresh = sqlx::query(
+        "INSERT INTO slashes (slash_id, miner_id, amount_waifu, amount_llama, rule_id,
+                              honest_probability, rules_digest, body)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (slash_id) DO NOTHING",
+    )
+    .bind(&slash.slash_id)
+    .bind(&miner_s)
+    .bind(slash.amount.waifu)
+    .bind(slash.amount.llama)
+    .bind(&slash.rule_id)
+    .bind(slash.honest_probability)
+    .bind(&slash.rules_digest)
+    .bind(sqlx::types::Json(slash))
+    .execute(&mut **tx)
+    .await?
+    .rows_affected()
+        == 1;
+    if !fresh {
+        return Ok(false);
+    }
+    for job in &slash.jobs {
+        sqlx::query("INSERT INTO slashed_jobs (job_id, slash_id) VALUES ($1, $2)")
+            .bind(job.as_str())
+            .bind(&slash.slash_id)
+            .execute(&mut **tx)
+            .await?;
+    }
+    if let Some(event) = event {
+        let envelope =
+            serde_json::to_string(event).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+        sqlx::query(
+            "INSERT INTO outbox (event_id, kind, key, envelope)
+             VALUES ($1, $2, $3, $4) ON CONFLICT (event_id) DO NOTHING",
+        )
+        .bind(&slash.slash_id)
+        .bind(SLASH_EVENT)
+        .bind(&miner_s)
+        .bind(envelope)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(true)
 }
 
 /// The review app's read: the same history the judge decides over, without the lock.
@@ -521,7 +556,7 @@ impl case::Evidence for Store {
 /// The miner's stored verdicts from the start of its window (`case::window_start`
 /// before its newest job), every stage, and the jobs earlier slashes cover. Which of
 /// them count is `case::counted`'s to say.
-async fn load_history(
+pub(crate) async fn load_history(
     tx: &mut Transaction<'_, Postgres>,
     miner: &str,
     rules: &Rules,

@@ -1,0 +1,439 @@
+//! `proctor staff`, `proctor review` and `proctor audit-log`: staff review from the
+//! command line, over the same store functions as the review app.
+
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use clap::Subcommand;
+
+use proctor::review::trail;
+use proctor::review::{Actor, CaseStatus, Role, StaffAction};
+use proctor::settings::Settings;
+use proctor::store::Store;
+use proctor::store::review::{CaseDetail, CaseFilter, CaseRow, OPERATOR};
+
+#[derive(Subcommand)]
+pub enum StaffCommand {
+    /// Create an account. The password is read from the first line of standard input;
+    /// there is no default password.
+    Add {
+        /// Lower-case letters, digits, '.', '_' and '-'.
+        username: String,
+        /// `reviewer` decides cases; `admin` also manages accounts and tokens.
+        #[arg(long, value_enum)]
+        role: Role,
+    },
+    /// Disable an account and revoke its API tokens.
+    Disable { username: String },
+    /// Issue an API token for the JSON API and `proctor review`; printed once.
+    Token {
+        username: String,
+        /// What the token is for, shown in the audit log.
+        #[arg(long, default_value = "")]
+        label: String,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum ReviewCommand {
+    /// Serve the review app (the same as the proctor-review worker).
+    Serve {
+        #[command(flatten)]
+        args: proctor::web::ServeArgs,
+    },
+    /// The review queue: strongest evidence first, then the most points at stake.
+    List {
+        #[arg(long, value_enum)]
+        status: Option<CaseStatus>,
+        /// A check that failed in the case's decision, e.g. image_similarity.
+        #[arg(long)]
+        check: Option<String>,
+        /// A model id the miner ran jobs of.
+        #[arg(long)]
+        model: Option<String>,
+        /// Part of a GPU name the miner reported.
+        #[arg(long)]
+        gpu: Option<String>,
+        #[arg(long)]
+        miner: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+        #[arg(long, default_value_t = 0)]
+        offset: i64,
+        /// One JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One case: its decision, tallies, evidence, actions and appeals.
+    Show {
+        case_id: i64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Act on a case as the token's staff member.
+    Decide {
+        case_id: i64,
+        #[arg(value_enum)]
+        action: StaffAction,
+        /// Required to dismiss, note, appeal, uphold and reverse.
+        #[arg(long, default_value = "")]
+        reason: String,
+        /// Rules folder; the rules compiled into this binary by default.
+        #[arg(long)]
+        rules: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum AuditLogCommand {
+    /// Recompute the hash chain, from the database or from an export.
+    Verify {
+        /// An export (`proctor audit-log export`) to check instead of the database.
+        #[arg(long)]
+        file: Option<PathBuf>,
+        /// The head hash recorded earlier: also detects entries deleted from the end.
+        #[arg(long)]
+        head: Option<String>,
+    },
+    /// Write the log as JSON lines, and print its head hash.
+    Export {
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?)
+}
+
+async fn open(config: Option<&Path>) -> Result<(Settings, Store)> {
+    let settings = Settings::load(config)?;
+    let store = Store::connect_with(settings.database.url.expose(), 2)
+        .await
+        .context("cannot connect to the database (settings: database.url)")?;
+    store
+        .migrate()
+        .await
+        .context("cannot migrate the database")?;
+    Ok((settings, store))
+}
+
+pub fn staff(command: StaffCommand, config: Option<&Path>) -> Result<ExitCode> {
+    runtime()?.block_on(async {
+        let (_, store) = open(config).await?;
+        match command {
+            StaffCommand::Add { username, role } => {
+                let mut password = String::new();
+                std::io::stdin()
+                    .lock()
+                    .read_line(&mut password)
+                    .context("cannot read the password from standard input")?;
+                let password = password.trim_end_matches(['\r', '\n']);
+                store.add_staff(OPERATOR, &username, role, password).await?;
+                println!("added {} {username}", role.as_str());
+            }
+            StaffCommand::Disable { username } => {
+                store.disable_staff(OPERATOR, &username).await?;
+                println!("disabled {username} and revoked its tokens");
+            }
+            StaffCommand::Token { username, label } => {
+                let t = store.create_token(OPERATOR, &username, &label).await?;
+                eprintln!("token {} for {username}; it is shown only now:", t.token_id);
+                println!("{}", t.token);
+            }
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+async fn actor(store: &Store, token: Option<&str>) -> Result<Actor> {
+    let Some(token) = token else {
+        bail!("set PROCTOR_REVIEW_TOKEN (or --token) to a token from `proctor staff token`");
+    };
+    store
+        .authenticate_token(token)
+        .await?
+        .context("the review token is not valid, or its account is disabled")
+}
+
+fn short(p: f64) -> String {
+    if p >= 0.01 {
+        format!("{p:.3}")
+    } else {
+        format!("{p:.1e}")
+    }
+}
+
+fn case_line(c: &CaseRow) -> String {
+    let checks: Vec<&str> = c
+        .decision
+        .tallies
+        .iter()
+        .map(|t| t.check.as_str())
+        .collect();
+    format!(
+        "{:>6}  {:<10} {:<48} {:>8} {:>10.2} {:>10.2}  {}",
+        c.case_id,
+        c.status.as_str(),
+        c.miner_id,
+        short(c.honest_probability),
+        c.at_stake.waifu,
+        c.at_stake.llama,
+        checks.join(",")
+    )
+}
+
+fn print_detail(d: &CaseDetail) {
+    let c = &d.case;
+    println!(
+        "case {} · {} · {}",
+        c.case_id,
+        c.status.as_str(),
+        c.miner_id
+    );
+    println!(
+        "opened by {} at {}, updated {}",
+        c.opened_by, c.opened_at, c.updated_at
+    );
+    if let Some(s) = &c.slash_id {
+        println!("slash {s}");
+    }
+    println!(
+        "evidence strength (honest probability) {}; at stake {:.2} waifu, {:.2} llama",
+        short(c.honest_probability),
+        c.at_stake.waifu,
+        c.at_stake.llama
+    );
+    println!(
+        "\n{:<22} {:>7} {:>7} {:>10} {:>10}  can slash",
+        "check", "judged", "failed", "rate", "honest p"
+    );
+    for t in &c.decision.tallies {
+        println!(
+            "{:<22} {:>7} {:>7} {:>10.1e} {:>10}  {}",
+            t.check.as_str(),
+            t.judged,
+            t.failed,
+            t.false_positive_rate,
+            short(t.honest_probability),
+            if t.can_slash { "yes" } else { "no" }
+        );
+    }
+    println!("\nevidence:");
+    for e in &c.decision.evidence {
+        println!("  {} {}: {}", e.job_id, e.check.as_str(), e.summary);
+    }
+    if !d.actions.is_empty() {
+        println!("\nactions:");
+        for a in &d.actions {
+            println!("  {} {} {}: {}", a.at, a.username, a.action, a.reason);
+        }
+    }
+    for a in &d.appeals {
+        println!(
+            "\nappeal {} filed by {} at {}: {}",
+            a.appeal_id, a.filed_by, a.filed_at, a.statement
+        );
+        if let (Some(by), Some(outcome)) = (&a.decided_by, &a.outcome) {
+            println!(
+                "  {outcome} by {by}: {}",
+                a.reason.as_deref().unwrap_or_default()
+            );
+        }
+    }
+}
+
+pub fn review(
+    command: ReviewCommand,
+    config: Option<&Path>,
+    token: Option<&str>,
+) -> Result<ExitCode> {
+    if let ReviewCommand::Serve { mut args } = command {
+        proctor::telemetry::init_logging();
+        args.config = args.config.or(config.map(Path::to_path_buf));
+        return tokio::runtime::Runtime::new()?.block_on(async {
+            let stop = async {
+                let _ = tokio::signal::ctrl_c().await;
+            };
+            proctor::web::run(&args, stop).await?;
+            Ok(ExitCode::SUCCESS)
+        });
+    }
+    runtime()?.block_on(async {
+        let (settings, store) = open(config).await?;
+        let actor = actor(&store, token).await?;
+        match command {
+            // Served above, before connecting.
+            ReviewCommand::Serve { .. } => {}
+            ReviewCommand::List {
+                status,
+                check,
+                model,
+                gpu,
+                miner,
+                limit,
+                offset,
+                json,
+            } => {
+                let page = store
+                    .cases(&CaseFilter {
+                        status,
+                        check,
+                        model,
+                        gpu,
+                        miner,
+                        since: None,
+                        until: None,
+                        limit,
+                        offset,
+                    })
+                    .await?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&page)?);
+                } else {
+                    println!(
+                        "{:>6}  {:<10} {:<48} {:>8} {:>10} {:>10}  checks",
+                        "case", "status", "miner", "honest p", "waifu", "llama"
+                    );
+                    for c in &page.cases {
+                        println!("{}", case_line(c));
+                    }
+                    println!(
+                        "{} of {} cases (offset {offset})",
+                        page.cases.len(),
+                        page.total
+                    );
+                }
+            }
+            ReviewCommand::Show { case_id, json } => {
+                let d = store
+                    .case(case_id)
+                    .await?
+                    .with_context(|| format!("no case {case_id}"))?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&d)?);
+                } else {
+                    print_detail(&d);
+                }
+            }
+            ReviewCommand::Decide {
+                case_id,
+                action,
+                reason,
+                rules,
+                json,
+            } => {
+                let rules = super::load_rules(rules.as_deref())?;
+                let key = settings
+                    .secrets
+                    .signing_key
+                    .is_set()
+                    .then(|| {
+                        proctor::events::signing_key_from_hex(settings.secrets.signing_key.expose())
+                    })
+                    .transpose()
+                    .map_err(anyhow::Error::msg)?;
+                let d = store
+                    .act(&actor, case_id, action, &reason, &rules, key.as_ref())
+                    .await?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&d)?);
+                } else {
+                    println!(
+                        "case {case_id}: {} by {}: now {}",
+                        action.as_str(),
+                        actor.username,
+                        d.case.status.as_str()
+                    );
+                }
+            }
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+pub fn audit_log(command: AuditLogCommand, config: Option<&Path>) -> Result<ExitCode> {
+    let check = |entries: Vec<trail::Entry>, head: Option<&str>| -> ExitCode {
+        match trail::verify(entries) {
+            Ok(h) => match head {
+                Some(want) if !h.hash.eq_ignore_ascii_case(want.trim()) => {
+                    println!(
+                        "audit log BROKEN: {} entries verify, but the head is {}, not {}: entries were deleted from the end or added",
+                        h.entries,
+                        h.hash,
+                        want.trim()
+                    );
+                    ExitCode::FAILURE
+                }
+                _ => {
+                    println!("audit log valid: {} entries, head {}", h.entries, h.hash);
+                    ExitCode::SUCCESS
+                }
+            },
+            Err(b) => {
+                println!("audit log BROKEN: {b}");
+                ExitCode::FAILURE
+            }
+        }
+    };
+    match command {
+        AuditLogCommand::Verify {
+            file: Some(file),
+            head,
+        } => {
+            let f = std::fs::File::open(&file)
+                .with_context(|| format!("cannot open {}", file.display()))?;
+            let mut entries = Vec::new();
+            for (i, line) in std::io::BufReader::new(f).lines().enumerate() {
+                let line = line?;
+                if line.trim().is_empty() {
+                    continue;
+                }
+                entries.push(
+                    serde_json::from_str(&line)
+                        .with_context(|| format!("{} line {}", file.display(), i + 1))?,
+                );
+            }
+            Ok(check(entries, head.as_deref()))
+        }
+        AuditLogCommand::Verify { file: None, head } => runtime()?.block_on(async {
+            let (_, store) = open(config).await?;
+            Ok(check(store.audit_log().await?, head.as_deref()))
+        }),
+        AuditLogCommand::Export { out } => runtime()?.block_on(async {
+            let (_, store) = open(config).await?;
+            let entries = store.audit_log().await?;
+            let head = trail::verify(entries.clone());
+            let mut w = std::io::BufWriter::new(
+                std::fs::File::create(&out)
+                    .with_context(|| format!("cannot create {}", out.display()))?,
+            );
+            for e in &entries {
+                serde_json::to_writer(&mut w, e)?;
+                w.write_all(b"\n")?;
+            }
+            w.flush()?;
+            match head {
+                Ok(h) => {
+                    println!("{}", h.hash);
+                    eprintln!("wrote {} entries to {}", h.entries, out.display());
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(b) => {
+                    eprintln!(
+                        "wrote {} entries to {}, but the chain is BROKEN: {b}",
+                        entries.len(),
+                        out.display()
+                    );
+                    Ok(ExitCode::FAILURE)
+                }
+            }
+        }),
+    }
+}

@@ -1,0 +1,367 @@
+//! Staff review: who may do what to a case, as data and pure functions.
+//!
+//! A case is one miner's flag (opened by the judge, `open`) or one automatic slash
+//! (`slashed`). Staff act on it:
+//!
+//! | action | from | to | what else happens (`store::review`) |
+//! |---|---|---|---|
+//! | confirm | open | confirmed | a slash of the flag's jobs, its signed event in the outbox |
+//! | dismiss (reason) | open | dismissed | the screen failures the flag cited stop raising the draw |
+//! | more evidence | any | unchanged | the miner's rate is at least `sampling.evidence_rate` for `evidence_days` |
+//! | note (text) | any | unchanged | |
+//! | appeal (statement) | confirmed, slashed | appealed | an appeal, filed for the miner |
+//! | uphold (reason) | appealed | upheld | the appeal is closed |
+//! | reverse (reason) | appealed | reversed | a signed `slash_reversed` event in the outbox |
+//!
+//! **The second-reviewer rule.** An appeal is decided by neither the reviewer who
+//! confirmed the slash nor the one who filed the appeal. Every action is appended to
+//! the hash-chained audit log ([`trail`]).
+
+pub mod auth;
+pub mod trail;
+
+use serde::{Deserialize, Serialize};
+
+/// A staff account's role. Reviewers decide cases; admins also manage accounts and
+/// tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Reviewer,
+    Admin,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Reviewer => "reviewer",
+            Role::Admin => "admin",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Role> {
+        match s {
+            "reviewer" => Some(Role::Reviewer),
+            "admin" => Some(Role::Admin),
+            _ => None,
+        }
+    }
+}
+
+/// An authenticated staff member.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Actor {
+    pub username: String,
+    pub role: Role,
+}
+
+/// Where a case stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum CaseStatus {
+    /// A flag waiting for a reviewer.
+    Open,
+    Confirmed,
+    Dismissed,
+    /// An automatic slash.
+    Slashed,
+    /// A slash under appeal.
+    Appealed,
+    Upheld,
+    Reversed,
+}
+
+impl CaseStatus {
+    pub const ALL: [CaseStatus; 7] = [
+        CaseStatus::Open,
+        CaseStatus::Confirmed,
+        CaseStatus::Dismissed,
+        CaseStatus::Slashed,
+        CaseStatus::Appealed,
+        CaseStatus::Upheld,
+        CaseStatus::Reversed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CaseStatus::Open => "open",
+            CaseStatus::Confirmed => "confirmed",
+            CaseStatus::Dismissed => "dismissed",
+            CaseStatus::Slashed => "slashed",
+            CaseStatus::Appealed => "appealed",
+            CaseStatus::Upheld => "upheld",
+            CaseStatus::Reversed => "reversed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<CaseStatus> {
+        CaseStatus::ALL.into_iter().find(|c| c.as_str() == s)
+    }
+
+    /// Whether a slash stands on this case (and so can be appealed or reversed).
+    pub fn has_slash(self) -> bool {
+        matches!(
+            self,
+            CaseStatus::Confirmed
+                | CaseStatus::Slashed
+                | CaseStatus::Appealed
+                | CaseStatus::Upheld
+                | CaseStatus::Reversed
+        )
+    }
+}
+
+/// What a reviewer does to a case.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum StaffAction {
+    Confirm,
+    Dismiss,
+    MoreEvidence,
+    Note,
+    Appeal,
+    Uphold,
+    Reverse,
+}
+
+impl StaffAction {
+    pub const ALL: [StaffAction; 7] = [
+        StaffAction::Confirm,
+        StaffAction::Dismiss,
+        StaffAction::MoreEvidence,
+        StaffAction::Note,
+        StaffAction::Appeal,
+        StaffAction::Uphold,
+        StaffAction::Reverse,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StaffAction::Confirm => "confirm",
+            StaffAction::Dismiss => "dismiss",
+            StaffAction::MoreEvidence => "more_evidence",
+            StaffAction::Note => "note",
+            StaffAction::Appeal => "appeal",
+            StaffAction::Uphold => "uphold",
+            StaffAction::Reverse => "reverse",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<StaffAction> {
+        StaffAction::ALL.into_iter().find(|a| a.as_str() == s)
+    }
+
+    /// Whether the action needs a reason (the note's text, the appeal's statement).
+    pub fn needs_reason(self) -> bool {
+        matches!(
+            self,
+            StaffAction::Dismiss
+                | StaffAction::Note
+                | StaffAction::Appeal
+                | StaffAction::Uphold
+                | StaffAction::Reverse
+        )
+    }
+}
+
+/// What the rules need to know of a case to allow an action.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CaseFacts {
+    pub status: CaseStatus,
+    /// The reviewer who confirmed the case's slash (none for an automatic slash).
+    pub confirmed_by: Option<String>,
+    /// The reviewer who filed the case's undecided appeal.
+    pub appeal_filed_by: Option<String>,
+}
+
+/// Why an action was refused. Nothing was written.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("{action} needs a reason")]
+    ReasonRequired { action: &'static str },
+    #[error("the reason is longer than {MAX_REASON_CHARS} characters or holds a NUL")]
+    BadReason,
+    #[error("cannot {action} a case that is {status}")]
+    WrongStatus {
+        action: &'static str,
+        status: &'static str,
+    },
+    #[error("{username} {role} this slash: a second reviewer decides its appeal")]
+    SecondReviewer {
+        username: String,
+        role: &'static str,
+    },
+}
+
+/// The longest reason, note or statement kept.
+pub const MAX_REASON_CHARS: usize = 4000;
+
+/// The status `action` by `actor` moves the case to, or why it may not.
+pub fn next(
+    facts: &CaseFacts,
+    action: StaffAction,
+    actor: &Actor,
+    reason: &str,
+) -> Result<CaseStatus, Refusal> {
+    if action.needs_reason() && reason.trim().is_empty() {
+        return Err(Refusal::ReasonRequired {
+            action: action.as_str(),
+        });
+    }
+    if reason.chars().count() > MAX_REASON_CHARS || reason.contains('\0') {
+        return Err(Refusal::BadReason);
+    }
+    let wrong = || Refusal::WrongStatus {
+        action: action.as_str(),
+        status: facts.status.as_str(),
+    };
+    use CaseStatus as S;
+    use StaffAction as A;
+    match (action, facts.status) {
+        (A::Confirm, S::Open) => Ok(S::Confirmed),
+        (A::Dismiss, S::Open) => Ok(S::Dismissed),
+        (A::MoreEvidence | A::Note, status) => Ok(status),
+        (A::Appeal, S::Confirmed | S::Slashed) => Ok(S::Appealed),
+        (A::Uphold | A::Reverse, S::Appealed) => {
+            let me = Some(actor.username.as_str());
+            if facts.confirmed_by.as_deref() == me {
+                return Err(Refusal::SecondReviewer {
+                    username: actor.username.clone(),
+                    role: "confirmed",
+                });
+            }
+            if facts.appeal_filed_by.as_deref() == me {
+                return Err(Refusal::SecondReviewer {
+                    username: actor.username.clone(),
+                    role: "filed the appeal against",
+                });
+            }
+            Ok(if action == A::Uphold {
+                S::Upheld
+            } else {
+                S::Reversed
+            })
+        }
+        _ => Err(wrong()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn actor(name: &str) -> Actor {
+        Actor {
+            username: name.into(),
+            role: Role::Reviewer,
+        }
+    }
+
+    fn facts(status: CaseStatus) -> CaseFacts {
+        CaseFacts {
+            status,
+            confirmed_by: None,
+            appeal_filed_by: None,
+        }
+    }
+
+    /// Every (action, status) pair: the status it leads to, or a refusal.
+    #[test]
+    fn each_action_moves_only_the_statuses_the_table_allows() {
+        use CaseStatus as S;
+        use StaffAction as A;
+        let allowed = [
+            (A::Confirm, S::Open, S::Confirmed),
+            (A::Dismiss, S::Open, S::Dismissed),
+            (A::Appeal, S::Confirmed, S::Appealed),
+            (A::Appeal, S::Slashed, S::Appealed),
+            (A::Uphold, S::Appealed, S::Upheld),
+            (A::Reverse, S::Appealed, S::Reversed),
+        ];
+        for action in StaffAction::ALL {
+            for status in CaseStatus::ALL {
+                let got = next(&facts(status), action, &actor("ann"), "because");
+                let want = match action {
+                    A::Note | A::MoreEvidence => Some(status),
+                    _ => allowed
+                        .iter()
+                        .find(|(a, s, _)| *a == action && *s == status)
+                        .map(|(_, _, to)| *to),
+                };
+                match want {
+                    Some(to) => assert_eq!(got, Ok(to), "{action:?} on {status:?}"),
+                    None => assert!(
+                        matches!(got, Err(Refusal::WrongStatus { .. })),
+                        "{action:?} on {status:?}: {got:?}"
+                    ),
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_dismissal_a_note_an_appeal_and_a_reversal_need_a_reason() {
+        for action in StaffAction::ALL {
+            let status = match action {
+                StaffAction::Appeal => CaseStatus::Slashed,
+                StaffAction::Uphold | StaffAction::Reverse => CaseStatus::Appealed,
+                _ => CaseStatus::Open,
+            };
+            let got = next(&facts(status), action, &actor("ann"), "  \n");
+            assert_eq!(got.is_err(), action.needs_reason(), "{action:?}: {got:?}");
+        }
+        let long = "x".repeat(MAX_REASON_CHARS + 1);
+        for bad in [long.as_str(), "nul\0byte"] {
+            assert_eq!(
+                next(
+                    &facts(CaseStatus::Open),
+                    StaffAction::Note,
+                    &actor("ann"),
+                    bad
+                ),
+                Err(Refusal::BadReason)
+            );
+        }
+    }
+
+    #[test]
+    fn an_appeal_is_decided_by_neither_the_confirmer_nor_the_filer() {
+        let f = CaseFacts {
+            status: CaseStatus::Appealed,
+            confirmed_by: Some("ann".into()),
+            appeal_filed_by: Some("bob".into()),
+        };
+        for action in [StaffAction::Uphold, StaffAction::Reverse] {
+            for who in ["ann", "bob"] {
+                assert!(
+                    matches!(
+                        next(&f, action, &actor(who), "r"),
+                        Err(Refusal::SecondReviewer { .. })
+                    ),
+                    "{who} {action:?}"
+                );
+            }
+            assert!(next(&f, action, &actor("cat"), "r").is_ok());
+        }
+        // An automatic slash has no confirmer: only the filer is excluded.
+        let auto = CaseFacts {
+            confirmed_by: None,
+            ..f
+        };
+        assert!(next(&auto, StaffAction::Reverse, &actor("ann"), "r").is_ok());
+        assert!(next(&auto, StaffAction::Reverse, &actor("bob"), "r").is_err());
+    }
+
+    #[test]
+    fn names_round_trip() {
+        for s in CaseStatus::ALL {
+            assert_eq!(CaseStatus::parse(s.as_str()), Some(s));
+        }
+        for a in StaffAction::ALL {
+            assert_eq!(StaffAction::parse(a.as_str()), Some(a));
+        }
+        for r in [Role::Reviewer, Role::Admin] {
+            assert_eq!(Role::parse(r.as_str()), Some(r));
+        }
+    }
+}

@@ -1,0 +1,1033 @@
+//! Staff review in Postgres: accounts, tokens, cases, staff actions with their effects,
+//! appeals, reversals and the audit log. The rules of who may do what are
+//! `review::next`'s; this module reads the facts, asks it, and writes the outcome in one
+//! transaction.
+//!
+//! Lock order, everywhere: the miner's advisory lock (the judge's), then the case row,
+//! then the audit log's advisory lock. The judge takes only the first, so a reviewer
+//! and a judge never wait on each other in a cycle.
+
+use chrono::{DateTime, Utc};
+use ed25519_dalek::SigningKey;
+use serde::Serialize;
+use sqlx::{Postgres, Row, Transaction};
+
+use super::{REVERSAL_EVENT, Store, write_slash};
+use crate::case;
+use crate::checks::JobVerdict;
+use crate::decide::{Decision, Slash};
+use crate::events::{self, ReversalEvent};
+use crate::ids::MinerId;
+use crate::points::Points;
+use crate::review::auth::{self, NewToken};
+use crate::review::trail::{self, Entry};
+use crate::review::{Actor, CaseFacts, CaseStatus, Refusal, Role, StaffAction};
+use crate::rules::Rules;
+
+/// The audit log's advisory lock key (any constant no miner hash collides with
+/// matters little: a collision only serializes two writers).
+const AUDIT_LOG_LOCK: i64 = 0x7072_6f63_746f_7200;
+
+/// The actor name of account commands run from the CLI with database access.
+pub const OPERATOR: &str = "operator";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReviewError {
+    #[error("no case {0}")]
+    NoCase(i64),
+    #[error("no staff account {0}")]
+    NoStaff(String),
+    #[error("a staff account {0} already exists")]
+    StaffExists(String),
+    #[error("{0}")]
+    Refused(#[from] Refusal),
+    #[error(
+        "nothing left to confirm: the flag's jobs are covered by another slash, or its evidence is gone"
+    )]
+    NothingToConfirm,
+    #[error(
+        "no signing key is set (secrets.signing_key): a slash or reversal needs a signed event"
+    )]
+    NoSigningKey,
+    #[error("{0}")]
+    Credential(#[from] auth::CredentialError),
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+}
+
+impl ReviewError {
+    /// Whether the request was refused for what it asked (a client error), not for
+    /// the service's state.
+    pub fn is_refusal(&self) -> bool {
+        matches!(
+            self,
+            ReviewError::Refused(_)
+                | ReviewError::NothingToConfirm
+                | ReviewError::StaffExists(_)
+                | ReviewError::Credential(_)
+        )
+    }
+}
+
+/// One case as the queue and the report show it.
+#[derive(Debug, Clone, Serialize)]
+pub struct CaseRow {
+    pub case_id: i64,
+    pub miner_id: String,
+    /// `flag` or `slash`: what opened the case.
+    pub opened_by: String,
+    pub status: CaseStatus,
+    pub flag_id: Option<String>,
+    pub slash_id: Option<String>,
+    /// The strength of the evidence (lower is stronger).
+    pub honest_probability: f64,
+    pub at_stake: Points,
+    pub confirmed_by: Option<String>,
+    pub opened_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    /// The decision the case was opened or last updated from.
+    pub decision: Decision,
+}
+
+/// A staff account, for the admin page.
+#[derive(Debug, Clone, Serialize)]
+pub struct StaffRow {
+    pub username: String,
+    pub role: String,
+    pub created_at: DateTime<Utc>,
+    pub disabled_at: Option<DateTime<Utc>>,
+    /// Unrevoked API tokens.
+    pub tokens: i64,
+}
+
+/// A note or decision on a case.
+#[derive(Debug, Clone, Serialize)]
+pub struct ActionRow {
+    pub username: String,
+    pub action: String,
+    pub reason: String,
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AppealRow {
+    pub appeal_id: i64,
+    pub filed_by: String,
+    pub statement: String,
+    pub filed_at: DateTime<Utc>,
+    pub decided_by: Option<String>,
+    pub outcome: Option<String>,
+    pub reason: Option<String>,
+    pub decided_at: Option<DateTime<Utc>>,
+}
+
+/// A case with its history of actions and appeals.
+#[derive(Debug, Clone, Serialize)]
+pub struct CaseDetail {
+    pub case: CaseRow,
+    pub actions: Vec<ActionRow>,
+    pub appeals: Vec<AppealRow>,
+}
+
+/// The queue's filters; every one optional.
+#[derive(Debug, Clone, Default)]
+pub struct CaseFilter {
+    pub status: Option<CaseStatus>,
+    /// A check that failed in the case's decision (`image_similarity`).
+    pub check: Option<String>,
+    /// A model the miner ran jobs of.
+    pub model: Option<String>,
+    /// A substring of a GPU name the miner reported (case-insensitive).
+    pub gpu: Option<String>,
+    pub miner: Option<String>,
+    /// Cases updated at or after, and before.
+    pub since: Option<DateTime<Utc>>,
+    pub until: Option<DateTime<Utc>>,
+    pub limit: i64,
+    pub offset: i64,
+}
+
+/// A page of the queue, and how many cases the filters match in all.
+#[derive(Debug, Clone, Serialize)]
+pub struct CasePage {
+    pub total: i64,
+    pub cases: Vec<CaseRow>,
+}
+
+const CASE_COLUMNS: &str = "c.case_id, c.miner_id, c.opened_by, c.status, c.flag_id, c.slash_id,
+    c.honest_probability, c.at_stake_waifu, c.at_stake_llama, c.confirmed_by, c.opened_at,
+    c.updated_at, c.decision";
+
+fn case_row(r: &sqlx::postgres::PgRow) -> Result<CaseRow, sqlx::Error> {
+    let status: String = r.try_get(3)?;
+    let sqlx::types::Json(decision): sqlx::types::Json<Decision> = r.try_get(12)?;
+    Ok(CaseRow {
+        case_id: r.try_get(0)?,
+        miner_id: r.try_get(1)?,
+        opened_by: r.try_get(2)?,
+        status: CaseStatus::parse(&status)
+            .ok_or_else(|| sqlx::Error::Decode(format!("unknown case status {status:?}").into()))?,
+        flag_id: r.try_get(4)?,
+        slash_id: r.try_get(5)?,
+        honest_probability: r.try_get(6)?,
+        at_stake: Points {
+            waifu: r.try_get(7)?,
+            llama: r.try_get(8)?,
+        },
+        confirmed_by: r.try_get(9)?,
+        opened_at: r.try_get(10)?,
+        updated_at: r.try_get(11)?,
+        decision,
+    })
+}
+
+/// The judge's flag joins the miner's open case, or opens one.
+pub(super) async fn join_open_case(
+    tx: &mut Transaction<'static, Postgres>,
+    flag_id: Option<&str>,
+    decision: &Decision,
+) -> Result<(), sqlx::Error> {
+    let stake = decision
+        .confirmation
+        .as_ref()
+        .map(|s| s.amount)
+        .unwrap_or_default();
+    let case_id: i64 = sqlx::query_scalar(
+        "INSERT INTO review_cases (miner_id, opened_by, status, flag_id, honest_probability,
+                                   at_stake_waifu, at_stake_llama, decision)
+         VALUES ($1, 'flag', 'open', $2, $3, $4, $5, $6)
+         ON CONFLICT (miner_id) WHERE status = 'open' DO UPDATE
+         SET flag_id = EXCLUDED.flag_id, honest_probability = EXCLUDED.honest_probability,
+             at_stake_waifu = EXCLUDED.at_stake_waifu, at_stake_llama = EXCLUDED.at_stake_llama,
+             decision = EXCLUDED.decision, updated_at = now()
+         RETURNING case_id",
+    )
+    .bind(decision.miner_id.to_string())
+    .bind(flag_id)
+    .bind(decision.review_probability)
+    .bind(stake.waifu)
+    .bind(stake.llama)
+    .bind(sqlx::types::Json(decision))
+    .fetch_one(&mut **tx)
+    .await?;
+    sqlx::query("UPDATE review_flags SET case_id = $1 WHERE flag_id = $2")
+        .bind(case_id)
+        .bind(flag_id)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// An automatic slash opens a case of its own, already `slashed`, for the appeal.
+pub(super) async fn open_slash_case(
+    tx: &mut Transaction<'static, Postgres>,
+    decision: &Decision,
+    slash: &Slash,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO review_cases (miner_id, opened_by, status, slash_id, honest_probability,
+                                   at_stake_waifu, at_stake_llama, decision)
+         VALUES ($1, 'slash', 'slashed', $2, $3, $4, $5, $6)
+         ON CONFLICT (slash_id) WHERE slash_id IS NOT NULL DO NOTHING",
+    )
+    .bind(slash.miner_id.to_string())
+    .bind(&slash.slash_id)
+    .bind(slash.honest_probability)
+    .bind(slash.amount.waifu)
+    .bind(slash.amount.llama)
+    .bind(sqlx::types::Json(decision))
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Appends one entry to the audit log in the caller's transaction.
+async fn append_log(
+    tx: &mut Transaction<'static, Postgres>,
+    actor: &str,
+    action: &str,
+    subject: &str,
+    detail: serde_json::Value,
+) -> Result<Entry, sqlx::Error> {
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(AUDIT_LOG_LOCK)
+        .execute(&mut **tx)
+        .await?;
+    let prev: Option<(i64, String)> =
+        sqlx::query_as("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
+            .fetch_optional(&mut **tx)
+            .await?;
+    let entry = trail::append(
+        prev.as_ref().map(|(seq, hash)| (*seq, hash.as_str())),
+        Utc::now(),
+        actor,
+        action,
+        subject,
+        &detail,
+    );
+    sqlx::query(
+        "INSERT INTO audit_log (seq, at, actor, action, subject, detail, prev_hash, hash)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+    )
+    .bind(entry.seq)
+    .bind(entry.at)
+    .bind(&entry.actor)
+    .bind(&entry.action)
+    .bind(&entry.subject)
+    .bind(&entry.detail)
+    .bind(&entry.prev_hash)
+    .bind(&entry.hash)
+    .execute(&mut **tx)
+    .await?;
+    Ok(entry)
+}
+
+async fn lock_miner(
+    tx: &mut Transaction<'static, Postgres>,
+    miner: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+        .bind(miner)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+impl Store {
+    /// Creates a staff account. `actor` is the admin (or [`OPERATOR`]) who adds it.
+    pub async fn add_staff(
+        &self,
+        actor: &str,
+        username: &str,
+        role: Role,
+        password: &str,
+    ) -> Result<(), ReviewError> {
+        let phc = auth::hash_password(password)?;
+        let mut tx = self.pool.begin().await?;
+        let fresh = sqlx::query(
+            "INSERT INTO staff (username, role, password_hash) VALUES ($1, $2, $3)
+             ON CONFLICT (username) DO NOTHING",
+        )
+        .bind(username)
+        .bind(role.as_str())
+        .bind(phc)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if fresh == 0 {
+            return Err(ReviewError::StaffExists(username.to_owned()));
+        }
+        append_log(
+            &mut tx,
+            actor,
+            "staff_add",
+            &format!("staff:{username}"),
+            serde_json::json!({"role": role.as_str()}),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Disables an account and revokes its tokens; its sessions end at their next use.
+    pub async fn disable_staff(&self, actor: &str, username: &str) -> Result<(), ReviewError> {
+        let mut tx = self.pool.begin().await?;
+        let n = sqlx::query(
+            "UPDATE staff SET disabled_at = coalesce(disabled_at, now()) WHERE username = $1",
+        )
+        .bind(username)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if n == 0 {
+            return Err(ReviewError::NoStaff(username.to_owned()));
+        }
+        sqlx::query(
+            "UPDATE api_tokens SET revoked_at = now() WHERE username = $1 AND revoked_at IS NULL",
+        )
+        .bind(username)
+        .execute(&mut *tx)
+        .await?;
+        append_log(
+            &mut tx,
+            actor,
+            "staff_disable",
+            &format!("staff:{username}"),
+            serde_json::json!({}),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Issues an API token for an enabled account. The token is in the result only.
+    pub async fn create_token(
+        &self,
+        actor: &str,
+        username: &str,
+        label: &str,
+    ) -> Result<NewToken, ReviewError> {
+        let mut tx = self.pool.begin().await?;
+        let enabled: Option<bool> =
+            sqlx::query_scalar("SELECT disabled_at IS NULL FROM staff WHERE username = $1")
+                .bind(username)
+                .fetch_optional(&mut *tx)
+                .await?;
+        if enabled != Some(true) {
+            return Err(ReviewError::NoStaff(username.to_owned()));
+        }
+        let token = auth::new_token();
+        sqlx::query(
+            "INSERT INTO api_tokens (token_id, username, token_hash, label) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(&token.token_id)
+        .bind(username)
+        .bind(&token.token_hash)
+        .bind(label)
+        .execute(&mut *tx)
+        .await?;
+        append_log(
+            &mut tx,
+            actor,
+            "token_create",
+            &format!("token:{}", token.token_id),
+            serde_json::json!({"username": username, "label": label}),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(token)
+    }
+
+    /// The staff member an API token belongs to, if it is valid, unrevoked and its
+    /// account enabled.
+    pub async fn authenticate_token(&self, token: &str) -> Result<Option<Actor>, sqlx::Error> {
+        let Some((id, secret)) = auth::parse_token(token) else {
+            return Ok(None);
+        };
+        let row = sqlx::query(
+            "SELECT t.token_hash, s.username, s.role FROM api_tokens t JOIN staff s USING (username)
+             WHERE t.token_id = $1 AND t.revoked_at IS NULL AND s.disabled_at IS NULL",
+        )
+        .bind(id.to_ascii_lowercase())
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.and_then(|r| {
+            let stored: String = r.get(0);
+            let role = Role::parse(r.get::<&str, _>(2))?;
+            auth::token_matches(secret, &stored).then(|| Actor {
+                username: r.get(1),
+                role,
+            })
+        }))
+    }
+
+    /// Checks a username and password; logs the login or the failed attempt.
+    pub async fn login(
+        &self,
+        username: &str,
+        password: &str,
+    ) -> Result<Option<Actor>, sqlx::Error> {
+        let row = sqlx::query(
+            "SELECT password_hash, role FROM staff WHERE username = $1 AND disabled_at IS NULL",
+        )
+        .bind(username)
+        .fetch_optional(&self.pool)
+        .await?;
+        let actor = match &row {
+            Some(r) if auth::verify_password(r.get::<&str, _>(0), password) => {
+                Role::parse(r.get::<&str, _>(1)).map(|role| Actor {
+                    username: username.to_owned(),
+                    role,
+                })
+            }
+            Some(_) => None,
+            None => {
+                auth::dummy_verify(password);
+                None
+            }
+        };
+        let mut tx = self.pool.begin().await?;
+        let (who, action) = match &actor {
+            Some(a) => (a.username.as_str(), "login"),
+            None => (OPERATOR, "login_failed"),
+        };
+        // A failed attempt names the username tried in its detail, never as the actor.
+        append_log(
+            &mut tx,
+            who,
+            action,
+            "session",
+            serde_json::json!({"username": username.chars().take(64).collect::<String>()}),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(actor)
+    }
+
+    /// Logs a logout.
+    pub async fn logout(&self, actor: &Actor) -> Result<(), sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        append_log(
+            &mut tx,
+            &actor.username,
+            "logout",
+            "session",
+            serde_json::json!({}),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The queue: cases matching the filter, strongest evidence first, then the most
+    /// points at stake.
+    pub async fn cases(&self, f: &CaseFilter) -> Result<CasePage, sqlx::Error> {
+        let filter = "($1::text IS NULL OR c.status = $1)
+            AND ($2::text IS NULL OR c.decision->'tallies' @> jsonb_build_array(jsonb_build_object('check', $2::text)))
+            AND ($3::text IS NULL OR EXISTS (SELECT 1 FROM jobs j WHERE j.miner_id = c.miner_id AND j.model_id = $3))
+            AND ($4::text IS NULL OR EXISTS (SELECT 1 FROM jobs j WHERE j.miner_id = c.miner_id
+                 AND j.record->'metrics'->>'hardware' ILIKE '%' || $4 || '%'))
+            AND ($5::text IS NULL OR c.miner_id = $5)
+            AND ($6::timestamptz IS NULL OR c.updated_at >= $6)
+            AND ($7::timestamptz IS NULL OR c.updated_at < $7)";
+        let bind = |q: sqlx::query::Query<'static, Postgres, sqlx::postgres::PgArguments>| {
+            q.bind(f.status.map(CaseStatus::as_str))
+                .bind(f.check.clone())
+                .bind(f.model.clone())
+                .bind(f.gpu.clone())
+                .bind(f.miner.clone())
+                .bind(f.since)
+                .bind(f.until)
+        };
+        let total: i64 = bind(sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT count(*) FROM review_cases c WHERE {filter}"
+        ))))
+        .fetch_one(&self.pool)
+        .await?
+        .try_get(0)?;
+        let rows = bind(sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {CASE_COLUMNS} FROM review_cases c WHERE {filter}
+             ORDER BY c.honest_probability, c.at_stake_waifu + c.at_stake_llama DESC, c.case_id
+             LIMIT $8 OFFSET $9"
+        ))))
+        .bind(f.limit.clamp(1, 1000))
+        .bind(f.offset.max(0))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(CasePage {
+            total,
+            cases: rows.iter().map(case_row).collect::<Result<_, _>>()?,
+        })
+    }
+
+    /// One case with its actions and appeals.
+    pub async fn case(&self, case_id: i64) -> Result<Option<CaseDetail>, sqlx::Error> {
+        let Some(row) = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {CASE_COLUMNS} FROM review_cases c WHERE c.case_id = $1"
+        )))
+        .bind(case_id)
+        .fetch_optional(&self.pool)
+        .await?
+        else {
+            return Ok(None);
+        };
+        let actions = sqlx::query(
+            "SELECT username, action, reason, at FROM case_actions WHERE case_id = $1
+             ORDER BY action_id",
+        )
+        .bind(case_id)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|r| ActionRow {
+            username: r.get(0),
+            action: r.get(1),
+            reason: r.get(2),
+            at: r.get(3),
+        })
+        .collect();
+        let appeals = sqlx::query(
+            "SELECT appeal_id, filed_by, statement, filed_at, decided_by, outcome, reason, decided_at
+             FROM appeals WHERE case_id = $1 ORDER BY appeal_id",
+        )
+        .bind(case_id)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|r| AppealRow {
+            appeal_id: r.get(0),
+            filed_by: r.get(1),
+            statement: r.get(2),
+            filed_at: r.get(3),
+            decided_by: r.get(4),
+            outcome: r.get(5),
+            reason: r.get(6),
+            decided_at: r.get(7),
+        })
+        .collect();
+        Ok(Some(CaseDetail {
+            case: case_row(&row)?,
+            actions,
+            appeals,
+        }))
+    }
+
+    /// A staff action on a case, with its effects, in one transaction. `key` signs
+    /// the slash of a confirmation and the event of a reversal.
+    pub async fn act(
+        &self,
+        actor: &Actor,
+        case_id: i64,
+        action: StaffAction,
+        reason: &str,
+        rules: &Rules,
+        key: Option<&SigningKey>,
+    ) -> Result<CaseDetail, ReviewError> {
+        let miner: Option<String> =
+            sqlx::query_scalar("SELECT miner_id FROM review_cases WHERE case_id = $1")
+                .bind(case_id)
+                .fetch_optional(&self.pool)
+                .await?;
+        let miner = miner.ok_or(ReviewError::NoCase(case_id))?;
+        let miner_id = MinerId::parse(&miner).map_err(|e| {
+            sqlx::Error::Decode(format!("case {case_id}: miner id {miner:?}: {e}").into())
+        })?;
+        let points_factor = self.points_factor(&miner_id, rules).await?;
+        let mut tx = self.pool.begin().await?;
+        lock_miner(&mut tx, &miner).await?;
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {CASE_COLUMNS} FROM review_cases c WHERE c.case_id = $1 FOR UPDATE"
+        )))
+        .bind(case_id)
+        .fetch_one(&mut *tx)
+        .await?;
+        let case = case_row(&row)?;
+        let appeal: Option<(i64, String)> = sqlx::query_as(
+            "SELECT appeal_id, filed_by FROM appeals WHERE case_id = $1 AND outcome IS NULL",
+        )
+        .bind(case_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let facts = CaseFacts {
+            status: case.status,
+            confirmed_by: case.confirmed_by.clone(),
+            appeal_filed_by: appeal.as_ref().map(|(_, by)| by.clone()),
+        };
+        let to = crate::review::next(&facts, action, actor, reason)?;
+        let mut detail = serde_json::json!({
+            "miner_id": miner,
+            "action": action.as_str(),
+            "reason": reason,
+            "from": case.status.as_str(),
+            "to": to.as_str(),
+        });
+        match action {
+            StaffAction::Confirm => {
+                let history = super::load_history(&mut tx, &miner, rules, points_factor).await?;
+                let now = case::decide(&miner_id, history, rules);
+                let slash = now
+                    .decision
+                    .slash
+                    .clone()
+                    .or(now.decision.confirmation.clone())
+                    .ok_or(ReviewError::NothingToConfirm)?;
+                let key = key.ok_or(ReviewError::NoSigningKey)?;
+                let event = events::sign(&events::SlashEvent::from(&slash), key)
+                    .map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+                if !write_slash(&mut tx, &slash, Some(&event)).await? {
+                    return Err(ReviewError::NothingToConfirm);
+                }
+                sqlx::query(
+                    "INSERT INTO miner_risk (miner_id, confirmed_flags) VALUES ($1, 1)
+                     ON CONFLICT (miner_id) DO UPDATE
+                     SET confirmed_flags = miner_risk.confirmed_flags + 1",
+                )
+                .bind(&miner)
+                .execute(&mut *tx)
+                .await?;
+                sqlx::query(
+                    "UPDATE review_cases SET slash_id = $2, confirmed_by = $3, decision = $4,
+                            at_stake_waifu = $5, at_stake_llama = $6
+                     WHERE case_id = $1",
+                )
+                .bind(case_id)
+                .bind(&slash.slash_id)
+                .bind(&actor.username)
+                .bind(sqlx::types::Json(&now.decision))
+                .bind(slash.amount.waifu)
+                .bind(slash.amount.llama)
+                .execute(&mut *tx)
+                .await?;
+                detail["slash_id"] = slash.slash_id.clone().into();
+            }
+            StaffAction::Dismiss => {
+                // The screen failures the flag cited stop raising the miner's draw.
+                let jobs: Vec<String> = case
+                    .decision
+                    .evidence
+                    .iter()
+                    .map(|e| e.job_id.as_str().to_owned())
+                    .collect();
+                let bodies: Vec<sqlx::types::Json<JobVerdict>> = sqlx::query_scalar(
+                    "SELECT body FROM verdicts WHERE stage = 'screen' AND job_id = ANY($1)",
+                )
+                .bind(&jobs)
+                .fetch_all(&mut *tx)
+                .await?;
+                let forgiven: i64 = bodies
+                    .iter()
+                    .map(|b| i64::from(case::screen_failures(&b.0)))
+                    .sum();
+                sqlx::query(
+                    "UPDATE miner_risk SET failed_checks = greatest(0, failed_checks - $2)
+                     WHERE miner_id = $1",
+                )
+                .bind(&miner)
+                .bind(forgiven)
+                .execute(&mut *tx)
+                .await?;
+                detail["forgiven_screen_failures"] = forgiven.into();
+            }
+            StaffAction::MoreEvidence => {
+                let until: DateTime<Utc> = sqlx::query_scalar(
+                    "INSERT INTO miner_risk (miner_id, evidence_requested_until)
+                     VALUES ($1, now() + make_interval(days => $2))
+                     ON CONFLICT (miner_id) DO UPDATE
+                     SET evidence_requested_until = EXCLUDED.evidence_requested_until
+                     RETURNING evidence_requested_until",
+                )
+                .bind(&miner)
+                .bind(i32::try_from(rules.sampling.evidence_days).unwrap_or(i32::MAX))
+                .fetch_one(&mut *tx)
+                .await?;
+                detail["raised_until"] = until.to_rfc3339().into();
+                detail["rate_at_least"] = rules.sampling.evidence_rate.into();
+            }
+            StaffAction::Note => {}
+            StaffAction::Appeal => {
+                let appeal_id: i64 = sqlx::query_scalar(
+                    "INSERT INTO appeals (case_id, filed_by, statement) VALUES ($1, $2, $3)
+                     RETURNING appeal_id",
+                )
+                .bind(case_id)
+                .bind(&actor.username)
+                .bind(reason)
+                .fetch_one(&mut *tx)
+                .await?;
+                detail["appeal_id"] = appeal_id.into();
+            }
+            StaffAction::Uphold | StaffAction::Reverse => {
+                let (appeal_id, _) = appeal.ok_or(Refusal::WrongStatus {
+                    action: action.as_str(),
+                    status: "without an undecided appeal",
+                })?;
+                let outcome = if action == StaffAction::Uphold {
+                    "upheld"
+                } else {
+                    "reversed"
+                };
+                sqlx::query(
+                    "UPDATE appeals SET decided_by = $2, outcome = $3, reason = $4,
+                            decided_at = now()
+                     WHERE appeal_id = $1",
+                )
+                .bind(appeal_id)
+                .bind(&actor.username)
+                .bind(outcome)
+                .bind(reason)
+                .execute(&mut *tx)
+                .await?;
+                detail["appeal_id"] = appeal_id.into();
+                if action == StaffAction::Reverse {
+                    let slash_id = case.slash_id.clone().ok_or_else(|| {
+                        sqlx::Error::Decode(format!("case {case_id} has no slash").into())
+                    })?;
+                    let key = key.ok_or(ReviewError::NoSigningKey)?;
+                    let event =
+                        reverse_slash(&mut tx, &slash_id, appeal_id, actor, reason, key).await?;
+                    if case.opened_by == "flag" {
+                        sqlx::query(
+                            "UPDATE miner_risk SET confirmed_flags = greatest(0, confirmed_flags - 1)
+                             WHERE miner_id = $1",
+                        )
+                        .bind(&miner)
+                        .execute(&mut *tx)
+                        .await?;
+                    }
+                    detail["slash_id"] = slash_id.into();
+                    detail["amount"] = serde_json::to_value(event.amount)
+                        .map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+                }
+            }
+        }
+        sqlx::query("UPDATE review_cases SET status = $2, updated_at = now() WHERE case_id = $1")
+            .bind(case_id)
+            .bind(to.as_str())
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO case_actions (case_id, username, action, reason) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(case_id)
+        .bind(&actor.username)
+        .bind(action.as_str())
+        .bind(reason)
+        .execute(&mut *tx)
+        .await?;
+        append_log(
+            &mut tx,
+            &actor.username,
+            action.as_str(),
+            &format!("case:{case_id}"),
+            detail,
+        )
+        .await?;
+        tx.commit().await?;
+        self.case(case_id)
+            .await?
+            .ok_or(ReviewError::NoCase(case_id))
+    }
+
+    /// The enabled account of a username (a session's owner, checked on every request).
+    pub async fn staff_actor(&self, username: &str) -> Result<Option<Actor>, sqlx::Error> {
+        let role: Option<String> = sqlx::query_scalar(
+            "SELECT role FROM staff WHERE username = $1 AND disabled_at IS NULL",
+        )
+        .bind(username)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(role.and_then(|r| Role::parse(&r)).map(|role| Actor {
+            username: username.to_owned(),
+            role,
+        }))
+    }
+
+    /// Every account, for the admin page.
+    pub async fn staff_list(&self) -> Result<Vec<StaffRow>, sqlx::Error> {
+        let rows = sqlx::query(
+            "SELECT s.username, s.role, s.created_at, s.disabled_at,
+                    (SELECT count(*) FROM api_tokens t WHERE t.username = s.username
+                       AND t.revoked_at IS NULL)
+             FROM staff s ORDER BY s.username",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| StaffRow {
+                username: r.get(0),
+                role: r.get(1),
+                created_at: r.get(2),
+                disabled_at: r.get(3),
+                tokens: r.get(4),
+            })
+            .collect())
+    }
+
+    /// A miner's jobs, newest first, each with its latest verdict (re-run over screen).
+    pub async fn miner_jobs(
+        &self,
+        miner: &str,
+        limit: i64,
+    ) -> Result<Vec<(crate::record::JobRecord, Option<JobVerdict>)>, sqlx::Error> {
+        let rows = sqlx::query(
+            "SELECT j.record::text,
+                    (SELECT v.body FROM verdicts v WHERE v.job_id = j.job_id
+                     ORDER BY (v.stage = 'rerun') DESC LIMIT 1)
+             FROM jobs j WHERE j.miner_id = $1 ORDER BY j.submitted_at DESC, j.job_id LIMIT $2",
+        )
+        .bind(miner)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out = Vec::new();
+        for r in rows {
+            let text: String = r.get(0);
+            // Stored from a parsed record, so it parses back; one that does not is
+            // left out of the report rather than failing it.
+            let Ok(record) = crate::record::JobRecord::from_json(text.as_bytes()) else {
+                continue;
+            };
+            let verdict: Option<sqlx::types::Json<JobVerdict>> = r.get(1);
+            out.push((record, verdict.map(|v| v.0)));
+        }
+        Ok(out)
+    }
+
+    /// One job's record and latest verdict.
+    pub async fn job(
+        &self,
+        job_id: &str,
+    ) -> Result<Option<(crate::record::JobRecord, Option<JobVerdict>)>, sqlx::Error> {
+        let miner: Option<String> =
+            sqlx::query_scalar("SELECT miner_id FROM jobs WHERE job_id = $1")
+                .bind(job_id)
+                .fetch_optional(&self.pool)
+                .await?;
+        let Some(miner) = miner else {
+            return Ok(None);
+        };
+        Ok(self
+            .miner_jobs(&miner, i64::MAX)
+            .await?
+            .into_iter()
+            .find(|(r, _)| r.job_id.as_str() == job_id))
+    }
+
+    /// Reported inference latencies of other miners' jobs on the same GPU name and
+    /// model: the peers a latency chart shows.
+    pub async fn peer_latencies(
+        &self,
+        hardware: &str,
+        model: &str,
+        except_miner: &str,
+        limit: i64,
+    ) -> Result<Vec<f64>, sqlx::Error> {
+        sqlx::query_scalar(
+            "SELECT (record->'metrics'->>'inference_latency')::float8 FROM jobs
+             WHERE record->'metrics'->>'hardware' = $1 AND model_id = $2 AND miner_id <> $3
+             ORDER BY submitted_at DESC LIMIT $4",
+        )
+        .bind(hardware)
+        .bind(model)
+        .bind(except_miner)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+    }
+
+    /// The NFTs a wallet holds, as the wallet service last reported.
+    pub async fn wallet_nfts(&self, wallet: &str) -> Result<Option<i32>, sqlx::Error> {
+        sqlx::query_scalar("SELECT nfts FROM wallet_nfts WHERE wallet = $1")
+            .bind(wallet.to_ascii_lowercase())
+            .fetch_optional(&self.pool)
+            .await
+    }
+
+    /// Stores a login session under the hash of its id; `create` refuses an id in use.
+    pub async fn save_session(
+        &self,
+        id_hash: &str,
+        data: &serde_json::Value,
+        expires_at: DateTime<Utc>,
+        create: bool,
+    ) -> Result<bool, sqlx::Error> {
+        let sql = if create {
+            "INSERT INTO staff_sessions (id_hash, data, expires_at) VALUES ($1, $2, $3)
+             ON CONFLICT (id_hash) DO NOTHING"
+        } else {
+            "INSERT INTO staff_sessions (id_hash, data, expires_at) VALUES ($1, $2, $3)
+             ON CONFLICT (id_hash) DO UPDATE SET data = $2, expires_at = $3"
+        };
+        let n = sqlx::query(sql)
+            .bind(id_hash)
+            .bind(data)
+            .bind(expires_at)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        Ok(n == 1)
+    }
+
+    /// An unexpired session's data and expiry.
+    pub async fn load_session(
+        &self,
+        id_hash: &str,
+    ) -> Result<Option<(serde_json::Value, DateTime<Utc>)>, sqlx::Error> {
+        sqlx::query_as(
+            "SELECT data, expires_at FROM staff_sessions WHERE id_hash = $1 AND expires_at > now()",
+        )
+        .bind(id_hash)
+        .fetch_optional(&self.pool)
+        .await
+    }
+
+    pub async fn delete_session(&self, id_hash: &str) -> Result<(), sqlx::Error> {
+        sqlx::query("DELETE FROM staff_sessions WHERE id_hash = $1 OR expires_at < now()")
+            .bind(id_hash)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// The audit log, oldest first.
+    pub async fn audit_log(&self) -> Result<Vec<Entry>, sqlx::Error> {
+        let rows = sqlx::query(
+            "SELECT seq, at, actor, action, subject, detail, prev_hash, hash FROM audit_log
+             ORDER BY seq",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| Entry {
+                seq: r.get(0),
+                at: r.get(1),
+                actor: r.get(2),
+                action: r.get(3),
+                subject: r.get(4),
+                detail: r.get(5),
+                prev_hash: r.get(6),
+                hash: r.get(7),
+            })
+            .collect())
+    }
+}
+
+/// Records a reversal and puts its signed event in the outbox.
+async fn reverse_slash(
+    tx: &mut Transaction<'static, Postgres>,
+    slash_id: &str,
+    appeal_id: i64,
+    actor: &Actor,
+    reason: &str,
+    key: &SigningKey,
+) -> Result<ReversalEvent, sqlx::Error> {
+    let row =
+        sqlx::query("SELECT miner_id, amount_waifu, amount_llama FROM slashes WHERE slash_id = $1")
+            .bind(slash_id)
+            .fetch_one(&mut **tx)
+            .await?;
+    let miner: String = row.get(0);
+    let miner_id = MinerId::parse(&miner)
+        .map_err(|e| sqlx::Error::Decode(format!("slash {slash_id}: miner id: {e}").into()))?;
+    let reversed_at: DateTime<Utc> = sqlx::query_scalar(
+        "INSERT INTO slash_reversals (slash_id, appeal_id, reversed_by, reason)
+         VALUES ($1, $2, $3, $4) RETURNING reversed_at",
+    )
+    .bind(slash_id)
+    .bind(appeal_id)
+    .bind(&actor.username)
+    .bind(reason)
+    .fetch_one(&mut **tx)
+    .await?;
+    let event = ReversalEvent {
+        event_version: events::EVENT_VERSION,
+        event_type: events::REVERSAL_EVENT_TYPE.to_owned(),
+        slash_id: slash_id.to_owned(),
+        wallet: miner_id.wallet().to_owned(),
+        miner_id,
+        amount: Points {
+            waifu: row.get(1),
+            llama: row.get(2),
+        },
+        appeal_id,
+        reversed_by: actor.username.clone(),
+        reason: reason.to_owned(),
+        reversed_at: trail::timestamp(reversed_at),
+    };
+    let signed =
+        events::sign_reversal(&event, key).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+    let envelope = serde_json::to_string(&signed).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+    sqlx::query(
+        "INSERT INTO outbox (event_id, kind, key, envelope) VALUES ($1, $2, $3, $4)
+         ON CONFLICT (event_id) DO NOTHING",
+    )
+    .bind(format!("{slash_id}:reversed"))
+    .bind(REVERSAL_EVENT)
+    .bind(&miner)
+    .bind(envelope)
+    .execute(&mut **tx)
+    .await?;
+    Ok(event)
+}

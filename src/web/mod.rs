@@ -1,0 +1,209 @@
+//! The staff review app: HTML pages for reviewers, a JSON API for scripts, and the
+//! objects behind the evidence, all behind authentication.
+//!
+//! - **Pages** (`/queue`, `/cases/{id}`, `/evidence/{job}/{check}`, `/admin`) need a
+//!   login session; without one a page redirects to `/login`. Every form posts the
+//!   session's CSRF token; a post without it is refused with 403. `/admin` needs the
+//!   admin role (403 otherwise).
+//! - **JSON API** (`/api/v1/...`) needs `Authorization: Bearer <token>` from
+//!   `proctor staff token`; without one it answers 401. Its OpenAPI document is
+//!   `/api/v1/openapi.json` (public: it describes, it discloses nothing).
+//! - **Objects** (`/jobs/{job}/output`, `/jobs/{job}/reference`) are read from S3 by the
+//!   app and served only to a session, only when they are a PNG or JPEG within the
+//!   image check's size bound; never by a public URL.
+//!
+//! Every decision goes through `Store::act`, the same path as `proctor review decide`.
+
+mod api;
+mod charts;
+mod pages;
+pub mod session;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::http::{HeaderValue, header};
+use axum::routing::{get, post};
+use ed25519_dalek::SigningKey;
+use tower_sessions::cookie::SameSite;
+use tower_sessions::cookie::time::Duration as CookieDuration;
+use tower_sessions::{Expiry, SessionManagerLayer};
+
+use crate::objects::ObjectStore;
+use crate::rules::Rules;
+use crate::settings::Settings;
+use crate::store::Store;
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct App {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Store,
+    objects: ObjectStore,
+    settings: Settings,
+    rules: Rules,
+    key: Option<SigningKey>,
+    templates: minijinja::Environment<'static>,
+}
+
+impl App {
+    pub fn new(
+        store: Store,
+        objects: ObjectStore,
+        settings: Settings,
+        rules: Rules,
+        key: Option<SigningKey>,
+    ) -> App {
+        App {
+            inner: Arc::new(Inner {
+                store,
+                objects,
+                settings,
+                rules,
+                key,
+                templates: pages::templates(),
+            }),
+        }
+    }
+}
+
+/// The session cookie's name.
+pub const COOKIE: &str = "proctor_session";
+
+/// The app's routes, with its session layer.
+pub fn router(app: App) -> Router {
+    let review = &app.inner.settings.review;
+    let sessions = SessionManagerLayer::new(session::PgSessions::new(app.inner.store.clone()))
+        .with_name(COOKIE)
+        .with_secure(review.cookie_secure)
+        .with_http_only(true)
+        .with_same_site(SameSite::Strict)
+        .with_path("/")
+        .with_expiry(Expiry::OnInactivity(CookieDuration::minutes(i64::from(
+            review.session_idle_minutes,
+        ))));
+    Router::new()
+        .route("/", get(pages::home))
+        .route("/login", get(pages::login_form).post(pages::login))
+        .route("/logout", post(pages::logout))
+        .route("/queue", get(pages::queue))
+        .route("/cases/{id}", get(pages::case))
+        .route("/cases/{id}/decide", post(pages::decide))
+        .route("/evidence/{job}/{check}", get(pages::evidence))
+        .route("/jobs/{job}/{which}", get(pages::object))
+        .route("/admin", get(pages::admin))
+        .route("/admin/staff", post(pages::admin_add))
+        .route(
+            "/admin/staff/{username}/disable",
+            post(pages::admin_disable),
+        )
+        .route("/admin/tokens", post(pages::admin_token))
+        .route("/static/app.css", get(pages::css))
+        .route("/static/app.js", get(pages::js))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/api/v1/openapi.json", get(api::openapi))
+        .route("/api/v1/cases", get(api::list))
+        .route("/api/v1/cases/{id}", get(api::show))
+        .route("/api/v1/cases/{id}/decisions", post(api::decide))
+        .layer(sessions)
+        .layer(axum::middleware::map_response(security_headers))
+        .with_state(app)
+}
+
+/// Headers every response carries: no framing, no sniffing, no referrer, and a content
+/// security policy that admits only this app's own scripts, styles and images.
+async fn security_headers(mut r: axum::response::Response) -> axum::response::Response {
+    let h = r.headers_mut();
+    for (name, value) in [
+        (header::X_FRAME_OPTIONS, "DENY"),
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::REFERRER_POLICY, "no-referrer"),
+        (
+            header::CONTENT_SECURITY_POLICY,
+            "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; frame-ancestors 'none'; form-action 'self'",
+        ),
+    ] {
+        h.insert(name, HeaderValue::from_static(value));
+    }
+    h.entry(header::CACHE_CONTROL)
+        .or_insert(HeaderValue::from_static("no-store"));
+    r
+}
+
+/// Serves the app until the process ends or `stop` resolves; returns once bound with
+/// the address (bind to port 0 to let the system pick one) and the server's task.
+pub async fn serve(
+    app: App,
+    bind: SocketAddr,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<std::io::Result<()>>)> {
+    let listener = tokio::net::TcpListener::bind(bind).await?;
+    let addr = listener.local_addr()?;
+    let task = tokio::spawn(async move {
+        axum::serve(listener, router(app))
+            .with_graceful_shutdown(stop)
+            .await
+    });
+    Ok((addr, task))
+}
+
+/// What `proctor review serve` and `proctor-review` take.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServeArgs {
+    /// A settings file layered over the defaults (config/default.toml): `[review]` for
+    /// the address, `database.url`, `[s3]`, `secrets.signing_key`.
+    #[arg(long, env = "PROCTOR_CONFIG")]
+    pub config: Option<std::path::PathBuf>,
+    /// A rules folder instead of the rules compiled in.
+    #[arg(long, env = "PROCTOR_RULES")]
+    pub rules: Option<std::path::PathBuf>,
+}
+
+/// Connects to Postgres (migrating it) and S3 from the settings and serves the app
+/// until `stop` resolves.
+pub async fn run(
+    args: &ServeArgs,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    let settings = Settings::load(args.config.as_deref())?;
+    let rules = match &args.rules {
+        Some(dir) => Rules::load_dir(dir)?,
+        None => Rules::embedded()?,
+    };
+    let store = Store::connect_with(
+        settings.database.url.expose(),
+        settings.database.max_connections,
+    )
+    .await
+    .context("cannot connect to the database (database.url)")?;
+    store
+        .migrate()
+        .await
+        .context("cannot migrate the database")?;
+    let key = if settings.secrets.signing_key.is_set() {
+        Some(
+            crate::events::signing_key_from_hex(settings.secrets.signing_key.expose())
+                .map_err(|e| anyhow::anyhow!("secrets.signing_key: {e}"))?,
+        )
+    } else {
+        tracing::warn!(
+            "secrets.signing_key is not set: confirmations and reversals will be refused"
+        );
+        None
+    };
+    let objects = ObjectStore::new(&settings.s3);
+    let bind = settings.review.bind;
+    let app = App::new(store, objects, settings, rules, key);
+    let (addr, task) = serve(app, bind, stop)
+        .await
+        .with_context(|| format!("cannot listen on {bind} (review.bind)"))?;
+    tracing::info!(%addr, "review app listening");
+    task.await??;
+    tracing::info!("review app stopped");
+    Ok(())
+}

@@ -1,0 +1,786 @@
+//! Staff review against the real Postgres (127.0.0.1:5432, trust auth): accounts and
+//! tokens, each decision's effect on the slash, the outbox, the sampling rate and the
+//! audit log, the appeal and reversal with its signed event, the second-reviewer rule,
+//! and `proctor audit-log verify` after a row is edited in SQL.
+
+use std::collections::BTreeMap;
+use std::process::{Command, Stdio};
+
+use proctor::case::screen_failures;
+use proctor::checks::JobVerdict;
+use proctor::decide::{Action, STAFF_RULE_ID};
+use proctor::events::{self, LedgerEvent};
+use proctor::ids::MinerId;
+use proctor::review::{Actor, CaseStatus, Refusal, Role, StaffAction};
+use proctor::rules::Rules;
+use proctor::sampling;
+use proctor::store::review::{CaseFilter, CaseRow, ReviewError};
+use sqlx::Row;
+
+#[path = "support/db.rs"]
+mod db;
+use db::*;
+
+const PASSWORD: &str = "correct horse battery staple";
+
+/// The demo recorded at both stages and judged: open flag cases and slashed cases.
+async fn judged_demo() -> (TestDb, Rules, BTreeMap<String, JobVerdict>) {
+    let db = TestDb::new().await;
+    let rules = Rules::embedded().unwrap();
+    let verdicts = load_judged_demo(&db.store, &rules).await;
+    (db, rules, verdicts)
+}
+
+async fn staff(db: &TestDb, names: &[&str]) -> Vec<Actor> {
+    let mut out = Vec::new();
+    for name in names {
+        db.store
+            .add_staff("operator", name, Role::Reviewer, PASSWORD)
+            .await
+            .unwrap();
+        let token = db
+            .store
+            .create_token("operator", name, "test")
+            .await
+            .unwrap();
+        out.push(
+            db.store
+                .authenticate_token(&token.token)
+                .await
+                .unwrap()
+                .unwrap(),
+        );
+    }
+    out
+}
+
+async fn cases(db: &TestDb, status: CaseStatus) -> Vec<CaseRow> {
+    db.store
+        .cases(&CaseFilter {
+            status: Some(status),
+            limit: 1000,
+            ..CaseFilter::default()
+        })
+        .await
+        .unwrap()
+        .cases
+}
+
+async fn risk(db: &TestDb, miner: &str) -> sampling::MinerRisk {
+    db.store
+        .risks(&[miner.to_owned()])
+        .await
+        .unwrap()
+        .into_values()
+        .next()
+        .unwrap_or_default()
+}
+
+async fn outbox(db: &TestDb, kind: &str) -> Vec<String> {
+    sqlx::query_scalar("SELECT envelope FROM outbox WHERE kind = $1 ORDER BY created_at")
+        .bind(kind)
+        .fetch_all(db.store.pool())
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn accounts_have_no_default_password_and_tokens_die_with_their_account() {
+    let db = TestDb::new().await;
+    assert_eq!(
+        db.count("staff").await,
+        0,
+        "no account exists before one is added"
+    );
+    let short = db
+        .store
+        .add_staff("operator", "ann", Role::Reviewer, "short")
+        .await;
+    assert!(
+        matches!(short, Err(ReviewError::Credential(_))),
+        "{short:?}"
+    );
+    db.store
+        .add_staff("operator", "ann", Role::Admin, PASSWORD)
+        .await
+        .unwrap();
+    let again = db
+        .store
+        .add_staff("operator", "ann", Role::Reviewer, PASSWORD)
+        .await;
+    assert!(
+        matches!(again, Err(ReviewError::StaffExists(_))),
+        "{again:?}"
+    );
+    let stored: String = sqlx::query_scalar("SELECT password_hash FROM staff")
+        .fetch_one(db.store.pool())
+        .await
+        .unwrap();
+    assert!(stored.starts_with("$argon2id$") && !stored.contains(PASSWORD));
+
+    assert_eq!(
+        db.store
+            .login("ann", PASSWORD)
+            .await
+            .unwrap()
+            .map(|a| a.role),
+        Some(Role::Admin)
+    );
+    assert_eq!(
+        db.store.login("ann", "wrong password!").await.unwrap(),
+        None
+    );
+    assert_eq!(db.store.login("nobody", PASSWORD).await.unwrap(), None);
+
+    let token = db
+        .store
+        .create_token("operator", "ann", "cli")
+        .await
+        .unwrap();
+    let stored: String = sqlx::query_scalar("SELECT token_hash FROM api_tokens")
+        .fetch_one(db.store.pool())
+        .await
+        .unwrap();
+    assert!(!token.token.contains(&stored) && !stored.contains(&token.token));
+    let ann = db.store.authenticate_token(&token.token).await.unwrap();
+    assert_eq!(ann.map(|a| a.username), Some("ann".to_owned()));
+    // A token with the right id and a wrong secret, and garbage, authenticate nobody.
+    let forged = format!("proctor_{}_{}", token.token_id, "0".repeat(64));
+    assert_eq!(db.store.authenticate_token(&forged).await.unwrap(), None);
+    assert_eq!(db.store.authenticate_token("Bearer x").await.unwrap(), None);
+
+    db.store.disable_staff("operator", "ann").await.unwrap();
+    assert_eq!(
+        db.store.authenticate_token(&token.token).await.unwrap(),
+        None
+    );
+    assert_eq!(db.store.login("ann", PASSWORD).await.unwrap(), None);
+
+    let log = db.store.audit_log().await.unwrap();
+    let actions: Vec<&str> = log.iter().map(|e| e.action.as_str()).collect();
+    assert_eq!(
+        actions,
+        [
+            "staff_add",
+            "login",
+            "login_failed",
+            "login_failed",
+            "token_create",
+            "staff_disable",
+            "login_failed"
+        ]
+    );
+    proctor::review::trail::verify(log).unwrap();
+    db.drop_db().await;
+}
+
+#[tokio::test]
+async fn the_judge_keeps_one_open_case_per_miner_and_a_case_per_automatic_slash() {
+    let (db, rules, _) = judged_demo().await;
+    let open = cases(&db, CaseStatus::Open).await;
+    assert!(!open.is_empty(), "the demo flags someone");
+    let miners: std::collections::BTreeSet<&str> =
+        open.iter().map(|c| c.miner_id.as_str()).collect();
+    assert_eq!(miners.len(), open.len(), "one open case per miner");
+    for c in &open {
+        assert_eq!(c.decision.action, Action::FlagForReview);
+        let confirmation = c.decision.confirmation.as_ref().unwrap();
+        assert_eq!(c.at_stake, confirmation.amount, "case {}", c.case_id);
+    }
+    let slashes: i64 = db.count("slashes").await;
+    assert!(slashes > 0, "the demo slashes someone");
+    assert_eq!(cases(&db, CaseStatus::Slashed).await.len() as i64, slashes);
+
+    // New evidence on a flagged miner updates its open case instead of adding one.
+    let before = db.count("review_cases").await;
+    let flagged = MinerId::parse(&open[0].miner_id).unwrap();
+    sqlx::query("INSERT INTO judge_queue (miner_id) VALUES ($1) ON CONFLICT DO NOTHING")
+        .bind(flagged.to_string())
+        .execute(db.store.pool())
+        .await
+        .unwrap();
+    judge_all(&db, &rules).await;
+    assert_eq!(db.count("review_cases").await, before);
+
+    // The queue orders by the strength of the evidence, and filters.
+    let all = db
+        .store
+        .cases(&CaseFilter {
+            limit: 1000,
+            ..CaseFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(all.total, before);
+    let p: Vec<f64> = all.cases.iter().map(|c| c.honest_probability).collect();
+    assert!(p.windows(2).all(|w| w[0] <= w[1]), "{p:?}");
+    let check = open[0].decision.tallies[0].check.as_str().to_owned();
+    let by_check = db
+        .store
+        .cases(&CaseFilter {
+            check: Some(check.clone()),
+            limit: 1000,
+            ..CaseFilter::default()
+        })
+        .await
+        .unwrap();
+    assert!(by_check.total >= 1);
+    assert!(
+        by_check
+            .cases
+            .iter()
+            .all(|c| c.decision.tallies.iter().any(|t| t.check.as_str() == check))
+    );
+    let page = db
+        .store
+        .cases(&CaseFilter {
+            limit: 1,
+            offset: 1,
+            ..CaseFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(page.cases.len(), 1);
+    assert_eq!(page.cases[0].case_id, all.cases[1].case_id);
+    db.drop_db().await;
+}
+
+#[tokio::test]
+async fn each_decision_moves_the_slash_the_outbox_the_rate_and_the_log() {
+    let (db, rules, verdicts) = judged_demo().await;
+    let key = key();
+    let ann = staff(&db, &["ann"]).await.remove(0);
+    let open = cases(&db, CaseStatus::Open).await;
+    assert!(open.len() >= 2, "need two open cases, have {}", open.len());
+    let (to_confirm, to_dismiss) = (&open[0], &open[1]);
+
+    // Confirm: a slash under the staff rule, its signed event, and a raised rate.
+    let slashes_before = db.count("slashes").await;
+    let events_before = outbox(&db, "slash").await.len();
+    let rate_before = sampling::rate(&rules, risk(&db, &to_confirm.miner_id).await);
+    let done = db
+        .store
+        .act(
+            &ann,
+            to_confirm.case_id,
+            StaffAction::Confirm,
+            "",
+            &rules,
+            Some(&key),
+        )
+        .await
+        .unwrap();
+    assert_eq!(done.case.status, CaseStatus::Confirmed);
+    assert_eq!(done.case.confirmed_by.as_deref(), Some("ann"));
+    assert_eq!(db.count("slashes").await, slashes_before + 1);
+    let slash_id = done.case.slash_id.clone().unwrap();
+    let rule: String = sqlx::query_scalar("SELECT rule_id FROM slashes WHERE slash_id = $1")
+        .bind(&slash_id)
+        .fetch_one(db.store.pool())
+        .await
+        .unwrap();
+    assert_eq!(rule, STAFF_RULE_ID);
+    let events = outbox(&db, "slash").await;
+    assert_eq!(events.len(), events_before + 1);
+    let event = events::verify(events.last().unwrap().as_bytes(), &key.verifying_key()).unwrap();
+    assert_eq!(event.slash_id, slash_id);
+    assert_eq!(event.amount, done.case.at_stake);
+    for e in &to_confirm.decision.evidence {
+        let covered: Option<String> =
+            sqlx::query_scalar("SELECT slash_id FROM slashed_jobs WHERE job_id = $1")
+                .bind(e.job_id.as_str())
+                .fetch_optional(db.store.pool())
+                .await
+                .unwrap();
+        assert!(covered.is_some(), "job {} is not covered", e.job_id);
+    }
+    let r = risk(&db, &to_confirm.miner_id).await;
+    assert_eq!(r.review_flags, 1);
+    assert!(sampling::rate(&rules, r) > rate_before || rate_before == rules.sampling.ceiling);
+    // Confirming twice is refused and writes nothing.
+    let twice = db
+        .store
+        .act(
+            &ann,
+            to_confirm.case_id,
+            StaffAction::Confirm,
+            "",
+            &rules,
+            Some(&key),
+        )
+        .await;
+    assert!(matches!(
+        twice,
+        Err(ReviewError::Refused(Refusal::WrongStatus { .. }))
+    ));
+    assert_eq!(db.count("slashes").await, slashes_before + 1);
+    // Without a signing key nothing is confirmed: a slash never exists without its event.
+    let unsigned = db
+        .store
+        .act(
+            &ann,
+            to_dismiss.case_id,
+            StaffAction::Confirm,
+            "",
+            &rules,
+            None,
+        )
+        .await;
+    assert!(
+        matches!(unsigned, Err(ReviewError::NoSigningKey)),
+        "{unsigned:?}"
+    );
+    assert_eq!(db.count("slashes").await, slashes_before + 1);
+
+    // Dismiss: a reason is required; the cited screen failures stop raising the rate.
+    let no_reason = db
+        .store
+        .act(
+            &ann,
+            to_dismiss.case_id,
+            StaffAction::Dismiss,
+            " ",
+            &rules,
+            Some(&key),
+        )
+        .await;
+    assert!(matches!(
+        no_reason,
+        Err(ReviewError::Refused(Refusal::ReasonRequired { .. }))
+    ));
+    let before = risk(&db, &to_dismiss.miner_id).await;
+    let cited: std::collections::BTreeSet<&str> = to_dismiss
+        .decision
+        .evidence
+        .iter()
+        .map(|e| e.job_id.as_str())
+        .collect();
+    let forgiven: u32 = cited.iter().map(|j| screen_failures(&verdicts[*j])).sum();
+    let done = db
+        .store
+        .act(
+            &ann,
+            to_dismiss.case_id,
+            StaffAction::Dismiss,
+            "the reference host ran the wrong scheduler",
+            &rules,
+            Some(&key),
+        )
+        .await
+        .unwrap();
+    assert_eq!(done.case.status, CaseStatus::Dismissed);
+    let after = risk(&db, &to_dismiss.miner_id).await;
+    assert_eq!(
+        after.failed_checks,
+        before.failed_checks.saturating_sub(forgiven)
+    );
+    assert_eq!(
+        db.count("slashes").await,
+        slashes_before + 1,
+        "a dismissal slashes nothing"
+    );
+    // The same evidence judged again opens no new case.
+    let cases_before = db.count("review_cases").await;
+    sqlx::query("INSERT INTO judge_queue (miner_id) VALUES ($1) ON CONFLICT DO NOTHING")
+        .bind(&to_dismiss.miner_id)
+        .execute(db.store.pool())
+        .await
+        .unwrap();
+    judge_all(&db, &rules).await;
+    assert_eq!(db.count("review_cases").await, cases_before);
+
+    // More evidence: the rate is at least `evidence_rate` for the period.
+    let miner = &to_dismiss.miner_id;
+    db.store
+        .act(
+            &ann,
+            to_dismiss.case_id,
+            StaffAction::MoreEvidence,
+            "",
+            &rules,
+            Some(&key),
+        )
+        .await
+        .unwrap();
+    let r = risk(&db, miner).await;
+    assert!(r.evidence_requested);
+    assert!(sampling::rate(&rules, r) >= rules.sampling.evidence_rate);
+    sqlx::query(
+        "UPDATE miner_risk SET evidence_requested_until = now() - interval '1 second'
+         WHERE miner_id = $1",
+    )
+    .bind(miner)
+    .execute(db.store.pool())
+    .await
+    .unwrap();
+    assert!(
+        !risk(&db, miner).await.evidence_requested,
+        "the period ends"
+    );
+
+    // A note needs text and changes no status.
+    let noted = db
+        .store
+        .act(
+            &ann,
+            to_dismiss.case_id,
+            StaffAction::Note,
+            "asked the miner for logs",
+            &rules,
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(noted.case.status, CaseStatus::Dismissed);
+    let actions: Vec<&str> = noted.actions.iter().map(|a| a.action.as_str()).collect();
+    assert_eq!(actions, ["dismiss", "more_evidence", "note"]);
+
+    // Every decision is in the chained log, with who and which case.
+    let log = db.store.audit_log().await.unwrap();
+    let decided: Vec<(&str, &str, &str)> = log
+        .iter()
+        .filter(|e| e.subject.starts_with("case:"))
+        .map(|e| (e.actor.as_str(), e.action.as_str(), e.subject.as_str()))
+        .collect();
+    let c = |id: i64| format!("case:{id}");
+    let (confirmed, dismissed) = (c(to_confirm.case_id), c(to_dismiss.case_id));
+    assert_eq!(
+        decided,
+        [
+            ("ann", "confirm", confirmed.as_str()),
+            ("ann", "dismiss", dismissed.as_str()),
+            ("ann", "more_evidence", dismissed.as_str()),
+            ("ann", "note", dismissed.as_str()),
+        ]
+    );
+    proctor::review::trail::verify(log).unwrap();
+    db.drop_db().await;
+}
+
+#[tokio::test]
+async fn an_appeal_is_decided_by_a_second_reviewer_and_a_reversal_is_signed() {
+    let (db, rules, _) = judged_demo().await;
+    let key = key();
+    let people = staff(&db, &["ann", "bob", "cat"]).await;
+    let (ann, bob, cat) = (&people[0], &people[1], &people[2]);
+    let open = cases(&db, CaseStatus::Open).await;
+    let case_id = open[0].case_id;
+    let confirmed = db
+        .store
+        .act(ann, case_id, StaffAction::Confirm, "", &rules, Some(&key))
+        .await
+        .unwrap();
+    let slash_id = confirmed.case.slash_id.clone().unwrap();
+    // The miner appeals through bob.
+    let appealed = db
+        .store
+        .act(
+            bob,
+            case_id,
+            StaffAction::Appeal,
+            "the miner says its driver was updated that week",
+            &rules,
+            Some(&key),
+        )
+        .await
+        .unwrap();
+    assert_eq!(appealed.case.status, CaseStatus::Appealed);
+    // Neither the confirmer nor the filer may decide it.
+    for who in [ann, bob] {
+        let got = db
+            .store
+            .act(
+                who,
+                case_id,
+                StaffAction::Reverse,
+                "looks fine",
+                &rules,
+                Some(&key),
+            )
+            .await;
+        assert!(
+            matches!(
+                got,
+                Err(ReviewError::Refused(Refusal::SecondReviewer { .. }))
+            ),
+            "{}: {got:?}",
+            who.username
+        );
+    }
+    assert_eq!(outbox(&db, "slash_reversed").await.len(), 0);
+    let reversed = db
+        .store
+        .act(
+            cat,
+            case_id,
+            StaffAction::Reverse,
+            "the reference image was generated with the wrong VAE",
+            &rules,
+            Some(&key),
+        )
+        .await
+        .unwrap();
+    assert_eq!(reversed.case.status, CaseStatus::Reversed);
+    assert_eq!(reversed.appeals.len(), 1);
+    assert_eq!(reversed.appeals[0].outcome.as_deref(), Some("reversed"));
+    assert_eq!(reversed.appeals[0].decided_by.as_deref(), Some("cat"));
+    // One reversal event, signed, naming the slash and returning what it took.
+    let events = outbox(&db, "slash_reversed").await;
+    assert_eq!(events.len(), 1);
+    // Both the envelope and the payload keep to their published schemas.
+    let schema = |name: &str| -> serde_json::Value {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("docs")
+            .join(name);
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+    };
+    let envelope: serde_json::Value = serde_json::from_str(&events[0]).unwrap();
+    assert!(
+        jsonschema::validator_for(&schema("signed-event.schema.json"))
+            .unwrap()
+            .is_valid(&envelope)
+    );
+    let payload: serde_json::Value =
+        serde_json::from_str(envelope["payload"].as_str().unwrap()).unwrap();
+    let reversal_schema = jsonschema::validator_for(&schema("reversal-event.schema.json")).unwrap();
+    assert!(reversal_schema.is_valid(&payload), "{payload}");
+    let mut bad = payload.clone();
+    bad["event_type"] = "slash".into();
+    assert!(!reversal_schema.is_valid(&bad), "the schema can fail");
+    let confirmed_envelope = outbox(&db, "slash").await;
+    let confirmed_payload: serde_json::Value =
+        serde_json::from_str(
+            serde_json::from_str::<serde_json::Value>(confirmed_envelope.last().unwrap()).unwrap()
+                ["payload"]
+                .as_str()
+                .unwrap(),
+        )
+        .unwrap();
+    assert!(
+        jsonschema::validator_for(&schema("slash-event.schema.json"))
+            .unwrap()
+            .is_valid(&confirmed_payload),
+        "a staff-confirmed slash keeps to the slash schema: {confirmed_payload}"
+    );
+    match events::verify_ledger_event(events[0].as_bytes(), &key.verifying_key()).unwrap() {
+        LedgerEvent::Reversed(r) => {
+            assert_eq!(r.slash_id, slash_id);
+            assert_eq!(r.amount, confirmed.case.at_stake);
+            assert_eq!(r.reversed_by, "cat");
+            assert_eq!(r.miner_id.to_string(), confirmed.case.miner_id);
+        }
+        other => panic!("not a reversal: {other:?}"),
+    }
+    let key_of: String = sqlx::query_scalar("SELECT key FROM outbox WHERE kind = 'slash_reversed'")
+        .fetch_one(db.store.pool())
+        .await
+        .unwrap();
+    assert_eq!(
+        key_of, confirmed.case.miner_id,
+        "keyed by the miner, like its slash"
+    );
+    assert_eq!(risk(&db, &confirmed.case.miner_id).await.review_flags, 0);
+    // Reversed once: nothing more can be done to the slash.
+    let again = db
+        .store
+        .act(
+            cat,
+            case_id,
+            StaffAction::Reverse,
+            "again",
+            &rules,
+            Some(&key),
+        )
+        .await;
+    assert!(matches!(
+        again,
+        Err(ReviewError::Refused(Refusal::WrongStatus { .. }))
+    ));
+    // The reversed jobs never count again: judging the miner once more slashes nothing.
+    let slashes = db.count("slashes").await;
+    sqlx::query("INSERT INTO judge_queue (miner_id) VALUES ($1) ON CONFLICT DO NOTHING")
+        .bind(&confirmed.case.miner_id)
+        .execute(db.store.pool())
+        .await
+        .unwrap();
+    judge_all(&db, &rules).await;
+    assert_eq!(db.count("slashes").await, slashes);
+
+    // An automatic slash can be appealed too, and upheld by a second reviewer.
+    let auto = cases(&db, CaseStatus::Slashed).await.remove(0);
+    db.store
+        .act(
+            ann,
+            auto.case_id,
+            StaffAction::Appeal,
+            "miner disputes",
+            &rules,
+            Some(&key),
+        )
+        .await
+        .unwrap();
+    let upheld = db
+        .store
+        .act(
+            bob,
+            auto.case_id,
+            StaffAction::Uphold,
+            "the blur is plain",
+            &rules,
+            Some(&key),
+        )
+        .await
+        .unwrap();
+    assert_eq!(upheld.case.status, CaseStatus::Upheld);
+    assert_eq!(outbox(&db, "slash_reversed").await.len(), 1);
+    db.drop_db().await;
+}
+
+fn proctor(db: &TestDb, args: &[&str], stdin: &str, token: Option<&str>) -> (i32, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_proctor"));
+    cmd.args(args)
+        .env("PROCTOR_DATABASE__URL", db.url())
+        .env(
+            "PROCTOR_SECRETS__SIGNING_KEY",
+            hex::encode(key().to_bytes()),
+        )
+        .env_remove("PROCTOR_REVIEW_TOKEN")
+        .env_remove("PROCTOR_CONFIG")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if let Some(t) = token {
+        cmd.env("PROCTOR_REVIEW_TOKEN", t);
+    }
+    let mut child = cmd.spawn().unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code().unwrap_or(-1), text)
+}
+
+#[tokio::test]
+async fn the_cli_reviews_a_case_and_audit_log_verify_catches_an_edit_in_sql() {
+    let (db, _, _) = judged_demo().await;
+    let (code, out) = proctor(
+        &db,
+        &["staff", "add", "ann", "--role", "reviewer"],
+        &format!("{PASSWORD}\n"),
+        None,
+    );
+    assert_eq!(code, 0, "{out}");
+    let (code, token) = proctor(&db, &["staff", "token", "ann"], "", None);
+    assert_eq!(code, 0, "{token}");
+    let token = token
+        .lines()
+        .find(|l| l.starts_with("proctor_"))
+        .unwrap()
+        .to_owned();
+    // Without a token the review commands refuse.
+    let (code, out) = proctor(&db, &["review", "list"], "", None);
+    assert_ne!(code, 0, "{out}");
+    let (code, out) = proctor(
+        &db,
+        &["review", "list", "--status", "open", "--json"],
+        "",
+        Some(&token),
+    );
+    assert_eq!(code, 0, "{out}");
+    let page: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let case_id = page["cases"][0]["case_id"].as_i64().unwrap();
+    assert!(page["total"].as_i64().unwrap() >= 1);
+    let (code, out) = proctor(
+        &db,
+        &[
+            "review",
+            "decide",
+            &case_id.to_string(),
+            "dismiss",
+            "--reason",
+            "honest drift on an old driver",
+            "--json",
+        ],
+        "",
+        Some(&token),
+    );
+    assert_eq!(code, 0, "{out}");
+    let detail: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(detail["case"]["status"], "dismissed");
+    let (code, out) = proctor(
+        &db,
+        &["review", "show", &case_id.to_string()],
+        "",
+        Some(&token),
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("dismiss") && out.contains("honest drift"),
+        "{out}"
+    );
+
+    // The chain verifies; its export verifies offline against the head it printed.
+    let (code, out) = proctor(&db, &["audit-log", "verify"], "", None);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("valid: 3 entries"), "{out}");
+    let dir = tempfile::tempdir().unwrap();
+    let export = dir.path().join("audit.jsonl");
+    let export_s = export.to_str().unwrap();
+    let (code, head) = proctor(&db, &["audit-log", "export", "--out", export_s], "", None);
+    assert_eq!(code, 0, "{head}");
+    let head = head.lines().next().unwrap().to_owned();
+    let (code, out) = proctor(
+        &db,
+        &["audit-log", "verify", "--file", export_s, "--head", &head],
+        "",
+        None,
+    );
+    assert_eq!(code, 0, "{out}");
+
+    // An edit made directly in SQL breaks the chain at that entry.
+    sqlx::query("UPDATE audit_log SET detail = replace(detail, 'old driver', 'new driver') WHERE action = 'dismiss'")
+        .execute(db.store.pool())
+        .await
+        .unwrap();
+    let (code, out) = proctor(&db, &["audit-log", "verify"], "", None);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("BROKEN") && out.contains("entry 3"), "{out}");
+    // So does a deleted row, and a truncated end shows against the recorded head.
+    let restore = sqlx::query("SELECT detail FROM audit_log WHERE seq = 3")
+        .fetch_one(db.store.pool())
+        .await
+        .unwrap()
+        .get::<String, _>(0)
+        .replace("new driver", "old driver");
+    sqlx::query("UPDATE audit_log SET detail = $1 WHERE seq = 3")
+        .bind(restore)
+        .execute(db.store.pool())
+        .await
+        .unwrap();
+    let (code, out) = proctor(&db, &["audit-log", "verify", "--head", &head], "", None);
+    assert_eq!(code, 0, "restored: {out}");
+    sqlx::query("DELETE FROM audit_log WHERE seq = 2")
+        .execute(db.store.pool())
+        .await
+        .unwrap();
+    let (code, out) = proctor(&db, &["audit-log", "verify"], "", None);
+    assert_eq!(code, 1, "{out}");
+    sqlx::query("DELETE FROM audit_log WHERE seq >= 2")
+        .execute(db.store.pool())
+        .await
+        .unwrap();
+    let (code, out) = proctor(&db, &["audit-log", "verify"], "", None);
+    assert_eq!(code, 0, "a shorter chain is valid on its own: {out}");
+    let (code, out) = proctor(&db, &["audit-log", "verify", "--head", &head], "", None);
+    assert_eq!(code, 1, "but not against the recorded head: {out}");
+    db.drop_db().await;
+}

@@ -1,0 +1,641 @@
+//! The review app over HTTP, against the real Postgres and S3 (garage, as
+//! `scripts/services.sh up` starts it): authentication on every route, roles, CSRF,
+//! each decision's effect through the pages and the JSON API, the second-reviewer
+//! rule, and the evidence behind a case (images from S3, token and latency charts).
+
+mod support;
+
+#[path = "support/db.rs"]
+mod db;
+
+#[path = "support/app.rs"]
+mod app;
+
+use app::{PASSWORD, Running};
+use proctor::events::{self, LedgerEvent};
+use proctor::review::CaseStatus;
+use proctor::store::review::CaseFilter;
+use reqwest::StatusCode;
+
+/// A client that keeps the session cookie itself (the cookie is `Secure`, which a
+/// cookie jar would not send over plain HTTP; a browser does on 127.0.0.1) and follows
+/// no redirects, so each response is seen as the app sent it.
+struct Client {
+    http: reqwest::Client,
+    base: String,
+    cookie: Option<String>,
+}
+
+struct Page {
+    status: StatusCode,
+    location: Option<String>,
+    body: String,
+}
+
+impl Page {
+    /// The CSRF token of the page's first form.
+    fn csrf(&self) -> String {
+        let at = self
+            .body
+            .find("name=\"csrf\" value=\"")
+            .unwrap_or_else(|| panic!("no csrf field in {}", self.body));
+        let rest = &self.body[at + "name=\"csrf\" value=\"".len()..];
+        rest[..rest.find('"').unwrap()].to_owned()
+    }
+}
+
+impl Client {
+    fn new(base: &str) -> Client {
+        Client {
+            http: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap(),
+            base: base.to_owned(),
+            cookie: None,
+        }
+    }
+
+    async fn send(&mut self, req: reqwest::RequestBuilder) -> Page {
+        let req = match &self.cookie {
+            Some(c) => req.header("cookie", c),
+            None => req,
+        };
+        let resp = req.send().await.unwrap();
+        for v in resp.headers().get_all("set-cookie") {
+            let v = v.to_str().unwrap();
+            let pair = v.split(';').next().unwrap().to_owned();
+            if pair == "proctor_session=" {
+                // The session ended (a logout): the cookie is removed.
+                self.cookie = None;
+            } else if pair.starts_with("proctor_session=") {
+                assert!(
+                    v.contains("HttpOnly") && v.contains("SameSite=Strict") && v.contains("Secure"),
+                    "session cookie attributes: {v}"
+                );
+                self.cookie = Some(pair);
+            }
+        }
+        Page {
+            status: resp.status(),
+            location: resp
+                .headers()
+                .get("location")
+                .map(|l| l.to_str().unwrap().to_owned()),
+            body: resp.text().await.unwrap(),
+        }
+    }
+
+    async fn get(&mut self, path: &str) -> Page {
+        let req = self.http.get(format!("{}{path}", self.base));
+        self.send(req).await
+    }
+
+    async fn post(&mut self, path: &str, form: &[(&str, &str)]) -> Page {
+        let enc = |s: &str| -> String {
+            s.bytes()
+                .map(|b| match b {
+                    b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => {
+                        (b as char).to_string()
+                    }
+                    _ => format!("%{b:02X}"),
+                })
+                .collect()
+        };
+        let body: Vec<String> = form
+            .iter()
+            .map(|(k, v)| format!("{}={}", enc(k), enc(v)))
+            .collect();
+        let req = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body.join("&"));
+        self.send(req).await
+    }
+
+    async fn login(&mut self, user: &str) {
+        let form = self.get("/login").await;
+        let csrf = form.csrf();
+        let done = self
+            .post(
+                "/login",
+                &[("csrf", &csrf), ("username", user), ("password", PASSWORD)],
+            )
+            .await;
+        assert_eq!(done.status, StatusCode::SEE_OTHER, "{}", done.body);
+        assert_eq!(done.location.as_deref(), Some("/queue"));
+    }
+}
+
+fn api(
+    base: &str,
+    token: Option<&str>,
+    method: reqwest::Method,
+    path: &str,
+) -> reqwest::RequestBuilder {
+    let req = reqwest::Client::new().request(method, format!("{base}{path}"));
+    match token {
+        Some(t) => req.bearer_auth(t),
+        None => req,
+    }
+}
+
+#[tokio::test]
+async fn every_route_needs_a_session_or_a_token_and_admin_pages_need_the_admin_role() {
+    let app = Running::start("review_auth").await;
+    let case = app.case_ids(CaseStatus::Open).await[0];
+    let mut anon = Client::new(&app.base);
+    let pages = [
+        "/queue".to_owned(),
+        format!("/cases/{case}"),
+        "/evidence/sd-honest-a-0/image_similarity".to_owned(),
+        "/jobs/sd-honest-a-0/output".to_owned(),
+        "/jobs/sd-honest-a-0/reference".to_owned(),
+        "/admin".to_owned(),
+    ];
+    for p in &pages {
+        let r = anon.get(p).await;
+        assert_eq!(r.status, StatusCode::SEE_OTHER, "GET {p}");
+        assert_eq!(r.location.as_deref(), Some("/login"), "GET {p}");
+    }
+    for p in [
+        format!("/cases/{case}/decide"),
+        "/logout".to_owned(),
+        "/admin/staff".to_owned(),
+        "/admin/tokens".to_owned(),
+        "/admin/staff/ann/disable".to_owned(),
+    ] {
+        let r = anon
+            .post(
+                &p,
+                &[
+                    ("csrf", "x"),
+                    ("action", "confirm"),
+                    ("username", "x"),
+                    ("role", "admin"),
+                    ("password", "x"),
+                ],
+            )
+            .await;
+        assert!(
+            r.status == StatusCode::SEE_OTHER || r.status == StatusCode::FORBIDDEN,
+            "POST {p}: {}",
+            r.status
+        );
+    }
+    assert_eq!(app.case_ids(CaseStatus::Confirmed).await.len(), 0);
+    // The API answers 401 without a token and with a bad one.
+    for token in [None, Some("proctor_000000000000_00"), Some("nonsense")] {
+        for (method, path) in [
+            (reqwest::Method::GET, "/api/v1/cases".to_owned()),
+            (reqwest::Method::GET, format!("/api/v1/cases/{case}")),
+            (
+                reqwest::Method::POST,
+                format!("/api/v1/cases/{case}/decisions"),
+            ),
+        ] {
+            let r = api(&app.base, token, method.clone(), &path)
+                .json(&serde_json::json!({"action": "confirm"}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(
+                r.status(),
+                StatusCode::UNAUTHORIZED,
+                "{method} {path} {token:?}"
+            );
+        }
+    }
+    // Public: the login page, the stylesheet, the script, health and the API's document.
+    for p in [
+        "/login",
+        "/static/app.css",
+        "/static/app.js",
+        "/healthz",
+        "/api/v1/openapi.json",
+    ] {
+        assert_eq!(anon.get(p).await.status, StatusCode::OK, "{p}");
+    }
+    let doc: serde_json::Value =
+        serde_json::from_str(&anon.get("/api/v1/openapi.json").await.body).unwrap();
+    assert_eq!(doc["openapi"], "3.1.0");
+    assert!(doc["paths"]["/api/v1/cases/{id}/decisions"]["post"].is_object());
+
+    // A reviewer is refused the admin pages; an admin is not.
+    let mut ann = Client::new(&app.base);
+    ann.login("ann").await;
+    assert_eq!(ann.get("/queue").await.status, StatusCode::OK);
+    assert_eq!(ann.get("/admin").await.status, StatusCode::FORBIDDEN);
+    let csrf = ann.get("/queue").await.csrf();
+    let r = ann
+        .post(
+            "/admin/staff",
+            &[
+                ("csrf", &csrf),
+                ("username", "eve"),
+                ("role", "admin"),
+                ("password", PASSWORD),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    let r = ann
+        .post(
+            "/admin/tokens",
+            &[("csrf", &csrf), ("username", "ann"), ("label", "x")],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert!(app.store().staff_actor("eve").await.unwrap().is_none());
+    let mut ada = Client::new(&app.base);
+    ada.login("ada").await;
+    let admin = ada.get("/admin").await;
+    assert_eq!(admin.status, StatusCode::OK);
+    let r = ada
+        .post(
+            "/admin/staff",
+            &[
+                ("csrf", &admin.csrf()),
+                ("username", "eve"),
+                ("role", "reviewer"),
+                ("password", PASSWORD),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert!(app.store().staff_actor("eve").await.unwrap().is_some());
+
+    // A wrong password is refused; logging out ends the session.
+    let mut mallory = Client::new(&app.base);
+    let form = mallory.get("/login").await;
+    let r = mallory
+        .post(
+            "/login",
+            &[
+                ("csrf", &form.csrf()),
+                ("username", "ann"),
+                ("password", "wrong password!"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(mallory.get("/queue").await.status, StatusCode::SEE_OTHER);
+    let csrf = ann.get("/queue").await.csrf();
+    let out = ann.post("/logout", &[("csrf", &csrf)]).await;
+    assert_eq!(out.status, StatusCode::SEE_OTHER);
+    assert_eq!(ann.get("/queue").await.status, StatusCode::SEE_OTHER);
+    // Disabling an account ends its sessions at their next request.
+    let mut bob = Client::new(&app.base);
+    bob.login("bob").await;
+    app.store().disable_staff("operator", "bob").await.unwrap();
+    assert_eq!(bob.get("/queue").await.status, StatusCode::SEE_OTHER);
+    let actions: Vec<String> = app
+        .store()
+        .audit_log()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| format!("{} {}", e.actor, e.action))
+        .collect();
+    for want in [
+        "ann login",
+        "ada login",
+        "ada staff_add",
+        "operator login_failed",
+        "ann logout",
+    ] {
+        assert!(
+            actions.iter().any(|a| a == want),
+            "{want} not in {actions:?}"
+        );
+    }
+    app.finish().await;
+}
+
+#[tokio::test]
+async fn a_form_without_the_sessions_csrf_token_changes_nothing() {
+    let app = Running::start("review_csrf").await;
+    let case = app.case_ids(CaseStatus::Open).await[0];
+    let mut ann = Client::new(&app.base);
+    ann.login("ann").await;
+    let page = ann.get(&format!("/cases/{case}")).await;
+    assert_eq!(page.status, StatusCode::OK);
+    let good = page.csrf();
+    // Another session's token is as wrong as none.
+    let mut bob = Client::new(&app.base);
+    bob.login("bob").await;
+    let bobs = bob.get("/queue").await.csrf();
+    assert_ne!(good, bobs);
+    for csrf in ["", "0000", bobs.as_str()] {
+        let r = ann
+            .post(
+                &format!("/cases/{case}/decide"),
+                &[("csrf", csrf), ("action", "confirm")],
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "csrf {csrf:?}");
+    }
+    let r = ann
+        .post(&format!("/cases/{case}/decide"), &[("action", "confirm")])
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "no csrf field");
+    // The login form is protected too.
+    let mut fresh = Client::new(&app.base);
+    let r = fresh
+        .post("/login", &[("username", "ann"), ("password", PASSWORD)])
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert!(app.case_ids(CaseStatus::Open).await.contains(&case));
+    assert_eq!(
+        app.store()
+            .audit_log()
+            .await
+            .unwrap()
+            .iter()
+            .filter(|e| e.subject.starts_with("case:"))
+            .count(),
+        0,
+        "no decision was logged"
+    );
+    // With its token, the same form confirms.
+    let r = ann
+        .post(
+            &format!("/cases/{case}/decide"),
+            &[("csrf", &good), ("action", "confirm")],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    assert!(app.case_ids(CaseStatus::Confirmed).await.contains(&case));
+    app.finish().await;
+}
+
+#[tokio::test]
+async fn decisions_through_the_pages_and_the_api_write_slashes_reversals_and_the_log() {
+    let app = Running::start("review_decide").await;
+    let key = proctor::events::signing_key_from_hex(support::SIGNING_KEY).unwrap();
+    let open = app.case_ids(CaseStatus::Open).await;
+    assert!(open.len() >= 2);
+    let (confirm, dismiss) = (open[0], open[1]);
+    let mut ann = Client::new(&app.base);
+    ann.login("ann").await;
+
+    // Confirm on the page: a slash and its event in the outbox.
+    let csrf = ann.get(&format!("/cases/{confirm}")).await.csrf();
+    let r = ann
+        .post(
+            &format!("/cases/{confirm}/decide"),
+            &[("csrf", &csrf), ("action", "confirm")],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    let case = app.store().case(confirm).await.unwrap().unwrap().case;
+    assert_eq!(case.status, CaseStatus::Confirmed);
+    let slash_id = case.slash_id.clone().unwrap();
+    let envelope: String = sqlx::query_scalar("SELECT envelope FROM outbox WHERE event_id = $1")
+        .bind(&slash_id)
+        .fetch_one(app.store().pool())
+        .await
+        .unwrap();
+    assert_eq!(
+        events::verify(envelope.as_bytes(), &key.verifying_key())
+            .unwrap()
+            .slash_id,
+        slash_id
+    );
+    let page = ann.get(&format!("/cases/{confirm}")).await;
+    assert!(page.body.contains("confirmed") && page.body.contains(&slash_id));
+
+    // Dismiss through the API: the reason is required, a repeat conflicts.
+    let bob = app.tokens["bob"].clone();
+    let post = |token: &str, case: i64, body: serde_json::Value| {
+        api(
+            &app.base,
+            Some(token),
+            reqwest::Method::POST,
+            &format!("/api/v1/cases/{case}/decisions"),
+        )
+        .json(&body)
+        .send()
+    };
+    let r = post(&bob, dismiss, serde_json::json!({"action": "dismiss"}))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let r = post(
+        &bob,
+        dismiss,
+        serde_json::json!({"action": "dismiss", "reason": "driver update"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["case"]["status"], "dismissed");
+    let r = post(
+        &bob,
+        dismiss,
+        serde_json::json!({"action": "dismiss", "reason": "again"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), StatusCode::CONFLICT);
+    let r = post(&bob, dismiss, serde_json::json!({"action": "launch"}))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+
+    // Bob files the miner's appeal; neither ann (who confirmed) nor bob may decide it.
+    let r = post(
+        &bob,
+        confirm,
+        serde_json::json!({"action": "appeal", "reason": "the miner disputes"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let csrf = ann.get(&format!("/cases/{confirm}")).await.csrf();
+    let r = ann
+        .post(
+            &format!("/cases/{confirm}/decide"),
+            &[
+                ("csrf", &csrf),
+                ("action", "reverse"),
+                ("reason", "mine to reverse"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.status);
+    assert!(r.body.contains("second reviewer"));
+    let r = post(
+        &bob,
+        confirm,
+        serde_json::json!({"action": "reverse", "reason": "x"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    // Cat reverses it: one signed reversal naming the slash.
+    let cat = app.tokens["cat"].clone();
+    let r = post(
+        &cat,
+        confirm,
+        serde_json::json!({"action": "reverse", "reason": "wrong reference VAE"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let envelope: String =
+        sqlx::query_scalar("SELECT envelope FROM outbox WHERE kind = 'slash_reversed'")
+            .fetch_one(app.store().pool())
+            .await
+            .unwrap();
+    match events::verify_ledger_event(envelope.as_bytes(), &key.verifying_key()).unwrap() {
+        LedgerEvent::Reversed(r) => {
+            assert_eq!(r.slash_id, slash_id);
+            assert_eq!(r.reversed_by, "cat");
+        }
+        other => panic!("{other:?}"),
+    }
+    // The API shows the case as the page does.
+    let r = api(
+        &app.base,
+        Some(&cat),
+        reqwest::Method::GET,
+        &format!("/api/v1/cases/{confirm}"),
+    )
+    .send()
+    .await
+    .unwrap();
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["case"]["status"], "reversed");
+    assert_eq!(body["appeals"][0]["decided_by"], "cat");
+    // Every decision is in the chain, by who made it.
+    let log = app.store().audit_log().await.unwrap();
+    let decided: Vec<(String, String)> = log
+        .iter()
+        .filter(|e| e.subject.starts_with("case:"))
+        .map(|e| (e.actor.clone(), e.action.clone()))
+        .collect();
+    let want: Vec<(String, String)> = [
+        ("ann", "confirm"),
+        ("bob", "dismiss"),
+        ("bob", "appeal"),
+        ("cat", "reverse"),
+    ]
+    .iter()
+    .map(|(a, b)| (a.to_string(), b.to_string()))
+    .collect();
+    assert_eq!(decided, want);
+    proctor::review::trail::verify(log).unwrap();
+    app.finish().await;
+}
+
+#[tokio::test]
+async fn the_queue_filters_and_pages_and_the_evidence_shows_images_tokens_and_latency() {
+    let app = Running::start("review_evidence").await;
+    let mut ann = Client::new(&app.base);
+    ann.login("ann").await;
+    let all = ann.get("/queue").await;
+    assert_eq!(all.status, StatusCode::OK);
+    let total = app
+        .store()
+        .cases(&CaseFilter {
+            limit: 1000,
+            ..CaseFilter::default()
+        })
+        .await
+        .unwrap()
+        .total;
+    assert!(all.body.contains(&format!("{total} cases")), "{}", all.body);
+    let open = ann.get("/queue?status=open").await;
+    let n_open = app.case_ids(CaseStatus::Open).await.len();
+    assert!(
+        open.body.contains(&format!("{n_open} case")),
+        "{}",
+        open.body
+    );
+    assert!(open.body.contains("class=\"status-open\""));
+    assert!(!open.body.contains("class=\"status-slashed\""));
+
+    // Find one failed check of each kind among the cases' evidence.
+    let page = app
+        .store()
+        .cases(&CaseFilter {
+            limit: 1000,
+            ..CaseFilter::default()
+        })
+        .await
+        .unwrap();
+    let evidence: Vec<(String, String)> = page
+        .cases
+        .iter()
+        .flat_map(|c| c.decision.evidence.iter())
+        .map(|e| (e.job_id.as_str().to_owned(), e.check.as_str().to_owned()))
+        .collect();
+    let find = |check: &str| evidence.iter().find(|(_, c)| c == check).cloned();
+
+    let (job, _) = find("image_similarity").expect("the demo has an image_similarity failure");
+    let p = ann.get(&format!("/evidence/{job}/image_similarity")).await;
+    assert_eq!(p.status, StatusCode::OK);
+    for want in [
+        format!("src=\"/jobs/{job}/output\""),
+        format!("src=\"/jobs/{job}/reference\""),
+        "pHash distance".to_owned(),
+        "SSIM".to_owned(),
+        "data-swipe".to_owned(),
+        "Prompt".to_owned(),
+        "Seed".to_owned(),
+    ] {
+        assert!(p.body.contains(&want), "{want}");
+    }
+    let out = ann.get(&format!("/jobs/{job}/output")).await;
+    assert_eq!(out.status, StatusCode::OK);
+    let stored = std::fs::read(db::demo().join(format!("objects/jobs/{job}.png")));
+    if let Ok(stored) = stored {
+        let got = reqwest::Client::new()
+            .get(format!("{}/jobs/{job}/output", app.base))
+            .header("cookie", ann.cookie.clone().unwrap())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(got.headers()["content-type"], "image/png");
+        assert_eq!(got.bytes().await.unwrap().as_ref(), stored.as_slice());
+    }
+    assert_eq!(
+        ann.get(&format!("/jobs/{job}/reference")).await.status,
+        StatusCode::OK
+    );
+
+    let llm = evidence
+        .iter()
+        .find(|(_, c)| c.starts_with("llm_"))
+        .cloned()
+        .expect("the demo has an LLM failure");
+    let p = ann.get(&format!("/evidence/{}/{}", llm.0, llm.1)).await;
+    assert_eq!(p.status, StatusCode::OK);
+    assert!(
+        p.body.contains("<svg") && p.body.contains("tok flagged"),
+        "{}",
+        p.body
+    );
+    assert!(p.body.contains("Miner&#x27;s text") || p.body.contains("Miner's text"));
+
+    if let Some((job, check)) = evidence
+        .iter()
+        .find(|(_, c)| c.starts_with("latency"))
+        .cloned()
+    {
+        let p = ann.get(&format!("/evidence/{job}/{check}")).await;
+        assert!(
+            p.body.contains("reported latency against its bounds"),
+            "{}",
+            p.body
+        );
+    }
+    // Numbers read as numbers, never as 0.00004999999999999534.
+    let case = page.cases[0].case_id;
+    let p = ann.get(&format!("/cases/{case}")).await;
+    assert!(!p.body.contains("999999"), "{}", p.body);
+    app.finish().await;
+}

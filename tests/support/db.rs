@@ -1,0 +1,170 @@
+//! The test database and the demo's judged jobs, shared by the tests that need
+//! Postgres but not the broker or S3 (`tests/store.rs`, `tests/review.rs`). Included
+//! with `#[path]`, so each test crate compiles only this.
+
+#![allow(dead_code)]
+
+use std::path::Path;
+
+use ed25519_dalek::SigningKey;
+use proctor::audit;
+use proctor::case::Ledger;
+use proctor::ids::MinerId;
+use proctor::record::JobRecord;
+use proctor::rules::Rules;
+use proctor::sampling::SamplingSecret;
+use proctor::store::{Stage, Store, Written};
+use sqlx::Row;
+
+pub fn admin_url() -> String {
+    std::env::var("PROCTOR_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// A fresh database, dropped when the value is.
+pub struct TestDb {
+    pub name: String,
+    pub store: Store,
+}
+
+impl TestDb {
+    pub async fn new() -> TestDb {
+        let name = format!(
+            "proctor_test_{}",
+            &blake3::hash(format!("{:?}", std::time::SystemTime::now()).as_bytes()).to_hex()[..16]
+        );
+        let admin = sqlx::PgPool::connect(&admin_url())
+            .await
+            .unwrap_or_else(|e| panic!("PostgreSQL at {} is not reachable: {e}", admin_url()));
+        // Safe: `name` is generated from hex digits.
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&admin)
+            .await
+            .unwrap();
+        let url = admin_url()
+            .rsplit_once('/')
+            .map(|(base, _)| format!("{base}/{name}"))
+            .unwrap();
+        let store = Store::connect(&url).await.unwrap();
+        store.migrate().await.unwrap();
+        TestDb { name, store }
+    }
+
+    /// The database's URL, for a `proctor` process (`PROCTOR_DATABASE__URL`).
+    pub fn url(&self) -> String {
+        admin_url()
+            .rsplit_once('/')
+            .map(|(base, _)| format!("{base}/{}", self.name))
+            .unwrap()
+    }
+
+    pub async fn drop_db(self) {
+        self.store.pool().close().await;
+        let admin = sqlx::PgPool::connect(&admin_url()).await.unwrap();
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+            self.name
+        )))
+        .execute(&admin)
+        .await
+        .unwrap();
+    }
+
+    pub async fn count(&self, table: &str) -> i64 {
+        // Safe: `table` is one of this file's constants.
+        sqlx::query(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {table}")))
+            .fetch_one(self.store.pool())
+            .await
+            .unwrap()
+            .get(0)
+    }
+}
+
+/// Decides on a miner as the judge worker does: through the ledger port, with
+/// `case::entry`, at no NFT boost.
+pub async fn judge(store: &Store, miner: &MinerId, rules: &Rules) -> proctor::decide::Decision {
+    store
+        .decide(miner, rules, 1.0, |h| {
+            proctor::case::entry(miner, h, rules, Some(&key()))
+        })
+        .await
+        .unwrap()
+        .decision
+}
+
+pub fn key() -> SigningKey {
+    SigningKey::from_bytes(&[42; 32])
+}
+
+pub fn demo() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/audit-demo")
+}
+
+/// The demo's records and their verdicts, as the audit judges them.
+pub fn demo_judged() -> (Vec<JobRecord>, audit::AuditResult) {
+    let result = audit::judge_dir(
+        &demo(),
+        Rules::embedded().unwrap(),
+        &SamplingSecret::from_passphrase("t"),
+        proctor::case::Reruns::Present,
+        None,
+        false,
+    )
+    .unwrap();
+    let records = std::fs::read_to_string(demo().join("jobs.jsonl"))
+        .unwrap()
+        .lines()
+        .filter_map(|l| JobRecord::from_json(l.as_bytes()).ok())
+        .collect();
+    (records, result)
+}
+
+pub async fn record_all(db: &TestDb, records: &[JobRecord], result: &audit::AuditResult) -> usize {
+    let mut new = 0;
+    for v in &result.verdicts {
+        let rec = records.iter().find(|r| r.job_id == v.job_id).unwrap();
+        if db.store.record_verdict(rec, v, Stage::Rerun).await.unwrap() == Written::New {
+            new += 1;
+        }
+    }
+    new
+}
+
+pub async fn judge_all(db: &TestDb, rules: &Rules) {
+    judge_store(&db.store, rules).await
+}
+
+/// Judges every queued miner, as the judge worker would, until none is queued.
+pub async fn judge_store(store: &Store, rules: &Rules) {
+    loop {
+        let pending = store.pending_miners(100).await.unwrap();
+        if pending.is_empty() {
+            break;
+        }
+        for m in pending {
+            judge(store, &m, rules).await;
+        }
+    }
+}
+
+/// The demo recorded at both stages in `store` and judged: open flag cases and
+/// slashed cases. Returns the audit's verdicts by job id.
+pub async fn load_judged_demo(
+    store: &Store,
+    rules: &Rules,
+) -> std::collections::BTreeMap<String, proctor::checks::JobVerdict> {
+    let (records, result) = demo_judged();
+    let pairs: Vec<_> = result
+        .verdicts
+        .iter()
+        .map(|v| (records.iter().find(|r| r.job_id == v.job_id).unwrap(), v))
+        .collect();
+    store.record_verdicts(&pairs, Stage::Screen).await.unwrap();
+    store.record_verdicts(&pairs, Stage::Rerun).await.unwrap();
+    judge_store(store, rules).await;
+    result
+        .verdicts
+        .into_iter()
+        .map(|v| (v.job_id.as_str().to_owned(), v))
+        .collect()
+}

@@ -633,6 +633,33 @@ async fn the_queue_filters_and_pages_and_the_evidence_shows_images_tokens_and_la
             p.body
         );
     }
+    // A replayed output lists every job and miner that returned it: here, every job
+    // one case cites for reuse.
+    let replays: Vec<String> = page
+        .cases
+        .iter()
+        .map(|c| {
+            c.decision
+                .evidence
+                .iter()
+                .filter(|e| e.check.as_str() == "reuse")
+                .map(|e| e.job_id.as_str().to_owned())
+                .collect::<Vec<_>>()
+        })
+        .find(|jobs| !jobs.is_empty())
+        .expect("the demo has a reuse failure");
+    let p = ann.get(&format!("/evidence/{}/reuse", replays[0])).await;
+    assert!(
+        p.body.contains("Every job that returned this output"),
+        "{}",
+        p.body
+    );
+    for other in &replays {
+        assert!(
+            p.body.contains(&format!("/evidence/{other}/reuse")),
+            "{other}"
+        );
+    }
     // Numbers read as numbers, never as 0.00004999999999999534.
     let case = page.cases[0].case_id;
     let p = ann.get(&format!("/cases/{case}")).await;

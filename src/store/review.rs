@@ -896,6 +896,27 @@ impl Store {
         .await
     }
 
+    /// Every job that returned the same output as `original`: the job itself and each
+    /// job whose `reuse` check matched it, oldest first, with its miner.
+    pub async fn same_output(
+        &self,
+        original: &str,
+    ) -> Result<Vec<(String, String, DateTime<Utc>)>, sqlx::Error> {
+        sqlx::query_as(
+            "SELECT job_id, miner_id, submitted_at FROM jobs WHERE job_id = $1
+             UNION
+             SELECT j.job_id, j.miner_id, j.submitted_at
+             FROM verdicts v JOIN jobs j USING (job_id)
+             CROSS JOIN LATERAL jsonb_array_elements(v.body->'checks') AS c
+             WHERE c->>'check' = 'reuse' AND c->>'status' = 'fail'
+               AND c->'evidence'->'details'->'matched'->>'job_id' = $1
+             ORDER BY submitted_at, job_id",
+        )
+        .bind(original)
+        .fetch_all(&self.pool)
+        .await
+    }
+
     /// The NFTs a wallet holds, as the wallet service last reported.
     pub async fn wallet_nfts(&self, wallet: &str) -> Result<Option<i32>, sqlx::Error> {
         sqlx::query_scalar("SELECT nfts FROM wallet_nfts WHERE wallet = $1")

@@ -657,7 +657,26 @@ pub async fn evidence(
                 .pointer("/matched/job_id")
                 .and_then(|v| v.as_str())
                 .map(str::to_owned);
-            ctx = context! { images => matches!(record.job, Job::Sd { .. }) && check_id != Some(CheckId::Reuse), matched => matched, ..ctx };
+            // Everyone who returned this output: the first job and every job that
+            // matched it.
+            let original = matched
+                .clone()
+                .unwrap_or_else(|| record.job_id.as_str().to_owned());
+            let group = match inner.store.same_output(&original).await {
+                Ok(g) => g,
+                Err(e) => return failure(e),
+            };
+            let same: Vec<_> = group
+                .iter()
+                .map(|(j, m, at)| context! { job_id => j, miner_id => m, submitted_at => at.format("%Y-%m-%d %H:%M:%S").to_string(), this => j == record.job_id.as_str() })
+                .collect();
+            let n_miners = group
+                .iter()
+                .map(|(_, m, _)| m)
+                .collect::<BTreeSet<_>>()
+                .len();
+            let same = (check_id == Some(CheckId::Reuse) && same.len() > 1).then_some(same);
+            ctx = context! { images => matches!(record.job, Job::Sd { .. }) && check_id != Some(CheckId::Reuse), matched => matched, same => same, n_miners => n_miners, ..ctx };
         }
         Some(c) if c.as_str().starts_with("llm_") => {
             let key = format!("reference/{}/scores.json", record.job_id.as_str());

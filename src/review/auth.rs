@@ -84,10 +84,10 @@ pub fn parse_token(token: &str) -> Option<(&str, &str)> {
 }
 
 pub fn token_hash(secret: &str) -> String {
-    blake3::derive_key("heurist proctor 2026-11 api token v1", secret.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hex::encode(blake3::derive_key(
+        "heurist proctor 2026-11 api token v1",
+        secret.as_bytes(),
+    ))
 }
 
 /// Whether a token's secret matches a stored hash, in constant time.

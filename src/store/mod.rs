@@ -349,12 +349,7 @@ impl Store {
     /// The NFT boost of a miner's GPU: `points::wallet_boost` over the wallet's NFTs
     /// and every miner id of the wallet that has submitted work.
     pub async fn points_factor(&self, miner: &MinerId, rules: &Rules) -> Result<f64, sqlx::Error> {
-        let nfts: Option<i32> =
-            sqlx::query_scalar("SELECT nfts FROM wallet_nfts WHERE wallet = $1")
-                .bind(miner.wallet())
-                .fetch_optional(&self.pool)
-                .await?;
-        let Some(nfts) = nfts else {
+        let Some(nfts) = self.wallet_nfts(miner.wallet()).await? else {
             return Ok(1.0);
         };
         let ids: Vec<String> =

@@ -830,13 +830,32 @@ impl Store {
         miner: &str,
         limit: i64,
     ) -> Result<Vec<(crate::record::JobRecord, Option<JobVerdict>)>, sqlx::Error> {
-        let rows = sqlx::query(
+        self.jobs_where("j.miner_id = $1", miner, limit).await
+    }
+
+    /// One job's record and latest verdict.
+    pub async fn job(
+        &self,
+        job_id: &str,
+    ) -> Result<Option<(crate::record::JobRecord, Option<JobVerdict>)>, sqlx::Error> {
+        Ok(self.jobs_where("j.job_id = $1", job_id, 1).await?.pop())
+    }
+
+    /// Jobs matching `filter` (one of this module's constants, binding `$1`), newest
+    /// first, each with its latest verdict.
+    async fn jobs_where(
+        &self,
+        filter: &'static str,
+        value: &str,
+        limit: i64,
+    ) -> Result<Vec<(crate::record::JobRecord, Option<JobVerdict>)>, sqlx::Error> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT j.record::text,
                     (SELECT v.body FROM verdicts v WHERE v.job_id = j.job_id
                      ORDER BY (v.stage = 'rerun') DESC LIMIT 1)
-             FROM jobs j WHERE j.miner_id = $1 ORDER BY j.submitted_at DESC, j.job_id LIMIT $2",
-        )
-        .bind(miner)
+             FROM jobs j WHERE {filter} ORDER BY j.submitted_at DESC, j.job_id LIMIT $2"
+        )))
+        .bind(value)
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
@@ -852,26 +871,6 @@ impl Store {
             out.push((record, verdict.map(|v| v.0)));
         }
         Ok(out)
-    }
-
-    /// One job's record and latest verdict.
-    pub async fn job(
-        &self,
-        job_id: &str,
-    ) -> Result<Option<(crate::record::JobRecord, Option<JobVerdict>)>, sqlx::Error> {
-        let miner: Option<String> =
-            sqlx::query_scalar("SELECT miner_id FROM jobs WHERE job_id = $1")
-                .bind(job_id)
-                .fetch_optional(&self.pool)
-                .await?;
-        let Some(miner) = miner else {
-            return Ok(None);
-        };
-        Ok(self
-            .miner_jobs(&miner, i64::MAX)
-            .await?
-            .into_iter()
-            .find(|(r, _)| r.job_id.as_str() == job_id))
     }
 
     /// Reported inference latencies of other miners' jobs on the same GPU name and

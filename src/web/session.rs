@@ -36,13 +36,10 @@ impl PgSessions {
 }
 
 fn id_hash(id: &Id) -> String {
-    blake3::derive_key(
+    hex::encode(blake3::derive_key(
         "heurist proctor 2026-11 session id v1",
         id.to_string().as_bytes(),
-    )
-    .iter()
-    .map(|b| format!("{b:02x}"))
-    .collect()
+    ))
 }
 
 fn backend(e: impl std::fmt::Display) -> session_store::Error {

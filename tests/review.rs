@@ -6,11 +6,11 @@
 use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
 
-use proctor::case::screen_failures;
+use proctor::case::{Stage, screen_failures};
 use proctor::checks::JobVerdict;
 use proctor::decide::{Action, STAFF_RULE_ID};
 use proctor::events::{self, LedgerEvent};
-use proctor::ids::MinerId;
+use proctor::ids::{JobId, MinerId};
 use proctor::review::{Actor, CaseStatus, Refusal, Role, StaffAction};
 use proctor::rules::Rules;
 use proctor::sampling;
@@ -245,14 +245,141 @@ async fn the_judge_keeps_one_open_case_per_miner_and_a_case_per_automatic_slash(
     db.drop_db().await;
 }
 
+/// A flag the judge later turns into an automatic slash is settled by it: the miner's
+/// open case becomes the slash's case (one case, ready for an appeal), nothing is left
+/// for a reviewer to confirm, and the audit log says the judge did it.
+#[tokio::test]
+async fn an_automatic_slash_settles_the_miners_open_flag() {
+    let (db, rules, _) = judged_demo().await;
+    let flagged = cases(&db, CaseStatus::Open).await[0].clone();
+    let miner = MinerId::parse(&flagged.miner_id).unwrap();
+    // The evidence of a miner the demo slashes, as if the flagged miner returned it.
+    let (records, result) = demo_judged();
+    let slashed = result
+        .decisions
+        .iter()
+        .find(|d| d.action == Action::Slash)
+        .unwrap();
+    for v in result
+        .verdicts
+        .iter()
+        .filter(|v| v.miner_id == slashed.miner_id)
+    {
+        let mut record = records
+            .iter()
+            .find(|r| r.job_id == v.job_id)
+            .unwrap()
+            .clone();
+        let mut verdict = v.clone();
+        let job = JobId::parse(&format!("again-{}", v.job_id)).unwrap();
+        (record.job_id, record.miner_id) = (job.clone(), miner.clone());
+        (verdict.job_id, verdict.miner_id) = (job, miner.clone());
+        db.store
+            .record_verdict(&record, &verdict, Stage::Rerun)
+            .await
+            .unwrap();
+    }
+    sqlx::query("INSERT INTO judge_queue (miner_id) VALUES ($1) ON CONFLICT DO NOTHING")
+        .bind(miner.to_string())
+        .execute(db.store.pool())
+        .await
+        .unwrap();
+    judge_all(&db, &rules).await;
+
+    let case = db.store.case(flagged.case_id).await.unwrap().unwrap().case;
+    assert_eq!(case.status, CaseStatus::Slashed);
+    assert_eq!(case.opened_by, "flag", "the same case, not a new one");
+    let slash_id = case.slash_id.clone().expect("the slash is on the case");
+    let slash_miner: String =
+        sqlx::query_scalar("SELECT miner_id FROM slashes WHERE slash_id = $1")
+            .bind(&slash_id)
+            .fetch_one(db.store.pool())
+            .await
+            .unwrap();
+    assert_eq!(slash_miner, miner.to_string());
+    let of_miner: i64 = sqlx::query_scalar("SELECT count(*) FROM review_cases WHERE miner_id = $1")
+        .bind(miner.to_string())
+        .fetch_one(db.store.pool())
+        .await
+        .unwrap();
+    assert_eq!(of_miner, 1);
+
+    let log = db.store.audit_log().await.unwrap();
+    let last = log.last().unwrap();
+    assert_eq!(
+        (
+            last.actor.as_str(),
+            last.action.as_str(),
+            last.subject.clone()
+        ),
+        (
+            "judge:auto",
+            "auto_slash",
+            format!("case:{}", flagged.case_id)
+        )
+    );
+    assert!(last.detail.contains(&slash_id));
+    proctor::review::trail::verify(log).unwrap();
+
+    // Nothing is left to confirm; the appeal is open.
+    let ann = staff(&db, &["ann"]).await.remove(0);
+    let confirm = db
+        .store
+        .act(
+            &ann,
+            flagged.case_id,
+            StaffAction::Confirm,
+            "",
+            &rules,
+            Some(&key()),
+        )
+        .await;
+    assert!(
+        matches!(
+            confirm,
+            Err(ReviewError::Refused(Refusal::WrongStatus { .. }))
+        ),
+        "{confirm:?}"
+    );
+    db.store
+        .act(
+            &ann,
+            flagged.case_id,
+            StaffAction::Appeal,
+            "the miner appeals",
+            &rules,
+            Some(&key()),
+        )
+        .await
+        .unwrap();
+    db.drop_db().await;
+}
+
 #[tokio::test]
 async fn each_decision_moves_the_slash_the_outbox_the_rate_and_the_log() {
     let (db, rules, verdicts) = judged_demo().await;
     let key = key();
     let ann = staff(&db, &["ann"]).await.remove(0);
     let open = cases(&db, CaseStatus::Open).await;
-    assert!(open.len() >= 2, "need two open cases, have {}", open.len());
-    let (to_confirm, to_dismiss) = (&open[0], &open[1]);
+    // The dismissal must have screen failures to forgive, or it would prove nothing.
+    let forgivable = |c: &CaseRow| {
+        c.decision
+            .evidence
+            .iter()
+            .map(|e| e.job_id.as_str())
+            .collect::<std::collections::BTreeSet<_>>()
+            .iter()
+            .map(|j| screen_failures(&verdicts[*j]))
+            .sum::<u32>()
+    };
+    let to_dismiss = open
+        .iter()
+        .find(|c| forgivable(c) > 0)
+        .expect("an open case whose cited jobs failed at screen");
+    let to_confirm = open
+        .iter()
+        .find(|c| c.case_id != to_dismiss.case_id)
+        .expect("a second open case");
 
     // Confirm: a slash under the staff rule, its signed event, and a raised rate.
     let slashes_before = db.count("slashes").await;
@@ -356,6 +483,10 @@ async fn each_decision_moves_the_slash_the_outbox_the_rate_and_the_log() {
         .map(|e| e.job_id.as_str())
         .collect();
     let forgiven: u32 = cited.iter().map(|j| screen_failures(&verdicts[*j])).sum();
+    assert!(
+        forgiven > 0 && before.failed_checks >= forgiven,
+        "{before:?}"
+    );
     let done = db
         .store
         .act(

@@ -26,7 +26,8 @@ pub struct Entry {
     pub seq: i64,
     /// Microsecond precision: what Postgres keeps.
     pub at: DateTime<Utc>,
-    /// The staff username, or `operator` for the CLI's account commands.
+    /// The staff username, `operator` for the CLI's account commands, or `judge:auto`
+    /// when an automatic slash settles a miner's open flag (`store::review::JUDGE_ACTOR`).
     pub actor: String,
     pub action: String,
     /// What was acted on: `case:17`, `staff:ann`, `token:…`, `session`.

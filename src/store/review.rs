@@ -218,19 +218,57 @@ pub(super) async fn join_open_case(
     Ok(())
 }
 
-/// An automatic slash opens a case of its own, already `slashed`, for the appeal.
+/// The audit log's actor for what the judge does to a case on its own; `:` is never in
+/// a staff username.
+pub const JUDGE_ACTOR: &str = "judge:auto";
+
+/// An automatic slash gives the miner a `slashed` case for the appeal. A flag the miner
+/// already has open is that case: the slash settles it (a reviewer has nothing left to
+/// confirm), and the audit log says so. Otherwise the slash opens a case of its own.
 pub(super) async fn open_slash_case(
     tx: &mut Transaction<'static, Postgres>,
     decision: &Decision,
     slash: &Slash,
 ) -> Result<(), sqlx::Error> {
+    let miner = slash.miner_id.to_string();
+    let settled: Option<i64> = sqlx::query_scalar(
+        "UPDATE review_cases
+         SET status = 'slashed', slash_id = $2, honest_probability = $3,
+             at_stake_waifu = $4, at_stake_llama = $5, decision = $6, updated_at = now()
+         WHERE miner_id = $1 AND status = 'open'
+         RETURNING case_id",
+    )
+    .bind(&miner)
+    .bind(&slash.slash_id)
+    .bind(slash.honest_probability)
+    .bind(slash.amount.waifu)
+    .bind(slash.amount.llama)
+    .bind(sqlx::types::Json(decision))
+    .fetch_optional(&mut **tx)
+    .await?;
+    if let Some(case_id) = settled {
+        append_log(
+            tx,
+            JUDGE_ACTOR,
+            "auto_slash",
+            &format!("case:{case_id}"),
+            serde_json::json!({
+                "miner_id": miner,
+                "slash_id": slash.slash_id,
+                "rule_id": slash.rule_id,
+                "honest_probability": slash.honest_probability,
+            }),
+        )
+        .await?;
+        return Ok(());
+    }
     sqlx::query(
         "INSERT INTO review_cases (miner_id, opened_by, status, slash_id, honest_probability,
                                    at_stake_waifu, at_stake_llama, decision)
          VALUES ($1, 'slash', 'slashed', $2, $3, $4, $5, $6)
          ON CONFLICT (slash_id) WHERE slash_id IS NOT NULL DO NOTHING",
     )
-    .bind(slash.miner_id.to_string())
+    .bind(&miner)
     .bind(&slash.slash_id)
     .bind(slash.honest_probability)
     .bind(slash.amount.waifu)

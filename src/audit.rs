@@ -61,6 +61,12 @@ pub struct AuditResult {
     pub decisions: Vec<Decision>,
     /// The signed ledger events of the slashes, when a signing key was given.
     pub events: Vec<crate::events::SignedEvent>,
+    /// The valid records, in the file's order (`verdicts` is in the same order).
+    pub records: Vec<JobRecord>,
+    /// NFTs held per wallet (`wallets.json`).
+    pub nfts: BTreeMap<String, u32>,
+    /// Each miner's points factor (NFT boost).
+    pub factors: BTreeMap<String, f64>,
 }
 
 /// The audit's evidence and ledger: the folder's verdicts, judged in memory, and the
@@ -215,6 +221,11 @@ pub fn judge_dir(
         );
         ledger.factors.insert(miner.clone(), factor);
     }
+    let factors = ledger
+        .factors
+        .iter()
+        .map(|(m, f)| (m.to_string(), *f))
+        .collect();
     let rules = checker.rules();
     let mut decisions = Vec::with_capacity(miners.len());
     for miner in &miners {
@@ -242,6 +253,9 @@ pub fn judge_dir(
         rejected,
         decisions,
         events,
+        records,
+        nfts,
+        factors,
     })
 }
 
@@ -289,26 +303,26 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Option<T> {
     }
 }
 
-/// An audit folder as the report's image source.
+/// An audit folder as the report's source.
 pub struct Folder<'a>(pub &'a Path);
 
-impl Folder<'_> {
-    fn shown(path: &Path) -> Option<report::Shown> {
-        let len = std::fs::metadata(path).ok().filter(|m| m.is_file())?.len();
-        if len > report::MAX_EMBED_BYTES {
-            return Some(report::Shown::TooLarge(len));
-        }
-        std::fs::read(path).ok().map(report::Shown::Bytes)
-    }
-}
-
-impl report::ImageSource for Folder<'_> {
-    fn output(&self, key: &str) -> Option<report::Shown> {
-        Folder::shown(&self.0.join("objects").join(key))
+impl report::Source for Folder<'_> {
+    fn output(&self, key: &str) -> Option<PathBuf> {
+        Some(self.0.join("objects").join(key))
     }
 
-    fn reference(&self, job: &JobId) -> Option<report::Shown> {
-        Folder::shown(&reference_image_path(self.0, job.as_str())?)
+    fn reference_image(&self, job: &JobId) -> Option<PathBuf> {
+        reference_image_path(self.0, job.as_str())
+    }
+
+    fn scores(&self, job: &JobId) -> Option<crate::checks::llm::TokenScores> {
+        read_json(
+            &self
+                .0
+                .join("reference")
+                .join(job.as_str())
+                .join("scores.json"),
+        )
     }
 }
 
@@ -363,6 +377,7 @@ fn write_jsonl<T: Serialize>(path: &Path, items: impl IntoIterator<Item = T>) ->
 
 /// Runs the audit and writes its outputs; returns the result for the summary.
 pub fn run(opts: &AuditOptions, rules: Rules) -> Result<AuditResult> {
+    let report_rules = rules.clone();
     let result = judge_dir(
         &opts.dir,
         rules,
@@ -388,16 +403,22 @@ pub fn run(opts: &AuditOptions, rules: Rules) -> Result<AuditResult> {
     }
     let page = report::Page {
         rules_digest: &result.rules_digest,
-        verdicts: &result.verdicts,
+        jobs: result
+            .records
+            .iter()
+            .zip(&result.verdicts)
+            .map(|(r, v)| (r, Some(v)))
+            .collect(),
         decisions: &result.decisions,
+        nfts: &result.nfts,
+        factors: &result.factors,
         rejected: result
             .rejected
             .iter()
             .map(|r| (r.line, r.error.as_str()))
             .collect(),
     };
-    let html = report::render(&page, &Folder(&opts.dir));
-    std::fs::write(opts.out.join("report.html"), html).context("cannot write report.html")?;
+    report::write(&opts.out, &page, &Folder(&opts.dir), &report_rules)?;
     Ok(result)
 }
 

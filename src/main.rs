@@ -38,7 +38,7 @@ enum Command {
         /// Rules folder; the rules compiled into this binary by default.
         #[arg(long)]
         rules: Option<PathBuf>,
-        /// Where to write verdicts.jsonl, decisions.jsonl, slashes.jsonl and report.html.
+        /// Where to write verdicts.jsonl, decisions.jsonl, slashes.jsonl, report.html and report/ (the review app's pages, read-only).
         #[arg(long, default_value = "audit-out")]
         out: PathBuf,
         /// Hex ed25519 secret seed; when set, also writes signed slash events to events.jsonl.
@@ -361,7 +361,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 ""
             };
             println!(
-                "\nwrote verdicts.jsonl, decisions.jsonl, slashes.jsonl, rejected.jsonl{events} and report.html to {}",
+                "\nwrote verdicts.jsonl, decisions.jsonl, slashes.jsonl, rejected.jsonl{events}, report.html and report/ to {}",
                 out.display()
             );
             Ok(ExitCode::SUCCESS)

@@ -96,6 +96,11 @@ impl CheckId {
         )
     }
 
+    /// The check named `name` (as [`CheckId::as_str`] writes it).
+    pub fn parse(name: &str) -> Option<CheckId> {
+        CheckId::ALL.into_iter().find(|c| c.as_str() == name)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             CheckId::ModelKnown => "model_known",

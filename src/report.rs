@@ -1,331 +1,406 @@
-//! `report.html`: one self-contained page for staff, with each flagged or slashed miner's
-//! failed checks, their evidence, and the miner's and the reference's images side by side.
+//! The offline report of `proctor audit`: the review app's own pages, rendered from its
+//! own templates (`web::view`), read-only, as files.
 //!
-//! It renders decisions and verdicts, whoever reached them, and takes its images from an
-//! [`ImageSource`]: the audit's folder today (`audit::Folder`), the object store for
-//! the review app. It imports nothing that imports it.
+//! ```text
+//! OUT/report.html                       the queue: every slashed or flagged miner
+//! OUT/report/case-<n>.html              one miner's case, as the app shows it
+//! OUT/report/evidence-<job>-<check>.html  one failed check of one job
+//! OUT/report/img/<job>-output.png|jpg   the miner's and the reference's images
+//! OUT/report/static/app.css, app.js     the app's stylesheet and script
+//! ```
+//!
+//! Each page carries only its own evidence and links to the images beside it, so no page
+//! grows with the audit: the queue has a row per case, a case a row per job of its
+//! miner. Images are copied only when our own decoder accepted them and they are a PNG
+//! or JPEG within the image check's size bound: a browser is no safer a decoder than
+//! ours. What the report has no file for is shown as text, never as a broken link.
 
-use std::fmt::Write;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use base64::Engine;
+use anyhow::{Context, Result};
+use chrono::{DateTime, Utc};
+use minijinja::context;
 
 use crate::checks::JobVerdict;
+use crate::checks::llm::TokenScores;
 use crate::decide::{Action, Decision};
 use crate::ids::JobId;
-use crate::outcome::Outcome;
-use crate::record::JobKind;
+use crate::outcome::{CheckId, Outcome};
+use crate::record::{Job, JobRecord};
+use crate::review::CaseStatus;
+use crate::rules::Rules;
+use crate::store::review::CaseRow;
+use crate::web::view::{self, Links, Need, ReportFiles};
 
-/// Images larger than this are shown as their size instead of embedded.
-pub const MAX_EMBED_BYTES: u64 = 4 << 20;
+/// The most peers' latencies a latency chart plots, as in the app.
+const MAX_PEERS: usize = 2000;
 
-/// An image the report may show.
-pub enum Shown {
-    /// The file's bytes (at most [`MAX_EMBED_BYTES`]).
-    Bytes(Vec<u8>),
-    /// A file too large to embed, and its size.
-    TooLarge(u64),
-}
-
-/// Where the report finds the images it shows. `None` when there is none.
-pub trait ImageSource {
-    /// The miner's output, by its object key.
-    fn output(&self, key: &str) -> Option<Shown>;
-    /// The reference GPU's image of a job.
-    fn reference(&self, job: &JobId) -> Option<Shown>;
-}
-
-/// What the page shows.
+/// What the report shows.
 pub struct Page<'a> {
     pub rules_digest: &'a str,
-    pub verdicts: &'a [JobVerdict],
+    /// Every valid record of the audit, with its verdict (when it was judged).
+    pub jobs: Vec<(&'a JobRecord, Option<&'a JobVerdict>)>,
     pub decisions: &'a [Decision],
+    /// NFTs held per wallet, as the audit read them.
+    pub nfts: &'a BTreeMap<String, u32>,
+    /// The points factor (NFT boost) of each miner.
+    pub factors: &'a BTreeMap<String, f64>,
     /// Records that were not valid: their line and the reason.
     pub rejected: Vec<(usize, &'a str)>,
 }
 
-fn esc(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
+/// Where the report finds what it shows besides the records and verdicts.
+pub trait Source {
+    /// The file of the miner's output, by its object key.
+    fn output(&self, key: &str) -> Option<PathBuf>;
+    /// The file of the reference GPU's image of a job.
+    fn reference_image(&self, job: &JobId) -> Option<PathBuf>;
+    /// The reference model's token scores of a job.
+    fn scores(&self, job: &JobId) -> Option<TokenScores>;
 }
 
-/// An `<img>` with the file inlined, or a note when it cannot be shown.
-fn img_tag(image: Option<Shown>, caption: &str) -> String {
-    let shown = match image {
-        Some(Shown::Bytes(bytes)) => Some({
-            let mime = match image::guess_format(&bytes) {
-                Ok(image::ImageFormat::Png) => Some("image/png"),
-                Ok(image::ImageFormat::Jpeg) => Some("image/jpeg"),
-                _ => None,
-            };
-            match mime {
-                // Only images that decode within limits are embedded: a browser is no
-                // safer a decoder than ours.
-                Some(mime) => format!(
-                    "<img src=\"data:{mime};base64,{}\" alt=\"{}\">",
-                    base64::engine::general_purpose::STANDARD.encode(&bytes),
-                    esc(caption)
-                ),
-                None => "<div class=\"missing\">not a PNG or JPEG</div>".to_owned(),
-            }
-        }),
-        Some(Shown::TooLarge(len)) => Some(format!(
-            "<div class=\"missing\">{len} bytes: too large to embed</div>"
-        )),
-        None => None,
-    };
-    format!(
-        "<figure>{}<figcaption>{}</figcaption></figure>",
-        shown.unwrap_or_else(|| "<div class=\"missing\">not available</div>".to_owned()),
-        esc(caption)
-    )
+/// What [`write`] wrote.
+#[derive(Debug, Default)]
+pub struct Written {
+    pub cases: usize,
+    pub evidence_pages: usize,
+    pub images: usize,
+    /// The largest page, in bytes.
+    pub largest_page: u64,
+    /// Everything written, in bytes.
+    pub bytes: u64,
 }
 
-fn decodes(verdict: &JobVerdict) -> bool {
-    // Do not put bytes our own decoder rejected in front of a browser.
+type Jobs<'a> = BTreeMap<&'a str, (&'a JobRecord, Option<&'a JobVerdict>)>;
+
+fn decodes(verdict: Option<&JobVerdict>) -> bool {
     !verdict
-        .outcome(crate::outcome::CheckId::OutputDecode)
+        .and_then(|v| v.outcome(CheckId::OutputDecode))
         .is_some_and(Outcome::is_fail)
 }
 
-fn miner_section(out: &mut String, images: &dyn ImageSource, d: &Decision, page: &Page<'_>) {
-    let action = match d.action {
-        Action::Slash => "slash",
-        Action::FlagForReview => "flag for review",
-        Action::None => "none",
+/// A copy of an image under `img/`, when it is one a browser may be shown: accepted by
+/// our decoder, a PNG or a JPEG, within `limit` bytes.
+fn copy_image(from: &Path, dir: &Path, stem: &str, limit: u64) -> Result<Option<(String, u64)>> {
+    let Ok(meta) = std::fs::metadata(from) else {
+        return Ok(None);
     };
-    let _ = write!(
-        out,
-        "<section class=\"{}\"><h2>{} <span class=\"action\">{action}</span></h2>",
-        if d.action == Action::Slash {
-            "slash"
-        } else {
-            "flag"
-        },
-        esc(&d.miner_id.to_string())
-    );
-    let _ = write!(
-        out,
-        "<p>Probability that an honest miner shows this evidence: <b>{:.2e}</b> from the checks that can slash, <b>{:.2e}</b> from any check</p>",
-        d.honest_probability, d.review_probability
-    );
-    if let Some(s) = &d.slash {
-        let _ = write!(
-            out,
-            "<p>Slash <code>{}</code> under rule <code>{}</code>: {:.2} Waifu points, {:.3} Llama points over {} jobs.</p>",
-            esc(&s.slash_id),
-            esc(&s.rule_id),
-            s.amount.waifu,
-            s.amount.llama,
-            s.jobs.len()
-        );
+    if !meta.is_file() || meta.len() > limit {
+        return Ok(None);
     }
-    out.push_str("<table><tr><th>check</th><th>judged</th><th>failed</th><th>false-positive rate</th><th>honest p</th><th>can slash</th></tr>");
-    for t in &d.tallies {
-        let _ = write!(
-            out,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{:.1e}</td><td>{:.2e}</td><td>{}</td></tr>",
-            t.check,
-            t.judged,
-            t.failed,
-            t.false_positive_rate,
-            t.honest_probability,
-            if t.can_slash { "yes" } else { "no: flag only" }
-        );
-    }
-    out.push_str("</table>");
-    let failed_jobs: Vec<&JobVerdict> = page
-        .verdicts
-        .iter()
-        .filter(|v| v.miner_id == d.miner_id && v.failed_checks().next().is_some())
-        .collect();
-    for v in failed_jobs {
-        let _ = write!(
-            out,
-            "<div class=\"job\"><h3>job {} <small>({})</small></h3>",
-            esc(v.job_id.as_str()),
-            esc(v.model_id.as_str())
-        );
-        if v.kind == JobKind::Sd {
-            out.push_str("<div class=\"pair\">");
-            let output = v
-                .output_key
-                .as_ref()
-                .filter(|_| decodes(v))
-                .and_then(|k| images.output(k));
-            match output {
-                Some(image) => out.push_str(&img_tag(Some(image), "miner")),
-                None => out.push_str("<figure><div class=\"missing\">miner output not shown (undecodable or missing)</div><figcaption>miner</figcaption></figure>"),
-            }
-            match images.reference(&v.job_id) {
-                Some(image) => out.push_str(&img_tag(Some(image), "reference")),
-                None => out.push_str("<figure><div class=\"missing\">not re-run</div><figcaption>reference</figcaption></figure>"),
-            }
-            out.push_str("</div>");
-        }
-        for c in &v.checks {
-            if let Outcome::Fail { evidence } = &c.outcome {
-                let details = serde_json::to_string_pretty(&evidence.details).unwrap_or_default();
-                let _ = write!(
-                    out,
-                    "<details open><summary><b>{}</b>: {}</summary><pre>{}</pre></details>",
-                    c.check,
-                    esc(&evidence.summary),
-                    esc(&details)
-                );
-            }
-        }
-        out.push_str("</div>");
-    }
-    out.push_str("</section>");
+    let Ok(bytes) = std::fs::read(from) else {
+        return Ok(None);
+    };
+    let ext = match image::guess_format(&bytes) {
+        Ok(image::ImageFormat::Png) => "png",
+        Ok(image::ImageFormat::Jpeg) => "jpg",
+        _ => return Ok(None),
+    };
+    let name = format!("{stem}.{ext}");
+    let to = dir.join(&name);
+    std::fs::write(&to, &bytes).with_context(|| format!("cannot write {}", to.display()))?;
+    Ok(Some((name, bytes.len() as u64)))
 }
 
-pub fn render(page: &Page<'_>, images: &dyn ImageSource) -> String {
-    let mut out = String::from(
-        "<!doctype html><html><head><meta charset=\"utf-8\"><title>proctor audit</title><style>\
-body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px}\
-section{border:1px solid #ccc;border-radius:6px;padding:1em;margin:1em 0}\
-section.slash{border-left:6px solid #c0392b}section.flag{border-left:6px solid #e67e22}\
-.action{font-size:.7em;text-transform:uppercase;color:#555}\
-.pair{display:flex;gap:1em}figure{margin:0}figure img{max-width:380px;max-height:380px}\
-.missing{width:240px;height:120px;background:#eee;display:flex;align-items:center;justify-content:center;color:#777;text-align:center}\
-pre{background:#f6f6f6;padding:.5em;overflow:auto;max-height:300px}table{border-collapse:collapse}\
-td,th{border:1px solid #ddd;padding:2px 8px}</style></head><body>",
-    );
-    let _ = write!(
-        out,
-        "<h1>proctor audit</h1><p>{} jobs judged, {} records rejected. Rules digest <code>{}</code>.</p>",
-        page.verdicts.len(),
-        page.rejected.len(),
-        esc(page.rules_digest)
-    );
+/// Every job that returned the output `original` first returned: the job itself and each
+/// job whose `reuse` check matched it, oldest first (the app's `Store::same_output`).
+fn same_output(jobs: &Jobs<'_>, original: &str) -> Vec<(String, String, DateTime<Utc>)> {
+    let mut group: Vec<(String, String, DateTime<Utc>)> = jobs
+        .values()
+        .filter(|(r, v)| {
+            r.job_id.as_str() == original
+                || v.and_then(|v| v.checks.iter().find(|c| c.check == CheckId::Reuse))
+                    .and_then(|c| match &c.outcome {
+                        Outcome::Fail { evidence } => evidence
+                            .details
+                            .pointer("/matched/job_id")
+                            .and_then(|m| m.as_str()),
+                        _ => None,
+                    })
+                    == Some(original)
+        })
+        .map(|(r, _)| {
+            (
+                r.job_id.as_str().to_owned(),
+                r.miner_id.to_string(),
+                r.submitted_at,
+            )
+        })
+        .collect();
+    group.sort_by(|a, b| (a.2, &a.0).cmp(&(b.2, &b.0)));
+    group
+}
+
+/// The case the app would hold for an audit decision: an automatic slash is `slashed`,
+/// a flag `open`. Numbered in the queue's order.
+fn case_row(case_id: i64, d: &Decision, latest: DateTime<Utc>) -> CaseRow {
+    let slash = d.action == Action::Slash;
+    CaseRow {
+        case_id,
+        miner_id: d.miner_id.to_string(),
+        opened_by: if slash { "slash" } else { "flag" }.into(),
+        status: if slash {
+            CaseStatus::Slashed
+        } else {
+            CaseStatus::Open
+        },
+        flag_id: None,
+        slash_id: d.slash.as_ref().map(|s| s.slash_id.clone()),
+        honest_probability: if slash {
+            d.honest_probability
+        } else {
+            d.review_probability
+        },
+        at_stake: d
+            .slash
+            .as_ref()
+            .or(d.confirmation.as_ref())
+            .map(|s| s.amount)
+            .unwrap_or_default(),
+        confirmed_by: None,
+        opened_at: latest,
+        updated_at: latest,
+        decision: d.clone(),
+    }
+}
+
+/// Writes `report.html` and `report/` under `out`, replacing an earlier `report/`.
+pub fn write(out: &Path, page: &Page<'_>, source: &dyn Source, rules: &Rules) -> Result<Written> {
+    let dir = out.join("report");
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir)
+            .with_context(|| format!("cannot replace {}", dir.display()))?;
+    }
+    let img_dir = dir.join("img");
+    std::fs::create_dir_all(dir.join("static"))
+        .and_then(|()| std::fs::create_dir_all(&img_dir))
+        .with_context(|| format!("cannot create {}", dir.display()))?;
+
+    let jobs: Jobs<'_> = page
+        .jobs
+        .iter()
+        .map(|(r, v)| (r.job_id.as_str(), (*r, *v)))
+        .collect();
+    let mut by_miner: BTreeMap<String, Vec<(&JobRecord, Option<&JobVerdict>)>> = BTreeMap::new();
+    for (r, v) in jobs.values() {
+        by_miner
+            .entry(r.miner_id.to_string())
+            .or_default()
+            .push((r, *v));
+    }
+    for list in by_miner.values_mut() {
+        // Newest first, as the app's timeline.
+        list.sort_by(|a, b| {
+            (b.0.submitted_at, b.0.job_id.as_str()).cmp(&(a.0.submitted_at, a.0.job_id.as_str()))
+        });
+    }
+
+    // The queue's order: automatic slashes, then flags; strongest evidence first.
     let mut acted: Vec<&Decision> = page
         .decisions
         .iter()
         .filter(|d| d.action != Action::None)
         .collect();
-    acted.sort_by_key(|d| (d.action != Action::Slash, d.miner_id.to_string()));
-    if acted.is_empty() {
-        out.push_str("<p>No miner was slashed or flagged.</p>");
-    }
-    for d in acted {
-        miner_section(&mut out, images, d, page);
-    }
-    if !page.rejected.is_empty() {
-        out.push_str("<h2>Rejected records</h2><ul>");
-        for (line, error) in &page.rejected {
-            let _ = write!(out, "<li>line {line}: {}</li>", esc(error));
-        }
-        out.push_str("</ul>");
-    }
-    out.push_str("</body></html>\n");
-    out
-}
+    acted.sort_by(|a, b| {
+        let key = |d: &Decision| {
+            (
+                d.action != Action::Slash,
+                if d.action == Action::Slash {
+                    d.honest_probability
+                } else {
+                    d.review_probability
+                },
+            )
+        };
+        let (sa, pa) = key(a);
+        let (sb, pb) = key(b);
+        sa.cmp(&sb)
+            .then(pa.total_cmp(&pb))
+            .then_with(|| a.miner_id.to_string().cmp(&b.miner_id.to_string()))
+    });
+    let cases: Vec<CaseRow> = acted
+        .iter()
+        .enumerate()
+        .map(|(i, d)| {
+            let latest = by_miner
+                .get(&d.miner_id.to_string())
+                .and_then(|l| l.first())
+                .map_or(DateTime::UNIX_EPOCH, |(r, _)| r.submitted_at);
+            case_row(i as i64 + 1, d, latest)
+        })
+        .collect();
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::decide::MinerHistory;
-    use crate::ids::{MinerId, ModelId};
-    use crate::outcome::{CheckId, CheckResult};
-    use crate::points::Points;
-    use crate::rules::Rules;
-
-    /// A PNG the size of one pixel.
-    fn png() -> Vec<u8> {
-        let mut out = Vec::new();
-        image::RgbImage::new(1, 1)
-            .write_to(&mut std::io::Cursor::new(&mut out), image::ImageFormat::Png)
-            .unwrap();
-        out
-    }
-
-    /// Outputs by key and references by job, as a folder or the object store would give.
-    struct Fake;
-
-    impl ImageSource for Fake {
-        fn output(&self, key: &str) -> Option<Shown> {
-            match key {
-                "out/big.png" => Some(Shown::TooLarge(9 << 20)),
-                "out/gone.png" => None,
-                _ => Some(Shown::Bytes(png())),
+    // The evidence pages: every failed check of every job of a case's miner, and the
+    // `reuse` failures of every job that returned the same output as one of them.
+    let mut evidence: BTreeSet<(String, String)> = BTreeSet::new();
+    for c in &cases {
+        for (r, v) in by_miner.get(&c.miner_id).into_iter().flatten() {
+            for check in v.iter().flat_map(|v| v.failed_checks()) {
+                evidence.insert((r.job_id.as_str().to_owned(), check.as_str().to_owned()));
             }
         }
-
-        fn reference(&self, job: &JobId) -> Option<Shown> {
-            (job.as_str() == "rerun").then(|| Shown::Bytes(png()))
+    }
+    let mut groups: BTreeMap<String, Vec<(String, String, DateTime<Utc>)>> = BTreeMap::new();
+    for (job, check) in evidence.clone() {
+        let (r, v) = jobs[job.as_str()];
+        if let Need::SameOutput(original) = view::need(r, v, &check) {
+            let group = groups
+                .entry(original.clone())
+                .or_insert_with(|| same_output(&jobs, &original));
+            for (other, _, _) in group.iter() {
+                let (_, ov) = jobs[other.as_str()];
+                if ov
+                    .and_then(|v| v.outcome(CheckId::Reuse))
+                    .is_some_and(Outcome::is_fail)
+                {
+                    evidence.insert((other.clone(), CheckId::Reuse.as_str().to_owned()));
+                }
+            }
         }
     }
 
-    fn verdict(job: &str, key: &str, failed: CheckId) -> JobVerdict {
-        JobVerdict {
-            job_id: JobId::parse(job).unwrap(),
-            miner_id: MinerId::parse("0x00000000000000000000000000000000000000aa").unwrap(),
-            model_id: ModelId::parse("SDXL").unwrap(),
-            kind: JobKind::Sd,
-            submitted_at: chrono::DateTime::UNIX_EPOCH,
-            verdict: crate::checks::Verdict::Fail,
-            points: Points {
-                waifu: 1.0,
-                llama: 0.0,
-            },
-            points_estimated: false,
-            sampled: true,
-            output_key: Some(key.into()),
-            checks: vec![CheckResult {
-                check: failed,
-                outcome: Outcome::fail("bad <b>", ()),
-            }],
-            rules_digest: "d".into(),
-        }
+    // The images those pages show.
+    let mut shown: BTreeSet<&str> = evidence.iter().map(|(j, _)| j.as_str()).collect();
+    for group in groups.values() {
+        shown.extend(group.iter().map(|(j, _, _)| j.as_str()));
     }
-
-    #[test]
-    fn a_page_shows_what_its_image_source_has_and_never_an_undecodable_output() {
-        let rules = Rules::embedded().unwrap();
-        let verdicts = vec![
-            verdict("rerun", "out/rerun.png", CheckId::ImageSimilarity),
-            verdict("undecodable", "out/bomb.png", CheckId::OutputDecode),
-            verdict("big", "out/big.png", CheckId::ImageSimilarity),
-            verdict("gone", "out/gone.png", CheckId::ImageSimilarity),
+    let limit = rules.checks.image.max_object_bytes;
+    let mut written = Written::default();
+    let mut files = ReportFiles::default();
+    for job in shown {
+        let (r, v) = jobs[job];
+        let Job::Sd { output, .. } = &r.job else {
+            continue;
+        };
+        let stem = view::file_stem(job);
+        let copies = [
+            (
+                "output",
+                source
+                    .output(output.image_key.as_str())
+                    .filter(|_| decodes(v)),
+            ),
+            ("reference", source.reference_image(&r.job_id)),
         ];
-        let miner = verdicts[0].miner_id.clone();
-        let history = MinerHistory {
-            verdicts: verdicts.clone(),
-            ..MinerHistory::default()
-        };
-        let decision = crate::decide::decide(&miner, &history, &[], &rules);
-        assert_ne!(decision.action, Action::None);
-        let page = Page {
-            rules_digest: "digest",
-            verdicts: &verdicts,
-            decisions: std::slice::from_ref(&decision),
-            rejected: vec![(3, "not JSON <here>")],
-        };
-        let html = render(&page, &Fake);
-        let section = |job: &str| {
-            let start = html.find(&format!("job {job} ")).unwrap();
-            let end = html[start..]
-                .find("</div><div class=\"job\">")
-                .map_or(html.len(), |e| start + e);
-            html[start..end].to_owned()
-        };
-        // The re-run job: both images embedded.
-        assert_eq!(
-            section("rerun").matches("data:image/png;base64,").count(),
-            2
-        );
-        // The output our decoder refused is not put in front of a browser, whatever the
-        // source holds.
-        let bomb = section("undecodable");
-        assert!(!bomb.contains("data:image"), "{bomb}");
-        assert!(bomb.contains("miner output not shown"));
-        assert!(section("big").contains("too large to embed"));
-        assert!(section("gone").contains("miner output not shown"));
-        assert!(section("gone").contains("not re-run"));
-        // Miner-supplied text is escaped.
-        assert!(html.contains("bad &lt;b&gt;") && !html.contains("bad <b>"));
-        assert!(html.contains("line 3: not JSON &lt;here&gt;"));
+        for (which, from) in copies {
+            if let Some(from) = from
+                && let Some((name, len)) =
+                    copy_image(&from, &img_dir, &format!("{stem}-{which}"), limit)?
+            {
+                files
+                    .images
+                    .insert((job.to_owned(), which.to_owned()), name);
+                written.images += 1;
+                written.bytes += len;
+            }
+        }
     }
+    files.cases = cases.iter().map(|c| c.case_id).collect();
+    files.evidence = evidence.clone();
+    let env = view::templates(Links::Report(Arc::new(files)));
+
+    let offline = context! {
+        rules_digest => page.rules_digest,
+        jobs => page.jobs.len(),
+        miners => by_miner.len(),
+        slashed => cases.iter().filter(|c| c.opened_by == "slash").count(),
+        flagged => cases.iter().filter(|c| c.opened_by == "flag").count(),
+        rejected => page.rejected.iter().map(|(line, error)| context! { line => *line, error => *error }).collect::<Vec<_>>(),
+    };
+    let mut emit = |path: PathBuf, name: &str, ctx: minijinja::Value| -> Result<()> {
+        let html = env
+            .get_template(name)
+            .and_then(|t| t.render(ctx))
+            .with_context(|| format!("cannot render {name}"))?;
+        std::fs::write(&path, &html).with_context(|| format!("cannot write {}", path.display()))?;
+        written.largest_page = written.largest_page.max(html.len() as u64);
+        written.bytes += html.len() as u64;
+        Ok(())
+    };
+
+    emit(
+        out.join("report.html"),
+        "queue.html",
+        context! {
+            offline => offline.clone(),
+            depth => 0,
+            rows => cases.iter().map(view::queue_row).collect::<Vec<_>>(),
+            total => cases.len(),
+            page => 1,
+            pages => 1,
+            checks => CheckId::ALL.iter().map(|c| c.as_str()).collect::<Vec<_>>(),
+        },
+    )?;
+    for c in &cases {
+        let list: Vec<(JobRecord, Option<JobVerdict>)> = by_miner
+            .get(&c.miner_id)
+            .into_iter()
+            .flatten()
+            .map(|(r, v)| ((*r).clone(), v.cloned()))
+            .collect();
+        let wallet = crate::ids::MinerId::parse(&c.miner_id)
+            .map(|m| m.wallet().to_owned())
+            .unwrap_or_default();
+        let owner = view::Owner {
+            nfts: page
+                .nfts
+                .get(&wallet)
+                .map(|n| i32::try_from(*n).unwrap_or(i32::MAX)),
+            wallet,
+            factor: page.factors.get(&c.miner_id).copied().unwrap_or(1.0),
+        };
+        let shown = view::case_context(c, &list, &owner, rules);
+        emit(
+            dir.join(ReportFiles::case_file(c.case_id)),
+            "case.html",
+            context! { offline => offline.clone(), depth => 1, ..shown },
+        )?;
+    }
+    for (job, check) in &evidence {
+        let (r, v) = jobs[job.as_str()];
+        let mut fetched = view::Fetched::default();
+        match view::need(r, v, check) {
+            Need::Nothing => {}
+            Need::SameOutput(original) => {
+                fetched.same_output = groups
+                    .get(&original)
+                    .cloned()
+                    .unwrap_or_else(|| same_output(&jobs, &original));
+            }
+            Need::Scores => fetched.scores = source.scores(&r.job_id),
+            Need::Latencies => {
+                for (o, _) in jobs.values() {
+                    if o.model_id != r.model_id {
+                        continue;
+                    }
+                    if o.miner_id == r.miner_id {
+                        fetched.own_latencies.push(o.metrics.inference_latency);
+                    } else if o.metrics.hardware == r.metrics.hardware
+                        && fetched.peer_latencies.len() < MAX_PEERS
+                    {
+                        fetched.peer_latencies.push(o.metrics.inference_latency);
+                    }
+                }
+            }
+        }
+        let ctx = view::evidence_context(r, v, check, rules, &fetched);
+        emit(
+            dir.join(ReportFiles::evidence_file(job, check)),
+            "evidence.html",
+            context! { offline => offline.clone(), depth => 1, ..ctx },
+        )?;
+    }
+    for (name, text) in [
+        ("app.css", include_str!("web/static/app.css")),
+        ("app.js", include_str!("web/static/app.js")),
+    ] {
+        let path = dir.join("static").join(name);
+        std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
+        written.bytes += text.len() as u64;
+    }
+    written.cases = cases.len();
+    written.evidence_pages = evidence.len();
+    Ok(written)
 }

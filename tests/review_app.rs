@@ -92,16 +92,7 @@ impl Client {
     }
 
     async fn post(&mut self, path: &str, form: &[(&str, &str)]) -> Page {
-        let enc = |s: &str| -> String {
-            s.bytes()
-                .map(|b| match b {
-                    b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => {
-                        (b as char).to_string()
-                    }
-                    _ => format!("%{b:02X}"),
-                })
-                .collect()
-        };
+        let enc = proctor::web::view::urlencode;
         let body: Vec<String> = form
             .iter()
             .map(|(k, v)| format!("{}={}", enc(k), enc(v)))

@@ -3,7 +3,8 @@
 //! `/api/v1/openapi.json`.
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -29,7 +30,18 @@ pub fn status_of(e: &ReviewError) -> StatusCode {
     }
 }
 
-/// The token's staff member, or 401.
+/// The token's staff member, as an extractor: a handler that takes it runs only for a
+/// valid token of an enabled account, and anyone else gets 401.
+pub struct Bearer(pub Actor);
+
+impl FromRequestParts<App> for Bearer {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<Bearer, Response> {
+        bearer(app, &parts.headers).await.map(Bearer)
+    }
+}
+
 async fn bearer(app: &App, headers: &HeaderMap) -> Result<Actor, Response> {
     let token = headers
         .get(header::AUTHORIZATION)
@@ -81,14 +93,7 @@ pub struct ListParams {
     offset: Option<i64>,
 }
 
-pub async fn list(
-    State(app): State<App>,
-    headers: HeaderMap,
-    Query(q): Query<ListParams>,
-) -> Response {
-    if let Err(r) = bearer(&app, &headers).await {
-        return r;
-    }
+pub async fn list(State(app): State<App>, _staff: Bearer, Query(q): Query<ListParams>) -> Response {
     let status = match q.status.as_deref() {
         None => None,
         Some(s) => match CaseStatus::parse(s) {
@@ -121,10 +126,7 @@ pub async fn list(
     }
 }
 
-pub async fn show(State(app): State<App>, headers: HeaderMap, Path(id): Path<i64>) -> Response {
-    if let Err(r) = bearer(&app, &headers).await {
-        return r;
-    }
+pub async fn show(State(app): State<App>, _staff: Bearer, Path(id): Path<i64>) -> Response {
     match app.inner.store.case(id).await {
         Ok(Some(d)) => Json(d).into_response(),
         Ok(None) => error(StatusCode::NOT_FOUND, format!("no case {id}")),
@@ -144,14 +146,10 @@ pub struct DecisionBody {
 
 pub async fn decide(
     State(app): State<App>,
-    headers: HeaderMap,
+    Bearer(actor): Bearer,
     Path(id): Path<i64>,
     body: Result<Json<DecisionBody>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
-    let actor = match bearer(&app, &headers).await {
-        Ok(a) => a,
-        Err(r) => return r,
-    };
     let Json(body) = match body {
         Ok(b) => b,
         Err(e) => return error(StatusCode::UNPROCESSABLE_ENTITY, e.body_text()),

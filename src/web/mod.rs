@@ -18,6 +18,7 @@ mod api;
 mod charts;
 mod pages;
 pub mod session;
+pub mod view;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -65,7 +66,7 @@ impl App {
                 settings,
                 rules,
                 key,
-                templates: pages::templates(),
+                templates: view::templates(view::Links::App),
             }),
         }
     }

@@ -14,7 +14,7 @@ use proctor::ids::{JobId, MinerId};
 use proctor::review::{Actor, CaseStatus, Refusal, Role, StaffAction};
 use proctor::rules::Rules;
 use proctor::sampling;
-use proctor::store::review::{CaseFilter, CaseRow, ReviewError};
+use proctor::store::review::{CaseDetail, CaseFilter, CaseRow, ReviewError};
 use sqlx::Row;
 
 #[path = "support/db.rs"]
@@ -52,6 +52,20 @@ async fn staff(db: &TestDb, names: &[&str]) -> Vec<Actor> {
         );
     }
     out
+}
+
+/// `Store::act` with the test's signing key.
+async fn act(
+    db: &TestDb,
+    who: &Actor,
+    case: i64,
+    action: StaffAction,
+    reason: &str,
+    rules: &Rules,
+) -> Result<CaseDetail, ReviewError> {
+    db.store
+        .act(who, case, action, reason, rules, Some(&key()))
+        .await
 }
 
 async fn cases(db: &TestDb, status: CaseStatus) -> Vec<CaseRow> {
@@ -323,17 +337,7 @@ async fn an_automatic_slash_settles_the_miners_open_flag() {
 
     // Nothing is left to confirm; the appeal is open.
     let ann = staff(&db, &["ann"]).await.remove(0);
-    let confirm = db
-        .store
-        .act(
-            &ann,
-            flagged.case_id,
-            StaffAction::Confirm,
-            "",
-            &rules,
-            Some(&key()),
-        )
-        .await;
+    let confirm = act(&db, &ann, flagged.case_id, StaffAction::Confirm, "", &rules).await;
     assert!(
         matches!(
             confirm,
@@ -341,17 +345,16 @@ async fn an_automatic_slash_settles_the_miners_open_flag() {
         ),
         "{confirm:?}"
     );
-    db.store
-        .act(
-            &ann,
-            flagged.case_id,
-            StaffAction::Appeal,
-            "the miner appeals",
-            &rules,
-            Some(&key()),
-        )
-        .await
-        .unwrap();
+    act(
+        &db,
+        &ann,
+        flagged.case_id,
+        StaffAction::Appeal,
+        "the miner appeals",
+        &rules,
+    )
+    .await
+    .unwrap();
     db.drop_db().await;
 }
 
@@ -385,18 +388,16 @@ async fn each_decision_moves_the_slash_the_outbox_the_rate_and_the_log() {
     let slashes_before = db.count("slashes").await;
     let events_before = outbox(&db, "slash").await.len();
     let rate_before = sampling::rate(&rules, risk(&db, &to_confirm.miner_id).await);
-    let done = db
-        .store
-        .act(
-            &ann,
-            to_confirm.case_id,
-            StaffAction::Confirm,
-            "",
-            &rules,
-            Some(&key),
-        )
-        .await
-        .unwrap();
+    let done = act(
+        &db,
+        &ann,
+        to_confirm.case_id,
+        StaffAction::Confirm,
+        "",
+        &rules,
+    )
+    .await
+    .unwrap();
     assert_eq!(done.case.status, CaseStatus::Confirmed);
     assert_eq!(done.case.confirmed_by.as_deref(), Some("ann"));
     assert_eq!(db.count("slashes").await, slashes_before + 1);
@@ -425,17 +426,15 @@ async fn each_decision_moves_the_slash_the_outbox_the_rate_and_the_log() {
     assert_eq!(r.review_flags, 1);
     assert!(sampling::rate(&rules, r) > rate_before || rate_before == rules.sampling.ceiling);
     // Confirming twice is refused and writes nothing.
-    let twice = db
-        .store
-        .act(
-            &ann,
-            to_confirm.case_id,
-            StaffAction::Confirm,
-            "",
-            &rules,
-            Some(&key),
-        )
-        .await;
+    let twice = act(
+        &db,
+        &ann,
+        to_confirm.case_id,
+        StaffAction::Confirm,
+        "",
+        &rules,
+    )
+    .await;
     assert!(matches!(
         twice,
         Err(ReviewError::Refused(Refusal::WrongStatus { .. }))
@@ -460,17 +459,15 @@ async fn each_decision_moves_the_slash_the_outbox_the_rate_and_the_log() {
     assert_eq!(db.count("slashes").await, slashes_before + 1);
 
     // Dismiss: a reason is required; the cited screen failures stop raising the rate.
-    let no_reason = db
-        .store
-        .act(
-            &ann,
-            to_dismiss.case_id,
-            StaffAction::Dismiss,
-            " ",
-            &rules,
-            Some(&key),
-        )
-        .await;
+    let no_reason = act(
+        &db,
+        &ann,
+        to_dismiss.case_id,
+        StaffAction::Dismiss,
+        " ",
+        &rules,
+    )
+    .await;
     assert!(matches!(
         no_reason,
         Err(ReviewError::Refused(Refusal::ReasonRequired { .. }))
@@ -487,18 +484,16 @@ async fn each_decision_moves_the_slash_the_outbox_the_rate_and_the_log() {
         forgiven > 0 && before.failed_checks >= forgiven,
         "{before:?}"
     );
-    let done = db
-        .store
-        .act(
-            &ann,
-            to_dismiss.case_id,
-            StaffAction::Dismiss,
-            "the reference host ran the wrong scheduler",
-            &rules,
-            Some(&key),
-        )
-        .await
-        .unwrap();
+    let done = act(
+        &db,
+        &ann,
+        to_dismiss.case_id,
+        StaffAction::Dismiss,
+        "the reference host ran the wrong scheduler",
+        &rules,
+    )
+    .await
+    .unwrap();
     assert_eq!(done.case.status, CaseStatus::Dismissed);
     let after = risk(&db, &to_dismiss.miner_id).await;
     assert_eq!(
@@ -522,17 +517,16 @@ async fn each_decision_moves_the_slash_the_outbox_the_rate_and_the_log() {
 
     // More evidence: the rate is at least `evidence_rate` for the period.
     let miner = &to_dismiss.miner_id;
-    db.store
-        .act(
-            &ann,
-            to_dismiss.case_id,
-            StaffAction::MoreEvidence,
-            "",
-            &rules,
-            Some(&key),
-        )
-        .await
-        .unwrap();
+    act(
+        &db,
+        &ann,
+        to_dismiss.case_id,
+        StaffAction::MoreEvidence,
+        "",
+        &rules,
+    )
+    .await
+    .unwrap();
     let r = risk(&db, miner).await;
     assert!(r.evidence_requested);
     assert!(sampling::rate(&rules, r) >= rules.sampling.evidence_rate);
@@ -596,39 +590,33 @@ async fn an_appeal_is_decided_by_a_second_reviewer_and_a_reversal_is_signed() {
     let (ann, bob, cat) = (&people[0], &people[1], &people[2]);
     let open = cases(&db, CaseStatus::Open).await;
     let case_id = open[0].case_id;
-    let confirmed = db
-        .store
-        .act(ann, case_id, StaffAction::Confirm, "", &rules, Some(&key))
+    let confirmed = act(&db, ann, case_id, StaffAction::Confirm, "", &rules)
         .await
         .unwrap();
     let slash_id = confirmed.case.slash_id.clone().unwrap();
     // The miner appeals through bob.
-    let appealed = db
-        .store
-        .act(
-            bob,
-            case_id,
-            StaffAction::Appeal,
-            "the miner says its driver was updated that week",
-            &rules,
-            Some(&key),
-        )
-        .await
-        .unwrap();
+    let appealed = act(
+        &db,
+        bob,
+        case_id,
+        StaffAction::Appeal,
+        "the miner says its driver was updated that week",
+        &rules,
+    )
+    .await
+    .unwrap();
     assert_eq!(appealed.case.status, CaseStatus::Appealed);
     // Neither the confirmer nor the filer may decide it.
     for who in [ann, bob] {
-        let got = db
-            .store
-            .act(
-                who,
-                case_id,
-                StaffAction::Reverse,
-                "looks fine",
-                &rules,
-                Some(&key),
-            )
-            .await;
+        let got = act(
+            &db,
+            who,
+            case_id,
+            StaffAction::Reverse,
+            "looks fine",
+            &rules,
+        )
+        .await;
         assert!(
             matches!(
                 got,
@@ -639,18 +627,16 @@ async fn an_appeal_is_decided_by_a_second_reviewer_and_a_reversal_is_signed() {
         );
     }
     assert_eq!(outbox(&db, "slash_reversed").await.len(), 0);
-    let reversed = db
-        .store
-        .act(
-            cat,
-            case_id,
-            StaffAction::Reverse,
-            "the reference image was generated with the wrong VAE",
-            &rules,
-            Some(&key),
-        )
-        .await
-        .unwrap();
+    let reversed = act(
+        &db,
+        cat,
+        case_id,
+        StaffAction::Reverse,
+        "the reference image was generated with the wrong VAE",
+        &rules,
+    )
+    .await
+    .unwrap();
     assert_eq!(reversed.case.status, CaseStatus::Reversed);
     assert_eq!(reversed.appeals.len(), 1);
     assert_eq!(reversed.appeals[0].outcome.as_deref(), Some("reversed"));
@@ -712,17 +698,7 @@ async fn an_appeal_is_decided_by_a_second_reviewer_and_a_reversal_is_signed() {
     );
     assert_eq!(risk(&db, &confirmed.case.miner_id).await.review_flags, 0);
     // Reversed once: nothing more can be done to the slash.
-    let again = db
-        .store
-        .act(
-            cat,
-            case_id,
-            StaffAction::Reverse,
-            "again",
-            &rules,
-            Some(&key),
-        )
-        .await;
+    let again = act(&db, cat, case_id, StaffAction::Reverse, "again", &rules).await;
     assert!(matches!(
         again,
         Err(ReviewError::Refused(Refusal::WrongStatus { .. }))
@@ -739,29 +715,26 @@ async fn an_appeal_is_decided_by_a_second_reviewer_and_a_reversal_is_signed() {
 
     // An automatic slash can be appealed too, and upheld by a second reviewer.
     let auto = cases(&db, CaseStatus::Slashed).await.remove(0);
-    db.store
-        .act(
-            ann,
-            auto.case_id,
-            StaffAction::Appeal,
-            "miner disputes",
-            &rules,
-            Some(&key),
-        )
-        .await
-        .unwrap();
-    let upheld = db
-        .store
-        .act(
-            bob,
-            auto.case_id,
-            StaffAction::Uphold,
-            "the blur is plain",
-            &rules,
-            Some(&key),
-        )
-        .await
-        .unwrap();
+    act(
+        &db,
+        ann,
+        auto.case_id,
+        StaffAction::Appeal,
+        "miner disputes",
+        &rules,
+    )
+    .await
+    .unwrap();
+    let upheld = act(
+        &db,
+        bob,
+        auto.case_id,
+        StaffAction::Uphold,
+        "the blur is plain",
+        &rules,
+    )
+    .await
+    .unwrap();
     assert_eq!(upheld.case.status, CaseStatus::Upheld);
     assert_eq!(outbox(&db, "slash_reversed").await.len(), 1);
     db.drop_db().await;

@@ -230,15 +230,25 @@ pub(super) async fn open_slash_case(
     decision: &Decision,
     slash: &Slash,
 ) -> Result<(), sqlx::Error> {
-    let miner = slash.miner_id.to_string();
+    // One statement: settle the open case if there is one, else open a `slashed` one.
     let settled: Option<i64> = sqlx::query_scalar(
-        "UPDATE review_cases
-         SET status = 'slashed', slash_id = $2, honest_probability = $3,
-             at_stake_waifu = $4, at_stake_llama = $5, decision = $6, updated_at = now()
-         WHERE miner_id = $1 AND status = 'open'
-         RETURNING case_id",
+        "WITH settled AS (
+             UPDATE review_cases
+             SET status = 'slashed', slash_id = $2, honest_probability = $3,
+                 at_stake_waifu = $4, at_stake_llama = $5, decision = $6, updated_at = now()
+             WHERE miner_id = $1 AND status = 'open'
+             RETURNING case_id
+         ), opened AS (
+             INSERT INTO review_cases (miner_id, opened_by, status, slash_id,
+                                       honest_probability, at_stake_waifu, at_stake_llama,
+                                       decision)
+             SELECT $1, 'slash', 'slashed', $2, $3, $4, $5, $6
+             WHERE NOT EXISTS (SELECT 1 FROM settled)
+             ON CONFLICT (slash_id) WHERE slash_id IS NOT NULL DO NOTHING
+         )
+         SELECT case_id FROM settled",
     )
-    .bind(&miner)
+    .bind(slash.miner_id.to_string())
     .bind(&slash.slash_id)
     .bind(slash.honest_probability)
     .bind(slash.amount.waifu)
@@ -253,29 +263,14 @@ pub(super) async fn open_slash_case(
             "auto_slash",
             &format!("case:{case_id}"),
             serde_json::json!({
-                "miner_id": miner,
+                "miner_id": slash.miner_id.to_string(),
                 "slash_id": slash.slash_id,
                 "rule_id": slash.rule_id,
                 "honest_probability": slash.honest_probability,
             }),
         )
         .await?;
-        return Ok(());
     }
-    sqlx::query(
-        "INSERT INTO review_cases (miner_id, opened_by, status, slash_id, honest_probability,
-                                   at_stake_waifu, at_stake_llama, decision)
-         VALUES ($1, 'slash', 'slashed', $2, $3, $4, $5, $6)
-         ON CONFLICT (slash_id) WHERE slash_id IS NOT NULL DO NOTHING",
-    )
-    .bind(&miner)
-    .bind(&slash.slash_id)
-    .bind(slash.honest_probability)
-    .bind(slash.amount.waifu)
-    .bind(slash.amount.llama)
-    .bind(sqlx::types::Json(decision))
-    .execute(&mut **tx)
-    .await?;
     Ok(())
 }
 

@@ -111,12 +111,7 @@ pub fn demo_judged() -> (Vec<JobRecord>, audit::AuditResult) {
         false,
     )
     .unwrap();
-    let records = std::fs::read_to_string(demo().join("jobs.jsonl"))
-        .unwrap()
-        .lines()
-        .filter_map(|l| JobRecord::from_json(l.as_bytes()).ok())
-        .collect();
-    (records, result)
+    (result.records.clone(), result)
 }
 
 pub async fn record_all(db: &TestDb, records: &[JobRecord], result: &audit::AuditResult) -> usize {

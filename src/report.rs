@@ -61,18 +61,6 @@ pub trait Source {
     fn scores(&self, job: &JobId) -> Option<TokenScores>;
 }
 
-/// What [`write`] wrote.
-#[derive(Debug, Default)]
-pub struct Written {
-    pub cases: usize,
-    pub evidence_pages: usize,
-    pub images: usize,
-    /// The largest page, in bytes.
-    pub largest_page: u64,
-    /// Everything written, in bytes.
-    pub bytes: u64,
-}
-
 type Jobs<'a> = BTreeMap<&'a str, (&'a JobRecord, Option<&'a JobVerdict>)>;
 
 fn decodes(verdict: Option<&JobVerdict>) -> bool {
@@ -81,9 +69,9 @@ fn decodes(verdict: Option<&JobVerdict>) -> bool {
         .is_some_and(Outcome::is_fail)
 }
 
-/// A copy of an image under `img/`, when it is one a browser may be shown: accepted by
-/// our decoder, a PNG or a JPEG, within `limit` bytes.
-fn copy_image(from: &Path, dir: &Path, stem: &str, limit: u64) -> Result<Option<(String, u64)>> {
+/// A copy of an image under `img/`, when it is one a browser may be shown
+/// ([`view::browser_image`]) within `limit` bytes; its file name.
+fn copy_image(from: &Path, dir: &Path, stem: &str, limit: u64) -> Result<Option<String>> {
     let Ok(meta) = std::fs::metadata(from) else {
         return Ok(None);
     };
@@ -93,15 +81,13 @@ fn copy_image(from: &Path, dir: &Path, stem: &str, limit: u64) -> Result<Option<
     let Ok(bytes) = std::fs::read(from) else {
         return Ok(None);
     };
-    let ext = match image::guess_format(&bytes) {
-        Ok(image::ImageFormat::Png) => "png",
-        Ok(image::ImageFormat::Jpeg) => "jpg",
-        _ => return Ok(None),
+    let Some((_, ext)) = view::browser_image(&bytes) else {
+        return Ok(None);
     };
     let name = format!("{stem}.{ext}");
     let to = dir.join(&name);
     std::fs::write(&to, &bytes).with_context(|| format!("cannot write {}", to.display()))?;
-    Ok(Some((name, bytes.len() as u64)))
+    Ok(Some(name))
 }
 
 /// Every job that returned the output `original` first returned: the job itself and each
@@ -167,7 +153,7 @@ fn case_row(case_id: i64, d: &Decision, latest: DateTime<Utc>) -> CaseRow {
 }
 
 /// Writes `report.html` and `report/` under `out`, replacing an earlier `report/`.
-pub fn write(out: &Path, page: &Page<'_>, source: &dyn Source, rules: &Rules) -> Result<Written> {
+pub fn write(out: &Path, page: &Page<'_>, source: &dyn Source, rules: &Rules) -> Result<()> {
     let dir = out.join("report");
     if dir.exists() {
         std::fs::remove_dir_all(&dir)
@@ -267,7 +253,6 @@ pub fn write(out: &Path, page: &Page<'_>, source: &dyn Source, rules: &Rules) ->
         shown.extend(group.iter().map(|(j, _, _)| j.as_str()));
     }
     let limit = rules.checks.image.max_object_bytes;
-    let mut written = Written::default();
     let mut files = ReportFiles::default();
     for job in shown {
         let (r, v) = jobs[job];
@@ -286,14 +271,11 @@ pub fn write(out: &Path, page: &Page<'_>, source: &dyn Source, rules: &Rules) ->
         ];
         for (which, from) in copies {
             if let Some(from) = from
-                && let Some((name, len)) =
-                    copy_image(&from, &img_dir, &format!("{stem}-{which}"), limit)?
+                && let Some(name) = copy_image(&from, &img_dir, &format!("{stem}-{which}"), limit)?
             {
                 files
                     .images
                     .insert((job.to_owned(), which.to_owned()), name);
-                written.images += 1;
-                written.bytes += len;
             }
         }
     }
@@ -309,14 +291,12 @@ pub fn write(out: &Path, page: &Page<'_>, source: &dyn Source, rules: &Rules) ->
         flagged => cases.iter().filter(|c| c.opened_by == "flag").count(),
         rejected => page.rejected.iter().map(|(line, error)| context! { line => *line, error => *error }).collect::<Vec<_>>(),
     };
-    let mut emit = |path: PathBuf, name: &str, ctx: minijinja::Value| -> Result<()> {
+    let emit = |path: PathBuf, name: &str, ctx: minijinja::Value| -> Result<()> {
         let html = env
             .get_template(name)
             .and_then(|t| t.render(ctx))
             .with_context(|| format!("cannot render {name}"))?;
         std::fs::write(&path, &html).with_context(|| format!("cannot write {}", path.display()))?;
-        written.largest_page = written.largest_page.max(html.len() as u64);
-        written.bytes += html.len() as u64;
         Ok(())
     };
 
@@ -334,12 +314,7 @@ pub fn write(out: &Path, page: &Page<'_>, source: &dyn Source, rules: &Rules) ->
         },
     )?;
     for c in &cases {
-        let list: Vec<(JobRecord, Option<JobVerdict>)> = by_miner
-            .get(&c.miner_id)
-            .into_iter()
-            .flatten()
-            .map(|(r, v)| ((*r).clone(), v.cloned()))
-            .collect();
+        let list = by_miner.get(&c.miner_id).map_or(&[][..], Vec::as_slice);
         let wallet = crate::ids::MinerId::parse(&c.miner_id)
             .map(|m| m.wallet().to_owned())
             .unwrap_or_default();
@@ -351,7 +326,7 @@ pub fn write(out: &Path, page: &Page<'_>, source: &dyn Source, rules: &Rules) ->
             wallet,
             factor: page.factors.get(&c.miner_id).copied().unwrap_or(1.0),
         };
-        let shown = view::case_context(c, &list, &owner, rules);
+        let shown = view::case_context(c, list, &owner, rules);
         emit(
             dir.join(ReportFiles::case_file(c.case_id)),
             "case.html",
@@ -398,9 +373,6 @@ pub fn write(out: &Path, page: &Page<'_>, source: &dyn Source, rules: &Rules) ->
     ] {
         let path = dir.join("static").join(name);
         std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
-        written.bytes += text.len() as u64;
     }
-    written.cases = cases.len();
-    written.evidence_pages = evidence.len();
-    Ok(written)
+    Ok(())
 }

@@ -54,6 +54,16 @@ async fn staff(db: &TestDb, names: &[&str]) -> Vec<Actor> {
     out
 }
 
+/// Queues the miner for the judge, as new evidence would, and judges the queue.
+async fn rejudge(db: &TestDb, miner: &str, rules: &Rules) {
+    sqlx::query("INSERT INTO judge_queue (miner_id) VALUES ($1) ON CONFLICT DO NOTHING")
+        .bind(miner)
+        .execute(db.store.pool())
+        .await
+        .unwrap();
+    judge_all(db, rules).await;
+}
+
 /// `Store::act` with the test's signing key.
 async fn act(
     db: &TestDb,
@@ -208,12 +218,7 @@ async fn the_judge_keeps_one_open_case_per_miner_and_a_case_per_automatic_slash(
     // New evidence on a flagged miner updates its open case instead of adding one.
     let before = db.count("review_cases").await;
     let flagged = MinerId::parse(&open[0].miner_id).unwrap();
-    sqlx::query("INSERT INTO judge_queue (miner_id) VALUES ($1) ON CONFLICT DO NOTHING")
-        .bind(flagged.to_string())
-        .execute(db.store.pool())
-        .await
-        .unwrap();
-    judge_all(&db, &rules).await;
+    rejudge(&db, &flagged.to_string(), &rules).await;
     assert_eq!(db.count("review_cases").await, before);
 
     // The queue orders by the strength of the evidence, and filters.
@@ -293,12 +298,7 @@ async fn an_automatic_slash_settles_the_miners_open_flag() {
             .await
             .unwrap();
     }
-    sqlx::query("INSERT INTO judge_queue (miner_id) VALUES ($1) ON CONFLICT DO NOTHING")
-        .bind(miner.to_string())
-        .execute(db.store.pool())
-        .await
-        .unwrap();
-    judge_all(&db, &rules).await;
+    rejudge(&db, &miner.to_string(), &rules).await;
 
     let case = db.store.case(flagged.case_id).await.unwrap().unwrap().case;
     assert_eq!(case.status, CaseStatus::Slashed);
@@ -507,12 +507,7 @@ async fn each_decision_moves_the_slash_the_outbox_the_rate_and_the_log() {
     );
     // The same evidence judged again opens no new case.
     let cases_before = db.count("review_cases").await;
-    sqlx::query("INSERT INTO judge_queue (miner_id) VALUES ($1) ON CONFLICT DO NOTHING")
-        .bind(&to_dismiss.miner_id)
-        .execute(db.store.pool())
-        .await
-        .unwrap();
-    judge_all(&db, &rules).await;
+    rejudge(&db, &to_dismiss.miner_id, &rules).await;
     assert_eq!(db.count("review_cases").await, cases_before);
 
     // More evidence: the rate is at least `evidence_rate` for the period.
@@ -705,12 +700,7 @@ async fn an_appeal_is_decided_by_a_second_reviewer_and_a_reversal_is_signed() {
     ));
     // The reversed jobs never count again: judging the miner once more slashes nothing.
     let slashes = db.count("slashes").await;
-    sqlx::query("INSERT INTO judge_queue (miner_id) VALUES ($1) ON CONFLICT DO NOTHING")
-        .bind(&confirmed.case.miner_id)
-        .execute(db.store.pool())
-        .await
-        .unwrap();
-    judge_all(&db, &rules).await;
+    rejudge(&db, &confirmed.case.miner_id, &rules).await;
     assert_eq!(db.count("slashes").await, slashes);
 
     // An automatic slash can be appealed too, and upheld by a second reviewer.

@@ -116,6 +116,17 @@ async fn message(
     .await
 }
 
+/// Refuses a posted form whose CSRF token is not the session's.
+async fn csrf(session: &Session, posted: &str) -> Result<(), Response> {
+    if session::check_csrf(session, posted).await {
+        Ok(())
+    } else {
+        Err(forbidden(
+            "the form's CSRF token is missing or wrong; reload the page",
+        ))
+    }
+}
+
 fn forbidden(why: &str) -> Response {
     (StatusCode::FORBIDDEN, why.to_owned()).into_response()
 }
@@ -154,8 +165,8 @@ pub struct LoginForm {
 }
 
 pub async fn login(State(app): State<App>, session: Session, Form(f): Form<LoginForm>) -> Response {
-    if !session::check_csrf(&session, &f.csrf).await {
-        return forbidden("the form's CSRF token is missing or wrong; reload the page");
+    if let Err(r) = csrf(&session, &f.csrf).await {
+        return r;
     }
     match app.inner.store.login(&f.username, &f.password).await {
         Ok(Some(actor)) => {
@@ -193,8 +204,8 @@ pub async fn logout(
     Staff(actor): Staff,
     Form(f): Form<CsrfForm>,
 ) -> Response {
-    if !session::check_csrf(&session, &f.csrf).await {
-        return forbidden("the form's CSRF token is missing or wrong; reload the page");
+    if let Err(r) = csrf(&session, &f.csrf).await {
+        return r;
     }
     if let Err(e) = app.inner.store.logout(&actor).await {
         return failure(e);
@@ -347,7 +358,8 @@ async fn case_page(
         nfts,
         factor,
     };
-    let shown = view::case_context(c, &jobs, &owner, rules);
+    let borrowed: Vec<_> = jobs.iter().map(|(r, v)| (r, v.as_ref())).collect();
+    let shown = view::case_context(c, &borrowed, &owner, rules);
     let facts = CaseFacts {
         status: c.status,
         confirmed_by: c.confirmed_by.clone(),
@@ -395,8 +407,8 @@ pub async fn decide(
     Path(id): Path<i64>,
     Form(f): Form<DecideForm>,
 ) -> Response {
-    if !session::check_csrf(&session, &f.csrf).await {
-        return forbidden("the form's CSRF token is missing or wrong; reload the page");
+    if let Err(r) = csrf(&session, &f.csrf).await {
+        return r;
     }
     let Some(action) = StaffAction::parse(&f.action) else {
         return case_page(
@@ -565,15 +577,10 @@ pub async fn object(
                     )
                         .into_response();
                 }
-                let mime = match image::guess_format(&bytes) {
-                    Ok(image::ImageFormat::Png) => "image/png",
-                    Ok(image::ImageFormat::Jpeg) => "image/jpeg",
-                    // Only what the image check reads is served: a browser is no
-                    // safer a decoder than ours.
-                    _ => {
-                        return (StatusCode::UNSUPPORTED_MEDIA_TYPE, "not a PNG or JPEG")
-                            .into_response();
-                    }
+                // Only what the image check reads is served.
+                let Some((mime, _)) = view::browser_image(&bytes) else {
+                    return (StatusCode::UNSUPPORTED_MEDIA_TYPE, "not a PNG or JPEG")
+                        .into_response();
                 };
                 return (
                     [
@@ -615,17 +622,17 @@ async fn admin_page(
     .await
 }
 
-async fn admin_actor(app: &App, session: &Session, csrf: Option<&str>) -> Result<Actor, Response> {
+async fn admin_actor(
+    app: &App,
+    session: &Session,
+    posted: Option<&str>,
+) -> Result<Actor, Response> {
     let actor = who(app, session).await?;
     if actor.role != Role::Admin {
         return Err(forbidden("this page is for admins"));
     }
-    if let Some(posted) = csrf
-        && !session::check_csrf(session, posted).await
-    {
-        return Err(forbidden(
-            "the form's CSRF token is missing or wrong; reload the page",
-        ));
+    if let Some(posted) = posted {
+        csrf(session, posted).await?;
     }
     Ok(actor)
 }

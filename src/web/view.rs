@@ -22,6 +22,17 @@ pub fn ser<T: serde::Serialize>(x: T) -> Value {
     Value::from(minijinja::value::Serde(x))
 }
 
+/// The MIME type and file extension of an image a browser may be shown: only a PNG or a
+/// JPEG, what the image check reads (a browser is no safer a decoder than ours). Used
+/// by the app's object route and the offline report alike.
+pub fn browser_image(bytes: &[u8]) -> Option<(&'static str, &'static str)> {
+    match image::guess_format(bytes) {
+        Ok(image::ImageFormat::Png) => Some(("image/png", "png")),
+        Ok(image::ImageFormat::Jpeg) => Some(("image/jpeg", "jpg")),
+        _ => None,
+    }
+}
+
 /// Where the templates' links point: the app's routes, or the report's files.
 #[derive(Clone)]
 pub enum Links {
@@ -228,7 +239,7 @@ pub struct Owner {
 /// form, the history and the appeals.
 pub fn case_context(
     c: &CaseRow,
-    jobs: &[(JobRecord, Option<JobVerdict>)],
+    jobs: &[(&JobRecord, Option<&JobVerdict>)],
     owner: &Owner,
     rules: &Rules,
 ) -> Value {
@@ -242,7 +253,7 @@ pub fn case_context(
         .collect();
     let earned = jobs
         .iter()
-        .filter_map(|(_, v)| v.as_ref())
+        .filter_map(|(_, v)| *v)
         .filter(|v| v.verdict != crate::checks::Verdict::Invalid)
         .map(|v| v.points)
         .sum::<crate::points::Points>()

@@ -359,6 +359,7 @@ pub fn fetch(dir: &Path, record: &JobRecord, rules: &Rules) -> Fetched {
         reference_image,
         scores: read_json(&reference.join("scores.json")),
         challenge: read_json(&reference.join("challenge.json")),
+        reference_note: None,
         decoded: None,
     }
 }

@@ -318,6 +318,7 @@ mod tests {
                 points_estimated: false,
                 sampled: true,
                 output_key: Some(format!("jobs/{job}.png")),
+                reference_seconds: None,
                 checks,
                 rules_digest: "d".into(),
             },

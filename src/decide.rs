@@ -394,6 +394,7 @@ mod tests {
             points_estimated: false,
             sampled: true,
             output_key: Some(format!("jobs/{job}.png")),
+            reference_seconds: None,
             checks: checks
                 .iter()
                 .map(|&(check, ok)| CheckResult {

@@ -60,12 +60,18 @@ pub const DLQ_OFFSET: &str = "proctor-original-offset";
 /// How long a produce may wait for the broker's acknowledgement.
 const PRODUCE_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// `max.poll.interval.ms` for a worker whose batches are quick (see [`consumer`]).
+pub const MAX_POLL_INTERVAL: Duration = Duration::from_secs(30);
+
 /// A consumer in the settings' group (plus `group_suffix`, so the screen and rerun
-/// workers form separate groups), storing offsets only when told.
+/// workers form separate groups), storing offsets only when told. A batch must finish
+/// within `max_poll` ([`MAX_POLL_INTERVAL`] unless the worker's batches wait longer,
+/// as the rerun worker's wait for reference hosts).
 pub fn consumer(
     kafka: &KafkaSettings,
     group_suffix: &str,
     topics: &[&str],
+    max_poll: Duration,
 ) -> Result<StreamConsumer, KafkaError> {
     let consumer: StreamConsumer = ClientConfig::new()
         .set("bootstrap.servers", &kafka.brokers)
@@ -79,7 +85,7 @@ pub fn consumer(
         // Also the rebalance timeout: tansu 0.6 waited this long for a member killed
         // with -9 before reassigning its partitions (measured: the re-run stage stalled
         // five minutes at the default). A batch must finish within it.
-        .set("max.poll.interval.ms", "30000")
+        .set("max.poll.interval.ms", max_poll.as_millis().to_string())
         // tansu 0.6 answers a fetch only once a re-read of the partition finds nothing
         // new or the request's byte budget is spent, and then still sleeps half the
         // remaining wait. With librdkafka's defaults (50 MB, 500 ms) a partition that

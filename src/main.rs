@@ -217,10 +217,16 @@ enum Command {
 
 #[derive(Subcommand)]
 enum RulesCommand {
-    /// Validate the rules and print the deterrence table; fails when cheating pays.
+    /// Validate the rules and print the deterrence table; fails when cheating pays,
+    /// also at the reference capacity the settings describe.
     Check {
+        /// Rules folder; the rules compiled into this binary by default.
         #[arg(long)]
         rules: Option<PathBuf>,
+        /// Settings file whose reference hosts and demand_per_hour give the capacity
+        /// table (the built-in settings and PROCTOR_* variables apply as for a worker).
+        #[arg(long, env = "PROCTOR_CONFIG")]
+        settings: Option<PathBuf>,
     },
 }
 
@@ -501,9 +507,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
             })
         }
         Command::Rules {
-            command: RulesCommand::Check { rules },
+            command: RulesCommand::Check { rules, settings },
         } => {
             let rules = load_rules(rules.as_deref())?;
+            let settings = proctor::settings::Settings::load(settings.as_deref())?;
             println!("rules valid, digest {}", rules.digest()?);
             println!(
                 "\nfalse-positive rates: a slash needs a measured rate, and no declaration below its measurement\n"
@@ -565,9 +572,45 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     if r.deters { "deters" } else { "CHEATING PAYS" }
                 );
             }
+            let capacity = sampling::capacity_table(&rules, &settings.reference);
+            if capacity.is_empty() {
+                println!(
+                    "\nreference capacity: no reference hosts or no demand_per_hour in the settings' [reference], so no capacity check"
+                );
+            } else {
+                println!(
+                    "\ndeterrence at the reference capacity of the settings (re-runs per hour; the floor times the share served)\n"
+                );
+                println!(
+                    "{:<20} {:>10} {:>10} {:>10} {:>7} {:>9} {:>10} {:>10}  verdict",
+                    "category", "demand", "wanted", "capacity", "served", "p", "p(R+S)", "C"
+                );
+                for r in &capacity {
+                    let d = &r.deterrence;
+                    println!(
+                        "{:<20} {:>10.0} {:>10.0} {:>10.0} {:>6.0}% {:>9.4} {:>10.3} {:>10.3}  {}",
+                        d.category,
+                        r.demand_per_hour,
+                        r.wanted_per_hour,
+                        r.capacity_per_hour,
+                        r.served_share * 100.0,
+                        d.p_caught,
+                        d.expected_loss,
+                        d.saved,
+                        if r.hosts.is_empty() {
+                            "NO REFERENCE HOST"
+                        } else if d.deters {
+                            "deters"
+                        } else {
+                            "CHEATING PAYS"
+                        }
+                    );
+                }
+            }
             let bad: Vec<&str> = table
                 .iter()
                 .filter(|r| !r.deters)
+                .chain(capacity.iter().map(|c| &c.deterrence).filter(|r| !r.deters))
                 .map(|r| r.category.as_str())
                 .collect();
             if !bad.is_empty() {

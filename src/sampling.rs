@@ -4,11 +4,14 @@
 //! uniform number in [0, 1): miners cannot predict it without the secret, and every
 //! replay of the same job (a redelivered message, an `audit` re-run) draws the same.
 
+use std::collections::BTreeMap;
+
 use serde::Serialize;
 
 use crate::points;
 use crate::record::JobKind;
 use crate::rules::{Rules, SlashScope};
+use crate::settings::{HostKind, HostSettings, ReferenceSettings};
 
 /// The sampling secret: a deployment setting, never a rule.
 #[derive(Clone)]
@@ -95,37 +98,126 @@ pub struct DeterrenceRow {
 
 /// For each category: does p·(R+S) ≥ C hold at the sampling floor?
 pub fn deterrence_table(rules: &Rules) -> Vec<DeterrenceRow> {
+    rules
+        .sampling
+        .deterrence
+        .categories
+        .keys()
+        .filter_map(|cat| deterrence_row(rules, cat, rules.sampling.floor))
+        .collect()
+}
+
+/// One category's deterrence when a cheated job is re-run with probability `rate`.
+fn deterrence_row(rules: &Rules, cat: &str, rate: f64) -> Option<DeterrenceRow> {
     let d = &rules.sampling.deterrence;
-    d.categories
+    let case = d.categories.get(cat)?;
+    let category = rules.category(cat)?;
+    let cat = &cat.to_owned();
+    let reward = match category.kind {
+        JobKind::Sd => points::image_points(
+            rules,
+            cat,
+            case.width.unwrap_or(0),
+            case.height.unwrap_or(0),
+            case.steps.unwrap_or(0),
+        ),
+        JobKind::Llm => points::llm_points(rules, cat, u64::from(case.tokens.unwrap_or(0))),
+    };
+    let jobs_slashed = match rules.slashing.scope {
+        SlashScope::MinerWindow => f64::from(d.window_jobs_min),
+        SlashScope::FailedJobs => 1.0,
+    };
+    let slash = rules.slashing.fraction * jobs_slashed * reward;
+    let saved = case.compute_saved_fraction * reward;
+    let p_caught = rate * case.detection_rate;
+    let expected_loss = p_caught * (reward + slash);
+    Some(DeterrenceRow {
+        category: cat.to_owned(),
+        p_caught,
+        reward,
+        slash,
+        saved,
+        expected_loss,
+        deters: expected_loss >= saved * (1.0 - 1e-12),
+    })
+}
+
+/// One row of the capacity table of `proctor rules check`.
+#[derive(Debug, Clone, Serialize)]
+pub struct CapacityRow {
+    /// The hosts that run the category's jobs.
+    pub hosts: Vec<String>,
+    /// Jobs per hour the network sends (settings).
+    pub demand_per_hour: f64,
+    /// Re-runs per hour the sampling policy asks for at the base rate.
+    pub wanted_per_hour: f64,
+    /// Re-runs per hour the hosts can do (concurrency × 3600 / seconds_per_job, a host
+    /// serving several categories split by what each asks of it).
+    pub capacity_per_hour: f64,
+    /// The share of wanted re-runs that happen: the rest are shed.
+    pub served_share: f64,
+    /// Deterrence at the sampling floor times `served_share`.
+    pub deterrence: DeterrenceRow,
+}
+
+/// For each category with a demand in the settings: the re-runs its sampling asks for,
+/// what the reference hosts can do, and whether deterrence holds at the rate that
+/// capacity leaves (the floor, scaled down by the share of re-runs served; canaries
+/// and at-risk miners go first, so an ordinary cheater is the one shed).
+pub fn capacity_table(rules: &Rules, reference: &ReferenceSettings) -> Vec<CapacityRow> {
+    // Without hosts the references come from the bucket, from another system.
+    if reference.hosts.is_empty() {
+        return Vec::new();
+    }
+    let wanted: BTreeMap<&str, f64> = reference
+        .demand_per_hour
         .iter()
-        .filter_map(|(cat, case)| {
-            let category = rules.category(cat)?;
-            let reward = match category.kind {
-                JobKind::Sd => points::image_points(
-                    rules,
-                    cat,
-                    case.width.unwrap_or(0),
-                    case.height.unwrap_or(0),
-                    case.steps.unwrap_or(0),
-                ),
-                JobKind::Llm => points::llm_points(rules, cat, u64::from(case.tokens.unwrap_or(0))),
+        .map(|(c, d)| (c.as_str(), d * rules.sampling.base_rate))
+        .collect();
+    let categories_of = |h: &HostSettings| -> Vec<&str> {
+        wanted
+            .keys()
+            .copied()
+            .filter(|c| {
+                let kind_fits = rules.category(c).is_some_and(|cat| match cat.kind {
+                    JobKind::Sd => h.kind == HostKind::Txt2img,
+                    JobKind::Llm => h.kind != HostKind::Txt2img,
+                });
+                kind_fits
+                    && h.models.iter().any(|m| {
+                        m == c || rules.model(m).is_some_and(|x| x.category.as_str() == *c)
+                    })
+            })
+            .collect()
+    };
+    let mut capacity: BTreeMap<&str, f64> = BTreeMap::new();
+    let mut hosts: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for h in &reference.hosts {
+        let cats = categories_of(h);
+        let total: f64 = cats.iter().map(|c| wanted[c]).sum();
+        let per_hour = h.concurrency as f64 * 3600.0 / h.seconds_per_job;
+        for c in cats {
+            let share = if total > 0.0 { wanted[c] / total } else { 0.0 };
+            *capacity.entry(c).or_default() += per_hour * share;
+            hosts.entry(c).or_default().push(h.name.clone());
+        }
+    }
+    wanted
+        .iter()
+        .filter_map(|(&c, &want)| {
+            let cap = capacity.get(c).copied().unwrap_or(0.0);
+            let served_share = if want > 0.0 {
+                (cap / want).min(1.0)
+            } else {
+                1.0
             };
-            let jobs_slashed = match rules.slashing.scope {
-                SlashScope::MinerWindow => f64::from(d.window_jobs_min),
-                SlashScope::FailedJobs => 1.0,
-            };
-            let slash = rules.slashing.fraction * jobs_slashed * reward;
-            let saved = case.compute_saved_fraction * reward;
-            let p_caught = rules.sampling.floor * case.detection_rate;
-            let expected_loss = p_caught * (reward + slash);
-            Some(DeterrenceRow {
-                category: cat.clone(),
-                p_caught,
-                reward,
-                slash,
-                saved,
-                expected_loss,
-                deters: expected_loss >= saved * (1.0 - 1e-12),
+            Some(CapacityRow {
+                hosts: hosts.remove(c).unwrap_or_default(),
+                demand_per_hour: reference.demand_per_hour[c],
+                wanted_per_hour: want,
+                capacity_per_hour: cap,
+                served_share,
+                deterrence: deterrence_row(rules, c, rules.sampling.floor * served_share)?,
             })
         })
         .collect()
@@ -214,5 +306,65 @@ mod tests {
         );
         // A disabled category earns nothing, so cheating on it gains nothing either.
         assert!(!failing.iter().any(|row| row.category == "flux"));
+    }
+
+    fn host(name: &str, models: &[&str], concurrency: usize, seconds: f64) -> HostSettings {
+        HostSettings {
+            name: name.into(),
+            kind: HostKind::Txt2img,
+            url: "http://x".into(),
+            models: models.iter().map(|m| m.to_string()).collect(),
+            concurrency,
+            queue: 0,
+            timeout_secs: 60,
+            seconds_per_job: seconds,
+            tokenizer: String::new(),
+            served_model: String::new(),
+            health_path: String::new(),
+        }
+    }
+
+    #[test]
+    fn capacity_below_demand_lowers_the_rate_until_cheating_pays() {
+        let rules = rules();
+        let mut reference = crate::settings::Settings::load_from(None, Vec::new())
+            .unwrap()
+            .reference;
+        assert!(
+            capacity_table(&rules, &reference).is_empty(),
+            "no hosts, no table"
+        );
+        // sd15 wants 100,000 x 0.05 = 5,000 re-runs an hour.
+        reference.demand_per_hour = BTreeMap::from([("sd15".to_owned(), 100_000.0)]);
+        // One host by model id, one by category, the second shared with sdxl (no
+        // demand): 2 x 3600 / 6 + 1 x 3600 / 4 = 2,100 an hour.
+        reference.hosts = vec![
+            host("a", &["ChilloutMix"], 2, 6.0),
+            host("b", &["sd15", "sdxl"], 1, 4.0),
+        ];
+        let rows = capacity_table(&rules, &reference);
+        assert_eq!(rows.len(), 1);
+        let r = &rows[0];
+        assert_eq!(r.hosts, ["a", "b"]);
+        assert!((r.wanted_per_hour - 5_000.0).abs() < 1e-9);
+        assert!((r.capacity_per_hour - 2_100.0).abs() < 1e-9);
+        assert!((r.served_share - 0.42).abs() < 1e-12);
+        let full = deterrence_table(&rules)
+            .into_iter()
+            .find(|d| d.category == "sd15")
+            .unwrap();
+        assert!((r.deterrence.p_caught - full.p_caught * 0.42).abs() < 1e-12);
+        // Enough hosts: the whole floor again.
+        reference.hosts.push(host("c", &["sd15"], 8, 4.0));
+        let r = &capacity_table(&rules, &reference)[0];
+        assert_eq!(r.served_share, 1.0);
+        assert_eq!(r.deterrence.deters, full.deters);
+        // A host that is a scorer does not run SD jobs.
+        reference.hosts = vec![HostSettings {
+            kind: HostKind::Scorer,
+            ..host("llm", &["sd15"], 8, 1.0)
+        }];
+        let r = &capacity_table(&rules, &reference)[0];
+        assert!(r.hosts.is_empty() && r.served_share == 0.0 && !r.deterrence.deters);
     }
 }

@@ -78,9 +78,139 @@ pub struct ReferenceSettings {
     pub max_batch: usize,
     /// Alternatives kept per scored token.
     pub top_k: usize,
+    /// The reference hosts the rerun worker dispatches sampled jobs to
+    /// (docs/REFERENCE-HOSTS.md). A job whose model no host serves reads its reference
+    /// from the reference bucket instead.
+    pub hosts: Vec<HostSettings>,
+    /// The share of re-run jobs (0 to 1, drawn by job id) run on two hosts, to measure
+    /// reference-vs-reference drift and catch a drifting host.
+    pub dual_share: f64,
+    /// How long in all a job waits for a host that is down, slow or answers garbage
+    /// before its reference checks are left inconclusive with the reason.
+    pub max_wait_secs: u64,
+    /// Disagreements in which a host was the odd one out (net of its agreements) before
+    /// it is taken out of rotation.
+    pub quarantine_after: u32,
+    /// Two hosts' scores of the same text disagree when their token logprobs differ by
+    /// more than this many nats on average (an operational bound, assumed: it can take a
+    /// host out of rotation, never judge a miner).
+    pub llm_drift_nats: f64,
+    /// How often each host's health endpoint is polled.
+    pub health_interval_secs: u64,
+    /// Jobs per hour the network sends per category, for the capacity table of
+    /// `proctor rules check` (empty: no capacity check).
+    pub demand_per_hour: std::collections::BTreeMap<String, f64>,
+}
+
+/// What a reference host runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HostKind {
+    /// An OpenAI-compatible `/v1/completions` server with vLLM's `prompt_logprobs`:
+    /// vLLM itself, or `proctor serve-reference` (which adds the sampling moments).
+    Scorer,
+    /// A server speaking AUTOMATIC1111's `/sdapi/v1/txt2img`.
+    Txt2img,
+    /// The candle scorer in the rerun worker's own process; `url` is the model folder.
+    Candle,
+}
+
+/// One reference host.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostSettings {
+    /// A short name, for logs and the `host` label of `/metrics`.
+    pub name: String,
+    pub kind: HostKind,
+    /// The server's root (`http://gpu-1:8000`); for `candle`, the model folder.
+    pub url: String,
+    /// The model ids (rules/models.toml) or category names whose jobs it runs.
+    pub models: Vec<String>,
+    /// Jobs it runs at once.
+    pub concurrency: usize,
+    /// Jobs that may wait for it beyond those; a job that finds every host's queue full
+    /// is shed (its reference checks inconclusive) unless it is a canary or its miner
+    /// is at risk, which wait.
+    pub queue: usize,
+    /// One request's time limit.
+    pub timeout_secs: u64,
+    /// The reference GPU-seconds one job is expected to take, for capacity planning.
+    pub seconds_per_job: f64,
+    /// `scorer`: the folder with the model's `tokenizer.json` and
+    /// `tokenizer_config.json`, so the worker sends the exact token ids it scores.
+    #[serde(default)]
+    pub tokenizer: String,
+    /// `scorer`: the model name the server serves (vLLM's `--served-model-name`);
+    /// the first of `models` when empty.
+    #[serde(default)]
+    pub served_model: String,
+    /// Polled for health; empty: `/health` (scorer) or `/sdapi/v1/progress` (txt2img).
+    #[serde(default)]
+    pub health_path: String,
+}
+
+impl HostSettings {
+    fn validate(&self) -> Result<(), String> {
+        let name = &self.name;
+        if name.is_empty() || self.url.is_empty() || self.models.is_empty() {
+            return Err(format!(
+                "reference.hosts: every host needs a name, a url and models ({name:?})"
+            ));
+        }
+        if self.concurrency == 0 || self.timeout_secs == 0 {
+            return Err(format!(
+                "reference.hosts {name}: concurrency and timeout_secs must be at least 1"
+            ));
+        }
+        if !(self.seconds_per_job.is_finite() && self.seconds_per_job > 0.0) {
+            return Err(format!(
+                "reference.hosts {name}: seconds_per_job must be a positive number"
+            ));
+        }
+        if self.kind == HostKind::Scorer && self.tokenizer.is_empty() {
+            return Err(format!(
+                "reference.hosts {name}: a scorer host needs `tokenizer`, the folder of the model's tokenizer files"
+            ));
+        }
+        Ok(())
+    }
 }
 
 impl ReferenceSettings {
+    /// Host names unique, each host well-formed, shares and bounds in range.
+    pub fn validate(&self) -> Result<(), SettingsError> {
+        let mut names = std::collections::HashSet::new();
+        for h in &self.hosts {
+            h.validate().map_err(SettingsError::Invalid)?;
+            if !names.insert(h.name.as_str()) {
+                return Err(SettingsError::Invalid(format!(
+                    "reference.hosts: two hosts are named {:?}",
+                    h.name
+                )));
+            }
+        }
+        if !(0.0..=1.0).contains(&self.dual_share) {
+            return Err(SettingsError::Invalid(
+                "reference.dual_share must be between 0 and 1".into(),
+            ));
+        }
+        if !(self.llm_drift_nats.is_finite() && self.llm_drift_nats > 0.0) {
+            return Err(SettingsError::Invalid(
+                "reference.llm_drift_nats must be a positive number".into(),
+            ));
+        }
+        if let Some((c, _)) = self
+            .demand_per_hour
+            .iter()
+            .find(|(_, v)| !(v.is_finite() && **v >= 0.0))
+        {
+            return Err(SettingsError::Invalid(format!(
+                "reference.demand_per_hour.{c} must be a number at least 0"
+            )));
+        }
+        Ok(())
+    }
+
     pub fn numerics(&self) -> Result<crate::llm::model::Numerics, SettingsError> {
         crate::llm::model::Numerics::parse(&self.dtype, &self.attention)
             .map_err(|e| SettingsError::Invalid(format!("reference: {e}")))
@@ -262,6 +392,24 @@ impl Settings {
                         var: var.clone(),
                         message: "expected true or false".into(),
                     })?,
+                Some(toml::Value::Float(_)) => value
+                    .parse::<f64>()
+                    .map(toml::Value::Float)
+                    .map_err(|_| SettingsError::Env {
+                        var: var.clone(),
+                        message: "expected a number".into(),
+                    })?,
+                // A list or a table is written as a TOML value: an inline array of
+                // inline tables for `reference.hosts`, an inline table for a map.
+                Some(toml::Value::Array(_) | toml::Value::Table(_)) => {
+                    let mut t = format!("v = {value}").parse::<toml::Table>().map_err(|e| {
+                        SettingsError::Env {
+                            var: var.clone(),
+                            message: format!("expected a TOML inline array or table: {e}"),
+                        }
+                    })?;
+                    t.remove("v").expect("the key just parsed")
+                }
                 Some(_) => toml::Value::String(value),
                 None => {
                     return Err(SettingsError::Env {
@@ -275,6 +423,7 @@ impl Settings {
         let settings: Settings = toml::Value::Table(table)
             .try_into()
             .map_err(|e: toml::de::Error| SettingsError::Invalid(e.to_string()))?;
+        settings.reference.validate()?;
         Ok(settings)
     }
 
@@ -377,6 +526,90 @@ mod tests {
             env(&[("PROCTOR_SIGNING_KEY", "x"), ("PROCTOR_CACHE", "/tmp")]),
         );
         assert!(s.is_ok());
+    }
+
+    #[test]
+    fn reference_hosts_come_from_a_file_or_one_variable_and_are_validated() {
+        let f = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(
+            f.path(),
+            r#"
+[reference]
+dual_share = 0.2
+[[reference.hosts]]
+name = "sd-1"
+kind = "txt2img"
+url = "http://gpu-1:7860"
+models = ["sd15", "sdxl"]
+concurrency = 2
+queue = 32
+timeout_secs = 120
+seconds_per_job = 6.5
+[reference.demand_per_hour]
+sd15 = 1000.0
+"#,
+        )
+        .unwrap();
+        let s = Settings::load_from(Some(f.path()), env(&[])).unwrap();
+        let h = &s.reference.hosts[0];
+        assert_eq!((h.kind, h.concurrency, h.queue), (HostKind::Txt2img, 2, 32));
+        assert_eq!(s.reference.dual_share, 0.2);
+        assert_eq!(s.reference.demand_per_hour["sd15"], 1000.0);
+        assert!(
+            format!("{s:?}").contains("gpu-1:7860"),
+            "proctor settings shows the hosts"
+        );
+
+        let s = Settings::load_from(
+            Some(f.path()),
+            env(&[
+                (
+                    "PROCTOR_REFERENCE__HOSTS",
+                    r#"[{name = "llm-1", kind = "scorer", url = "http://gpu-2:8000", models = ["llama3_8b"], concurrency = 8, queue = 64, timeout_secs = 60, seconds_per_job = 0.5, tokenizer = "/srv/tok"}]"#,
+                ),
+                ("PROCTOR_REFERENCE__DUAL_SHARE", "0.5"),
+                ("PROCTOR_REFERENCE__DEMAND_PER_HOUR", "{llama3_8b = 500.0}"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.reference.hosts.len(), 1);
+        assert_eq!(s.reference.hosts[0].name, "llm-1");
+        assert_eq!(s.reference.dual_share, 0.5);
+        assert!(!s.reference.demand_per_hour.contains_key("sd15"));
+
+        for (var, value, says) in [
+            ("PROCTOR_REFERENCE__DUAL_SHARE", "1.5", "dual_share"),
+            (
+                "PROCTOR_REFERENCE__DUAL_SHARE",
+                "half",
+                "PROCTOR_REFERENCE__DUAL_SHARE",
+            ),
+            (
+                "PROCTOR_REFERENCE__HOSTS",
+                "[{name = ",
+                "PROCTOR_REFERENCE__HOSTS",
+            ),
+            (
+                "PROCTOR_REFERENCE__HOSTS",
+                r#"[{name = "llm-1", kind = "scorer", url = "http://x", models = ["m"], concurrency = 1, queue = 0, timeout_secs = 1, seconds_per_job = 1.0}]"#,
+                "tokenizer",
+            ),
+            (
+                "PROCTOR_REFERENCE__HOSTS",
+                r#"[{name = "a", kind = "txt2img", url = "http://x", models = ["m"], concurrency = 1, queue = 0, timeout_secs = 1, seconds_per_job = 1.0}, {name = "a", kind = "txt2img", url = "http://y", models = ["m"], concurrency = 1, queue = 0, timeout_secs = 1, seconds_per_job = 1.0}]"#,
+                "two hosts",
+            ),
+            (
+                "PROCTOR_REFERENCE__HOSTS",
+                r#"[{name = "a", kind = "gpu", url = "http://x", models = ["m"], concurrency = 1, queue = 0, timeout_secs = 1, seconds_per_job = 1.0}]"#,
+                "gpu",
+            ),
+        ] {
+            let err = Settings::load_from(None, env(&[(var, value)]))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(says), "{var}={value}: {err}");
+        }
     }
 
     #[test]

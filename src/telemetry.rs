@@ -15,6 +15,7 @@ use axum::routing::get;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -52,7 +53,145 @@ pub struct Metrics {
     /// Wall seconds spent in each stage of a batch (`consume`, `parse`, `lookup`,
     /// `fetch`, `judge`, `write`, `produce`): where a worker's time goes.
     pub stage_seconds: Family<Labels, Counter<f64, AtomicU64>>,
+    /// The rerun worker's reference hosts.
+    pub reference: ReferenceMetrics,
     registry: Arc<Registry>,
+}
+
+type HistogramFamily = Family<Labels, Histogram, fn() -> Histogram>;
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.01, 2.0, 16))
+}
+
+/// Per reference host: calls by result, their latency, the GPU-seconds they held, the
+/// queue depth, health and quarantine; per job: how its reference run ended and the
+/// GPU-seconds it cost.
+#[derive(Clone)]
+pub struct ReferenceMetrics {
+    requests: Family<Labels, Counter>,
+    latency: HistogramFamily,
+    gpu_seconds: Family<Labels, Counter<f64, AtomicU64>>,
+    queue_depth: Family<Labels, Gauge>,
+    up: Family<Labels, Gauge>,
+    quarantined: Family<Labels, Gauge>,
+    disagreements: Family<Labels, Counter>,
+    jobs: Family<Labels, Counter>,
+    pub seconds_per_verdict: Histogram,
+}
+
+impl ReferenceMetrics {
+    fn new() -> Self {
+        ReferenceMetrics {
+            requests: Family::default(),
+            latency: Family::new_with_constructor(latency_histogram),
+            gpu_seconds: Family::default(),
+            queue_depth: Family::default(),
+            up: Family::default(),
+            quarantined: Family::default(),
+            disagreements: Family::default(),
+            jobs: Family::default(),
+            seconds_per_verdict: latency_histogram(),
+        }
+    }
+
+    fn register(&self, r: &mut Registry) {
+        r.register(
+            "reference_requests",
+            "Calls to reference hosts, by host and result (ok, refused, failed, full)",
+            self.requests.clone(),
+        );
+        r.register(
+            "reference_request_seconds",
+            "Reference host call latency, by host",
+            self.latency.clone(),
+        );
+        r.register(
+            "reference_gpu_seconds",
+            "Seconds reference hosts spent on calls, by host",
+            self.gpu_seconds.clone(),
+        );
+        r.register(
+            "reference_queue_depth",
+            "Jobs waiting for or running on a reference host",
+            self.queue_depth.clone(),
+        );
+        r.register(
+            "reference_host_up",
+            "1 while a reference host passes its health check",
+            self.up.clone(),
+        );
+        r.register(
+            "reference_host_quarantined",
+            "1 once a reference host is out of rotation for drift",
+            self.quarantined.clone(),
+        );
+        r.register(
+            "reference_disagreements",
+            "Times a reference host was the odd one out of three",
+            self.disagreements.clone(),
+        );
+        r.register(
+            "reference_jobs",
+            "Re-run jobs by how their reference run ended (rerun, shed, unavailable, refused, disagree)",
+            self.jobs.clone(),
+        );
+        r.register(
+            "reference_seconds_per_verdict",
+            "Reference GPU-seconds spent on one job's verdict",
+            self.seconds_per_verdict.clone(),
+        );
+    }
+
+    fn host(host: &str) -> Labels {
+        vec![("host", host.to_owned())]
+    }
+
+    pub fn request(&self, host: &str, result: &str) {
+        self.requests
+            .get_or_create(&vec![
+                ("host", host.to_owned()),
+                ("result", result.to_owned()),
+            ])
+            .inc();
+    }
+
+    pub fn latency(&self, host: &str) -> Histogram {
+        self.latency.get_or_create(&Self::host(host)).clone()
+    }
+
+    pub fn gpu_seconds(&self, host: &str) -> Counter<f64, AtomicU64> {
+        self.gpu_seconds.get_or_create(&Self::host(host)).clone()
+    }
+
+    pub fn queue_depth(&self, host: &str) -> Gauge {
+        self.queue_depth.get_or_create(&Self::host(host)).clone()
+    }
+
+    pub fn up(&self, host: &str) -> Gauge {
+        self.up.get_or_create(&Self::host(host)).clone()
+    }
+
+    pub fn quarantined(&self, host: &str) -> Gauge {
+        self.quarantined.get_or_create(&Self::host(host)).clone()
+    }
+
+    pub fn disagreements(&self, host: &str) -> Counter {
+        self.disagreements.get_or_create(&Self::host(host)).clone()
+    }
+
+    pub fn job(&self, result: &str) {
+        self.jobs
+            .get_or_create(&vec![("result", result.to_owned())])
+            .inc();
+    }
+
+    /// Jobs whose reference run ended as `result`, so far.
+    pub fn jobs(&self, result: &str) -> u64 {
+        self.jobs
+            .get_or_create(&vec![("result", result.to_owned())])
+            .get()
+    }
 }
 
 impl Metrics {
@@ -75,6 +214,7 @@ impl Metrics {
             events_published: Counter::default(),
             record_to_verdict: Histogram::new(exponential_buckets(0.001, 2.0, 18)),
             stage_seconds: Family::default(),
+            reference: ReferenceMetrics::new(),
             registry: Arc::new(Registry::default()),
         };
         registry.register("messages", "Messages handled", m.messages.clone());
@@ -110,6 +250,7 @@ impl Metrics {
             "Wall seconds spent in each stage of a batch",
             m.stage_seconds.clone(),
         );
+        m.reference.register(&mut registry);
         Metrics {
             registry: Arc::new(registry),
             ..m

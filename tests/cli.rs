@@ -136,6 +136,60 @@ fn rules_check_passes_on_the_shipped_rules() {
     );
 }
 
+#[test]
+fn rules_check_tells_whether_deterrence_holds_at_the_reference_capacity() {
+    let settings = |concurrency: u32| {
+        let f = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(
+            f.path(),
+            format!(
+                r#"
+[[reference.hosts]]
+name = "sd-1"
+kind = "txt2img"
+url = "http://gpu-1:7860"
+models = ["sd15"]
+concurrency = {concurrency}
+queue = 64
+timeout_secs = 120
+seconds_per_job = 6.0
+[reference.demand_per_hour]
+sd15 = 100000.0
+"#
+            ),
+        )
+        .unwrap();
+        f
+    };
+    // 5,000 re-runs wanted an hour; 10 slots of 6 s give 6,000.
+    let enough = settings(10);
+    let o = proctor(&[
+        "rules",
+        "check",
+        "--settings",
+        enough.path().to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let out = stdout(&o);
+    assert!(out.contains("reference capacity of the settings"), "{out}");
+    assert!(out.contains("100%"), "{out}");
+    // One slot gives 600 an hour: 12 % of the floor is no deterrent.
+    let scarce = settings(1);
+    let o = proctor(&[
+        "rules",
+        "check",
+        "--settings",
+        scarce.path().to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    let out = stdout(&o);
+    assert!(
+        out.contains("12%") && out.contains("CHEATING PAYS"),
+        "{out}"
+    );
+    assert!(String::from_utf8_lossy(&o.stderr).contains("sd15"));
+}
+
 /// A copy of the shipped rules with one text replacement applied.
 fn rules_with(file: &str, from: &str, to: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();

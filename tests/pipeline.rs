@@ -790,14 +790,17 @@ async fn back_pressure_s3_stopped_for_20_seconds_delays_the_run_and_loses_nothin
     h.drop_db().await;
 }
 
-/// The rerun worker with reference models in process: LLM jobs answered by the fixture
-/// model (under a registry model id) are scored for real by candle. Honest answers pass
-/// every LLM check and score far above canned text; every scored job's scores are in
-/// S3 for the reviewer, for the miner's exact text. (Whether the shipped thresholds
+/// The rerun worker with reference models in process and over HTTP: LLM jobs answered
+/// by the fixture model are scored for real by candle, under one registry model id in
+/// the worker's own process and under another by `proctor serve-reference` as an HTTP
+/// scorer host. Both paths give each job the same verdict, check by check; honest
+/// answers pass every LLM check and score far above canned text; every scored job's
+/// scores are in S3 for the reviewer, for the miner's exact text; each verdict carries
+/// the reference GPU-seconds it cost. (Whether the shipped thresholds
 /// fail canned text on a 512-token model is `proctor calibrate`'s question: they were
 /// set for a 128k-token vocabulary.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn rerun_scores_llm_jobs_with_the_reference_model_in_process() {
+async fn rerun_scores_llm_jobs_in_process_and_over_http_alike() {
     use proctor::checks::llm::TokenScores;
     use proctor::llm::model::Numerics;
     use proctor::llm::{Sampling, Scorer};
@@ -814,8 +817,37 @@ async fn rerun_scores_llm_jobs_with_the_reference_model_in_process() {
         models.path().join(model_id),
     )
     .unwrap();
+    let http_model = "theia-llama-3.1-8b";
+    let server = support::hosts::serve(
+        proctor::llm::serve::router(
+            Scorer::load(
+                &support::repo().join("fixtures/models/tiny-alice"),
+                Numerics::default(),
+                &candle_core::Device::Cpu,
+            )
+            .unwrap(),
+        ),
+        Default::default(),
+    )
+    .await;
     let mut settings = h.settings.clone();
     settings.reference.llm_models_dir = models.path().display().to_string();
+    settings.reference.hosts = vec![proctor::settings::HostSettings {
+        name: "llm-http".into(),
+        kind: proctor::settings::HostKind::Scorer,
+        url: server.url.clone(),
+        models: vec![http_model.into()],
+        concurrency: 4,
+        queue: 64,
+        timeout_secs: 60,
+        seconds_per_job: 1.0,
+        tokenizer: support::repo()
+            .join("fixtures/models/tiny-alice")
+            .display()
+            .to_string(),
+        served_model: String::new(),
+        health_path: String::new(),
+    }];
 
     let miner = Scorer::load(
         &support::repo().join("fixtures/models/tiny-alice"),
@@ -856,29 +888,46 @@ async fn rerun_scores_llm_jobs_with_the_reference_model_in_process() {
             .unwrap()
             .text;
         let canned = "I'm sorry, but as an AI language model I cannot help with that request.";
-        for (kind, who, text) in [("honest", "1", honest), ("canned", "2", canned.to_owned())] {
-            let mut r = demo_record("llm-honest-a-0");
-            let id = format!("candle-{kind}-{i}");
-            r["job_id"] = id.clone().into();
-            r["miner_id"] = format!("0x{}-gpu0", who.repeat(40)).into();
-            r["input"] = serde_json::to_value(&input).unwrap();
-            r["output"] = serde_json::json!({ "text": text });
-            texts.insert(id, text);
-            records.push(serde_json::to_vec(&r).unwrap());
+        for (path, model, offset) in [("candle", model_id, 0), ("http", http_model, 2)] {
+            for (kind, who, text) in [("honest", 1, &honest), ("canned", 2, &canned.to_owned())] {
+                let mut r = demo_record("llm-honest-a-0");
+                let id = format!("{path}-{kind}-{i}");
+                r["job_id"] = id.clone().into();
+                r["model_id"] = model.into();
+                r["miner_id"] = format!("0x{}-gpu0", (who + offset).to_string().repeat(40)).into();
+                r["input"] = serde_json::to_value(&input).unwrap();
+                r["output"] = serde_json::json!({ "text": text });
+                texts.insert(id, text.clone());
+                records.push(serde_json::to_vec(&r).unwrap());
+            }
         }
     }
     h.produce_jobs(&records).await;
     let screen = h.start_worker("screen", rules.clone()).await;
     let rerun = h.start_worker_with("rerun", rules, settings).await;
     let n = records.len() as i64;
-    h.wait_for("every job re-run", Duration::from_secs(120), || async {
+    h.wait_for("every job re-run", Duration::from_secs(180), || async {
         h.count("SELECT count(*) FROM verdicts WHERE stage = 'rerun'")
             .await
             == n
     })
     .await;
+    let rerun_ctx = rerun.ctx.clone();
     rerun.stop().await;
     screen.stop().await;
+    let metrics = rerun_ctx.metrics.render();
+    // Every job ran on a host: 6 in process, 6 over HTTP.
+    assert_eq!(
+        rerun_ctx.metrics.reference.jobs("rerun"),
+        n as u64,
+        "{metrics}"
+    );
+    for host in ["llm-http", "candle:hermes-3-llama3.1-8b"] {
+        let line = format!(
+            "proctor_reference_requests_total{{worker=\"rerun\",host=\"{host}\",result=\"ok\"}} 6"
+        );
+        assert!(metrics.contains(&line), "{line} in\n{metrics}");
+    }
 
     let verdicts = final_verdicts(&h).await;
     let objects = ObjectStore::new(&h.settings.s3);
@@ -892,7 +941,25 @@ async fn rerun_scores_llm_jobs_with_the_reference_model_in_process() {
             proctor::outcome::Status::Inconclusive,
             "{id}: {end:?}"
         );
-        if id.starts_with("candle-honest") {
+        assert!(
+            v.reference_seconds.is_some_and(|s| s > 0.0),
+            "{id}: {:?}",
+            v.reference_seconds
+        );
+        if let Some(twin) = id.strip_prefix("http-") {
+            // The same job scored in process: the same outcome for every check but the
+            // stream checks, which depend on the order the screen saw the copies in.
+            let local = &verdicts[&format!("candle-{twin}")];
+            let statuses = |v: &JobVerdict| -> Vec<(String, proctor::outcome::Status)> {
+                v.checks
+                    .iter()
+                    .filter(|c| !["reuse", "latency_peers"].contains(&c.check.as_str()))
+                    .map(|c| (c.check.to_string(), c.outcome.status()))
+                    .collect()
+            };
+            assert_eq!(statuses(v), statuses(local), "{id}");
+        }
+        if id.contains("-honest") {
             let llm_failures: Vec<&str> = failed_checks(v)
                 .into_iter()
                 .filter(|c| c.starts_with("llm_"))
@@ -913,9 +980,14 @@ async fn rerun_scores_llm_jobs_with_the_reference_model_in_process() {
             panic!("{key} was not stored");
         };
         let scores: TokenScores = serde_json::from_slice(&bytes).unwrap();
-        assert_eq!(scores.model_id, model_id);
+        let want_model = if id.starts_with("http-") {
+            http_model
+        } else {
+            model_id
+        };
+        assert_eq!(scores.model_id, want_model);
         assert_eq!(scores.problem(text), None, "{key}");
-        let kind = if id.starts_with("candle-honest") {
+        let kind = if id.contains("-honest") {
             "honest"
         } else {
             "canned"
@@ -937,6 +1009,147 @@ async fn rerun_scores_llm_jobs_with_the_reference_model_in_process() {
     assert!(
         best_canned < worst_honest - 1.0,
         "canned {best_canned:.2} vs honest {worst_honest:.2} nats per token"
+    );
+    h.drop_db().await;
+}
+
+/// The rerun worker re-runs the demo's SD jobs on txt2img reference hosts
+/// (tests/support/hosts.rs: stand-ins that replay the demo's reference image for the
+/// job's prompt and seed, and refuse other inputs with a 422), every job on two hosts,
+/// one of the three hosts drifting. The LLM jobs, whose models no host serves, read
+/// their scores from S3 as before. The workers reach the audit's verdicts, slashes and
+/// flags; the hosts' images land in S3 before the jobs are judged; the drifting host
+/// is the odd one out until it is quarantined, and never decides a reference.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sd_jobs_rerun_on_txt2img_hosts_agree_with_the_audit_and_a_drifting_host_is_quarantined() {
+    use support::hosts::{self, Behaviour, Replay};
+
+    let _serial = SERIAL.lock().await;
+    let h = Harness::new("hosts").await;
+    let rules = rerun_everything();
+    let expected = audit_drawn(&demo(), &rules);
+
+    // Objects, and of the reference outputs only what no txt2img host makes.
+    let s3 = &h.settings.s3;
+    h.upload_dir(&demo().join("objects"), &s3.jobs_bucket, "")
+        .await;
+    let refs = tempfile::tempdir().unwrap();
+    for job in std::fs::read_dir(demo().join("reference")).unwrap() {
+        let job = job.unwrap().path();
+        for f in std::fs::read_dir(&job).unwrap() {
+            let f = f.unwrap().path();
+            if !f
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("image.")
+            {
+                let to = refs.path().join(job.file_name().unwrap());
+                std::fs::create_dir_all(&to).unwrap();
+                std::fs::copy(&f, to.join(f.file_name().unwrap())).unwrap();
+            }
+        }
+    }
+    h.upload_dir(refs.path(), &s3.reference_bucket, "reference/")
+        .await;
+    for (wallet, nfts) in audit::read_wallets(&demo()).unwrap() {
+        h.store.set_wallet_nfts(&wallet, nfts).await.unwrap();
+    }
+
+    let replay = std::sync::Arc::new(Replay::from_audit_folder(&demo()));
+    // Listed first, so it is picked first while loads are equal.
+    let drift = hosts::txt2img(replay.clone(), Behaviour::Drifting).await;
+    let a = hosts::txt2img(replay.clone(), Behaviour::Honest).await;
+    let b = hosts::txt2img(replay.clone(), Behaviour::Honest).await;
+    let mut settings = h.settings.clone();
+    settings.reference.hosts = vec![
+        hosts::sd_host("sd-drift", &drift.url),
+        hosts::sd_host("sd-a", &a.url),
+        hosts::sd_host("sd-b", &b.url),
+    ];
+    settings.reference.dual_share = 1.0;
+    settings.reference.quarantine_after = 2;
+
+    h.produce_jobs(&lines(&demo().join("jobs.jsonl"))).await;
+    let mut workers = vec![h.start_worker("screen", rules.clone()).await];
+    workers.push(h.start_worker_with("rerun", rules.clone(), settings).await);
+    let rerun_ctx = workers[1].ctx.clone();
+    for w in ["judge", "publish"] {
+        workers.push(h.start_worker(w, rules.clone()).await);
+    }
+    let jobs = expected.verdicts.len() as i64;
+    h.wait_for("every job re-run", Duration::from_secs(180), || async {
+        h.count("SELECT count(*) FROM verdicts WHERE stage = 'rerun'")
+            .await
+            == jobs
+    })
+    .await;
+    h.wait_judged_and_published().await;
+    for w in workers {
+        w.stop().await;
+    }
+
+    let flags = assert_parity(&h, &expected, "txt2img hosts").await;
+    assert_eq!(flags, audit_flags(&expected));
+
+    // The hosts' images are in S3, byte for byte the replayed ones.
+    let objects = proctor::objects::ObjectStore::new(s3);
+    let verdicts = final_verdicts(&h).await;
+    let mut rerun_sd = 0;
+    for (id, v) in &verdicts {
+        let Some(want) = ["image.jpg", "image.png"]
+            .iter()
+            .find_map(|n| std::fs::read(demo().join("reference").join(id).join(n)).ok())
+        else {
+            continue;
+        };
+        let key = format!("reference/{id}/image.jpg");
+        let got = objects
+            .get_bounded(&s3.reference_bucket, &key, 10 << 20)
+            .await
+            .unwrap();
+        assert!(
+            matches!(&got, proctor::objects::Got::Found(b) if *b == want),
+            "{key}"
+        );
+        assert!(v.reference_seconds.is_some_and(|s| s > 0.0), "{id}");
+        rerun_sd += 1;
+    }
+    assert_eq!(rerun_sd, replay.len());
+
+    // Drift: honest pairs within the envelope, every pair with the drifting host
+    // beyond it, and the drifting host quarantined after its second strike.
+    let rows: Vec<(String, String, bool)> =
+        sqlx::query_as("SELECT host_a, host_b, within FROM reference_drift")
+            .fetch_all(h.store.pool())
+            .await
+            .unwrap();
+    assert!(rows.iter().any(|r| r.2), "{rows:?}");
+    for (x, y, within) in &rows {
+        assert_eq!(*within, x != "sd-drift" && y != "sd-drift", "{x} {y}");
+    }
+    let metrics = rerun_ctx.metrics.render();
+    assert!(
+        metrics.contains(r#"proctor_reference_host_quarantined{worker="rerun",host="sd-drift"} 1"#),
+        "{metrics}"
+    );
+    // Jobs in flight together may each meet it before the second strike lands.
+    assert!(
+        drift.requests() >= 2 && drift.requests() < a.requests().min(b.requests()),
+        "requests: sd-drift {}, sd-a {}, sd-b {}",
+        drift.requests(),
+        a.requests(),
+        b.requests()
+    );
+    let m = &rerun_ctx.metrics.reference;
+    eprintln!(
+        "figures: SD jobs re-run {} (refused {}), requests sd-a {} sd-b {} sd-drift {}, drift rows {}",
+        m.jobs("rerun"),
+        m.jobs("refused"),
+        a.requests(),
+        b.requests(),
+        drift.requests(),
+        rows.len()
     );
     h.drop_db().await;
 }

@@ -3,6 +3,14 @@
 //! the in-process scorer gives; generation over HTTP reproduces a seeded sample; a host
 //! that is down fails as infrastructure and opens the breaker; the txt2img client
 //! sends the clamped job and returns the replayed image.
+//!
+//! The reference pool over stand-in hosts (tests/support/hosts.rs): faults (a killed
+//! host, garbage, HTTP 500, a 4xx) end as an inconclusive reference check and never as
+//! a failure; a drifting host is quarantined; full queues shed ordinary jobs while
+//! canaries wait; serve-reference's extension gives the in-process sampling moments,
+//! and a plain vLLM host leaves `llm_likelihood` inconclusive and says why.
+
+mod support;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -12,12 +20,19 @@ use axum::Json;
 use axum::routing::post;
 use base64::Engine;
 use candle_core::Device;
+use proctor::checks::{Checker, Fetched, JobVerdict, Object, Stream, StreamState};
 use proctor::llm::model::Numerics;
 use proctor::llm::serve::{CompletionRequest, CompletionResponse, Prompt};
 use proctor::llm::template::Prompter;
 use proctor::llm::{Sampling, ScoreError, ScoreJob, Scorer};
+use proctor::outcome::{CheckId, Status};
+use proctor::record::JobRecord;
 use proctor::record::{LlmInput, Message, Role, SdInput};
+use proctor::reference::pool::{Output, Pool, Priority, Ran, Work};
 use proctor::reference::{Breaker, HttpScorer, Txt2Img, Txt2ImgRequest};
+use proctor::rules::Rules;
+use proctor::settings::{HostKind, HostSettings, Settings};
+use support::hosts::{self, Behaviour, Replay, StandIn};
 
 fn model_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/models/tiny-alice")
@@ -138,6 +153,7 @@ async fn generation_over_http_reproduces_a_seeded_sample() {
         logprobs: Some(3),
         echo: false,
         prompt_logprobs: None,
+        proctor_temperature: None,
     };
     let resp: CompletionResponse = reqwest::Client::new()
         .post(format!("{url}/v1/completions"))
@@ -250,4 +266,386 @@ async fn txt2img_sends_the_clamped_job_and_returns_the_replayed_image() {
     // An answer larger than the bound is refused as a failure, not decoded.
     let tiny = Txt2Img::new(&url, Duration::from_secs(10), 1000);
     assert!(tiny.image(&input).await.is_err());
+}
+
+fn demo_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/audit-demo")
+}
+
+fn demo_record(job_id: &str) -> JobRecord {
+    let jobs = std::fs::read_to_string(demo_dir().join("jobs.jsonl")).unwrap();
+    let line = jobs
+        .lines()
+        .find(|l| l.contains(&format!("\"job_id\":\"{job_id}\"")))
+        .unwrap();
+    JobRecord::from_json(line.as_bytes()).unwrap()
+}
+
+fn sd_input(record: &JobRecord) -> &SdInput {
+    match &record.job {
+        proctor::record::Job::Sd { input, .. } => input,
+        _ => panic!("{} is not an SD job", record.job_id),
+    }
+}
+
+/// The reference settings of a test pool: these hosts, retries bounded at `max_wait`.
+fn pool(hosts: Vec<HostSettings>, max_wait_secs: u64, dual_share: f64) -> Pool {
+    let mut settings = Settings::load_from(None, Vec::new()).unwrap().reference;
+    settings.hosts = hosts;
+    settings.max_wait_secs = max_wait_secs;
+    settings.dual_share = dual_share;
+    settings.quarantine_after = 2;
+    settings.validate().unwrap();
+    Pool::new(&settings, &Rules::embedded().unwrap(), None)
+        .unwrap()
+        .with_max_backoff(Duration::from_millis(200))
+}
+
+/// The job judged as the re-run stage judges it, with what the pool gave.
+fn judge_sd(record: &JobRecord, ran: &Ran) -> JobVerdict {
+    let proctor::record::Job::Sd { output, .. } = &record.job else {
+        panic!("{} is not an SD job", record.job_id)
+    };
+    let miner = std::fs::read(demo_dir().join("objects").join(output.image_key.as_str())).unwrap();
+    let fetched = Fetched {
+        output: Some(Object::Found(miner)),
+        reference_image: match &ran.output {
+            Some(Output::Image(b)) => Some(b.clone()),
+            _ => None,
+        },
+        reference_note: ran.note.clone(),
+        ..Fetched::default()
+    };
+    Checker::new(Rules::embedded().unwrap()).unwrap().evaluate(
+        record,
+        &fetched,
+        Stream::Live(&mut StreamState::new()),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_killed_host_delays_the_job_then_leaves_it_inconclusive_and_never_failed() {
+    let replay = Arc::new(Replay::from_audit_folder(&demo_dir()));
+    let mut host = hosts::txt2img(replay, Behaviour::Honest).await;
+    let p = pool(vec![hosts::sd_host("sd-1", &host.url)], 2, 0.0);
+    let record = demo_record("sd-honest-a-0");
+    let work = Work::Image(sd_input(&record));
+    let up = p.run(&record, work, Priority::Normal).await.unwrap();
+    assert_eq!(up.result, "rerun", "{up:?}");
+    assert!(
+        judge_sd(&record, &up)
+            .outcome(CheckId::ImageSimilarity)
+            .unwrap()
+            .status()
+            == Status::Pass
+    );
+
+    host.kill().await;
+    let start = std::time::Instant::now();
+    let down = p.run(&record, work, Priority::High).await.unwrap();
+    let waited = start.elapsed();
+    assert!(waited >= Duration::from_secs(2), "gave up after {waited:?}");
+    assert!(waited < Duration::from_secs(10), "waited {waited:?}");
+    assert_eq!(
+        (down.result, down.output.is_none()),
+        ("unavailable", true),
+        "{down:?}"
+    );
+    let note = down.note.clone().unwrap();
+    assert!(note.contains("no reference host answered"), "{note}");
+    let v = judge_sd(&record, &down);
+    let similarity = v.outcome(CheckId::ImageSimilarity).unwrap();
+    assert_eq!(similarity.status(), Status::Inconclusive, "{similarity:?}");
+    assert!(v.failed_checks().next().is_none(), "{v:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn garbage_http_500_and_a_4xx_are_contained_and_a_healthy_host_takes_over() {
+    let replay = Arc::new(Replay::from_audit_folder(&demo_dir()));
+    let record = demo_record("sd-honest-a-1");
+    let work = Work::Image(sd_input(&record));
+    for (behaviour, says) in [
+        (Behaviour::Garbage, "not an image"),
+        (Behaviour::Error, "500"),
+    ] {
+        let bad = hosts::txt2img(replay.clone(), behaviour).await;
+        let p = pool(vec![hosts::sd_host("bad", &bad.url)], 1, 0.0);
+        let ran = p.run(&record, work, Priority::Normal).await.unwrap();
+        assert_eq!(ran.result, "unavailable", "{behaviour:?}: {ran:?}");
+        assert!(
+            ran.note.as_deref().unwrap().contains(says),
+            "{behaviour:?}: {ran:?}"
+        );
+        let v = judge_sd(&record, &ran);
+        assert_eq!(
+            v.outcome(CheckId::ImageSimilarity).unwrap().status(),
+            Status::Inconclusive
+        );
+        assert!(v.failed_checks().next().is_none(), "{behaviour:?}: {v:?}");
+        assert!(bad.requests() >= 2, "{behaviour:?} was retried");
+
+        // Beside a healthy host, the job ends there.
+        let good = hosts::txt2img(replay.clone(), Behaviour::Honest).await;
+        let p = pool(
+            vec![
+                hosts::sd_host("bad", &bad.url),
+                hosts::sd_host("good", &good.url),
+            ],
+            5,
+            0.0,
+        );
+        let ran = p.run(&record, work, Priority::Normal).await.unwrap();
+        assert_eq!(
+            (ran.result, ran.hosts.clone()),
+            ("rerun", vec!["good".to_owned()]),
+            "{ran:?}"
+        );
+    }
+
+    // A job the host refuses (422) is final at once: one request, no waiting.
+    let host = hosts::txt2img(Arc::new(Replay::default()), Behaviour::Honest).await;
+    let p = pool(vec![hosts::sd_host("sd-1", &host.url)], 30, 0.0);
+    let start = std::time::Instant::now();
+    let ran = p.run(&record, work, Priority::High).await.unwrap();
+    assert!(start.elapsed() < Duration::from_secs(5));
+    assert_eq!((ran.result, host.requests()), ("refused", 1), "{ran:?}");
+    assert!(ran.note.as_deref().unwrap().contains("422"), "{ran:?}");
+    let v = judge_sd(&record, &ran);
+    assert_eq!(
+        v.outcome(CheckId::ImageSimilarity).unwrap().status(),
+        Status::Inconclusive
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_drifting_host_is_quarantined_and_never_decides_a_reference() {
+    let replay = Arc::new(Replay::from_audit_folder(&demo_dir()));
+    // Listed first, so it is picked first while loads are equal.
+    let drift = hosts::txt2img(replay.clone(), Behaviour::Drifting).await;
+    let a = hosts::txt2img(replay.clone(), Behaviour::Honest).await;
+    let b = hosts::txt2img(replay.clone(), Behaviour::Honest).await;
+    let p = pool(
+        vec![
+            hosts::sd_host("drift", &drift.url),
+            hosts::sd_host("a", &a.url),
+            hosts::sd_host("b", &b.url),
+        ],
+        10,
+        1.0,
+    );
+    let mut drifts = Vec::new();
+    for i in 0..4 {
+        let record = demo_record(&format!("sd-honest-a-{i}"));
+        let ran = p
+            .run(&record, Work::Image(sd_input(&record)), Priority::Normal)
+            .await
+            .unwrap();
+        let want = replay
+            .get(&sd_input(&record).prompt, sd_input(&record).seed)
+            .unwrap();
+        assert!(
+            ran.output == Some(Output::Image(want.clone())),
+            "job {i}: {:?} {:?} {:?}",
+            ran.hosts,
+            ran.note,
+            ran.drift
+        );
+        assert!(
+            judge_sd(&record, &ran)
+                .outcome(CheckId::ImageSimilarity)
+                .unwrap()
+                .status()
+                == Status::Pass
+        );
+        assert!(ran.seconds > 0.0);
+        drifts.extend(ran.drift);
+    }
+    let host = |name: &str| p.hosts().iter().find(|h| h.name == name).unwrap().clone();
+    assert!(host("drift").is_quarantined());
+    assert!(!host("a").is_quarantined() && !host("b").is_quarantined());
+    // Honest pairs agree; every pair with the drifting host is beyond the envelope.
+    for d in &drifts {
+        let with_drift = d.host_a == "drift" || d.host_b == "drift";
+        assert_eq!(d.within, !with_drift, "{d:?}");
+    }
+    assert!(
+        drifts.iter().any(|d| d.within),
+        "an honest pair was compared"
+    );
+    // Quarantined after two strikes: the later jobs never reach it.
+    assert_eq!(drift.requests(), 2, "requests to the drifting host");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn full_queues_shed_ordinary_jobs_while_canaries_wait() {
+    let replay = Arc::new(Replay::from_audit_folder(&demo_dir()));
+    let slow = hosts::txt2img(replay, Behaviour::Slow(Duration::from_millis(400))).await;
+    let mut host = hosts::sd_host("slow", &slow.url);
+    (host.concurrency, host.queue) = (1, 1);
+    let p = pool(vec![host], 30, 0.0);
+    let records: Vec<JobRecord> = (0..4)
+        .map(|i| demo_record(&format!("sd-honest-a-{i}")))
+        .collect();
+    let run_all = |priority| {
+        futures::future::join_all(
+            records
+                .iter()
+                .map(|r| p.run(r, Work::Image(sd_input(r)), priority)),
+        )
+    };
+    let ordinary: Vec<&str> = run_all(Priority::Normal)
+        .await
+        .into_iter()
+        .map(|r| r.unwrap().result)
+        .collect();
+    assert_eq!(
+        ordinary.iter().filter(|r| **r == "shed").count(),
+        2,
+        "{ordinary:?}"
+    );
+    assert_eq!(
+        ordinary.iter().filter(|r| **r == "rerun").count(),
+        2,
+        "{ordinary:?}"
+    );
+    let high: Vec<&str> = run_all(Priority::High)
+        .await
+        .into_iter()
+        .map(|r| r.unwrap().result)
+        .collect();
+    assert!(high.iter().all(|r| *r == "rerun"), "{high:?}");
+}
+
+fn scorer_host(name: &str, url: &str) -> HostSettings {
+    HostSettings {
+        name: name.to_owned(),
+        kind: HostKind::Scorer,
+        url: url.to_owned(),
+        models: vec!["hermes-3-llama3.1-8b".into()],
+        concurrency: 2,
+        queue: 8,
+        timeout_secs: 30,
+        seconds_per_job: 0.5,
+        tokenizer: model_dir().display().to_string(),
+        served_model: "tiny-alice".into(),
+        health_path: String::new(),
+    }
+}
+
+/// A plain vLLM: serve-reference's answers without proctor's extension.
+async fn plain_vllm() -> StandIn {
+    let scorer = Arc::new(Mutex::new(scorer()));
+    let requests = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = requests.clone();
+    let router = axum::Router::new()
+        .route(
+            "/v1/completions",
+            post(move |Json(mut req): Json<CompletionRequest>| {
+                let (scorer, count) = (scorer.clone(), count.clone());
+                async move {
+                    count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    req.proctor_temperature = None;
+                    let s = scorer.lock().unwrap();
+                    Json(proctor::llm::serve::complete(&s, &req).unwrap())
+                }
+            }),
+        )
+        .route("/health", axum::routing::get(|| async { "ok" }));
+    hosts::serve(router, requests).await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn serve_reference_gives_the_sampling_moments_and_a_plain_vllm_says_it_cannot() {
+    let local = scorer();
+    let input = job("Alice was beginning to get very tired");
+    let prompt = local.prompter.prompt_ids(&input).unwrap();
+    let text = local
+        .generate(
+            &[prompt],
+            &[Sampling {
+                max_tokens: 40,
+                temperature: 0.7,
+                seed: 3,
+                top_logprobs: 0,
+            }],
+        )
+        .unwrap()
+        .pop()
+        .unwrap()
+        .text;
+    let want = local
+        .score(ScoreJob {
+            input: &input,
+            text: &text,
+        })
+        .unwrap();
+
+    let extended = hosts::serve(proctor::llm::serve::router(scorer()), Arc::default()).await;
+    let vllm = plain_vllm().await;
+    let jobs = std::fs::read_to_string(demo_dir().join("jobs.jsonl")).unwrap();
+    let line = jobs
+        .lines()
+        .find(|l| l.contains("\"llm-honest-a-0\""))
+        .unwrap();
+    let mut record_json: serde_json::Value = serde_json::from_str(line).unwrap();
+    record_json["model_id"] = "hermes-3-llama3.1-8b".into();
+    record_json["input"] = serde_json::to_value(&input).unwrap();
+    record_json["output"] = serde_json::json!({ "text": text });
+    let record = JobRecord::from_json(&serde_json::to_vec(&record_json).unwrap()).unwrap();
+    let checker = Checker::new(Rules::embedded().unwrap()).unwrap();
+    let mut verdicts = Vec::new();
+    for url in [&extended.url, &vllm.url] {
+        let p = pool(vec![scorer_host("llm", url)], 5, 0.0);
+        let ran = p
+            .run(
+                &record,
+                Work::Scores {
+                    input: &input,
+                    text: &text,
+                },
+                Priority::Normal,
+            )
+            .await
+            .unwrap();
+        let Some(Output::Scores(got)) = ran.output else {
+            panic!("{ran:?}")
+        };
+        verdicts.push((
+            got.clone(),
+            checker.evaluate(
+                &record,
+                &Fetched {
+                    scores: Some(got),
+                    ..Fetched::default()
+                },
+                Stream::Live(&mut StreamState::new()),
+            ),
+        ));
+    }
+    // serve-reference: the in-process moments and exact EOS logprobs.
+    let (got, v) = &verdicts[0];
+    for (i, (g, w)) in got.tokens.iter().zip(&want.tokens).enumerate() {
+        let (g, w) = (g.tempered.unwrap(), w.tempered.unwrap());
+        assert!(
+            (g.logprob - w.logprob).abs() < 1e-5 && (g.mean - w.mean).abs() < 1e-5,
+            "token {i}"
+        );
+        assert!((g.variance - w.variance).abs() < 1e-5, "token {i}");
+    }
+    for (g, w) in got.tokens.iter().zip(&want.tokens) {
+        assert!((g.eos_logprob - w.eos_logprob).abs() < 1e-5);
+    }
+    assert!((got.end_eos_logprob - want.end_eos_logprob).abs() < 1e-5);
+    let likelihood = v.outcome(CheckId::LlmLikelihood).unwrap();
+    assert_ne!(likelihood.status(), Status::Inconclusive, "{likelihood:?}");
+    // vLLM: no moments, and the check says so instead of judging.
+    let (got, v) = &verdicts[1];
+    assert!(got.tokens.iter().all(|t| t.tempered.is_none()));
+    let likelihood = v.outcome(CheckId::LlmLikelihood).unwrap();
+    assert_eq!(likelihood.status(), Status::Inconclusive);
+    assert!(
+        format!("{likelihood:?}").contains("plain vLLM"),
+        "{likelihood:?}"
+    );
+    assert_eq!(vllm.requests(), 1);
 }

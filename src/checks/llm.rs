@@ -418,7 +418,7 @@ pub fn judged_likelihood_z(
     }
     let Some((z, used)) = likelihood_z(scores, usize::MAX) else {
         return Err(
-            "the reference scores carry no sampling-distribution moments (only the in-process scorer gives them)".into(),
+            "the reference scores carry no sampling-distribution moments: a plain vLLM host cannot give them (proctor serve-reference and the in-process scorer do)".into(),
         );
     };
     if used < rules.likelihood_min_tokens as usize {

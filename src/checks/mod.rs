@@ -47,6 +47,10 @@ pub struct Fetched {
     pub scores: Option<TokenScores>,
     /// The reference host's answer to the job's model-file challenge.
     pub challenge: Option<ChallengeExpectation>,
+    /// Why a re-run job has no reference image or scores (hosts down past the bound,
+    /// shed for capacity, refused, disagreeing): the comparison check is then
+    /// inconclusive with this reason instead of absent.
+    pub reference_note: Option<String>,
     /// SD: `output` already decoded and fingerprinted by [`prepare`], so a worker can
     /// do that costly, order-free part on several threads and judge in order after.
     /// When absent, [`Checker::evaluate`] decodes the output itself.
@@ -127,6 +131,9 @@ pub struct JobVerdict {
     pub sampled: bool,
     /// The S3 key of the miner's output, for evidence references.
     pub output_key: Option<String>,
+    /// Reference GPU-seconds spent re-running the job (on every host it ran on).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference_seconds: Option<f64>,
     pub checks: Vec<CheckResult>,
     pub rules_digest: String,
 }
@@ -218,6 +225,7 @@ impl Checker {
             points_estimated: false,
             sampled: false,
             output_key,
+            reference_seconds: None,
             checks: Vec::new(),
             rules_digest: self.digest.clone(),
         };
@@ -449,11 +457,13 @@ fn evaluate_sd(job: &mut JobContext, input: &SdInput, fetched: &Fetched) -> Poin
     if let Some(c) = canary::find(rules, record) {
         job.push(CheckId::Canary, canary::check_image(c, hash));
     }
-    if let Some(ref_bytes) = &fetched.reference_image {
-        job.push(
+    match (&fetched.reference_image, &fetched.reference_note) {
+        (Some(ref_bytes), _) => job.push(
             CheckId::ImageSimilarity,
             similarity(img, ref_bytes, input.seed, im),
-        );
+        ),
+        (None, Some(note)) => job.push(CheckId::ImageSimilarity, Outcome::inconclusive(note)),
+        (None, None) => {}
     }
     points
 }
@@ -558,7 +568,11 @@ fn evaluate_llm(
         (Some(s), None) => job
             .out
             .extend(llm::check(s, input, output.logprobs.as_deref(), lr)),
-        (None, _) => {}
+        (None, _) => {
+            if let Some(note) = &fetched.reference_note {
+                job.push(CheckId::LlmLikelihood, Outcome::inconclusive(note));
+            }
+        }
     }
     (points, estimated)
 }

@@ -332,7 +332,7 @@ impl Scorer {
 /// [`FLOOR_SD`] standard deviations below its mean, and the floored value's mean and
 /// variance over that distribution. `None` for greedy jobs, a temperature that is not
 /// a positive number, or an EOS token in the text.
-fn tempered(row: &[f32], temperature: f64, id: u32, eos: u32) -> Option<Tempered> {
+pub(crate) fn tempered(row: &[f32], temperature: f64, id: u32, eos: u32) -> Option<Tempered> {
     if !(temperature > 0.0 && temperature.is_finite()) || id == eos {
         return None;
     }

@@ -13,6 +13,17 @@
 //!   and the top-k alternatives; `null` for the first position.
 //!
 //! Logprobs are the model's own, before temperature, as vLLM reports them by default.
+//!
+//! One extension, which vLLM does not have (it logs and ignores the unknown field):
+//! `proctor_temperature` = T with `prompt_logprobs` adds `choices[].proctor_tempered`,
+//! aligned with `prompt_logprobs`: for each prompt position after the first, the
+//! token's log-probability under the job's own sampling distribution at T, with that
+//! distribution's mean and variance ([`Tempered`]), or `null` where there is none (the
+//! first position, EOS, a token whose bytes were lost to U+FFFD). These moments are what
+//! the `llm_likelihood` check needs; top-k logprobs cannot give them. The extension also
+//! puts EOS into every `prompt_logprobs` map, and adds `choices[].proctor_end`: EOS's and
+//! the best token's logprob after the whole prompt, so the EOS checks get exact values
+//! instead of top-k bounds.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -27,6 +38,7 @@ use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
 
 use super::{Sampling, Scorer};
+use crate::checks::llm::Tempered;
 
 /// A prompt as text or as token ids.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -53,6 +65,10 @@ pub struct CompletionRequest {
     pub echo: bool,
     #[serde(default)]
     pub prompt_logprobs: Option<usize>,
+    /// proctor's extension: the sampling temperature at which to give each prompt
+    /// token's sampling moments (`choices[].proctor_tempered`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proctor_temperature: Option<f64>,
 }
 
 fn default_max_tokens() -> usize {
@@ -86,6 +102,19 @@ pub struct Choice {
     pub finish_reason: String,
     #[serde(default)]
     pub prompt_logprobs: Option<Vec<Option<BTreeMap<String, PromptLogprob>>>>,
+    /// proctor's extension, present when the request set `proctor_temperature`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proctor_tempered: Option<Vec<Option<Tempered>>>,
+    /// proctor's extension: the position after the prompt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proctor_end: Option<ProctorEnd>,
+}
+
+/// EOS's and the most likely token's logprob after the whole prompt.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ProctorEnd {
+    pub eos_logprob: f64,
+    pub top_logprob: f64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -168,10 +197,21 @@ pub fn complete(scorer: &Scorer, req: &CompletionRequest) -> Result<CompletionRe
         .map_err(internal)?
         .pop()
         .expect("one generation per prompt");
-    let prompt_logprobs = match pk {
-        None => None,
-        Some(pk) => Some(prompt_logprob_maps(scorer, &ids, pk).map_err(internal)?),
+    if req
+        .proctor_temperature
+        .is_some_and(|t| !(t.is_finite() && t >= 0.0))
+    {
+        return Err(bad("proctor_temperature must be a finite number ≥ 0"));
+    }
+    let (prompt_logprobs, ext) = match pk {
+        None => (None, None),
+        Some(pk) => {
+            let (maps, ext) =
+                prompt_logprob_maps(scorer, &ids, pk, req.proctor_temperature).map_err(internal)?;
+            (Some(maps), ext)
+        }
     };
+    let (proctor_tempered, proctor_end) = ext.unzip();
     let logprobs = req.logprobs.map(|_| {
         let tokens: Vec<String> = g
             .ids
@@ -222,6 +262,8 @@ pub fn complete(scorer: &Scorer, req: &CompletionRequest) -> Result<CompletionRe
             logprobs,
             finish_reason: if g.finished { "stop" } else { "length" }.into(),
             prompt_logprobs,
+            proctor_tempered,
+            proctor_end,
         }],
         usage: Usage {
             prompt_tokens: ids.len(),
@@ -231,17 +273,46 @@ pub fn complete(scorer: &Scorer, req: &CompletionRequest) -> Result<CompletionRe
     })
 }
 
+type PromptMaps = Vec<Option<BTreeMap<String, PromptLogprob>>>;
+type Extension = (Vec<Option<Tempered>>, ProctorEnd);
+
 /// vLLM's `prompt_logprobs`: `null`, then for each later position a map holding the
-/// prompt's token and the top `k` alternatives.
+/// prompt's token and the top `k` alternatives; with `temperature`, the extension's
+/// sampling moments at the same positions.
 fn prompt_logprob_maps(
     scorer: &Scorer,
     ids: &[u32],
     k: usize,
-) -> anyhow::Result<Vec<Option<BTreeMap<String, PromptLogprob>>>> {
+    temperature: Option<f64>,
+) -> anyhow::Result<(PromptMaps, Option<Extension>)> {
     let rows = scorer
         .log_prob_rows(&[(ids, 1)])?
         .pop()
         .expect("one row block per sequence");
+    let eos = scorer.prompter.eos_id;
+    // As the in-process scorer: a token whose text is U+FFFD lost the bytes the miner
+    // sampled, so it carries no moments.
+    let extension = temperature.map(|t| {
+        let end = rows.last().expect("the row after the prompt");
+        let end = ProctorEnd {
+            eos_logprob: f64::from(end[eos as usize]),
+            top_logprob: f64::from(end.iter().copied().fold(f32::NEG_INFINITY, f32::max)),
+        };
+        let tempered = std::iter::once(None)
+            .chain(ids[1..].iter().zip(&rows).map(|(&id, row)| {
+                if scorer
+                    .prompter
+                    .token_text(id)
+                    .contains(char::REPLACEMENT_CHARACTER)
+                {
+                    None
+                } else {
+                    super::tempered(row, t, id, eos)
+                }
+            }))
+            .collect();
+        (tempered, end)
+    });
     let mut out = vec![None];
     for (&id, row) in ids[1..].iter().zip(&rows) {
         let entry = |t: u32| {
@@ -257,9 +328,12 @@ fn prompt_logprob_maps(
             .map(|a| (a.id.to_string(), entry(a.id)))
             .collect();
         map.insert(id.to_string(), entry(id));
+        if extension.is_some() {
+            map.insert(eos.to_string(), entry(eos));
+        }
         out.push(Some(map));
     }
-    Ok(out)
+    Ok((out, extension))
 }
 
 type Shared = Arc<Mutex<Scorer>>;

@@ -45,6 +45,8 @@ pub struct Feed {
     kafka: crate::settings::KafkaSettings,
     group_suffix: &'static str,
     topic: String,
+    /// The consumer's `max.poll.interval.ms`.
+    max_poll: Duration,
     /// The assigned partitions of `topic` seen so far.
     partitions: std::collections::HashMap<i32, PartitionState>,
     /// Partitions of the topic owned by other members: their commit and since when it
@@ -73,7 +75,8 @@ pub const STALL_AFTER: Duration = Duration::from_secs(10);
 
 /// How long another member's partition may keep an unmoving commit over unread
 /// messages before the feed rejoins the group (see [`Feed`]). Twice the consumers'
-/// `max.poll.interval.ms`, past which a live owner would have been replaced anyway.
+/// `max.poll.interval.ms`, past which a live owner would have been replaced anyway
+/// (for the default interval; a feed with a longer one waits twice that).
 pub const ORPHANED_AFTER: Duration = Duration::from_secs(60);
 
 impl Feed {
@@ -83,11 +86,22 @@ impl Feed {
         group_suffix: &'static str,
         topic: &str,
     ) -> Result<Feed, rdkafka::error::KafkaError> {
+        Feed::with_max_poll(kafka, group_suffix, topic, kafka::MAX_POLL_INTERVAL)
+    }
+
+    /// A feed whose batches may take up to `max_poll` each.
+    pub fn with_max_poll(
+        kafka: &crate::settings::KafkaSettings,
+        group_suffix: &'static str,
+        topic: &str,
+        max_poll: Duration,
+    ) -> Result<Feed, rdkafka::error::KafkaError> {
         Ok(Feed {
-            consumer: kafka::consumer(kafka, group_suffix, &[topic])?,
+            consumer: kafka::consumer(kafka, group_suffix, &[topic], max_poll)?,
             kafka: kafka.clone(),
             group_suffix,
             topic: topic.to_owned(),
+            max_poll,
             partitions: Default::default(),
             foreign: Default::default(),
             last_check: std::time::Instant::now(),
@@ -271,7 +285,7 @@ impl Feed {
                     continue;
                 }
             };
-            if since.elapsed() < ORPHANED_AFTER {
+            if since.elapsed() < ORPHANED_AFTER.max(self.max_poll * 2) {
                 continue;
             }
             // ListOffsets(latest) from tansu is the start of the newest batch plus one:
@@ -300,7 +314,12 @@ impl Feed {
     /// Leaves the group and joins it again with a new consumer. Dropping the old one
     /// commits its stored offsets and sends LeaveGroup.
     fn rejoin(&mut self) {
-        match kafka::consumer(&self.kafka, self.group_suffix, &[self.topic.as_str()]) {
+        match kafka::consumer(
+            &self.kafka,
+            self.group_suffix,
+            &[self.topic.as_str()],
+            self.max_poll,
+        ) {
             Ok(fresh) => {
                 self.recoveries += 1;
                 let old = std::mem::replace(&mut self.consumer, fresh);

@@ -2,10 +2,16 @@
 //! judges the job again with every check, and records the `rerun` verdict, which
 //! supersedes the screen verdict when the judge decides.
 //!
-//! The reference comes from a [`ReferenceRunner`]. Until reference GPUs are wired in,
-//! [`S3Reference`] reads what a reference host left under
-//! `reference/<job_id>/{image.png|image.jpg, scores.json, challenge.json}` in the
-//! reference bucket: the same layout as an audit folder's `reference/`.
+//! The reference comes from a [`ReferenceRunner`]: [`HostRunner`] dispatches each job
+//! to the reference hosts of the settings ([`crate::reference::pool`]): SD jobs to a
+//! txt2img host, LLM jobs to a scorer (vLLM, `proctor serve-reference`) or to the candle
+//! scorer in this process. It writes what a host returned to
+//! `reference/<job_id>/{image.png|image.jpg, scores.json}` in the reference bucket before
+//! the job is judged, so audit, review and replay read the same bytes. A job whose model
+//! no host serves reads those files as another system left them ([`S3Reference`]), and
+//! so does every challenge answer (`challenge.json`).
+//!
+//! Jobs of a batch are dispatched canaries and at-risk miners first.
 //!
 //! The `reuse` outcome is the screen stage's: only the screen worker sees the stream of
 //! outputs in order, so the re-run keeps its answer instead of judging reuse again.
@@ -14,6 +20,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::StreamExt;
 use rdkafka::Message;
@@ -23,13 +30,15 @@ use super::screen::fetch_output;
 use super::{Context, Stopped};
 use crate::checks::llm::TokenScores;
 use crate::checks::model_file::ChallengeExpectation;
-use crate::checks::{Checker, Fetched, JobVerdict, Object, Stream, output_text};
+use crate::checks::{Checker, Fetched, JobVerdict, Object, Stream, Verdict, output_text};
 use crate::kafka::{self, DeadLetter, Offsets, Origin};
+use crate::llm::Scorer;
 use crate::llm::service::ScoringService;
-use crate::llm::{ScoreError, Scorer};
 use crate::objects::{Got, ObjectError, ObjectStore};
 use crate::record::{Job, JobRecord};
-use crate::rules::LlmRules;
+use crate::reference::pool::{Drift, Output, Pool, Priority, Work};
+use crate::rules::Rules;
+use crate::settings::{HostKind, HostSettings};
 use crate::store::Stage;
 
 /// What a reference run produced for one job. Every part is optional: a job without a
@@ -39,6 +48,12 @@ pub struct Reference {
     pub image: Option<Vec<u8>>,
     pub scores: Option<TokenScores>,
     pub challenge: Option<ChallengeExpectation>,
+    /// Why a job sent to reference hosts has no image or scores.
+    pub note: Option<String>,
+    /// Reference GPU-seconds the hosts spent on the job.
+    pub seconds: Option<f64>,
+    /// Reference-vs-reference comparisons made on the job.
+    pub drift: Vec<Drift>,
 }
 
 /// Why a reference output could not be had.
@@ -80,6 +95,7 @@ pub trait ReferenceRunner: Send + Sync + 'static {
         &self,
         record: &JobRecord,
         output: Option<&Object>,
+        priority: Priority,
     ) -> impl Future<Output = Result<Reference, ReferenceError>> + Send;
 }
 
@@ -143,6 +159,7 @@ impl ReferenceRunner for S3Reference {
         &self,
         record: &JobRecord,
         _: Option<&Object>,
+        _: Priority,
     ) -> Result<Reference, ReferenceError> {
         let prefix = Self::prefix(record);
         let mut reference = Reference {
@@ -168,97 +185,179 @@ impl ReferenceRunner for S3Reference {
     }
 }
 
-/// LLM jobs scored in process by the reference model of their `model_id`; images,
-/// challenge answers, and the scores of jobs whose model is not loaded here, from S3
-/// ([`S3Reference`]). Each scored job's scores are stored at
-/// `reference/<job_id>/scores.json` in the reference bucket, the evidence a reviewer
-/// reads.
-pub struct ModelRunner {
-    /// By model id.
-    pub scorers: HashMap<String, ScoringService>,
+/// Jobs re-run on the reference hosts ([`Pool`]); those whose model no host serves,
+/// and every challenge answer, from the reference bucket ([`S3Reference`]).
+pub struct HostRunner {
+    pub pool: Arc<Pool>,
     pub s3: S3Reference,
-    /// For the text size bound.
-    pub rules: LlmRules,
+    pub rules: Rules,
 }
 
-impl ReferenceRunner for ModelRunner {
+impl HostRunner {
+    /// Stores a host's output where audit, review and replay read it.
+    async fn keep(
+        &self,
+        record: &JobRecord,
+        name: &str,
+        body: Vec<u8>,
+    ) -> Result<(), ReferenceError> {
+        let key = format!("reference/{}/{name}", record.job_id.as_str());
+        self.s3.objects.put(&self.s3.bucket, &key, body).await?;
+        Ok(())
+    }
+}
+
+impl ReferenceRunner for HostRunner {
     async fn reference(
         &self,
         record: &JobRecord,
         output: Option<&Object>,
+        priority: Priority,
     ) -> Result<Reference, ReferenceError> {
-        let (
+        let text;
+        let work = match &record.job {
+            // A random seed cannot be reproduced: no GPU time is spent on it.
+            Job::Sd { input, .. } if input.seed < 0 => None,
+            Job::Sd { input, .. } => Some(Work::Image(input)),
             Job::Llm {
                 input,
                 output: llm_output,
-            },
-            Some(scorer),
-        ) = (&record.job, self.scorers.get(record.model_id.as_str()))
-        else {
-            return self.s3.reference(record, output).await;
+            } => {
+                // No text to score (missing, not UTF-8, too long): the checks say so.
+                match output_text(llm_output, output, &self.rules.checks.llm) {
+                    Ok(t) => {
+                        text = t;
+                        Some(Work::Scores { input, text: &text })
+                    }
+                    Err(_) => None,
+                }
+            }
+        };
+        // Not for a host: what the reference bucket holds, as another system left it.
+        let Some(work) = work.filter(|w| self.pool.serves(record, w)) else {
+            return self.s3.reference(record, output, priority).await;
         };
         let mut reference = Reference {
             challenge: self.s3.challenge(record).await?,
             ..Reference::default()
         };
-        // No text to score (missing, not UTF-8, too long): the checks say so.
-        let Ok(text) = output_text(llm_output, output, &self.rules) else {
-            return Ok(reference);
+        let Some(ran) = self.pool.run(record, work, priority).await else {
+            return self.s3.reference(record, output, priority).await;
         };
-        match scorer.score(input.clone(), text).await {
-            Ok(scores) => {
-                let key = format!("reference/{}/scores.json", record.job_id.as_str());
+        match ran.output {
+            Some(Output::Image(bytes)) => {
+                let name = match ::image::guess_format(&bytes) {
+                    Ok(::image::ImageFormat::Jpeg) => "image.jpg",
+                    _ => "image.png",
+                };
+                self.keep(record, name, bytes.clone()).await?;
+                reference.image = Some(bytes);
+            }
+            Some(Output::Scores(scores)) => {
                 // Scores always serialize; should they not, the scorer is at fault.
                 let body = serde_json::to_vec(&scores)
                     .map_err(|e| ReferenceError::Unavailable(e.to_string()))?;
-                self.s3.objects.put(&self.s3.bucket, &key, body).await?;
+                self.keep(record, "scores.json", body).await?;
                 reference.scores = Some(scores);
             }
-            Err(ScoreError::Unscorable(why)) => {
-                tracing::warn!(job_id = %record.job_id, %why, "the reference model cannot score this job");
+            None => {
+                tracing::warn!(job_id = %record.job_id, note = ?ran.note, "no reference for a re-run job");
             }
-            Err(ScoreError::Failed(e)) => return Err(ReferenceError::Unavailable(e)),
         }
+        reference.note = ran.note;
+        reference.seconds = Some(ran.seconds);
+        reference.drift = ran.drift;
         Ok(reference)
     }
 }
 
-/// Runs the worker: with the in-process reference models of `reference.llm_models_dir`
-/// where it is set, else with reference outputs from S3 alone.
+/// The pool of the settings: its HTTP hosts, its candle hosts, and a candle host for
+/// each model folder of `reference.llm_models_dir`.
+pub fn pool(ctx: &Context) -> anyhow::Result<Pool> {
+    let r = &ctx.settings.reference;
+    let mut pool = Pool::new(r, &ctx.rules, Some(ctx.metrics.reference.clone()))?;
+    let mut candle: Vec<(HostSettings, PathBuf)> = r
+        .hosts
+        .iter()
+        .filter(|h| h.kind == HostKind::Candle)
+        .map(|h| (h.clone(), PathBuf::from(&h.url)))
+        .collect();
+    if !r.llm_models_dir.is_empty() {
+        for dir in model_dirs(Path::new(&r.llm_models_dir))? {
+            let id = dir
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let host = HostSettings {
+                name: format!("candle:{id}"),
+                kind: HostKind::Candle,
+                url: dir.display().to_string(),
+                models: vec![id],
+                concurrency: r.max_batch.max(1),
+                queue: 1024,
+                timeout_secs: 600,
+                seconds_per_job: 1.0,
+                tokenizer: String::new(),
+                served_model: String::new(),
+                health_path: String::new(),
+            };
+            candle.push((host, dir));
+        }
+    }
+    if !candle.is_empty() {
+        let (numerics, device) = (r.numerics()?, r.device()?);
+        for (host, dir) in candle {
+            let mut scorer = Scorer::load(&dir, numerics, &device)?;
+            scorer.top_k = r.top_k;
+            tracing::info!(host = %host.name, model = %scorer.model_id, dir = %dir.display(), "reference LLM loaded");
+            pool = pool.with_candle(&host, ScoringService::start(scorer, r.max_batch));
+        }
+    }
+    for h in pool.hosts() {
+        tracing::info!(host = %h.name, kind = ?h.kind, "reference host");
+    }
+    Ok(pool)
+}
+
+/// Runs the worker on the reference hosts of the settings.
 pub async fn run(ctx: Arc<Context>) -> anyhow::Result<()> {
     let s3 = S3Reference {
         objects: ctx.objects.clone(),
         bucket: ctx.settings.s3.reference_bucket.clone(),
         max_image_bytes: ctx.rules.checks.image.max_object_bytes,
     };
-    let r = &ctx.settings.reference;
-    if r.llm_models_dir.is_empty() {
-        return run_with(ctx, Arc::new(s3)).await;
-    }
-    let (numerics, device) = (r.numerics()?, r.device()?);
-    let mut scorers = HashMap::new();
-    for dir in model_dirs(Path::new(&r.llm_models_dir))? {
-        let mut scorer = Scorer::load(&dir, numerics, &device)?;
-        scorer.top_k = r.top_k;
-        tracing::info!(model = %scorer.model_id, dir = %dir.display(), "reference LLM loaded");
-        scorers.insert(
-            scorer.model_id.clone(),
-            ScoringService::start(scorer, r.max_batch),
-        );
-    }
-    let runner = ModelRunner {
-        scorers,
+    let pool = Arc::new(pool(&ctx)?);
+    pool.watch_health(std::time::Duration::from_secs(
+        ctx.settings.reference.health_interval_secs.max(1),
+    ));
+    let runner = HostRunner {
+        pool,
         s3,
-        rules: ctx.rules.checks.llm.clone(),
+        rules: ctx.rules.clone(),
     };
     run_with(ctx, Arc::new(runner)).await
+}
+
+/// How long one batch may take: the consumer's `max.poll.interval.ms`. With reference
+/// hosts a job may wait `reference.max_wait_secs` for them, then one more call, then
+/// be judged; without, the default.
+fn batch_bound(ctx: &Context) -> Duration {
+    let r = &ctx.settings.reference;
+    let longest_call = r.hosts.iter().map(|h| h.timeout_secs).max();
+    let uses_hosts = longest_call.is_some() || !r.llm_models_dir.is_empty();
+    if !uses_hosts {
+        return crate::kafka::MAX_POLL_INTERVAL;
+    }
+    let hosts = Duration::from_secs(r.max_wait_secs + longest_call.unwrap_or(600) + 30);
+    hosts.max(crate::kafka::MAX_POLL_INTERVAL)
 }
 
 pub async fn run_with<R: ReferenceRunner>(ctx: Arc<Context>, runner: Arc<R>) -> anyhow::Result<()> {
     let k = &ctx.settings.kafka;
     let checker = Arc::new(Checker::new(ctx.rules.clone())?);
-    tracing::info!(topic = %k.rerun_topic, "rerun worker consuming");
-    let mut feed = super::Feed::new(k, "-rerun", &k.rerun_topic)?;
+    let bound = batch_bound(&ctx);
+    tracing::info!(topic = %k.rerun_topic, batch_bound = ?bound, "rerun worker consuming");
+    let mut feed = super::Feed::with_max_poll(k, "-rerun", &k.rerun_topic, bound)?;
     while let Ok(batch) = feed
         .next(&ctx, ctx.settings.pipeline.rerun_batch_size)
         .await
@@ -274,12 +373,21 @@ pub async fn run_with<R: ReferenceRunner>(ctx: Arc<Context>, runner: Arc<R>) -> 
     Ok(())
 }
 
+/// What a job's reference run adds beside what the checks read.
+struct Extra {
+    seconds: Option<f64>,
+    drift: Vec<Drift>,
+}
+
+type FetchResult = Result<Option<Result<(Fetched, Extra), DeadLetter>>, Stopped>;
+
 /// The job's output again, and its reference output.
 async fn fetch_with_reference<R: ReferenceRunner>(
     ctx: &Context,
     runner: &R,
     record: &JobRecord,
-) -> Result<Option<Result<Fetched, DeadLetter>>, Stopped> {
+    priority: Priority,
+) -> FetchResult {
     let output = match fetch_output(ctx, record).await {
         Ok(o) => o,
         Err(Ok(letter)) => return Ok(Some(Err(letter))),
@@ -289,7 +397,7 @@ async fn fetch_with_reference<R: ReferenceRunner>(
         .retry_refusable(
             "reference",
             |e| matches!(e, ReferenceError::Refused(_)),
-            || runner.reference(record, output.as_ref()),
+            || runner.reference(record, output.as_ref(), priority),
         )
         .await?
     {
@@ -301,13 +409,21 @@ async fn fetch_with_reference<R: ReferenceRunner>(
             })));
         }
     };
-    Ok(Some(Ok(Fetched {
-        output,
-        reference_image: reference.image,
-        scores: reference.scores,
-        challenge: reference.challenge,
-        decoded: None,
-    })))
+    let extra = Extra {
+        seconds: reference.seconds,
+        drift: reference.drift,
+    };
+    Ok(Some(Ok((
+        Fetched {
+            output,
+            reference_image: reference.image,
+            scores: reference.scores,
+            challenge: reference.challenge,
+            reference_note: reference.note,
+            decoded: None,
+        },
+        extra,
+    ))))
 }
 
 // One per message of a batch, never stored: boxing would only add allocations.
@@ -365,31 +481,60 @@ async fn rerun_batch<R: ReferenceRunner>(
         })
         .collect();
 
-    // Fetch the output again and run the reference, concurrently.
-    // Collected first: a lazy `map` here trips rustc's higher-ranked `Send` check.
-    let work: Vec<_> = tasks
-        .iter()
-        .map(|t| match t {
-            Task::Judge(record, _) => {
-                futures::future::Either::Left(fetch_with_reference(ctx, runner, record))
+    // Fetch the output again and run the reference, concurrently, canaries and at-risk
+    // miners first: they take the hosts' capacity before the rest of the batch.
+    let priority = |t: &Task| match t {
+        Task::Judge(record, screen) => {
+            let at_risk = screen.verdict != Verdict::Pass
+                || screen.failed_checks().next().is_some()
+                || crate::checks::canary::find(&ctx.rules, record).is_some();
+            if at_risk {
+                Priority::High
+            } else {
+                Priority::Normal
             }
+        }
+        _ => Priority::Normal,
+    };
+    let mut order: Vec<usize> = (0..tasks.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(priority(&tasks[i])));
+    // Collected first: a lazy `map` here trips rustc's higher-ranked `Send` check.
+    let work: Vec<_> = order
+        .iter()
+        .map(|&i| match &tasks[i] {
+            Task::Judge(record, _) => futures::future::Either::Left(fetch_with_reference(
+                ctx,
+                runner,
+                record,
+                priority(&tasks[i]),
+            )),
             _ => futures::future::Either::Right(std::future::ready(Ok(None))),
         })
         .collect();
-    let fetched: Vec<Result<Option<Result<Fetched, DeadLetter>>, Stopped>> =
-        futures::stream::iter(work)
-            .buffered(ctx.settings.pipeline.fetch_concurrency.max(1))
-            .collect()
-            .await;
+    let mut fetched: Vec<(usize, FetchResult)> = order
+        .iter()
+        .copied()
+        .zip(
+            futures::stream::iter(work)
+                .buffered(ctx.settings.pipeline.fetch_concurrency.max(1))
+                .collect::<Vec<_>>()
+                .await,
+        )
+        .collect();
+    fetched.sort_by_key(|(i, _)| *i);
+    let fetched = fetched.into_iter().map(|(_, f)| f);
 
     let mut to_judge = Vec::new();
     let mut letters = Vec::new();
+    let (mut drift, mut seconds) = (Vec::new(), HashMap::new());
     for ((origin, msg, _), (task, f)) in parsed.iter().zip(tasks.into_iter().zip(fetched)) {
         match (task, f?) {
             (Task::Dead(letter), _) | (_, Some(Err(letter))) => {
                 letters.push((origin, *msg, letter))
             }
-            (Task::Judge(record, screen), Some(Ok(fetched))) => {
+            (Task::Judge(record, screen), Some(Ok((fetched, extra)))) => {
+                drift.extend(extra.drift);
+                seconds.insert(record.job_id.clone(), extra.seconds);
                 to_judge.push((record, *screen, fetched))
             }
             _ => {}
@@ -427,7 +572,10 @@ async fn rerun_batch<R: ReferenceRunner>(
     let mut judged = Vec::with_capacity(results.len());
     for (record, v) in results {
         match v {
-            Ok(v) => judged.push((record, v)),
+            Ok(mut v) => {
+                v.reference_seconds = seconds.get(&record.job_id).copied().flatten();
+                judged.push((record, v))
+            }
             Err(error) => {
                 if let Some((origin, msg)) = message_of(&record) {
                     let reason = "judge_panicked";
@@ -435,6 +583,10 @@ async fn rerun_batch<R: ReferenceRunner>(
                 }
             }
         }
+    }
+    if !drift.is_empty() {
+        ctx.retry("postgres", || ctx.store.record_drift(&drift))
+            .await?;
     }
     let pairs: Vec<(&JobRecord, &JobVerdict)> = judged.iter().map(|(r, v)| (r, v)).collect();
     let written = super::record_verdicts_isolating(ctx, &pairs, Stage::Rerun).await?;

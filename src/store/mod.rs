@@ -250,6 +250,38 @@ impl Store {
             .collect())
     }
 
+    /// Keeps reference-vs-reference comparisons (`reference_drift`); a pair already kept
+    /// for a job is left as it was.
+    pub async fn record_drift(
+        &self,
+        drift: &[crate::reference::pool::Drift],
+    ) -> Result<(), sqlx::Error> {
+        let col = |f: &dyn Fn(&crate::reference::pool::Drift) -> String| -> Vec<String> {
+            drift.iter().map(f).collect()
+        };
+        sqlx::query(
+            "INSERT INTO reference_drift (job_id, model_id, kind, host_a, host_b, within, measures)
+             SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
+                                  $6::bool[], $7::jsonb[])
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(col(&|d| d.job_id.clone()))
+        .bind(col(&|d| d.model_id.clone()))
+        .bind(col(&|d| d.kind.to_owned()))
+        .bind(col(&|d| d.host_a.clone()))
+        .bind(col(&|d| d.host_b.clone()))
+        .bind(drift.iter().map(|d| d.within).collect::<Vec<bool>>())
+        .bind(
+            drift
+                .iter()
+                .map(|d| sqlx::types::Json(d.measures.clone()))
+                .collect::<Vec<_>>(),
+        )
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
     /// The stored verdicts of these jobs at a stage.
     pub async fn verdicts(
         &self,

@@ -12,6 +12,8 @@
 //! `rerun` worker retries those with backoff, so a reference GPU that is down delays
 //! verdicts and never produces one.
 
+pub mod pool;
+
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -72,6 +74,11 @@ impl Breaker {
         }
     }
 
+    /// Open and still cooling down: a call now would fail at once.
+    pub fn is_open(&self) -> bool {
+        self.lock().open_until.is_some_and(|t| Instant::now() < t)
+    }
+
     pub fn record(&self, ok: bool) {
         let mut s = self.lock();
         if ok {
@@ -86,7 +93,7 @@ impl Breaker {
 }
 
 /// What went wrong with one HTTP call.
-enum CallError {
+pub enum CallError {
     /// The request itself is wrong for this host (HTTP 4xx): retrying will not help.
     Rejected(String),
     /// Unreachable, timed out, 5xx, or an answer we cannot read.
@@ -137,7 +144,10 @@ fn client(timeout: Duration) -> reqwest::Client {
 }
 
 /// Token scores from an OpenAI-compatible server. The prompt is tokenized here with the
-/// model's own tokenizer files, so the server scores exactly the tokens we mean.
+/// model's own tokenizer files, so the server scores exactly the tokens we mean. Where
+/// the server is `proctor serve-reference`, its extension fields give the sampling
+/// moments and exact EOS logprobs; a plain vLLM gives neither, so `llm_likelihood` is
+/// then inconclusive and the EOS checks use top-k bounds.
 pub struct HttpScorer {
     client: reqwest::Client,
     url: String,
@@ -166,6 +176,10 @@ impl HttpScorer {
         self
     }
 
+    pub fn breaker(&self) -> &Breaker {
+        &self.breaker
+    }
+
     pub async fn score(&self, input: &LlmInput, text: &str) -> Result<TokenScores, ScoreError> {
         let unscorable = |e: anyhow::Error| ScoreError::Unscorable(format!("{e:#}"));
         let prompt = self.prompter.prompt_ids(input).map_err(unscorable)?;
@@ -184,6 +198,8 @@ impl HttpScorer {
             logprobs: Some(self.top_k),
             echo: false,
             prompt_logprobs: Some(self.top_k),
+            // serve-reference's extension; vLLM ignores it and answers without.
+            proctor_temperature: Some(input.temperature),
         };
         let resp: CompletionResponse = post_json(&self.client, &self.breaker, &self.url, &req)
             .await
@@ -219,6 +235,17 @@ impl HttpScorer {
             ));
         }
         let eos = self.prompter.eos_id;
+        let tempered = match &choice.proctor_tempered {
+            Some(t) if t.len() != ids.len() => {
+                return Err(format!(
+                    "proctor_tempered has {} positions for {} tokens",
+                    t.len(),
+                    ids.len()
+                ));
+            }
+            Some(t) => &t[p..],
+            None => &[][..],
+        };
         let tokens = ids[p..]
             .iter()
             .zip(&maps[p..])
@@ -238,28 +265,35 @@ impl HttpScorer {
                     logprob: own.logprob,
                     rank: own.rank,
                     eos_logprob: map.get(&eos.to_string()).map_or(floor, |e| e.logprob),
-                    tempered: None,
+                    tempered: tempered.get(i).copied().flatten(),
                     top,
                 })
             })
             .collect::<Result<Vec<_>, String>>()?;
-        // The position after the text: the generated token's alternatives.
-        let end = choice
-            .logprobs
-            .as_ref()
-            .and_then(|l| l.top_logprobs.first())
-            .ok_or("the answer has no logprobs for the position after the text")?;
-        let end_top = end.values().copied().fold(f64::NEG_INFINITY, f64::max);
-        let end_floor = end.values().copied().fold(f64::INFINITY, f64::min);
-        let eos_text = self.prompter.token_text(eos);
+        // The position after the text: serve-reference's extension, or else the
+        // alternatives of the one generated token.
+        let (end_eos_logprob, end_top_logprob) = match choice.proctor_end {
+            Some(e) => (e.eos_logprob, e.top_logprob),
+            None => {
+                let end = choice
+                    .logprobs
+                    .as_ref()
+                    .and_then(|l| l.top_logprobs.first())
+                    .ok_or("the answer has no logprobs for the position after the text")?;
+                let end_top = end.values().copied().fold(f64::NEG_INFINITY, f64::max);
+                let end_floor = end.values().copied().fold(f64::INFINITY, f64::min);
+                let eos_text = self.prompter.token_text(eos);
+                (end.get(&eos_text).copied().unwrap_or(end_floor), end_top)
+            }
+        };
         Ok(TokenScores {
             model_id: self.model_id.clone(),
             eos_token_id: eos,
             prompt_tokens: p as u32,
             output_text_blake3: blake3::hash(text.as_bytes()).to_hex().to_string(),
             tokens,
-            end_eos_logprob: end.get(&eos_text).copied().unwrap_or(end_floor),
-            end_top_logprob: end_top,
+            end_eos_logprob,
+            end_top_logprob,
         })
     }
 }
@@ -294,6 +328,15 @@ pub struct Txt2ImgRequest {
     pub seed: i64,
     pub batch_size: u32,
     pub n_iter: u32,
+    /// The network's sampler, in AUTOMATIC1111's names; absent: the checkpoint's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sampler_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduler: Option<String>,
+    /// `randn_source = "CPU"`: the initial noise from a CPU generator seeded with the
+    /// job's seed, as the miners draw it, so every GPU starts from the same latents.
+    #[serde(default)]
+    pub override_settings: BTreeMap<String, String>,
 }
 
 impl Txt2ImgRequest {
@@ -311,7 +354,23 @@ impl Txt2ImgRequest {
             seed: input.seed,
             batch_size: 1,
             n_iter: 1,
+            sampler_name: None,
+            scheduler: None,
+            override_settings: BTreeMap::from([("randn_source".to_owned(), "CPU".to_owned())]),
         }
+    }
+
+    /// With the sampler the network's miners use for the model's category: for the
+    /// SD 1.5 and SDXL categories diffusers' `DPMSolverMultistepScheduler` with
+    /// `use_karras_sigmas` and `sde-dpmsolver++`, which AUTOMATIC1111 calls "DPM++ 2M
+    /// SDE Karras" (the job parameters in heurist-models/examples record it for every
+    /// SD 1.5 and SDXL model); Flux keeps its own flow-matching scheduler.
+    pub fn with_category(mut self, category: Option<&str>) -> Self {
+        if let Some("sd15" | "sd15_lora" | "sdxl" | "sdxl_lora") = category {
+            self.sampler_name = Some("DPM++ 2M SDE Karras".into());
+            self.scheduler = Some("Karras".into());
+        }
+        self
     }
 }
 
@@ -344,32 +403,42 @@ impl Txt2Img {
         self
     }
 
+    pub fn breaker(&self) -> &Breaker {
+        &self.breaker
+    }
+
     /// The reference PNG for a job. A rejected request (HTTP 4xx) is `Ok(None)`: the
     /// image checks then have no reference and say so.
     pub async fn image(&self, input: &SdInput) -> Result<Option<Vec<u8>>, String> {
-        let req = Txt2ImgRequest::for_job(input);
-        let resp: Txt2ImgResponse =
-            match post_json(&self.client, &self.breaker, &self.url, &req).await {
-                Ok(r) => r,
-                Err(CallError::Rejected(m)) => {
-                    tracing::warn!(error = %m, "the SD reference host rejected the job");
-                    return Ok(None);
-                }
-                Err(CallError::Failed(m)) => return Err(m),
-            };
-        let b64 = resp.images.first().ok_or("the answer holds no image")?;
+        match self.generate(&Txt2ImgRequest::for_job(input)).await {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(CallError::Rejected(m)) => {
+                tracing::warn!(error = %m, "the SD reference host rejected the job");
+                Ok(None)
+            }
+            Err(CallError::Failed(m)) => Err(m),
+        }
+    }
+
+    /// The reference image's bytes, or why there are none.
+    pub async fn generate(&self, req: &Txt2ImgRequest) -> Result<Vec<u8>, CallError> {
+        let resp: Txt2ImgResponse = post_json(&self.client, &self.breaker, &self.url, req).await?;
+        let failed = |m: String| CallError::Failed(format!("{}: {m}", self.url));
+        let b64 = resp
+            .images
+            .first()
+            .ok_or_else(|| failed("the answer holds no image".into()))?;
         if b64.len() / 4 * 3 > self.max_image_bytes {
-            return Err(format!(
+            return Err(failed(format!(
                 "the reference image is over {} bytes",
                 self.max_image_bytes
-            ));
+            )));
         }
         // Some servers prefix a data URL.
         let b64 = b64.rsplit_once(',').map_or(b64.as_str(), |(_, b)| b);
         base64::engine::general_purpose::STANDARD
             .decode(b64)
-            .map(Some)
-            .map_err(|e| format!("the reference image is not base64: {e}"))
+            .map_err(|e| failed(format!("the reference image is not base64: {e}")))
     }
 }
 
@@ -412,5 +481,32 @@ mod tests {
             ..input
         });
         assert_eq!((small.width, small.height, small.steps), (512, 512, 20));
+    }
+
+    #[test]
+    fn sd_requests_carry_the_networks_sampler_and_cpu_noise() {
+        let input = SdInput {
+            prompt: "a cat".into(),
+            neg_prompt: String::new(),
+            width: 512,
+            height: 512,
+            num_iterations: 20,
+            guidance_scale: 7.0,
+            seed: 7,
+        };
+        let sd15 = Txt2ImgRequest::for_job(&input).with_category(Some("sd15"));
+        assert_eq!(sd15.sampler_name.as_deref(), Some("DPM++ 2M SDE Karras"));
+        assert_eq!(sd15.override_settings["randn_source"], "CPU");
+        let json = serde_json::to_value(&sd15).unwrap();
+        assert_eq!(json["scheduler"], "Karras");
+        assert_eq!(json["override_settings"]["randn_source"], "CPU");
+        let flux = Txt2ImgRequest::for_job(&input).with_category(Some("flux"));
+        assert_eq!(flux.sampler_name, None);
+        assert!(
+            serde_json::to_value(&flux)
+                .unwrap()
+                .get("sampler_name")
+                .is_none()
+        );
     }
 }

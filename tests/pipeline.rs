@@ -998,6 +998,18 @@ async fn rerun_scores_llm_jobs_in_process_and_over_http_alike() {
             .or_default()
             .push(lps / scores.tokens.len() as f64);
     }
+    for path in ["candle", "http"] {
+        let seconds: Vec<f64> = verdicts
+            .iter()
+            .filter(|(id, _)| id.starts_with(path))
+            .filter_map(|(_, v)| v.reference_seconds)
+            .collect();
+        eprintln!(
+            "figures: {path}: {} jobs re-run, {:.4} reference seconds per verdict (mean)",
+            seconds.len(),
+            seconds.iter().sum::<f64>() / seconds.len() as f64
+        );
+    }
     let worst_honest = mean_logprob["honest"]
         .iter()
         .copied()
@@ -1116,6 +1128,16 @@ async fn sd_jobs_rerun_on_txt2img_hosts_agree_with_the_audit_and_a_drifting_host
         rerun_sd += 1;
     }
     assert_eq!(rerun_sd, replay.len());
+    let seconds: Vec<f64> = verdicts
+        .values()
+        .filter_map(|v| v.reference_seconds)
+        .collect();
+    eprintln!(
+        "figures: {} SD verdicts with reference seconds, {:.4} per verdict (mean), {:.4} (max)",
+        seconds.len(),
+        seconds.iter().sum::<f64>() / seconds.len().max(1) as f64,
+        seconds.iter().copied().fold(0.0, f64::max)
+    );
 
     // Drift: honest pairs within the envelope, every pair with the drifting host
     // beyond it, and the drifting host quarantined after its second strike.

@@ -50,6 +50,19 @@ async fn serve(router: axum::Router) -> String {
     format!("http://{addr}")
 }
 
+/// The fixture model's own sample for `input`, at the job's temperature.
+fn sample(scorer: &Scorer, input: &LlmInput, seed: u64) -> String {
+    let prompt = scorer.prompter.prompt_ids(input).unwrap();
+    let sampling = Sampling {
+        max_tokens: input.max_tokens as usize,
+        temperature: input.temperature,
+        seed,
+        top_logprobs: 0,
+    };
+    let mut out = scorer.generate(&[prompt], &[sampling]).unwrap();
+    out.pop().unwrap().text
+}
+
 fn job(words: &str) -> LlmInput {
     LlmInput {
         messages: Some(vec![Message {
@@ -78,21 +91,7 @@ async fn the_http_scorer_matches_the_in_process_scorer() {
         "The Queen turned crimson with fury",
     ] {
         let input = job(words);
-        let prompt = local.prompter.prompt_ids(&input).unwrap();
-        let text = local
-            .generate(
-                &[prompt],
-                &[Sampling {
-                    max_tokens: 40,
-                    temperature: 0.7,
-                    seed: 11,
-                    top_logprobs: 0,
-                }],
-            )
-            .unwrap()
-            .pop()
-            .unwrap()
-            .text;
+        let text = sample(&local, &input, 11);
         let want = local
             .score(ScoreJob {
                 input: &input,
@@ -558,21 +557,7 @@ async fn plain_vllm() -> StandIn {
 async fn serve_reference_gives_the_sampling_moments_and_a_plain_vllm_says_it_cannot() {
     let local = scorer();
     let input = job("Alice was beginning to get very tired");
-    let prompt = local.prompter.prompt_ids(&input).unwrap();
-    let text = local
-        .generate(
-            &[prompt],
-            &[Sampling {
-                max_tokens: 40,
-                temperature: 0.7,
-                seed: 3,
-                top_logprobs: 0,
-            }],
-        )
-        .unwrap()
-        .pop()
-        .unwrap()
-        .text;
+    let text = sample(&local, &input, 3);
     let want = local
         .score(ScoreJob {
             input: &input,

@@ -346,6 +346,10 @@ fn check_image(bytes: &[u8], input: &SdInput, rules: &ImageRules) -> Result<(), 
     Ok(())
 }
 
+/// How long a dual-run job waits for its second host (a slot, or a retry) once the
+/// first has answered: the second run is a check on the hosts, not the job's reference.
+const SECOND_HOST_WAIT: Duration = Duration::from_secs(10);
+
 /// The reference hosts.
 pub struct Pool {
     hosts: Vec<Arc<Host>>,
@@ -457,13 +461,14 @@ impl Pool {
             ran.output = Some(out_a);
             return Some(self.finish(ran));
         }
-        // The second host: a miss there leaves the first host's answer standing.
+        // The second host: a miss there leaves the first host's answer standing, so
+        // the job waits for it only briefly, not for the whole bound.
         let second = self
             .attempt(
                 record,
                 work,
                 priority,
-                deadline,
+                deadline.min(Instant::now() + SECOND_HOST_WAIT),
                 &[&a.name],
                 &mut ran.seconds,
             )

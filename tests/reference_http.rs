@@ -20,7 +20,7 @@ use axum::Json;
 use axum::routing::post;
 use base64::Engine;
 use candle_core::Device;
-use proctor::checks::{Checker, Fetched, JobVerdict, Object, Stream, StreamState};
+use proctor::checks::{Checker, Fetched, JobVerdict, Stream, StreamState};
 use proctor::llm::model::Numerics;
 use proctor::llm::serve::{CompletionRequest, CompletionResponse, Prompt};
 use proctor::llm::template::Prompter;
@@ -302,24 +302,19 @@ fn pool(hosts: Vec<HostSettings>, max_wait_secs: u64, dual_share: f64) -> Pool {
 
 /// The job judged as the re-run stage judges it, with what the pool gave.
 fn judge_sd(record: &JobRecord, ran: &Ran) -> JobVerdict {
-    let proctor::record::Job::Sd { output, .. } = &record.job else {
-        panic!("{} is not an SD job", record.job_id)
-    };
-    let miner = std::fs::read(demo_dir().join("objects").join(output.image_key.as_str())).unwrap();
+    let rules = Rules::embedded().unwrap();
     let fetched = Fetched {
-        output: Some(Object::Found(miner)),
         reference_image: match &ran.output {
             Some(Output::Image(b)) => Some(b.clone()),
             _ => None,
         },
         reference_note: ran.note.clone(),
-        ..Fetched::default()
+        // The miner's image as the audit reads it from the demo folder.
+        ..proctor::audit::fetch(&demo_dir(), record, &rules)
     };
-    Checker::new(Rules::embedded().unwrap()).unwrap().evaluate(
-        record,
-        &fetched,
-        Stream::Live(&mut StreamState::new()),
-    )
+    Checker::new(rules)
+        .unwrap()
+        .evaluate(record, &fetched, Stream::Live(&mut StreamState::new()))
 }
 
 #[tokio::test(flavor = "multi_thread")]

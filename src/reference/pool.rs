@@ -354,6 +354,7 @@ const SECOND_HOST_WAIT: Duration = Duration::from_secs(10);
 pub struct Pool {
     hosts: Vec<Arc<Host>>,
     dual_share: f64,
+    dual_key: crate::sampling::SamplingSecret,
     max_wait: Duration,
     max_backoff: Duration,
     quarantine_after: i64,
@@ -380,6 +381,7 @@ impl Pool {
         Ok(Pool {
             hosts,
             dual_share: settings.dual_share,
+            dual_key: crate::sampling::SamplingSecret::from_passphrase("proctor reference dual v1"),
             max_wait: Duration::from_secs(settings.max_wait_secs),
             max_backoff: Duration::from_secs(5),
             quarantine_after: i64::from(settings.quarantine_after.max(1)),
@@ -408,27 +410,38 @@ impl Pool {
 
     /// Whether any host (quarantined or not) runs jobs of this record's model and kind.
     pub fn serves(&self, record: &JobRecord, work: &Work<'_>) -> bool {
-        self.hosts
-            .iter()
-            .any(|h| h.kind_fits(work) && self.host_serves(h, record))
+        self.candidates(record, work).next().is_some()
     }
 
-    fn host_serves(&self, host: &Host, record: &JobRecord) -> bool {
+    /// The record's model category, where the registry knows the model.
+    fn category<'r>(&'r self, record: &JobRecord) -> Option<&'r str> {
+        self.rules
+            .model(record.model_id.as_str())
+            .map(|m| m.category.as_str())
+    }
+
+    /// The hosts (quarantined or not) that run jobs of this record's kind and model id
+    /// or category.
+    fn candidates<'p>(
+        &'p self,
+        record: &'p JobRecord,
+        work: &'p Work<'_>,
+    ) -> impl Iterator<Item = &'p Arc<Host>> {
         let model = record.model_id.as_str();
-        let category = self.rules.model(model).map(|m| m.category.as_str());
-        host.serves
-            .iter()
-            .any(|s| s == model || Some(s.as_str()) == category)
+        let category = self.category(record);
+        self.hosts.iter().filter(move |h| {
+            h.kind_fits(work)
+                && h.serves
+                    .iter()
+                    .any(|s| s == model || Some(s.as_str()) == category)
+        })
     }
 
-    /// Whether this job is one of the `dual_share` run on two hosts: a draw on the job
-    /// id, the same on every replay.
+    /// Whether this job is one of the `dual_share` run on two hosts: the sampling draw
+    /// under its own fixed key, so it is the same on every replay and independent of
+    /// the re-run draw.
     fn dual(&self, job_id: &str) -> bool {
-        let h = blake3::Hasher::new_derive_key("heurist proctor reference dual v1")
-            .update(job_id.as_bytes())
-            .finalize();
-        let x = u64::from_le_bytes(h.as_bytes()[..8].try_into().expect("8 bytes"));
-        (x as f64 / u64::MAX as f64) < self.dual_share
+        crate::sampling::is_sampled(&self.dual_key, job_id, self.dual_share)
     }
 
     /// Runs the job on the pool; `None` where no host serves its model (the caller reads
@@ -453,9 +466,8 @@ impl Pool {
         ran.hosts.push(a.name.clone());
         ran.result = "rerun";
         let live = self
-            .hosts
-            .iter()
-            .filter(|h| h.kind_fits(&work) && self.host_serves(h, record) && !h.is_quarantined())
+            .candidates(record, &work)
+            .filter(|h| !h.is_quarantined())
             .count();
         if live < 2 || !self.dual(record.job_id.as_str()) {
             ran.output = Some(out_a);
@@ -617,14 +629,8 @@ impl Pool {
 
     /// The best host for the job now, skipping `exclude`.
     fn pick(&self, record: &JobRecord, work: &Work<'_>, exclude: &[&str]) -> Option<Arc<Host>> {
-        self.hosts
-            .iter()
-            .filter(|h| {
-                h.kind_fits(work)
-                    && self.host_serves(h, record)
-                    && !exclude.contains(&h.name.as_str())
-                    && h.admits()
-            })
+        self.candidates(record, work)
+            .filter(|h| !exclude.contains(&h.name.as_str()) && h.admits())
             .min_by(|x, y| x.fill().total_cmp(&y.fill()))
             .cloned()
     }
@@ -643,6 +649,7 @@ impl Pool {
         let mut backoff = Duration::from_millis(100).min(self.max_backoff);
         // Hosts that failed this job: the others are tried first.
         let mut failed: Vec<String> = Vec::new();
+        let category = self.category(record);
         loop {
             let mut skip: Vec<&str> = exclude.to_vec();
             skip.extend(failed.iter().map(String::as_str));
@@ -650,10 +657,6 @@ impl Pool {
                 .pick(record, &work, &skip)
                 .or_else(|| self.pick(record, &work, exclude));
             if let Some(host) = host {
-                let category = self
-                    .rules
-                    .model(record.model_id.as_str())
-                    .map(|m| m.category.as_str());
                 match host
                     .call(
                         work,

@@ -55,10 +55,8 @@ impl Replay {
             ) else {
                 continue;
             };
-            for name in ["image.png", "image.jpg"] {
-                if let Ok(bytes) = std::fs::read(dir.join("reference").join(id).join(name)) {
-                    by_input.insert((prompt.to_owned(), seed), bytes);
-                }
+            if let Some(path) = proctor::audit::reference_image_path(dir, id) {
+                by_input.insert((prompt.to_owned(), seed), std::fs::read(path).unwrap());
             }
         }
         Replay(by_input)

@@ -9,13 +9,23 @@
 //!   seed: the "different model" a cheating miner might serve, as close to the
 //!   reference as a retrained model gets.
 //!
+//! With the argument `suspects`, it writes the suspect panel's other fixture models
+//! instead, leaving the two above as they are (the calibrated rates are theirs):
+//!
+//! - `tiny-alice-small`: half the width (hidden 32), the same tokenizer, data and
+//!   steps, seed 3: a smaller model of the same family;
+//! - `tiny-alice-q4` and `tiny-alice-q8`: `tiny-alice`'s weights round-tripped through
+//!   4-bit and 8-bit per-row absmax quantization (`proctor::llm::model::quantize_rows`),
+//!   stored dequantized in f32, as a miner serving a quantized model computes with.
+//!
 //! A random-weight model's next-token distributions are nearly uniform and would make
 //! every logprob check trivially weak; these are trained until their distributions are
 //! peaked (600 steps, about where the held-out loss stops falling; longer only
 //! memorizes the book), and the mean top-1 probability on held-out paragraphs is
 //! written to each model's `training.json`.
 //!
-//!   cargo run --release --example gen_fixture_model
+//!   cargo run --release --example gen_fixture_model [steps]
+//!   cargo run --release --example gen_fixture_model suspects
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -131,11 +141,11 @@ fn examples(paras: &[String], prompter: &Prompter) -> Vec<Example> {
         .collect()
 }
 
-fn config(vocab: usize) -> LlamaConfig {
+fn config(vocab: usize, hidden: usize) -> LlamaConfig {
     LlamaConfig {
         vocab_size: vocab,
-        hidden_size: 64,
-        intermediate_size: 176,
+        hidden_size: hidden,
+        intermediate_size: hidden * 11 / 4,
         num_hidden_layers: 2,
         num_attention_heads: 4,
         num_key_value_heads: Some(2),
@@ -204,6 +214,7 @@ struct Trained {
     top1: f32,
 }
 
+#[allow(clippy::too_many_arguments)]
 fn train(
     dir: &Path,
     data: &[Example],
@@ -212,9 +223,10 @@ fn train(
     pad: u32,
     seed: u64,
     steps: usize,
+    hidden: usize,
 ) -> Trained {
     let dev = Device::Cpu;
-    let cfg = config(vocab);
+    let cfg = config(vocab, hidden);
     let mut varmap = VarMap::new();
     let model = Llama::new(
         VarBuilder::from_varmap(&varmap, DType::F32, &dev),
@@ -299,6 +311,7 @@ fn train(
             "text": "fixtures/text/alice29.txt",
             "seed": seed,
             "steps": steps,
+            "hidden_size": hidden,
             "batch": BATCH,
             "train_examples": data.len(),
             "held_out_examples": held_out.len(),
@@ -316,10 +329,13 @@ fn main() {
     let models = root.join("fixtures/models");
     let main_dir = models.join("tiny-alice");
     let alt_dir = models.join("tiny-alice-alt");
+    let suspects = std::env::args().nth(1).as_deref() == Some("suspects");
     for d in [&main_dir, &alt_dir] {
         std::fs::create_dir_all(d).unwrap();
     }
-    train_tokenizer(&paras, &main_dir);
+    if !suspects {
+        train_tokenizer(&paras, &main_dir);
+    }
     let prompter = Prompter::load(&main_dir).unwrap();
     let vocab = prompter.tokenizer.get_vocab_size(true);
     let all = examples(&paras, &prompter);
@@ -339,17 +355,62 @@ fn main() {
         held.len()
     );
     let pad = prompter.eos_id;
+    let copy_tokenizer = |to: &Path| {
+        std::fs::create_dir_all(to).unwrap();
+        for f in ["tokenizer.json", "tokenizer_config.json"] {
+            std::fs::copy(main_dir.join(f), to.join(f)).unwrap();
+        }
+    };
+    if suspects {
+        let small_dir = models.join("tiny-alice-small");
+        copy_tokenizer(&small_dir);
+        let small = train(&small_dir, &data, &held, vocab, pad, 3, 600, 32);
+        println!(
+            "tiny-alice-small: held-out nll {:.3}, mean top-1 p {:.3}",
+            small.nll, small.top1
+        );
+        for bits in [4, 8] {
+            let dir = models.join(format!("tiny-alice-q{bits}"));
+            copy_tokenizer(&dir);
+            quantized(&main_dir, &dir, bits);
+        }
+        return;
+    }
     let steps: usize = std::env::args()
         .nth(1)
         .and_then(|a| a.parse().ok())
         .unwrap_or(600);
-    let main = train(&main_dir, &data, &held, vocab, pad, 1, steps);
-    for f in ["tokenizer.json", "tokenizer_config.json"] {
-        std::fs::copy(main_dir.join(f), alt_dir.join(f)).unwrap();
-    }
-    let alt = train(&alt_dir, &data, &held, vocab, pad, 2, steps);
+    let main = train(&main_dir, &data, &held, vocab, pad, 1, steps, 64);
+    copy_tokenizer(&alt_dir);
+    let alt = train(&alt_dir, &data, &held, vocab, pad, 2, steps, 64);
     println!(
         "tiny-alice: held-out nll {:.3}, mean top-1 p {:.3}; tiny-alice-alt: nll {:.3}, top-1 p {:.3}",
         main.nll, main.top1, alt.nll, alt.top1
     );
+}
+
+/// `from`'s weights round-tripped through `bits`-bit per-row quantization, written
+/// dequantized to `to` with `from`'s config.
+fn quantized(from: &Path, to: &Path, bits: u32) {
+    let dev = Device::Cpu;
+    let tensors: HashMap<String, Tensor> =
+        candle_core::safetensors::load(from.join("model.safetensors"), &dev)
+            .unwrap()
+            .into_iter()
+            .map(|(name, t)| {
+                let q = proctor::llm::model::quantize_rows(t, bits).unwrap();
+                (name, q)
+            })
+            .collect();
+    std::fs::copy(from.join("config.json"), to.join("config.json")).unwrap();
+    candle_core::safetensors::save(&tensors, to.join("model.safetensors")).unwrap();
+    write_json(
+        &to.join("training.json"),
+        &serde_json::json!({
+            "quantized_from": from.file_name().unwrap().to_string_lossy(),
+            "bits": bits,
+            "method": "symmetric per-row absmax, round to nearest (proctor::llm::model::quantize_rows), every matrix; stored dequantized in f32",
+        }),
+    );
+    eprintln!("{}: {bits}-bit weights of {}", to.display(), from.display());
 }

@@ -25,6 +25,17 @@
 //!   `review_probability`, flags the miner for staff review at or below
 //!   `review_max_honest_probability`.
 //!
+//! - **The suspect panel's per-miner evidence** ([`SequenceEvidence`]) is where jobs
+//!   are combined by their continuous statistic rather than counted: each sampled LLM
+//!   job's `llm_suspect` outcome carries every suspect's drift-corrected
+//!   log-likelihood ratio (a log e-value: its exponential has mean at most 1 for an
+//!   honest miner), and the window's sums, averaged over suspects, are the miner's
+//!   e-value `E` (a product of independent e-values, mixed over suspects, is one).
+//!   `1/E` is then a valid honest probability by Markov's inequality at every
+//!   decision, and it enters the decision beside the check tails: it counts in the
+//!   Bonferroni factor and in the lifetime budget like them, and it can slash only when
+//!   `llm_suspect`'s rate and every suspect's drift were measured.
+//!
 //! A slash id is a hash of the miner, the sorted ids of the jobs it covers and the rule:
 //! deciding twice on the same evidence yields the same slash, and jobs already covered by
 //! a slash are never counted again.
@@ -125,6 +136,93 @@ pub struct Decision {
     /// which is what the flag puts at stake.
     #[serde(default)]
     pub confirmation: Option<Slash>,
+    /// The suspect panel's evidence over the window, where any job carried it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sequence: Option<SequenceEvidence>,
+}
+
+/// The suspect panel's evidence accumulated over a miner's jobs in the window.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SequenceEvidence {
+    /// Sampled jobs whose `llm_suspect` outcome carried the panel's ratios.
+    pub jobs: u64,
+    /// Each suspect's summed evidence (log e-value, nats) over those jobs, best first:
+    /// the first is the suspect that fits the miner's texts best.
+    pub suspects: Vec<SuspectTotal>,
+    /// `ln E`: the log of the mean over suspects of `exp(total)`.
+    pub log_e_value: f64,
+    /// `min(1, 1/E)`: how likely an honest miner shows evidence this strong.
+    pub honest_probability: f64,
+    /// Whether it can count toward an automatic slash (see the module's notes).
+    pub can_slash: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SuspectTotal {
+    pub name: String,
+    pub evidence: f64,
+}
+
+impl SequenceEvidence {
+    /// Sums the suspects' evidence over `outcomes` (each a job's `llm_suspect`
+    /// outcome). `None` when no job carried any.
+    pub fn from_outcomes<'a>(
+        outcomes: impl IntoIterator<Item = &'a Outcome>,
+        rules: &Rules,
+    ) -> Option<SequenceEvidence> {
+        let mut totals: BTreeMap<String, f64> = BTreeMap::new();
+        let mut jobs = 0u64;
+        for o in outcomes {
+            let details = match o {
+                Outcome::Pass { measured } => measured,
+                Outcome::Fail { evidence } => &evidence.details,
+                Outcome::Inconclusive { .. } => continue,
+            };
+            let Ok(suspects) = serde_json::from_value::<Vec<crate::checks::llm::SuspectEvidence>>(
+                details["suspects"].clone(),
+            ) else {
+                continue;
+            };
+            if suspects.is_empty() || suspects.iter().any(|s| !s.evidence.is_finite()) {
+                continue;
+            }
+            jobs += 1;
+            for s in suspects {
+                *totals.entry(s.name).or_default() += s.evidence;
+            }
+        }
+        Self::from_totals(jobs, totals.into_iter().collect(), rules)
+    }
+
+    /// From each suspect's total over `jobs` jobs.
+    pub fn from_totals(
+        jobs: u64,
+        totals: Vec<(String, f64)>,
+        rules: &Rules,
+    ) -> Option<SequenceEvidence> {
+        if jobs == 0 || totals.is_empty() {
+            return None;
+        }
+        let log_e_value = crate::checks::llm::log_mean_exp(totals.iter().map(|(_, t)| *t));
+        let mut suspects: Vec<SuspectTotal> = totals
+            .into_iter()
+            .map(|(name, evidence)| SuspectTotal { name, evidence })
+            .collect();
+        suspects.sort_by(|a, b| b.evidence.total_cmp(&a.evidence));
+        Some(SequenceEvidence {
+            jobs,
+            suspects,
+            log_e_value,
+            honest_probability: (-log_e_value).exp().min(1.0),
+            can_slash: rules.policy(CheckId::LlmSuspect).can_slash()
+                && rules.checks.llm.panel.drift_measured(),
+        })
+    }
+
+    /// The suspect that fits best.
+    pub fn best(&self) -> &str {
+        self.suspects.first().map_or("", |s| s.name.as_str())
+    }
 }
 
 /// What one decision makes of the evidence: the two probabilities and the action.
@@ -143,7 +241,18 @@ pub fn judge_counts(
     counts: impl IntoIterator<Item = (CheckId, u64, u64)>,
     rules: &Rules,
 ) -> (Vec<CheckTally>, Judgement) {
-    let mut slash_checks_judged = 0u64;
+    judge(counts, None, rules)
+}
+
+/// [`judge_counts`] with the suspect panel's per-miner evidence beside the counts: its
+/// honest probability competes with the checks' tails, and it counts as one more
+/// slashing test judged when it can slash.
+pub fn judge(
+    counts: impl IntoIterator<Item = (CheckId, u64, u64)>,
+    sequence: Option<&SequenceEvidence>,
+    rules: &Rules,
+) -> (Vec<CheckTally>, Judgement) {
+    let mut slash_checks_judged = u64::from(sequence.is_some_and(|s| s.can_slash));
     let mut tallies = Vec::new();
     for (check, n, k) in counts {
         let policy = rules.policy(check);
@@ -169,15 +278,18 @@ pub fn judge_counts(
         });
     }
     let strongest = |slashing_only: bool| {
+        let from_sequence = sequence
+            .filter(|s| s.can_slash || !slashing_only)
+            .map_or(1.0, |s| s.honest_probability);
         tallies
             .iter()
             .filter(|t| t.can_slash || !slashing_only)
             .map(|t| t.honest_probability)
-            .fold(1.0, f64::min)
+            .fold(from_sequence, f64::min)
     };
     let honest_probability = (slash_checks_judged.max(1) as f64 * strongest(true)).min(1.0);
     let review_probability = strongest(false);
-    let action = if tallies.is_empty() {
+    let action = if tallies.is_empty() && review_probability >= 1.0 {
         Action::None
     } else if honest_probability <= rules.auto_slash_threshold() {
         Action::Slash
@@ -231,11 +343,29 @@ pub fn decide(
 
     let mut judged: BTreeMap<CheckId, (u64, u64)> = BTreeMap::new();
     let mut evidence = Vec::new();
+    // Jobs whose passing `llm_suspect` outcome still adds to the panel's evidence:
+    // cited when that evidence carries the decision.
+    let mut panel_passes = Vec::new();
     for v in &window {
         for c in &v.checks {
             let e = judged.entry(c.check).or_default();
             match &c.outcome {
-                Outcome::Pass { .. } => e.0 += 1,
+                Outcome::Pass { measured } => {
+                    e.0 += 1;
+                    if c.check == CheckId::LlmSuspect && measured["suspects"].is_array() {
+                        panel_passes.push(EvidenceRef {
+                            job_id: v.job_id.clone(),
+                            check: c.check,
+                            summary: format!(
+                                "within the per-job limit; the suspect panel's statistic is {:.2} over {} tokens, best fit {}",
+                                measured["statistic"].as_f64().unwrap_or(f64::NAN),
+                                measured["tokens"],
+                                measured["best"].as_str().unwrap_or("?")
+                            ),
+                            output_key: v.output_key.clone(),
+                        });
+                    }
+                }
                 Outcome::Fail { evidence: ev } => {
                     e.0 += 1;
                     e.1 += 1;
@@ -250,23 +380,58 @@ pub fn decide(
             }
         }
     }
-    let (tallies, judgement) = judge_counts(
-        judged.into_iter().map(|(check, (n, k))| (check, n, k)),
+    let sequence = SequenceEvidence::from_outcomes(
+        window
+            .iter()
+            .flat_map(|v| &v.checks)
+            .filter(|c| c.check == CheckId::LlmSuspect)
+            .map(|c| &c.outcome),
         rules,
     );
+    let (tallies, judgement) = judge(
+        judged.into_iter().map(|(check, (n, k))| (check, n, k)),
+        sequence.as_ref(),
+        rules,
+    );
+    // Whether the panel's evidence is (one of) the strongest behind a probability.
+    let carried = |slashing_only: bool, p: f64| {
+        sequence
+            .as_ref()
+            .filter(|s| (s.can_slash || !slashing_only) && s.honest_probability <= p)
+    };
     let Judgement {
         honest_probability,
         review_probability,
         action,
     } = judgement;
+    let threshold = match action {
+        Action::Slash => Some((true, honest_probability)),
+        Action::FlagForReview => Some((false, review_probability)),
+        Action::None => None,
+    };
+    if threshold.is_some_and(|(slashing, p)| carried(slashing, p).is_some()) {
+        evidence.extend(panel_passes);
+    }
+    let note = |s: &SequenceEvidence| {
+        format!(
+            "; the suspect panel over {} sampled jobs fits {} best (e-value {:.2e})",
+            s.jobs,
+            s.best(),
+            s.log_e_value.exp()
+        )
+    };
     let slash = (action == Action::Slash).then(|| {
         // The reason names the checks that carried the slash; the evidence keeps
         // every failure, for the reviewers and the appeal.
-        let checks: BTreeSet<CheckId> = tallies
+        let mut checks: BTreeSet<CheckId> = tallies
             .iter()
             .filter(|t| t.can_slash)
             .map(|t| t.check)
             .collect();
+        let panel = carried(true, honest_probability);
+        if panel.is_some() {
+            checks.insert(CheckId::LlmSuspect);
+        }
         build_slash(
             miner,
             &window,
@@ -274,8 +439,9 @@ pub fn decide(
             history.points_factor,
             &rules.slashing.rule_id,
             format!(
-                "failed {}: an honest miner shows this evidence with probability {honest_probability:.2e}",
-                checks.iter().map(|c| c.as_str()).collect::<Vec<_>>().join(", ")
+                "failed {}: an honest miner shows this evidence with probability {honest_probability:.2e}{}",
+                checks.iter().map(|c| c.as_str()).collect::<Vec<_>>().join(", "),
+                panel.map(note).unwrap_or_default()
             ),
             honest_probability,
             rules,
@@ -284,7 +450,11 @@ pub fn decide(
     // What staff confirming a flag would write: every failing check counts, at the
     // strength the reviewer saw.
     let confirmation = (action == Action::FlagForReview).then(|| {
-        let checks: BTreeSet<CheckId> = tallies.iter().map(|t| t.check).collect();
+        let mut checks: BTreeSet<CheckId> = tallies.iter().map(|t| t.check).collect();
+        let panel = carried(false, review_probability);
+        if panel.is_some() {
+            checks.insert(CheckId::LlmSuspect);
+        }
         build_slash(
             miner,
             &window,
@@ -292,8 +462,9 @@ pub fn decide(
             history.points_factor,
             STAFF_RULE_ID,
             format!(
-                "confirmed by staff: failed {}: an honest miner fails this often with probability {review_probability:.2e}",
-                checks.iter().map(|c| c.as_str()).collect::<Vec<_>>().join(", ")
+                "confirmed by staff: failed {}: an honest miner fails this often with probability {review_probability:.2e}{}",
+                checks.iter().map(|c| c.as_str()).collect::<Vec<_>>().join(", "),
+                panel.map(note).unwrap_or_default()
             ),
             review_probability,
             rules,
@@ -309,6 +480,7 @@ pub fn decide(
         evidence,
         slash,
         confirmation,
+        sequence,
     }
 }
 
@@ -608,5 +780,93 @@ mod tests {
         assert_eq!(slash_id(&m, &ab, "r1"), slash_id(&m, &ba, "r1"));
         assert_ne!(slash_id(&m, &ab, "r1"), slash_id(&m, &ab, "r2"));
         assert_ne!(slash_id(&m, &ab, "r1"), slash_id(&m, &ab[..1], "r1"));
+    }
+
+    /// A job whose `llm_suspect` outcome passed with these suspects' evidence.
+    fn panel_job(job: &str, evidence: &[(&str, f64)]) -> JobVerdict {
+        let mut v = verdict(job, &[]);
+        let suspects: Vec<_> = evidence
+            .iter()
+            .map(|(name, e)| {
+                serde_json::json!({"name": name, "llr": e, "allowance": 0.0, "evidence": e})
+            })
+            .collect();
+        v.checks.push(CheckResult {
+            check: CheckId::LlmSuspect,
+            outcome: Outcome::pass(serde_json::json!({
+                "statistic": 0.0, "tokens": 64, "best": evidence[0].0, "suspects": suspects,
+            })),
+        });
+        v
+    }
+
+    /// The embedded rules with the panel's rate and drift measured (or not).
+    fn panel_rules(measured: bool) -> Rules {
+        let mut r = rules();
+        let p = r.checks.policy.get_mut(&CheckId::LlmSuspect).unwrap();
+        p.basis = if measured {
+            crate::rules::Basis::Measured
+        } else {
+            crate::rules::Basis::Assumed
+        };
+        p.measured = measured.then(|| crate::rules::Measurement {
+            date: "2026-11-29".into(),
+            command: "test".into(),
+            sample: "test".into(),
+            n: 4000,
+            failures: 4,
+            upper_95: 0.0023,
+        });
+        for s in &mut r.checks.llm.panel.suspects {
+            s.drift_nats_per_token = measured.then_some(0.01);
+        }
+        r
+    }
+
+    #[test]
+    fn the_panels_evidence_adds_up_over_jobs_and_slashes_only_when_measured() {
+        // Each job: 9 nats for the substitute, -20 for the other suspect. No job fails
+        // the per-job check; the sum crosses ln(2 / 6.8e-13) = 28.7 nats at the fourth
+        // job (ln mean of exp: 36 - ln 2 = 35.3 > 28.7; at three jobs 27 - ln 2 < 28.7).
+        let r = panel_rules(true);
+        let jobs = |n: usize| -> Vec<JobVerdict> {
+            (0..n)
+                .map(|i| panel_job(&format!("p{i}"), &[("alt", 9.0), ("q4", -20.0)]))
+                .collect()
+        };
+        let d3 = decide(&miner(), &MinerHistory::default(), &jobs(3), &r);
+        assert_eq!(d3.action, Action::FlagForReview, "{:?}", d3.sequence);
+        let d4 = decide(&miner(), &MinerHistory::default(), &jobs(4), &r);
+        assert_eq!(d4.action, Action::Slash, "{:?}", d4.sequence);
+        let seq = d4.sequence.as_ref().unwrap();
+        assert_eq!(seq.jobs, 4);
+        assert_eq!(seq.best(), "alt");
+        assert!((seq.log_e_value - (36.0 - 2f64.ln())).abs() < 1e-6);
+        // Bonferroni: the sequence and llm_suspect are the two slashing tests judged.
+        assert!((d4.honest_probability - 2.0 * seq.honest_probability).abs() < 1e-20);
+        let slash = d4.slash.unwrap();
+        assert!(slash.reason.contains("fits alt best"), "{}", slash.reason);
+        assert_eq!(slash.jobs.len(), 4);
+        assert_eq!(
+            slash.evidence.len(),
+            4,
+            "every job the panel's evidence came from"
+        );
+        // Unmeasured drift or rate: the same evidence flags, never slashes.
+        let d = decide(
+            &miner(),
+            &MinerHistory::default(),
+            &jobs(40),
+            &panel_rules(false),
+        );
+        assert_eq!(d.action, Action::FlagForReview);
+        assert_eq!(d.honest_probability, 1.0);
+        // Honest-looking evidence (every suspect below the reference) is no evidence.
+        let honest: Vec<JobVerdict> = (0..50)
+            .map(|i| panel_job(&format!("h{i}"), &[("alt", -6.0), ("q4", -9.0)]))
+            .collect();
+        let d = decide(&miner(), &MinerHistory::default(), &honest, &r);
+        assert_eq!(d.action, Action::None);
+        assert!(d.sequence.unwrap().honest_probability == 1.0);
     }
 }

@@ -103,6 +103,7 @@ impl Scenario {
         let sampled = 1.0 - greedy_share;
         let wanted = vec![
             (CheckId::LlmLikelihood, Stage::Rerun, sampled),
+            (CheckId::LlmSuspect, Stage::Rerun, sampled),
             (CheckId::LlmGreedyShare, Stage::Rerun, sampled),
             (CheckId::LlmEosSkipped, Stage::Rerun, 1.0),
             (CheckId::LlmEarlyEnd, Stage::Rerun, 1.0),

@@ -150,6 +150,10 @@ enum Command {
         /// cpu, or cuda:<n> in a build with the cuda feature.
         #[arg(long, default_value = "cpu")]
         device: String,
+        /// Rules whose suspect panel (`[llm.panel]`) to score beside the model, from the
+        /// folders beside the model's; the rules compiled into this binary by default.
+        #[arg(long)]
+        rules: Option<PathBuf>,
     },
     /// Calibrate check thresholds on labelled honest and cheating pairs: prints the
     /// detection table, writes calibration.json, detection.md and roc.png, and with
@@ -203,6 +207,12 @@ enum Command {
         /// Published honest GPU timings, for the latency checks.
         #[arg(long, default_value = "fixtures/gpu-timings.toml")]
         timings: PathBuf,
+        /// Simulated miners per LLM variant in the suspect panel's per-miner table.
+        #[arg(long, default_value_t = 1000)]
+        panel_miners: usize,
+        /// The most sampled jobs each simulated miner is followed for.
+        #[arg(long, default_value_t = 100)]
+        panel_max_jobs: usize,
     },
     /// Verify model files against the registry's size, SHA-256 and BLAKE3.
     VerifyModel {
@@ -261,14 +271,31 @@ fn run(cli: Cli) -> Result<ExitCode> {
             bind,
             dtype,
             device,
+            rules,
         } => {
             let numerics =
                 proctor::llm::model::Numerics::parse(&dtype, "f32").map_err(anyhow::Error::msg)?;
-            let scorer =
-                proctor::llm::Scorer::load(&model, numerics, &proctor::llm::device(&device)?)?;
+            let device = proctor::llm::device(&device)?;
+            let mut scorer = proctor::llm::Scorer::load(&model, numerics, &device)?;
             tracing_subscriber::fmt()
                 .with_writer(std::io::stderr)
                 .init();
+            let panel = load_rules(rules.as_deref())?.checks.llm.panel;
+            scorer.panel = proctor::llm::panel::Panel::load(
+                &scorer,
+                &panel.suspects_of(&scorer.model_id),
+                panel.max_suspects,
+                model.parent().unwrap_or(std::path::Path::new(".")),
+                numerics,
+                &device,
+            );
+            let suspects: Vec<&str> = scorer
+                .panel
+                .suspects
+                .iter()
+                .map(|s| s.name.as_str())
+                .collect();
+            tracing::info!(suspects = ?suspects, "suspect panel");
             tokio::runtime::Runtime::new()?.block_on(proctor::llm::serve::serve(scorer, bind))?;
             Ok(ExitCode::SUCCESS)
         }
@@ -290,6 +317,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
             max_tokens,
             seed,
             timings,
+            panel_miners,
+            panel_max_jobs,
         } => {
             let rules = load_rules(rules.as_deref())?;
             let wants = |what: &str| only.as_deref().is_none_or(|o| o == what);
@@ -310,8 +339,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     per_cheat: llm_per_cheat,
                     max_tokens,
                     seed,
+                    panel: rules.checks.llm.panel.clone(),
                 }),
                 latency: wants("latency").then_some(timings),
+                miners: panel_miners,
+                max_jobs: panel_max_jobs,
             };
             let result = calibrate::run(&opts, &rules, &|msg| eprintln!("calibrate: {msg}"))?;
             std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;

@@ -33,6 +33,9 @@ pub enum CheckId {
     /// Sampled text is less likely under the job's sampling distribution than the
     /// reference model's own samples are.
     LlmLikelihood,
+    /// Sampled text fits a suspect model of the panel (a cheaper model or sampler a
+    /// cheater would serve) better than the reference, by more than honest text does.
+    LlmSuspect,
     /// Miner-reported logprobs differ from the reference's.
     LlmLogprobDelta,
     /// The miner's answer to a model-file byte-range challenge.
@@ -55,7 +58,7 @@ pub enum CheckId {
 }
 
 impl CheckId {
-    pub const ALL: [CheckId; 19] = [
+    pub const ALL: [CheckId; 20] = [
         CheckId::ModelKnown,
         CheckId::OutputDecode,
         CheckId::OutputSize,
@@ -66,6 +69,7 @@ impl CheckId {
         CheckId::LlmEarlyEnd,
         CheckId::LlmGreedyShare,
         CheckId::LlmLikelihood,
+        CheckId::LlmSuspect,
         CheckId::LlmLogprobDelta,
         CheckId::ModelChallenge,
         CheckId::DeviceKnown,
@@ -91,6 +95,7 @@ impl CheckId {
                 | CheckId::LlmEarlyEnd
                 | CheckId::LlmGreedyShare
                 | CheckId::LlmLikelihood
+                | CheckId::LlmSuspect
                 | CheckId::LlmLogprobDelta
                 | CheckId::ModelChallenge
         )
@@ -113,6 +118,7 @@ impl CheckId {
             CheckId::LlmEarlyEnd => "llm_early_end",
             CheckId::LlmGreedyShare => "llm_greedy_share",
             CheckId::LlmLikelihood => "llm_likelihood",
+            CheckId::LlmSuspect => "llm_suspect",
             CheckId::LlmLogprobDelta => "llm_logprob_delta",
             CheckId::ModelChallenge => "model_challenge",
             CheckId::DeviceKnown => "device_known",

@@ -93,6 +93,7 @@ fn llm_options(honest: usize, per_cheat: usize) -> LlmOptions {
         per_cheat,
         max_tokens: 64,
         seed: 3,
+        panel: Rules::embedded().unwrap().checks.llm.panel,
     }
 }
 
@@ -209,6 +210,8 @@ fn calibrated_thresholds_write_back_into_rules_and_load() {
         checks: vec![report],
         llm_subchecks: Vec::new(),
         latency: None,
+        panel: None,
+        llm_rules: None,
     };
     let dir = tempfile::tempdir().unwrap();
     for f in std::fs::read_dir(root().join("rules")).unwrap() {

@@ -818,18 +818,24 @@ async fn rerun_scores_llm_jobs_in_process_and_over_http_alike() {
     )
     .unwrap();
     let http_model = "theia-llama-3.1-8b";
-    let server = support::hosts::serve(
-        proctor::llm::serve::router(
-            Scorer::load(
-                &support::repo().join("fixtures/models/tiny-alice"),
-                Numerics::default(),
-                &candle_core::Device::Cpu,
-            )
-            .unwrap(),
-        ),
-        Default::default(),
+    let mut served = Scorer::load(
+        &support::repo().join("fixtures/models/tiny-alice"),
+        Numerics::default(),
+        &candle_core::Device::Cpu,
     )
-    .await;
+    .unwrap();
+    // The panel the candle host has for its model: the samplers every model gets.
+    served.panel = proctor::llm::panel::Panel::load(
+        &served,
+        &rules.checks.llm.panel.suspects_of(model_id),
+        rules.checks.llm.panel.max_suspects,
+        models.path(),
+        Numerics::default(),
+        &candle_core::Device::Cpu,
+    );
+    assert!(!served.panel.is_empty());
+    let server =
+        support::hosts::serve(proctor::llm::serve::router(served), Default::default()).await;
     let mut settings = h.settings.clone();
     settings.reference.llm_models_dir = models.path().display().to_string();
     settings.reference.hosts = vec![proctor::settings::HostSettings {
@@ -1021,6 +1027,214 @@ async fn rerun_scores_llm_jobs_in_process_and_over_http_alike() {
     assert!(
         best_canned < worst_honest - 1.0,
         "canned {best_canned:.2} vs honest {worst_honest:.2} nats per token"
+    );
+    h.drop_db().await;
+}
+
+/// A miner serving a substituted model (the fixture `tiny-alice-alt`, another
+/// finetune of the same base) instead of the reference (`tiny-alice`) is slashed
+/// through the suspect panel: the rerun worker scores every sampled text with the
+/// panel's suspects beside the reference, in process, and the judge adds up the
+/// panel's per-job evidence over the miner's jobs. Two honest miners, one in f32 and
+/// one in bf16 with a batch of 4, are neither slashed nor flagged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_substituted_model_is_slashed_through_the_suspect_panel_and_honest_miners_are_not() {
+    use candle_core::DType;
+    use proctor::llm::model::{AttentionPrecision, Numerics};
+    use proctor::llm::{Sampling, Scorer};
+    use proctor::outcome::CheckId;
+    use proctor::record::{LlmInput, Message, Role};
+
+    let _serial = SERIAL.lock().await;
+    let h = Harness::new("panel").await;
+    let mut rules = rerun_everything();
+    // The reference is served under a registry model's id; its suspects follow it.
+    let model_id = "hermes-3-llama3.1-8b";
+    for s in &mut rules.checks.llm.panel.suspects {
+        if s.reference == "tiny-alice" {
+            s.reference = model_id.into();
+        }
+    }
+    assert!(
+        rules.checks.llm.panel.drift_measured() && rules.policy(CheckId::LlmSuspect).can_slash(),
+        "the shipped panel is calibrated"
+    );
+    let fixtures = support::repo().join("fixtures/models");
+    let models = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(fixtures.join("tiny-alice"), models.path().join(model_id)).unwrap();
+    for suspect in [
+        "tiny-alice-alt",
+        "tiny-alice-small",
+        "tiny-alice-q4",
+        "tiny-alice-q8",
+    ] {
+        std::os::unix::fs::symlink(fixtures.join(suspect), models.path().join(suspect)).unwrap();
+    }
+    let mut settings = h.settings.clone();
+    settings.reference.llm_models_dir = models.path().display().to_string();
+
+    let load = |name: &str, dtype: DType| {
+        Scorer::load(
+            &fixtures.join(name),
+            Numerics {
+                dtype,
+                attention: AttentionPrecision::F32,
+            },
+            &candle_core::Device::Cpu,
+        )
+        .unwrap()
+    };
+    // (miner, its model and numerics, batch size)
+    let miners = [
+        ("honest-f32", load("tiny-alice", DType::F32), 1),
+        ("honest-bf16", load("tiny-alice", DType::BF16), 4),
+        ("substitute", load("tiny-alice-alt", DType::F32), 4),
+    ];
+    let paragraphs: Vec<String> =
+        std::fs::read_to_string(support::repo().join("fixtures/text/alice29.txt"))
+            .unwrap()
+            .replace("\r\n", "\n")
+            .split("\n\n")
+            .map(|p| p.split_whitespace().collect::<Vec<_>>().join(" "))
+            .filter(|p| p.len() >= 80)
+            .collect();
+    let jobs_per_miner = 10;
+    let mut records = Vec::new();
+    for (m, (name, scorer, batch)) in miners.iter().enumerate() {
+        let inputs: Vec<LlmInput> = (0..jobs_per_miner)
+            .map(|j| {
+                let words: Vec<&str> = paragraphs[(7 * j + 31 * m) % paragraphs.len()]
+                    .split(' ')
+                    .take(8)
+                    .collect();
+                LlmInput {
+                    messages: Some(vec![Message {
+                        role: Role::User,
+                        content: format!("Continue: {}", words.join(" ")),
+                    }]),
+                    prompt: None,
+                    temperature: [0.5, 0.7, 1.0][j % 3],
+                    max_tokens: 64,
+                    seed: Some((100 * m + j) as i64),
+                }
+            })
+            .collect();
+        for (c, chunk) in inputs.chunks(*batch).enumerate() {
+            let prompts: Vec<Vec<u32>> = chunk
+                .iter()
+                .map(|i| scorer.prompter.prompt_ids(i).unwrap())
+                .collect();
+            let sampling: Vec<Sampling> = chunk
+                .iter()
+                .map(|i| Sampling {
+                    max_tokens: 64,
+                    temperature: i.temperature,
+                    seed: i.seed.unwrap() as u64,
+                    top_logprobs: 0,
+                })
+                .collect();
+            for (k, g) in scorer
+                .generate(&prompts, &sampling)
+                .unwrap()
+                .into_iter()
+                .enumerate()
+            {
+                let mut r = demo_record("llm-honest-a-0");
+                r["job_id"] = format!("{name}-{}", c * batch + k).into();
+                r["model_id"] = model_id.into();
+                r["miner_id"] = format!("0x{}-gpu0", (m + 1).to_string().repeat(40)).into();
+                r["input"] = serde_json::to_value(&chunk[k]).unwrap();
+                r["output"] = serde_json::json!({ "text": g.text });
+                records.push(serde_json::to_vec(&r).unwrap());
+            }
+        }
+    }
+    h.produce_jobs(&records).await;
+    let mut workers = Vec::new();
+    workers.push(h.start_worker("screen", rules.clone()).await);
+    workers.push(h.start_worker_with("rerun", rules.clone(), settings).await);
+    workers.push(h.start_worker("judge", rules.clone()).await);
+    let n = records.len() as i64;
+    h.wait_for("every job re-run", Duration::from_secs(240), || async {
+        h.count("SELECT count(*) FROM verdicts WHERE stage = 'rerun'")
+            .await
+            == n
+    })
+    .await;
+    let substitute = proctor::ids::MinerId::parse(&format!("0x{}-gpu0", "3".repeat(40))).unwrap();
+    h.wait_for(
+        "the substitute slashed",
+        Duration::from_secs(120),
+        || async {
+            h.count(&format!(
+                "SELECT count(*) FROM slashes WHERE miner_id = '{substitute}'"
+            ))
+            .await
+                > 0
+        },
+    )
+    .await;
+    for w in workers {
+        w.stop().await;
+    }
+
+    let verdicts = final_verdicts(&h).await;
+    // Every sampled job was judged by the panel, in process.
+    for (id, v) in &verdicts {
+        let o = v.outcome(CheckId::LlmSuspect).unwrap();
+        assert_ne!(
+            o.status(),
+            proctor::outcome::Status::Inconclusive,
+            "{id}: {o:?}"
+        );
+    }
+    let slashes: Vec<proctor::decide::Slash> = sqlx::query_scalar::<
+        _,
+        sqlx::types::Json<proctor::decide::Slash>,
+    >("SELECT body FROM slashes")
+    .fetch_all(h.store.pool())
+    .await
+    .unwrap()
+    .into_iter()
+    .map(|sqlx::types::Json(s)| s)
+    .collect();
+    assert_eq!(slashes.len(), 1, "{slashes:#?}");
+    let slash = &slashes[0];
+    assert_eq!(slash.miner_id, substitute);
+    assert!(
+        slash.reason.contains("llm_suspect") && slash.reason.contains("fits tiny-alice-alt best"),
+        "{}",
+        slash.reason
+    );
+    assert!(slash.honest_probability <= rules.auto_slash_threshold());
+    let flagged: i64 = h
+        .count(&format!(
+            "SELECT count(*) FROM review_flags WHERE miner_id <> '{substitute}'"
+        ))
+        .await;
+    assert_eq!(flagged, 0, "an honest miner was flagged");
+    assert!(
+        slash
+            .evidence
+            .iter()
+            .any(|e| e.check == CheckId::LlmSuspect),
+        "{:?}",
+        slash.evidence
+    );
+    // The decision on all of the substitute's jobs: the panel's evidence over them
+    // names the substituted model.
+    let mine: Vec<JobVerdict> = verdicts
+        .values()
+        .filter(|v| v.miner_id == substitute)
+        .cloned()
+        .collect();
+    let d = proctor::decide::decide(&substitute, &Default::default(), &mine, &rules);
+    let seq = d.sequence.expect("the panel's evidence");
+    assert_eq!(seq.best(), "tiny-alice-alt", "{seq:?}");
+    assert_eq!(d.action, Action::Slash);
+    eprintln!(
+        "figures: substitute: {} sampled jobs, ln E = {:.1}, slashed at {:.2e}; honest miners untouched",
+        seq.jobs, seq.log_e_value, slash.honest_probability
     );
     h.drop_db().await;
 }

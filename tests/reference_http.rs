@@ -42,6 +42,21 @@ fn scorer() -> Scorer {
     Scorer::load(&model_dir(), Numerics::default(), &Device::Cpu).unwrap()
 }
 
+/// The fixture model with the shipped rules' suspect panel for it.
+fn scorer_with_panel() -> Scorer {
+    let mut s = scorer();
+    let panel = proctor::rules::Rules::embedded().unwrap().checks.llm.panel;
+    s.panel = proctor::llm::panel::Panel::load(
+        &s,
+        &panel.suspects_of("tiny-alice"),
+        panel.max_suspects,
+        model_dir().parent().unwrap(),
+        Numerics::default(),
+        &Device::Cpu,
+    );
+    s
+}
+
 /// Serves `router` on a free loopback port; returns its base URL.
 async fn serve(router: axum::Router) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -78,8 +93,9 @@ fn job(words: &str) -> LlmInput {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_http_scorer_matches_the_in_process_scorer() {
-    let local = scorer();
-    let url = serve(proctor::llm::serve::router(scorer())).await;
+    let local = scorer_with_panel();
+    assert_eq!(local.panel.suspects.len(), 7, "the whole panel loaded");
+    let url = serve(proctor::llm::serve::router(scorer_with_panel())).await;
     let http = HttpScorer::new(
         &url,
         "tiny-alice",
@@ -119,6 +135,12 @@ async fn the_http_scorer_matches_the_in_process_scorer() {
         }
         assert!((got.end_top_logprob - want.end_top_logprob).abs() < 1e-5);
         assert!(got.end_eos_logprob >= want.end_eos_logprob - 1e-5);
+        // The suspect panel, over the same tokens: serve-reference's extension.
+        assert_eq!(got.panel.len(), want.panel.len());
+        for (g, w) in got.panel.iter().zip(&want.panel) {
+            assert_eq!((&g.name, g.tokens), (&w.name, w.tokens));
+            assert!((g.llr - w.llr).abs() < 1e-3, "{g:?} vs {w:?}");
+        }
     }
 }
 
@@ -153,6 +175,7 @@ async fn generation_over_http_reproduces_a_seeded_sample() {
         echo: false,
         prompt_logprobs: None,
         proctor_temperature: None,
+        proctor_panel_from: None,
     };
     let resp: CompletionResponse = reqwest::Client::new()
         .post(format!("{url}/v1/completions"))

@@ -14,7 +14,13 @@
 //!   seed), a prefill spoof (the substitute's tokens, with the reference's own
 //!   logprobs of them reported as the miner's), the reference's weights quantized to 4
 //!   and to 3 bits per weight (per-row absmax), a sampler 1.5× hotter than the job
-//!   asked, and canned text (a passage of the book, whatever the prompt).
+//!   asked, and canned text (a passage of the book, whatever the prompt); then the
+//!   8-bit quantization, after every pair before it.
+//!
+//! The reference scores every text with the rules' suspect panel as well
+//! ([`crate::llm::panel`]), whose folders sit beside the reference's; for the honest
+//! texts it also measures each suspect's drift under the honest miner's own numerics,
+//! and replays the miner's sampler from the job's seed ([`super::panel`]).
 
 use std::path::{Path, PathBuf};
 
@@ -46,6 +52,9 @@ pub struct LlmOptions {
     pub per_cheat: usize,
     pub max_tokens: u32,
     pub seed: u64,
+    /// The suspect panel to score beside the reference (the rules'), its model
+    /// suspects read from the folder the reference's sits in.
+    pub panel: crate::rules::PanelRules,
 }
 
 /// One simulated job and the reference's scores of the miner's text.
@@ -64,6 +73,12 @@ pub struct LlmPair {
     /// substitute (Neyman-Pearson's optimal one against it). Measured for the honest
     /// and the substitute's texts only, as a bound on what any check could catch.
     pub oracle_llr: Option<f64>,
+    /// For an honest sampled text: each suspect's drift (`ln E_{p'}[q/p]` per token,
+    /// [`crate::llm::panel::text_drift`]) under the numerics of the miner that wrote
+    /// it, as the mean over the text's tokens and the largest single token's.
+    pub drift: Option<Vec<(f64, f64)>>,
+    /// The reference's replay of the miner's sampler from the job's seed.
+    pub replay: Option<super::panel::Replay>,
 }
 
 /// The target for a substituted model.
@@ -88,6 +103,7 @@ pub const QUANTIZED_4: &str = "quantized weights, 4-bit";
 pub const QUANTIZED_3: &str = "quantized weights, 3-bit";
 pub const HOTTER: &str = "sampler 1.5× hotter than asked";
 pub const CANNED: &str = "canned text (a passage of the book)";
+pub const QUANTIZED_8: &str = "quantized weights, 8-bit";
 
 fn numerics(dtype: DType, attention: AttentionPrecision) -> Numerics {
     Numerics { dtype, attention }
@@ -149,8 +165,8 @@ fn generate(
     inputs: &[LlmInput],
     batch: usize,
     heat: f64,
-) -> anyhow::Result<Vec<String>> {
-    let mut texts = Vec::with_capacity(inputs.len());
+) -> anyhow::Result<(Vec<String>, Vec<Vec<u32>>)> {
+    let (mut texts, mut ids) = (Vec::with_capacity(inputs.len()), Vec::new());
     for chunk in inputs.chunks(batch.max(1)) {
         let prompts = chunk
             .iter()
@@ -165,21 +181,35 @@ fn generate(
                 top_logprobs: 0,
             })
             .collect();
-        texts.extend(
-            miner
-                .generate(&prompts, &sampling)?
-                .into_iter()
-                .map(|g| g.text),
-        );
+        for g in miner.generate(&prompts, &sampling)? {
+            texts.push(g.text);
+            ids.push(g.ids);
+        }
     }
-    Ok(texts)
+    Ok((texts, ids))
+}
+
+/// The reference model in f32 on the CPU with the options' suspect panel, whose model
+/// suspects sit in the folder the reference's does.
+pub fn reference_with_panel(opts: &LlmOptions) -> anyhow::Result<Scorer> {
+    let (device, f32) = (Device::Cpu, numerics(DType::F32, AttentionPrecision::F32));
+    let mut reference = Scorer::load(&opts.reference, f32, &device)?;
+    reference.panel = crate::llm::panel::Panel::load(
+        &reference,
+        &opts.panel.suspects_of(&reference.model_id),
+        opts.panel.max_suspects,
+        opts.reference.parent().unwrap_or(Path::new(".")),
+        f32,
+        &device,
+    );
+    Ok(reference)
 }
 
 /// Builds, generates and scores every pair.
 pub fn pairs(opts: &LlmOptions) -> anyhow::Result<Vec<LlmPair>> {
     let device = Device::Cpu;
     let f32 = numerics(DType::F32, AttentionPrecision::F32);
-    let reference = Scorer::load(&opts.reference, f32, &device)?;
+    let reference = reference_with_panel(opts)?;
     let substitute = Scorer::load(&opts.substitute, f32, &device)?;
     let paras = paragraphs(&opts.corpus)?;
     let mut rng = ChaCha8Rng::seed_from_u64(opts.seed);
@@ -187,9 +217,10 @@ pub fn pairs(opts: &LlmOptions) -> anyhow::Result<Vec<LlmPair>> {
     let mut add = |label,
                    variant,
                    inputs: Vec<LlmInput>,
-                   texts: Vec<String>,
+                   (texts, ids): (Vec<String>, Vec<Vec<u32>>),
                    reported: bool,
-                   oracle: bool|
+                   oracle: bool,
+                   miner: Option<&Scorer>|
      -> anyhow::Result<()> {
         let jobs: Vec<ScoreJob<'_>> = inputs
             .iter()
@@ -198,15 +229,27 @@ pub fn pairs(opts: &LlmOptions) -> anyhow::Result<Vec<LlmPair>> {
             .collect();
         let mut scored = Vec::with_capacity(jobs.len());
         let mut by_substitute = Vec::new();
+        let mut drifts = Vec::new();
+        let mut replays = Vec::new();
         for chunk in jobs.chunks(16) {
             scored.extend(reference.score_batch(chunk));
             if oracle {
                 by_substitute.extend(substitute.score_batch(chunk).into_iter().map(Result::ok));
             }
+            let done = drifts.len();
+            let (d, r) =
+                super::panel::measure(&reference, miner, chunk, &ids[done..done + chunk.len()])?;
+            drifts.extend(d);
+            replays.extend(r);
         }
         by_substitute.resize(scored.len(), None);
-        for (((input, text), scores), alt) in
-            inputs.iter().zip(&texts).zip(scored).zip(by_substitute)
+        for (((((input, text), scores), alt), drift), replay) in inputs
+            .iter()
+            .zip(&texts)
+            .zip(scored)
+            .zip(by_substitute)
+            .zip(drifts)
+            .zip(replays)
         {
             if let Err(crate::llm::ScoreError::Failed(e)) = &scores {
                 anyhow::bail!("scoring failed: {e}");
@@ -230,6 +273,8 @@ pub fn pairs(opts: &LlmOptions) -> anyhow::Result<Vec<LlmPair>> {
                     .and_then(|(r, s)| likelihood_ratio(r, s)),
                 scores,
                 reported,
+                drift,
+                replay,
             });
         }
         Ok(())
@@ -239,35 +284,42 @@ pub fn pairs(opts: &LlmOptions) -> anyhow::Result<Vec<LlmPair>> {
         let miner = Scorer::load(&opts.reference, numerics(dtype, attention), &device)?;
         let inputs = jobs(&paras, per_variant, opts.max_tokens, &SAMPLED, &mut rng);
         let texts = generate(&miner, &inputs, batch, 1.0)?;
-        add(Label::Honest, name, inputs, texts, false, true)?;
+        add(
+            Label::Honest,
+            name,
+            inputs,
+            texts,
+            false,
+            true,
+            Some(&miner),
+        )?;
     }
     let n = opts.per_cheat;
     for (variant, spoof) in [(SUBSTITUTE, false), (PREFILL_SPOOF, true)] {
         let inputs = jobs(&paras, n, opts.max_tokens, &SAMPLED, &mut rng);
         let texts = generate(&substitute, &inputs, 8, 1.0)?;
-        add(Label::Cheat, variant, inputs, texts, spoof, !spoof)?;
+        add(Label::Cheat, variant, inputs, texts, spoof, !spoof, None)?;
     }
     for (variant, bits) in [(QUANTIZED_4, 4), (QUANTIZED_3, 3)] {
         let miner = Scorer::load_quantized(&opts.reference, bits, f32, &device)?;
         let inputs = jobs(&paras, n, opts.max_tokens, &SAMPLED, &mut rng);
         let texts = generate(&miner, &inputs, 8, 1.0)?;
-        add(Label::Cheat, variant, inputs, texts, false, false)?;
+        add(Label::Cheat, variant, inputs, texts, false, false, None)?;
     }
     let inputs = jobs(&paras, n, opts.max_tokens, &SAMPLED, &mut rng);
     let texts = generate(&reference, &inputs, 8, 1.5)?;
-    add(Label::Cheat, HOTTER, inputs, texts, false, false)?;
+    add(Label::Cheat, HOTTER, inputs, texts, false, false, None)?;
     let inputs = jobs(&paras, n, opts.max_tokens, &SAMPLED, &mut rng);
-    let texts = inputs
-        .iter()
-        .map(|input| {
-            let p = &paras[rng.random_range(0..paras.len())];
-            let ids = reference.prompter.encode(p, false)?;
-            reference
-                .prompter
-                .decode(&ids[..ids.len().min(input.max_tokens as usize)])
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    add(Label::Cheat, CANNED, inputs, texts, false, false)?;
+    let (mut texts, mut canned_ids) = (Vec::new(), Vec::new());
+    for input in &inputs {
+        let p = &paras[rng.random_range(0..paras.len())];
+        let mut ids = reference.prompter.encode(p, false)?;
+        ids.truncate(input.max_tokens as usize);
+        texts.push(reference.prompter.decode(&ids)?);
+        canned_ids.push(ids);
+    }
+    let texts = (texts, canned_ids);
+    add(Label::Cheat, CANNED, inputs, texts, false, false, None)?;
     // Greedy honest miners last, so that every pair before is what it was without them.
     let per_variant = opts.honest_greedy.div_ceil(HONEST.len());
     for (name, dtype, attention, batch) in HONEST {
@@ -278,8 +330,21 @@ pub fn pairs(opts: &LlmOptions) -> anyhow::Result<Vec<LlmPair>> {
             .iter()
             .find(|(n, _)| *n == name)
             .map_or(name, |(_, v)| v);
-        add(Label::Honest, variant, inputs, texts, false, false)?;
+        add(
+            Label::Honest,
+            variant,
+            inputs,
+            texts,
+            false,
+            false,
+            Some(&miner),
+        )?;
     }
+    // The 8-bit quantization last, so that every pair before is what it was without it.
+    let miner = Scorer::load_quantized(&opts.reference, 8, f32, &device)?;
+    let inputs = jobs(&paras, n, opts.max_tokens, &SAMPLED, &mut rng);
+    let texts = generate(&miner, &inputs, 8, 1.0)?;
+    add(Label::Cheat, QUANTIZED_8, inputs, texts, false, false, None)?;
     Ok(out)
 }
 
@@ -391,6 +456,8 @@ pub fn calibrate(
     let sweep = super::sweep(&pairs, &[floor], target)?;
     let mut calibrated = rules.clone();
     calibrated.likelihood_z_min = super::floor_to(-sweep.thresholds[0], 2);
+    // The panel's allowances and threshold, before any outcome below uses them.
+    super::panel::calibrate_rules(measured, &mut calibrated, target)?;
     let outcomes: Vec<Vec<(CheckId, Status)>> = measured
         .iter()
         .map(|p| match &p.scores {
@@ -542,6 +609,8 @@ mod tests {
             scores: None,
             reported: None,
             oracle_llr: Some(llr),
+            drift: None,
+            replay: None,
         }
     }
 

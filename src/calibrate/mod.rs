@@ -26,6 +26,7 @@
 pub mod image;
 pub mod latency;
 pub mod llm;
+pub mod panel;
 pub mod plot;
 
 use std::path::Path;
@@ -371,6 +372,12 @@ pub struct Calibration {
     pub rates: Vec<MeasuredRate>,
     /// The latency checks against published runs.
     pub latency: Option<latency::LatencyCalibration>,
+    /// The suspect panel: its calibrated rules and the per-miner simulation.
+    pub panel: Option<panel::PanelCalibration>,
+    /// The LLM rules as calibrated (thresholds and the panel's allowances), for
+    /// [`write_rules`].
+    #[serde(skip)]
+    pub llm_rules: Option<crate::rules::LlmRules>,
 }
 
 impl Calibration {
@@ -416,6 +423,10 @@ impl Calibration {
                 s += "\n";
             }
         }
+        if let Some(p) = &self.panel {
+            s += "\n";
+            s += &p.markdown();
+        }
         if let Some(l) = &self.latency {
             s += "\n";
             s += &l.markdown();
@@ -431,6 +442,10 @@ pub struct Options {
     pub llm: Option<llm::LlmOptions>,
     /// The published timings file (`fixtures/gpu-timings.toml`).
     pub latency: Option<std::path::PathBuf>,
+    /// Simulated miners per variant for the panel's per-miner table, and the most jobs
+    /// each is followed for.
+    pub miners: usize,
+    pub max_jobs: usize,
 }
 
 /// Builds the pairs and calibrates every check asked for, against `rules`' target.
@@ -444,6 +459,7 @@ pub fn run(
     let mut checks = Vec::new();
     let mut llm_subchecks = Vec::new();
     let mut rates = Vec::new();
+    let (mut panel, mut llm_rules) = (None, None);
     if let Some(o) = &opts.image {
         progress(&format!(
             "image: {} jobs from {}, {} honest pairs each",
@@ -472,13 +488,46 @@ pub fn run(
             o.reference.display()
         ));
         let pairs = llm::pairs(o)?;
-        let (report, _, subchecks, measured) = llm::calibrate(&pairs, &rules.checks.llm, target)?;
+        let (report, calibrated, subchecks, measured) =
+            llm::calibrate(&pairs, &rules.checks.llm, target)?;
         checks.push(report);
         llm_subchecks = subchecks;
-        rates.extend(measured.into_iter().map(|r| MeasuredRate {
-            sample: llm::describe(o),
-            ..r
-        }));
+        let measured: Vec<MeasuredRate> = measured
+            .into_iter()
+            .map(|r| MeasuredRate {
+                sample: llm::describe(o),
+                ..r
+            })
+            .collect();
+        progress(&format!(
+            "llm: the suspect panel's per-miner simulation, {} miners per variant",
+            opts.miners
+        ));
+        let drift = panel::calibrate_rules(&pairs, &mut rules.checks.llm.clone(), target)?;
+        let mut simulated = rules.clone();
+        simulated.checks.llm = calibrated.clone();
+        apply_measured(&mut simulated, &measured, &Provenance::of_this_run());
+        let mut report = panel::report(
+            &pairs,
+            &simulated,
+            drift,
+            opts.miners,
+            opts.max_jobs,
+            o.seed,
+        )?;
+        let timed: Vec<crate::llm::ScoreJob<'_>> = pairs
+            .iter()
+            .filter(|p| p.label == Label::Honest && p.input.temperature > 0.3)
+            .take(256)
+            .map(|p| crate::llm::ScoreJob {
+                input: &p.input,
+                text: &p.text,
+            })
+            .collect();
+        report.cost = Some(panel::cost(&llm::reference_with_panel(o)?, &timed, 16)?);
+        panel = Some(report);
+        llm_rules = Some(calibrated);
+        rates.extend(measured);
     }
     let latency = match &opts.latency {
         Some(path) => {
@@ -504,7 +553,32 @@ pub fn run(
         llm_subchecks,
         rates,
         latency,
+        panel,
+        llm_rules,
     })
+}
+
+/// `rules` with every measured rate in place, as `write_rules` writes them: the rate
+/// its 95 % bound, the basis measured.
+pub fn apply_measured(
+    rules: &mut crate::rules::Rules,
+    rates: &[MeasuredRate],
+    provenance: &Provenance,
+) {
+    for r in rates {
+        if let Some(p) = rules.checks.policy.get_mut(&r.check) {
+            p.false_positive_rate = r.upper_95();
+            p.basis = crate::rules::Basis::Measured;
+            p.measured = Some(crate::rules::Measurement {
+                date: provenance.date.clone(),
+                command: provenance.command.clone(),
+                sample: r.sample.clone(),
+                n: r.n,
+                failures: r.failures,
+                upper_95: r.upper_95(),
+            });
+        }
+    }
 }
 
 /// Writes into `<rules>/checks.toml`, keeping its comments and layout: each calibrated
@@ -554,6 +628,32 @@ pub fn write_rules(
         m.insert("failures", (r.failures as i64).into());
         m.insert("upper_95", bound.into());
         policy["measured"] = toml_edit::value(m);
+    }
+    if let Some(llm) = &calibration.llm_rules {
+        let panel = &mut doc["llm"]["panel"];
+        replace_value(
+            &mut panel["llr_max"],
+            toml_edit::Value::from(llm.panel.llr_max),
+            "llm.panel.llr_max",
+        )?;
+        let suspects = panel["suspects"]
+            .as_array_mut()
+            .context("llm.panel.suspects is missing from checks.toml")?;
+        for s in suspects.iter_mut() {
+            let Some(t) = s.as_inline_table_mut() else {
+                continue;
+            };
+            let name = t.get("name").and_then(|n| n.as_str()).unwrap_or_default();
+            if let Some(d) = llm
+                .panel
+                .suspects
+                .iter()
+                .find(|r| r.name == name)
+                .and_then(|r| r.drift_nats_per_token)
+            {
+                t.insert("drift_nats_per_token", d.into());
+            }
+        }
     }
     if let Some(l) = &calibration.latency {
         replace_value(

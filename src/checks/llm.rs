@@ -32,6 +32,21 @@ pub struct TokenScores {
     pub end_eos_logprob: f64,
     /// Log-probability of the likeliest token at that position.
     pub end_top_logprob: f64,
+    /// Each suspect of the panel against the reference over the text
+    /// ([`crate::llm::panel`]): sampled jobs scored in process only.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub panel: Vec<SuspectLlr>,
+}
+
+/// One suspect's log-likelihood ratio against the reference over a text: `Σ log q(x) −
+/// log p(x)` over its tokens at the job's temperature, EOS removed from both.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SuspectLlr {
+    pub name: String,
+    pub llr: f64,
+    /// The tokens counted (those with sampling moments).
+    pub tokens: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -103,6 +118,14 @@ impl TokenScores {
                 return Some(format!("reference scores are malformed at token {i}"));
             }
         }
+        for s in &self.panel {
+            if !s.llr.is_finite() || s.tokens as usize > self.tokens.len() {
+                return Some(format!(
+                    "reference scores have a malformed suspect {:?}",
+                    s.name
+                ));
+            }
+        }
         None
     }
 }
@@ -139,6 +162,7 @@ pub fn check(
         (CheckId::LlmEarlyEnd, early_end(scores, input, rules)),
         (CheckId::LlmGreedyShare, greedy_share(scores, t, rules)),
         (CheckId::LlmLikelihood, likelihood(scores, t, rules)),
+        (CheckId::LlmSuspect, suspect(scores, t, rules)),
     ];
     if let Some(lps) = miner_logprobs {
         out.push((CheckId::LlmLogprobDelta, logprob_delta(scores, lps, rules)));
@@ -461,6 +485,100 @@ fn likelihood(scores: &TokenScores, temperature: f64, rules: &LlmRules) -> Outco
     }
 }
 
+/// One suspect's evidence in a job: its ratio, the honest-drift allowance taken off it,
+/// and what is left (`evidence`, a log e-value).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SuspectEvidence {
+    pub name: String,
+    pub llr: f64,
+    pub allowance: f64,
+    pub evidence: f64,
+}
+
+/// The panel's statistic for one job, where the rules judge it: each listed suspect's
+/// ratio less its drift allowance, and `ln mean_s exp(evidence_s)`, the log of the
+/// panel's e-value (mean at most 1 for an honest miner). Otherwise why not.
+pub fn panel_evidence(
+    scores: &TokenScores,
+    temperature: f64,
+    rules: &LlmRules,
+) -> Result<(f64, Vec<SuspectEvidence>, u32), String> {
+    if temperature < rules.likelihood_min_temperature {
+        return Err(format!(
+            "the suspect panel only judges sampled jobs (temperature >= {})",
+            rules.likelihood_min_temperature
+        ));
+    }
+    let listed: Vec<SuspectEvidence> = scores
+        .panel
+        .iter()
+        .filter_map(|s| {
+            let rule = rules.panel.suspects.iter().find(|r| r.name == s.name)?;
+            let allowance = rule.drift_nats_per_token.unwrap_or(0.0) * f64::from(s.tokens);
+            Some(SuspectEvidence {
+                name: s.name.clone(),
+                llr: s.llr,
+                allowance,
+                evidence: s.llr - allowance,
+            })
+        })
+        .collect();
+    let tokens = scores.panel.iter().map(|s| s.tokens).max().unwrap_or(0);
+    if listed.is_empty() || tokens == 0 {
+        return Err(
+            "no suspect of the rules' panel scored this job (the panel runs where the reference scores in process)".into(),
+        );
+    }
+    Ok((
+        log_mean_exp(listed.iter().map(|s| s.evidence)),
+        listed,
+        tokens,
+    ))
+}
+
+/// `ln (1/n) Σ exp(x)`, stable.
+pub fn log_mean_exp(xs: impl Iterator<Item = f64> + Clone) -> f64 {
+    let n = xs.clone().count();
+    let max = xs.clone().fold(f64::NEG_INFINITY, f64::max);
+    if n == 0 || !max.is_finite() {
+        return max;
+    }
+    max + (xs.map(|x| (x - max).exp()).sum::<f64>() / n as f64).ln()
+}
+
+/// The text fits a suspect model (or sampler) of the panel better than the reference,
+/// by more than an honest text does at the calibrated rate.
+fn suspect(scores: &TokenScores, temperature: f64, rules: &LlmRules) -> Outcome {
+    let (statistic, suspects, tokens) = match panel_evidence(scores, temperature, rules) {
+        Ok(e) => e,
+        Err(reason) => return Outcome::inconclusive(reason),
+    };
+    let best = suspects
+        .iter()
+        .max_by(|a, b| a.evidence.total_cmp(&b.evidence))
+        .map(|s| s.name.clone())
+        .unwrap_or_default();
+    let details = serde_json::json!({
+        "statistic": statistic,
+        "llr_max": rules.panel.llr_max,
+        "tokens": tokens,
+        "temperature": temperature,
+        "best": best,
+        "suspects": suspects,
+    });
+    if statistic > rules.panel.llr_max {
+        Outcome::fail(
+            format!(
+                "the text fits a suspect better than the reference model: panel log-likelihood ratio {statistic:.2} over {tokens} tokens (limit {}), best fit {best}",
+                rules.panel.llr_max
+            ),
+            details,
+        )
+    } else {
+        Outcome::pass(details)
+    }
+}
+
 fn logprob_delta(scores: &TokenScores, miner: &[f64], rules: &LlmRules) -> Outcome {
     if miner.len() != scores.tokens.len() {
         return Outcome::inconclusive(format!(
@@ -544,6 +662,7 @@ mod tests {
                 .collect(),
             end_eos_logprob: -0.1,
             end_top_logprob: -0.1,
+            panel: Vec::new(),
         }
     }
 
@@ -754,5 +873,77 @@ mod tests {
     fn scores_for_another_text_are_a_problem() {
         let s = scores(&[(1, -0.1, -12.0); 3], -0.1);
         assert!(s.problem("other").is_some());
+    }
+
+    #[test]
+    fn the_suspect_check_takes_off_the_drift_allowance_and_fails_above_its_limit() {
+        let mut r = rules();
+        r.panel.llr_max = 3.0;
+        for s in &mut r.panel.suspects {
+            s.drift_nats_per_token = Some(0.01);
+        }
+        let mut s = tempered_scores(64, 0.0);
+        let with = |s: &mut TokenScores, alt: f64, q4: f64| {
+            s.panel = vec![
+                SuspectLlr {
+                    name: "tiny-alice-alt".into(),
+                    llr: alt,
+                    tokens: 64,
+                },
+                SuspectLlr {
+                    name: "tiny-alice-q4".into(),
+                    llr: q4,
+                    tokens: 64,
+                },
+                // Not in the rules' panel: ignored.
+                SuspectLlr {
+                    name: "unlisted".into(),
+                    llr: 99.0,
+                    tokens: 64,
+                },
+            ];
+        };
+        // 10 nats for one suspect, less 0.64 allowance, mean with a suspect far below:
+        // ln((e^9.36 + e^-30) / 2) = 8.67 > 3.
+        with(&mut s, 10.0, -29.36);
+        let (stat, ev, tokens) = panel_evidence(&s, 0.7, &r).unwrap();
+        assert_eq!(tokens, 64);
+        assert_eq!(ev.len(), 2);
+        assert!((ev[0].allowance - 0.64).abs() < 1e-9);
+        assert!((stat - (9.36 - 2f64.ln())).abs() < 1e-6, "{stat}");
+        let out = check(&s, &input(0.7, 100), None, &r);
+        assert_eq!(status(&out, CheckId::LlmSuspect), Status::Fail);
+        // Below the limit: a pass that still carries the evidence.
+        with(&mut s, 2.0, -5.0);
+        let out = check(&s, &input(0.7, 100), None, &r);
+        assert_eq!(status(&out, CheckId::LlmSuspect), Status::Pass);
+        let Some((_, Outcome::Pass { measured })) =
+            out.iter().find(|(c, _)| *c == CheckId::LlmSuspect)
+        else {
+            panic!()
+        };
+        assert_eq!(measured["suspects"].as_array().unwrap().len(), 2);
+        // Greedy jobs, and scores without the panel, are not judged.
+        let out = check(&s, &input(0.0, 100), None, &r);
+        assert_eq!(status(&out, CheckId::LlmSuspect), Status::Inconclusive);
+        s.panel.clear();
+        let out = check(&s, &input(0.7, 100), None, &r);
+        assert_eq!(status(&out, CheckId::LlmSuspect), Status::Inconclusive);
+        // A malformed suspect makes the scores unusable: a ratio that is not a number,
+        // or over more tokens than the text has.
+        s.output_text_blake3 = blake3::hash(b"t").to_hex().to_string();
+        s.tokens.clear();
+        let suspect = |llr: f64, tokens: u32| SuspectLlr {
+            name: "tiny-alice-alt".into(),
+            llr,
+            tokens,
+        };
+        s.panel = vec![suspect(1.0, 0)];
+        assert_eq!(s.problem("t"), None);
+        for bad in [suspect(f64::NAN, 0), suspect(1.0, 1)] {
+            s.panel = vec![bad];
+            let p = s.problem("t");
+            assert!(p.as_deref().is_some_and(|p| p.contains("suspect")), "{p:?}");
+        }
     }
 }

@@ -12,6 +12,7 @@
 //! serve-reference` and for simulating miners against the fixture model.
 
 pub mod model;
+pub mod panel;
 pub mod serve;
 pub mod service;
 pub mod template;
@@ -61,6 +62,9 @@ pub struct Scorer {
     pub model_id: String,
     /// Alternatives kept per position.
     pub top_k: usize,
+    /// The suspects scored beside the reference on sampled jobs ([`panel`]); empty by
+    /// default.
+    pub panel: panel::Panel,
 }
 
 /// One job to score: its input and the miner's text.
@@ -109,6 +113,7 @@ impl Scorer {
                 .file_name()
                 .map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
             top_k: 5,
+            panel: panel::Panel::default(),
         })
     }
 
@@ -166,13 +171,48 @@ impl Scorer {
                     .collect();
             }
         };
+        // The panel's models run over the same batch, when any job is sampled.
+        let sampled = jobs.iter().any(|j| j.input.temperature > 0.0);
+        let suspect_rows = if self.panel.is_empty() || !sampled {
+            Vec::new()
+        } else {
+            match panel::suspect_rows(self, &ok) {
+                Ok(rows) => rows,
+                Err(e) => {
+                    let msg = e.to_string();
+                    return jobs
+                        .iter()
+                        .map(|_| Err(ScoreError::Failed(format!("suspect forward pass: {msg}"))))
+                        .collect();
+                }
+            }
+        };
         let mut rows = rows.into_iter();
+        let mut scored = 0;
         seqs.into_iter()
             .zip(jobs)
             .map(|(s, j)| {
                 let (seq, p) = s?;
                 let rows = rows.next().expect("one row block per scored job");
-                Ok(self.token_scores(&seq, p, &rows, j))
+                let mut scores = self.token_scores(&seq, p, &rows, j);
+                if !suspect_rows.is_empty() && j.input.temperature > 0.0 {
+                    let mine: Vec<Option<Vec<Vec<f32>>>> = suspect_rows
+                        .iter()
+                        .map(|r| r.as_ref().map(|r| r[scored].clone()))
+                        .collect();
+                    let counted: Vec<bool> =
+                        scores.tokens.iter().map(|t| t.tempered.is_some()).collect();
+                    scores.panel = self.panel.llrs(
+                        &rows,
+                        &mine,
+                        &seq[p..],
+                        &counted,
+                        j.input.temperature,
+                        self.prompter.eos_id,
+                    );
+                }
+                scored += 1;
+                Ok(scores)
             })
             .collect()
     }
@@ -264,6 +304,7 @@ impl Scorer {
             tokens,
             end_eos_logprob: f64::from(end[eos as usize]),
             end_top_logprob: f64::from(end.iter().copied().fold(f32::NEG_INFINITY, f32::max)),
+            panel: Vec::new(),
         }
     }
 
@@ -421,7 +462,7 @@ fn log_softmax(row: &[f32]) -> Vec<f32> {
 /// One draw from `softmax(row / temperature)`, or the argmax at temperature 0. The
 /// uniform comes from BLAKE3 keyed by the seed and the position, so every prompt has
 /// its own reproducible stream whatever else is in the batch.
-fn sample(row: &[f32], temperature: f64, seed: u64, position: usize) -> u32 {
+pub(crate) fn sample(row: &[f32], temperature: f64, seed: u64, position: usize) -> u32 {
     let argmax = || {
         row.iter()
             .enumerate()

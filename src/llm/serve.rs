@@ -23,7 +23,10 @@
 //! the `llm_likelihood` check needs; top-k logprobs cannot give them. The extension also
 //! puts EOS into every `prompt_logprobs` map, and adds `choices[].proctor_end`: EOS's and
 //! the best token's logprob after the whole prompt, so the EOS checks get exact values
-//! instead of top-k bounds.
+//! instead of top-k bounds. With `proctor_panel_from` = the position where the miner's
+//! text starts, it adds `choices[].proctor_panel`: each suspect of the server's panel
+//! ([`super::panel`], `proctor serve-reference --rules`) against the model over those
+//! tokens at T, for `llm_suspect`.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -38,7 +41,7 @@ use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
 
 use super::{Sampling, Scorer};
-use crate::checks::llm::Tempered;
+use crate::checks::llm::{SuspectLlr, Tempered};
 
 /// A prompt as text or as token ids.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -69,6 +72,11 @@ pub struct CompletionRequest {
     /// token's sampling moments (`choices[].proctor_tempered`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub proctor_temperature: Option<f64>,
+    /// proctor's extension: with `proctor_temperature`, score the server's suspect
+    /// panel over the prompt tokens from this position on (the miner's text):
+    /// `choices[].proctor_panel`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proctor_panel_from: Option<usize>,
 }
 
 fn default_max_tokens() -> usize {
@@ -108,6 +116,10 @@ pub struct Choice {
     /// proctor's extension: the position after the prompt.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub proctor_end: Option<ProctorEnd>,
+    /// proctor's extension: each suspect of the server's panel against the model, over
+    /// the tokens from `proctor_panel_from` on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proctor_panel: Option<Vec<SuspectLlr>>,
 }
 
 /// EOS's and the most likely token's logprob after the whole prompt.
@@ -203,15 +215,31 @@ pub fn complete(scorer: &Scorer, req: &CompletionRequest) -> Result<CompletionRe
     {
         return Err(bad("proctor_temperature must be a finite number ≥ 0"));
     }
+    if req
+        .proctor_panel_from
+        .is_some_and(|p| p == 0 || p > ids.len())
+    {
+        return Err(bad("proctor_panel_from must be a position in the prompt"));
+    }
     let (prompt_logprobs, ext) = match pk {
         None => (None, None),
         Some(pk) => {
-            let (maps, ext) =
-                prompt_logprob_maps(scorer, &ids, pk, req.proctor_temperature).map_err(internal)?;
+            let (maps, ext) = prompt_logprob_maps(
+                scorer,
+                &ids,
+                pk,
+                req.proctor_temperature,
+                req.proctor_panel_from,
+            )
+            .map_err(internal)?;
             (Some(maps), ext)
         }
     };
-    let (proctor_tempered, proctor_end) = ext.unzip();
+    let (proctor_tempered, rest): (Option<_>, Option<_>) = ext.map(|(t, e, p)| (t, (e, p))).unzip();
+    let (proctor_end, proctor_panel) = match rest {
+        Some((e, p)) => (Some(e), p),
+        None => (None, None),
+    };
     let logprobs = req.logprobs.map(|_| {
         let tokens: Vec<String> = g
             .ids
@@ -264,6 +292,7 @@ pub fn complete(scorer: &Scorer, req: &CompletionRequest) -> Result<CompletionRe
             prompt_logprobs,
             proctor_tempered,
             proctor_end,
+            proctor_panel,
         }],
         usage: Usage {
             prompt_tokens: ids.len(),
@@ -274,7 +303,7 @@ pub fn complete(scorer: &Scorer, req: &CompletionRequest) -> Result<CompletionRe
 }
 
 type PromptMaps = Vec<Option<BTreeMap<String, PromptLogprob>>>;
-type Extension = (Vec<Option<Tempered>>, ProctorEnd);
+type Extension = (Vec<Option<Tempered>>, ProctorEnd, Option<Vec<SuspectLlr>>);
 
 /// vLLM's `prompt_logprobs`: `null`, then for each later position a map holding the
 /// prompt's token and the top `k` alternatives; with `temperature`, the extension's
@@ -284,12 +313,37 @@ fn prompt_logprob_maps(
     ids: &[u32],
     k: usize,
     temperature: Option<f64>,
+    panel_from: Option<usize>,
 ) -> anyhow::Result<(PromptMaps, Option<Extension>)> {
     let rows = scorer
         .log_prob_rows(&[(ids, 1)])?
         .pop()
         .expect("one row block per sequence");
     let eos = scorer.prompter.eos_id;
+    let lossy = |id: u32| {
+        scorer
+            .prompter
+            .token_text(id)
+            .contains(char::REPLACEMENT_CHARACTER)
+    };
+    // The suspects over the miner's tokens, in the same pass as the tempered scores.
+    let panel = match (temperature, panel_from) {
+        (Some(t), Some(from)) if t > 0.0 && !scorer.panel.is_empty() => {
+            let suspect_rows: Vec<Option<Vec<Vec<f32>>>> =
+                super::panel::suspect_rows(scorer, &[(ids, from)])?
+                    .into_iter()
+                    .map(|r| r.map(|mut r| r.remove(0)))
+                    .collect();
+            let tokens = &ids[from..];
+            let counted: Vec<bool> = tokens.iter().map(|&id| !lossy(id)).collect();
+            Some(
+                scorer
+                    .panel
+                    .llrs(&rows[from - 1..], &suspect_rows, tokens, &counted, t, eos),
+            )
+        }
+        _ => None,
+    };
     // As the in-process scorer: a token whose text is U+FFFD lost the bytes the miner
     // sampled, so it carries no moments.
     let extension = temperature.map(|t| {
@@ -300,18 +354,14 @@ fn prompt_logprob_maps(
         };
         let tempered = std::iter::once(None)
             .chain(ids[1..].iter().zip(&rows).map(|(&id, row)| {
-                if scorer
-                    .prompter
-                    .token_text(id)
-                    .contains(char::REPLACEMENT_CHARACTER)
-                {
+                if lossy(id) {
                     None
                 } else {
                     super::tempered(row, t, id, eos)
                 }
             }))
             .collect();
-        (tempered, end)
+        (tempered, end, panel)
     });
     let mut out = vec![None];
     for (&id, row) in ids[1..].iter().zip(&rows) {

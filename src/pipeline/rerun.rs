@@ -33,6 +33,7 @@ use crate::checks::model_file::ChallengeExpectation;
 use crate::checks::{Checker, Fetched, JobVerdict, Object, Stream, Verdict, output_text};
 use crate::kafka::{self, DeadLetter, Offsets, Origin};
 use crate::llm::Scorer;
+use crate::llm::panel::Panel;
 use crate::llm::service::ScoringService;
 use crate::objects::{Got, ObjectError, ObjectStore};
 use crate::record::{Job, JobRecord};
@@ -309,6 +310,23 @@ pub fn pool(ctx: &Context) -> anyhow::Result<Pool> {
         for (host, dir) in candle {
             let mut scorer = Scorer::load(&dir, numerics, &device)?;
             scorer.top_k = r.top_k;
+            // The suspects of the rules' panel, from the folders beside the reference's.
+            let panel = &ctx.rules.checks.llm.panel;
+            scorer.panel = Panel::load(
+                &scorer,
+                &panel.suspects_of(&scorer.model_id),
+                panel.max_suspects,
+                dir.parent().unwrap_or(Path::new(".")),
+                numerics,
+                &device,
+            );
+            let suspects: Vec<&str> = scorer
+                .panel
+                .suspects
+                .iter()
+                .map(|s| s.name.as_str())
+                .collect();
+            tracing::info!(model = %scorer.model_id, suspects = ?suspects, "suspect panel");
             tracing::info!(host = %host.name, model = %scorer.model_id, dir = %dir.display(), "reference LLM loaded");
             pool = pool.with_candle(&host, ScoringService::start(scorer, r.max_batch));
         }

@@ -200,6 +200,8 @@ impl HttpScorer {
             prompt_logprobs: Some(self.top_k),
             // serve-reference's extension; vLLM ignores it and answers without.
             proctor_temperature: Some(input.temperature),
+            // ... and its suspect panel over the miner's tokens, where it has one.
+            proctor_panel_from: Some(p),
         };
         let resp: CompletionResponse = post_json(&self.client, &self.breaker, &self.url, &req)
             .await
@@ -294,6 +296,7 @@ impl HttpScorer {
             tokens,
             end_eos_logprob,
             end_top_logprob,
+            panel: choice.proctor_panel.clone().unwrap_or_default(),
         })
     }
 }

@@ -142,6 +142,81 @@ pub struct LlmRules {
     pub chars_per_token_estimate: f64,
     /// The most characters one token can hold, for latency lower bounds.
     pub max_chars_per_token: f64,
+    /// The suspect-model panel (`llm_suspect` and the per-miner sequential evidence).
+    #[serde(default)]
+    pub panel: PanelRules,
+}
+
+/// The models (and samplers) a cheater would serve instead of a reference model,
+/// scored beside it on sampled jobs (`crate::llm::panel`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PanelRules {
+    /// The most suspects scored per job, in the order listed: each model suspect costs
+    /// one forward pass of its own size per sampled job on the reference host, a
+    /// sampler suspect next to nothing. Operators trade cost for power here.
+    pub max_suspects: usize,
+    /// `llm_suspect` fails a job whose panel statistic (the log of the mean of the
+    /// suspects' drift-corrected likelihood ratios) exceeds this. `proctor calibrate`
+    /// sets it.
+    pub llr_max: f64,
+    #[serde(default)]
+    pub suspects: Vec<SuspectRule>,
+}
+
+impl PanelRules {
+    /// The suspects of `reference` (those naming it, then those for every model), at
+    /// most `max_suspects`.
+    pub fn suspects_of(&self, reference: &str) -> Vec<&SuspectRule> {
+        let own = self.suspects.iter().filter(|s| s.reference == reference);
+        let any = self.suspects.iter().filter(|s| s.reference == "*");
+        own.chain(any).take(self.max_suspects).collect()
+    }
+
+    /// Whether every suspect's honest drift was measured: only then does the panel's
+    /// per-miner evidence keep its bound, and only then can it slash.
+    pub fn drift_measured(&self) -> bool {
+        !self.suspects.is_empty()
+            && self
+                .suspects
+                .iter()
+                .all(|s| s.drift_nats_per_token.is_some())
+    }
+}
+
+/// One suspect of a reference model.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SuspectRule {
+    /// The reference model's id, or `*` for every reference.
+    pub reference: String,
+    /// A model suspect's folder name under the reference models' folder; a name for a
+    /// sampler suspect.
+    pub name: String,
+    pub kind: SuspectKind,
+    /// For a `hotter` suspect: the factor on the job's temperature.
+    #[serde(default)]
+    pub factor: Option<f64>,
+    /// The most an honest miner on other numerics moved this suspect's per-token ratio
+    /// (`ln E[q/p]`, nats per token), as `proctor calibrate` measured it; taken off every
+    /// token. Absent: not measured, and the panel's per-miner evidence can only flag.
+    #[serde(default)]
+    pub drift_nats_per_token: Option<f64>,
+    /// Why a cheater would serve it.
+    #[serde(default)]
+    pub note: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SuspectKind {
+    /// Another model: a smaller size, another finetune of the same base, a quantization.
+    Model,
+    /// The reference itself sampled hotter than the job asked (`factor`).
+    Hotter,
+    /// The reference itself, answering an empty request instead of the job's: text
+    /// that does not answer the prompt.
+    OffPrompt,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -331,6 +406,36 @@ pub(super) fn validate(rules: &Rules, need: &mut impl FnMut(bool, String)) {
             && l.likelihood_min_tokens >= 1,
         "checks.llm: likelihood_z_min must be < 0, likelihood_min_temperature > 0 and likelihood_min_tokens >= 1".into(),
     );
+    let pa = &l.panel;
+    need(
+        pa.llr_max.is_finite() && pa.llr_max >= 0.0,
+        "checks.llm.panel.llr_max must be a number >= 0".into(),
+    );
+    let mut names = std::collections::BTreeSet::new();
+    for s in &pa.suspects {
+        need(
+            names.insert(s.name.as_str()),
+            format!("checks.llm.panel: suspect {} is listed twice", s.name),
+        );
+        need(
+            match s.kind {
+                SuspectKind::Hotter => s.factor.is_some_and(|f| f.is_finite() && f > 1.0),
+                SuspectKind::Model | SuspectKind::OffPrompt => s.factor.is_none(),
+            },
+            format!(
+                "checks.llm.panel suspect {}: a hotter suspect needs a factor > 1, the others none",
+                s.name
+            ),
+        );
+        need(
+            s.drift_nats_per_token
+                .is_none_or(|d| d.is_finite() && d >= 0.0),
+            format!(
+                "checks.llm.panel suspect {}: drift_nats_per_token must be >= 0",
+                s.name
+            ),
+        );
+    }
     need(
         prob(c.calibration.target_false_positive_rate),
         "checks.calibration.target_false_positive_rate must be in (0, 1)".into(),

@@ -491,6 +491,7 @@ pub fn run(
         let (report, calibrated, subchecks, measured) =
             llm::calibrate(&pairs, &rules.checks.llm, target)?;
         checks.push(report);
+        checks.push(panel::check_report(&pairs, &calibrated, target)?);
         llm_subchecks = subchecks;
         let measured: Vec<MeasuredRate> = measured
             .into_iter()
@@ -599,6 +600,8 @@ pub fn write_rules(
         let section = match c.check {
             CheckId::ImageSimilarity => "image",
             CheckId::LlmLikelihood => "llm",
+            // The panel's threshold and allowances are written below.
+            CheckId::LlmSuspect => continue,
             other => anyhow::bail!("no rules section for calibrated check {other}"),
         };
         for (key, value) in &c.thresholds {

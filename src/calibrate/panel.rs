@@ -287,6 +287,36 @@ pub fn calibrate_rules(
     Ok(table)
 }
 
+/// `llm_suspect`'s report at the calibrated `rules`: the per-variant rates of the
+/// sampled pairs it judged (a pair it could not judge counts as passed) and the ROC
+/// of its statistic.
+pub fn check_report(
+    measured: &[LlmPair],
+    rules: &LlmRules,
+    target: f64,
+) -> anyhow::Result<super::CheckReport> {
+    let pairs = statistic_pairs(measured, rules, None);
+    let sweep = super::sweep(&pairs, &[0.0], target)?;
+    let verdicts: Vec<(Label, String, bool)> = pairs
+        .iter()
+        .map(|p| (p.label, p.variant.clone(), p.suspicion[0] > rules.panel.llr_max))
+        .collect();
+    let mut rows = super::rate_rows(&verdicts);
+    for r in rows.iter_mut() {
+        if r.variant == SUBSTITUTE || r.variant == PREFILL_SPOOF {
+            r.target = Some(super::llm::DETECTION_TARGET);
+            r.met = Some(r.rate >= super::llm::DETECTION_TARGET);
+        }
+    }
+    Ok(super::CheckReport {
+        check: CheckId::LlmSuspect,
+        target_fpr: target,
+        thresholds: vec![("panel.llr_max".into(), rules.panel.llr_max)],
+        rows,
+        roc: sweep.roc,
+    })
+}
+
 /// The panel statistic of every sampled pair the panel judged, as calibration pairs;
 /// with `leave_out`, over the panel without that suspect.
 fn statistic_pairs(measured: &[LlmPair], rules: &LlmRules, leave_out: Option<&str>) -> Vec<Pair> {

@@ -1153,7 +1153,6 @@ async fn a_substituted_model_is_slashed_through_the_suspect_panel_and_honest_min
     let mut workers = Vec::new();
     workers.push(h.start_worker("screen", rules.clone()).await);
     workers.push(h.start_worker_with("rerun", rules.clone(), settings).await);
-    workers.push(h.start_worker("judge", rules.clone()).await);
     let n = records.len() as i64;
     h.wait_for("every job re-run", Duration::from_secs(240), || async {
         h.count("SELECT count(*) FROM verdicts WHERE stage = 'rerun'")
@@ -1161,6 +1160,8 @@ async fn a_substituted_model_is_slashed_through_the_suspect_panel_and_honest_min
             == n
     })
     .await;
+    // The judge decides once on all of each miner's jobs.
+    workers.push(h.start_worker("judge", rules.clone()).await);
     let substitute = proctor::ids::MinerId::parse(&format!("0x{}-gpu0", "3".repeat(40))).unwrap();
     h.wait_for(
         "the substitute slashed",

@@ -299,7 +299,13 @@ pub fn check_report(
     let sweep = super::sweep(&pairs, &[0.0], target)?;
     let verdicts: Vec<(Label, String, bool)> = pairs
         .iter()
-        .map(|p| (p.label, p.variant.clone(), p.suspicion[0] > rules.panel.llr_max))
+        .map(|p| {
+            (
+                p.label,
+                p.variant.clone(),
+                p.suspicion[0] > rules.panel.llr_max,
+            )
+        })
         .collect();
     let mut rows = super::rate_rows(&verdicts);
     for r in rows.iter_mut() {

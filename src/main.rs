@@ -280,22 +280,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
             tracing_subscriber::fmt()
                 .with_writer(std::io::stderr)
                 .init();
-            let panel = load_rules(rules.as_deref())?.checks.llm.panel;
-            scorer.panel = proctor::llm::panel::Panel::load(
+            let rules = load_rules(rules.as_deref())?;
+            scorer.panel = proctor::llm::panel::Panel::beside(
                 &scorer,
-                &panel.suspects_of(&scorer.model_id),
-                panel.max_suspects,
-                model.parent().unwrap_or(std::path::Path::new(".")),
+                &rules.checks.llm.panel,
+                &model,
                 numerics,
                 &device,
             );
-            let suspects: Vec<&str> = scorer
-                .panel
-                .suspects
-                .iter()
-                .map(|s| s.name.as_str())
-                .collect();
-            tracing::info!(suspects = ?suspects, "suspect panel");
             tokio::runtime::Runtime::new()?.block_on(proctor::llm::serve::serve(scorer, bind))?;
             Ok(ExitCode::SUCCESS)
         }

@@ -194,14 +194,8 @@ fn generate(
 pub fn reference_with_panel(opts: &LlmOptions) -> anyhow::Result<Scorer> {
     let (device, f32) = (Device::Cpu, numerics(DType::F32, AttentionPrecision::F32));
     let mut reference = Scorer::load(&opts.reference, f32, &device)?;
-    reference.panel = crate::llm::panel::Panel::load(
-        &reference,
-        &opts.panel.suspects_of(&reference.model_id),
-        opts.panel.max_suspects,
-        opts.reference.parent().unwrap_or(Path::new(".")),
-        f32,
-        &device,
-    );
+    reference.panel =
+        crate::llm::panel::Panel::beside(&reference, &opts.panel, &opts.reference, f32, &device);
     Ok(reference)
 }
 

@@ -374,27 +374,13 @@ impl Scorer {
 /// variance over that distribution. `None` for greedy jobs, a temperature that is not
 /// a positive number, or an EOS token in the text.
 pub(crate) fn tempered(row: &[f32], temperature: f64, id: u32, eos: u32) -> Option<Tempered> {
-    if !(temperature > 0.0 && temperature.is_finite()) || id == eos {
+    if id == eos {
         return None;
     }
-    let keep = |i: usize| i != eos as usize;
-    let scaled = |x: f32| f64::from(x) / temperature;
-    let max = row
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| keep(*i))
-        .map(|(_, &x)| scaled(x))
-        .fold(f64::NEG_INFINITY, f64::max);
-    let sum: f64 = row
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| keep(*i))
-        .map(|(_, &x)| (scaled(x) - max).exp())
-        .sum();
-    let log_z = max + sum.ln();
+    // EOS at −∞: it counts for neither moment.
+    let lqs = panel::log_tempered(row, temperature, eos)?;
     let (mut mean, mut second) = (0.0, 0.0);
-    for (_, &x) in row.iter().enumerate().filter(|(i, _)| keep(*i)) {
-        let lq = scaled(x) - log_z;
+    for &lq in &lqs {
         let q = lq.exp();
         if q > 0.0 {
             mean += q * lq;
@@ -407,8 +393,7 @@ pub(crate) fn tempered(row: &[f32], temperature: f64, id: u32, eos: u32) -> Opti
     // samples.
     let floor = mean - FLOOR_SD * (second - mean * mean).max(0.0).sqrt();
     let (mut mean_f, mut second_f) = (0.0, 0.0);
-    for (_, &x) in row.iter().enumerate().filter(|(i, _)| keep(*i)) {
-        let lq = scaled(x) - log_z;
+    for &lq in &lqs {
         let q = lq.exp();
         if q > 0.0 {
             let v = lq.max(floor);
@@ -416,7 +401,7 @@ pub(crate) fn tempered(row: &[f32], temperature: f64, id: u32, eos: u32) -> Opti
             second_f += q * v * v;
         }
     }
-    let logprob = (scaled(row[id as usize]) - log_z).max(floor);
+    let logprob = lqs.get(id as usize)?.max(floor);
     logprob.is_finite().then(|| Tempered {
         logprob,
         mean: mean_f,

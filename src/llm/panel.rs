@@ -102,6 +102,28 @@ impl Panel {
         Panel { suspects }
     }
 
+    /// The panel `rules` list for the model in `reference_dir`, with model suspects
+    /// from the folders beside it; logs which suspects it holds.
+    pub fn beside(
+        reference: &Scorer,
+        rules: &crate::rules::PanelRules,
+        reference_dir: &std::path::Path,
+        numerics: Numerics,
+        device: &Device,
+    ) -> Panel {
+        let panel = Panel::load(
+            reference,
+            &rules.suspects_of(&reference.model_id),
+            rules.max_suspects,
+            reference_dir.parent().unwrap_or(std::path::Path::new(".")),
+            numerics,
+            device,
+        );
+        let names: Vec<&str> = panel.suspects.iter().map(|s| s.name.as_str()).collect();
+        tracing::info!(model = %reference.model_id, suspects = ?names, "suspect panel");
+        panel
+    }
+
     pub fn is_empty(&self) -> bool {
         self.suspects.is_empty()
     }

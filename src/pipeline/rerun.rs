@@ -311,22 +311,13 @@ pub fn pool(ctx: &Context) -> anyhow::Result<Pool> {
             let mut scorer = Scorer::load(&dir, numerics, &device)?;
             scorer.top_k = r.top_k;
             // The suspects of the rules' panel, from the folders beside the reference's.
-            let panel = &ctx.rules.checks.llm.panel;
-            scorer.panel = Panel::load(
+            scorer.panel = Panel::beside(
                 &scorer,
-                &panel.suspects_of(&scorer.model_id),
-                panel.max_suspects,
-                dir.parent().unwrap_or(Path::new(".")),
+                &ctx.rules.checks.llm.panel,
+                &dir,
                 numerics,
                 &device,
             );
-            let suspects: Vec<&str> = scorer
-                .panel
-                .suspects
-                .iter()
-                .map(|s| s.name.as_str())
-                .collect();
-            tracing::info!(model = %scorer.model_id, suspects = ?suspects, "suspect panel");
             tracing::info!(host = %host.name, model = %scorer.model_id, dir = %dir.display(), "reference LLM loaded");
             pool = pool.with_candle(&host, ScoringService::start(scorer, r.max_batch));
         }

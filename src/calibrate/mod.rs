@@ -459,7 +459,7 @@ pub fn run(
     let mut checks = Vec::new();
     let mut llm_subchecks = Vec::new();
     let mut rates = Vec::new();
-    let (mut panel, mut llm_rules) = (None, None);
+    let (mut panel, mut calibrated_llm) = (None, None);
     if let Some(o) = &opts.image {
         progress(&format!(
             "image: {} jobs from {}, {} honest pairs each",
@@ -488,8 +488,10 @@ pub fn run(
             o.reference.display()
         ));
         let pairs = llm::pairs(o)?;
-        let (report, calibrated, subchecks, measured) =
-            llm::calibrate(&pairs, &rules.checks.llm, target)?;
+        // The panel's allowances and threshold first: llm_suspect's outcomes use them.
+        let mut llm_rules = rules.checks.llm.clone();
+        let drift = panel::calibrate_rules(&pairs, &mut llm_rules, target)?;
+        let (report, calibrated, subchecks, measured) = llm::calibrate(&pairs, &llm_rules, target)?;
         checks.push(report);
         checks.push(panel::check_report(&pairs, &calibrated, target)?);
         llm_subchecks = subchecks;
@@ -504,7 +506,6 @@ pub fn run(
             "llm: the suspect panel's per-miner simulation, {} miners per variant",
             opts.miners
         ));
-        let drift = panel::calibrate_rules(&pairs, &mut rules.checks.llm.clone(), target)?;
         let mut simulated = rules.clone();
         simulated.checks.llm = calibrated.clone();
         apply_measured(&mut simulated, &measured, &Provenance::of_this_run());
@@ -527,7 +528,7 @@ pub fn run(
             .collect();
         report.cost = Some(panel::cost(&llm::reference_with_panel(o)?, &timed, 16)?);
         panel = Some(report);
-        llm_rules = Some(calibrated);
+        calibrated_llm = Some(calibrated);
         rates.extend(measured);
     }
     let latency = match &opts.latency {
@@ -555,7 +556,7 @@ pub fn run(
         rates,
         latency,
         panel,
-        llm_rules,
+        llm_rules: calibrated_llm,
     })
 }
 

@@ -24,7 +24,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
-use super::llm::{LlmPair, PREFILL_SPOOF, QUANTIZED_4, QUANTIZED_8, SUBSTITUTE};
+use super::llm::{LlmPair, PREFILL_SPOOF, QUANTIZED_4, QUANTIZED_8, Replay, SUBSTITUTE};
 use super::{Label, Pair};
 use crate::checks::llm;
 use crate::decide::{self, Action, SequenceEvidence};
@@ -32,134 +32,8 @@ use crate::llm::{ScoreJob, Scorer, panel};
 use crate::outcome::{CheckId, Status};
 use crate::rules::{LlmRules, Rules};
 
-/// Below this temperature the panel does not judge, and no drift is measured.
-const MIN_TEMPERATURE: f64 = 0.3;
-
-/// The reference's replay of one text's draws from its job's seed.
-#[derive(Debug, Clone, Copy, Serialize)]
-pub struct Replay {
-    /// Output tokens replayed, over the miner's text as the reference tokenizes it
-    /// (all a miner that returns text gives) ...
-    pub tokens: u32,
-    /// ... and those where the replay drew the miner's token.
-    pub agree: u32,
-    /// The same over the token ids the miner generated (what a miner returning its
-    /// token ids would give).
-    pub id_tokens: u32,
-    pub id_agree: u32,
-}
-
-/// Per job of `chunk`: each suspect's (mean, max) per-token drift where `miner` is the
-/// honest miner's model (`None` otherwise), and the replay of its sampler.
-#[allow(clippy::type_complexity)]
-pub fn measure(
-    reference: &Scorer,
-    miner: Option<&Scorer>,
-    chunk: &[ScoreJob<'_>],
-    generated: &[Vec<u32>],
-) -> anyhow::Result<(Vec<Option<Vec<(f64, f64)>>>, Vec<Option<Replay>>)> {
-    let seqs: Vec<Option<(Vec<u32>, usize)>> = chunk
-        .iter()
-        .map(|j| {
-            let prompt = reference.prompter.prompt_ids(j.input).ok()?;
-            let output = reference.prompter.encode(j.text, false).ok()?;
-            let p = prompt.len();
-            let seq: Vec<u32> = prompt.into_iter().chain(output).collect();
-            (p > 0 && seq.len() <= reference.model.config.max_position_embeddings)
-                .then_some((seq, p))
-        })
-        .collect();
-    let ok: Vec<(&[u32], usize)> = seqs
-        .iter()
-        .flatten()
-        .map(|(s, p)| (s.as_slice(), *p))
-        .collect();
-    let reference_rows = reference.log_prob_rows(&ok)?;
-    // The replay over the generated ids: prompt + ids, where both exist.
-    let by_ids: Vec<Option<(Vec<u32>, usize)>> = seqs
-        .iter()
-        .zip(generated)
-        .map(|(s, ids)| {
-            let (seq, p) = s.as_ref()?;
-            let out: Vec<u32> = seq[..*p].iter().chain(ids).copied().collect();
-            (!ids.is_empty() && out.len() <= reference.model.config.max_position_embeddings)
-                .then_some((out, *p))
-        })
-        .collect();
-    let id_ok: Vec<(&[u32], usize)> = by_ids
-        .iter()
-        .flatten()
-        .map(|(s, p)| (s.as_slice(), *p))
-        .collect();
-    let id_rows = reference.log_prob_rows(&id_ok)?;
-    let mut id_rows = id_rows.into_iter();
-    let replay = |rows: &[Vec<f32>], tokens: &[u32], t: f64, seed: u64| -> (u32, u32) {
-        let agree = tokens
-            .iter()
-            .enumerate()
-            .filter(|&(i, &id)| crate::llm::sample(&rows[i], t, seed, i) == id)
-            .count();
-        (tokens.len() as u32, agree as u32)
-    };
-    let miner_rows = match miner {
-        Some(m) => Some(m.log_prob_rows(&ok)?),
-        None => None,
-    };
-    let suspect_rows = if miner.is_some() {
-        panel::suspect_rows(reference, &ok)?
-    } else {
-        Vec::new()
-    };
-    let eos = reference.prompter.eos_id;
-    let (mut drifts, mut replays) = (Vec::new(), Vec::new());
-    let mut k = 0;
-    for ((job, seq), by_id) in chunk.iter().zip(&seqs).zip(&by_ids) {
-        let own_rows = by_id
-            .as_ref()
-            .map(|_| id_rows.next().expect("one row block per id sequence"));
-        let Some((seq, p)) = seq else {
-            drifts.push(None);
-            replays.push(None);
-            continue;
-        };
-        let rows = &reference_rows[k];
-        let tokens = &seq[*p..];
-        let t = job.input.temperature;
-        replays.push(job.input.seed.filter(|_| t > 0.0).map(|seed| {
-            let (tokens, agree) = replay(rows, tokens, t, seed as u64);
-            let (id_tokens, id_agree) = match (by_id, &own_rows) {
-                (Some((s, p)), Some(r)) => replay(r, &s[*p..], t, seed as u64),
-                _ => (0, 0),
-            };
-            Replay {
-                tokens,
-                agree,
-                id_tokens,
-                id_agree,
-            }
-        }));
-        drifts.push(match &miner_rows {
-            Some(m) if t >= MIN_TEMPERATURE && !reference.panel.is_empty() => {
-                let mine: Vec<Option<Vec<Vec<f32>>>> = suspect_rows
-                    .iter()
-                    .map(|r| r.as_ref().map(|r| r[k].clone()))
-                    .collect();
-                Some(panel::text_drift(
-                    &reference.panel,
-                    &m[k],
-                    rows,
-                    &mine,
-                    tokens,
-                    t,
-                    eos,
-                ))
-            }
-            _ => None,
-        });
-        k += 1;
-    }
-    Ok((drifts, replays))
-}
+/// Below this temperature the panel does not judge.
+const MIN_TEMPERATURE: f64 = super::llm::MIN_PANEL_TEMPERATURE;
 
 /// One variant's row of the per-job table.
 #[derive(Debug, Clone, Serialize)]

@@ -47,7 +47,7 @@ use serde::{Deserialize, Serialize};
 use crate::checks::{JobVerdict, Verdict};
 use crate::ids::{JobId, MinerId};
 use crate::outcome::{CheckId, Outcome};
-use crate::points::Points;
+use crate::points::{MicroPoints, Points};
 use crate::rules::{Rules, SlashScope};
 
 /// What the engine knows about a miner before the new outcomes.
@@ -109,7 +109,8 @@ pub struct CheckTally {
 pub struct Slash {
     pub slash_id: String,
     pub miner_id: MinerId,
-    pub amount: Points,
+    /// What the slash takes, exactly (`points::MicroPoints`).
+    pub amount: MicroPoints,
     pub jobs: Vec<JobId>,
     pub rule_id: String,
     pub reason: String,
@@ -512,11 +513,13 @@ fn build_slash(
         })
         .collect();
     let jobs: Vec<JobId> = covered.iter().map(|v| v.job_id.clone()).collect();
-    let amount = covered
-        .iter()
-        .map(|v| v.points)
-        .sum::<Points>()
-        .scaled(sl.fraction * points_factor);
+    let amount = MicroPoints::from_points(
+        covered
+            .iter()
+            .map(|v| v.points)
+            .sum::<Points>()
+            .scaled(sl.fraction * points_factor),
+    );
     Slash {
         slash_id: slash_id(miner, &jobs, rule_id),
         miner_id: miner.clone(),
@@ -738,7 +741,7 @@ mod tests {
         let twice = decide(&miner(), &MinerHistory::default(), &redelivered, &r);
         assert_eq!(once.slash, twice.slash);
         let s = once.slash.unwrap();
-        assert_eq!(s.amount.waifu, 50.0);
+        assert_eq!(s.amount.waifu_micro, 50_000_000);
         assert_eq!(s.jobs.len(), 5);
     }
 
@@ -757,7 +760,7 @@ mod tests {
         )
         .slash
         .unwrap();
-        assert!((s.amount.waifu - 60.0).abs() < 1e-9, "{:?}", s.amount);
+        assert_eq!(s.amount.waifu_micro, 60_000_000, "{:?}", s.amount);
     }
 
     #[test]

@@ -20,9 +20,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::decide::{EvidenceRef, Slash};
 use crate::ids::{JobId, MinerId};
-use crate::points::Points;
+use crate::points::MicroPoints;
 
-pub const EVENT_VERSION: u32 = 1;
+/// Version 2: amounts in integer micro-points (`points::MicroPoints`); version 1 had
+/// them as floating-point points.
+pub const EVENT_VERSION: u32 = 2;
 pub const SIGNING_CONTEXT: &[u8] = b"heurist proctor slash event v1\n";
 pub const REVERSAL_SIGNING_CONTEXT: &[u8] = b"heurist proctor slash reversed event v1\n";
 
@@ -40,8 +42,8 @@ pub struct ReversalEvent {
     pub slash_id: String,
     pub miner_id: MinerId,
     pub wallet: String,
-    /// What the slash took, returned.
-    pub amount: Points,
+    /// What the slash took, returned, in micro-points.
+    pub amount: MicroPoints,
     /// The appeal that reversed it, and the staff reviewer who decided it.
     pub appeal_id: i64,
     pub reversed_by: String,
@@ -67,7 +69,8 @@ pub struct SlashEvent {
     pub slash_id: String,
     pub miner_id: MinerId,
     pub wallet: String,
-    pub amount: Points,
+    /// What to take, in micro-points.
+    pub amount: MicroPoints,
     pub jobs: Vec<JobId>,
     pub rule_id: String,
     pub reason: String,
@@ -171,7 +174,24 @@ fn sign_in(
 /// Verifies a slash envelope's bytes against the trusted key, then parses its payload.
 pub fn verify(envelope: &[u8], trusted: &VerifyingKey) -> Result<SlashEvent, VerifyError> {
     let env = verified_envelope(envelope, trusted, SIGNING_CONTEXT)?;
-    serde_json::from_str(&env.payload).map_err(|e| VerifyError::Payload(e.to_string()))
+    parse_payload(&env.payload)
+}
+
+/// An event's payload of this build's version: another version is named as such, not
+/// misread (version 1's amounts were points, version 2's are micro-points).
+fn parse_payload<T: serde::de::DeserializeOwned>(payload: &str) -> Result<T, VerifyError> {
+    #[derive(Deserialize)]
+    struct Version {
+        event_version: Option<u32>,
+    }
+    let v: Version =
+        serde_json::from_str(payload).map_err(|e| VerifyError::Payload(e.to_string()))?;
+    if let Some(other) = v.event_version.filter(|&n| n != EVENT_VERSION) {
+        return Err(VerifyError::Payload(format!(
+            "event_version {other}; this build reads version {EVENT_VERSION} (amounts in integer micro-points)"
+        )));
+    }
+    serde_json::from_str(payload).map_err(|e| VerifyError::Payload(e.to_string()))
 }
 
 /// Verifies either kind of event on the ledger topic: a slash, or a reversal.
@@ -180,13 +200,10 @@ pub fn verify_ledger_event(
     trusted: &VerifyingKey,
 ) -> Result<LedgerEvent, VerifyError> {
     match verified_envelope(envelope, trusted, SIGNING_CONTEXT) {
-        Ok(env) => serde_json::from_str(&env.payload)
-            .map(LedgerEvent::Slash)
-            .map_err(|e| VerifyError::Payload(e.to_string())),
+        Ok(env) => parse_payload(&env.payload).map(LedgerEvent::Slash),
         Err(VerifyError::BadSignature) => {
             let env = verified_envelope(envelope, trusted, REVERSAL_SIGNING_CONTEXT)?;
-            let event: ReversalEvent = serde_json::from_str(&env.payload)
-                .map_err(|e| VerifyError::Payload(e.to_string()))?;
+            let event: ReversalEvent = parse_payload(&env.payload)?;
             if event.event_type != REVERSAL_EVENT_TYPE {
                 return Err(VerifyError::Payload(format!(
                     "event_type {:?} is not {REVERSAL_EVENT_TYPE}",
@@ -239,9 +256,9 @@ mod tests {
             slash_id: "abc".into(),
             miner_id: MinerId::parse("0x00000000000000000000000000000000000000aa-gpu0").unwrap(),
             wallet: "0x00000000000000000000000000000000000000aa".into(),
-            amount: Points {
-                waifu: 12.5,
-                llama: 0.0,
+            amount: MicroPoints {
+                waifu_micro: 12_500_000,
+                llama_micro: 0,
             },
             jobs: vec![JobId::parse("j1").unwrap()],
             rule_id: "auto-slash-v1".into(),
@@ -275,7 +292,7 @@ mod tests {
     fn a_changed_payload_fails() {
         let k = key(1);
         let mut signed = sign(&event(), &k).unwrap();
-        signed.payload = signed.payload.replace("12.5", "125.0");
+        signed.payload = signed.payload.replace("12500000", "125000000");
         assert_eq!(
             verify(&bytes(&signed), &k.verifying_key()),
             Err(VerifyError::BadSignature)
@@ -377,11 +394,24 @@ mod tests {
         ));
         // An edited amount breaks the signature.
         let mut edited = signed;
-        edited.payload = edited.payload.replace("12.5", "1250.0");
+        edited.payload = edited.payload.replace("12500000", "1250000000");
         assert_eq!(
             verify_ledger_event(&bytes(&edited), &k.verifying_key()),
             Err(VerifyError::BadSignature)
         );
+    }
+
+    #[test]
+    fn a_version_1_event_is_named_as_such_not_misread() {
+        let k = key(1);
+        let mut v = serde_json::to_value(event()).unwrap();
+        v["event_version"] = 1.into();
+        v["amount"] = serde_json::json!({"waifu": 12.5, "llama": 0.0});
+        let signed = sign_in(SIGNING_CONTEXT, &v.to_string(), &k).unwrap();
+        match verify(&bytes(&signed), &k.verifying_key()) {
+            Err(VerifyError::Payload(why)) => assert!(why.contains("event_version 1"), "{why}"),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

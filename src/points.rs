@@ -41,6 +41,51 @@ impl std::iter::Sum for Points {
     }
 }
 
+/// Points in the ledger's unit, per kind: whole millionths of a point. What a slash
+/// takes and a reversal returns, exactly, in Postgres (`BIGINT`) and in the ledger
+/// events; points are earned as real numbers and rounded to the nearest micro-point
+/// only here, at the ledger's boundary.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MicroPoints {
+    pub waifu_micro: i64,
+    pub llama_micro: i64,
+}
+
+/// Micro-points in a point.
+pub const MICRO_PER_POINT: f64 = 1e6;
+
+impl MicroPoints {
+    /// Rounds to the nearest micro-point; a negative or non-finite amount is 0 and an
+    /// amount past `i64` saturates (neither can come from the points rules).
+    pub fn from_points(p: Points) -> MicroPoints {
+        let micro = |x: f64| {
+            if x.is_finite() && x > 0.0 {
+                // `as` saturates at i64::MAX.
+                (x * MICRO_PER_POINT).round() as i64
+            } else {
+                0
+            }
+        };
+        MicroPoints {
+            waifu_micro: micro(p.waifu),
+            llama_micro: micro(p.llama),
+        }
+    }
+
+    /// For display: the amount in points.
+    pub fn points(self) -> Points {
+        Points {
+            waifu: self.waifu_micro as f64 / MICRO_PER_POINT,
+            llama: self.llama_micro as f64 / MICRO_PER_POINT,
+        }
+    }
+
+    pub fn is_zero(self) -> bool {
+        self.waifu_micro == 0 && self.llama_micro == 0
+    }
+}
+
 fn multiplier(rules: &Rules, category: &str) -> f64 {
     rules
         .points
@@ -138,6 +183,39 @@ mod tests {
         let r = rules();
         assert!((llm_points(&r, &"mixtral_8x7b_gptq".into(), 1000) - 1.0).abs() < 1e-12);
         assert!((llm_points(&r, &"llama3_8b".into(), 1000) - 0.5).abs() < 1e-12);
+    }
+
+    #[test]
+    fn micro_points_round_to_the_nearest_millionth_and_never_go_negative() {
+        let m = MicroPoints::from_points(Points {
+            waifu: 13.333_333_333_7,
+            llama: 0.000_000_4,
+        });
+        assert_eq!(
+            m,
+            MicroPoints {
+                waifu_micro: 13_333_333,
+                llama_micro: 0
+            }
+        );
+        assert_eq!(
+            MicroPoints::from_points(Points {
+                waifu: -1.0,
+                llama: f64::NAN
+            }),
+            MicroPoints::default()
+        );
+        assert_eq!(
+            MicroPoints::from_points(Points {
+                waifu: 1e30,
+                llama: 0.5
+            })
+            .waifu_micro,
+            i64::MAX
+        );
+        assert_eq!(m.points().waifu, 13.333_333);
+        let json = serde_json::to_string(&m).unwrap();
+        assert_eq!(json, r#"{"waifu_micro":13333333,"llama_micro":0}"#);
     }
 
     #[test]

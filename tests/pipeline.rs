@@ -144,11 +144,13 @@ async fn end_to_end_the_pipeline_agrees_with_the_audit_and_slashes_each_cheat_on
     // audit's (same deterministic slash id, same amounts).
     let miners: Vec<serde_json::Value> =
         serde_json::from_slice(&std::fs::read(demo().join("miners.json")).unwrap()).unwrap();
-    let slashes = sqlx::query("SELECT slash_id, miner_id, amount_waifu, amount_llama FROM slashes")
-        .fetch_all(h.store.pool())
-        .await
-        .unwrap();
-    let by_miner: BTreeMap<String, Vec<(String, f64, f64)>> =
+    let slashes = sqlx::query(
+        "SELECT slash_id, miner_id, amount_waifu_micro, amount_llama_micro FROM slashes",
+    )
+    .fetch_all(h.store.pool())
+    .await
+    .unwrap();
+    let by_miner: BTreeMap<String, Vec<(String, i64, i64)>> =
         slashes.iter().fold(BTreeMap::new(), |mut m, r| {
             m.entry(r.get::<String, _>(1))
                 .or_default()
@@ -173,9 +175,10 @@ async fn end_to_end_the_pipeline_agrees_with_the_audit_and_slashes_each_cheat_on
                 assert_eq!(s.len(), 1, "{} slashed {} times", m["name"], s.len());
                 let a = audit_slash.expect("the audit slashes it too");
                 assert_eq!(s[0].0, a.slash_id, "{}", m["name"]);
-                assert!(
-                    (s[0].1 - a.amount.waifu).abs() < 1e-9
-                        && (s[0].2 - a.amount.llama).abs() < 1e-9
+                assert_eq!(
+                    (s[0].1, s[0].2),
+                    (a.amount.waifu_micro, a.amount.llama_micro),
+                    "the same amounts, exactly"
                 );
             }
             _ => assert!(
@@ -1448,14 +1451,7 @@ async fn assert_parity(
             cited(&w.evidence),
             "{phase}: slash {id}"
         );
-        assert!(
-            (s.amount.waifu - w.amount.waifu).abs() < 1e-9,
-            "{phase}: {id}"
-        );
-        assert!(
-            (s.amount.llama - w.amount.llama).abs() < 1e-9,
-            "{phase}: {id}"
-        );
+        assert_eq!(s.amount, w.amount, "{phase}: {id}");
     }
     sqlx::query("SELECT flag_id, body FROM review_flags")
         .fetch_all(h.store.pool())

@@ -359,3 +359,102 @@ async fn a_nul_character_is_refused_as_input_and_an_outage_is_not() {
     assert!(!proctor::store::refuses_input(&err), "{err}");
     db.drop_db().await;
 }
+
+/// Migration 0008 turns floating-point amounts into exact micro-points: the columns and
+/// the JSON copies that are read back (a slash's body, a case's decision), and it
+/// refuses to run while version 1 events wait in the outbox.
+#[tokio::test]
+async fn the_micro_points_migration_converts_old_amounts_exactly() {
+    let name = format!(
+        "proctor_test_mig_{}",
+        &blake3::hash(format!("{:?}", std::time::SystemTime::now()).as_bytes()).to_hex()[..12]
+    );
+    let admin = sqlx::PgPool::connect(&admin_url()).await.unwrap();
+    // Safe: `name` is generated from hex digits.
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&admin)
+        .await
+        .unwrap();
+    let url = admin_url()
+        .rsplit_once('/')
+        .map(|(base, _)| format!("{base}/{name}"))
+        .unwrap();
+    let store = proctor::store::Store::connect(&url).await.unwrap();
+    let mut before = sqlx::migrate!("./migrations");
+    before.migrations = before
+        .migrations
+        .iter()
+        .filter(|m| m.version < 8)
+        .cloned()
+        .collect::<Vec<_>>()
+        .into();
+    before.run(store.pool()).await.unwrap();
+    let miner = "0x00000000000000000000000000000000000000aa-gpu0";
+    let amount = serde_json::json!({"waifu": 13.3333337, "llama": 0.25});
+    sqlx::query(
+        "INSERT INTO slashes (slash_id, miner_id, amount_waifu, amount_llama, rule_id,
+                              honest_probability, rules_digest, body)
+         VALUES ('s1', $1, 13.3333337, 0.25, 'auto-slash-v1', 1e-20, 'd', $2)",
+    )
+    .bind(miner)
+    .bind(serde_json::json!({"slash_id": "s1", "amount": amount}))
+    .execute(store.pool())
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO review_cases (miner_id, opened_by, status, slash_id, honest_probability,
+                                   at_stake_waifu, at_stake_llama, decision)
+         VALUES ($1, 'slash', 'slashed', 's1', 1e-20, 13.3333337, 0.25, $2)",
+    )
+    .bind(miner)
+    .bind(serde_json::json!({"slash": {"amount": amount}, "confirmation": null}))
+    .execute(store.pool())
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO outbox (event_id, kind, key, envelope) VALUES ('s1', 'slash', 'k', '{}')",
+    )
+    .execute(store.pool())
+    .await
+    .unwrap();
+    let refused = store.migrate().await.unwrap_err().to_string();
+    assert!(refused.contains("drain"), "{refused}");
+    // A failed migration leaves sqlx's migration lock with its connection, as a worker
+    // that exits on the error would drop it: reconnect.
+    store.pool().close().await;
+    let store = proctor::store::Store::connect(&url).await.unwrap();
+    sqlx::query("UPDATE outbox SET published_at = now()")
+        .execute(store.pool())
+        .await
+        .unwrap();
+    store.migrate().await.unwrap();
+
+    let row = sqlx::query("SELECT amount_waifu_micro, amount_llama_micro, body FROM slashes")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(
+        (row.get::<i64, _>(0), row.get::<i64, _>(1)),
+        (13_333_334, 250_000)
+    );
+    let body: serde_json::Value = row.get(2);
+    assert_eq!(
+        body["amount"],
+        serde_json::json!({"waifu_micro": 13_333_334, "llama_micro": 250_000})
+    );
+    let row = sqlx::query("SELECT at_stake_waifu_micro, decision FROM review_cases")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(row.get::<i64, _>(0), 13_333_334);
+    let decision: serde_json::Value = row.get(1);
+    assert_eq!(decision["slash"]["amount"]["llama_micro"], 250_000);
+    assert!(decision["confirmation"].is_null());
+    store.pool().close().await;
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+    )))
+    .execute(&admin)
+    .await
+    .unwrap();
+}

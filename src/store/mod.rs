@@ -90,6 +90,21 @@ pub struct OutboxEvent {
 #[derive(Clone)]
 pub struct Store {
     pool: PgPool,
+    /// Shadow mode: decisions go to `shadow_decisions` only (see [`Store::shadow`]).
+    shadow: bool,
+}
+
+/// What the operators watch on the pipeline's state (`/metrics` of the publisher).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Backlog {
+    /// Outbox events not yet acknowledged by the broker.
+    pub unpublished: i64,
+    /// Seconds since the oldest of them was written (0 when none).
+    pub oldest_unpublished_secs: f64,
+    /// Review cases waiting for staff.
+    pub open_cases: i64,
+    /// Miners whose evidence changed and who wait for the judge.
+    pub judge_queue: i64,
 }
 
 impl Store {
@@ -103,11 +118,42 @@ impl Store {
             .acquire_timeout(std::time::Duration::from_secs(10))
             .connect(url)
             .await?;
-        Ok(Store { pool })
+        Ok(Store {
+            pool,
+            shadow: false,
+        })
+    }
+
+    /// The same database in shadow mode: the judge's decisions are recorded in
+    /// `shadow_decisions` and nothing is slashed, flagged or published.
+    pub fn shadow(self) -> Store {
+        Store {
+            shadow: true,
+            ..self
+        }
     }
 
     pub fn pool(&self) -> &PgPool {
         &self.pool
+    }
+
+    /// The outbox backlog, the review queue and the judge's queue, in one round trip.
+    pub async fn backlog(&self) -> Result<Backlog, sqlx::Error> {
+        let row = sqlx::query(
+            "SELECT (SELECT count(*) FROM outbox WHERE published_at IS NULL),
+                    (SELECT COALESCE(EXTRACT(EPOCH FROM now() - min(created_at)), 0)::float8
+                       FROM outbox WHERE published_at IS NULL),
+                    (SELECT count(*) FROM review_cases WHERE status IN ('open', 'appealed')),
+                    (SELECT count(*) FROM judge_queue)",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(Backlog {
+            unpublished: row.get(0),
+            oldest_unpublished_secs: row.get(1),
+            open_cases: row.get(2),
+            judge_queue: row.get(3),
+        })
     }
 
     pub async fn migrate(&self) -> Result<(), sqlx::migrate::MigrateError> {
@@ -482,7 +528,32 @@ impl case::Ledger for Store {
         let case::Entry { case, event } =
             decide(history).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
         let decision = &case.decision;
-        if decision.action == Action::FlagForReview {
+        let decision_id = match (&decision.action, &decision.slash) {
+            (Action::Slash, Some(slash)) => Some(slash.slash_id.as_str()),
+            (Action::FlagForReview, _) => case.flag_id.as_deref(),
+            _ => None,
+        };
+        if self.shadow {
+            if let Some(id) = decision_id {
+                sqlx::query(
+                    "INSERT INTO shadow_decisions (decision_id, miner_id, action,
+                         honest_probability, review_probability, body)
+                     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (decision_id) DO NOTHING",
+                )
+                .bind(id)
+                .bind(&miner_s)
+                .bind(if decision.action == Action::Slash {
+                    "slash"
+                } else {
+                    "flag_for_review"
+                })
+                .bind(decision.honest_probability)
+                .bind(decision.review_probability)
+                .bind(sqlx::types::Json(decision))
+                .execute(&mut *tx)
+                .await?;
+            }
+        } else if decision.action == Action::FlagForReview {
             let fresh = sqlx::query(
                 "INSERT INTO review_flags (flag_id, miner_id, honest_probability, body)
                  VALUES ($1, $2, $3, $4) ON CONFLICT (flag_id) DO NOTHING",
@@ -524,14 +595,14 @@ async fn write_slash(
 ) -> Result<bool, sqlx::Error> {
     let miner_s = slash.miner_id.to_string();
     let fresh = sqlx::query(
-        "INSERT INTO slashes (slash_id, miner_id, amount_waifu, amount_llama, rule_id,
+        "INSERT INTO slashes (slash_id, miner_id, amount_waifu_micro, amount_llama_micro, rule_id,
                               honest_probability, rules_digest, body)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (slash_id) DO NOTHING",
     )
     .bind(&slash.slash_id)
     .bind(&miner_s)
-    .bind(slash.amount.waifu)
-    .bind(slash.amount.llama)
+    .bind(slash.amount.waifu_micro)
+    .bind(slash.amount.llama_micro)
     .bind(&slash.rule_id)
     .bind(slash.honest_probability)
     .bind(&slash.rules_digest)

@@ -18,7 +18,7 @@ use crate::checks::JobVerdict;
 use crate::decide::{Decision, Slash};
 use crate::events::{self, ReversalEvent};
 use crate::ids::MinerId;
-use crate::points::Points;
+use crate::points::MicroPoints;
 use crate::review::auth::{self, NewToken};
 use crate::review::trail::{self, Entry};
 use crate::review::{Actor, CaseFacts, CaseStatus, Refusal, Role, StaffAction};
@@ -81,7 +81,8 @@ pub struct CaseRow {
     pub slash_id: Option<String>,
     /// The strength of the evidence (lower is stronger).
     pub honest_probability: f64,
-    pub at_stake: Points,
+    /// What the slash took, or what a confirmation would take (micro-points).
+    pub at_stake: MicroPoints,
     pub confirmed_by: Option<String>,
     pub opened_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -155,7 +156,7 @@ pub struct CasePage {
 }
 
 const CASE_COLUMNS: &str = "c.case_id, c.miner_id, c.opened_by, c.status, c.flag_id, c.slash_id,
-    c.honest_probability, c.at_stake_waifu, c.at_stake_llama, c.confirmed_by, c.opened_at,
+    c.honest_probability, c.at_stake_waifu_micro, c.at_stake_llama_micro, c.confirmed_by, c.opened_at,
     c.updated_at, c.decision";
 
 fn case_row(r: &sqlx::postgres::PgRow) -> Result<CaseRow, sqlx::Error> {
@@ -170,9 +171,9 @@ fn case_row(r: &sqlx::postgres::PgRow) -> Result<CaseRow, sqlx::Error> {
         flag_id: r.try_get(4)?,
         slash_id: r.try_get(5)?,
         honest_probability: r.try_get(6)?,
-        at_stake: Points {
-            waifu: r.try_get(7)?,
-            llama: r.try_get(8)?,
+        at_stake: MicroPoints {
+            waifu_micro: r.try_get(7)?,
+            llama_micro: r.try_get(8)?,
         },
         confirmed_by: r.try_get(9)?,
         opened_at: r.try_get(10)?,
@@ -194,19 +195,20 @@ pub(super) async fn join_open_case(
         .unwrap_or_default();
     let case_id: i64 = sqlx::query_scalar(
         "INSERT INTO review_cases (miner_id, opened_by, status, flag_id, honest_probability,
-                                   at_stake_waifu, at_stake_llama, decision)
+                                   at_stake_waifu_micro, at_stake_llama_micro, decision)
          VALUES ($1, 'flag', 'open', $2, $3, $4, $5, $6)
          ON CONFLICT (miner_id) WHERE status = 'open' DO UPDATE
          SET flag_id = EXCLUDED.flag_id, honest_probability = EXCLUDED.honest_probability,
-             at_stake_waifu = EXCLUDED.at_stake_waifu, at_stake_llama = EXCLUDED.at_stake_llama,
+             at_stake_waifu_micro = EXCLUDED.at_stake_waifu_micro,
+             at_stake_llama_micro = EXCLUDED.at_stake_llama_micro,
              decision = EXCLUDED.decision, updated_at = now()
          RETURNING case_id",
     )
     .bind(decision.miner_id.to_string())
     .bind(flag_id)
     .bind(decision.review_probability)
-    .bind(stake.waifu)
-    .bind(stake.llama)
+    .bind(stake.waifu_micro)
+    .bind(stake.llama_micro)
     .bind(sqlx::types::Json(decision))
     .fetch_one(&mut **tx)
     .await?;
@@ -235,12 +237,12 @@ pub(super) async fn open_slash_case(
         "WITH settled AS (
              UPDATE review_cases
              SET status = 'slashed', slash_id = $2, honest_probability = $3,
-                 at_stake_waifu = $4, at_stake_llama = $5, decision = $6, updated_at = now()
+                 at_stake_waifu_micro = $4, at_stake_llama_micro = $5, decision = $6, updated_at = now()
              WHERE miner_id = $1 AND status = 'open'
              RETURNING case_id
          ), opened AS (
              INSERT INTO review_cases (miner_id, opened_by, status, slash_id,
-                                       honest_probability, at_stake_waifu, at_stake_llama,
+                                       honest_probability, at_stake_waifu_micro, at_stake_llama_micro,
                                        decision)
              SELECT $1, 'slash', 'slashed', $2, $3, $4, $5, $6
              WHERE NOT EXISTS (SELECT 1 FROM settled)
@@ -251,8 +253,8 @@ pub(super) async fn open_slash_case(
     .bind(slash.miner_id.to_string())
     .bind(&slash.slash_id)
     .bind(slash.honest_probability)
-    .bind(slash.amount.waifu)
-    .bind(slash.amount.llama)
+    .bind(slash.amount.waifu_micro)
+    .bind(slash.amount.llama_micro)
     .bind(sqlx::types::Json(decision))
     .fetch_optional(&mut **tx)
     .await?;
@@ -540,7 +542,7 @@ impl Store {
         .try_get(0)?;
         let rows = bind(sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {CASE_COLUMNS} FROM review_cases c WHERE {filter}
-             ORDER BY c.honest_probability, c.at_stake_waifu + c.at_stake_llama DESC, c.case_id
+             ORDER BY c.honest_probability, c.at_stake_waifu_micro + c.at_stake_llama_micro DESC, c.case_id
              LIMIT $8 OFFSET $9"
         ))))
         .bind(f.limit.clamp(1, 1000))
@@ -680,15 +682,15 @@ impl Store {
                 .await?;
                 sqlx::query(
                     "UPDATE review_cases SET slash_id = $2, confirmed_by = $3, decision = $4,
-                            at_stake_waifu = $5, at_stake_llama = $6
+                            at_stake_waifu_micro = $5, at_stake_llama_micro = $6
                      WHERE case_id = $1",
                 )
                 .bind(case_id)
                 .bind(&slash.slash_id)
                 .bind(&actor.username)
                 .bind(sqlx::types::Json(&now.decision))
-                .bind(slash.amount.waifu)
-                .bind(slash.amount.llama)
+                .bind(slash.amount.waifu_micro)
+                .bind(slash.amount.llama_micro)
                 .execute(&mut *tx)
                 .await?;
                 detail["slash_id"] = slash.slash_id.clone().into();
@@ -1036,11 +1038,12 @@ async fn reverse_slash(
     reason: &str,
     key: &SigningKey,
 ) -> Result<ReversalEvent, sqlx::Error> {
-    let row =
-        sqlx::query("SELECT miner_id, amount_waifu, amount_llama FROM slashes WHERE slash_id = $1")
-            .bind(slash_id)
-            .fetch_one(&mut **tx)
-            .await?;
+    let row = sqlx::query(
+        "SELECT miner_id, amount_waifu_micro, amount_llama_micro FROM slashes WHERE slash_id = $1",
+    )
+    .bind(slash_id)
+    .fetch_one(&mut **tx)
+    .await?;
     let miner: String = row.get(0);
     let miner_id = MinerId::parse(&miner)
         .map_err(|e| sqlx::Error::Decode(format!("slash {slash_id}: miner id: {e}").into()))?;
@@ -1060,9 +1063,9 @@ async fn reverse_slash(
         slash_id: slash_id.to_owned(),
         wallet: miner_id.wallet().to_owned(),
         miner_id,
-        amount: Points {
-            waifu: row.get(1),
-            llama: row.get(2),
+        amount: MicroPoints {
+            waifu_micro: row.get(1),
+            llama_micro: row.get(2),
         },
         appeal_id,
         reversed_by: actor.username.clone(),

@@ -219,8 +219,8 @@ pub fn queue_row(c: &CaseRow) -> Value {
         status => c.status.as_str(),
         opened_by => &c.opened_by,
         honest_probability => c.honest_probability,
-        waifu => c.at_stake.waifu,
-        llama => c.at_stake.llama,
+        waifu => c.at_stake.points().waifu,
+        llama => c.at_stake.points().llama,
         checks => c.decision.tallies.iter().map(|t| t.check.as_str()).collect::<Vec<_>>(),
         updated_at => c.updated_at.format("%Y-%m-%d %H:%M").to_string(),
     }

@@ -25,7 +25,6 @@ use proctor::record::{Job, JobRecord};
 use proctor::rules::Rules;
 use proctor::{kafka, pipeline};
 use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::producer::FutureProducer;
 use support::Harness;
 
 fn demo_records() -> Vec<JobRecord> {
@@ -66,7 +65,7 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 
 async fn broker_rate(h: &Harness, records: &[Vec<u8>]) -> (f64, f64) {
     let topic = format!("bench.{}.broker", h.run_id);
-    kafka::ensure_topics(&h.settings.kafka.brokers, &[(topic.as_str(), 4)])
+    kafka::ensure_topics(&h.settings.kafka, &[(topic.as_str(), 4)])
         .await
         .unwrap();
     let keys: Vec<String> = (0..64).map(|i| format!("k{i}")).collect();
@@ -321,7 +320,7 @@ async fn screen_backlog(h: &Harness, records: &[Vec<u8>], tag: &str, rules: &Rul
 /// record to its verdict's commit.
 async fn latencies(
     h: &Harness,
-    producer: &FutureProducer,
+    producer: &kafka::Producer,
     records: &[Vec<u8>],
     tag: &str,
     rate: f64,

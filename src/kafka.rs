@@ -26,13 +26,16 @@
 //!   after the broker acknowledged it. A crash in between publishes it again, so the
 //!   ledger can see an event more than once and must drop duplicates by `slash_id`.
 //!   tansu has no Kafka transactions (EndTxn), which is why the outbox exists.
-//! - **Producer retries** are at least once too: see [`producer`] for why the
-//!   idempotent producer is a setting (`kafka.idempotence`), off for tansu 0.6.
-//! - **Broker faults.** tansu 0.6 can skip the rest of a record batch on a fetch that
-//!   resumes inside it, stall a partition whose last batch holds the resume point, and
-//!   orphan a dead member's partitions. The consuming workers read through
-//!   [`crate::pipeline::Feed`], which detects each case, seeks back or rejoins the
-//!   group, and drops what it already processed; none of it moves an offset early.
+//! - **Producer retries** are exactly once with the idempotent producer
+//!   (`kafka.idempotence`, on by default) and at least once without it: see
+//!   [`producer`] for why the local services' settings turn it off for tansu 0.6.
+//! - **Broker faults.** With `kafka.compat = "tansu-0.6"` (set by
+//!   `scripts/services.sh env`, never the default) the consuming workers guard
+//!   against tansu 0.6's faults: a fetch that resumes inside a record batch can skip
+//!   the rest of it, a partition whose last batch holds the resume point can stall,
+//!   and a dead member's partitions can be orphaned. [`crate::pipeline::Feed`] detects
+//!   each case, seeks back or rejoins the group, and drops what it already processed;
+//!   none of it moves an offset early. Against Kafka the feed is a plain consumer.
 //! - **Ordering.** Job records are keyed by miner id, so one miner's jobs stay in one
 //!   partition, in the order the job service produced them.
 
@@ -40,15 +43,78 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
-use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::client::ClientContext;
+use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
+use rdkafka::consumer::{Consumer as _, ConsumerContext, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 
-use crate::settings::KafkaSettings;
+use crate::settings::{KafkaCompat, KafkaSettings};
+
+/// librdkafka's log and error callbacks, routed through `tracing` (target
+/// `librdkafka`) at levels an operator can alert on: an outage the workers ride out
+/// (every broker down, a refused connection, a timeout) is a warning, not an error;
+/// the workers report the outage themselves, on `/healthz` and in their retries.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LogContext;
+
+/// An error librdkafka reports and retries by itself.
+fn transient(code: Option<RDKafkaErrorCode>) -> bool {
+    matches!(
+        code,
+        Some(
+            RDKafkaErrorCode::AllBrokersDown
+                | RDKafkaErrorCode::BrokerTransportFailure
+                | RDKafkaErrorCode::Resolve
+                | RDKafkaErrorCode::RequestTimedOut
+                | RDKafkaErrorCode::OperationTimedOut
+                | RDKafkaErrorCode::NetworkException
+        )
+    )
+}
+
+impl ClientContext for LogContext {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        use RDKafkaLogLevel::*;
+        // FAIL is librdkafka's facility for a broker connection it lost or could not
+        // open, which it retries.
+        match level {
+            Emerg | Alert | Critical | Error if fac != "FAIL" => {
+                tracing::error!(target: "librdkafka", facility = fac, "{message}")
+            }
+            Emerg | Alert | Critical | Error | Warning => {
+                tracing::warn!(target: "librdkafka", facility = fac, "{message}")
+            }
+            Notice | Info => tracing::info!(target: "librdkafka", facility = fac, "{message}"),
+            Debug => tracing::debug!(target: "librdkafka", facility = fac, "{message}"),
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        if transient(error.rdkafka_error_code()) {
+            tracing::warn!(target: "librdkafka", error = %error, reason, "broker unreachable; librdkafka retries");
+        } else {
+            tracing::error!(target: "librdkafka", error = %error, reason, "librdkafka error");
+        }
+    }
+}
+
+impl ConsumerContext for LogContext {}
+
+/// The consumer every worker reads with.
+pub type Consumer = StreamConsumer<LogContext>;
+/// The producer every worker writes with.
+pub type Producer = FutureProducer<LogContext>;
+
+/// The client settings every client shares: the brokers, and librdkafka's log level.
+fn client(kafka: &KafkaSettings) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &kafka.brokers)
+        .set_log_level(RDKafkaLogLevel::Info);
+    c
+}
 
 /// Headers of a dead letter.
 pub const DLQ_REASON: &str = "proctor-reason";
@@ -72,9 +138,9 @@ pub fn consumer(
     group_suffix: &str,
     topics: &[&str],
     max_poll: Duration,
-) -> Result<StreamConsumer, KafkaError> {
-    let consumer: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &kafka.brokers)
+) -> Result<Consumer, KafkaError> {
+    let mut config = client(kafka);
+    config
         .set("group.id", format!("{}{group_suffix}", kafka.group_id))
         .set("enable.auto.commit", "true")
         .set("auto.commit.interval.ms", "1000")
@@ -82,10 +148,11 @@ pub fn consumer(
         .set("auto.offset.reset", "earliest")
         .set("session.timeout.ms", "10000")
         .set("heartbeat.interval.ms", "1000")
-        // Also the rebalance timeout: tansu 0.6 waited this long for a member killed
-        // with -9 before reassigning its partitions (measured: the re-run stage stalled
-        // five minutes at the default). A batch must finish within it.
-        .set("max.poll.interval.ms", max_poll.as_millis().to_string())
+        // Also the rebalance timeout: a member that stops polling (or was killed with
+        // -9) keeps its partitions this long (measured on tansu 0.6: the re-run stage
+        // stalled five minutes at the default). A batch must finish within it.
+        .set("max.poll.interval.ms", max_poll.as_millis().to_string());
+    if kafka.compat == KafkaCompat::Tansu06 {
         // tansu 0.6 answers a fetch only once a re-read of the partition finds nothing
         // new or the request's byte budget is spent, and then still sleeps half the
         // remaining wait. With librdkafka's defaults (50 MB, 500 ms) a partition that
@@ -93,33 +160,32 @@ pub fn consumer(
         // jobs paced at 2,000/s waited 11 to 16 s for their verdicts (measured with
         // scripts/bench-pipeline and librdkafka's fetch debug log). A 1 MB budget
         // bounds that wait at about a megabyte of records.
-        .set("fetch.max.bytes", "1048576")
-        .set("fetch.wait.max.ms", "100")
-        .create()?;
+        config
+            .set("fetch.max.bytes", "1048576")
+            .set("fetch.wait.max.ms", "100");
+    }
+    let consumer: Consumer = config.create_with_context(LogContext)?;
     consumer.subscribe(topics)?;
     Ok(consumer)
 }
 
-/// The producer. With `kafka.idempotence` (a real Kafka cluster) librdkafka's
-/// retries never duplicate a message. Without it (the default, for tansu 0.6: its S3
-/// store answered OutOfOrderSequenceNumber and then failed the producer fatally when
-/// several idempotent producers started at once, measured in the crash test) a retry
-/// may duplicate a message but never reorders one, because one request is in flight
-/// per connection. Duplicates are harmless: every consumer here is idempotent, and the
-/// ledger drops repeated `slash_id`s.
-pub fn producer(kafka: &KafkaSettings) -> Result<FutureProducer, KafkaError> {
+/// The producer. With `kafka.idempotence` (the default, for a Kafka cluster)
+/// librdkafka's retries never duplicate a message. Without it (the local services'
+/// settings turn it off for tansu 0.6: its S3 store answered OutOfOrderSequenceNumber
+/// and then failed the producer fatally when several idempotent producers started at
+/// once, measured in the crash test) a retry may duplicate a message but never
+/// reorders one, because one request is in flight per connection. Duplicates are
+/// harmless: every consumer here is idempotent, and the ledger drops repeated
+/// `slash_id`s.
+pub fn producer(kafka: &KafkaSettings) -> Result<Producer, KafkaError> {
     producer_lingering(kafka, Duration::from_millis(5))
 }
 
 /// [`producer`] with another `linger.ms`: how long a batch waits for more records.
 /// Larger batches are fewer S3 objects for tansu to write and read back
 /// (docs/ARCHITECTURE.md).
-pub fn producer_lingering(
-    kafka: &KafkaSettings,
-    linger: Duration,
-) -> Result<FutureProducer, KafkaError> {
-    ClientConfig::new()
-        .set("bootstrap.servers", &kafka.brokers)
+pub fn producer_lingering(kafka: &KafkaSettings, linger: Duration) -> Result<Producer, KafkaError> {
+    client(kafka)
         .set(
             "enable.idempotence",
             if kafka.idempotence { "true" } else { "false" },
@@ -128,17 +194,26 @@ pub fn producer_lingering(
         .set("max.in.flight.requests.per.connection", "1")
         .set("linger.ms", linger.as_millis().to_string())
         .set("message.timeout.ms", "60000")
-        .create()
+        .create_with_context(LogContext)
 }
 
-/// Creates the topics that do not exist yet (tansu does not create them on first use).
-pub async fn ensure_topics(brokers: &str, topics: &[(&str, i32)]) -> Result<(), KafkaError> {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .create()?;
+/// Creates the topics that do not exist yet, with the settings' replication factor
+/// (brokers that create topics on first use would give them their defaults; tansu
+/// creates none).
+pub async fn ensure_topics(
+    kafka: &KafkaSettings,
+    topics: &[(&str, i32)],
+) -> Result<(), KafkaError> {
+    let admin: AdminClient<LogContext> = client(kafka).create_with_context(LogContext)?;
     let new: Vec<NewTopic> = topics
         .iter()
-        .map(|(name, partitions)| NewTopic::new(name, *partitions, TopicReplication::Fixed(1)))
+        .map(|(name, partitions)| {
+            NewTopic::new(
+                name,
+                *partitions,
+                TopicReplication::Fixed(kafka.replication_factor),
+            )
+        })
         .collect();
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
     for result in admin.create_topics(&new, &opts).await? {
@@ -157,7 +232,7 @@ pub async fn ensure_topics(brokers: &str, topics: &[(&str, i32)]) -> Result<(), 
 
 /// Produces one message and waits for the broker's acknowledgement.
 pub async fn send(
-    producer: &FutureProducer,
+    producer: &Producer,
     topic: &str,
     key: &str,
     payload: &[u8],
@@ -201,10 +276,26 @@ pub struct DeadLetter {
     pub error: String,
 }
 
+/// The job id and miner id of a message, as far as they can be read (for logs about a
+/// message that may not be a valid job record): the payload's `job_id` and `miner_id`
+/// strings, else the message key as the miner id. At most 128 characters each.
+pub fn ids_of(key: Option<&[u8]>, payload: &[u8]) -> (Option<String>, Option<String>) {
+    #[derive(serde::Deserialize)]
+    struct Ids {
+        job_id: Option<String>,
+        miner_id: Option<String>,
+    }
+    let clip = |s: String| s.chars().take(128).collect::<String>();
+    let ids: Option<Ids> = serde_json::from_slice(payload).ok();
+    let (job, miner) = ids.map_or((None, None), |i| (i.job_id, i.miner_id));
+    let miner = miner.or_else(|| key.map(|k| String::from_utf8_lossy(k).into_owned()));
+    (job.map(clip), miner.map(clip))
+}
+
 /// Sends the original key and payload to the dead-letter topic, with the reason, the
 /// error and the origin in headers.
 pub async fn dead_letter(
-    producer: &FutureProducer,
+    producer: &Producer,
     dlq_topic: &str,
     origin: &Origin,
     key: Option<&[u8]>,
@@ -257,7 +348,7 @@ impl Offsets {
 
     /// Stores the offsets for the next (auto-)commit. Call only once the batch's
     /// effects are durable.
-    pub fn store(&self, consumer: &StreamConsumer) -> Result<(), KafkaError> {
+    pub fn store(&self, consumer: &Consumer) -> Result<(), KafkaError> {
         let mut list = TopicPartitionList::new();
         for ((topic, partition), next) in &self.0 {
             list.add_partition_offset(topic, *partition, Offset::Offset(*next))?;
@@ -275,29 +366,41 @@ impl Offsets {
     }
 }
 
-/// Bounded exponential backoff for transient failures: 100 ms doubling to `max`.
-#[derive(Debug, Clone)]
+/// Bounded exponential backoff for transient failures, with jitter (backon's): 100 ms
+/// doubling to `max`, each delay stretched by a random share of itself (up to twice
+/// it), so that workers that lost a service together do not retry in step.
+#[derive(Debug)]
 pub struct Backoff {
-    next: Duration,
-    max: Duration,
+    delays: backon::ExponentialBackoff,
     pub attempts: u32,
 }
 
 impl Backoff {
     pub fn new(max: Duration) -> Backoff {
+        Backoff::with_builder(Backoff::builder(max))
+    }
+
+    fn builder(max: Duration) -> backon::ExponentialBuilder {
+        let min = Duration::from_millis(100).min(max);
+        backon::ExponentialBuilder::default()
+            .with_min_delay(min)
+            .with_max_delay(max)
+            .with_jitter()
+            .without_max_times()
+    }
+
+    fn with_builder(b: backon::ExponentialBuilder) -> Backoff {
+        use backon::BackoffBuilder;
         Backoff {
-            next: Duration::from_millis(100),
-            max,
+            delays: b.build(),
             attempts: 0,
         }
     }
 
     /// The delay before the next attempt.
     pub fn delay(&mut self) -> Duration {
-        let d = self.next.min(self.max);
-        self.next = (self.next * 2).min(self.max);
         self.attempts += 1;
-        d
+        self.delays.next().unwrap_or(Duration::from_millis(100))
     }
 }
 
@@ -319,11 +422,86 @@ mod tests {
         assert_eq!(o.0.get(&("t".to_owned(), 1)), Some(&10));
     }
 
+    /// What `LogContext` logs for librdkafka's lines, captured as text.
+    fn logged(f: impl FnOnce()) -> String {
+        #[derive(Clone, Default)]
+        struct Buf(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+        impl std::io::Write for Buf {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let buf = Buf::default();
+        let writer = buf.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .with_max_level(tracing::Level::DEBUG)
+            .finish();
+        tracing::subscriber::with_default(subscriber, f);
+        String::from_utf8(buf.0.lock().unwrap().clone()).unwrap()
+    }
+
     #[test]
-    fn backoff_doubles_up_to_its_bound() {
-        let mut b = Backoff::new(Duration::from_millis(500));
-        let d: Vec<u128> = (0..5).map(|_| b.delay().as_millis()).collect();
-        assert_eq!(d, [100, 200, 400, 500, 500]);
-        assert_eq!(b.attempts, 5);
+    fn librdkafka_lines_go_through_tracing_and_an_outage_is_a_warning() {
+        let ctx = LogContext;
+        let refused = logged(|| {
+            ctx.log(
+                RDKafkaLogLevel::Error,
+                "FAIL",
+                "Connect to ipv4#127.0.0.1:9092 failed: Connection refused",
+            )
+        });
+        assert!(refused.contains(" WARN librdkafka"), "{refused}");
+        let down = logged(|| {
+            ctx.error(
+                KafkaError::Global(RDKafkaErrorCode::AllBrokersDown),
+                "1/1 brokers are down",
+            )
+        });
+        assert!(down.contains(" WARN librdkafka"), "{down}");
+        let other = logged(|| ctx.log(RDKafkaLogLevel::Error, "SSL", "certificate expired"));
+        assert!(other.contains("ERROR librdkafka"), "{other}");
+        let fatal = logged(|| {
+            ctx.error(
+                KafkaError::Global(RDKafkaErrorCode::Fatal),
+                "producer fenced",
+            )
+        });
+        assert!(fatal.contains("ERROR librdkafka"), "{fatal}");
+    }
+
+    #[test]
+    fn ids_of_a_message_come_from_its_payload_or_its_key() {
+        assert_eq!(
+            ids_of(Some(b"k"), br#"{"job_id":"j1","miner_id":"m1","x":1}"#),
+            (Some("j1".into()), Some("m1".into()))
+        );
+        assert_eq!(ids_of(Some(b"m2"), b"garbage"), (None, Some("m2".into())));
+        assert_eq!(ids_of(None, br#"{"job_id":7}"#), (None, None));
+        let long = format!(r#"{{"job_id":"{}"}}"#, "x".repeat(1000));
+        assert_eq!(ids_of(None, long.as_bytes()).0.unwrap().len(), 128);
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_its_bound_with_jitter_on_top() {
+        let base = [100u128, 200, 400, 500, 500, 500];
+        let mut spread = std::collections::BTreeSet::new();
+        for seed in 0..20 {
+            let mut b = Backoff::with_builder(
+                Backoff::builder(Duration::from_millis(500)).with_jitter_seed(seed),
+            );
+            for want in base {
+                let d = b.delay().as_millis();
+                assert!((want..2 * want).contains(&d), "{d} ms for {want} ms");
+                spread.insert(d);
+            }
+            assert_eq!(b.attempts, base.len() as u32);
+        }
+        assert!(spread.len() > 20, "the delays are spread: {spread:?}");
     }
 }

@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use rdkafka::producer::FutureProducer;
 
 use super::{Shutdown, Stopped};
 use crate::kafka::{self, Backoff};
@@ -22,7 +21,7 @@ pub struct Context {
     pub rules: Rules,
     pub store: Store,
     pub objects: ObjectStore,
-    producer: std::sync::Mutex<FutureProducer>,
+    producer: std::sync::Mutex<kafka::Producer>,
     pub metrics: Metrics,
     pub health: Health,
     pub shutdown: Shutdown,
@@ -37,7 +36,7 @@ impl Context {
         rules: Rules,
         shutdown: Shutdown,
     ) -> anyhow::Result<Arc<Context>> {
-        settings.require_secrets()?;
+        settings.require_secrets(worker)?;
         let metrics = Metrics::new(worker);
         let health = Health::new(worker);
         let addr = crate::telemetry::serve(settings.http.bind, metrics.clone(), health.clone())
@@ -64,6 +63,15 @@ impl Context {
             .migrate()
             .await
             .context("database migrations failed")?;
+        let store = if settings.pipeline.shadow {
+            tracing::warn!(
+                worker,
+                "shadow mode: decisions go to shadow_decisions; nothing is slashed, flagged or published"
+            );
+            store.shadow()
+        } else {
+            store
+        };
         let k = &settings.kafka;
         let topics = [
             (k.jobs_topic.as_str(), 4),
@@ -78,7 +86,7 @@ impl Context {
             max_backoff(&settings),
             "kafka-admin",
             |_| false,
-            || kafka::ensure_topics(&k.brokers, &topics),
+            || kafka::ensure_topics(k, &topics),
         )
         .await
         .ok()
@@ -102,7 +110,7 @@ impl Context {
     /// The producer. After a fatal producer error (the idempotent producer gives up
     /// on a partition's sequence; seen with tansu 0.6 under load) it is replaced, so a
     /// retried send goes through a fresh producer.
-    pub fn producer(&self) -> FutureProducer {
+    pub fn producer(&self) -> kafka::Producer {
         let mut p = self
             .producer
             .lock()

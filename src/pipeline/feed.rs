@@ -1,9 +1,9 @@
 //! A Kafka feed of batches that continue their partitions, with the recovery from
-//! stalled and orphaned partitions that tansu's group coordinator needs.
+//! stalled and orphaned partitions that tansu's group coordinator needs (only with
+//! `kafka.compat = "tansu-0.6"`; against Kafka it is a plain consumer).
 
 use std::time::Duration;
 
-use rdkafka::consumer::StreamConsumer;
 use rdkafka::message::{BorrowedMessage, OwnedMessage};
 
 use super::{Context, Stopped};
@@ -12,7 +12,7 @@ use crate::kafka::{self, Backoff};
 /// A consumer of one worker's topic, handing out batches of messages that continue
 /// their partitions. Both consuming workers (`screen`, `rerun`) read through it.
 ///
-/// It guards against a broker that skips offsets. tansu 0.6 serves a fetch from the
+/// With `kafka.compat = "tansu-0.6"` it guards against a broker that skips offsets. tansu 0.6 serves a fetch from the
 /// first record batch that *starts* at or after the requested offset (its dynostore
 /// `fetch` lists the partition's batch objects and splits at the offset), where Kafka
 /// returns the batch that *contains* it. A consumer resuming at a committed offset
@@ -31,7 +31,7 @@ use crate::kafka::{self, Backoff};
 /// (64, then 128, 256, ... earlier, until a fetch covers it), messages before the
 /// expected offset are dropped as already processed, and the event is logged.
 ///
-/// It also guards against a group that orphans partitions. tansu 0.6 drops a member
+/// With the same setting it also guards against a group that orphans partitions. tansu 0.6 drops a member
 /// that misses its heartbeats from the group but, when a heartbeat rather than a join
 /// notices it, keeps the group formed with the dead member's assignment: the live
 /// members rejoin into the old generation and nobody consumes the dead member's
@@ -41,7 +41,7 @@ use crate::kafka::{self, Backoff};
 /// the feed leave the group and join again: the leave re-forms the group, and the
 /// joining member, as leader, assigns every partition to the live members.
 pub struct Feed {
-    consumer: StreamConsumer,
+    consumer: kafka::Consumer,
     kafka: crate::settings::KafkaSettings,
     group_suffix: &'static str,
     topic: String,
@@ -53,9 +53,14 @@ pub struct Feed {
     /// has not moved.
     foreign: std::collections::HashMap<i32, (Option<i64>, std::time::Instant)>,
     last_check: std::time::Instant,
+    /// When the consumer lag was last reported.
+    lag_at: std::time::Instant,
     /// Jumps, stalls and rejoins recovered so far.
     recoveries: u64,
 }
+
+/// How often the feed reports its consumer lag.
+const LAG_EVERY: Duration = Duration::from_secs(10);
 
 #[derive(Debug)]
 struct PartitionState {
@@ -105,6 +110,7 @@ impl Feed {
             partitions: Default::default(),
             foreign: Default::default(),
             last_check: std::time::Instant::now(),
+            lag_at: std::time::Instant::now(),
             recoveries: 0,
         })
     }
@@ -128,6 +134,14 @@ impl Feed {
         max: usize,
         wait: Duration,
     ) -> Result<Vec<OwnedMessage>, Stopped> {
+        if self.lag_at.elapsed() >= LAG_EVERY {
+            self.lag_at = std::time::Instant::now();
+            self.report_lag(ctx);
+        }
+        let guarded = self.kafka.compat == crate::settings::KafkaCompat::Tansu06;
+        if !guarded {
+            return next_batch(ctx, &self.consumer, max, wait).await;
+        }
         if self.last_check.elapsed() >= STALL_AFTER / 2 {
             self.last_check = std::time::Instant::now();
             self.unstick();
@@ -146,6 +160,30 @@ impl Feed {
             ctx.idle(Duration::from_millis(100)).await?;
         }
         Ok(batch)
+    }
+
+    /// Sets `consumer_lag` for each assigned partition: the partition's end as the
+    /// last fetch saw it, minus the consumer's position. No request to the broker.
+    fn report_lag(&self, ctx: &Context) {
+        use rdkafka::consumer::Consumer;
+        let Ok(positions) = self.consumer.position() else {
+            return;
+        };
+        for e in positions.elements_for_topic(&self.topic) {
+            let (rdkafka::Offset::Offset(at), Some(end)) = (
+                e.offset(),
+                cached_high_watermark(&self.consumer, &self.topic, e.partition()),
+            ) else {
+                continue;
+            };
+            ctx.metrics
+                .consumer_lag
+                .get_or_create(&vec![
+                    ("topic", self.topic.clone()),
+                    ("partition", e.partition().to_string()),
+                ])
+                .set((end - at).max(0));
+        }
     }
 
     /// Stores the offsets of a processed batch; librdkafka commits them.
@@ -334,7 +372,7 @@ impl Feed {
 
 /// The group's committed offsets of the partitions that have one, in one request.
 fn committed_offsets(
-    consumer: &StreamConsumer,
+    consumer: &kafka::Consumer,
     topic: &str,
     partitions: &[i32],
 ) -> std::collections::HashMap<i32, i64> {
@@ -362,7 +400,7 @@ fn committed_offsets(
 /// cache (no request). Not `fetch_watermarks`: tansu 0.6 answers ListOffsets(latest)
 /// with the base offset of the most recently written batch object plus one, which is
 /// not the end of the log.
-fn cached_high_watermark(consumer: &StreamConsumer, topic: &str, partition: i32) -> Option<i64> {
+fn cached_high_watermark(consumer: &kafka::Consumer, topic: &str, partition: i32) -> Option<i64> {
     use rdkafka::consumer::Consumer;
     let topic = std::ffi::CString::new(topic).ok()?;
     let (mut low, mut high) = (-1i64, -1i64);
@@ -387,7 +425,7 @@ fn cached_high_watermark(consumer: &StreamConsumer, topic: &str, partition: i32)
 /// errors (a broker that is down) are logged and waited out.
 pub async fn next_batch(
     ctx: &Context,
-    consumer: &StreamConsumer,
+    consumer: &kafka::Consumer,
     max: usize,
     idle: Duration,
 ) -> Result<Vec<OwnedMessage>, Stopped> {

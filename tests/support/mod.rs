@@ -22,7 +22,6 @@ use proctor::settings::Settings;
 use proctor::store::Store;
 use rdkafka::Message;
 use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::producer::FutureProducer;
 
 /// A fixed test key: its public key is what the tests verify events against.
 pub const SIGNING_KEY: &str = "9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60";
@@ -81,7 +80,7 @@ pub struct Harness {
     pub settings: Settings,
     pub store: Store,
     pub objects: ObjectStore,
-    pub producer: FutureProducer,
+    pub producer: kafka::Producer,
 }
 
 impl Harness {
@@ -139,7 +138,7 @@ impl Harness {
         store.migrate().await.unwrap();
         let k = &settings.kafka;
         kafka::ensure_topics(
-            &k.brokers,
+            k,
             &[
                 (k.jobs_topic.as_str(), 4),
                 (k.rerun_topic.as_str(), 4),
@@ -200,7 +199,7 @@ impl Harness {
 
     /// [`Harness::produce_jobs`] through another producer, as a job service with its
     /// own producer settings would send them.
-    pub async fn produce_jobs_via(&self, producer: &FutureProducer, lines: &[Vec<u8>]) {
+    pub async fn produce_jobs_via(&self, producer: &kafka::Producer, lines: &[Vec<u8>]) {
         let topic = &self.settings.kafka.jobs_topic;
         let sends = lines.iter().map(|line| {
             let key = serde_json::from_slice::<serde_json::Value>(line)

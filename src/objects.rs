@@ -9,7 +9,10 @@
 
 use std::time::Duration;
 
-use aws_sdk_s3::config::{Credentials, Region, timeout::TimeoutConfig};
+use aws_credential_types::provider::future;
+use aws_sdk_s3::config::{
+    Credentials, ProvideCredentials, Region, SharedCredentialsProvider, timeout::TimeoutConfig,
+};
 use aws_sdk_s3::error::ProvideErrorMetadata;
 use aws_sdk_s3::primitives::ByteStream;
 
@@ -44,20 +47,58 @@ pub enum Got {
     NotFound,
 }
 
+/// The AWS SDK's default credential chain (environment, profile, web identity, ECS,
+/// instance metadata), built on first use: building it is async, and a client is made
+/// where no runtime may be running yet.
+#[derive(Debug)]
+struct DefaultChain {
+    chain:
+        tokio::sync::OnceCell<aws_config::default_provider::credentials::DefaultCredentialsChain>,
+    region: Region,
+}
+
+impl ProvideCredentials for DefaultChain {
+    fn provide_credentials<'a>(&'a self) -> future::ProvideCredentials<'a>
+    where
+        Self: 'a,
+    {
+        future::ProvideCredentials::new(async move {
+            let chain = self
+                .chain
+                .get_or_init(|| {
+                    aws_config::default_provider::credentials::DefaultCredentialsChain::builder()
+                        .region(self.region.clone())
+                        .build()
+                })
+                .await;
+            chain.provide_credentials().await
+        })
+    }
+}
+
 #[derive(Clone)]
 pub struct ObjectStore {
     client: aws_sdk_s3::Client,
 }
 
 impl ObjectStore {
+    /// A client for the settings' endpoint: with the static keys of the settings when
+    /// both are set, else with the AWS SDK's default credential chain.
     pub fn new(s3: &S3Settings) -> ObjectStore {
-        let creds = Credentials::new(
-            &s3.access_key_id,
-            s3.secret_access_key.expose(),
-            None,
-            None,
-            "proctor-settings",
-        );
+        let creds = if !s3.access_key_id.is_empty() && s3.secret_access_key.is_set() {
+            SharedCredentialsProvider::new(Credentials::new(
+                &s3.access_key_id,
+                s3.secret_access_key.expose(),
+                None,
+                None,
+                "proctor-settings",
+            ))
+        } else {
+            SharedCredentialsProvider::new(DefaultChain {
+                chain: tokio::sync::OnceCell::new(),
+                region: Region::new(s3.region.clone()),
+            })
+        };
         let timeouts = TimeoutConfig::builder()
             .connect_timeout(Duration::from_secs(3))
             .operation_attempt_timeout(Duration::from_secs(20))

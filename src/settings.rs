@@ -11,7 +11,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::path::Path;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 const DEFAULTS: &str = include_str!("../config/default.toml");
 const ENV_PREFIX: &str = "PROCTOR_";
@@ -31,7 +31,7 @@ pub enum SettingsError {
     Invalid(String),
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
     pub database: DatabaseSettings,
@@ -45,7 +45,7 @@ pub struct Settings {
 }
 
 /// The staff review app (`proctor review serve`, `proctor-review`).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReviewSettings {
     /// Where the app listens.
@@ -59,7 +59,7 @@ pub struct ReviewSettings {
 }
 
 /// The `rerun` worker's reference LLM.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReferenceSettings {
     /// A folder of model folders (`config.json`, `*.safetensors`, `tokenizer.json`,
@@ -116,7 +116,7 @@ pub enum HostKind {
 }
 
 /// One reference host.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct HostSettings {
     /// A short name, for logs and the `host` label of `/metrics`.
@@ -189,6 +189,14 @@ impl ReferenceSettings {
                 )));
             }
         }
+        self.numerics()?;
+        crate::llm::parse_device(&self.device)
+            .map_err(|e| SettingsError::Invalid(format!("reference.device: {e}")))?;
+        if self.max_batch == 0 || self.top_k == 0 {
+            return Err(SettingsError::Invalid(
+                "reference.max_batch and reference.top_k must be at least 1".into(),
+            ));
+        }
         if !(0.0..=1.0).contains(&self.dual_share) {
             return Err(SettingsError::Invalid(
                 "reference.dual_share must be between 0 and 1".into(),
@@ -212,8 +220,11 @@ impl ReferenceSettings {
     }
 
     pub fn numerics(&self) -> Result<crate::llm::model::Numerics, SettingsError> {
-        crate::llm::model::Numerics::parse(&self.dtype, &self.attention)
-            .map_err(|e| SettingsError::Invalid(format!("reference: {e}")))
+        use crate::llm::model::Numerics;
+        Numerics::parse(&self.dtype, "f32")
+            .map_err(|e| SettingsError::Invalid(format!("reference.dtype: {e}")))?;
+        Numerics::parse(&self.dtype, &self.attention)
+            .map_err(|e| SettingsError::Invalid(format!("reference.attention: {e}")))
     }
 
     pub fn device(&self) -> Result<candle_core::Device, SettingsError> {
@@ -222,20 +233,38 @@ impl ReferenceSettings {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct DatabaseSettings {
     pub url: Secret,
     pub max_connections: u32,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+/// A broker's known faults that the workers work around. Only the local stand-in
+/// needs one; production runs the plain Kafka path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+pub enum KafkaCompat {
+    /// Apache Kafka or a managed Kafka: no workarounds.
+    #[serde(rename = "none")]
+    None,
+    /// tansu 0.6 (`scripts/services.sh env` sets it): small fetches, and the feed's
+    /// recovery from skipped offsets, stalled and orphaned partitions
+    /// (`pipeline::Feed`).
+    #[serde(rename = "tansu-0.6")]
+    Tansu06,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct KafkaSettings {
     pub brokers: String,
-    /// librdkafka's idempotent producer; see `kafka::producer` for why it is off for
-    /// tansu 0.6.
+    /// The broker's faults to work around (`none` or `tansu-0.6`).
+    pub compat: KafkaCompat,
+    /// librdkafka's idempotent producer; see `kafka::producer` for why the local
+    /// services turn it off for tansu 0.6.
     pub idempotence: bool,
+    /// The replication factor of the topics the workers create.
+    pub replication_factor: i32,
     pub group_id: String,
     pub jobs_topic: String,
     pub rerun_topic: String,
@@ -243,7 +272,7 @@ pub struct KafkaSettings {
     pub slashes_topic: String,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct S3Settings {
     pub endpoint: String,
@@ -254,7 +283,7 @@ pub struct S3Settings {
     pub reference_bucket: String,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Secrets {
     /// Keys the re-run draw (`sampling`).
@@ -263,14 +292,14 @@ pub struct Secrets {
     pub signing_key: Secret,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct HttpSettings {
     pub bind: SocketAddr,
 }
 
 /// How the workers batch, wait and retry.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct PipelineSettings {
     /// Most messages a worker takes into one batch (one Postgres transaction).
@@ -294,12 +323,52 @@ pub struct PipelineSettings {
     pub poll_ms: u64,
     /// Most outbox events one publisher transaction claims.
     pub publish_batch: i64,
+    /// The publisher's switch: false holds every slash and reversal event in the
+    /// outbox (the judge still decides and writes them) until it is true again.
+    pub publish: bool,
+    /// Shadow mode: the judge decides as it would live but records its decisions in
+    /// `shadow_decisions` only: nothing is slashed, flagged or published. For trying
+    /// new rules beside a live deployment (docs/OPERATIONS.md).
+    pub shadow: bool,
 }
 
-/// A string that must not be printed: its `Debug` shows only whether it is set.
+/// A string that must not be printed: its `Debug` and its serialized form show only
+/// whether it is set (`<set>`, or empty).
 #[derive(Clone, Deserialize, PartialEq, Eq)]
 #[serde(transparent)]
 pub struct Secret(String);
+
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(if self.is_set() { "<set>" } else { "" })
+    }
+}
+
+/// A URL with its password (in the user part or a `password` query parameter) masked,
+/// everything else kept: what `proctor settings` shows of `database.url`.
+pub fn mask_url_password(text: &str) -> String {
+    let Ok(mut u) = url::Url::parse(text) else {
+        return "<set, not a URL>".into();
+    };
+    if u.password().is_some() {
+        let _ = u.set_password(Some("***"));
+    }
+    if u.query_pairs().any(|(k, _)| k == "password") {
+        let pairs: Vec<(String, String)> = u
+            .query_pairs()
+            .map(|(k, v)| {
+                let v = if k == "password" {
+                    "***".into()
+                } else {
+                    v.into_owned()
+                };
+                (k.into_owned(), v)
+            })
+            .collect();
+        u.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    u.to_string()
+}
 
 impl Secret {
     pub fn expose(&self) -> &str {
@@ -329,6 +398,28 @@ fn parse_file(name: &str, text: &str) -> Result<toml::Table, SettingsError> {
         })
 }
 
+/// Adds to an invalid value's error the file or variable that set it (the last layer
+/// to set a `section.key` the error names).
+fn locate(e: SettingsError, origins: &[(String, String)]) -> SettingsError {
+    let SettingsError::Invalid(message) = e else {
+        return e;
+    };
+    // The error names `section.key` (our validation) or, from serde, the key alone in
+    // backquotes or quotes.
+    let hit = origins.iter().rev().find(|(path, _)| {
+        let key = path.split_once('.').map_or(path.as_str(), |(_, k)| k);
+        message.contains(path.as_str())
+            || message.contains(&format!("`{key}`"))
+            || message.contains(&format!("\"{key}\""))
+    });
+    match hit {
+        Some((path, origin)) => {
+            SettingsError::Invalid(format!("{message} ({path} set by {origin})"))
+        }
+        None => SettingsError::Invalid(message),
+    }
+}
+
 /// Overlays `top` onto `base`, table by table.
 fn merge(base: &mut toml::Table, top: toml::Table) {
     for (k, v) in top {
@@ -353,12 +444,24 @@ impl Settings {
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Settings, SettingsError> {
         let mut table = parse_file("config/default.toml (built in)", DEFAULTS)?;
+        // Where each `section.key` that a layer above the defaults set came from, so an
+        // invalid value's error names the file or the variable to fix.
+        let mut origins: Vec<(String, String)> = Vec::new();
         if let Some(path) = file {
             let text = std::fs::read_to_string(path).map_err(|source| SettingsError::Io {
                 file: path.display().to_string(),
                 source,
             })?;
-            merge(&mut table, parse_file(&path.display().to_string(), &text)?);
+            let name = path.display().to_string();
+            let top = parse_file(&name, &text)?;
+            for (section, v) in &top {
+                if let toml::Value::Table(t) = v {
+                    for key in t.keys() {
+                        origins.push((format!("{section}.{key}"), name.clone()));
+                    }
+                }
+            }
+            merge(&mut table, top);
         }
         for (var, value) in env {
             let Some(rest) = var.strip_prefix(ENV_PREFIX) else {
@@ -418,27 +521,51 @@ impl Settings {
                     });
                 }
             };
+            origins.push((format!("{section}.{key}"), var));
             sec.insert(key, parsed);
         }
+        let located = |e: SettingsError| locate(e, &origins);
         let settings: Settings = toml::Value::Table(table)
             .try_into()
-            .map_err(|e: toml::de::Error| SettingsError::Invalid(e.to_string()))?;
-        settings.reference.validate()?;
+            .map_err(|e: toml::de::Error| located(SettingsError::Invalid(e.to_string())))?;
+        settings.reference.validate().map_err(located)?;
         Ok(settings)
     }
 
-    /// Checks what a worker needs before it starts: both secrets set and well-formed.
-    pub fn require_secrets(&self) -> Result<(), SettingsError> {
-        if !self.secrets.sampling_secret.is_set() {
+    /// The effective settings as TOML, secrets shown only as `<set>` or empty and the
+    /// database URL with its password masked: what `proctor settings` prints.
+    pub fn to_toml_masked(&self) -> String {
+        let mut value = toml::Value::try_from(self).expect("settings serialize to TOML");
+        if let Some(db) = value
+            .get_mut("database")
+            .and_then(toml::Value::as_table_mut)
+        {
+            db.insert(
+                "url".into(),
+                toml::Value::String(mask_url_password(self.database.url.expose())),
+            );
+        }
+        toml::to_string_pretty(&value).expect("a TOML table prints")
+    }
+
+    /// Checks the secrets a worker needs before it starts: `screen` draws re-runs with
+    /// the sampling secret, `judge` signs slash events with the signing key, and
+    /// `rerun` and `publish` need neither (the outbox holds events signed already).
+    pub fn require_secrets(&self, worker: &str) -> Result<(), SettingsError> {
+        if worker == "screen" && !self.secrets.sampling_secret.is_set() {
             return Err(SettingsError::Invalid(
                 "secrets.sampling_secret is empty (set PROCTOR_SECRETS__SAMPLING_SECRET)".into(),
             ));
         }
-        crate::events::signing_key_from_hex(self.secrets.signing_key.expose()).map_err(|e| {
-            SettingsError::Invalid(format!(
-                "secrets.signing_key: {e} (set PROCTOR_SECRETS__SIGNING_KEY)"
-            ))
-        })?;
+        if worker == "judge" {
+            crate::events::signing_key_from_hex(self.secrets.signing_key.expose()).map_err(
+                |e| {
+                    SettingsError::Invalid(format!(
+                        "secrets.signing_key: {e} (set PROCTOR_SECRETS__SIGNING_KEY)"
+                    ))
+                },
+            )?;
+        }
         Ok(())
     }
 }
@@ -613,6 +740,66 @@ sd15 = 1000.0
     }
 
     #[test]
+    fn an_invalid_device_or_dtype_is_refused_naming_its_variable() {
+        for (var, value) in [
+            ("PROCTOR_REFERENCE__DEVICE", "gpu9"),
+            ("PROCTOR_REFERENCE__DEVICE", "cuda:x"),
+            ("PROCTOR_REFERENCE__DTYPE", "f8"),
+            ("PROCTOR_REFERENCE__ATTENTION", "f64"),
+        ] {
+            let err = Settings::load_from(None, env(&[(var, value)]))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(var), "{var}={value}: {err}");
+        }
+        let f = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(f.path(), "[reference]\ndtype = \"f8\"\n").unwrap();
+        let err = Settings::load_from(Some(f.path()), env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(&f.path().display().to_string()),
+            "names the file: {err}"
+        );
+        let s = Settings::load_from(None, env(&[("PROCTOR_REFERENCE__DEVICE", "cuda:1")]));
+        assert!(s.is_ok(), "a CUDA device is a valid setting on any build");
+    }
+
+    #[test]
+    fn the_settings_print_as_toml_that_loads_back_with_only_passwords_masked() {
+        let s = Settings::load_from(
+            None,
+            env(&[
+                (
+                    "PROCTOR_DATABASE__URL",
+                    "postgres://proctor:hunter2@db.internal:5432/proctor?sslmode=require",
+                ),
+                ("PROCTOR_SECRETS__SIGNING_KEY", "deadbeefcafe"),
+                ("PROCTOR_KAFKA__BROKERS", "k1:9092,k2:9092"),
+            ]),
+        )
+        .unwrap();
+        let text = s.to_toml_masked();
+        assert!(
+            !text.contains("hunter2") && !text.contains("deadbeefcafe"),
+            "{text}"
+        );
+        assert!(
+            text.contains("postgres://proctor:***@db.internal:5432/proctor?sslmode=require"),
+            "{text}"
+        );
+        assert!(text.contains("signing_key = \"<set>\""), "{text}");
+        assert!(text.contains("sampling_secret = \"\""), "{text}");
+        let back: toml::Table = text.parse().expect("valid TOML");
+        assert_eq!(back["kafka"]["brokers"].as_str(), Some("k1:9092,k2:9092"));
+        assert_eq!(back["kafka"]["compat"].as_str(), Some("none"));
+        assert_eq!(
+            mask_url_password("postgres://u@h/db?password=x&a=b"),
+            "postgres://u@h/db?password=***&a=b"
+        );
+    }
+
+    #[test]
     fn secrets_never_print() {
         let s = Settings::load_from(
             None,
@@ -631,15 +818,24 @@ sd15 = 1000.0
     }
 
     #[test]
-    fn workers_require_both_secrets() {
+    fn each_worker_requires_only_the_secret_it_uses() {
         let missing = Settings::load_from(None, env(&[])).unwrap();
         assert!(
             missing
-                .require_secrets()
+                .require_secrets("screen")
                 .unwrap_err()
                 .to_string()
                 .contains("SAMPLING_SECRET")
         );
+        assert!(
+            missing
+                .require_secrets("judge")
+                .unwrap_err()
+                .to_string()
+                .contains("SIGNING_KEY")
+        );
+        assert!(missing.require_secrets("rerun").is_ok());
+        assert!(missing.require_secrets("publish").is_ok());
         let bad_key = Settings::load_from(
             None,
             env(&[
@@ -648,9 +844,10 @@ sd15 = 1000.0
             ]),
         )
         .unwrap();
+        assert!(bad_key.require_secrets("screen").is_ok());
         assert!(
             bad_key
-                .require_secrets()
+                .require_secrets("judge")
                 .unwrap_err()
                 .to_string()
                 .contains("signing_key")
@@ -663,6 +860,6 @@ sd15 = 1000.0
             ]),
         )
         .unwrap();
-        assert!(good.require_secrets().is_ok());
+        assert!(good.require_secrets("judge").is_ok());
     }
 }

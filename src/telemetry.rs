@@ -1,6 +1,7 @@
-//! What a worker tells its operators: JSON logs on stderr, Prometheus `/metrics`, and
+//! What a process tells its operators: JSON logs on stderr, Prometheus `/metrics`, and
 //! `/healthz` (200 while the worker makes progress, 503 while it retries a dependency
-//! that is down or is shutting down).
+//! that is down or is shutting down). The four workers, the review app and
+//! `proctor serve-reference` share this one setup.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -21,16 +22,52 @@ use prometheus_client::registry::Registry;
 
 type Labels = Vec<(&'static str, String)>;
 
-/// JSON lines on stderr; the level comes from `PROCTOR_LOG` (default `info`).
+/// Logs on stderr. `PROCTOR_LOG` filters them (tracing's `EnvFilter` syntax, such as
+/// `info` or `warn,proctor::pipeline=debug`; default `info`; `librdkafka` is the
+/// target of the Kafka client's own lines). `PROCTOR_LOG_FORMAT` is `json` (the
+/// default: one object per line, with the spans it was logged in, such as a job's
+/// `job_id` and `miner_id`) or `text` (for a terminal; coloured only when stderr is
+/// one).
 pub fn init_logging() {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_env("PROCTOR_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .json()
+    let format = std::env::var("PROCTOR_LOG_FORMAT").unwrap_or_default();
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_current_span(false)
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = if format == "text" {
+        builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .try_init()
+    } else {
+        builder
+            .json()
+            .with_current_span(false)
+            .with_span_list(true)
+            .try_init()
+    };
+    if !matches!(format.as_str(), "" | "json" | "text") {
+        tracing::warn!(
+            PROCTOR_LOG_FORMAT = format,
+            "unknown log format (json or text); logging JSON"
+        );
+    }
+}
+
+/// An error and its causes on one line, each said once: a cause whose text the
+/// message before it already holds (`cannot read x: No such file or directory`,
+/// then `No such file or directory`) is left out.
+pub fn error_chain(e: &anyhow::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if parts.last().is_some_and(|p| p.contains(text.as_str())) {
+            continue;
+        }
+        parts.push(text);
+    }
+    parts.join(": ")
 }
 
 /// The worker's counters. Cheap to clone; every clone counts into the same registry.
@@ -55,10 +92,76 @@ pub struct Metrics {
     pub stage_seconds: Family<Labels, Counter<f64, AtomicU64>>,
     /// The rerun worker's reference hosts.
     pub reference: ReferenceMetrics,
+    /// HTTP requests served, by route and status.
+    pub http_requests: Family<Labels, Counter>,
+    /// Seconds to answer an HTTP request, by route.
+    pub http_request_seconds: HistogramFamily,
+    /// Messages of each assigned partition not yet read (the partition's end minus
+    /// the consumer's position), by topic and partition: `screen` and `rerun`.
+    pub consumer_lag: Family<Labels, Gauge>,
+    /// The publisher's view of the pipeline's state.
+    pub backlog: BacklogGauges,
     registry: Arc<Registry>,
+    names: Arc<Vec<String>>,
+}
+
+/// What the publisher reports of the pipeline's state (`Store::backlog`).
+#[derive(Clone, Default)]
+pub struct BacklogGauges {
+    pub outbox_unpublished: Gauge,
+    pub outbox_oldest_unpublished_seconds: Gauge,
+    pub review_open_cases: Gauge,
+    pub judge_queue: Gauge,
+    /// 1 while the publisher publishes, 0 while `pipeline.publish` holds the outbox.
+    pub publishing: Gauge,
+}
+
+impl BacklogGauges {
+    fn register(&self, r: &mut Reg) {
+        r.add(
+            "outbox_unpublished",
+            "Slash and reversal events not yet acknowledged by the broker",
+            self.outbox_unpublished.clone(),
+        );
+        r.add(
+            "outbox_oldest_unpublished_seconds",
+            "Age of the oldest unpublished outbox event (0 when none)",
+            self.outbox_oldest_unpublished_seconds.clone(),
+        );
+        r.add(
+            "review_open_cases",
+            "Review cases waiting for staff (open or appealed)",
+            self.review_open_cases.clone(),
+        );
+        r.add(
+            "judge_queue",
+            "Miners whose evidence changed, waiting for the judge",
+            self.judge_queue.clone(),
+        );
+        r.add(
+            "publishing",
+            "1 while the publisher publishes, 0 while pipeline.publish holds the outbox",
+            self.publishing.clone(),
+        );
+    }
 }
 
 type HistogramFamily = Family<Labels, Histogram, fn() -> Histogram>;
+
+/// Registers metrics and remembers their names, for [`Metrics::names`]: a family
+/// without series renders nothing, so the exposition alone cannot say what is
+/// exported.
+struct Reg {
+    registry: Registry,
+    names: Vec<String>,
+}
+
+impl Reg {
+    fn add(&mut self, name: &str, help: &str, metric: impl prometheus_client::registry::Metric) {
+        self.names.push(format!("proctor_{name}"));
+        self.registry.register(name, help, metric);
+    }
+}
 
 fn latency_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.01, 2.0, 16))
@@ -95,48 +198,48 @@ impl ReferenceMetrics {
         }
     }
 
-    fn register(&self, r: &mut Registry) {
-        r.register(
+    fn register(&self, r: &mut Reg) {
+        r.add(
             "reference_requests",
             "Calls to reference hosts, by host and result (ok, refused, failed, full)",
             self.requests.clone(),
         );
-        r.register(
+        r.add(
             "reference_request_seconds",
             "Reference host call latency, by host",
             self.latency.clone(),
         );
-        r.register(
+        r.add(
             "reference_gpu_seconds",
             "Seconds reference hosts spent on calls, by host",
             self.gpu_seconds.clone(),
         );
-        r.register(
+        r.add(
             "reference_queue_depth",
             "Jobs waiting for or running on a reference host",
             self.queue_depth.clone(),
         );
-        r.register(
+        r.add(
             "reference_host_up",
             "1 while a reference host passes its health check",
             self.up.clone(),
         );
-        r.register(
+        r.add(
             "reference_host_quarantined",
             "1 once a reference host is out of rotation for drift",
             self.quarantined.clone(),
         );
-        r.register(
+        r.add(
             "reference_disagreements",
             "Times a reference host was the odd one out of three",
             self.disagreements.clone(),
         );
-        r.register(
+        r.add(
             "reference_jobs",
             "Re-run jobs by how their reference run ended (rerun, shed, unavailable, refused, disagree)",
             self.jobs.clone(),
         );
-        r.register(
+        r.add(
             "reference_seconds_per_verdict",
             "Reference GPU-seconds spent on one job's verdict",
             self.seconds_per_verdict.clone(),
@@ -196,14 +299,17 @@ impl ReferenceMetrics {
 
 impl Metrics {
     pub fn new(worker: &str) -> Metrics {
-        let mut registry = Registry::with_prefix_and_labels(
-            "proctor",
-            [(
-                std::borrow::Cow::Borrowed("worker"),
-                std::borrow::Cow::Owned(worker.to_owned()),
-            )]
-            .into_iter(),
-        );
+        let mut registry = Reg {
+            registry: Registry::with_prefix_and_labels(
+                "proctor",
+                [(
+                    std::borrow::Cow::Borrowed("worker"),
+                    std::borrow::Cow::Owned(worker.to_owned()),
+                )]
+                .into_iter(),
+            ),
+            names: Vec::new(),
+        };
         let m = Metrics {
             messages: Family::default(),
             verdicts: Family::default(),
@@ -215,44 +321,88 @@ impl Metrics {
             record_to_verdict: Histogram::new(exponential_buckets(0.001, 2.0, 18)),
             stage_seconds: Family::default(),
             reference: ReferenceMetrics::new(),
+            http_requests: Family::default(),
+            http_request_seconds: Family::new_with_constructor(latency_histogram),
+            consumer_lag: Family::default(),
+            backlog: BacklogGauges::default(),
             registry: Arc::new(Registry::default()),
+            names: Arc::default(),
         };
-        registry.register("messages", "Messages handled", m.messages.clone());
-        registry.register("verdicts", "Verdicts recorded", m.verdicts.clone());
-        registry.register(
+        let build = Family::<Labels, Gauge>::default();
+        build
+            .get_or_create(&vec![("version", env!("CARGO_PKG_VERSION").to_owned())])
+            .set(1);
+        registry.add(
+            "build_info",
+            "1, labelled with the version of the running build",
+            build,
+        );
+        registry.add(
+            "http_requests",
+            "HTTP requests served, by route and status",
+            m.http_requests.clone(),
+        );
+        registry.add(
+            "http_request_seconds",
+            "Seconds to answer an HTTP request, by route",
+            m.http_request_seconds.clone(),
+        );
+        registry.add("messages", "Messages handled", m.messages.clone());
+        registry.add("verdicts", "Verdicts recorded", m.verdicts.clone());
+        registry.add(
             "dead_letters",
             "Messages sent to the dead-letter topic",
             m.dead_letters.clone(),
         );
-        registry.register(
+        registry.add(
             "retries",
             "Retries of transient failures",
             m.retries.clone(),
         );
-        registry.register(
+        registry.add(
             "refusals",
             "Requests a service refused for their input, never retried",
             m.refusals.clone(),
         );
-        registry.register("decisions", "Judge decisions", m.decisions.clone());
-        registry.register(
-            "events_published",
-            "Slash events acknowledged by the broker",
-            m.events_published.clone(),
-        );
-        registry.register(
-            "record_to_verdict_seconds",
-            "From a job record's broker timestamp to its verdict's commit",
-            m.record_to_verdict.clone(),
-        );
-        registry.register(
-            "stage_seconds",
-            "Wall seconds spent in each stage of a batch",
-            m.stage_seconds.clone(),
-        );
-        m.reference.register(&mut registry);
+        // Each worker exports what it does, so that no series reads a misleading 0.
+        if worker == "judge" {
+            registry.add(
+                "decisions",
+                "Judge decisions, by action and mode (live or shadow)",
+                m.decisions.clone(),
+            );
+        }
+        if worker == "publish" {
+            registry.add(
+                "events_published",
+                "Slash events acknowledged by the broker",
+                m.events_published.clone(),
+            );
+            m.backlog.register(&mut registry);
+        }
+        if matches!(worker, "screen" | "rerun") {
+            registry.add(
+                "record_to_verdict_seconds",
+                "From a job record's broker timestamp to its verdict's commit",
+                m.record_to_verdict.clone(),
+            );
+            registry.add(
+                "stage_seconds",
+                "Wall seconds spent in each stage of a batch",
+                m.stage_seconds.clone(),
+            );
+            registry.add(
+                "consumer_lag",
+                "Messages of an assigned partition not yet read, by topic and partition",
+                m.consumer_lag.clone(),
+            );
+        }
+        if matches!(worker, "rerun" | "serve-reference") {
+            m.reference.register(&mut registry);
+        }
         Metrics {
-            registry: Arc::new(registry),
+            registry: Arc::new(registry.registry),
+            names: Arc::new(registry.names),
             ..m
         }
     }
@@ -271,6 +421,12 @@ impl Metrics {
         self.stage_seconds
             .get_or_create(&vec![("stage", stage.to_owned())])
             .get()
+    }
+
+    /// The names of the metrics this process exports (`proctor_…`, without the
+    /// `_total` of a counter), whether or not they have series yet.
+    pub fn names(&self) -> &[String] {
+        &self.names
     }
 
     pub fn render(&self) -> String {
@@ -368,6 +524,57 @@ async fn healthz(State(s): State<HttpState>) -> impl IntoResponse {
     (code, [(header::CONTENT_TYPE, "application/json")], body)
 }
 
+/// `/metrics` and `/healthz`, to merge into a process's router.
+pub fn router(metrics_: Metrics, health: Health) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz))
+        .with_state(HttpState {
+            metrics: metrics_,
+            health,
+        })
+}
+
+/// The layers every HTTP server of proctor has: a tracing span per request (method and
+/// path; its status and latency logged at DEBUG, a server error at ERROR), a time
+/// limit answered with 503, and the `http_requests` and `http_request_seconds`
+/// metrics by route.
+pub fn with_http_layers(router: Router, metrics: &Metrics, timeout: std::time::Duration) -> Router {
+    router
+        .route_layer(axum::middleware::from_fn_with_state(
+            metrics.clone(),
+            count_request,
+        ))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            timeout,
+        ))
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+}
+
+async fn count_request(
+    State(m): State<Metrics>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let started = Instant::now();
+    let response = next.run(req).await;
+    m.http_requests
+        .get_or_create(&vec![
+            ("route", route.clone()),
+            ("status", response.status().as_u16().to_string()),
+        ])
+        .inc();
+    m.http_request_seconds
+        .get_or_create(&vec![("route", route)])
+        .observe(started.elapsed().as_secs_f64());
+    response
+}
+
 /// Serves `/metrics` and `/healthz` until the process ends; returns the bound address
 /// (bind to port 0 to let the system pick one).
 pub async fn serve(
@@ -377,13 +584,11 @@ pub async fn serve(
 ) -> std::io::Result<SocketAddr> {
     let listener = tokio::net::TcpListener::bind(bind).await?;
     let addr = listener.local_addr()?;
-    let app = Router::new()
-        .route("/metrics", get(metrics))
-        .route("/healthz", get(healthz))
-        .with_state(HttpState {
-            metrics: metrics_,
-            health,
-        });
+    let app = with_http_layers(
+        router(metrics_.clone(), health),
+        &metrics_,
+        std::time::Duration::from_secs(10),
+    );
     tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             tracing::error!(error = %e, "http server stopped");
@@ -408,7 +613,57 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("proctor_record_to_verdict_seconds_bucket"));
+        assert!(m.names().iter().any(|n| n == "proctor_consumer_lag"));
+        assert!(
+            text.contains(&format!(
+                r#"proctor_build_info{{worker="screen",version="{}"}} 1"#,
+                env!("CARGO_PKG_VERSION")
+            )),
+            "{text}"
+        );
         assert!(text.trim_end().ends_with("# EOF"));
+    }
+
+    #[test]
+    fn each_worker_exports_only_what_it_counts() {
+        let has = |worker: &str, name: &str| {
+            Metrics::new(worker)
+                .names()
+                .iter()
+                .any(|n| n == &format!("proctor_{name}"))
+        };
+        assert!(!has("screen", "events_published"));
+        assert!(!has("screen", "decisions"));
+        assert!(has("screen", "consumer_lag"));
+        assert!(has("publish", "events_published"));
+        assert!(has("publish", "outbox_oldest_unpublished_seconds"));
+        assert!(!has("publish", "record_to_verdict_seconds"));
+        assert!(has("judge", "decisions"));
+        assert!(has("serve-reference", "reference_requests"));
+        let publish = Metrics::new("publish").render();
+        assert!(
+            publish.contains("proctor_events_published_total{worker=\"publish\"} 0"),
+            "{publish}"
+        );
+    }
+
+    #[test]
+    fn an_error_chain_says_each_cause_once() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "No such file or directory");
+        let quoted = anyhow::Error::new(crate::settings::SettingsError::Io {
+            file: "x.toml".into(),
+            source: io,
+        })
+        .context("loading the settings");
+        assert_eq!(
+            error_chain(&quoted),
+            "loading the settings: cannot read settings file x.toml: No such file or directory"
+        );
+        let plain = anyhow::anyhow!("connection refused").context("cannot reach postgres");
+        assert_eq!(
+            error_chain(&plain),
+            "cannot reach postgres: connection refused"
+        );
     }
 
     #[test]

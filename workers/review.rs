@@ -25,8 +25,11 @@ async fn main() -> std::process::ExitCode {
     match proctor::web::run(&args.serve, stop).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!(error = format!("{e:#}"), "review app failed");
-            std::process::ExitCode::FAILURE
+            tracing::error!(
+                error = proctor::telemetry::error_chain(&e),
+                "review app failed"
+            );
+            std::process::ExitCode::from(3)
         }
     }
 }

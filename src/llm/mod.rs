@@ -28,14 +28,24 @@ use template::Prompter;
 
 /// `cpu`, or `cuda:<n>` in a build with the `cuda` feature.
 pub fn device(name: &str) -> anyhow::Result<Device> {
+    match parse_device(name)? {
+        None => Ok(Device::Cpu),
+        Some(_) if !cfg!(feature = "cuda") => anyhow::bail!(
+            "{name:?}: this build has no CUDA; build with `cargo build --release --features cuda` on a host with the CUDA toolkit"
+        ),
+        Some(n) => Ok(Device::new_cuda(n)?),
+    }
+}
+
+/// A device name's meaning, checked without opening the device: `cpu` is `None`,
+/// `cuda:<n>` is `Some(n)`.
+pub fn parse_device(name: &str) -> anyhow::Result<Option<usize>> {
     match name.split_once(':') {
-        None if name == "cpu" => Ok(Device::Cpu),
-        Some(("cuda", n)) => {
-            let n: usize = n
-                .parse()
-                .map_err(|_| anyhow::anyhow!("{name:?}: expected cuda:<n>"))?;
-            Ok(Device::new_cuda(n)?)
-        }
+        None if name == "cpu" => Ok(None),
+        Some(("cuda", n)) => n
+            .parse()
+            .map(Some)
+            .map_err(|_| anyhow::anyhow!("{name:?}: expected cuda:<n>, n a GPU's index")),
         _ => anyhow::bail!("{name:?}: expected cpu or cuda:<n>"),
     }
 }

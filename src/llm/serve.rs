@@ -29,8 +29,7 @@
 //! tokens at T, for `llm_suspect`.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use axum::Json;
 use axum::Router;
@@ -386,45 +385,131 @@ fn prompt_logprob_maps(
     Ok((out, extension))
 }
 
-type Shared = Arc<Mutex<Scorer>>;
+/// How `proctor serve-reference` serves.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// Requests scored at once; more wait their turn. The model is shared, not copied:
+    /// on a CPU concurrent requests split the cores, on a GPU they interleave.
+    pub concurrency: usize,
+    /// A request that takes longer is answered 503.
+    pub timeout: std::time::Duration,
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        ServeOptions {
+            concurrency: 2,
+            timeout: std::time::Duration::from_secs(300),
+        }
+    }
+}
+
+#[derive(Clone)]
+struct Shared {
+    scorer: Arc<Scorer>,
+    slots: Arc<tokio::sync::Semaphore>,
+    metrics: crate::telemetry::Metrics,
+}
+
+/// Parses the body as JSON whatever its content type, so that every refusal comes
+/// back in the OpenAI error shape (axum's own `Json` extractor answers 415 and 422 in
+/// plain text).
+fn parse_request(body: &[u8]) -> Result<CompletionRequest, ApiError> {
+    serde_json::from_slice(body)
+        .map_err(|e| bad(format!("the body is not a completion request: {e}")))
+}
 
 async fn completions(
-    State(scorer): State<Shared>,
-    Json(req): Json<CompletionRequest>,
+    State(shared): State<Shared>,
+    body: axum::body::Bytes,
 ) -> Result<Json<CompletionResponse>, ApiError> {
-    tokio::task::spawn_blocking(move || {
-        let scorer = scorer
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let req = parse_request(&body)?;
+    let permit = shared
+        .slots
+        .clone()
+        .acquire_owned()
+        .await
+        .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+    let scorer = shared.scorer.clone();
+    let started = std::time::Instant::now();
+    let result = tokio::task::spawn_blocking(move || {
+        let _permit = permit;
         complete(&scorer, &req)
     })
     .await
-    .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
-    .map(Json)
+    .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let outcome = match &result {
+        Ok(_) => "ok",
+        Err(e) if e.0.is_client_error() => "refused",
+        Err(_) => "failed",
+    };
+    shared.metrics.reference.request("self", outcome);
+    shared
+        .metrics
+        .reference
+        .gpu_seconds("self")
+        .inc_by(started.elapsed().as_secs_f64());
+    result.map(Json)
 }
 
-async fn models(State(scorer): State<Shared>) -> Json<serde_json::Value> {
-    let id = scorer
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .model_id
-        .clone();
+async fn models(State(shared): State<Shared>) -> Json<serde_json::Value> {
+    let id = shared.scorer.model_id.clone();
     Json(serde_json::json!({"object": "list", "data": [{"id": id, "object": "model"}]}))
 }
 
-/// The endpoint's routes: `POST /v1/completions`, `GET /v1/models`, `GET /health`.
+async fn not_found() -> ApiError {
+    ApiError(StatusCode::NOT_FOUND, "no such endpoint".into())
+}
+
+/// The server with the default options and its own metrics (tests).
 pub fn router(scorer: Scorer) -> Router {
-    Router::new()
+    let metrics = crate::telemetry::Metrics::new("serve-reference");
+    let health = crate::telemetry::Health::new("serve-reference");
+    router_with(scorer, &ServeOptions::default(), metrics, health)
+}
+
+/// `/v1/completions`, `/v1/models`, vLLM's `/health`, and the `/healthz` and
+/// `/metrics` every proctor process serves, with the shared HTTP layers (a tracing
+/// span per request, the time limit, request metrics).
+pub fn router_with(
+    scorer: Scorer,
+    opts: &ServeOptions,
+    metrics: crate::telemetry::Metrics,
+    health: crate::telemetry::Health,
+) -> Router {
+    let shared = Shared {
+        scorer: Arc::new(scorer),
+        slots: Arc::new(tokio::sync::Semaphore::new(opts.concurrency.max(1))),
+        metrics: metrics.clone(),
+    };
+    let api = Router::new()
         .route("/v1/completions", post(completions))
         .route("/v1/models", get(models))
         .route("/health", get(|| async { "ok" }))
-        .with_state(Arc::new(Mutex::new(scorer)))
+        .fallback(not_found)
+        .with_state(shared);
+    crate::telemetry::with_http_layers(
+        api.merge(crate::telemetry::router(metrics.clone(), health)),
+        &metrics,
+        opts.timeout,
+    )
 }
 
-/// Serves until the process is stopped.
-pub async fn serve(scorer: Scorer, bind: SocketAddr) -> anyhow::Result<()> {
-    let listener = tokio::net::TcpListener::bind(bind).await?;
-    tracing::info!(addr = %listener.local_addr()?, model = %scorer.model_id, "serving /v1/completions");
-    axum::serve(listener, router(scorer)).await?;
+/// Binds `bind` (a host name or an address, with its port) and serves until the
+/// process ends.
+pub async fn serve(scorer: Scorer, bind: &str, opts: &ServeOptions) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    let listener = tokio::net::TcpListener::bind(bind)
+        .await
+        .with_context(|| format!("cannot listen on {bind}"))?;
+    let metrics = crate::telemetry::Metrics::new("serve-reference");
+    let health = crate::telemetry::Health::new("serve-reference");
+    tracing::info!(
+        addr = %listener.local_addr()?,
+        model = %scorer.model_id,
+        concurrency = opts.concurrency,
+        "serving /v1/completions, /healthz and /metrics"
+    );
+    axum::serve(listener, router_with(scorer, opts, metrics, health)).await?;
     Ok(())
 }

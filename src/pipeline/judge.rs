@@ -71,19 +71,29 @@ pub async fn step(ctx: &Context, key: &SigningKey) -> Result<usize, Stopped> {
             Action::FlagForReview => "flag_for_review",
             Action::Slash => "slash",
         };
+        let mode = if p.shadow { "shadow" } else { "live" };
         ctx.metrics
             .decisions
-            .get_or_create(&vec![("action", action.to_owned())])
+            .get_or_create(&vec![
+                ("action", action.to_owned()),
+                ("mode", mode.to_owned()),
+            ])
             .inc();
         if decision.action != Action::None {
             tracing::info!(
-                miner = %miner,
+                miner_id = %miner,
                 action,
+                mode,
                 honest_probability = decision.honest_probability,
                 review_probability = decision.review_probability,
                 slash_id = decision.slash.as_ref().map(|s| s.slash_id.as_str()),
+                jobs = decision.slash.as_ref().map(|s| s.jobs.len()),
                 "decision"
             );
+            if let Some(slash) = &decision.slash {
+                let jobs: Vec<&str> = slash.jobs.iter().map(|j| j.as_str()).collect();
+                tracing::debug!(slash_id = %slash.slash_id, jobs = jobs.join(","), "slash covers");
+            }
         }
     }
     Ok(miners.len())

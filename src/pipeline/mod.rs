@@ -147,3 +147,17 @@ pub fn evaluate_guarded(
         format!("a check panicked: {why}")
     })
 }
+
+/// The span a batch of messages is handled in: the worker, the batch's size and where
+/// it starts, so that every line logged for the batch says which messages it concerns.
+pub fn batch_span(worker: &'static str, batch: &[rdkafka::message::OwnedMessage]) -> tracing::Span {
+    use rdkafka::Message;
+    let first = batch.first();
+    tracing::info_span!(
+        "batch",
+        worker,
+        messages = batch.len(),
+        partition = first.map(|m| m.partition()),
+        first_offset = first.map(|m| m.offset()),
+    )
+}

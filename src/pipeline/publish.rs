@@ -11,10 +11,31 @@ use std::time::Duration;
 use super::Context;
 use crate::kafka;
 
+/// How often the publisher refreshes the backlog gauges, and how often a held outbox
+/// is reported.
+const BACKLOG_EVERY: Duration = Duration::from_secs(10);
+
 pub async fn run(ctx: Arc<Context>) -> anyhow::Result<()> {
     let poll = Duration::from_millis(ctx.settings.pipeline.poll_ms);
-    tracing::info!(topic = %ctx.settings.kafka.slashes_topic, "publisher draining the outbox");
+    let publishing = ctx.settings.pipeline.publish;
+    ctx.metrics.backlog.publishing.set(i64::from(publishing));
+    if publishing {
+        tracing::info!(topic = %ctx.settings.kafka.slashes_topic, "publisher draining the outbox");
+    } else {
+        tracing::warn!("publishing is off (pipeline.publish = false): events stay in the outbox");
+    }
+    let mut backlog_at: Option<std::time::Instant> = None;
     loop {
+        if backlog_at.is_none_or(|t| t.elapsed() >= BACKLOG_EVERY) {
+            backlog_at = Some(std::time::Instant::now());
+            report_backlog(&ctx, publishing).await;
+        }
+        if !publishing {
+            if ctx.idle(BACKLOG_EVERY).await.is_err() {
+                break;
+            }
+            continue;
+        }
         match ctx.retry("publish", || publish_round(&ctx)).await {
             Ok(0) => {
                 if ctx.idle(poll).await.is_err() {
@@ -63,5 +84,34 @@ async fn publish_round(ctx: &Context) -> anyhow::Result<usize> {
     let ids: Vec<String> = events.iter().map(|e| e.event_id.clone()).collect();
     ctx.store.mark_published(&mut tx, &ids).await?;
     tx.commit().await?;
+    for e in &events {
+        tracing::info!(event_id = %e.event_id, kind = %e.kind, miner_id = %e.key, "event published");
+    }
     Ok(events.len())
+}
+
+/// Sets the backlog gauges: the unpublished events and the age of the oldest, the open
+/// review cases, the judge's queue. A failed read leaves them as they were; the next
+/// round tries again.
+async fn report_backlog(ctx: &Context, publishing: bool) {
+    let b = match ctx.store.backlog().await {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the backlog");
+            return;
+        }
+    };
+    let g = &ctx.metrics.backlog;
+    g.outbox_unpublished.set(b.unpublished);
+    g.outbox_oldest_unpublished_seconds
+        .set(b.oldest_unpublished_secs.round() as i64);
+    g.review_open_cases.set(b.open_cases);
+    g.judge_queue.set(b.judge_queue);
+    if !publishing && b.unpublished > 0 {
+        tracing::warn!(
+            held = b.unpublished,
+            oldest_secs = b.oldest_unpublished_secs.round(),
+            "publishing is off: events held in the outbox"
+        );
+    }
 }

@@ -25,6 +25,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use rdkafka::Message;
 use rdkafka::message::OwnedMessage;
+use tracing::Instrument;
 
 use super::screen::fetch_output;
 use super::{Context, Stopped};
@@ -371,7 +372,11 @@ pub async fn run_with<R: ReferenceRunner>(ctx: Arc<Context>, runner: Arc<R>) -> 
         .next(&ctx, ctx.settings.pipeline.rerun_batch_size)
         .await
     {
-        match rerun_batch(&ctx, runner.as_ref(), &checker, &batch).await {
+        let span = super::batch_span("rerun", &batch);
+        match rerun_batch(&ctx, runner.as_ref(), &checker, &batch)
+            .instrument(span)
+            .await
+        {
             Ok(offsets) => feed.store(&offsets),
             Err(Stopped) => break,
         }
@@ -607,7 +612,13 @@ async fn rerun_batch<R: ReferenceRunner>(
             letters.push((origin, msg, DeadLetter { reason, error }));
         }
     }
-    for ((_, v), _) in judged.iter().zip(&written).filter(|(_, w)| w.is_ok()) {
+    for ((r, v), _) in judged.iter().zip(&written).filter(|(_, w)| w.is_ok()) {
+        tracing::debug!(
+            job_id = %r.job_id,
+            miner_id = %r.miner_id,
+            verdict = ?v.verdict,
+            "re-run verdict recorded"
+        );
         ctx.metrics
             .verdicts
             .get_or_create(&vec![
@@ -624,6 +635,10 @@ async fn rerun_batch<R: ReferenceRunner>(
             .get_or_create(&vec![("reason", letter.reason.to_owned())])
             .inc();
         let (key, payload) = (msg.key(), msg.payload().unwrap_or_default());
+        let (job_id, miner_id) = kafka::ids_of(key, payload);
+        tracing::warn!(reason = letter.reason, error = %letter.error, job_id, miner_id,
+            topic = %origin.topic, partition = origin.partition, offset = origin.offset,
+            "dead letter");
         ctx.retry("kafka-produce", || {
             let producer = ctx.producer();
             async move {

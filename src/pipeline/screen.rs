@@ -24,8 +24,9 @@ use futures::StreamExt;
 use rdkafka::Message;
 use rdkafka::message::OwnedMessage;
 use tokio::sync::oneshot;
+use tracing::Instrument;
 
-use super::{Context, Stopped};
+use super::{Context, Stopped, batch_span};
 use crate::checks::{Checker, Fetched, JobVerdict, Object, Stream, StreamState};
 use crate::kafka::{self, DeadLetter, Offsets, Origin};
 use crate::record::{Job, JobRecord};
@@ -126,15 +127,18 @@ pub async fn run(ctx: Arc<Context>) -> anyhow::Result<()> {
             }
             continue;
         }
+        let span = batch_span("screen", &batch);
         let in_flight = |id: &str| recordings.iter().any(|r| r.jobs.contains(id));
-        let judged = judge_batch(&ctx, &checker, &batch, &in_flight, &mut lap).await;
+        let judged = judge_batch(&ctx, &checker, &batch, &in_flight, &mut lap)
+            .instrument(span.clone())
+            .await;
         if recordings.len() >= MAX_RECORDING && finish_oldest(&mut recordings, &feed).await.is_err()
         {
             break;
         }
         let Ok(judged) = judged else { break };
         let after = recordings.back_mut().and_then(|r| r.committed.take());
-        recordings.push_back(Recording::start(&ctx, &secret, judged, after));
+        recordings.push_back(Recording::start(&ctx, &secret, judged, after, span));
     }
     // Stopping: finish what is being recorded, in order. A batch after one that failed
     // fails too (it waits for that one's commit), so no later offsets are stored and the
@@ -185,6 +189,7 @@ impl Recording {
         secret: &SamplingSecret,
         judged: Judged,
         after: Option<oneshot::Receiver<()>>,
+        span: tracing::Span,
     ) -> Recording {
         let jobs = judged
             .items
@@ -196,13 +201,16 @@ impl Recording {
             .collect();
         let (ctx, secret) = (ctx.clone(), secret.clone());
         let (done, committed) = oneshot::channel();
-        let task = tokio::spawn(async move {
-            // The batch before failed (its sender dropped unsent): so does this one.
-            if let Some(after) = after {
-                after.await.map_err(|_| Stopped)?;
+        let task = tokio::spawn(
+            async move {
+                // The batch before failed (its sender dropped unsent): so does this one.
+                if let Some(after) = after {
+                    after.await.map_err(|_| Stopped)?;
+                }
+                record_batch(&ctx, &secret, judged, done).await
             }
-            record_batch(&ctx, &secret, judged, done).await
-        });
+            .instrument(span),
+        );
         Recording {
             jobs,
             committed: Some(committed),
@@ -486,8 +494,10 @@ async fn record_batch(
             _ => None,
         };
         let result = if let Some(letter) = dead {
-            tracing::warn!(reason = letter.reason, error = %letter.error,
-                partition = item.origin.partition, offset = item.origin.offset, "dead letter");
+            let (job_id, miner_id) = kafka::ids_of(item.key.as_deref(), &item.payload);
+            tracing::warn!(reason = letter.reason, error = %letter.error, job_id, miner_id,
+                topic = %item.origin.topic, partition = item.origin.partition,
+                offset = item.origin.offset, "dead letter");
             m.dead_letters
                 .get_or_create(&vec![("reason", letter.reason.to_owned())])
                 .inc();
@@ -518,8 +528,15 @@ async fn record_batch(
     for r in sampled.values() {
         sends.push(Send::Rerun(r));
     }
-    for (v, w) in verdicts.iter().zip(&written) {
+    for ((r, v), w) in pairs.iter().zip(&written) {
         if *w == Ok(Written::New) {
+            tracing::debug!(
+                job_id = %r.job_id,
+                miner_id = %r.miner_id,
+                verdict = ?v.verdict,
+                sampled = v.sampled,
+                "screen verdict recorded"
+            );
             m.verdicts
                 .get_or_create(&vec![
                     ("stage", "screen".to_owned()),

@@ -1,0 +1,344 @@
+//! What operators run: the alert rules and the dashboard against the metrics the
+//! processes export, `proctor submit` sending a demo population through the running
+//! pipeline (with S3 credentials from the AWS default chain), shadow mode, and the
+//! dead-letter tools.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use support::Harness;
+
+/// Every metric name the processes register, from their own exposition.
+fn exported() -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    for worker in ["screen", "rerun", "judge", "publish", "serve-reference"] {
+        names.extend(
+            proctor::telemetry::Metrics::new(worker)
+                .names()
+                .iter()
+                .cloned(),
+        );
+    }
+    names
+}
+
+/// The metric names an expression text mentions, without the series suffixes.
+fn mentioned(text: &str) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    while let Some(at) = text[i..].find("proctor_") {
+        let start = i + at;
+        let mut end = start;
+        while end < bytes.len() && (bytes[end].is_ascii_alphanumeric() || bytes[end] == b'_') {
+            end += 1;
+        }
+        let mut name = &text[start..end];
+        for suffix in ["_total", "_bucket", "_sum", "_count"] {
+            name = name.strip_suffix(suffix).unwrap_or(name);
+        }
+        out.insert(name.to_owned());
+        i = end;
+    }
+    out
+}
+
+#[test]
+fn the_alerts_and_the_dashboard_name_only_metrics_the_processes_export() {
+    let docs = support::repo().join("docs/ops");
+    let alerts = std::fs::read_to_string(docs.join("alerts.yml")).unwrap();
+    let dashboard = std::fs::read_to_string(docs.join("dashboard.json")).unwrap();
+    let dash: serde_json::Value = serde_json::from_str(&dashboard).expect("the dashboard is JSON");
+    let panels = dash["panels"].as_array().expect("panels");
+    assert!(panels.len() >= 10, "{} panels", panels.len());
+    let exported = exported();
+    for (file, text) in [("alerts.yml", &alerts), ("dashboard.json", &dashboard)] {
+        let names = mentioned(text);
+        assert!(names.len() >= 8, "{file} names {names:?}");
+        let unknown: Vec<&String> = names.difference(&exported).collect();
+        assert!(
+            unknown.is_empty(),
+            "{file} names metrics no process exports: {unknown:?}"
+        );
+    }
+    // Every alert says where its runbook is, and the runbook has that section.
+    let runbook = std::fs::read_to_string(support::repo().join("docs/OPERATIONS.md")).unwrap();
+    let anchors: BTreeSet<String> = runbook
+        .lines()
+        .filter_map(|l| l.strip_prefix("### "))
+        .map(|h| {
+            h.to_lowercase()
+                .chars()
+                .filter(|c| c.is_alphanumeric() || *c == ' ' || *c == '-')
+                .collect::<String>()
+                .replace(' ', "-")
+        })
+        .collect();
+    let mut alerts_seen = 0;
+    for line in alerts.lines() {
+        if line.trim_start().starts_with("- alert:") {
+            alerts_seen += 1;
+        }
+        if let Some(link) = line.trim().strip_prefix("runbook: docs/OPERATIONS.md#") {
+            assert!(
+                anchors.contains(link),
+                "no runbook section #{link}: {anchors:?}"
+            );
+        }
+    }
+    assert_eq!(
+        alerts_seen,
+        alerts.matches("runbook: ").count(),
+        "every alert has a runbook link"
+    );
+}
+
+fn proctor(h: &Harness, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_proctor"));
+    cmd.args(args).current_dir(support::repo());
+    for (k, v) in &h.env {
+        cmd.env(k, v);
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().unwrap()
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// `proctor submit` sends the demo, twice over, through the four workers: every valid
+/// record gets its verdicts, the invalid lines become dead letters that `proctor dlq`
+/// lists and replays, and the cheaters are slashed and published. The S3 keys come
+/// from the AWS default chain (the environment), not from the settings.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_demo_population_goes_through_the_running_pipeline_with_one_command() {
+    let h = Harness::new("submit").await;
+    let rules = support::rerun_everything();
+    let workers = [
+        h.start_worker("screen", rules.clone()).await,
+        h.start_worker("rerun", rules.clone()).await,
+        h.start_worker("judge", rules.clone()).await,
+        h.start_worker("publish", rules.clone()).await,
+    ];
+    let key_id = h.env["PROCTOR_S3__ACCESS_KEY_ID"].clone();
+    let secret = h.env["PROCTOR_S3__SECRET_ACCESS_KEY"].clone();
+    let submit = proctor(
+        &h,
+        &["submit", "fixtures/audit-demo", "--rounds", "2"],
+        &[
+            ("PROCTOR_S3__ACCESS_KEY_ID", ""),
+            ("PROCTOR_S3__SECRET_ACCESS_KEY", ""),
+            ("AWS_ACCESS_KEY_ID", &key_id),
+            ("AWS_SECRET_ACCESS_KEY", &secret),
+            ("AWS_CONFIG_FILE", "/nonexistent"),
+            ("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent"),
+            ("AWS_EC2_METADATA_DISABLED", "true"),
+        ],
+    );
+    assert!(submit.status.success(), "{}", text(&submit));
+    let demo =
+        std::fs::read_to_string(support::repo().join("fixtures/audit-demo/jobs.jsonl")).unwrap();
+    let (messages, invalid) = proctor::submit::messages(&demo, 2);
+    let valid = (messages.len() - invalid) as i64;
+    assert!(
+        text(&submit).contains(&format!(
+            "sent {valid} job records and {invalid} invalid lines"
+        )),
+        "{}",
+        text(&submit)
+    );
+    h.wait_for(
+        "every submitted job's screen and re-run verdicts",
+        Duration::from_secs(300),
+        || async {
+            h.count("SELECT count(*) FROM verdicts WHERE stage = 'screen'")
+                .await
+                == valid
+                && h.count("SELECT count(*) FROM verdicts WHERE stage = 'rerun'")
+                    .await
+                    == valid
+        },
+    )
+    .await;
+    h.wait_judged_and_published().await;
+    assert!(h.count("SELECT count(*) FROM slashes").await > 0);
+    assert_eq!(
+        h.count("SELECT count(*) FROM outbox WHERE published_at IS NOT NULL")
+            .await,
+        h.count("SELECT count(*) FROM outbox").await
+    );
+
+    // The invalid lines are dead letters, listed with their reason.
+    let list = |args: &[&str]| proctor(&h, &[&["dlq", "list"], args].concat(), &[]);
+    let mut letters = Vec::new();
+    for _ in 0..20 {
+        let o = list(&["--json", "--idle-secs", "3"]);
+        assert!(o.status.success(), "{}", text(&o));
+        letters = String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .collect();
+        if letters.len() >= invalid {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    assert_eq!(letters.len(), invalid, "{letters:?}");
+    assert!(
+        letters.iter().all(|l| l["reason"] == "invalid_record"
+            && l["original_topic"] == h.settings.kafka.jobs_topic.as_str()),
+        "{letters:?}"
+    );
+    let table = list(&[]);
+    assert!(
+        text(&table).contains(&format!("{invalid} of {invalid} letters")),
+        "{}",
+        text(&table)
+    );
+
+    // A dry run sends nothing; a replay sends them back, and screen dead-letters them
+    // again (they are still not job records).
+    let dry = proctor(&h, &["dlq", "replay", "--dry-run", "--idle-secs", "3"], &[]);
+    assert!(
+        text(&dry).contains(&format!("would replay {invalid} letters")),
+        "{}",
+        text(&dry)
+    );
+    let replay = proctor(
+        &h,
+        &[
+            "dlq",
+            "replay",
+            "--reason",
+            "invalid_record",
+            "--idle-secs",
+            "3",
+        ],
+        &[],
+    );
+    assert!(replay.status.success(), "{}", text(&replay));
+    assert!(
+        text(&replay).contains(&format!("replayed {invalid} letters")),
+        "{}",
+        text(&replay)
+    );
+    let last = letters
+        .iter()
+        .map(|l| l["offset"].as_i64().unwrap())
+        .max()
+        .unwrap();
+    let after = last.to_string();
+    h.wait_for(
+        "the replayed records dead-lettered again",
+        Duration::from_secs(60),
+        || async {
+            let o = proctor(
+                &h,
+                &[
+                    "dlq",
+                    "list",
+                    "--json",
+                    "--idle-secs",
+                    "3",
+                    "--after-offset",
+                    &after,
+                ],
+                &[],
+            );
+            String::from_utf8_lossy(&o.stdout).lines().count() == invalid
+        },
+    )
+    .await;
+    for w in workers {
+        w.stop().await;
+    }
+    h.drop_db().await;
+}
+
+/// In shadow mode the judge records what it would decide and slashes, flags and
+/// publishes nothing; the same evidence judged live slashes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn shadow_mode_decides_without_slashing_flagging_or_publishing() {
+    let h = Harness::new("shadow").await;
+    let rules = support::rerun_everything();
+    let population = support::Population::generate(1);
+    population.upload(&h).await;
+    let screen = h.start_worker("screen", rules.clone()).await;
+    let rerun = h.start_worker("rerun", rules.clone()).await;
+    let mut shadow = h.settings.clone();
+    shadow.pipeline.shadow = true;
+    let judge = h.start_worker_with("judge", rules.clone(), shadow).await;
+    h.produce_jobs(&population.lines).await;
+    let n = population.lines.len() as i64;
+    h.wait_for("the re-run verdicts", Duration::from_secs(300), || async {
+        h.count("SELECT count(*) FROM verdicts WHERE stage = 'rerun'")
+            .await
+            == n
+    })
+    .await;
+    h.wait_for(
+        "the shadow judge to decide",
+        Duration::from_secs(120),
+        || async { h.count("SELECT count(*) FROM judge_queue").await == 0 },
+    )
+    .await;
+    let shadow_slashes = h
+        .count("SELECT count(*) FROM shadow_decisions WHERE action = 'slash'")
+        .await;
+    assert!(
+        shadow_slashes as usize >= population.cheats.len(),
+        "{shadow_slashes} shadow slashes for {} cheaters",
+        population.cheats.len()
+    );
+    for table in ["slashes", "review_flags", "outbox", "review_cases"] {
+        assert_eq!(
+            h.count(&format!("SELECT count(*) FROM {table}")).await,
+            0,
+            "shadow mode wrote to {table}"
+        );
+    }
+    let shadowed: BTreeSet<String> = sqlx::query_scalar::<_, String>(
+        "SELECT miner_id FROM shadow_decisions WHERE action = 'slash'",
+    )
+    .fetch_all(h.store.pool())
+    .await
+    .unwrap()
+    .into_iter()
+    .collect();
+    judge.stop().await;
+
+    // The same evidence, live: the same miners are slashed.
+    sqlx::query("INSERT INTO judge_queue (miner_id) SELECT DISTINCT miner_id FROM verdicts")
+        .execute(h.store.pool())
+        .await
+        .unwrap();
+    let live = h.start_worker("judge", rules.clone()).await;
+    h.wait_for(
+        "the live judge to decide",
+        Duration::from_secs(120),
+        || async { h.count("SELECT count(*) FROM judge_queue").await == 0 },
+    )
+    .await;
+    let slashed: BTreeSet<String> =
+        sqlx::query_scalar::<_, String>("SELECT DISTINCT miner_id FROM slashes")
+            .fetch_all(h.store.pool())
+            .await
+            .unwrap()
+            .into_iter()
+            .collect();
+    assert_eq!(slashed, shadowed, "shadow and live decide alike");
+    for w in [screen, rerun, live] {
+        w.stop().await;
+    }
+    h.drop_db().await;
+}

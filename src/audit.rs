@@ -67,6 +67,10 @@ pub struct AuditResult {
     pub nfts: BTreeMap<String, u32>,
     /// Each miner's points factor (NFT boost).
     pub factors: BTreeMap<String, f64>,
+    /// The honest probability at or below which a miner is slashed automatically, and
+    /// the one below which it is flagged for review (the rules').
+    pub slash_threshold: f64,
+    pub review_threshold: f64,
 }
 
 /// The audit's evidence and ledger: the folder's verdicts, judged in memory, and the
@@ -248,6 +252,8 @@ pub fn judge_dir(
         .filter_map(|e| e.event)
         .collect();
     Ok(AuditResult {
+        slash_threshold: rules.auto_slash_threshold(),
+        review_threshold: rules.slashing.review_max_honest_probability,
         rules_digest: checker.rules_digest().to_owned(),
         verdicts,
         rejected,
@@ -434,15 +440,30 @@ pub fn summary(result: &AuditResult) -> String {
         &result.rules_digest[..16]
     ));
     s.push_str(&format!(
-        "verdicts: {} pass, {} fail, {} invalid, {} inconclusive\n\n",
+        "verdicts: {} pass, {} fail, {} invalid, {} inconclusive\n",
         count(Verdict::Pass),
         count(Verdict::Fail),
         count(Verdict::Invalid),
         count(Verdict::Inconclusive)
     ));
+    // Why records were rejected: they are the job service's fault, not a miner's.
+    const SHOWN: usize = 5;
+    for r in result.rejected.iter().take(SHOWN) {
+        s.push_str(&format!(
+            "  rejected line {}: {}\n",
+            r.line,
+            clip(&r.error, SUMMARY_WIDTH - 20)
+        ));
+    }
+    if result.rejected.len() > SHOWN {
+        s.push_str(&format!(
+            "  … and {} more (rejected.jsonl)\n",
+            result.rejected.len() - SHOWN
+        ));
+    }
     s.push_str(&format!(
-        "{:<50} {:>5} {:>7} {:<16} {:>10} {:>10} {:>10} {:>10}  failed checks\n",
-        "miner", "jobs", "failed", "action", "slash p", "review p", "waifu", "llama"
+        "\n{:<22} {:>4} {:>6}  {:<7} {:>12}  failed checks\n",
+        "miner", "jobs", "failed", "action", "if honest"
     ));
     let mut rows: Vec<&Decision> = result.decisions.iter().collect();
     rows.sort_by_key(|d| {
@@ -462,31 +483,81 @@ pub fn summary(result: &AuditResult) -> String {
             .iter()
             .filter(|v| matches!(v.verdict, Verdict::Fail | Verdict::Invalid))
             .count();
-        let action = match d.action {
-            Action::None => "none",
-            Action::FlagForReview => "flag for review",
-            Action::Slash => "SLASH",
+        let (action, p) = match d.action {
+            Action::None => ("-", None),
+            Action::FlagForReview => ("flag", Some(d.review_probability)),
+            Action::Slash => ("SLASH", Some(d.honest_probability)),
         };
-        let (w, l) = d
-            .slash
-            .as_ref()
-            .map_or((0.0, 0.0), |x| (x.amount.waifu, x.amount.llama));
         let checks: Vec<&str> = d.tallies.iter().map(|t| t.check.as_str()).collect();
-        s.push_str(&format!(
-            "{:<50} {:>5} {:>7} {:<16} {:>10.2e} {:>10.2e} {:>10.2} {:>10.3}  {}\n",
-            d.miner_id.to_string(),
+        let line = format!(
+            "{:<22} {:>4} {:>6}  {:<7} {:>12}  {}",
+            short_miner(&d.miner_id.to_string()),
             jobs.len(),
             failed,
             action,
-            d.honest_probability,
-            d.review_probability,
-            w,
-            l,
+            p.map_or("-".to_owned(), odds),
             checks.join(", ")
-        ));
+        );
+        s.push_str(&clip(&line, SUMMARY_WIDTH));
+        s.push('\n');
     }
-    s.push_str(
-        "\nslash p: how likely an honest miner shows this evidence, from the checks whose false-positive\nrate was measured (an automatic slash needs it below the lifetime budget's threshold);\nreview p: the same from any check, assumed rates included (a flag for staff review).\n",
-    );
+    s.push_str(&format!(
+        "\nif honest: how rarely an honest miner shows evidence this strong. A slash needs rarer\n\
+         than {} (from checks whose false-positive rate was measured), a flag for staff\n\
+         review rarer than {} (from any check). Miner ids are shortened; decisions.jsonl,\n\
+         slashes.jsonl and report.html have them whole, with the amounts and the evidence.\n",
+        odds(result.slash_threshold),
+        odds(result.review_threshold)
+    ));
     s
+}
+
+/// The summary's width: it fits a 100-column terminal.
+const SUMMARY_WIDTH: usize = 100;
+
+/// A probability as odds a reader can compare: `1 in 1.5e12`, `1 in 350`.
+fn odds(p: f64) -> String {
+    if p.is_nan() || p <= 0.0 {
+        return "1 in ∞".into();
+    }
+    if p >= 1.0 {
+        return "always".into();
+    }
+    let n = 1.0 / p;
+    if n < 1e4 {
+        format!("1 in {n:.0}")
+    } else {
+        format!("1 in {n:.1e}")
+    }
+}
+
+/// `0xe82a3a…46bd6dc-gpu0`: a wallet miner id shortened for a table; others as they are
+/// when short.
+fn short_miner(id: &str) -> String {
+    let (wallet, gpu) = id.split_once('-').unwrap_or((id, ""));
+    let short = if wallet.len() > 14
+        && wallet.is_char_boundary(8)
+        && wallet.is_char_boundary(wallet.len() - 6)
+    {
+        format!("{}…{}", &wallet[..8], &wallet[wallet.len() - 6..])
+    } else {
+        wallet.to_owned()
+    };
+    let whole = if gpu.is_empty() {
+        short
+    } else {
+        format!("{short}-{gpu}")
+    };
+    clip(&whole, 22)
+}
+
+/// At most `n` characters, the last an ellipsis when cut.
+fn clip(text: &str, n: usize) -> String {
+    if text.chars().count() <= n {
+        text.to_owned()
+    } else {
+        let mut out: String = text.chars().take(n.saturating_sub(1)).collect();
+        out.push('…');
+        out
+    }
 }

@@ -8,6 +8,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 
 use proctor::case::Reruns;
+use proctor::checks::Verdict;
 use proctor::checks::image;
 use proctor::checks::model_file;
 use proctor::outcome::Outcome;
@@ -18,11 +19,31 @@ use proctor::{audit, calibrate, events, hashing, sampling};
 #[path = "cli/review.rs"]
 mod review_cli;
 
+/// Exit codes, one table for every command (README, "Exit codes"). Usage errors (2)
+/// are clap's own.
+mod exit {
+    /// A finding: a failed verdict, rejected records, an invalid event, a check that
+    /// does not hold.
+    pub const FINDING: u8 = 1;
+    /// The command could not do its work: unreadable input, invalid settings or rules,
+    /// a service that does not answer.
+    pub const RUNTIME: u8 = 3;
+}
+
+fn finding_if(found: bool) -> ExitCode {
+    if found {
+        ExitCode::from(exit::FINDING)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
 #[derive(Parser)]
 #[command(
     name = "proctor",
     version,
-    about = "Anti-cheat verification for the Heurist GPU network"
+    about = "Anti-cheat verification for the Heurist GPU network",
+    after_help = "Exit codes: 0 ok, 1 a finding (a failed verdict, rejected records, an invalid event), 2 usage, 3 runtime error."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -42,12 +63,12 @@ enum Command {
         #[arg(long, default_value = "audit-out")]
         out: PathBuf,
         /// Hex ed25519 secret seed; when set, also writes signed slash events to events.jsonl.
-        #[arg(long, env = "PROCTOR_SIGNING_KEY", hide_env_values = true)]
+        #[arg(long, env = "PROCTOR_SECRETS__SIGNING_KEY", hide_env_values = true)]
         signing_key: Option<String>,
         /// Secret for the re-run draw (deployment setting).
         #[arg(
             long,
-            env = "PROCTOR_SAMPLING_SECRET",
+            env = "PROCTOR_SECRETS__SAMPLING_SECRET",
             default_value = "proctor-audit-default",
             hide_env_values = true
         )]
@@ -64,11 +85,13 @@ enum Command {
         candidate: PathBuf,
         /// The reference image.
         reference: PathBuf,
+        /// Rules folder; the rules compiled into this binary by default.
         #[arg(long)]
         rules: Option<PathBuf>,
     },
     /// Print b3sum-compatible lines (or sha256sum-compatible ones with --sha256).
     Hash {
+        /// SHA-256 instead of BLAKE3 (the digest the network's model list publishes).
         #[arg(long)]
         sha256: bool,
         /// Files to hash; standard input when none.
@@ -84,10 +107,12 @@ enum Command {
     },
     /// Print the hex ed25519 public key for a signing key (to publish to the ledger team).
     PublicKey {
-        #[arg(long, env = "PROCTOR_SIGNING_KEY", hide_env_values = true)]
+        /// The hex ed25519 secret seed (32 bytes) that signs slash events.
+        #[arg(long, env = "PROCTOR_SECRETS__SIGNING_KEY", hide_env_values = true)]
         signing_key: String,
     },
-    /// Print the effective deployment settings (secrets shown only as set or empty).
+    /// Print the effective deployment settings as TOML (secrets shown only as set or
+    /// empty, the database password masked).
     Settings {
         /// A settings file layered over the defaults.
         #[arg(long, env = "PROCTOR_CONFIG")]
@@ -116,6 +141,32 @@ enum Command {
     AuditLog {
         #[command(subcommand)]
         command: review_cli::AuditLogCommand,
+        /// A settings file layered over the defaults (for database.url).
+        #[arg(long, env = "PROCTOR_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Send an audit folder through the running pipeline, as the network's services
+    /// would: outputs and reference outputs to S3, wallets to Postgres, job records to
+    /// the jobs topic. `--rounds` sends copies with new job ids: a demo population.
+    Submit {
+        /// The audit folder (docs/audit-folder.md), such as fixtures/audit-demo.
+        dir: PathBuf,
+        /// Copies of every valid record, each with new job ids and later times.
+        #[arg(long, default_value_t = 1)]
+        rounds: usize,
+        /// Leave out reference/ (the reference hosts or the rerun worker's own model
+        /// give the references instead).
+        #[arg(long)]
+        no_references: bool,
+        /// A settings file layered over the defaults (brokers, buckets, database.url).
+        #[arg(long, env = "PROCTOR_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// The dead-letter topic: list its letters, or send some back to their topic.
+    Dlq {
+        #[command(subcommand)]
+        command: DlqCommand,
+        /// A settings file layered over the defaults (brokers, kafka.dlq_topic).
         #[arg(long, env = "PROCTOR_CONFIG")]
         config: Option<PathBuf>,
     },
@@ -134,6 +185,7 @@ enum Command {
         /// The challenge nonce, hex.
         #[arg(long)]
         nonce: String,
+        /// Rules folder; the rules compiled into this binary by default.
         #[arg(long)]
         rules: Option<PathBuf>,
     },
@@ -142,8 +194,16 @@ enum Command {
     ServeReference {
         /// Model folder: config.json, *.safetensors, tokenizer.json, tokenizer_config.json.
         model: PathBuf,
+        /// Where to listen: host (or address) and port, such as localhost:8000 or
+        /// 0.0.0.0:8000.
         #[arg(long, default_value = "127.0.0.1:8000")]
-        bind: std::net::SocketAddr,
+        bind: String,
+        /// Requests scored at once; more wait their turn.
+        #[arg(long, default_value_t = 2)]
+        concurrency: usize,
+        /// A request that takes longer than this many seconds is answered 503.
+        #[arg(long, default_value_t = 300)]
+        timeout_secs: u64,
         /// f32, f16 or bf16.
         #[arg(long, default_value = "f32")]
         dtype: String,
@@ -165,9 +225,10 @@ enum Command {
         /// Write the thresholds and measured false-positive bounds into this rules folder.
         #[arg(long)]
         write_rules: Option<PathBuf>,
+        /// Where to write detection.md, calibration.json and roc.png.
         #[arg(long, default_value = "calibration-out")]
         out: PathBuf,
-        /// Calibrate only this check family.
+        /// Calibrate only this check family (all three by default).
         #[arg(long, value_parser = ["image", "llm", "latency"])]
         only: Option<String>,
         /// Photos the image pairs are cut from.
@@ -197,11 +258,13 @@ enum Command {
         /// Honest texts at greedy and near-greedy temperatures (0, 0.2).
         #[arg(long, default_value_t = 1000)]
         llm_honest_greedy: usize,
+        /// Cheating texts per LLM cheat (substitute, spoof, quantized, hotter, canned).
         #[arg(long, default_value_t = 400)]
         llm_per_cheat: usize,
         /// Output tokens per LLM job: the detection window.
         #[arg(long, default_value_t = 64)]
         max_tokens: u32,
+        /// Seed of every random draw: the same seed gives the same tables.
         #[arg(long, default_value_t = 1)]
         seed: u64,
         /// Published honest GPU timings, for the latency checks.
@@ -219,9 +282,49 @@ enum Command {
         /// The model id in rules/models.toml.
         #[arg(long)]
         model: String,
+        /// The model's files on disk, named as the registry names them.
         files: Vec<PathBuf>,
+        /// Rules folder; the rules compiled into this binary by default.
         #[arg(long)]
         rules: Option<PathBuf>,
+    },
+}
+
+/// Which dead letters a `dlq` command acts on.
+#[derive(clap::Args)]
+struct DlqFilter {
+    /// Only letters with this reason (invalid_record, object_missing, ...).
+    #[arg(long)]
+    reason: Option<String>,
+    /// Only the letter of this job.
+    #[arg(long)]
+    job: Option<String>,
+    /// Only letters after this offset of the dead-letter topic (the last offset an
+    /// earlier replay printed).
+    #[arg(long)]
+    after_offset: Option<i64>,
+    /// Stop reading once no letter arrived for this many seconds.
+    #[arg(long, default_value_t = 5)]
+    idle_secs: u64,
+}
+
+#[derive(Subcommand)]
+enum DlqCommand {
+    /// Print the letters: where each came from, why, and its job and miner.
+    List {
+        #[command(flatten)]
+        filter: DlqFilter,
+        /// One JSON object per letter instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Send the chosen letters back to their original topic with their original key.
+    Replay {
+        #[command(flatten)]
+        filter: DlqFilter,
+        /// Print what would be sent, and send nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
 }
 
@@ -248,11 +351,12 @@ fn load_rules(dir: Option<&Path>) -> Result<Rules> {
 }
 
 fn main() -> ExitCode {
+    // clap exits 2 on a usage error, 0 after --help and --version.
     match run(Cli::parse()) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("proctor: {e:#}");
-            ExitCode::from(2)
+            eprintln!("proctor: {}", proctor::telemetry::error_chain(&e));
+            ExitCode::from(exit::RUNTIME)
         }
     }
 }
@@ -266,20 +370,124 @@ fn run(cli: Cli) -> Result<ExitCode> {
             token,
         } => review_cli::review(command, config.as_deref(), token.as_deref()),
         Command::AuditLog { command, config } => review_cli::audit_log(command, config.as_deref()),
+        Command::Submit {
+            dir,
+            rounds,
+            no_references,
+            config,
+        } => {
+            let settings = proctor::settings::Settings::load(config.as_deref())?;
+            let opts = proctor::submit::SubmitOptions {
+                dir,
+                rounds,
+                references: !no_references,
+            };
+            let sent = tokio::runtime::Runtime::new()?.block_on(proctor::submit::run(
+                &settings,
+                &opts,
+                &|msg| eprintln!("submit: {msg}"),
+            ))?;
+            println!(
+                "sent {} job records and {} invalid lines; uploaded {} outputs and {} reference outputs; {} wallets",
+                sent.records, sent.invalid, sent.objects, sent.references, sent.wallets
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Dlq { command, config } => {
+            let settings = proctor::settings::Settings::load(config.as_deref())?;
+            let k = &settings.kafka;
+            let rt = tokio::runtime::Runtime::new()?;
+            let read =
+                |f: &DlqFilter| -> Result<(Vec<proctor::dlq::Letter>, proctor::dlq::Filter)> {
+                    let letters = rt.block_on(proctor::dlq::read(
+                        k,
+                        std::time::Duration::from_secs(f.idle_secs),
+                    ))?;
+                    let filter = proctor::dlq::Filter {
+                        reason: f.reason.clone(),
+                        job_id: f.job.clone(),
+                        after_offset: f.after_offset,
+                    };
+                    Ok((letters, filter))
+                };
+            match command {
+                DlqCommand::List { filter, json } => {
+                    let (letters, filter) = read(&filter)?;
+                    let chosen: Vec<_> = letters.iter().filter(|l| filter.admits(l)).collect();
+                    if json {
+                        for l in &chosen {
+                            println!("{}", serde_json::to_string(l)?);
+                        }
+                    } else {
+                        println!(
+                            "{:>9}  {:<18} {:<28} {:<28} error",
+                            "letter", "reason", "job", "miner"
+                        );
+                        for l in &chosen {
+                            let clip = |s: &str, n: usize| s.chars().take(n).collect::<String>();
+                            println!(
+                                "{:>9}  {:<18} {:<28} {:<28} {}",
+                                format!("{}:{}", l.partition, l.offset),
+                                clip(&l.reason, 18),
+                                clip(l.job_id.as_deref().unwrap_or("-"), 28),
+                                clip(l.miner_id.as_deref().unwrap_or("-"), 28),
+                                clip(&l.error, 80)
+                            );
+                        }
+                        println!(
+                            "{} of {} letters in {}",
+                            chosen.len(),
+                            letters.len(),
+                            k.dlq_topic
+                        );
+                    }
+                    Ok(ExitCode::SUCCESS)
+                }
+                DlqCommand::Replay { filter, dry_run } => {
+                    let (letters, filter) = read(&filter)?;
+                    let chosen: Vec<_> = letters.iter().filter(|l| filter.admits(l)).collect();
+                    for l in &chosen {
+                        println!(
+                            "{} {}:{} ({}, job {}) to {}",
+                            if dry_run { "would replay" } else { "replaying" },
+                            l.partition,
+                            l.offset,
+                            l.reason,
+                            l.job_id.as_deref().unwrap_or("-"),
+                            l.original_topic
+                        );
+                    }
+                    if !dry_run {
+                        rt.block_on(proctor::dlq::replay(k, &chosen))?;
+                    }
+                    let last = chosen.iter().map(|l| l.offset).max();
+                    println!(
+                        "{} {} letters{}",
+                        if dry_run { "would replay" } else { "replayed" },
+                        chosen.len(),
+                        last.map_or(String::new(), |o| format!(
+                            "; the last offset was {o} (--after-offset {o} next time)"
+                        ))
+                    );
+                    Ok(ExitCode::SUCCESS)
+                }
+            }
+        }
         Command::ServeReference {
             model,
             bind,
+            concurrency,
+            timeout_secs,
             dtype,
             device,
             rules,
         } => {
-            let numerics =
-                proctor::llm::model::Numerics::parse(&dtype, "f32").map_err(anyhow::Error::msg)?;
+            proctor::telemetry::init_logging();
+            let numerics = proctor::llm::model::Numerics::parse(&dtype, "f32")
+                .map_err(|e| anyhow::anyhow!("--dtype {dtype}: {e}"))?;
             let device = proctor::llm::device(&device)?;
-            let mut scorer = proctor::llm::Scorer::load(&model, numerics, &device)?;
-            tracing_subscriber::fmt()
-                .with_writer(std::io::stderr)
-                .init();
+            let mut scorer = proctor::llm::Scorer::load(&model, numerics, &device)
+                .with_context(|| format!("cannot load the model in {}", model.display()))?;
             let rules = load_rules(rules.as_deref())?;
             scorer.panel = proctor::llm::panel::Panel::beside(
                 &scorer,
@@ -288,7 +496,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 numerics,
                 &device,
             );
-            tokio::runtime::Runtime::new()?.block_on(proctor::llm::serve::serve(scorer, bind))?;
+            let opts = proctor::llm::serve::ServeOptions {
+                concurrency,
+                timeout: std::time::Duration::from_secs(timeout_secs),
+            };
+            tokio::runtime::Runtime::new()?
+                .block_on(proctor::llm::serve::serve(scorer, &bind, &opts))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Calibrate {
@@ -384,6 +597,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 progress: true,
             };
             let result = audit::run(&opts, rules)?;
+            if result.verdicts.is_empty() && result.rejected.is_empty() {
+                bail!(
+                    "{} holds no job records: nothing to judge",
+                    opts.dir.join("jobs.jsonl").display()
+                );
+            }
             print!("{}", audit::summary(&result));
             let events = if opts.signing_key.is_some() {
                 ", events.jsonl"
@@ -391,10 +610,21 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 ""
             };
             println!(
-                "\nwrote verdicts.jsonl, decisions.jsonl, slashes.jsonl, rejected.jsonl{events}, report.html and report/ to {}",
+                "\nwrote to {}: verdicts.jsonl, decisions.jsonl, slashes.jsonl, rejected.jsonl{events},\nreport.html (open it in a browser) and report/",
                 out.display()
             );
-            Ok(ExitCode::SUCCESS)
+            // Exit 1 when there is anything for staff to look at: a failed or invalid
+            // verdict, a rejected record, a slash or a flag.
+            let found = !result.rejected.is_empty()
+                || result
+                    .verdicts
+                    .iter()
+                    .any(|v| matches!(v.verdict, Verdict::Fail | Verdict::Invalid))
+                || result
+                    .decisions
+                    .iter()
+                    .any(|d| d.action != proctor::decide::Action::None);
+            Ok(finding_if(found))
         }
         Command::VerifyEvent { file, public_key } => {
             let trusted =
@@ -432,15 +662,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 }
             }
             println!("{ok} valid, {bad} invalid");
-            Ok(if bad == 0 && ok > 0 {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            })
+            if ok + bad == 0 {
+                bail!("no events to verify");
+            }
+            Ok(finding_if(bad > 0))
         }
         Command::Settings { config } => {
             let settings = proctor::settings::Settings::load(config.as_deref())?;
-            println!("{settings:#?}");
+            print!("{}", settings.to_toml_masked());
             Ok(ExitCode::SUCCESS)
         }
         Command::PublicKey { signing_key } => {
@@ -491,7 +720,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 }
             };
             println!("{}", serde_json::to_string_pretty(&report)?);
-            Ok(ExitCode::SUCCESS)
+            Ok(finding_if(report["verdict"] != "pass"))
         }
         Command::Hash { sha256, files } => {
             let stdout = std::io::stdout();
@@ -525,7 +754,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 }
             }
             Ok(if failed {
-                ExitCode::FAILURE
+                ExitCode::from(exit::RUNTIME)
             } else {
                 ExitCode::SUCCESS
             })
@@ -640,11 +869,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             if !bad.is_empty() {
                 eprintln!("proctor: cheating is profitable in: {}", bad.join(", "));
             }
-            Ok(if bad.is_empty() && broken.is_empty() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            })
+            Ok(finding_if(!bad.is_empty() || !broken.is_empty()))
         }
         Command::Challenge {
             file,
@@ -694,11 +919,36 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 eprintln!("proctor: the registry lists no files for {model} yet");
                 all_ok = false;
             }
-            Ok(if all_ok {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            })
+            Ok(finding_if(!all_ok))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// Every subcommand has an about and every argument a help line.
+    #[test]
+    fn every_command_and_option_has_help() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for a in cmd.get_arguments() {
+                if a.get_help().is_none() && a.get_long_help().is_none() {
+                    missing.push(format!("{path} {}", a.get_id()));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                let path = format!("{path} {}", sub.get_name());
+                if sub.get_about().is_none() {
+                    missing.push(format!("{path} (about)"));
+                }
+                walk(sub, &path, missing);
+            }
+        }
+        let mut cmd = super::Cli::command();
+        cmd.build();
+        let mut missing = Vec::new();
+        walk(&cmd, "proctor", &mut missing);
+        assert!(missing.is_empty(), "without help: {missing:#?}");
     }
 }

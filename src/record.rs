@@ -22,13 +22,44 @@ pub const MAX_INLINE_TEXT_BYTES: usize = 4 << 20;
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum RecordError {
-    #[error("record is not valid JSON or misses a field: {path}: {message}")]
+    /// The bytes are not JSON, or the JSON is not a job record.
+    #[error("{}", malformed(path, message))]
     Malformed { path: String, message: String },
     #[error("field {field}: {message}")]
     Invalid {
         field: &'static str,
         message: String,
     },
+}
+
+/// What a malformed record's error says: what is wrong, where.
+fn malformed(path: &str, message: &str) -> String {
+    // serde_json's own wording for bytes that are not JSON, or JSON that stops short.
+    let not_json = [
+        "expected value",
+        "expected `",
+        "trailing characters",
+        "control character",
+        "invalid escape",
+        "invalid unicode",
+        "key must be a string",
+        "invalid number",
+        "lone leading surrogate",
+    ];
+    // serde_path_to_error writes the root as `.` and an unknown place as `?`.
+    let path = path
+        .trim_end_matches('?')
+        .trim_end_matches('.')
+        .trim_start_matches('.');
+    if message.starts_with("EOF while parsing") {
+        format!("not a whole JSON object (it ends early, {message})")
+    } else if not_json.iter().any(|p| message.starts_with(p)) {
+        format!("not valid JSON ({message})")
+    } else if path.is_empty() {
+        format!("not a job record: {message}")
+    } else {
+        format!("field {path}: {message}")
+    }
 }
 
 fn invalid(field: &'static str, message: impl Into<String>) -> RecordError {
@@ -429,6 +460,25 @@ mod tests {
         v["input"]["sampler"] = "euler".into();
         let err = parse(&v).unwrap_err().to_string();
         assert!(err.contains("input") && err.contains("sampler"), "{err}");
+    }
+
+    #[test]
+    fn a_malformed_record_says_what_is_wrong_in_plain_words() {
+        let say = |bytes: &[u8]| JobRecord::from_json(bytes).unwrap_err().to_string();
+        let cut = sd_json().to_string();
+        let truncated = say(&cut.as_bytes()[..45]);
+        assert!(
+            truncated.starts_with("not a whole JSON object (it ends early"),
+            "{truncated}"
+        );
+        assert!(say(b"garbage").starts_with("not valid JSON ("), "garbage");
+        let number = say(b"42");
+        assert!(number.starts_with("not a job record: "), "{number}");
+        let mut v = sd_json();
+        v["input"]["width"] = "wide".into();
+        let field = parse(&v).unwrap_err().to_string();
+        assert!(field.starts_with("field input.width: "), "{field}");
+        assert!(!field.contains('?'), "{field}");
     }
 
     #[test]

@@ -227,7 +227,7 @@ fn rules_check_fails_when_cheating_pays() {
 fn rules_check_names_the_file_of_an_invalid_rule() {
     let dir = rules_with("gpus.toml", "vram_gb = 24\n", "vram_gb = 24\nvram_mb = 1\n");
     let o = proctor(&["rules", "check", "--rules", dir.path().to_str().unwrap()]);
-    assert_eq!(o.status.code(), Some(2));
+    assert_eq!(o.status.code(), Some(3));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
         err.contains("gpus.toml") && err.contains("vram_mb"),
@@ -243,10 +243,15 @@ fn demo(rel: &str) -> String {
         .into_owned()
 }
 
+/// The JSON report of `image-diff`; its exit code says the verdict (0 pass, 1 fail or
+/// invalid).
 fn image_diff(a: &str, b: &str) -> serde_json::Value {
     let o = proctor(&["image-diff", &demo(a), &demo(b)]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    serde_json::from_slice(&o.stdout).unwrap()
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&o.stderr)));
+    let want = if report["verdict"] == "pass" { 0 } else { 1 };
+    assert_eq!(o.status.code(), Some(want), "{report}");
+    report
 }
 
 #[test]
@@ -330,7 +335,13 @@ fn signed_audit() -> tempfile::TempDir {
         "--signing-key",
         DEMO_SIGNING_KEY,
     ]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // The demo's findings: exit 1.
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     out
 }
 
@@ -362,7 +373,7 @@ fn audit_events_are_signed_and_verify_event_checks_them() {
     let mut env: serde_json::Value = serde_json::from_str(&lines[0]).unwrap();
     let mut payload: serde_json::Value =
         serde_json::from_str(env["payload"].as_str().unwrap()).unwrap();
-    payload["amount"]["waifu"] = serde_json::json!(1e9);
+    payload["amount"]["waifu_micro"] = serde_json::json!(1_000_000_000_000_000i64);
     env["payload"] = serde_json::Value::String(payload.to_string());
     lines[0] = env.to_string();
     let tampered = out.path().join("tampered.jsonl");
@@ -407,13 +418,21 @@ fn settings_layer_the_environment_and_hide_secrets() {
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let out = stdout(&o);
-    assert!(out.contains("127.0.0.1:19092"), "{out}");
+    assert!(out.contains("brokers = \"127.0.0.1:19092\""), "{out}");
     assert!(!out.contains("very-secret-value"), "{out}");
+    assert!(
+        out.parse::<toml::Table>().is_ok(),
+        "proctor settings prints TOML: {out}"
+    );
     let typo = Command::new(env!("CARGO_BIN_EXE_proctor"))
         .arg("settings")
         .env("PROCTOR_KAFKA__BROKER", "x")
         .output()
         .unwrap();
-    assert_eq!(typo.status.code(), Some(2));
+    assert_eq!(
+        typo.status.code(),
+        Some(3),
+        "a runtime error, not a usage error"
+    );
     assert!(String::from_utf8_lossy(&typo.stderr).contains("PROCTOR_KAFKA__BROKER"));
 }

@@ -26,9 +26,13 @@ pub enum StaffCommand {
         role: Role,
     },
     /// Disable an account and revoke its API tokens.
-    Disable { username: String },
+    Disable {
+        /// The account to disable.
+        username: String,
+    },
     /// Issue an API token for the JSON API and `proctor review`; printed once.
     Token {
+        /// The account the token acts as.
         username: String,
         /// What the token is for, shown in the audit log.
         #[arg(long, default_value = "")]
@@ -45,6 +49,7 @@ pub enum ReviewCommand {
     },
     /// The review queue: strongest evidence first, then the most points at stake.
     List {
+        /// Only cases in this state.
         #[arg(long, value_enum)]
         status: Option<CaseStatus>,
         /// A check that failed in the case's decision, e.g. image_similarity.
@@ -56,10 +61,13 @@ pub enum ReviewCommand {
         /// Part of a GPU name the miner reported.
         #[arg(long)]
         gpu: Option<String>,
+        /// Part of a miner id (a wallet address finds all its GPUs).
         #[arg(long)]
         miner: Option<String>,
+        /// Cases per page.
         #[arg(long, default_value_t = 50)]
         limit: i64,
+        /// Cases to skip: the page's start.
         #[arg(long, default_value_t = 0)]
         offset: i64,
         /// One JSON object instead of a table.
@@ -68,13 +76,18 @@ pub enum ReviewCommand {
     },
     /// One case: its decision, tallies, evidence, actions and appeals.
     Show {
+        /// The case's number, as `review list` shows it.
         case_id: i64,
+        /// One JSON object instead of text.
         #[arg(long)]
         json: bool,
     },
     /// Act on a case as the token's staff member.
     Decide {
+        /// The case's number.
         case_id: i64,
+        /// What to do: confirm or dismiss a flag; note; appeal a slash; uphold or
+        /// reverse an appeal.
         #[arg(value_enum)]
         action: StaffAction,
         /// Required to dismiss, note, appeal, uphold and reverse.
@@ -83,6 +96,7 @@ pub enum ReviewCommand {
         /// Rules folder; the rules compiled into this binary by default.
         #[arg(long)]
         rules: Option<PathBuf>,
+        /// The case after the action as one JSON object instead of text.
         #[arg(long)]
         json: bool,
     },
@@ -101,6 +115,7 @@ pub enum AuditLogCommand {
     },
     /// Write the log as JSON lines, and print its head hash.
     Export {
+        /// The file to write.
         #[arg(long)]
         out: PathBuf,
     },
@@ -183,8 +198,8 @@ fn case_line(c: &CaseRow) -> String {
         c.status.as_str(),
         c.miner_id,
         short(c.honest_probability),
-        c.at_stake.waifu,
-        c.at_stake.llama,
+        c.at_stake.points().waifu,
+        c.at_stake.points().llama,
         checks.join(",")
     )
 }
@@ -207,8 +222,8 @@ fn print_detail(d: &CaseDetail) {
     println!(
         "evidence strength (honest probability) {}; at stake {:.2} waifu, {:.2} llama",
         short(c.honest_probability),
-        c.at_stake.waifu,
-        c.at_stake.llama
+        c.at_stake.points().waifu,
+        c.at_stake.points().llama
     );
     println!(
         "\n{:<22} {:>7} {:>7} {:>10} {:>10}  can slash",

@@ -204,6 +204,7 @@ async fn every_route_needs_a_session_or_a_token_and_admin_pages_need_the_admin_r
         "/static/app.css",
         "/static/app.js",
         "/healthz",
+        "/metrics",
         "/api/v1/openapi.json",
     ] {
         assert_eq!(anon.get(p).await.status, StatusCode::OK, "{p}");

@@ -87,7 +87,7 @@ pub fn router(app: App) -> Router {
         .with_expiry(Expiry::OnInactivity(CookieDuration::minutes(i64::from(
             review.session_idle_minutes,
         ))));
-    Router::new()
+    let pages = Router::new()
         .route("/", get(pages::home))
         .route("/login", get(pages::login_form).post(pages::login))
         .route("/logout", post(pages::logout))
@@ -105,14 +105,22 @@ pub fn router(app: App) -> Router {
         .route("/admin/tokens", post(pages::admin_token))
         .route("/static/app.css", get(pages::css))
         .route("/static/app.js", get(pages::js))
-        .route("/healthz", get(|| async { "ok" }))
         .route("/api/v1/openapi.json", get(api::openapi))
         .route("/api/v1/cases", get(api::list))
         .route("/api/v1/cases/{id}", get(api::show))
         .route("/api/v1/cases/{id}/decisions", post(api::decide))
         .layer(sessions)
-        .layer(axum::middleware::map_response(security_headers))
-        .with_state(app)
+        .with_state(app);
+    // /healthz and /metrics as every proctor process serves them (public, like the
+    // login page: they hold no case data), and the shared HTTP layers.
+    let metrics = crate::telemetry::Metrics::new("review");
+    let health = crate::telemetry::Health::new("review");
+    crate::telemetry::with_http_layers(
+        pages.merge(crate::telemetry::router(metrics.clone(), health)),
+        &metrics,
+        std::time::Duration::from_secs(60),
+    )
+    .layer(axum::middleware::map_response(security_headers))
 }
 
 /// Headers every response carries: no framing, no sniffing, no referrer, and a content

@@ -182,6 +182,13 @@ impl Browser {
                 .await
                 .unwrap();
         }
+        // Mark this page, so that the wait below is for the page the form's POST
+        // answers with, not for this one's heading (under load the click returned
+        // before the POST was handled, and the test read the old status).
+        self.c
+            .execute("window.__proctorBefore = true; return null;", vec![])
+            .await
+            .unwrap();
         self.c
             .find(Locator::Css(&format!("button.act-{action}")))
             .await
@@ -189,6 +196,21 @@ impl Browser {
             .click()
             .await
             .unwrap();
+        let started = std::time::Instant::now();
+        loop {
+            let marked = self
+                .c
+                .execute("return window.__proctorBefore === true;", vec![])
+                .await;
+            if matches!(marked, Ok(serde_json::Value::Bool(false))) {
+                break;
+            }
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(30),
+                "case {case}: {action} did not load a new page"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
         self.c.wait().for_element(Locator::Css("h1")).await.unwrap();
     }
 

@@ -342,3 +342,43 @@ async fn shadow_mode_decides_without_slashing_flagging_or_publishing() {
     }
     h.drop_db().await;
 }
+
+/// A worker stopped while it still waits for a service exits at once and cleanly: the
+/// attempt in flight is abandoned. Here Postgres is a port that accepts connections and
+/// never answers, so each attempt would wait out its 10 s timeout (as an admin request
+/// to a broker that is down waited out its 30 s).
+#[test]
+fn a_worker_stopped_while_starting_exits_at_once_and_cleanly() {
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let db = format!("postgres://postgres@{}/never", silent.local_addr().unwrap());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_proctor-screen"))
+        .env("PROCTOR_KAFKA__BROKERS", "127.0.0.1:1")
+        .env("PROCTOR_SECRETS__SAMPLING_SECRET", "s")
+        .env("PROCTOR_HTTP__BIND", "127.0.0.1:0")
+        .env("PROCTOR_DATABASE__URL", &db)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    let term = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    let asked = std::time::Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            asked.elapsed() < Duration::from_secs(5),
+            "still running 5 s after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let out = child.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(status.code(), Some(0), "{log}");
+    assert!(log.contains("stopped while starting"), "{log}");
+    drop(silent);
+}

@@ -46,19 +46,22 @@ impl Context {
         let url = settings.database.url.expose().to_owned();
         let max = settings.database.max_connections;
         let mut stop = shutdown.clone();
-        let store = retry_until(
-            &health,
-            &metrics,
-            &mut stop,
-            max_backoff(&settings),
-            "postgres",
-            |_| false,
-            || Store::connect_with(&url, max),
-        )
-        .await
-        .ok()
-        .and_then(Result::ok)
-        .ok_or_else(|| anyhow::anyhow!("stopped before Postgres answered"))?;
+        // A stop while starting ends the start at once, the attempt in flight too
+        // (nothing is held yet): the worker exits as stopped, not failed.
+        let mut interrupt = shutdown.clone();
+        let store = tokio::select! {
+            r = retry_until(
+                &health,
+                &metrics,
+                &mut stop,
+                max_backoff(&settings),
+                "postgres",
+                |_| false,
+                || Store::connect_with(&url, max),
+            ) => r,
+            _ = interrupt.wait() => Err(Stopped),
+        }?
+        .map_err(anyhow::Error::from)?;
         store
             .migrate()
             .await
@@ -79,19 +82,19 @@ impl Context {
             (k.dlq_topic.as_str(), 1),
             (k.slashes_topic.as_str(), 4),
         ];
-        retry_until(
-            &health,
-            &metrics,
-            &mut stop,
-            max_backoff(&settings),
-            "kafka-admin",
-            |_| false,
-            || kafka::ensure_topics(k, &topics),
-        )
-        .await
-        .ok()
-        .and_then(Result::ok)
-        .ok_or_else(|| anyhow::anyhow!("stopped before the broker answered"))?;
+        tokio::select! {
+            r = retry_until(
+                &health,
+                &metrics,
+                &mut stop,
+                max_backoff(&settings),
+                "kafka-admin",
+                |_| false,
+                || kafka::ensure_topics(k, &topics),
+            ) => r,
+            _ = interrupt.wait() => Err(Stopped),
+        }?
+        .map_err(anyhow::Error::from)?;
         let producer = kafka::producer(k).context("cannot create the Kafka producer")?;
         let objects = ObjectStore::new(&settings.s3);
         Ok(Arc::new(Context {

@@ -53,5 +53,6 @@ impl Shutdown {
 
 /// The worker was asked to stop while it waited; the batch in hand is abandoned and
 /// will be redelivered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("stopped")]
 pub struct Stopped;

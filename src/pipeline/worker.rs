@@ -50,6 +50,11 @@ where
             tracing::info!(worker, "stopped");
             std::process::ExitCode::SUCCESS
         }
+        // Asked to stop before it had started: a clean stop.
+        Err(e) if e.is::<super::Stopped>() => {
+            tracing::info!(worker, "stopped while starting");
+            std::process::ExitCode::SUCCESS
+        }
         Err(e) => {
             tracing::error!(worker, error = crate::telemetry::error_chain(&e), "failed");
             // The runtime-error code of `proctor`'s exit-code table.

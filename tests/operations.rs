@@ -382,3 +382,62 @@ fn a_worker_stopped_while_starting_exits_at_once_and_cleanly() {
     assert!(log.contains("stopped while starting"), "{log}");
     drop(silent);
 }
+
+/// `pipeline.publish = false` holds every event in the outbox, with the gauges saying
+/// so; a publisher with it on publishes the backlog.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn publishing_off_holds_the_outbox_until_it_is_turned_on() {
+    let h = Harness::new("hold").await;
+    let rules = support::rerun_everything();
+    let population = support::Population::generate(1);
+    population.upload(&h).await;
+    let mut held = h.settings.clone();
+    held.pipeline.publish = false;
+    let workers = [
+        h.start_worker("screen", rules.clone()).await,
+        h.start_worker("rerun", rules.clone()).await,
+        h.start_worker("judge", rules.clone()).await,
+    ];
+    let off = h.start_worker_with("publish", rules.clone(), held).await;
+    h.produce_jobs(&population.lines).await;
+    h.wait_for("the judge's slashes", Duration::from_secs(300), || async {
+        h.count("SELECT count(*) FROM slashes").await as usize >= population.cheats.len()
+            && h.count("SELECT count(*) FROM judge_queue").await == 0
+    })
+    .await;
+    let events = h.count("SELECT count(*) FROM outbox").await;
+    assert!(events > 0);
+    let gauges = &off.ctx.metrics.backlog;
+    h.wait_for("the backlog gauges", Duration::from_secs(30), || async {
+        gauges.outbox_unpublished.get() == events
+    })
+    .await;
+    assert_eq!(gauges.publishing.get(), 0);
+    assert_eq!(
+        h.count("SELECT count(*) FROM outbox WHERE published_at IS NOT NULL")
+            .await,
+        0,
+        "nothing is published while publishing is off"
+    );
+    off.stop().await;
+    let on = h.start_worker("publish", rules.clone()).await;
+    h.wait_judged_and_published().await;
+    let sent = h
+        .read_topic(
+            &h.settings.kafka.slashes_topic,
+            "ledger",
+            Duration::from_secs(3),
+        )
+        .await;
+    let ids: BTreeSet<String> = sent.iter().filter_map(|m| m.key.clone()).collect();
+    assert!(
+        sent.len() as i64 >= events,
+        "{} of {events} events",
+        sent.len()
+    );
+    assert!(!ids.is_empty());
+    for w in workers.into_iter().chain([on]) {
+        w.stop().await;
+    }
+    h.drop_db().await;
+}

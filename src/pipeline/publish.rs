@@ -25,10 +25,24 @@ pub async fn run(ctx: Arc<Context>) -> anyhow::Result<()> {
         tracing::warn!("publishing is off (pipeline.publish = false): events stay in the outbox");
     }
     let mut backlog_at: Option<std::time::Instant> = None;
+    let mut warned_at: Option<std::time::Instant> = None;
     loop {
         if backlog_at.is_none_or(|t| t.elapsed() >= BACKLOG_EVERY) {
             backlog_at = Some(std::time::Instant::now());
-            report_backlog(&ctx, publishing).await;
+            let held = report_backlog(&ctx).await;
+            // Held events are said once a minute; the gauges say it meanwhile.
+            if !publishing
+                && held.is_some_and(|b| b.unpublished > 0)
+                && warned_at.is_none_or(|t| t.elapsed() >= Duration::from_secs(60))
+            {
+                warned_at = Some(std::time::Instant::now());
+                let b = held.unwrap_or_default();
+                tracing::warn!(
+                    held = b.unpublished,
+                    oldest_secs = b.oldest_unpublished_secs.round(),
+                    "publishing is off: events held in the outbox"
+                );
+            }
         }
         if !publishing {
             if ctx.idle(BACKLOG_EVERY).await.is_err() {
@@ -93,12 +107,12 @@ async fn publish_round(ctx: &Context) -> anyhow::Result<usize> {
 /// Sets the backlog gauges: the unpublished events and the age of the oldest, the open
 /// review cases, the judge's queue. A failed read leaves them as they were; the next
 /// round tries again.
-async fn report_backlog(ctx: &Context, publishing: bool) {
+async fn report_backlog(ctx: &Context) -> Option<crate::store::Backlog> {
     let b = match ctx.store.backlog().await {
         Ok(b) => b,
         Err(e) => {
             tracing::warn!(error = %e, "cannot read the backlog");
-            return;
+            return None;
         }
     };
     let g = &ctx.metrics.backlog;
@@ -107,11 +121,5 @@ async fn report_backlog(ctx: &Context, publishing: bool) {
         .set(b.oldest_unpublished_secs.round() as i64);
     g.review_open_cases.set(b.open_cases);
     g.judge_queue.set(b.judge_queue);
-    if !publishing && b.unpublished > 0 {
-        tracing::warn!(
-            held = b.unpublished,
-            oldest_secs = b.oldest_unpublished_secs.round(),
-            "publishing is off: events held in the outbox"
-        );
-    }
+    Some(b)
 }

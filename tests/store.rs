@@ -365,21 +365,9 @@ async fn a_nul_character_is_refused_as_input_and_an_outage_is_not() {
 /// refuses to run while version 1 events wait in the outbox.
 #[tokio::test]
 async fn the_micro_points_migration_converts_old_amounts_exactly() {
-    let name = format!(
-        "proctor_test_mig_{}",
-        &blake3::hash(format!("{:?}", std::time::SystemTime::now()).as_bytes()).to_hex()[..12]
-    );
-    let admin = sqlx::PgPool::connect(&admin_url()).await.unwrap();
-    // Safe: `name` is generated from hex digits.
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-        .execute(&admin)
-        .await
-        .unwrap();
-    let url = admin_url()
-        .rsplit_once('/')
-        .map(|(base, _)| format!("{base}/{name}"))
-        .unwrap();
-    let store = proctor::store::Store::connect(&url).await.unwrap();
+    let db = TestDb::unmigrated().await;
+    let url = db.url();
+    let store = db.store.clone();
     let mut before = sqlx::migrate!("./migrations");
     before.migrations = before
         .migrations
@@ -451,10 +439,5 @@ async fn the_micro_points_migration_converts_old_amounts_exactly() {
     assert_eq!(decision["slash"]["amount"]["llama_micro"], 250_000);
     assert!(decision["confirmation"].is_null());
     store.pool().close().await;
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-    )))
-    .execute(&admin)
-    .await
-    .unwrap();
+    db.drop_db().await;
 }

@@ -29,14 +29,14 @@ pub async fn run(ctx: Arc<Context>) -> anyhow::Result<()> {
     loop {
         if backlog_at.is_none_or(|t| t.elapsed() >= BACKLOG_EVERY) {
             backlog_at = Some(std::time::Instant::now());
-            let held = report_backlog(&ctx).await;
+            let held = report_backlog(&ctx)
+                .await
+                .filter(|b| !publishing && b.unpublished > 0);
             // Held events are said once a minute; the gauges say it meanwhile.
-            if !publishing
-                && held.is_some_and(|b| b.unpublished > 0)
+            if let Some(b) = held
                 && warned_at.is_none_or(|t| t.elapsed() >= Duration::from_secs(60))
             {
                 warned_at = Some(std::time::Instant::now());
-                let b = held.unwrap_or_default();
                 tracing::warn!(
                     held = b.unpublished,
                     oldest_secs = b.oldest_unpublished_secs.round(),

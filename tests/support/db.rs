@@ -29,6 +29,13 @@ pub struct TestDb {
 
 impl TestDb {
     pub async fn new() -> TestDb {
+        let db = TestDb::unmigrated().await;
+        db.store.migrate().await.unwrap();
+        db
+    }
+
+    /// A fresh database without the schema (a migration test applies its own).
+    pub async fn unmigrated() -> TestDb {
         let name = format!(
             "proctor_test_{}",
             &blake3::hash(format!("{:?}", std::time::SystemTime::now()).as_bytes()).to_hex()[..16]
@@ -46,7 +53,6 @@ impl TestDb {
             .map(|(base, _)| format!("{base}/{name}"))
             .unwrap();
         let store = Store::connect(&url).await.unwrap();
-        store.migrate().await.unwrap();
         TestDb { name, store }
     }
 

@@ -29,6 +29,7 @@ use crate::case::{self, History, Stage, StagedVerdict};
 use crate::checks::{Checker, Fetched, JobVerdict, Object, Stream, StreamState, Verdict};
 use crate::decide::{Action, Decision};
 use crate::ids::{JobId, MinerId};
+use crate::outcome::{CheckId, Outcome};
 use crate::record::{Job, JobRecord};
 use crate::report;
 use crate::rules::Rules;
@@ -43,6 +44,8 @@ pub struct AuditOptions {
     /// When set, slashes are also written as signed ledger events (`events.jsonl`).
     pub signing_key: Option<ed25519_dalek::SigningKey>,
     pub progress: bool,
+    /// The most jobs of one miner the report shows ([`REPORT_JOBS_PER_MINER`]).
+    pub report_jobs_per_miner: usize,
 }
 
 /// A line of `jobs.jsonl` that is not a valid record: the job service's fault, kept
@@ -73,21 +76,120 @@ pub struct AuditResult {
     pub review_threshold: f64,
 }
 
-/// The audit's evidence and ledger: the folder's verdicts, judged in memory, and the
-/// entries decided over them. No earlier slash covers any job of a folder.
-#[derive(Default)]
+/// What the audit holds of a judged job until every miner is decided: where the
+/// job's verdict, cut to what a decision reads, lies in the spill file. A million jobs
+/// keep 16 MB of these; their verdicts wait on disk.
+struct Spilled {
+    offset: u64,
+    len: u32,
+    stage: Stage,
+}
+
+/// The verdicts of every miner, grouped by miner on disk: an unnamed temporary file
+/// written as jobs are judged, read back one miner at a time when deciding.
+struct Spill {
+    file: BufWriter<File>,
+    end: u64,
+    by_miner: BTreeMap<MinerId, Vec<Spilled>>,
+}
+
+impl Spill {
+    fn new() -> Result<Spill> {
+        let file = tempfile::tempfile().context("cannot create the audit's spill file")?;
+        Ok(Spill {
+            file: BufWriter::with_capacity(1 << 20, file),
+            end: 0,
+            by_miner: BTreeMap::new(),
+        })
+    }
+
+    fn push(&mut self, verdict: &JobVerdict, stage: Stage) -> Result<()> {
+        let line = serde_json::to_vec(&for_decision(verdict))?;
+        self.file
+            .write_all(&line)
+            .context("cannot write the audit's spill file")?;
+        self.by_miner
+            .entry(verdict.miner_id.clone())
+            .or_default()
+            .push(Spilled {
+                offset: self.end,
+                len: u32::try_from(line.len()).context("a verdict over 4 GiB")?,
+                stage,
+            });
+        self.end += line.len() as u64;
+        Ok(())
+    }
+
+    /// The ledger to decide from: the spill file, flushed, and its index.
+    fn into_ledger(self, factors: BTreeMap<MinerId, f64>) -> Result<Ledger> {
+        let file = self
+            .file
+            .into_inner()
+            .map_err(|e| e.into_error())
+            .context("cannot write the audit's spill file")?;
+        Ok(Ledger {
+            file,
+            by_miner: self.by_miner,
+            factors,
+            entries: std::sync::Mutex::new(Vec::new()),
+        })
+    }
+}
+
+/// A verdict cut to what `case::decide` reads: outcomes, evidence summaries, points,
+/// ids and the rules digest (slash records carry it). The measured numbers of passing checks and the details of failures are for the
+/// reader of `verdicts.jsonl` and the report; the suspect panel's, which a decision sums
+/// across jobs, stay.
+fn for_decision(v: &JobVerdict) -> JobVerdict {
+    let mut v = v.clone();
+    for c in &mut v.checks {
+        if c.check == CheckId::LlmSuspect {
+            continue;
+        }
+        match &mut c.outcome {
+            Outcome::Pass { measured } => *measured = serde_json::Value::Null,
+            Outcome::Fail { evidence } => evidence.details = serde_json::Value::Null,
+            Outcome::Inconclusive { .. } => {}
+        }
+    }
+    v
+}
+
+/// The audit's evidence and ledger: the folder's verdicts, read back from the spill
+/// file a miner at a time, and the entries decided over them. No earlier slash covers
+/// any job of a folder.
 struct Ledger {
-    verdicts: BTreeMap<MinerId, Vec<StagedVerdict>>,
+    file: File,
+    by_miner: BTreeMap<MinerId, Vec<Spilled>>,
     factors: BTreeMap<MinerId, f64>,
     entries: std::sync::Mutex<Vec<case::Entry>>,
 }
 
+impl Ledger {
+    fn verdicts(&self, miner: &MinerId) -> std::io::Result<Vec<StagedVerdict>> {
+        use std::os::unix::fs::FileExt;
+        let spilled = self.by_miner.get(miner).map_or(&[][..], Vec::as_slice);
+        let mut buf = Vec::new();
+        spilled
+            .iter()
+            .map(|s| {
+                buf.resize(s.len as usize, 0);
+                self.file.read_exact_at(&mut buf, s.offset)?;
+                Ok(StagedVerdict {
+                    stage: s.stage,
+                    verdict: serde_json::from_slice(&buf)?,
+                })
+            })
+            .collect()
+    }
+}
+
 impl case::Evidence for Ledger {
-    type Error = std::convert::Infallible;
+    type Error = std::io::Error;
 
     async fn history(&self, miner: &MinerId, _: &Rules) -> Result<History, Self::Error> {
         Ok(History {
-            verdicts: self.verdicts.get(miner).cloned().unwrap_or_default(),
+            verdicts: self.verdicts(miner)?,
             slashed_jobs: Default::default(),
             points_factor: self.factors.get(miner).copied().unwrap_or(1.0),
         })
@@ -95,7 +197,7 @@ impl case::Evidence for Ledger {
 }
 
 impl case::Ledger for Ledger {
-    type Error = serde_json::Error;
+    type Error = anyhow::Error;
 
     async fn decide<F>(
         &self,
@@ -103,13 +205,15 @@ impl case::Ledger for Ledger {
         rules: &Rules,
         points_factor: f64,
         decide: F,
-    ) -> Result<case::MinerCase, serde_json::Error>
+    ) -> Result<case::MinerCase, anyhow::Error>
     where
         F: FnOnce(History) -> Result<case::Entry, serde_json::Error> + Send,
     {
-        let Ok(mut history) = case::Evidence::history(self, miner, rules).await;
+        let mut history = case::Evidence::history(self, miner, rules)
+            .await
+            .context("cannot read the audit's spill file")?;
         history.points_factor = points_factor;
-        let entry = decide(history)?;
+        let entry = decide(history).context("cannot sign a slash event")?;
         let case = entry.case.clone();
         self.entries
             .lock()
@@ -125,7 +229,44 @@ impl AuditResult {
     }
 }
 
+/// What an audit found, without its verdicts: they went to the sink as they were
+/// judged.
+#[derive(Debug, Default)]
+pub struct Judged {
+    pub rules_digest: String,
+    pub rejected: Vec<Rejected>,
+    pub decisions: Vec<Decision>,
+    /// The signed ledger events of the slashes, when a signing key was given.
+    pub events: Vec<crate::events::SignedEvent>,
+    /// NFTs held per wallet (`wallets.json`).
+    pub nfts: BTreeMap<String, u32>,
+    /// Each miner's points factor (NFT boost).
+    pub factors: BTreeMap<String, f64>,
+    pub slash_threshold: f64,
+    pub review_threshold: f64,
+    /// Jobs judged, per verdict.
+    pub verdict_counts: BTreeMap<Verdict, u64>,
+    /// Per miner: jobs judged, and of them failed or invalid.
+    pub miner_counts: BTreeMap<MinerId, (u64, u64)>,
+}
+
+impl Judged {
+    pub fn jobs(&self) -> u64 {
+        self.verdict_counts.values().sum()
+    }
+
+    pub fn count(&self, verdict: Verdict) -> u64 {
+        self.verdict_counts.get(&verdict).copied().unwrap_or(0)
+    }
+}
+
+/// Jobs read, fetched and judged together: enough to keep both cores busy, few enough
+/// that their decoded images stay small (64 outputs of 2048² RGB are 800 MB at most,
+/// 64 of the usual 1024² are 200 MB).
+const CHUNK: usize = 64;
+
 /// Reads the folder, judges every job and decides on every miner. Writes nothing.
+/// Every verdict stays in memory: for tests and small folders. [`run`] streams.
 pub fn judge_dir(
     dir: &Path,
     rules: Rules,
@@ -134,104 +275,165 @@ pub fn judge_dir(
     key: Option<&ed25519_dalek::SigningKey>,
     progress: bool,
 ) -> Result<AuditResult> {
+    let mut records = Vec::new();
+    let mut verdicts = Vec::new();
+    let judged = judge_streaming(dir, rules, secret, reruns, key, progress, |r, v, _| {
+        records.push(r.clone());
+        verdicts.push(v.clone());
+        Ok(())
+    })?;
+    Ok(AuditResult {
+        rules_digest: judged.rules_digest,
+        verdicts,
+        rejected: judged.rejected,
+        decisions: judged.decisions,
+        events: judged.events,
+        records,
+        nfts: judged.nfts,
+        factors: judged.factors,
+        slash_threshold: judged.slash_threshold,
+        review_threshold: judged.review_threshold,
+    })
+}
+
+/// Judges every job of the folder in the file's order, handing each record and its
+/// verdict to `sink` as soon as it is judged, then decides on every miner. Memory is
+/// bounded by a chunk of jobs, the checks' bounded stream state and an index entry
+/// per job; the verdicts a decision reads wait in a temporary file.
+///
+/// Reading and decoding outputs and comparing them with their references are
+/// independent per job and run on every core; the screen checks that see the stream
+/// (reuse, peer latencies) and the draw run in order, as the screen worker runs them.
+pub fn judge_streaming(
+    dir: &Path,
+    rules: Rules,
+    secret: &SamplingSecret,
+    reruns: Reruns,
+    key: Option<&ed25519_dalek::SigningKey>,
+    progress: bool,
+    mut sink: impl FnMut(&JobRecord, &JobVerdict, Stage) -> Result<()>,
+) -> Result<Judged> {
+    use rayon::prelude::*;
+
     let jobs_path = dir.join("jobs.jsonl");
     let file =
         File::open(&jobs_path).with_context(|| format!("cannot open {}", jobs_path.display()))?;
-    let mut records = Vec::new();
-    let mut rejected = Vec::new();
-    for (i, line) in BufReader::new(file).split(b'\n').enumerate() {
-        let line = line.with_context(|| format!("cannot read {}", jobs_path.display()))?;
-        if line.iter().all(u8::is_ascii_whitespace) {
-            continue;
-        }
-        match JobRecord::from_json(&line) {
-            Ok(r) => records.push(r),
-            Err(e) => rejected.push(Rejected {
-                line: i + 1,
-                error: e.to_string(),
-            }),
-        }
-    }
-    // Judge in the file's order, the order the job service sent the records: the
-    // screen worker sees each miner's jobs in that order, and the draw (which rises
-    // with the miner's earlier screen failures) and the reuse index depend on it.
-
+    let size = file.metadata().map(|m| m.len()).unwrap_or(0);
     let checker = Checker::new(rules)?;
+    let rules = checker.rules();
     let mut stream = StreamState::new();
     let bar = if progress {
-        indicatif::ProgressBar::new(records.len() as u64)
+        indicatif::ProgressBar::new(size)
     } else {
         indicatif::ProgressBar::hidden()
     };
     bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{spinner} judging jobs {bar:40} {pos}/{len} {eta}",
-        )
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        indicatif::ProgressStyle::with_template("{spinner} judging jobs {bar:40} {percent}% {eta}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
-    let mut sampler = case::Sampler::new(checker.rules(), secret, BTreeMap::new());
-    let mut verdicts = Vec::with_capacity(records.len());
-    let mut stages = Vec::with_capacity(records.len());
-    for record in &records {
+    // Judge in the file's order, the order the job service sent the records: the
+    // screen worker sees each miner's jobs in that order, and the draw (which rises
+    // with the miner's earlier screen failures) and the reuse index depend on it.
+    let mut sampler = case::Sampler::new(rules, secret, BTreeMap::new());
+    let mut spill = Spill::new()?;
+    let mut judged = Judged {
+        rules_digest: checker.rules_digest().to_owned(),
+        slash_threshold: rules.auto_slash_threshold(),
+        review_threshold: rules.slashing.review_max_honest_probability,
+        ..Judged::default()
+    };
+    let mut lines = BufReader::new(file).split(b'\n').enumerate();
+    loop {
+        let mut chunk = Vec::with_capacity(CHUNK);
+        for (i, line) in lines.by_ref() {
+            let line = line.with_context(|| format!("cannot read {}", jobs_path.display()))?;
+            bar.inc(line.len() as u64 + 1);
+            if line.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            match JobRecord::from_json(&line) {
+                Ok(r) => chunk.push(r),
+                Err(e) => judged.rejected.push(Rejected {
+                    line: i + 1,
+                    error: e.to_string(),
+                }),
+            }
+            if chunk.len() == CHUNK {
+                break;
+            }
+        }
+        if chunk.is_empty() {
+            break;
+        }
         // The two stages, as the workers run them: screen without any reference, the
         // draw, then the re-run with the reference where it counts.
-        let mut fetched = fetch(dir, record, checker.rules());
-        crate::checks::prepare(checker.rules(), record, &mut fetched);
-        let has_reference = fetched.reference_image.is_some()
-            || fetched.scores.is_some()
-            || fetched.challenge.is_some();
-        // Screen sees no reference: set them aside, and back for the re-run.
-        let references = (
-            fetched.reference_image.take(),
-            fetched.scores.take(),
-            fetched.challenge.take(),
-        );
-        let mut screen = checker.evaluate(record, &fetched, Stream::Live(&mut stream));
-        screen.sampled = sampler.draw(&screen);
-        (fetched.reference_image, fetched.scores, fetched.challenge) = references;
-        if reruns.counts(screen.sampled, has_reference) {
-            let mut v = checker.evaluate(record, &fetched, Stream::Keep(&screen));
-            // Re-run means sampled, whichever rule chose it.
-            v.sampled = true;
-            verdicts.push(v);
-            stages.push(Stage::Rerun);
-        } else {
-            verdicts.push(screen);
-            stages.push(Stage::Screen);
+        let mut fetched: Vec<Fetched> = chunk
+            .par_iter()
+            .map(|record| {
+                let mut f = fetch(dir, record, rules);
+                crate::checks::prepare(rules, record, &mut f);
+                f
+            })
+            .collect();
+        let mut staged = Vec::with_capacity(chunk.len());
+        for (record, f) in chunk.iter().zip(&mut fetched) {
+            let has_reference =
+                f.reference_image.is_some() || f.scores.is_some() || f.challenge.is_some();
+            // Screen sees no reference: set them aside, and back for the re-run.
+            let references = (
+                f.reference_image.take(),
+                f.scores.take(),
+                f.challenge.take(),
+            );
+            let mut screen = checker.evaluate(record, f, Stream::Live(&mut stream));
+            screen.sampled = sampler.draw(&screen);
+            (f.reference_image, f.scores, f.challenge) = references;
+            let rerun = reruns.counts(screen.sampled, has_reference);
+            staged.push((screen, rerun));
         }
-        bar.inc(1);
+        let verdicts: Vec<(JobVerdict, Stage)> = staged
+            .into_par_iter()
+            .zip(chunk.par_iter().zip(&fetched))
+            .map(|((screen, rerun), (record, f))| {
+                if rerun {
+                    let mut v = checker.evaluate(record, f, Stream::Keep(&screen));
+                    // Re-run means sampled, whichever rule chose it.
+                    v.sampled = true;
+                    (v, Stage::Rerun)
+                } else {
+                    (screen, Stage::Screen)
+                }
+            })
+            .collect();
+        drop(fetched);
+        for (record, (v, stage)) in chunk.iter().zip(&verdicts) {
+            *judged.verdict_counts.entry(v.verdict).or_default() += 1;
+            let counts = judged.miner_counts.entry(v.miner_id.clone()).or_default();
+            counts.0 += 1;
+            counts.1 += u64::from(matches!(v.verdict, Verdict::Fail | Verdict::Invalid));
+            spill.push(v, *stage)?;
+            sink(record, v, *stage)?;
+        }
     }
     bar.finish_and_clear();
 
-    let mut ledger = Ledger::default();
-    for (v, stage) in verdicts.iter().zip(stages) {
-        ledger
-            .verdicts
-            .entry(v.miner_id.clone())
-            .or_default()
-            .push(StagedVerdict {
-                stage,
-                verdict: v.clone(),
-            });
-    }
     let nfts = read_wallets(dir)?;
-    let miners: Vec<MinerId> = ledger.verdicts.keys().cloned().collect();
-    for miner in &miners {
-        let factor = crate::points::wallet_boost(
-            checker.rules(),
-            miner,
-            &miners,
-            nfts.get(miner.wallet()).copied(),
-        );
-        ledger.factors.insert(miner.clone(), factor);
-    }
-    let factors = ledger
-        .factors
+    let miners: Vec<MinerId> = spill.by_miner.keys().cloned().collect();
+    let factors: BTreeMap<MinerId, f64> = miners
         .iter()
-        .map(|(m, f)| (m.to_string(), *f))
+        .map(|miner| {
+            let factor = crate::points::wallet_boost(
+                rules,
+                miner,
+                &miners,
+                nfts.get(miner.wallet()).copied(),
+            );
+            (miner.clone(), factor)
+        })
         .collect();
-    let rules = checker.rules();
-    let mut decisions = Vec::with_capacity(miners.len());
+    judged.factors = factors.iter().map(|(m, f)| (m.to_string(), *f)).collect();
+    judged.nfts = nfts;
+    let ledger = spill.into_ledger(factors)?;
     for miner in &miners {
         // The ledger answers at once: the future is ready when first polled.
         let case = futures::executor::block_on(case::Ledger::decide(
@@ -240,29 +442,23 @@ pub fn judge_dir(
             rules,
             ledger.factors[miner],
             |history| case::entry(miner, history, rules, key),
-        ))
-        .context("cannot sign a slash event")?;
-        decisions.push(case.decision);
+        ))?;
+        judged.decisions.push(case.decision);
+        // Entries are kept only for their events.
+        ledger
+            .entries
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .retain(|e| e.event.is_some());
     }
-    let events = ledger
+    judged.events = ledger
         .entries
         .into_inner()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
         .into_iter()
         .filter_map(|e| e.event)
         .collect();
-    Ok(AuditResult {
-        slash_threshold: rules.auto_slash_threshold(),
-        review_threshold: rules.slashing.review_max_honest_probability,
-        rules_digest: checker.rules_digest().to_owned(),
-        verdicts,
-        rejected,
-        decisions,
-        events,
-        records,
-        nfts,
-        factors,
-    })
+    Ok(judged)
 }
 
 /// `DIR/wallets.json`, optional: `{"0x<address>": <NFTs held>}`. Without it no GPU is
@@ -382,60 +578,205 @@ fn write_jsonl<T: Serialize>(path: &Path, items: impl IntoIterator<Item = T>) ->
         .with_context(|| format!("cannot write {}", path.display()))
 }
 
-/// Runs the audit and writes its outputs; returns the result for the summary.
-pub fn run(opts: &AuditOptions, rules: Rules) -> Result<AuditResult> {
+/// Runs the audit and writes its outputs as it goes; returns what the summary needs.
+/// `verdicts.jsonl` is written as jobs are judged; the report reads back only the jobs
+/// of the miners it shows.
+pub fn run(opts: &AuditOptions, rules: Rules) -> Result<Judged> {
     let report_rules = rules.clone();
-    let result = judge_dir(
+    std::fs::create_dir_all(&opts.out)
+        .with_context(|| format!("cannot create {}", opts.out.display()))?;
+    let verdicts_path = opts.out.join("verdicts.jsonl");
+    let mut verdicts = BufWriter::new(
+        File::create(&verdicts_path)
+            .with_context(|| format!("cannot create {}", verdicts_path.display()))?,
+    );
+    let judged = judge_streaming(
         &opts.dir,
         rules,
         &opts.sampling_secret,
         opts.reruns,
         opts.signing_key.as_ref(),
         opts.progress,
+        |_, v, _| {
+            serde_json::to_writer(&mut verdicts, v)?;
+            verdicts.write_all(b"\n")?;
+            Ok(())
+        },
     )?;
-    std::fs::create_dir_all(&opts.out)
-        .with_context(|| format!("cannot create {}", opts.out.display()))?;
-    write_jsonl(&opts.out.join("verdicts.jsonl"), &result.verdicts)?;
-    write_jsonl(&opts.out.join("rejected.jsonl"), &result.rejected)?;
+    verdicts
+        .flush()
+        .with_context(|| format!("cannot write {}", verdicts_path.display()))?;
+    drop(verdicts);
+    write_jsonl(&opts.out.join("rejected.jsonl"), &judged.rejected)?;
     write_jsonl(
         &opts.out.join("decisions.jsonl"),
-        result.decisions.iter().filter(|d| d.action != Action::None),
+        judged.decisions.iter().filter(|d| d.action != Action::None),
     )?;
     write_jsonl(
         &opts.out.join("slashes.jsonl"),
-        result.decisions.iter().filter_map(|d| d.slash.as_ref()),
+        judged.decisions.iter().filter_map(|d| d.slash.as_ref()),
     )?;
     if opts.signing_key.is_some() {
-        write_jsonl(&opts.out.join("events.jsonl"), &result.events)?;
+        write_jsonl(&opts.out.join("events.jsonl"), &judged.events)?;
     }
+    let shown = shown_jobs(
+        &opts.dir,
+        &verdicts_path,
+        &judged,
+        opts.report_jobs_per_miner,
+    )?;
     let page = report::Page {
-        rules_digest: &result.rules_digest,
-        jobs: result
-            .records
-            .iter()
-            .zip(&result.verdicts)
-            .map(|(r, v)| (r, Some(v)))
-            .collect(),
-        decisions: &result.decisions,
-        nfts: &result.nfts,
-        factors: &result.factors,
-        rejected: result
+        rules_digest: &judged.rules_digest,
+        jobs: shown.jobs.iter().map(|(r, v)| (r, v.as_ref())).collect(),
+        total_jobs: judged.jobs(),
+        total_miners: judged.miner_counts.len(),
+        omitted: &shown.omitted,
+        decisions: &judged.decisions,
+        nfts: &judged.nfts,
+        factors: &judged.factors,
+        rejected: judged
             .rejected
             .iter()
             .map(|r| (r.line, r.error.as_str()))
             .collect(),
     };
     report::write(&opts.out, &page, &Folder(&opts.dir), &report_rules)?;
-    Ok(result)
+    Ok(judged)
+}
+
+/// The most jobs of one miner the report shows (its newest, and as many of the jobs
+/// its decision cites); older ones are counted on its case page.
+pub const REPORT_JOBS_PER_MINER: usize = 500;
+/// The most other jobs the report keeps for the evidence pages: jobs that returned an
+/// output seen before (for the "same output" lists) and peers' latencies, per model
+/// and GPU name.
+const REPORT_REUSE_JOBS: usize = 2000;
+const REPORT_PEER_JOBS: usize = 2000;
+
+/// The jobs the report shows, read back from `jobs.jsonl` and `verdicts.jsonl`.
+struct Shown {
+    jobs: Vec<(JobRecord, Option<JobVerdict>)>,
+    /// Jobs of a miner with a case that the report leaves out.
+    omitted: BTreeMap<String, u64>,
+}
+
+/// Reads the folder's records beside their verdicts and keeps what the report shows:
+/// the newest jobs of each miner with a case and the jobs its decision cites (each up
+/// to `per_miner`), jobs whose `reuse` check failed, and records of other
+/// miners as latency peers. Memory is bounded by those limits, not by the folder.
+fn shown_jobs(dir: &Path, verdicts: &Path, judged: &Judged, per_miner: usize) -> Result<Shown> {
+    use std::collections::{BTreeSet, VecDeque};
+    let cases: BTreeMap<&MinerId, BTreeSet<&str>> = judged
+        .decisions
+        .iter()
+        .filter(|d| d.action != Action::None)
+        .map(|d| {
+            let cited = d.evidence.iter().map(|e| e.job_id.as_str()).collect();
+            (&d.miner_id, cited)
+        })
+        .collect();
+    let jobs_path = dir.join("jobs.jsonl");
+    let records = BufReader::new(
+        File::open(&jobs_path).with_context(|| format!("cannot open {}", jobs_path.display()))?,
+    );
+    let mut verdict_lines = BufReader::new(
+        File::open(verdicts).with_context(|| format!("cannot open {}", verdicts.display()))?,
+    )
+    .split(b'\n');
+    let mut newest: BTreeMap<&MinerId, VecDeque<(JobRecord, Option<JobVerdict>)>> = BTreeMap::new();
+    let mut cited: BTreeMap<&MinerId, Vec<(JobRecord, Option<JobVerdict>)>> = BTreeMap::new();
+    let mut others = Vec::new();
+    let mut peers: BTreeMap<(String, String), usize> = BTreeMap::new();
+    let mut reused = 0;
+    let mut seen: BTreeMap<String, u64> = BTreeMap::new();
+    for line in records.split(b'\n') {
+        let line = line.with_context(|| format!("cannot read {}", jobs_path.display()))?;
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        // Rejected lines have no verdict line; the judged ones have one each, in order.
+        let Ok(record) = JobRecord::from_json(&line) else {
+            continue;
+        };
+        let verdict_line = verdict_lines
+            .next()
+            .context("verdicts.jsonl ends before jobs.jsonl")?
+            .with_context(|| format!("cannot read {}", verdicts.display()))?;
+        let parse = || -> Result<JobVerdict> {
+            serde_json::from_slice(&verdict_line)
+                .with_context(|| format!("{} does not parse", verdicts.display()))
+        };
+        if let Some((miner, cites)) = cases.get_key_value(&record.miner_id) {
+            *seen.entry(miner.to_string()).or_default() += 1;
+            let verdict = parse()?;
+            if cites.contains(record.job_id.as_str())
+                && cited.get(miner).map_or(0, Vec::len) < per_miner
+            {
+                cited
+                    .entry(miner)
+                    .or_default()
+                    .push((record, Some(verdict)));
+                continue;
+            }
+            let list = newest.entry(miner).or_default();
+            if list.len() >= per_miner {
+                list.pop_front();
+            }
+            list.push_back((record, Some(verdict)));
+            continue;
+        }
+        // Cheap test first: only a failed reuse check names the check in its line.
+        if reused < REPORT_REUSE_JOBS && contains(&verdict_line, b"\"reuse\"") {
+            let verdict = parse()?;
+            if verdict
+                .outcome(CheckId::Reuse)
+                .is_some_and(Outcome::is_fail)
+            {
+                reused += 1;
+                others.push((record, Some(verdict)));
+                continue;
+            }
+        }
+        let bucket = peers
+            .entry((record.model_id.to_string(), record.metrics.hardware.clone()))
+            .or_default();
+        if *bucket < REPORT_PEER_JOBS {
+            *bucket += 1;
+            others.push((record, None));
+        }
+    }
+    let mut omitted = BTreeMap::new();
+    let mut jobs = others;
+    for miner in cases.keys() {
+        let kept = cited.remove(miner).unwrap_or_default();
+        let mut newest = newest.remove(miner).unwrap_or_default();
+        let ids: BTreeSet<String> = kept
+            .iter()
+            .map(|(r, _)| r.job_id.as_str().to_owned())
+            .collect();
+        newest.retain(|(r, _)| !ids.contains(r.job_id.as_str()));
+        let shown = (kept.len() + newest.len()) as u64;
+        let total = seen.get(&miner.to_string()).copied().unwrap_or(0);
+        if total > shown {
+            omitted.insert(miner.to_string(), total - shown);
+        }
+        jobs.extend(kept);
+        jobs.extend(newest);
+    }
+    Ok(Shown { jobs, omitted })
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
 }
 
 /// The stdout summary: verdict counts and one row per miner with an action.
-pub fn summary(result: &AuditResult) -> String {
+pub fn summary(result: &Judged) -> String {
     let mut s = String::new();
-    let count = |v: Verdict| result.verdicts.iter().filter(|x| x.verdict == v).count();
+    let count = |v: Verdict| result.count(v);
     s.push_str(&format!(
         "proctor audit: {} jobs judged, {} records rejected, rules {}\n",
-        result.verdicts.len(),
+        result.jobs(),
         result.rejected.len(),
         &result.rules_digest[..16]
     ));
@@ -474,15 +815,11 @@ pub fn summary(result: &AuditResult) -> String {
         )
     });
     for d in rows {
-        let jobs: Vec<&JobVerdict> = result
-            .verdicts
-            .iter()
-            .filter(|v| v.miner_id == d.miner_id)
-            .collect();
-        let failed = jobs
-            .iter()
-            .filter(|v| matches!(v.verdict, Verdict::Fail | Verdict::Invalid))
-            .count();
+        let (jobs, failed) = result
+            .miner_counts
+            .get(&d.miner_id)
+            .copied()
+            .unwrap_or_default();
         let (action, p) = match d.action {
             Action::None => ("-", None),
             Action::FlagForReview => ("flag", Some(d.review_probability)),
@@ -492,7 +829,7 @@ pub fn summary(result: &AuditResult) -> String {
         let line = format!(
             "{:<22} {:>4} {:>6}  {:<7} {:>12}  {}",
             short_miner(&d.miner_id.to_string()),
-            jobs.len(),
+            jobs,
             failed,
             action,
             p.map_or("-".to_owned(), odds),

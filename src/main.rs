@@ -595,9 +595,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 reruns,
                 signing_key,
                 progress: true,
+                report_jobs_per_miner: audit::REPORT_JOBS_PER_MINER,
             };
             let result = audit::run(&opts, rules)?;
-            if result.verdicts.is_empty() && result.rejected.is_empty() {
+            if result.jobs() == 0 && result.rejected.is_empty() {
                 bail!(
                     "{} holds no job records: nothing to judge",
                     opts.dir.join("jobs.jsonl").display()
@@ -616,10 +617,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             // Exit 1 when there is anything for staff to look at: a failed or invalid
             // verdict, a rejected record, a slash or a flag.
             let found = !result.rejected.is_empty()
-                || result
-                    .verdicts
-                    .iter()
-                    .any(|v| matches!(v.verdict, Verdict::Fail | Verdict::Invalid))
+                || result.count(Verdict::Fail) + result.count(Verdict::Invalid) > 0
                 || result
                     .decisions
                     .iter()

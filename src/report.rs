@@ -40,8 +40,15 @@ const MAX_PEERS: usize = 2000;
 /// What the report shows.
 pub struct Page<'a> {
     pub rules_digest: &'a str,
-    /// Every valid record of the audit, with its verdict (when it was judged).
+    /// The records the report shows, with their verdicts: the jobs of the miners with a
+    /// case (up to a bound each), and other miners' jobs the evidence pages compare
+    /// with (a record without a verdict is only a latency peer).
     pub jobs: Vec<(&'a JobRecord, Option<&'a JobVerdict>)>,
+    /// Jobs judged in all, and the miners they came from.
+    pub total_jobs: u64,
+    pub total_miners: usize,
+    /// Per miner with a case: its jobs left out of the report.
+    pub omitted: &'a BTreeMap<String, u64>,
     pub decisions: &'a [Decision],
     /// NFTs held per wallet, as the audit read them.
     pub nfts: &'a BTreeMap<String, u32>,
@@ -285,8 +292,8 @@ pub fn write(out: &Path, page: &Page<'_>, source: &dyn Source, rules: &Rules) ->
 
     let offline = context! {
         rules_digest => page.rules_digest,
-        jobs => page.jobs.len(),
-        miners => by_miner.len(),
+        jobs => page.total_jobs,
+        miners => page.total_miners,
         slashed => cases.iter().filter(|c| c.opened_by == "slash").count(),
         flagged => cases.iter().filter(|c| c.opened_by == "flag").count(),
         rejected => page.rejected.iter().map(|(line, error)| context! { line => *line, error => *error }).collect::<Vec<_>>(),
@@ -330,7 +337,12 @@ pub fn write(out: &Path, page: &Page<'_>, source: &dyn Source, rules: &Rules) ->
         emit(
             dir.join(ReportFiles::case_file(c.case_id)),
             "case.html",
-            context! { offline => offline.clone(), depth => 1, ..shown },
+            context! {
+                offline => offline.clone(),
+                depth => 1,
+                omitted => page.omitted.get(&c.miner_id).copied().unwrap_or(0),
+                ..shown
+            },
         )?;
     }
     for (job, check) in &evidence {

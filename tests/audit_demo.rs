@@ -265,7 +265,7 @@ fn links(html: &str) -> Vec<String> {
 /// The offline report is the review app's view, read-only: a queue that tells a slash
 /// from a flag, case and evidence pages whose every link and image is a file beside
 /// them, the jobs' inputs, readable numbers, and no page that grows with the audit.
-fn check_report_site(out: &Path) {
+fn check_report_links(out: &Path) -> Vec<(PathBuf, String)> {
     let report = std::fs::read_to_string(out.join("report.html")).unwrap();
     assert!(
         report.contains("<table class=\"queue\">"),
@@ -328,6 +328,14 @@ fn check_report_site(out: &Path) {
         );
     }
     assert!(images > 0, "no page shows an image");
+    pages
+}
+
+/// [`check_report_links`], and the demo's own evidence pages: an SD job's, an LLM job's,
+/// a challenge's, and no refused output shown.
+fn check_report_site(out: &Path) {
+    let pages = check_report_links(out);
+    let dir = out.join("report");
     let page = |needle: &str| {
         pages
             .iter()
@@ -556,4 +564,131 @@ fn an_empty_or_garbage_folder_is_not_a_clean_audit() {
         String::from_utf8_lossy(&garbage.stdout)
     );
     assert!(String::from_utf8_lossy(&garbage.stdout).contains("not valid JSON"));
+}
+
+/// The demo's records `rounds` times over, each copy with new job ids (`<id>.r<round>`),
+/// its reference folders and objects linked to the demo's.
+fn repeated_demo(rounds: usize) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let lines = std::fs::read_to_string(demo().join("jobs.jsonl")).unwrap();
+    let mut out = String::new();
+    std::fs::create_dir(dir.path().join("reference")).unwrap();
+    for round in 0..rounds {
+        for line in lines.lines() {
+            let Ok(mut v) = serde_json::from_str::<serde_json::Value>(line) else {
+                out.push_str(line);
+                out.push('\n');
+                continue;
+            };
+            let Some(id) = v["job_id"].as_str().map(str::to_owned) else {
+                out.push_str(line);
+                out.push('\n');
+                continue;
+            };
+            let copy = format!("{id}.r{round}");
+            v["job_id"] = copy.clone().into();
+            out.push_str(&v.to_string());
+            out.push('\n');
+            let reference = demo().join("reference").join(&id);
+            if reference.is_dir() {
+                std::os::unix::fs::symlink(reference, dir.path().join("reference").join(copy))
+                    .unwrap();
+            }
+        }
+    }
+    std::fs::write(dir.path().join("jobs.jsonl"), out).unwrap();
+    for name in ["objects", "wallets.json"] {
+        std::os::unix::fs::symlink(demo().join(name), dir.path().join(name)).unwrap();
+    }
+    dir
+}
+
+#[test]
+fn the_streaming_audit_writes_what_the_in_memory_one_judges_and_bounds_its_report() {
+    let folder = repeated_demo(3);
+    let out = tempfile::tempdir().unwrap();
+    let secret = SamplingSecret::from_passphrase("t");
+    let want = audit::judge_dir(
+        folder.path(),
+        Rules::embedded().unwrap(),
+        &secret,
+        proctor::case::Reruns::Present,
+        None,
+        false,
+    )
+    .unwrap();
+    let opts = audit::AuditOptions {
+        dir: folder.path().to_owned(),
+        out: out.path().to_owned(),
+        sampling_secret: secret,
+        reruns: proctor::case::Reruns::Present,
+        signing_key: None,
+        progress: false,
+        report_jobs_per_miner: 4,
+    };
+    let got = audit::run(&opts, Rules::embedded().unwrap()).unwrap();
+
+    // The verdicts, streamed to the file, are the in-memory audit's, in order.
+    let written: Vec<proctor::checks::JobVerdict> =
+        std::fs::read_to_string(out.path().join("verdicts.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+    assert_eq!(written.len(), 3 * judge().verdicts.len());
+    assert_eq!(written, want.verdicts);
+    // Decisions made from the verdicts cut down on disk are the ones made from whole
+    // verdicts in memory.
+    assert_eq!(
+        serde_json::to_value(&got.decisions).unwrap(),
+        serde_json::to_value(&want.decisions).unwrap()
+    );
+    assert_eq!(got.rejected.len(), want.rejected.len());
+    assert_eq!(got.jobs(), want.verdicts.len() as u64);
+    for (miner, (jobs, failed)) in &got.miner_counts {
+        let mine: Vec<_> = want
+            .verdicts
+            .iter()
+            .filter(|v| &v.miner_id == miner)
+            .collect();
+        assert_eq!(*jobs, mine.len() as u64);
+        let bad = mine
+            .iter()
+            .filter(|v| matches!(v.verdict, Verdict::Fail | Verdict::Invalid))
+            .count();
+        assert_eq!(*failed, bad as u64);
+    }
+
+    // Each case page shows at most 4 newest jobs and 4 cited ones, and says how many
+    // it leaves out; every link of the report still resolves.
+    let slashed = expected()
+        .into_iter()
+        .find(|e| e.action == Action::Slash)
+        .unwrap();
+    let jobs = got.miner_counts[&slashed.miner].0;
+    assert!(jobs > 8, "{jobs}");
+    let case = std::fs::read_dir(out.path().join("report"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .starts_with("case-")
+        })
+        .map(|p| std::fs::read_to_string(p).unwrap())
+        .find(|html| html.contains(&slashed.miner.to_string()))
+        .unwrap();
+    let rows = case.matches("<tr class=\"verdict-").count() as u64;
+    assert!((1..=8).contains(&rows), "{rows} timeline rows");
+    assert!(
+        case.contains(&format!(
+            "{} older jobs of this miner are not shown",
+            jobs - rows
+        )),
+        "the case page does not count the {} jobs it leaves out",
+        jobs - rows
+    );
+    check_report_links(out.path());
 }

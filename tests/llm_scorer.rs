@@ -331,3 +331,56 @@ fn a_prefill_spoof_passes_the_logprob_comparison_and_is_judged_on_its_tokens() {
     let h = mean_logprob(&score_all(&reference, &inputs, &honest));
     assert!(mean_logprob(&scores) < h - 0.3);
 }
+
+#[test]
+fn a_kv_cache_gives_the_hidden_states_of_the_whole_sequence() {
+    // The generation baseline of examples/bench_scoring.rs keeps keys and values
+    // between steps; it must compute what the full forward pass computes.
+    let s = scorer("tiny-alice", DType::F32);
+    let ids: Vec<u32> = s
+        .prompter
+        .encode(
+            "Alice was beginning to get very tired of sitting by her sister",
+            false,
+        )
+        .unwrap();
+    assert!(ids.len() > 8, "{ids:?}");
+    let tokens = |ids: &[u32]| {
+        candle_core::Tensor::new(ids, &Device::Cpu)
+            .unwrap()
+            .unsqueeze(0)
+            .unwrap()
+    };
+    let full = s.model.hidden(&tokens(&ids)).unwrap().squeeze(0).unwrap();
+    let mut cache = proctor::llm::model::KvCache::new();
+    let prefill = 5;
+    let mut rows = vec![
+        s.model
+            .hidden_cached(&tokens(&ids[..prefill]), &mut cache)
+            .unwrap()
+            .squeeze(0)
+            .unwrap(),
+    ];
+    for &id in &ids[prefill..] {
+        rows.push(
+            s.model
+                .hidden_cached(&tokens(&[id]), &mut cache)
+                .unwrap()
+                .squeeze(0)
+                .unwrap(),
+        );
+    }
+    assert_eq!(cache.len(), ids.len());
+    let cached = candle_core::Tensor::cat(&rows, 0).unwrap();
+    let worst = (full - cached)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    assert!(worst < 1e-4, "cached hidden states differ by {worst}");
+}

@@ -15,6 +15,7 @@
 use std::io::Cursor;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
+use fast_image_resize as fir;
 use image::imageops::{self, FilterType};
 use image::{DynamicImage, GrayImage, ImageFormat, ImageReader, Limits};
 use image_hasher::{HashAlg, HasherConfig, ImageHash};
@@ -126,51 +127,148 @@ pub struct Similarity {
     pub reference_dhash: String,
 }
 
+/// Luma of an image with the weights `image`'s `to_luma8` uses (BT.709: 0.2126, 0.7152,
+/// 0.0722, rounded to the nearest level), in 16-bit fixed point: `to_luma8` widens every channel
+/// to `f32` and rounds each pixel through `roundf`, 12 % of an image check's
+/// instructions. The two agree to the level but where a pixel's exact luma sits on a
+/// rounding edge (`luma_is_the_image_crates_luma`). 8-bit RGB and RGBA, the layouts PNG
+/// and JPEG outputs decode to, are converted here; other layouts go through `image`.
+pub fn luma(img: &DynamicImage) -> GrayImage {
+    fn direct(raw: &[u8], width: u32, height: u32, channels: usize) -> Option<GrayImage> {
+        let pixels = width as usize * height as usize;
+        let bytes = raw.get(..pixels * channels)?;
+        let mut luma = vec![0u8; pixels];
+        // The weights in 16-bit fixed point (they sum to 65536), rounded: a form the
+        // compiler vectorizes.
+        for (l, p) in luma.iter_mut().zip(bytes.chunks_exact(channels)) {
+            let sum = 13_933 * u32::from(p[0]) + 46_871 * u32::from(p[1]) + 4_732 * u32::from(p[2]);
+            *l = ((sum + 32_768) >> 16) as u8;
+        }
+        GrayImage::from_raw(width, height, luma)
+    }
+    let converted = match img {
+        DynamicImage::ImageLuma8(l) => return l.clone(),
+        DynamicImage::ImageRgb8(i) => direct(i.as_raw(), i.width(), i.height(), 3),
+        DynamicImage::ImageRgba8(i) => direct(i.as_raw(), i.width(), i.height(), 4),
+        _ => None,
+    };
+    converted.unwrap_or_else(|| img.to_luma8())
+}
+
+/// `luma` resampled to `width`×`height` by convolution with `filter`, its support
+/// widened by the scale when downscaling (an antialiasing resize, as `image`'s
+/// `resize` does). fast_image_resize's SIMD kernels do it; should they refuse an odd
+/// shape, `image`'s own resampler does.
+fn resample(luma: &GrayImage, width: u32, height: u32, filter: fir::FilterType) -> GrayImage {
+    if luma.dimensions() == (width, height) {
+        return luma.clone();
+    }
+    let options = fir::ResizeOptions::new().resize_alg(fir::ResizeAlg::Convolution(filter));
+    let mut dst = fir::images::Image::new(width, height, fir::PixelType::U8);
+    let resized = fir::images::ImageRef::new(
+        luma.width(),
+        luma.height(),
+        luma.as_raw(),
+        fir::PixelType::U8,
+    )
+    .ok()
+    .and_then(|src| fir::Resizer::new().resize(&src, &mut dst, &options).ok())
+    .and_then(|()| GrayImage::from_raw(width, height, dst.into_vec()));
+    resized.unwrap_or_else(|| {
+        let fallback = match filter {
+            fir::FilterType::Lanczos3 => FilterType::Lanczos3,
+            _ => FilterType::Triangle,
+        };
+        imageops::resize(luma, width, height, fallback)
+    })
+}
+
+/// A hasher of `image_hasher` given its input already at the size it resizes to.
+/// `image_hasher` resamples whatever it is given with Lanczos3; handing it the full
+/// image made each hash resample every pixel through `image`'s generic path. Here the
+/// same filter runs once, in fast_image_resize, and the hasher's own resize is a copy.
+///
+/// A hash's input is first reduced to [`HASH_BASE`] pixels on its longer side with the
+/// triangle filter (a Lanczos3 kernel from 1024 pixels to 16 spans 384 of them; from 256,
+/// 96), then to the hash's size with Lanczos3. The similarity check hands in its SSIM
+/// image, already at that size, so the reduction runs once per image.
+fn hash_at_size(luma: &GrayImage, (width, height): (u32, u32), config: HasherConfig) -> ImageHash {
+    let base = downscale(luma, HASH_BASE);
+    let small = resample(&base, width, height, fir::FilterType::Lanczos3);
+    config.to_hasher().hash_image(&small)
+}
+
+/// The longer side a hash's input is reduced to before the hash's own resize.
+pub const HASH_BASE: u32 = 256;
+
 /// The DCT hash of an image (the hash the reuse index and canaries use too).
 pub fn phash(luma: &GrayImage, rules: &ImageRules) -> ImageHash {
-    HasherConfig::new()
-        .hash_alg(HashAlg::Mean)
-        .preproc_dct()
-        .hash_size(rules.hash_side, rules.hash_side)
-        .to_hasher()
-        .hash_image(luma)
+    let side = rules.hash_side;
+    // With DCT preprocessing the hasher takes the DCT of twice the hash's side.
+    hash_at_size(
+        luma,
+        (side * 2, side * 2),
+        HasherConfig::new()
+            .hash_alg(HashAlg::Mean)
+            .preproc_dct()
+            .hash_size(side, side),
+    )
 }
 
 /// The gradient hash of an image.
 pub fn dhash(luma: &GrayImage, rules: &ImageRules) -> ImageHash {
-    HasherConfig::new()
-        .hash_alg(HashAlg::Gradient)
-        .hash_size(rules.hash_side, rules.hash_side)
-        .to_hasher()
-        .hash_image(luma)
+    let side = rules.hash_side;
+    // A gradient hash compares each pixel with its right neighbour: one column more.
+    hash_at_size(
+        luma,
+        (side + 1, side),
+        HasherConfig::new()
+            .hash_alg(HashAlg::Gradient)
+            .hash_size(side, side),
+    )
 }
 
 /// Measures `miner` against `reference`. The miner image is resized to the reference's
 /// size first when they differ (the size check reports that separately).
 pub fn measure(miner: &DynamicImage, reference: &DynamicImage, rules: &ImageRules) -> Similarity {
-    let ref_luma = reference.to_luma8();
-    let mut miner_luma = miner.to_luma8();
-    if miner_luma.dimensions() != ref_luma.dimensions() {
-        miner_luma = imageops::resize(
-            &miner_luma,
-            ref_luma.width(),
-            ref_luma.height(),
-            FilterType::Triangle,
+    measure_luma(&luma(miner), &luma(reference), rules)
+}
+
+/// [`measure`] on the two images' luma.
+pub fn measure_luma(miner: &GrayImage, reference: &GrayImage, rules: &ImageRules) -> Similarity {
+    let resized;
+    let miner = if miner.dimensions() == reference.dimensions() {
+        miner
+    } else {
+        resized = resample(
+            miner,
+            reference.width(),
+            reference.height(),
+            fir::FilterType::Bilinear,
         );
-    }
-    let (mp, rp) = (phash(&miner_luma, rules), phash(&ref_luma, rules));
-    let (md, rd) = (dhash(&miner_luma, rules), dhash(&ref_luma, rules));
-    let ssim = ssim(
-        &downscale(&miner_luma, rules.ssim_max_side),
-        &downscale(&ref_luma, rules.ssim_max_side),
+        &resized
+    };
+    let (miner_small, reference_small) = (
+        downscale(miner, rules.ssim_max_side),
+        downscale(reference, rules.ssim_max_side),
     );
+    // The hashes reduce their input to HASH_BASE first; when SSIM's size is that one,
+    // its images are that reduction already (the same function, the same result).
+    let (hash_miner, hash_reference) = if rules.ssim_max_side == HASH_BASE {
+        (&miner_small, &reference_small)
+    } else {
+        (miner, reference)
+    };
+    let (mp, rp) = (phash(hash_miner, rules), phash(hash_reference, rules));
+    let (md, rd) = (dhash(hash_miner, rules), dhash(hash_reference, rules));
+    let ssim = ssim(&miner_small, &reference_small);
     // Detail is measured below native size: pixel-sized differences (drift, JPEG
     // ringing, noise) average out there, while what fewer steps or a low-resolution
     // generation lose spans several pixels.
-    let longest = ref_luma.width().max(ref_luma.height());
+    let longest = reference.width().max(reference.height());
     let detail_side = (longest / rules.detail_downscale.max(1)).min(rules.detail_max_side);
-    let detail_ref = detail_energy(&downscale(&ref_luma, detail_side));
-    let detail_miner = detail_energy(&downscale(&miner_luma, detail_side));
+    let detail_ref = detail_energy(&downscale(reference, detail_side));
+    let detail_miner = detail_energy(&downscale(miner, detail_side));
     // A flat reference has no detail to lose; treat the ratio as perfect then.
     let detail_ratio = if detail_ref < 1e-9 {
         1.0
@@ -224,6 +322,8 @@ pub fn judge(sim: &Similarity, rules: &ImageRules) -> Outcome {
     }
 }
 
+/// `luma` scaled down with a triangle filter so its longer side is `max_side`; as it is
+/// when already that small.
 fn downscale(luma: &GrayImage, max_side: u32) -> GrayImage {
     let (w, h) = luma.dimensions();
     let longest = w.max(h);
@@ -233,14 +333,20 @@ fn downscale(luma: &GrayImage, max_side: u32) -> GrayImage {
     let scale = f64::from(max_side) / f64::from(longest);
     let nw = ((f64::from(w) * scale).round() as u32).max(1);
     let nh = ((f64::from(h) * scale).round() as u32).max(1);
-    imageops::resize(luma, nw, nh, FilterType::Triangle)
+    resample(luma, nw, nh, fir::FilterType::Bilinear)
 }
 
-/// Mean SSIM over 8×8 windows with stride 4, on 8-bit luma (Wang et al. 2004 constants).
+/// Mean SSIM over 8×8 windows with stride 4, on 8-bit luma of one size (Wang et al.
+/// 2004 constants). A window's sums are integers, added as such: exact, as the `f64`
+/// sums were, and several times faster.
 fn ssim(a: &GrayImage, b: &GrayImage) -> f64 {
     const C1: f64 = (0.01 * 255.0) * (0.01 * 255.0);
     const C2: f64 = (0.03 * 255.0) * (0.03 * 255.0);
-    let (w, h) = a.dimensions();
+    debug_assert_eq!(a.dimensions(), b.dimensions());
+    let w = a.width().min(b.width()) as usize;
+    let h = a.height().min(b.height()) as usize;
+    let (pa, pb) = (a.as_raw(), b.as_raw());
+    let (stride_a, stride_b) = (a.width() as usize, b.width() as usize);
     let win_w = w.min(8);
     let win_h = h.min(8);
     let (mut total, mut count) = (0.0, 0u64);
@@ -248,23 +354,25 @@ fn ssim(a: &GrayImage, b: &GrayImage) -> f64 {
     while y + win_h <= h {
         let mut x = 0;
         while x + win_w <= w {
-            let (mut sa, mut sb, mut saa, mut sbb, mut sab) = (0.0, 0.0, 0.0, 0.0, 0.0);
+            // 64 pixels of at most 255² each: u32 holds every sum.
+            let (mut sa, mut sb, mut saa, mut sbb, mut sab) = (0u32, 0u32, 0u32, 0u32, 0u32);
             for dy in 0..win_h {
-                for dx in 0..win_w {
-                    let pa = f64::from(a.get_pixel(x + dx, y + dy)[0]);
-                    let pb = f64::from(b.get_pixel(x + dx, y + dy)[0]);
-                    sa += pa;
-                    sb += pb;
-                    saa += pa * pa;
-                    sbb += pb * pb;
-                    sab += pa * pb;
+                let ra = &pa[(y + dy) * stride_a + x..][..win_w];
+                let rb = &pb[(y + dy) * stride_b + x..][..win_w];
+                for (&p, &q) in ra.iter().zip(rb) {
+                    let (p, q) = (u32::from(p), u32::from(q));
+                    sa += p;
+                    sb += q;
+                    saa += p * p;
+                    sbb += q * q;
+                    sab += p * q;
                 }
             }
-            let n = f64::from(win_w * win_h);
-            let (ma, mb) = (sa / n, sb / n);
-            let va = (saa / n - ma * ma).max(0.0);
-            let vb = (sbb / n - mb * mb).max(0.0);
-            let cov = sab / n - ma * mb;
+            let n = (win_w * win_h) as f64;
+            let (ma, mb) = (f64::from(sa) / n, f64::from(sb) / n);
+            let va = (f64::from(saa) / n - ma * ma).max(0.0);
+            let vb = (f64::from(sbb) / n - mb * mb).max(0.0);
+            let cov = f64::from(sab) / n - ma * mb;
             total += ((2.0 * ma * mb + C1) * (2.0 * cov + C2))
                 / ((ma * ma + mb * mb + C1) * (va + vb + C2));
             count += 1;
@@ -279,21 +387,31 @@ fn ssim(a: &GrayImage, b: &GrayImage) -> f64 {
     }
 }
 
-/// Mean squared 4-neighbour Laplacian of luma: the energy of the finest detail.
+/// Mean squared 4-neighbour Laplacian of luma: the energy of the finest detail. Summed
+/// in integers (exact, as before in `f64`).
 fn detail_energy(luma: &GrayImage) -> f64 {
-    let (w, h) = luma.dimensions();
+    let (w, h) = (luma.width() as usize, luma.height() as usize);
     if w < 3 || h < 3 {
         return 0.0;
     }
-    let px = |x: u32, y: u32| f64::from(luma.get_pixel(x, y)[0]);
-    let mut sum = 0.0;
+    let px = luma.as_raw();
+    let mut sum = 0u64;
     for y in 1..h - 1 {
+        let (up, row, down) = (
+            &px[(y - 1) * w..y * w],
+            &px[y * w..(y + 1) * w],
+            &px[(y + 1) * w..(y + 2) * w],
+        );
         for x in 1..w - 1 {
-            let l = 4.0 * px(x, y) - px(x - 1, y) - px(x + 1, y) - px(x, y - 1) - px(x, y + 1);
-            sum += l * l;
+            let l = 4 * i32::from(row[x])
+                - i32::from(row[x - 1])
+                - i32::from(row[x + 1])
+                - i32::from(up[x])
+                - i32::from(down[x]);
+            sum += u64::from(l.unsigned_abs()).pow(2);
         }
     }
-    sum / f64::from((w - 2) * (h - 2))
+    sum as f64 / ((w - 2) * (h - 2)) as f64
 }
 
 #[cfg(test)]
@@ -338,6 +456,97 @@ pub(crate) mod tests {
             )
             .unwrap();
         out
+    }
+
+    #[test]
+    fn luma_is_the_image_crates_luma() {
+        let rgb = textured(37, 23, 4);
+        let images = [
+            rgb.clone(),
+            DynamicImage::ImageRgba8(rgb.to_rgba8()),
+            DynamicImage::ImageLuma8(rgb.to_luma8()),
+            DynamicImage::ImageLumaA8(rgb.to_luma_alpha8()),
+            DynamicImage::ImageRgb16(rgb.to_rgb16()),
+        ];
+        for img in images {
+            let (ours, theirs) = (luma(&img), img.to_luma8());
+            let apart: Vec<u8> = ours
+                .pixels()
+                .zip(theirs.pixels())
+                .map(|(a, b)| a[0].abs_diff(b[0]))
+                .collect();
+            assert!(apart.iter().all(|&d| d <= 1), "{:?}", img.color());
+            let differ = apart.iter().filter(|&&d| d > 0).count();
+            assert!(
+                differ * 100 <= apart.len(),
+                "{:?}: {differ} differ",
+                img.color()
+            );
+        }
+    }
+
+    #[test]
+    fn resampling_agrees_with_the_image_crates_filters() {
+        // The thresholds were calibrated on `image`'s resampler; fast_image_resize's
+        // triangle and Lanczos3 filters must stay within a grey level or two of it.
+        let l = luma(&textured(300, 200, 1));
+        for (side, filter, theirs) in [
+            (128, fir::FilterType::Bilinear, FilterType::Triangle),
+            (16, fir::FilterType::Lanczos3, FilterType::Lanczos3),
+        ] {
+            let ours = resample(&l, side, side * 2 / 3, filter);
+            let theirs = imageops::resize(&l, ours.width(), ours.height(), theirs);
+            let worst = ours
+                .pixels()
+                .zip(theirs.pixels())
+                .map(|(a, b)| a[0].abs_diff(b[0]))
+                .max()
+                .unwrap();
+            assert!(worst <= 2, "{filter:?}: {worst} grey levels apart");
+        }
+    }
+
+    #[test]
+    fn the_integer_ssim_and_detail_equal_the_float_formulas() {
+        let (a, b) = (
+            luma(&textured(61, 45, 0)),
+            luma(&DynamicImage::ImageRgba8(imageops::blur(
+                &textured(61, 45, 0),
+                1.0,
+            ))),
+        );
+        let px = |i: &GrayImage, x: u32, y: u32| f64::from(i.get_pixel(x, y)[0]);
+        // Wang et al.'s SSIM on 8x8 windows, stride 4, summed in f64 as written.
+        let (mut total, mut n) = (0.0, 0.0);
+        for y in (0..=45 - 8).step_by(4) {
+            for x in (0..=61 - 8).step_by(4) {
+                let w: Vec<(f64, f64)> = (0..64)
+                    .map(|i| (px(&a, x + i % 8, y + i / 8), px(&b, x + i % 8, y + i / 8)))
+                    .collect();
+                let mean = |f: &dyn Fn(&(f64, f64)) -> f64| w.iter().map(f).sum::<f64>() / 64.0;
+                let (ma, mb) = (mean(&|p| p.0), mean(&|p| p.1));
+                let va = (mean(&|p| p.0 * p.0) - ma * ma).max(0.0);
+                let vb = (mean(&|p| p.1 * p.1) - mb * mb).max(0.0);
+                let cov = mean(&|p| p.0 * p.1) - ma * mb;
+                let (c1, c2) = (6.5025, 58.5225);
+                total += ((2.0 * ma * mb + c1) * (2.0 * cov + c2))
+                    / ((ma * ma + mb * mb + c1) * (va + vb + c2));
+                n += 1.0;
+            }
+        }
+        assert!((ssim(&a, &b) - total / n).abs() < 1e-12);
+        let mut sum = 0.0;
+        for y in 1..44 {
+            for x in 1..60 {
+                let l = 4.0 * px(&a, x, y)
+                    - px(&a, x - 1, y)
+                    - px(&a, x + 1, y)
+                    - px(&a, x, y - 1)
+                    - px(&a, x, y + 1);
+                sum += l * l;
+            }
+        }
+        assert_eq!(detail_energy(&a), sum / (59.0 * 43.0));
     }
 
     #[test]

@@ -72,7 +72,7 @@ impl DecodedImage {
         rules: &crate::rules::ImageRules,
     ) -> Result<Self, image::InvalidImage> {
         let img = image::decode(bytes, rules)?;
-        let luma = img.to_luma8();
+        let luma = image::luma(&img);
         let phash = image::phash(&luma, rules);
         let fingerprint = reuse::ImageFingerprint {
             phash: phash.as_bytes().into(),
@@ -102,7 +102,7 @@ pub fn prepare_image(rules: &crate::rules::ImageRules, fetched: &mut Fetched) {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Verdict {
     /// Every check that could run passed.

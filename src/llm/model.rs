@@ -301,8 +301,9 @@ impl Llama {
         }
     }
 
-    fn rope(&self, x: &Tensor, t: usize) -> Result<Tensor> {
-        let (cos, sin) = (self.cos.narrow(0, 0, t)?, self.sin.narrow(0, 0, t)?);
+    /// Rotary embedding of `t` positions starting at `past`.
+    fn rope(&self, x: &Tensor, past: usize, t: usize) -> Result<Tensor> {
+        let (cos, sin) = (self.cos.narrow(0, past, t)?, self.sin.narrow(0, past, t)?);
         if self.differentiable {
             candle_nn::rotary_emb::rope_slow(x, &cos, &sin)
         } else {
@@ -321,10 +322,25 @@ impl Llama {
     /// are computed from. Scoring takes the positions it needs from these, so the
     /// `vocab`-wide logits of a long prompt are never formed.
     pub fn hidden(&self, tokens: &Tensor) -> Result<Tensor> {
+        self.layers_over(tokens, None)
+    }
+
+    /// [`Llama::hidden`] of `tokens` following the positions `cache` holds, whose keys
+    /// and values are kept instead of recomputed; `tokens`' own are added to it. This
+    /// is how a serving engine generates (one new token a step): the baseline that
+    /// scoring's speed is measured against (`examples/bench_scoring.rs`). Scoring itself
+    /// sees the whole sequence at once and keeps no cache.
+    pub fn hidden_cached(&self, tokens: &Tensor, cache: &mut KvCache) -> Result<Tensor> {
+        self.layers_over(tokens, Some(cache))
+    }
+
+    fn layers_over(&self, tokens: &Tensor, mut cache: Option<&mut KvCache>) -> Result<Tensor> {
         let (b, t) = tokens.dims2()?;
-        if t > self.config.max_position_embeddings {
+        let past = cache.as_ref().map_or(0, |c| c.len);
+        if past + t > self.config.max_position_embeddings {
             candle_core::bail!(
-                "{t} tokens exceed the model's {} positions",
+                "{} tokens exceed the model's {} positions",
+                past + t,
                 self.config.max_position_embeddings
             );
         }
@@ -334,14 +350,25 @@ impl Llama {
             AttentionPrecision::F32 => DType::F32,
             AttentionPrecision::Model => self.numerics.dtype,
         };
-        let mask = causal_mask(t, self.device())?.to_dtype(att_dtype)?;
+        let mask = causal_mask(past, t, self.device())?.to_dtype(att_dtype)?;
         let mut x = self.embed.forward(tokens)?;
-        for l in &self.layers {
+        for (i, l) in self.layers.iter().enumerate() {
             let h = self.rms_norm(&x, &l.attn_norm)?;
             let split = |y: Tensor, n: usize| y.reshape((b, t, n, d))?.transpose(1, 2);
-            let q = self.rope(&split(l.q.forward(&h)?, heads)?, t)?;
-            let k = self.rope(&split(l.k.forward(&h)?, kv_heads)?, t)?;
-            let v = split(l.v.forward(&h)?, kv_heads)?;
+            let q = self.rope(&split(l.q.forward(&h)?, heads)?, past, t)?;
+            let mut k = self.rope(&split(l.k.forward(&h)?, kv_heads)?, past, t)?;
+            let mut v = split(l.v.forward(&h)?, kv_heads)?;
+            if let Some(cache) = cache.as_deref_mut() {
+                if let Some((pk, pv)) = cache.kv.get(i) {
+                    k = Tensor::cat(&[pk, &k], 2)?;
+                    v = Tensor::cat(&[pv, &v], 2)?;
+                }
+                if cache.kv.len() > i {
+                    cache.kv[i] = (k.clone(), v.clone());
+                } else {
+                    cache.kv.push((k.clone(), v.clone()));
+                }
+            }
             let (k, v) = (
                 repeat_kv(k, heads / kv_heads)?,
                 repeat_kv(v, heads / kv_heads)?,
@@ -364,6 +391,9 @@ impl Llama {
                 .forward(&(candle_nn::ops::silu(&l.gate.forward(&h)?)? * l.up.forward(&h)?)?)?;
             x = (x + mlp)?;
         }
+        if let Some(cache) = cache {
+            cache.len = past + t;
+        }
         self.rms_norm(&x, &self.norm)
     }
 
@@ -378,12 +408,38 @@ impl Llama {
     }
 }
 
-/// `[t, t]`: 0 on and below the diagonal, −∞ above.
-fn causal_mask(t: usize, device: &Device) -> Result<Tensor> {
+/// `[t, past + t]`: row `i` (position `past + i`) sees every position up to its own:
+/// 0 there, −∞ after.
+fn causal_mask(past: usize, t: usize, device: &Device) -> Result<Tensor> {
     let mask: Vec<f32> = (0..t)
-        .flat_map(|i| (0..t).map(move |j| if j > i { f32::NEG_INFINITY } else { 0.0 }))
+        .flat_map(|i| {
+            (0..past + t).map(move |j| if j > past + i { f32::NEG_INFINITY } else { 0.0 })
+        })
         .collect();
-    Tensor::from_vec(mask, (t, t), device)
+    Tensor::from_vec(mask, (t, past + t), device)
+}
+
+/// The keys and values of the positions a generator has run, per layer
+/// ([`Llama::hidden_cached`]).
+#[derive(Default)]
+pub struct KvCache {
+    kv: Vec<(Tensor, Tensor)>,
+    len: usize,
+}
+
+impl KvCache {
+    pub fn new() -> KvCache {
+        KvCache::default()
+    }
+
+    /// Positions held.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
 }
 
 /// Grouped-query attention: each key/value head serves `n` query heads.

@@ -688,7 +688,6 @@ fn shown_jobs(dir: &Path, verdicts: &Path, judged: &Judged, per_miner: usize) ->
     let mut others = Vec::new();
     let mut peers: BTreeMap<(String, String), usize> = BTreeMap::new();
     let mut reused = 0;
-    let mut seen: BTreeMap<String, u64> = BTreeMap::new();
     for line in records.split(b'\n') {
         let line = line.with_context(|| format!("cannot read {}", jobs_path.display()))?;
         if line.iter().all(u8::is_ascii_whitespace) {
@@ -707,7 +706,6 @@ fn shown_jobs(dir: &Path, verdicts: &Path, judged: &Judged, per_miner: usize) ->
                 .with_context(|| format!("{} does not parse", verdicts.display()))
         };
         if let Some((miner, cites)) = cases.get_key_value(&record.miner_id) {
-            *seen.entry(miner.to_string()).or_default() += 1;
             let verdict = parse()?;
             if cites.contains(record.job_id.as_str())
                 && cited.get(miner).map_or(0, Vec::len) < per_miner
@@ -756,7 +754,7 @@ fn shown_jobs(dir: &Path, verdicts: &Path, judged: &Judged, per_miner: usize) ->
             .collect();
         newest.retain(|(r, _)| !ids.contains(r.job_id.as_str()));
         let shown = (kept.len() + newest.len()) as u64;
-        let total = seen.get(&miner.to_string()).copied().unwrap_or(0);
+        let total = judged.miner_counts.get(*miner).map_or(0, |(jobs, _)| *jobs);
         if total > shown {
             omitted.insert(miner.to_string(), total - shown);
         }

@@ -193,8 +193,14 @@ fn resample(luma: &GrayImage, width: u32, height: u32, filter: fir::FilterType) 
 /// 96), then to the hash's size with Lanczos3. The similarity check hands in its SSIM
 /// image, already at that size, so the reduction runs once per image.
 fn hash_at_size(luma: &GrayImage, (width, height): (u32, u32), config: HasherConfig) -> ImageHash {
-    let base = downscale(luma, HASH_BASE);
-    let small = resample(&base, width, height, fir::FilterType::Lanczos3);
+    let reduced;
+    let base = if luma.width().max(luma.height()) <= HASH_BASE {
+        luma
+    } else {
+        reduced = downscale(luma, HASH_BASE);
+        &reduced
+    };
+    let small = resample(base, width, height, fir::FilterType::Lanczos3);
     config.to_hasher().hash_image(&small)
 }
 

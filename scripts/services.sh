@@ -6,6 +6,11 @@
 #   scripts/services.sh down     stop what this script started
 #   scripts/services.sh env      print the settings file to `source`
 #   scripts/services.sh stop-s3  stop garage only (fault injection; `up` starts it again)
+#   scripts/services.sh stop-kafka        stop tansu only (fault injection; `up` starts
+#                                         it again, and docs/OPERATIONS.md says what a
+#                                         restart of tansu 0.6 on garage does to its log)
+#   scripts/services.sh restart-postgres  restart the machine's PostgreSQL cluster on
+#                                         port 5432 (fault injection; needs root)
 #
 # - PostgreSQL: already running on every machine (127.0.0.1:5432, trust auth); only checked.
 # - S3: garage 2.5.0 (AGPL, run as a separate server, never linked), single node,
@@ -244,7 +249,15 @@ case "${1:-}" in
     stop garage
     ;;
   stop-s3) stop garage ;; # fault injection: the back-pressure test stops S3, then runs `up`
+  stop-kafka) stop tansu ;; # fault injection: scripts/chaos
+  restart-postgres) # fault injection: scripts/chaos
+    cluster=$(pg_lsclusters --no-header | awk '$3 == 5432 { print $1, $2; exit }')
+    [ -n "$cluster" ] || die "no PostgreSQL cluster on port 5432"
+    # shellcheck disable=SC2086
+    pg_ctlcluster $cluster restart
+    log "postgres: restarted ($cluster)"
+    ;;
   status) status ;;
   env) echo "$STATE/env" ;;
-  *) echo "usage: $0 up|down|status|env|stop-s3" >&2; exit 2 ;;
+  *) echo "usage: $0 up|down|status|env|stop-s3|stop-kafka|restart-postgres" >&2; exit 2 ;;
 esac

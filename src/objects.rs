@@ -205,6 +205,12 @@ impl ObjectStore {
             })
     }
 
+    /// The SDK client, for a call this wrapper does not make (the tests' probes of the
+    /// store's own behaviour).
+    pub fn client(&self) -> &aws_sdk_s3::Client {
+        &self.client
+    }
+
     /// Whether the bucket answers: the readiness probe.
     pub async fn ping(&self, bucket: &str) -> Result<(), ObjectError> {
         self.client

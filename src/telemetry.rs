@@ -99,6 +99,9 @@ pub struct Metrics {
     /// Messages of each assigned partition not yet read (the partition's end minus
     /// the consumer's position), by topic and partition: `screen` and `rerun`.
     pub consumer_lag: Family<Labels, Gauge>,
+    /// Partitions found with a log that moved backwards under their commit, and read
+    /// again from their start (`Feed`), by topic and partition: `screen` and `rerun`.
+    pub log_rewinds: Family<Labels, Counter>,
     /// The publisher's view of the pipeline's state.
     pub backlog: BacklogGauges,
     registry: Arc<Registry>,
@@ -324,6 +327,7 @@ impl Metrics {
             http_requests: Family::default(),
             http_request_seconds: Family::new_with_constructor(latency_histogram),
             consumer_lag: Family::default(),
+            log_rewinds: Family::default(),
             backlog: BacklogGauges::default(),
             registry: Arc::new(Registry::default()),
             names: Arc::default(),
@@ -395,6 +399,11 @@ impl Metrics {
                 "consumer_lag",
                 "Messages of an assigned partition not yet read, by topic and partition",
                 m.consumer_lag.clone(),
+            );
+            registry.add(
+                "log_rewinds",
+                "Partitions whose log moved backwards under the group's commit, read again from their start",
+                m.log_rewinds.clone(),
             );
         }
         if matches!(worker, "rerun" | "serve-reference") {
@@ -635,6 +644,8 @@ mod tests {
         assert!(!has("screen", "events_published"));
         assert!(!has("screen", "decisions"));
         assert!(has("screen", "consumer_lag"));
+        assert!(has("rerun", "log_rewinds"));
+        assert!(!has("judge", "log_rewinds"));
         assert!(has("publish", "events_published"));
         assert!(has("publish", "outbox_oldest_unpublished_seconds"));
         assert!(!has("publish", "record_to_verdict_seconds"));

@@ -449,3 +449,70 @@ async fn publishing_off_holds_the_outbox_until_it_is_turned_on() {
     }
     h.drop_db().await;
 }
+
+/// The stand-in S3 store (garage 2.5.0) accepts a PutObject with `If-None-Match: *` over
+/// an existing object, and one with an `If-Match` etag that is no longer current: it has
+/// no conditional writes, which tansu 0.6's S3 store relies on once restarted
+/// (docs/OPERATIONS.md, "The broker's log moved backwards"). Amazon S3 answers both with
+/// 412. When this test fails, garage has gained them: revisit that section.
+#[tokio::test]
+async fn the_s3_stand_in_ignores_conditional_writes() {
+    let settings = proctor::settings::Settings::load_from(None, support::service_env())
+        .expect("the services' settings");
+    let store = proctor::objects::ObjectStore::new(&settings.s3);
+    let bucket = settings.s3.jobs_bucket.clone();
+    let key = format!(
+        "tests/conditional-{}",
+        blake3::hash(format!("{:?}", std::time::SystemTime::now()).as_bytes()).to_hex()
+    );
+    let body = |s: &str| aws_sdk_s3::primitives::ByteStream::from(s.as_bytes().to_vec());
+    let client = store.client();
+    let first = client
+        .put_object()
+        .bucket(&bucket)
+        .key(&key)
+        .if_none_match("*")
+        .body(body("first"))
+        .send()
+        .await
+        .expect("a conditional create of a new object succeeds");
+    let first_etag = first.e_tag().expect("an etag").to_owned();
+    // A create over the existing object: S3 refuses it (412); garage overwrites.
+    let create_again = client
+        .put_object()
+        .bucket(&bucket)
+        .key(&key)
+        .if_none_match("*")
+        .body(body("second"))
+        .send()
+        .await;
+    // A replace against the first etag, now stale: S3 refuses it; garage overwrites.
+    let stale = client
+        .put_object()
+        .bucket(&bucket)
+        .key(&key)
+        .if_match(&first_etag)
+        .body(body("third"))
+        .send()
+        .await;
+    let read = |key: String| async move {
+        let got = client
+            .get_object()
+            .bucket(&bucket)
+            .key(&key)
+            .send()
+            .await
+            .unwrap();
+        String::from_utf8(got.body.collect().await.unwrap().to_vec()).unwrap()
+    };
+    let now = read(key.clone()).await;
+    assert!(
+        create_again.is_ok(),
+        "garage now refuses a create over an existing object: {create_again:?}"
+    );
+    assert!(
+        stale.is_ok(),
+        "garage now refuses a stale If-Match: {stale:?}"
+    );
+    assert_eq!(now, "third", "each unconditional overwrite took effect");
+}

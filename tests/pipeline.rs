@@ -457,6 +457,79 @@ async fn bad_input_ends_as_a_dead_letter_or_an_invalid_verdict_and_never_stops_t
     h.drop_db().await;
 }
 
+/// Commits `offset` on every partition of `topic` for the worker group with `suffix`,
+/// as a consumer outside the group would (the group must have no live member).
+fn commit_for_group(h: &Harness, suffix: &str, topic: &str, partitions: i32, offset: i64) {
+    use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &h.settings.kafka.brokers)
+        .set("group.id", format!("{}{suffix}", h.settings.kafka.group_id))
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut list = rdkafka::TopicPartitionList::new();
+    for p in 0..partitions {
+        list.add_partition_offset(topic, p, rdkafka::Offset::Offset(offset))
+            .unwrap();
+    }
+    consumer.commit(&list, CommitMode::Sync).unwrap();
+    let back = consumer
+        .committed_offsets(list, Duration::from_secs(10))
+        .unwrap();
+    for e in back.elements() {
+        assert_eq!(e.offset(), rdkafka::Offset::Offset(offset), "{e:?}");
+    }
+}
+
+/// The sum of a counter's series in a worker's metrics.
+fn counter_total(worker: &support::Worker, name: &str) -> f64 {
+    worker
+        .ctx
+        .metrics
+        .render()
+        .lines()
+        .filter(|l| l.starts_with(name))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// A broker whose log moved backwards under the group's commit, as tansu 0.6 on garage
+/// does on every restart (docs/OPERATIONS.md, "The broker's log moved backwards"):
+/// records written since sit below the commit. The screen worker says so (an error log
+/// and `proctor_log_rewinds_total`) and reads those partitions again from their start,
+/// so that no record is skipped. Without the check it waits at the commit for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_log_that_moved_backwards_under_the_commit_is_found_and_read_again() {
+    let _serial = SERIAL.lock().await;
+    let h = Harness::new("rewind").await;
+    let pop = Population::generate(1);
+    pop.upload(&h).await;
+    h.produce_jobs(&pop.lines).await;
+    let total = pop.lines.len() as i64;
+    // The group's state after the restart: its commits far past each partition's end.
+    commit_for_group(&h, "-screen", &h.settings.kafka.jobs_topic, 4, 5_000);
+    let rules = proctor::rules::Rules::embedded().unwrap();
+    let screen = h.start_worker("screen", rules).await;
+    h.wait_for(
+        "every job screened after the rewind",
+        Duration::from_secs(90),
+        || async {
+            h.count("SELECT count(*) FROM verdicts WHERE stage = 'screen'")
+                .await
+                == total
+        },
+    )
+    .await;
+    // Found once per partition: after the recovery the commit is below the end again.
+    let rewinds = counter_total(&screen, "proctor_log_rewinds_total");
+    assert!(
+        (1.0..=4.0).contains(&rewinds),
+        "{rewinds} rewinds found on a topic of 4 partitions"
+    );
+    screen.stop().await;
+    h.drop_db().await;
+}
+
 /// A rules folder like the shipped one with every job re-run (for child processes).
 fn rerun_everything_dir() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();

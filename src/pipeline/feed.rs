@@ -57,6 +57,21 @@ pub struct Feed {
     lag_at: std::time::Instant,
     /// Jumps, stalls and rejoins recovered so far.
     recoveries: u64,
+    /// When the partitions' ends were last compared with their commits.
+    rewind_check: std::time::Instant,
+    /// Partitions whose end was below their commit at the last check.
+    rewind_suspects: std::collections::HashSet<i32>,
+}
+
+/// How often the feed compares each assigned partition's end with the group's commit
+/// (a commit request to the broker: cheap next to a batch).
+pub const REWIND_CHECK_EVERY: Duration = Duration::from_secs(5);
+
+/// Whether a partition's log moved backwards under its consumer: its end is below the
+/// next offset the group is to read. A healthy log's end never goes down, and the
+/// consumer never reads past it.
+pub fn moved_backwards(end: i64, next: i64) -> bool {
+    end >= 0 && end < next
 }
 
 /// How often the feed reports its consumer lag.
@@ -112,6 +127,8 @@ impl Feed {
             last_check: std::time::Instant::now(),
             lag_at: std::time::Instant::now(),
             recoveries: 0,
+            rewind_check: std::time::Instant::now(),
+            rewind_suspects: Default::default(),
         })
     }
 
@@ -137,6 +154,10 @@ impl Feed {
         if self.lag_at.elapsed() >= LAG_EVERY {
             self.lag_at = std::time::Instant::now();
             self.report_lag(ctx);
+        }
+        if self.rewind_check.elapsed() >= REWIND_CHECK_EVERY {
+            self.rewind_check = std::time::Instant::now();
+            self.check_rewinds(ctx);
         }
         let guarded = self.kafka.compat == crate::settings::KafkaCompat::Tansu06;
         if !guarded {
@@ -186,10 +207,133 @@ impl Feed {
         }
     }
 
-    /// Stores the offsets of a processed batch; librdkafka commits them.
+    /// Finds the assigned partitions whose log moved backwards (see [`Feed`]) and reads
+    /// each again from its start.
+    fn check_rewinds(&mut self, ctx: &Context) {
+        use rdkafka::consumer::Consumer;
+        let Ok(assignment) = self.consumer.assignment() else {
+            return;
+        };
+        let assigned: Vec<i32> = assignment
+            .elements_for_topic(&self.topic)
+            .iter()
+            .map(|e| e.partition())
+            .collect();
+        self.rewind_suspects.retain(|p| assigned.contains(p));
+        if assigned.is_empty() {
+            return;
+        }
+        let committed = committed_offsets(&self.consumer, &self.topic, &assigned);
+        let positions: std::collections::HashMap<i32, i64> = self
+            .consumer
+            .position()
+            .map(|tpl| {
+                tpl.elements_for_topic(&self.topic)
+                    .iter()
+                    .filter_map(|e| match e.offset() {
+                        rdkafka::Offset::Offset(n) => Some((e.partition(), n)),
+                        _ => None,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        for partition in assigned {
+            let end = cached_high_watermark(&self.consumer, &self.topic, partition);
+            let commit = committed.get(&partition).copied();
+            let next = commit.max(positions.get(&partition).copied());
+            let (Some(end), Some(next)) = (end, next) else {
+                self.rewind_suspects.remove(&partition);
+                continue;
+            };
+            if !moved_backwards(end, next) {
+                self.rewind_suspects.remove(&partition);
+                continue;
+            }
+            // Twice in a row: an end cached from before a rebalance is refreshed by
+            // the next fetch response, well within a check.
+            if self.rewind_suspects.insert(partition) {
+                continue;
+            }
+            self.rewind_suspects.remove(&partition);
+            self.recover_rewind(ctx, partition, end, commit);
+        }
+    }
+
+    /// Commits the start of a partition whose log moved backwards and reads it again.
+    fn recover_rewind(&mut self, ctx: &Context, partition: i32, end: i64, commit: Option<i64>) {
+        use rdkafka::consumer::Consumer;
+        ctx.metrics
+            .log_rewinds
+            .get_or_create(&vec![
+                ("topic", self.topic.clone()),
+                ("partition", partition.to_string()),
+            ])
+            .inc();
+        let start = tokio::task::block_in_place(|| {
+            self.consumer
+                .fetch_watermarks(&self.topic, partition, Duration::from_secs(10))
+        })
+        .map(|(low, _)| low.max(0))
+        .unwrap_or(0);
+        tracing::error!(
+            topic = %self.topic,
+            partition,
+            end,
+            committed = ?commit,
+            read_again_from = start,
+            "the broker's log moved backwards: its end is below the group's commit; \
+             records written since sit at offsets the group had read. Reading the \
+             partition again from its start (re-reading is idempotent)"
+        );
+        // Stored, then committed, so that the next auto-commit does not put the old
+        // offset back; sought, so that this consumer reads from there now.
+        let mut list = rdkafka::TopicPartitionList::new();
+        let stored = list
+            .add_partition_offset(&self.topic, partition, rdkafka::Offset::Offset(start))
+            .and_then(|()| self.consumer.store_offsets(&list))
+            .and_then(|()| {
+                tokio::task::block_in_place(|| {
+                    self.consumer
+                        .commit(&list, rdkafka::consumer::CommitMode::Sync)
+                })
+            });
+        if let Err(e) = stored {
+            tracing::error!(error = %e, partition, "cannot commit the partition's start; the seek alone re-reads it");
+        }
+        if let Err(e) = self.consumer.seek(
+            &self.topic,
+            partition,
+            rdkafka::Offset::Offset(start),
+            Duration::from_secs(10),
+        ) {
+            tracing::error!(error = %e, partition, "cannot seek to the partition's start; its next owner reads from the commit");
+        }
+        if let Some(state) = self.partitions.get_mut(&partition) {
+            state.expected = Some(start);
+            state.retreats = 0;
+            state.progress_at = std::time::Instant::now();
+        }
+        self.recoveries += 1;
+    }
+
+    /// Stores the offsets of a processed batch and commits them at once, without
+    /// waiting for the answer. librdkafka's auto-commit (every second) commits them too
+    /// if this commit is lost. A worker killed between a batch's recording and its
+    /// commit has that batch redelivered to the partition's next owner: committing at
+    /// once, rather than at the next auto-commit, keeps that to the batches in flight
+    /// (the duplicate deliveries the crash test counts).
     pub fn store(&self, offsets: &kafka::Offsets) {
         if let Err(e) = offsets.store(&self.consumer) {
             tracing::error!(error = %e, "cannot store offsets; the batch will be redelivered");
+            return;
+        }
+        if let Err(e) = rdkafka::consumer::Consumer::commit_consumer_state(
+            &self.consumer,
+            rdkafka::consumer::CommitMode::Async,
+        ) {
+            // Nothing stored to commit (a revoked partition), or the broker is away:
+            // the auto-commit retries.
+            tracing::debug!(error = %e, "offsets not committed at once");
         }
     }
 

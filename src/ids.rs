@@ -11,6 +11,21 @@ use serde::{Deserialize, Serialize};
 #[error("{0}")]
 pub struct IdError(String);
 
+/// A rejected value as an error shows it: quoted, and cut to its first 64 characters
+/// with its length when longer, so that an oversized value never makes an oversized
+/// error (a dead letter's header, a log line).
+pub fn shown(raw: &str) -> String {
+    const SHOWN: usize = 64;
+    match raw.char_indices().nth(SHOWN) {
+        None => format!("{raw:?}"),
+        Some((cut, _)) => format!("{:?}… ({} bytes)", &raw[..cut], raw.len()),
+    }
+}
+
+/// The longest per-GPU suffix of a miner id (`gpu0`, `rig3_gpu7`): a miner id is a
+/// Kafka key, a Postgres key and a label in every log line.
+pub const MAX_MINER_SUFFIX_BYTES: usize = 64;
+
 /// A miner: a wallet address plus an optional per-GPU suffix, e.g. `0xAbC…-gpu1`.
 ///
 /// Addresses compare case-insensitively (EIP-55 checksums mix case), so the address part
@@ -27,7 +42,8 @@ impl MinerId {
     pub fn parse(raw: &str) -> Result<Self, IdError> {
         let bad = || {
             IdError(format!(
-                "{raw:?} is not a miner id: expected 0x followed by 40 hex digits and an optional -suffix of [A-Za-z0-9_]"
+                "{} is not a miner id: expected 0x followed by 40 hex digits and an optional -suffix of 1 to {MAX_MINER_SUFFIX_BYTES} [A-Za-z0-9_]",
+                shown(raw)
             ))
         };
         let rest = raw.strip_prefix("0x").ok_or_else(bad)?;
@@ -42,7 +58,10 @@ impl MinerId {
             "" => None,
             t => {
                 let s = t.strip_prefix('-').ok_or_else(bad)?;
-                if s.is_empty() || !s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+                if s.is_empty()
+                    || s.len() > MAX_MINER_SUFFIX_BYTES
+                    || !s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+                {
                     return Err(bad());
                 }
                 Some(s.to_owned())
@@ -99,8 +118,8 @@ macro_rules! token_id {
                 let ok_char = |c: char| c.is_ascii_alphanumeric() || "_-.:".contains(c) || $extra.contains(c);
                 if raw.is_empty() || raw.len() > 128 || !raw.chars().all(ok_char) || raw.starts_with('.') {
                     return Err(IdError(format!(
-                        "{raw:?} is not a {}: expected 1 to 128 characters of [A-Za-z0-9_.:-{}], not starting with '.'",
-                        $what, $extra
+                        "{} is not a {}: expected 1 to 128 characters of [A-Za-z0-9_.:-{}], not starting with '.'",
+                        $crate::ids::shown(raw), $what, $extra
                     )));
                 }
                 Ok($name(raw.to_owned()))
@@ -160,7 +179,8 @@ impl ObjectKey {
             .any(|seg| seg.is_empty() || seg == "." || seg == "..");
         if raw.is_empty() || raw.len() > 1024 || bad_segment || raw.chars().any(char::is_control) {
             return Err(IdError(format!(
-                "{raw:?} is not an object key: expected a relative key of at most 1024 bytes with no empty, '.' or '..' segments"
+                "{} is not an object key: expected a relative key of at most 1024 bytes with no empty, '.' or '..' segments",
+                shown(raw)
             )));
         }
         Ok(ObjectKey(raw.to_owned()))

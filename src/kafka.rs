@@ -292,8 +292,26 @@ pub fn ids_of(key: Option<&[u8]>, payload: &[u8]) -> (Option<String>, Option<Str
     (job.map(clip), miner.map(clip))
 }
 
+/// The longest error a dead letter's header carries, in bytes: an error can quote what
+/// it refuses (an unknown field's name, a value), and a letter twice the size of the
+/// record it carries could be refused by the broker, stalling the partition behind it.
+pub const MAX_DLQ_ERROR_BYTES: usize = 2048;
+
+/// `error` cut to [`MAX_DLQ_ERROR_BYTES`] at a character boundary, saying so.
+pub fn dlq_error(error: &str) -> std::borrow::Cow<'_, str> {
+    if error.len() <= MAX_DLQ_ERROR_BYTES {
+        return error.into();
+    }
+    const MORE: &str = "… (cut)";
+    let mut cut = MAX_DLQ_ERROR_BYTES - MORE.len();
+    while !error.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}{MORE}", &error[..cut]).into()
+}
+
 /// Sends the original key and payload to the dead-letter topic, with the reason, the
-/// error and the origin in headers.
+/// error (cut to [`MAX_DLQ_ERROR_BYTES`]) and the origin in headers.
 pub async fn dead_letter(
     producer: &Producer,
     dlq_topic: &str,
@@ -304,6 +322,7 @@ pub async fn dead_letter(
 ) -> Result<(), KafkaError> {
     let partition = origin.partition.to_string();
     let offset = origin.offset.to_string();
+    let error = dlq_error(&letter.error);
     let headers = OwnedHeaders::new()
         .insert(Header {
             key: DLQ_REASON,
@@ -311,7 +330,7 @@ pub async fn dead_letter(
         })
         .insert(Header {
             key: DLQ_ERROR,
-            value: Some(letter.error.as_str()),
+            value: Some(error.as_ref()),
         })
         .insert(Header {
             key: DLQ_TOPIC,
@@ -473,6 +492,26 @@ mod tests {
             )
         });
         assert!(fatal.contains("ERROR librdkafka"), "{fatal}");
+    }
+
+    #[test]
+    fn a_dead_letters_error_is_kept_to_the_limit_and_cut_past_it() {
+        let at = "e".repeat(MAX_DLQ_ERROR_BYTES);
+        assert_eq!(dlq_error(&at), at.as_str());
+        // One byte more, in multi-byte characters: cut on a boundary, and said so.
+        let past = format!("{}é", "e".repeat(MAX_DLQ_ERROR_BYTES - 1));
+        let cut = dlq_error(&past);
+        assert!(cut.len() <= MAX_DLQ_ERROR_BYTES, "{}", cut.len());
+        assert!(cut.ends_with("… (cut)"));
+        // An unknown field named by a miner, as large as a record may be.
+        let record = format!(
+            "{{\"{}\": 1}}",
+            "k".repeat(crate::record::MAX_RECORD_BYTES - 10)
+        );
+        let e = crate::record::JobRecord::from_json(record.as_bytes())
+            .unwrap_err()
+            .to_string();
+        assert!(dlq_error(&e).len() <= MAX_DLQ_ERROR_BYTES);
     }
 
     #[test]

@@ -16,9 +16,26 @@ use crate::ids::{JobId, MinerId, ModelId, ObjectKey};
 /// The record schema version this build reads and writes.
 pub const SCHEMA_VERSION: u32 = 1;
 
-/// Hard ceiling on inline LLM text in a record. The rules set a lower, policy limit that
-/// turns into an `invalid` verdict; this one only protects the parser.
-pub const MAX_INLINE_TEXT_BYTES: usize = 4 << 20;
+/// Hard ceiling on a whole record, checked before any parsing, by the screen worker and
+/// by `proctor audit` alike. Kafka's default `message.max.bytes` (1 MB) is lower
+/// still; this protects the parser from a broker configured otherwise.
+pub const MAX_RECORD_BYTES: usize = 4 << 20;
+
+/// Hard ceiling on inline LLM text in a record: below the record's own, so that a
+/// record holding it still fits. The rules set a lower, policy limit that turns into
+/// an `invalid` verdict; this one only protects the parser.
+pub const MAX_INLINE_TEXT_BYTES: usize = 3 << 20;
+
+/// How deeply arrays and objects may nest in a record: what serde_json's recursion limit
+/// (128) admits, enforced while parsing (a record itself nests four deep). Past it the
+/// parse fails with `recursion limit exceeded`, never with a stack overflow.
+pub const MAX_JSON_DEPTH: usize = 127;
+
+/// The longest `metrics.hardware` string, in bytes.
+pub const MAX_HARDWARE_BYTES: usize = 256;
+
+/// The longest `metrics.miner_version` string, in bytes.
+pub const MAX_MINER_VERSION_BYTES: usize = 64;
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum RecordError {
@@ -235,6 +252,15 @@ fn parse_part<T: serde::de::DeserializeOwned>(
 impl JobRecord {
     /// Parses and validates one record. Never panics, whatever the bytes.
     pub fn from_json(bytes: &[u8]) -> Result<JobRecord, RecordError> {
+        if bytes.len() > MAX_RECORD_BYTES {
+            return Err(RecordError::Malformed {
+                path: String::new(),
+                message: format!(
+                    "the record is {} bytes, over the {MAX_RECORD_BYTES}-byte limit",
+                    bytes.len()
+                ),
+            });
+        }
         let de = &mut serde_json::Deserializer::from_slice(bytes);
         let wire: WireRecord =
             serde_path_to_error::deserialize(de).map_err(|e| RecordError::Malformed {
@@ -335,11 +361,17 @@ impl JobRecord {
                 return Err(invalid(field, format!("{v} is not a finite number")));
             }
         }
-        if m.hardware.len() > 256 {
-            return Err(invalid("metrics.hardware", "longer than 256 bytes"));
+        if m.hardware.len() > MAX_HARDWARE_BYTES {
+            return Err(invalid(
+                "metrics.hardware",
+                format!("longer than {MAX_HARDWARE_BYTES} bytes"),
+            ));
         }
-        if m.miner_version.len() > 64 {
-            return Err(invalid("metrics.miner_version", "longer than 64 bytes"));
+        if m.miner_version.len() > MAX_MINER_VERSION_BYTES {
+            return Err(invalid(
+                "metrics.miner_version",
+                format!("longer than {MAX_MINER_VERSION_BYTES} bytes"),
+            ));
         }
         if let Some(c) = &self.challenge {
             if c.nonce.is_empty() || c.nonce.len() > 128 || hex::decode(&c.nonce).is_err() {
@@ -399,7 +431,10 @@ impl JobRecord {
                         ));
                     }
                     (Some(t), None) if t.len() > MAX_INLINE_TEXT_BYTES => {
-                        return Err(invalid("output.text", "inline text larger than 4 MiB"));
+                        return Err(invalid(
+                            "output.text",
+                            format!("inline text larger than {MAX_INLINE_TEXT_BYTES} bytes"),
+                        ));
                     }
                     _ => {}
                 }

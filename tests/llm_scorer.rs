@@ -384,3 +384,41 @@ fn a_kv_cache_gives_the_hidden_states_of_the_whole_sequence() {
         .unwrap();
     assert!(worst < 1e-4, "cached hidden states differ by {worst}");
 }
+
+/// The token count's limit: prompt and output together may be as long as the model
+/// holds (its `max_position_embeddings`). A job of exactly that length is scored; one
+/// token more is `unscorable`, which the LLM checks report as inconclusive, never as a
+/// failure of the miner.
+#[test]
+fn a_job_as_long_as_the_model_holds_is_scored_and_one_token_more_is_not() {
+    let s = scorer("tiny-alice", DType::F32);
+    let max = s.model.config.max_position_embeddings;
+    let input = &jobs(0.7)[0];
+    let prompt = s.prompter.prompt_ids(input).unwrap().len();
+    let book = std::fs::read_to_string(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/text/alice29.txt"),
+    )
+    .unwrap();
+    let ids = s.prompter.encode(&book[..20_000], false).unwrap();
+    // A text that encodes to exactly `n` tokens: a decoded prefix of the book's tokens
+    // (a cut can merge with its neighbour, so try a few).
+    let text_of = |n: usize| -> String {
+        (n..n + 8)
+            .map(|cut| s.prompter.decode(&ids[..cut]).unwrap())
+            .find(|t| s.prompter.encode(t, false).unwrap().len() == n)
+            .unwrap_or_else(|| panic!("no text of {n} tokens"))
+    };
+    let at = text_of(max - prompt);
+    let scores = s.score(ScoreJob { input, text: &at }).unwrap();
+    assert_eq!(scores.prompt_tokens as usize, prompt);
+    assert_eq!(prompt + scores.tokens.len(), max);
+    let past = text_of(max - prompt + 1);
+    let e = s.score(ScoreJob { input, text: &past }).unwrap_err();
+    assert!(
+        e.to_string().contains(&format!(
+            "{prompt} + {} tokens; the model holds 1 to {max}",
+            max - prompt + 1
+        )),
+        "{e}"
+    );
+}

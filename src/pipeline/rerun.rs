@@ -636,7 +636,7 @@ async fn rerun_batch<R: ReferenceRunner>(
             .inc();
         let (key, payload) = (msg.key(), msg.payload().unwrap_or_default());
         let (job_id, miner_id) = kafka::ids_of(key, payload);
-        tracing::warn!(reason = letter.reason, error = %letter.error, job_id, miner_id,
+        tracing::warn!(reason = letter.reason, error = %kafka::dlq_error(&letter.error), job_id, miner_id,
             topic = %origin.topic, partition = origin.partition, offset = origin.offset,
             "dead letter");
         ctx.retry("kafka-produce", || {

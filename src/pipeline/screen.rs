@@ -72,7 +72,7 @@ impl Item {
         };
         let parsed = if item.payload.len() > max_record_bytes {
             Err(format!(
-                "record is {} bytes, over the {max_record_bytes}-byte limit",
+                "the record is {} bytes, over the {max_record_bytes}-byte limit",
                 item.payload.len()
             ))
         } else {
@@ -91,9 +91,10 @@ impl Item {
     }
 }
 
-/// Job records larger than this are refused before parsing. An inline LLM text over
-/// the rules' limit is still judged (an `invalid` verdict): this bound is far above it.
-pub const MAX_RECORD_BYTES: usize = 4 << 20;
+/// Job records larger than this are refused before parsing (the parser's own bound). An
+/// inline LLM text over the rules' limit is still judged (an `invalid` verdict): this
+/// bound is far above it.
+pub const MAX_RECORD_BYTES: usize = crate::record::MAX_RECORD_BYTES;
 
 pub async fn run(ctx: Arc<Context>) -> anyhow::Result<()> {
     let k = &ctx.settings.kafka;
@@ -495,7 +496,7 @@ async fn record_batch(
         };
         let result = if let Some(letter) = dead {
             let (job_id, miner_id) = kafka::ids_of(item.key.as_deref(), &item.payload);
-            tracing::warn!(reason = letter.reason, error = %letter.error, job_id, miner_id,
+            tracing::warn!(reason = letter.reason, error = %kafka::dlq_error(&letter.error), job_id, miner_id,
                 topic = %item.origin.topic, partition = item.origin.partition,
                 offset = item.origin.offset, "dead letter");
             m.dead_letters

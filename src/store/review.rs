@@ -155,9 +155,43 @@ pub struct CasePage {
     pub cases: Vec<CaseRow>,
 }
 
-const CASE_COLUMNS: &str = "c.case_id, c.miner_id, c.opened_by, c.status, c.flag_id, c.slash_id,
+/// A case row's columns, as a literal: every query text below is a `&'static str` made
+/// with `concat!`, so no SQL is ever built from a runtime string (values are bound).
+macro_rules! case_columns {
+    () => {
+        "c.case_id, c.miner_id, c.opened_by, c.status, c.flag_id, c.slash_id,
     c.honest_probability, c.at_stake_waifu_micro, c.at_stake_llama_micro, c.confirmed_by, c.opened_at,
-    c.updated_at, c.decision";
+    c.updated_at, c.decision"
+    };
+}
+
+/// The queue's filters, binding `$1` to `$7` (each `NULL` for "any").
+macro_rules! case_filter {
+    () => {
+        "($1::text IS NULL OR c.status = $1)
+            AND ($2::text IS NULL OR c.decision->'tallies' @> jsonb_build_array(jsonb_build_object('check', $2::text)))
+            AND ($3::text IS NULL OR EXISTS (SELECT 1 FROM jobs j WHERE j.miner_id = c.miner_id AND j.model_id = $3))
+            AND ($4::text IS NULL OR EXISTS (SELECT 1 FROM jobs j WHERE j.miner_id = c.miner_id
+                 AND j.record->'metrics'->>'hardware' ILIKE '%' || $4 || '%'))
+            AND ($5::text IS NULL OR c.miner_id = $5)
+            AND ($6::timestamptz IS NULL OR c.updated_at >= $6)
+            AND ($7::timestamptz IS NULL OR c.updated_at < $7)"
+    };
+}
+
+/// Jobs matching `$filter` (binding `$1`), newest first, each with its latest verdict.
+macro_rules! jobs_where {
+    ($filter:literal) => {
+        concat!(
+            "SELECT j.record::text,
+                    (SELECT v.body FROM verdicts v WHERE v.job_id = j.job_id
+                     ORDER BY (v.stage = 'rerun') DESC LIMIT 1)
+             FROM jobs j WHERE ",
+            $filter,
+            " ORDER BY j.submitted_at DESC, j.job_id LIMIT $2"
+        )
+    };
+}
 
 fn case_row(r: &sqlx::postgres::PgRow) -> Result<CaseRow, sqlx::Error> {
     let status: String = r.try_get(3)?;
@@ -517,14 +551,6 @@ impl Store {
     /// The queue: cases matching the filter, strongest evidence first, then the most
     /// points at stake.
     pub async fn cases(&self, f: &CaseFilter) -> Result<CasePage, sqlx::Error> {
-        let filter = "($1::text IS NULL OR c.status = $1)
-            AND ($2::text IS NULL OR c.decision->'tallies' @> jsonb_build_array(jsonb_build_object('check', $2::text)))
-            AND ($3::text IS NULL OR EXISTS (SELECT 1 FROM jobs j WHERE j.miner_id = c.miner_id AND j.model_id = $3))
-            AND ($4::text IS NULL OR EXISTS (SELECT 1 FROM jobs j WHERE j.miner_id = c.miner_id
-                 AND j.record->'metrics'->>'hardware' ILIKE '%' || $4 || '%'))
-            AND ($5::text IS NULL OR c.miner_id = $5)
-            AND ($6::timestamptz IS NULL OR c.updated_at >= $6)
-            AND ($7::timestamptz IS NULL OR c.updated_at < $7)";
         let bind = |q: sqlx::query::Query<'static, Postgres, sqlx::postgres::PgArguments>| {
             q.bind(f.status.map(CaseStatus::as_str))
                 .bind(f.check.clone())
@@ -534,17 +560,21 @@ impl Store {
                 .bind(f.since)
                 .bind(f.until)
         };
-        let total: i64 = bind(sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT count(*) FROM review_cases c WHERE {filter}"
-        ))))
+        let total: i64 = bind(sqlx::query(concat!(
+            "SELECT count(*) FROM review_cases c WHERE ",
+            case_filter!()
+        )))
         .fetch_one(&self.pool)
         .await?
         .try_get(0)?;
-        let rows = bind(sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {CASE_COLUMNS} FROM review_cases c WHERE {filter}
-             ORDER BY c.honest_probability, c.at_stake_waifu_micro + c.at_stake_llama_micro DESC, c.case_id
+        let rows = bind(sqlx::query(concat!(
+            "SELECT ",
+            case_columns!(),
+            " FROM review_cases c WHERE ",
+            case_filter!(),
+            " ORDER BY c.honest_probability, c.at_stake_waifu_micro + c.at_stake_llama_micro DESC, c.case_id
              LIMIT $8 OFFSET $9"
-        ))))
+        )))
         .bind(f.limit.clamp(1, 1000))
         .bind(f.offset.max(0))
         .fetch_all(&self.pool)
@@ -557,9 +587,11 @@ impl Store {
 
     /// One case with its actions and appeals.
     pub async fn case(&self, case_id: i64) -> Result<Option<CaseDetail>, sqlx::Error> {
-        let Some(row) = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {CASE_COLUMNS} FROM review_cases c WHERE c.case_id = $1"
-        )))
+        let Some(row) = sqlx::query(concat!(
+            "SELECT ",
+            case_columns!(),
+            " FROM review_cases c WHERE c.case_id = $1"
+        ))
         .bind(case_id)
         .fetch_optional(&self.pool)
         .await?
@@ -630,9 +662,11 @@ impl Store {
         let points_factor = self.points_factor(&miner_id, rules).await?;
         let mut tx = self.pool.begin().await?;
         lock_miner(&mut tx, &miner).await?;
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {CASE_COLUMNS} FROM review_cases c WHERE c.case_id = $1 FOR UPDATE"
-        )))
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            case_columns!(),
+            " FROM review_cases c WHERE c.case_id = $1 FOR UPDATE"
+        ))
         .bind(case_id)
         .fetch_one(&mut *tx)
         .await?;
@@ -865,7 +899,8 @@ impl Store {
         miner: &str,
         limit: i64,
     ) -> Result<Vec<(crate::record::JobRecord, Option<JobVerdict>)>, sqlx::Error> {
-        self.jobs_where("j.miner_id = $1", miner, limit).await
+        self.jobs_where(jobs_where!("j.miner_id = $1"), miner, limit)
+            .await
     }
 
     /// One job's record and latest verdict.
@@ -873,27 +908,24 @@ impl Store {
         &self,
         job_id: &str,
     ) -> Result<Option<(crate::record::JobRecord, Option<JobVerdict>)>, sqlx::Error> {
-        Ok(self.jobs_where("j.job_id = $1", job_id, 1).await?.pop())
+        Ok(self
+            .jobs_where(jobs_where!("j.job_id = $1"), job_id, 1)
+            .await?
+            .pop())
     }
 
-    /// Jobs matching `filter` (one of this module's constants, binding `$1`), newest
-    /// first, each with its latest verdict.
+    /// The jobs a [`jobs_where!`] query selects, binding `value` and `limit`.
     async fn jobs_where(
         &self,
-        filter: &'static str,
+        query: &'static str,
         value: &str,
         limit: i64,
     ) -> Result<Vec<(crate::record::JobRecord, Option<JobVerdict>)>, sqlx::Error> {
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT j.record::text,
-                    (SELECT v.body FROM verdicts v WHERE v.job_id = j.job_id
-                     ORDER BY (v.stage = 'rerun') DESC LIMIT 1)
-             FROM jobs j WHERE {filter} ORDER BY j.submitted_at DESC, j.job_id LIMIT $2"
-        )))
-        .bind(value)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
+        let rows = sqlx::query(query)
+            .bind(value)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
         let mut out = Vec::new();
         for r in rows {
             let text: String = r.get(0);

@@ -17,11 +17,15 @@ use crate::settings::{HostKind, HostSettings, ReferenceSettings};
 #[derive(Clone)]
 pub struct SamplingSecret([u8; 32]);
 
+/// BLAKE3's key-derivation context for the sampling key: public, like every KDF
+/// context (the leak tests derive the key from their own passphrase with it).
+pub const SAMPLING_KEY_CONTEXT: &str = "heurist proctor 2026-11 sampling secret v1";
+
 impl SamplingSecret {
     /// Derives a key from any passphrase. Use a long random one in production.
     pub fn from_passphrase(passphrase: &str) -> SamplingSecret {
         SamplingSecret(blake3::derive_key(
-            "heurist proctor 2026-11 sampling secret v1",
+            SAMPLING_KEY_CONTEXT,
             passphrase.as_bytes(),
         ))
     }

@@ -65,6 +65,25 @@ fn assert_schema(schema: &str, value: &serde_json::Value) {
     assert!(errors.is_empty(), "{schema}: {errors:?} in {value}");
 }
 
+/// What the harness's sampling secret could leak as: the passphrase, and the key
+/// derived from it in hex. Neither may appear in a log, a metric, an event or a letter:
+/// a miner who had the key would know which of its jobs are re-run.
+fn sampling_secret_forms() -> [String; 2] {
+    let passphrase = "pipeline tests";
+    let key = blake3::derive_key(
+        proctor::sampling::SAMPLING_KEY_CONTEXT,
+        passphrase.as_bytes(),
+    );
+    [passphrase.to_owned(), hex::encode(key)]
+}
+
+fn assert_no_sampling_secret(what: &str, text: &[u8]) {
+    let text = String::from_utf8_lossy(text);
+    for form in sampling_secret_forms() {
+        assert!(!text.contains(&form), "{what} holds the sampling secret");
+    }
+}
+
 fn failed_checks(v: &JobVerdict) -> BTreeSet<&'static str> {
     v.failed_checks().map(|c| c.as_str()).collect()
 }
@@ -262,6 +281,15 @@ async fn end_to_end_the_pipeline_agrees_with_the_audit_and_slashes_each_cheat_on
         assert_eq!(d.headers[kafka::DLQ_TOPIC], h.settings.kafka.jobs_topic);
         assert!(d.headers[kafka::DLQ_OFFSET].parse::<i64>().is_ok());
         assert!(!d.headers[kafka::DLQ_ERROR].is_empty());
+    }
+
+    // The sampling secret is in no message any process wrote, nor in any metric.
+    for m in received.iter().chain(&dlq).chain(&reruns) {
+        assert_no_sampling_secret("a message", &m.payload);
+        assert_no_sampling_secret("a message's headers", format!("{:?}", m.headers).as_bytes());
+    }
+    for w in &workers {
+        assert_no_sampling_secret("the metrics", w.ctx.metrics.render().as_bytes());
     }
 
     for w in workers {
@@ -573,6 +601,25 @@ impl Drop for Child {
 }
 
 fn spawn(h: &Harness, name: &'static str, rules: &Path, logs: &Path) -> std::process::Child {
+    spawn_env(&h.env, name, rules, logs, &[], None)
+}
+
+/// How a worker is starved: its address space capped (`ulimit -v`, in MiB), and pinned
+/// to one core at the lowest priority (`taskset -c 0 nice -n 19`).
+#[derive(Debug, Clone, Copy)]
+struct Starved {
+    vmem_mib: u64,
+}
+
+/// A worker process with the harness's environment `base`, plus `env`.
+fn spawn_env(
+    base: &BTreeMap<String, String>,
+    name: &'static str,
+    rules: &Path,
+    logs: &Path,
+    env: &[(String, String)],
+    starved: Option<Starved>,
+) -> std::process::Child {
     let exe = match name {
         "screen" => env!("CARGO_BIN_EXE_proctor-screen"),
         "rerun" => env!("CARGO_BIN_EXE_proctor-rerun"),
@@ -584,10 +631,24 @@ fn spawn(h: &Harness, name: &'static str, rules: &Path, logs: &Path) -> std::pro
         .append(true)
         .open(logs.join(format!("{name}.log")))
         .unwrap();
-    std::process::Command::new(exe)
-        .envs(&h.env)
+    let mut cmd = match starved {
+        None => std::process::Command::new(exe),
+        Some(s) => {
+            let mut c = std::process::Command::new("bash");
+            c.arg("-c")
+                .arg(format!(
+                    "ulimit -v {}; exec taskset -c 0 nice -n 19 \"$0\"",
+                    s.vmem_mib * 1024
+                ))
+                .arg(exe);
+            c
+        }
+    };
+    cmd.envs(base)
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .env("PROCTOR_RULES", rules)
-        .env("PROCTOR_LOG", "warn")
+        // Info, not debug: every decision and recovery, and what the leak check reads.
+        .env("PROCTOR_LOG", "info")
         .stdout(std::process::Stdio::null())
         .stderr(log)
         .spawn()
@@ -764,6 +825,13 @@ async fn crash_kill_9_workers_at_random_and_every_job_counts_exactly_once() {
         })
         .sum();
     println!("crash: the workers found {skips} offset jumps from the broker and sought back");
+    for e in std::fs::read_dir(&logs).unwrap() {
+        let path = e.unwrap().path();
+        assert_no_sampling_secret(
+            &path.display().to_string(),
+            &std::fs::read(&path).unwrap_or_default(),
+        );
+    }
 
     // A graceful stop: SIGTERM, and every worker exits cleanly.
     for c in &mut children {

@@ -691,6 +691,18 @@ async fn an_appeal_is_decided_by_a_second_reviewer_and_a_reversal_is_signed() {
         key_of, confirmed.case.miner_id,
         "keyed by the miner, like its slash"
     );
+    // A publisher claims, and so sends on the miner's partition, the slash before its
+    // reversal: a ledger reading in order never sees the reversal first.
+    let mut tx = db.store.pool().begin().await.unwrap();
+    let claimed = db.store.claim_outbox(&mut tx, 100_000).await.unwrap();
+    tx.rollback().await.unwrap();
+    let at = |kind: &str| {
+        claimed
+            .iter()
+            .position(|e| e.kind == kind && e.envelope.contains(&slash_id))
+            .unwrap_or_else(|| panic!("no {kind} event for {slash_id}"))
+    };
+    assert!(at("slash") < at("slash_reversed"));
     assert_eq!(risk(&db, &confirmed.case.miner_id).await.review_flags, 0);
     // Reversed once: nothing more can be done to the slash.
     let again = act(&db, cat, case_id, StaffAction::Reverse, "again", &rules).await;

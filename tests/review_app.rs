@@ -658,3 +658,64 @@ async fn the_queue_filters_and_pages_and_the_evidence_shows_images_tokens_and_la
     assert!(!p.body.contains("999999"), "{}", p.body);
     app.finish().await;
 }
+
+/// A stolen session cookie: one taken before login (fixation) is not logged in by the
+/// victim's login, and one copied while logged in is dead once its owner logs out or
+/// the account is disabled, because the session is ended on the server, not only
+/// forgotten by the browser.
+#[tokio::test]
+async fn a_stolen_session_cookie_dies_at_login_logout_and_account_disable() {
+    let app = Running::start("review_stolen").await;
+    let stolen = |cookie: &Option<String>| {
+        let mut thief = Client::new(&app.base);
+        thief.cookie = cookie.clone();
+        thief
+    };
+
+    // Fixation: the attacker plants a pre-login session in the victim's browser.
+    let mut ann = Client::new(&app.base);
+    let form = ann.get("/login").await;
+    let planted = ann.cookie.clone();
+    assert!(planted.is_some(), "the login form starts a session");
+    let done = ann
+        .post(
+            "/login",
+            &[
+                ("csrf", &form.csrf()),
+                ("username", "ann"),
+                ("password", PASSWORD),
+            ],
+        )
+        .await;
+    assert_eq!(done.status, StatusCode::SEE_OTHER);
+    assert_ne!(ann.cookie, planted, "login issues a new session id");
+    assert_eq!(
+        stolen(&planted).get("/queue").await.status,
+        StatusCode::SEE_OTHER
+    );
+
+    // A cookie copied from a logged-in browser works until its owner logs out.
+    let copy = ann.cookie.clone();
+    assert_eq!(stolen(&copy).get("/queue").await.status, StatusCode::OK);
+    let csrf = ann.get("/queue").await.csrf();
+    assert_eq!(
+        ann.post("/logout", &[("csrf", &csrf)]).await.status,
+        StatusCode::SEE_OTHER
+    );
+    assert_eq!(
+        stolen(&copy).get("/queue").await.status,
+        StatusCode::SEE_OTHER
+    );
+
+    // ... or until an admin disables the account.
+    let mut bob = Client::new(&app.base);
+    bob.login("bob").await;
+    let copy = bob.cookie.clone();
+    assert_eq!(stolen(&copy).get("/queue").await.status, StatusCode::OK);
+    app.store().disable_staff("operator", "bob").await.unwrap();
+    assert_eq!(
+        stolen(&copy).get("/queue").await.status,
+        StatusCode::SEE_OTHER
+    );
+    app.finish().await;
+}

@@ -213,6 +213,21 @@ impl HttpScorer {
             .map_err(ScoreError::Failed)
     }
 
+    /// [`HttpScorer::score`]'s reading of an answer's bytes, for `ids` (the prompt's
+    /// `p` tokens, then the text's): the same parse and mapping, without the request.
+    /// The fuzzer's way in.
+    pub fn scores_from_answer(
+        &self,
+        ids: &[u32],
+        p: usize,
+        text: &str,
+        answer: &[u8],
+    ) -> Result<TokenScores, String> {
+        let resp: CompletionResponse =
+            serde_json::from_slice(answer).map_err(|e| format!("unreadable answer: {e}"))?;
+        self.scores(ids, p, text, &resp)
+    }
+
     /// Maps vLLM's answer onto [`TokenScores`]. Where EOS is outside the top-k at a
     /// position, its logprob is reported as the k-th best logprob there: an upper
     /// bound, which can only make an honest miner's early stop look more plausible and
@@ -426,6 +441,18 @@ impl Txt2Img {
     /// The reference image's bytes, or why there are none.
     pub async fn generate(&self, req: &Txt2ImgRequest) -> Result<Vec<u8>, CallError> {
         let resp: Txt2ImgResponse = post_json(&self.client, &self.breaker, &self.url, req).await?;
+        self.image_of(resp)
+    }
+
+    /// [`Txt2Img::generate`]'s reading of an answer's bytes, without the request: the
+    /// fuzzer's way in.
+    pub fn image_from_answer(&self, answer: &[u8]) -> Result<Vec<u8>, CallError> {
+        let resp: Txt2ImgResponse = serde_json::from_slice(answer)
+            .map_err(|e| CallError::Failed(format!("{}: unreadable answer: {e}", self.url)))?;
+        self.image_of(resp)
+    }
+
+    fn image_of(&self, resp: Txt2ImgResponse) -> Result<Vec<u8>, CallError> {
         let failed = |m: String| CallError::Failed(format!("{}: {m}", self.url));
         let b64 = resp
             .images

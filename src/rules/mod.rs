@@ -102,6 +102,21 @@ impl Rules {
         })
     }
 
+    /// The embedded rules with one file's text replaced: how a single edited file
+    /// loads, and the fuzzer's way into the rules parser.
+    pub fn embedded_with(file: &str, text: &str) -> Result<Rules, RulesError> {
+        Rules::from_sources(|name| {
+            if name == file {
+                return Ok(text.to_owned());
+            }
+            EMBEDDED
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, s)| (*s).to_owned())
+                .ok_or_else(|| RulesError::Invalid(format!("no embedded {name}")))
+        })
+    }
+
     /// Reads `points.toml`, `models.toml`, … from `dir`.
     pub fn load_dir(dir: &Path) -> Result<Rules, RulesError> {
         Rules::from_sources(|name| {

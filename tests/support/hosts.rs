@@ -199,3 +199,113 @@ pub fn sd_host(name: &str, url: &str) -> HostSettings {
         health_path: String::new(),
     }
 }
+
+/// What a [`fault_proxy`] does to the requests it forwards, switchable while it runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Fault {
+    /// Forwards the upstream answer untouched.
+    None = 0,
+    /// Answers only after `timeout`: past any host timeout the worker sets.
+    Timeout = 1,
+    /// HTTP 500.
+    Error = 2,
+    /// HTTP 200 with JSON that is not the answer asked for.
+    Malformed = 3,
+    /// HTTP 200 with the first half of the upstream answer.
+    Truncated = 4,
+}
+
+impl Fault {
+    fn from_u8(n: u8) -> Fault {
+        match n {
+            1 => Fault::Timeout,
+            2 => Fault::Error,
+            3 => Fault::Malformed,
+            4 => Fault::Truncated,
+            _ => Fault::None,
+        }
+    }
+}
+
+/// A switch shared by a test and its [`fault_proxy`]s.
+#[derive(Clone, Default)]
+pub struct FaultSwitch(Arc<std::sync::atomic::AtomicU8>);
+
+impl FaultSwitch {
+    pub fn set(&self, f: Fault) {
+        self.0.store(f as u8, Ordering::SeqCst);
+    }
+
+    pub fn get(&self) -> Fault {
+        Fault::from_u8(self.0.load(Ordering::SeqCst))
+    }
+}
+
+/// A loopback proxy in front of a reference host at `upstream` that injects the
+/// switch's fault into every answer (health checks included): a reference GPU that
+/// hangs, fails, or answers garbage or half an answer. `timeout` is how long a
+/// [`Fault::Timeout`] answer takes.
+pub async fn fault_proxy(upstream: &str, switch: FaultSwitch, timeout: Duration) -> StandIn {
+    use axum::body::Bytes;
+    use axum::http::{Method, Uri};
+    let requests = Arc::new(AtomicUsize::new(0));
+    let count = requests.clone();
+    let upstream = upstream.trim_end_matches('/').to_owned();
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(120))
+        .build()
+        .unwrap();
+    let handler = move |method: Method, uri: Uri, body: Bytes| {
+        let (client, upstream, switch, count) = (
+            client.clone(),
+            upstream.clone(),
+            switch.clone(),
+            count.clone(),
+        );
+        async move {
+            count.fetch_add(1, Ordering::SeqCst);
+            let fault = switch.get();
+            if fault == Fault::Error {
+                return (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    b"injected fault".to_vec(),
+                );
+            }
+            if fault == Fault::Malformed {
+                return (
+                    StatusCode::OK,
+                    br#"{"choices": "injected", "images": [7]}"#.to_vec(),
+                );
+            }
+            let url = format!(
+                "{upstream}{}",
+                uri.path_and_query().map_or("/", |p| p.as_str())
+            );
+            let reqwest_method = reqwest::Method::from_bytes(method.as_str().as_bytes()).unwrap();
+            let answer = client
+                .request(reqwest_method, url)
+                .header("content-type", "application/json")
+                .body(body.to_vec())
+                .send()
+                .await;
+            let (status, bytes) = match answer {
+                Ok(r) => (
+                    StatusCode::from_u16(r.status().as_u16()).unwrap(),
+                    r.bytes().await.map(|b| b.to_vec()).unwrap_or_default(),
+                ),
+                Err(_) => (StatusCode::BAD_GATEWAY, Vec::new()),
+            };
+            match fault {
+                Fault::Timeout => {
+                    tokio::time::sleep(timeout).await;
+                    (status, bytes)
+                }
+                Fault::Truncated => (status, bytes[..bytes.len() / 2].to_vec()),
+                _ => (status, bytes),
+            }
+        }
+    };
+    let router = axum::Router::new().fallback(handler);
+    serve(router, requests).await
+}

@@ -422,6 +422,13 @@ pub struct Population {
 
 impl Population {
     pub fn generate(rounds: usize) -> Population {
+        Population::generate_tagged(rounds, "")
+    }
+
+    /// [`Population::generate`] with `tag` in every job id (`<demo id>-<tag>-r<round>`):
+    /// for a run whose re-run stage writes reference outputs to S3, where another run's
+    /// outputs for the same job ids would otherwise be read back.
+    pub fn generate_tagged(rounds: usize, tag: &str) -> Population {
         let demo = repo().join("fixtures/audit-demo");
         let rules = rerun_everything();
         let secret = proctor::sampling::SamplingSecret::from_passphrase("pipeline tests");
@@ -475,7 +482,11 @@ impl Population {
         for round in 0..rounds {
             for r in &records {
                 let orig = r["job_id"].as_str().unwrap();
-                let id = format!("{orig}-r{round}");
+                let id = if tag.is_empty() {
+                    format!("{orig}-r{round}")
+                } else {
+                    format!("{orig}-{tag}-r{round}")
+                };
                 let mut c = r.clone();
                 c["job_id"] = id.clone().into();
                 let at = chrono::DateTime::parse_from_rfc3339(c["submitted_at"].as_str().unwrap())

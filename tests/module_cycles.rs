@@ -1,8 +1,11 @@
-//! Rules read off the source. No module of the library imports one that imports it
-//! back: the case core, the report and the rules stay below the edges that use them.
-//! And no SQL is built from a runtime string (`no_sql_is_built_from_a_runtime_string`). Reads `src/` the way a
+//! Rules read off the source and the docs.
+//!
+//! No module of the library imports one that imports it back: the case core, the
+//! report and the rules stay below the edges that use them. Reads `src/` the way a
 //! reader does: a module's imports are its `crate::…` and `super::…` paths outside
 //! comments and its tests, resolved to the longest module they name.
+//!
+//! No SQL is built from a runtime string, and every test docs/THREATS.md names exists.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -235,4 +238,42 @@ fn no_sql_is_built_from_a_runtime_string() {
             >= 2
     );
     assert_eq!(sql_escapes("planted.rs", planted).len(), 1);
+}
+
+/// Every test docs/THREATS.md names as a defence's proof (`tests/x.rs::name`,
+/// `src/…/x.rs::name`) is a test function in that file: a renamed or deleted test
+/// cannot leave the threat model pointing at nothing.
+#[test]
+fn every_test_threats_md_names_exists() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let doc = std::fs::read_to_string(root.join("docs/THREATS.md")).unwrap();
+    let mut named = BTreeSet::new();
+    for piece in doc.split('`') {
+        let Some((file, test)) = piece.split_once("::") else {
+            continue;
+        };
+        if (file.starts_with("tests/") || file.starts_with("src/"))
+            && file.ends_with(".rs")
+            && test
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        {
+            named.insert((file.to_owned(), test.to_owned()));
+        }
+    }
+    assert!(named.len() >= 60, "only {} tests named", named.len());
+    let mut missing = Vec::new();
+    for (file, test) in &named {
+        let text = std::fs::read_to_string(root.join(file)).unwrap_or_default();
+        let defined = text
+            .match_indices(&format!("fn {test}("))
+            .any(|(at, _)| text[..at].rsplit('\n').take(4).any(|l| l.contains("test")));
+        if !defined {
+            missing.push(format!("{file}::{test}"));
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "docs/THREATS.md names tests that do not exist: {missing:#?}"
+    );
 }

@@ -269,12 +269,12 @@ impl Feed {
                 ("partition", partition.to_string()),
             ])
             .inc();
-        let start = tokio::task::block_in_place(|| {
-            self.consumer
-                .fetch_watermarks(&self.topic, partition, Duration::from_secs(10))
-        })
-        .map(|(low, _)| low.max(0))
-        .unwrap_or(0);
+        // Offset 0, not the broker's low watermark: a restarted tansu 0.6 answers
+        // ListOffsets(earliest) with its new end (measured: 3 after three records, all
+        // of which it still served from 0), which would skip every record written since
+        // the restart. On Kafka, 0 below a log that starts later is out of range, and
+        // librdkafka resets to the earliest offset (`auto.offset.reset`).
+        let start = 0;
         tracing::error!(
             topic = %self.topic,
             partition,

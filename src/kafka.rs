@@ -349,7 +349,7 @@ pub async fn dead_letter(
 }
 
 /// The next offset to read, per partition, for a batch of processed messages.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Offsets(BTreeMap<(String, i32), i64>);
 
 impl Offsets {
@@ -363,6 +363,12 @@ impl Offsets {
 
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
+    }
+
+    /// Keeps the partitions' offsets for which `keep(topic, partition, next)` holds.
+    pub fn retain(&mut self, mut keep: impl FnMut(&str, i32, i64) -> bool) {
+        self.0
+            .retain(|(topic, partition), next| keep(topic, *partition, *next));
     }
 
     /// Stores the offsets for the next (auto-)commit. Call only once the batch's

@@ -61,6 +61,61 @@ pub struct Feed {
     rewind_check: std::time::Instant,
     /// Partitions whose end was below their commit at the last check.
     rewind_suspects: std::collections::HashSet<i32>,
+    /// Each assigned partition's highest end seen in the fetch cache, and since when
+    /// it has been seen lower (see [`EndWatch`]).
+    ends: std::collections::HashMap<i32, EndWatch>,
+    /// Partitions read again since their log moved backwards, with the offset after the
+    /// last message handed out since. A batch fetched before the recovery stores no
+    /// offset past it: its end would put the group's commit back above the records
+    /// still to be read again.
+    rereading: std::collections::HashMap<i32, i64>,
+}
+
+/// What the feed remembers of a partition's end between two looks at librdkafka's
+/// fetch cache (no request to the broker; a look per batch and at least every
+/// [`WATCH_EVERY`]). A healthy log's end never goes down. One that went down and stays
+/// down for [`ENDS_DOWN_FOR`] moved backwards, even when the consumer has not read past
+/// the new end yet: a restarted tansu 0.6 writes new records from offset 0, and once
+/// they pass the consumer's position nothing else shows the records below it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EndWatch {
+    /// The highest end seen since the partition was assigned.
+    pub highest: i64,
+    /// When the end was first seen below `highest`, if it is now.
+    pub below_since: Option<std::time::Instant>,
+}
+
+/// How long a partition's end must stay below the highest seen before the feed reads
+/// the partition again. Long enough for a new Kafka partition leader's high watermark
+/// to catch up with the old leader's (it can lag by a replica fetch), short next to
+/// the time new records take to pass the old end.
+pub const ENDS_DOWN_FOR: Duration = Duration::from_secs(1);
+
+/// The longest the feed waits for messages between two looks at the partitions' ends.
+pub const WATCH_EVERY: Duration = Duration::from_millis(500);
+
+impl EndWatch {
+    /// A partition first seen with this end.
+    pub fn new(end: i64) -> EndWatch {
+        EndWatch {
+            highest: end,
+            below_since: None,
+        }
+    }
+
+    /// Takes a new look at the end; true when it has stayed below the highest seen for
+    /// [`ENDS_DOWN_FOR`] (the log moved backwards).
+    pub fn look(&mut self, end: i64, now: std::time::Instant) -> bool {
+        if end < 0 {
+            return false;
+        }
+        if end >= self.highest {
+            *self = EndWatch::new(end);
+            return false;
+        }
+        let since = *self.below_since.get_or_insert(now);
+        now.saturating_duration_since(since) >= ENDS_DOWN_FOR
+    }
 }
 
 /// How often the feed compares each assigned partition's end with the group's commit
@@ -129,6 +184,8 @@ impl Feed {
             recoveries: 0,
             rewind_check: std::time::Instant::now(),
             rewind_suspects: Default::default(),
+            ends: Default::default(),
+            rereading: Default::default(),
         })
     }
 
@@ -136,7 +193,7 @@ impl Feed {
     /// `Err(Stopped)` once the worker is asked to stop.
     pub async fn next(&mut self, ctx: &Context, max: usize) -> Result<Vec<OwnedMessage>, Stopped> {
         loop {
-            let batch = self.try_next(ctx, max, STALL_AFTER / 2).await?;
+            let batch = self.try_next(ctx, max, WATCH_EVERY).await?;
             if !batch.is_empty() {
                 return Ok(batch);
             }
@@ -159,9 +216,16 @@ impl Feed {
             self.rewind_check = std::time::Instant::now();
             self.check_rewinds(ctx);
         }
+        self.watch_ends(ctx);
+        let wait = wait.min(WATCH_EVERY);
         let guarded = self.kafka.compat == crate::settings::KafkaCompat::Tansu06;
         if !guarded {
-            return next_batch(ctx, &self.consumer, max, wait).await;
+            let batch = next_batch(ctx, &self.consumer, max, wait).await?;
+            self.handed_out(&batch);
+            if !batch.is_empty() {
+                self.watch_ends(ctx);
+            }
+            return Ok(batch);
         }
         if self.last_check.elapsed() >= STALL_AFTER / 2 {
             self.last_check = std::time::Instant::now();
@@ -176,6 +240,10 @@ impl Feed {
         }
         let recoveries = self.recoveries;
         let batch = self.filter(batch);
+        self.handed_out(&batch);
+        // After the batch: a message of a rewound partition in it is processed (it is a
+        // record; re-reading it later is harmless), and its offset is not stored.
+        self.watch_ends(ctx);
         if batch.is_empty() && self.recoveries > recoveries {
             // The broker jumped: give it a moment before the re-fetch.
             ctx.idle(Duration::from_millis(100)).await?;
@@ -207,8 +275,61 @@ impl Feed {
         }
     }
 
+    /// Looks at each assigned partition's end in the fetch cache (see [`EndWatch`]) and
+    /// reads again, from its start, each one whose end stayed down. No request to the
+    /// broker.
+    fn watch_ends(&mut self, ctx: &Context) {
+        use rdkafka::consumer::Consumer;
+        let Ok(assignment) = self.consumer.assignment() else {
+            return;
+        };
+        let assigned: Vec<i32> = assignment
+            .elements_for_topic(&self.topic)
+            .iter()
+            .map(|e| e.partition())
+            .collect();
+        self.ends.retain(|p, _| assigned.contains(p));
+        self.rereading.retain(|p, _| assigned.contains(p));
+        let now = std::time::Instant::now();
+        for partition in assigned {
+            let Some(end) = cached_high_watermark(&self.consumer, &self.topic, partition) else {
+                continue;
+            };
+            let watch = self
+                .ends
+                .entry(partition)
+                .or_insert_with(|| EndWatch::new(end));
+            let highest = watch.highest;
+            if watch.look(end, now) {
+                self.ends.insert(partition, EndWatch::new(end));
+                self.rewind_suspects.remove(&partition);
+                self.recover_rewind(
+                    ctx,
+                    partition,
+                    end,
+                    &format!("its end went down from {highest}"),
+                );
+            }
+        }
+    }
+
+    /// Notes the messages handed out of partitions being read again.
+    fn handed_out(&mut self, batch: &[OwnedMessage]) {
+        use rdkafka::Message;
+        if self.rereading.is_empty() {
+            return;
+        }
+        for m in batch {
+            if let Some(next) = self.rereading.get_mut(&m.partition()) {
+                *next = (*next).max(m.offset() + 1);
+            }
+        }
+    }
+
     /// Finds the assigned partitions whose log moved backwards (see [`Feed`]) and reads
-    /// each again from its start.
+    /// each again from its start. Asks the broker for the group's commits only of the
+    /// partitions this consumer has no position in yet (just assigned); elsewhere the
+    /// position is at or past the commit.
     fn check_rewinds(&mut self, ctx: &Context) {
         use rdkafka::consumer::Consumer;
         let Ok(assignment) = self.consumer.assignment() else {
@@ -223,7 +344,6 @@ impl Feed {
         if assigned.is_empty() {
             return;
         }
-        let committed = committed_offsets(&self.consumer, &self.topic, &assigned);
         let positions: std::collections::HashMap<i32, i64> = self
             .consumer
             .position()
@@ -237,6 +357,16 @@ impl Feed {
                     .collect()
             })
             .unwrap_or_default();
+        let unplaced: Vec<i32> = assigned
+            .iter()
+            .copied()
+            .filter(|p| !positions.contains_key(p))
+            .collect();
+        let committed = if unplaced.is_empty() {
+            Default::default()
+        } else {
+            committed_offsets(&self.consumer, &self.topic, &unplaced)
+        };
         for partition in assigned {
             let end = cached_high_watermark(&self.consumer, &self.topic, partition);
             let commit = committed.get(&partition).copied();
@@ -255,12 +385,16 @@ impl Feed {
                 continue;
             }
             self.rewind_suspects.remove(&partition);
-            self.recover_rewind(ctx, partition, end, commit);
+            let why = match commit {
+                Some(c) => format!("its end is below the group's commit {c}"),
+                None => format!("its end is below the consumer's position {next}"),
+            };
+            self.recover_rewind(ctx, partition, end, &why);
         }
     }
 
     /// Commits the start of a partition whose log moved backwards and reads it again.
-    fn recover_rewind(&mut self, ctx: &Context, partition: i32, end: i64, commit: Option<i64>) {
+    fn recover_rewind(&mut self, ctx: &Context, partition: i32, end: i64, why: &str) {
         use rdkafka::consumer::Consumer;
         ctx.metrics
             .log_rewinds
@@ -279,11 +413,11 @@ impl Feed {
             topic = %self.topic,
             partition,
             end,
-            committed = ?commit,
+            why,
             read_again_from = start,
-            "the broker's log moved backwards: its end is below the group's commit; \
-             records written since sit at offsets the group had read. Reading the \
-             partition again from its start (re-reading is idempotent)"
+            "the broker's log moved backwards; records written since sit at offsets the \
+             group had read. Reading the partition again from its start (re-reading is \
+             idempotent)"
         );
         // Stored, then committed, so that the next auto-commit does not put the old
         // offset back; sought, so that this consumer reads from there now.
@@ -308,6 +442,7 @@ impl Feed {
         ) {
             tracing::error!(error = %e, partition, "cannot seek to the partition's start; its next owner reads from the commit");
         }
+        self.rereading.insert(partition, start);
         if let Some(state) = self.partitions.get_mut(&partition) {
             state.expected = Some(start);
             state.retreats = 0;
@@ -323,6 +458,17 @@ impl Feed {
     /// once, rather than at the next auto-commit, keeps that to the batches in flight
     /// (the duplicate deliveries the crash test counts).
     pub fn store(&self, offsets: &kafka::Offsets) {
+        let mut offsets = offsets.clone();
+        offsets.retain(|topic, partition, next| {
+            topic != self.topic
+                || self
+                    .rereading
+                    .get(&partition)
+                    .is_none_or(|handed| next <= *handed)
+        });
+        if offsets.is_empty() {
+            return;
+        }
         if let Err(e) = offsets.store(&self.consumer) {
             tracing::error!(error = %e, "cannot store offsets; the batch will be redelivered");
             return;
@@ -605,4 +751,59 @@ pub async fn next_batch(
         }
     }
     Ok(batch)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    #[test]
+    fn an_end_that_only_grows_is_never_a_rewind() {
+        let t = Instant::now();
+        let mut w = EndWatch::new(10);
+        for (i, end) in [10, 12, 12, 40, 41].into_iter().enumerate() {
+            assert!(!w.look(end, t + Duration::from_secs(i as u64 * 5)));
+        }
+        assert_eq!(w, EndWatch::new(41));
+    }
+
+    #[test]
+    fn an_end_that_stays_down_is_a_rewind_once_it_has_for_long_enough() {
+        let t = Instant::now();
+        let mut w = EndWatch::new(168);
+        assert!(!w.look(3, t), "one look is not enough");
+        assert!(!w.look(9, t + ENDS_DOWN_FOR / 2));
+        // Still below the highest end seen, though past what the first look saw, and
+        // perhaps past the consumer's position: the case a position check misses.
+        assert!(w.look(150, t + ENDS_DOWN_FOR));
+    }
+
+    #[test]
+    fn an_end_that_dips_and_recovers_is_not_a_rewind() {
+        // A new Kafka partition leader's high watermark can lag the old one's briefly.
+        let t = Instant::now();
+        let mut w = EndWatch::new(100);
+        assert!(!w.look(97, t));
+        assert!(!w.look(100, t + Duration::from_millis(200)));
+        assert!(!w.look(101, t + ENDS_DOWN_FOR * 3));
+        assert_eq!(w.below_since, None);
+    }
+
+    #[test]
+    fn an_unknown_end_changes_nothing() {
+        // librdkafka leaves -1 in its cache before the first fetch and after an error.
+        let t = Instant::now();
+        let mut w = EndWatch::new(50);
+        assert!(!w.look(-1, t));
+        assert!(!w.look(-1, t + ENDS_DOWN_FOR * 2));
+        assert_eq!(w, EndWatch::new(50));
+    }
+
+    #[test]
+    fn a_log_moved_backwards_when_its_end_is_below_the_next_offset() {
+        assert!(moved_backwards(3, 168));
+        assert!(!moved_backwards(168, 168), "read to the end");
+        assert!(!moved_backwards(-1, 168), "end unknown");
+    }
 }

@@ -61,7 +61,9 @@ enum State {
 }
 
 impl Item {
-    fn from_message(m: &OwnedMessage, max_record_bytes: usize) -> (Item, Option<JobRecord>) {
+    /// The message as a batch item: its record, or a dead letter saying why it is not
+    /// one (the parser refuses a record over [`crate::record::MAX_RECORD_BYTES`] before reading it).
+    fn from_message(m: &OwnedMessage) -> (Item, Option<JobRecord>) {
         let payload = m.payload().unwrap_or_default().to_vec();
         let mut item = Item {
             origin: Origin::of(m),
@@ -70,15 +72,7 @@ impl Item {
             state: State::Repeat,
             payload,
         };
-        let parsed = if item.payload.len() > max_record_bytes {
-            Err(format!(
-                "the record is {} bytes, over the {max_record_bytes}-byte limit",
-                item.payload.len()
-            ))
-        } else {
-            JobRecord::from_json(&item.payload).map_err(|e| e.to_string())
-        };
-        match parsed {
+        match JobRecord::from_json(&item.payload).map_err(|e| e.to_string()) {
             Ok(r) => (item, Some(r)),
             Err(error) => {
                 item.state = State::Dead(DeadLetter {
@@ -90,11 +84,6 @@ impl Item {
         }
     }
 }
-
-/// Job records larger than this are refused before parsing (the parser's own bound). An
-/// inline LLM text over the rules' limit is still judged (an `invalid` verdict): this
-/// bound is far above it.
-pub const MAX_RECORD_BYTES: usize = crate::record::MAX_RECORD_BYTES;
 
 pub async fn run(ctx: Arc<Context>) -> anyhow::Result<()> {
     let k = &ctx.settings.kafka;
@@ -305,7 +294,7 @@ async fn judge_batch(
     let mut items = Vec::with_capacity(batch.len());
     let mut records = Vec::with_capacity(batch.len());
     for m in batch {
-        let (item, record) = Item::from_message(m, MAX_RECORD_BYTES);
+        let (item, record) = Item::from_message(m);
         items.push(item);
         records.push(record);
     }

@@ -12,12 +12,11 @@ use std::sync::LazyLock;
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use libfuzzer_sys::fuzz_target;
-use proctor::case::Ledger;
 use proctor::review::Role;
 use proctor::rules::Rules;
 use proctor::sampling::SamplingSecret;
 use proctor::settings::Settings;
-use proctor::store::{Stage, Store};
+use proctor::store::Store;
 use tower::ServiceExt;
 
 const PASSWORD: &str = "correct horse battery staple";
@@ -136,37 +135,9 @@ static WORLD: LazyLock<World> = LazyLock::new(|| {
             false,
         )
         .unwrap();
-        let pairs: Vec<_> = result
-            .verdicts
-            .iter()
-            .map(|v| {
-                (
-                    result
-                        .records
-                        .iter()
-                        .find(|r| r.job_id == v.job_id)
-                        .unwrap(),
-                    v,
-                )
-            })
-            .collect();
-        store.record_verdicts(&pairs, Stage::Screen).await.unwrap();
-        store.record_verdicts(&pairs, Stage::Rerun).await.unwrap();
+        store.record_audit(&result).await.unwrap();
         let key = ed25519_dalek::SigningKey::from_bytes(&[42; 32]);
-        loop {
-            let pending = store.pending_miners(100).await.unwrap();
-            if pending.is_empty() {
-                break;
-            }
-            for m in pending {
-                store
-                    .decide(&m, &rules, 1.0, |h| {
-                        proctor::case::entry(&m, h, &rules, Some(&key))
-                    })
-                    .await
-                    .unwrap();
-            }
-        }
+        store.decide_pending(&rules, Some(&key)).await.unwrap();
         store
             .add_staff("operator", "ada", Role::Admin, PASSWORD)
             .await

@@ -444,6 +444,51 @@ impl Store {
         ))
     }
 
+    /// Records every judged job of an audit at both stages, as the screen and rerun
+    /// workers would have, and queues its miners: an audited folder loaded into a
+    /// database (the review app's fuzz target and tests read the demo this way).
+    pub async fn record_audit(
+        &self,
+        result: &crate::audit::AuditResult,
+    ) -> Result<(), sqlx::Error> {
+        let records: BTreeMap<&str, &JobRecord> = result
+            .records
+            .iter()
+            .map(|r| (r.job_id.as_str(), r))
+            .collect();
+        let pairs: Vec<(&JobRecord, &JobVerdict)> = result
+            .verdicts
+            .iter()
+            .filter_map(|v| Some((*records.get(v.job_id.as_str())?, v)))
+            .collect();
+        self.record_verdicts(&pairs, Stage::Screen).await?;
+        self.record_verdicts(&pairs, Stage::Rerun).await?;
+        Ok(())
+    }
+
+    /// Decides on every queued miner as the judge worker does (`case::entry` at no NFT
+    /// boost, events signed with `key`), until none is queued. Returns the decisions
+    /// made. For loading and tests; the judge worker waits for evidence to settle.
+    pub async fn decide_pending(
+        &self,
+        rules: &Rules,
+        key: Option<&ed25519_dalek::SigningKey>,
+    ) -> Result<usize, sqlx::Error> {
+        use case::Ledger;
+        let mut made = 0;
+        loop {
+            let pending = self.pending_miners(100).await?;
+            if pending.is_empty() {
+                return Ok(made);
+            }
+            for miner in pending {
+                self.decide(&miner, rules, 1.0, |h| case::entry(&miner, h, rules, key))
+                    .await?;
+                made += 1;
+            }
+        }
+    }
+
     /// Miners waiting for the judge, oldest first.
     pub async fn pending_miners(&self, limit: i64) -> Result<Vec<MinerId>, sqlx::Error> {
         let rows = sqlx::query("SELECT miner_id FROM judge_queue ORDER BY since LIMIT $1")

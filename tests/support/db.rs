@@ -137,15 +137,7 @@ pub async fn judge_all(db: &TestDb, rules: &Rules) {
 
 /// Judges every queued miner, as the judge worker would, until none is queued.
 pub async fn judge_store(store: &Store, rules: &Rules) {
-    loop {
-        let pending = store.pending_miners(100).await.unwrap();
-        if pending.is_empty() {
-            break;
-        }
-        for m in pending {
-            judge(store, &m, rules).await;
-        }
-    }
+    store.decide_pending(rules, Some(&key())).await.unwrap();
 }
 
 /// The demo recorded at both stages in `store` and judged: open flag cases and
@@ -154,14 +146,8 @@ pub async fn load_judged_demo(
     store: &Store,
     rules: &Rules,
 ) -> std::collections::BTreeMap<String, proctor::checks::JobVerdict> {
-    let (records, result) = demo_judged();
-    let pairs: Vec<_> = result
-        .verdicts
-        .iter()
-        .map(|v| (records.iter().find(|r| r.job_id == v.job_id).unwrap(), v))
-        .collect();
-    store.record_verdicts(&pairs, Stage::Screen).await.unwrap();
-    store.record_verdicts(&pairs, Stage::Rerun).await.unwrap();
+    let (_, result) = demo_judged();
+    store.record_audit(&result).await.unwrap();
     judge_store(store, rules).await;
     result
         .verdicts

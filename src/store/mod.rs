@@ -447,17 +447,16 @@ impl Store {
     /// Records every judged job of an audit at both stages, as the screen and rerun
     /// workers would have, and queues its miners: an audited folder loaded into a
     /// database (the review app's fuzz target and tests read the demo this way).
-    pub async fn record_audit(
+    /// (`audit::AuditResult`'s records and verdicts, taken apart: the store must not
+    /// depend on the audit, which depends on it.)
+    pub async fn record_judged(
         &self,
-        result: &crate::audit::AuditResult,
+        records: &[JobRecord],
+        verdicts: &[JobVerdict],
     ) -> Result<(), sqlx::Error> {
-        let records: BTreeMap<&str, &JobRecord> = result
-            .records
-            .iter()
-            .map(|r| (r.job_id.as_str(), r))
-            .collect();
-        let pairs: Vec<(&JobRecord, &JobVerdict)> = result
-            .verdicts
+        let records: BTreeMap<&str, &JobRecord> =
+            records.iter().map(|r| (r.job_id.as_str(), r)).collect();
+        let pairs: Vec<(&JobRecord, &JobVerdict)> = verdicts
             .iter()
             .filter_map(|v| Some((*records.get(v.job_id.as_str())?, v)))
             .collect();

@@ -147,7 +147,10 @@ pub async fn load_judged_demo(
     rules: &Rules,
 ) -> std::collections::BTreeMap<String, proctor::checks::JobVerdict> {
     let (_, result) = demo_judged();
-    store.record_audit(&result).await.unwrap();
+    store
+        .record_judged(&result.records, &result.verdicts)
+        .await
+        .unwrap();
     judge_store(store, rules).await;
     result
         .verdicts

@@ -135,7 +135,10 @@ static WORLD: LazyLock<World> = LazyLock::new(|| {
             false,
         )
         .unwrap();
-        store.record_judged(&result.records, &result.verdicts).await.unwrap();
+        store
+            .record_judged(&result.records, &result.verdicts)
+            .await
+            .unwrap();
         let key = ed25519_dalek::SigningKey::from_bytes(&[42; 32]);
         store.decide_pending(&rules, Some(&key)).await.unwrap();
         store

@@ -275,19 +275,26 @@ impl Feed {
         }
     }
 
+    /// The partitions of the topic assigned to this consumer (`None` if the client
+    /// cannot say).
+    fn assigned(&self) -> Option<Vec<i32>> {
+        let assignment = rdkafka::consumer::Consumer::assignment(&self.consumer).ok()?;
+        Some(
+            assignment
+                .elements_for_topic(&self.topic)
+                .iter()
+                .map(|e| e.partition())
+                .collect(),
+        )
+    }
+
     /// Looks at each assigned partition's end in the fetch cache (see [`EndWatch`]) and
     /// reads again, from its start, each one whose end stayed down. No request to the
     /// broker.
     fn watch_ends(&mut self, ctx: &Context) {
-        use rdkafka::consumer::Consumer;
-        let Ok(assignment) = self.consumer.assignment() else {
+        let Some(assigned) = self.assigned() else {
             return;
         };
-        let assigned: Vec<i32> = assignment
-            .elements_for_topic(&self.topic)
-            .iter()
-            .map(|e| e.partition())
-            .collect();
         self.ends.retain(|p, _| assigned.contains(p));
         self.rereading.retain(|p, _| assigned.contains(p));
         let now = std::time::Instant::now();
@@ -332,14 +339,9 @@ impl Feed {
     /// position is at or past the commit.
     fn check_rewinds(&mut self, ctx: &Context) {
         use rdkafka::consumer::Consumer;
-        let Ok(assignment) = self.consumer.assignment() else {
+        let Some(assigned) = self.assigned() else {
             return;
         };
-        let assigned: Vec<i32> = assignment
-            .elements_for_topic(&self.topic)
-            .iter()
-            .map(|e| e.partition())
-            .collect();
         self.rewind_suspects.retain(|p| assigned.contains(p));
         if assigned.is_empty() {
             return;

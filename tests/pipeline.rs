@@ -2379,17 +2379,27 @@ async fn chaos(plan: ChaosPlan) {
                 job_ids(&h, "SELECT job_id FROM verdicts WHERE stage = 'rerun'").await,
             );
             let mut missing = Vec::new();
+            let (mut unscreened, mut unrerun) = (Vec::new(), Vec::new());
             for line in &pop.lines {
                 let v: serde_json::Value = serde_json::from_slice(line).unwrap();
                 let id = v["job_id"].as_str().unwrap();
                 if !screened.contains(id) {
                     lost_records += 1;
+                    unscreened.push(id.to_owned());
                     missing.push(line.clone());
                 } else if !rerun.contains(id) {
                     lost_requests += 1;
+                    unrerun.push(id.to_owned());
                     missing.push(line.clone());
                 }
             }
+            eprintln!(
+                "chaos: not screened: {} (first: {:?}); screened, not re-run: {} (first: {:?})",
+                unscreened.len(),
+                &unscreened[..unscreened.len().min(5)],
+                unrerun.len(),
+                &unrerun[..unrerun.len().min(5)],
+            );
             assert!(
                 lost_records + lost_requests < 3 * total,
                 "no progress after re-sending {} records",

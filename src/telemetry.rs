@@ -102,6 +102,9 @@ pub struct Metrics {
     /// Partitions found with a log that moved backwards under their commit, and read
     /// again from their start (`Feed`), by topic and partition: `screen` and `rerun`.
     pub log_rewinds: Family<Labels, Counter>,
+    /// Offsets missing from a partition's log even when read from its start, passed
+    /// over (`Feed`), by topic and partition: `screen` and `rerun`.
+    pub log_gaps: Family<Labels, Counter>,
     /// The publisher's view of the pipeline's state.
     pub backlog: BacklogGauges,
     registry: Arc<Registry>,
@@ -328,6 +331,7 @@ impl Metrics {
             http_request_seconds: Family::new_with_constructor(latency_histogram),
             consumer_lag: Family::default(),
             log_rewinds: Family::default(),
+            log_gaps: Family::default(),
             backlog: BacklogGauges::default(),
             registry: Arc::new(Registry::default()),
             names: Arc::default(),
@@ -404,6 +408,11 @@ impl Metrics {
                 "log_rewinds",
                 "Partitions whose log moved backwards under the group's commit, read again from their start",
                 m.log_rewinds.clone(),
+            );
+            registry.add(
+                "log_gaps",
+                "Offsets missing from a partition's log though it was read from its start, passed over",
+                m.log_gaps.clone(),
             );
         }
         if matches!(worker, "rerun" | "serve-reference") {
@@ -646,6 +655,7 @@ mod tests {
         assert!(has("screen", "consumer_lag"));
         assert!(has("rerun", "log_rewinds"));
         assert!(!has("judge", "log_rewinds"));
+        assert!(has("screen", "log_gaps"));
         assert!(has("publish", "events_published"));
         assert!(has("publish", "outbox_oldest_unpublished_seconds"));
         assert!(!has("publish", "record_to_verdict_seconds"));

@@ -29,7 +29,9 @@ use crate::kafka::{self, Backoff};
 /// fetch response) is past the expected offset and nothing arrived for
 /// [`STALL_AFTER`]. Either way the partition is sought back before the missing offset
 /// (64, then 128, 256, ... earlier, until a fetch covers it), messages before the
-/// expected offset are dropped as already processed, and the event is logged.
+/// expected offset are dropped as already processed, and the event is logged. A jump
+/// that persists once a seek has reached the partition's start is a gap in the log,
+/// passed over and counted ([`PartitionState::step`]).
 ///
 /// With the same setting it also guards against a group that orphans partitions. tansu 0.6 drops a member
 /// that misses its heartbeats from the group but, when a heartbeat rather than a join
@@ -69,6 +71,14 @@ pub struct Feed {
     /// offset past it: its end would put the group's commit back above the records
     /// still to be read again.
     rereading: std::collections::HashMap<i32, i64>,
+    /// Each partition read again since its log moved backwards, with its end then. An
+    /// end still below the consumer's position, but no lower than then, is the same
+    /// rewind: a restarted tansu hands out its old batch objects whole, past its new
+    /// end, so the position can stay above the end until new records pass it (measured
+    /// in the chaos run: a partition read again every 10 s for six minutes).
+    reread_at: std::collections::HashMap<i32, i64>,
+    /// Whether every broker connection went down since the last batch.
+    broker_lost: bool,
 }
 
 /// What the feed remembers of a partition's end between two looks at librdkafka's
@@ -133,14 +143,95 @@ pub fn moved_backwards(end: i64, next: i64) -> bool {
 const LAG_EVERY: Duration = Duration::from_secs(10);
 
 #[derive(Debug)]
-struct PartitionState {
+pub struct PartitionState {
     /// The next offset to process: after the last message handed out, or at first the
     /// committed offset. `None` while the group has no commit for the partition.
     expected: Option<i64>,
     /// Consecutive seeks back: how far back the next one goes.
     retreats: u32,
+    /// Whether the last seek went to the partition's start, and no message has
+    /// continued the partition since.
+    from_start: bool,
     /// When a message last continued the partition, or when it was first seen.
     progress_at: std::time::Instant,
+}
+
+/// What to do with a partition's next message (see [`PartitionState::step`]).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Step {
+    /// It continues the partition: hand it out.
+    Keep,
+    /// It is before the expected offset: processed already, dropped.
+    Processed,
+    /// It jumped past the expected offset: seek back to `to` and drop the rest of the
+    /// partition's batch.
+    Retreat { to: i64 },
+    /// It jumped past the expected offset although the partition was read from its
+    /// start: the offsets `missing` are not in the broker's log. Hand it out.
+    Gap { missing: std::ops::Range<i64> },
+}
+
+impl PartitionState {
+    /// A partition to be continued at `expected`.
+    pub fn new(expected: Option<i64>, now: std::time::Instant) -> PartitionState {
+        PartitionState {
+            expected,
+            retreats: 0,
+            from_start: false,
+            progress_at: now,
+        }
+    }
+
+    /// Decides on the partition's next message, at `offset`. A jump is sought back
+    /// from (64, then 128, 256, ... before the expected offset) until a seek reaches
+    /// the partition's start; a jump after that is a gap in the log, passed over, so
+    /// that a log with offsets missing cannot hold the partition forever. (A tansu 0.6
+    /// restarted over a log it had written blind leaves its old batch objects beside
+    /// the new ones, and a fetch hands both out: measured in the chaos run, where one
+    /// partition sought back to 0 for nine minutes after offset 45.)
+    pub fn step(&mut self, offset: i64, now: std::time::Instant) -> Step {
+        match self.expected {
+            Some(want) if offset > want && self.from_start => {
+                self.continue_at(offset, now);
+                Step::Gap {
+                    missing: want..offset,
+                }
+            }
+            Some(want) if offset > want => Step::Retreat {
+                to: self.retreat(want, now),
+            },
+            Some(want) if offset < want => Step::Processed,
+            _ => {
+                self.continue_at(offset, now);
+                Step::Keep
+            }
+        }
+    }
+
+    /// Notes a seek back before `want` (a jump, or a stall) and says where to.
+    fn retreat(&mut self, want: i64, now: std::time::Instant) -> i64 {
+        let back = 64i64 << self.retreats.min(20);
+        self.retreats += 1;
+        self.progress_at = now;
+        let to = (want - back).max(0);
+        self.from_start = to == 0;
+        to
+    }
+
+    /// Notes a seek to `start`, the partition read again from there.
+    fn restart_at(&mut self, start: i64, now: std::time::Instant) {
+        self.expected = Some(start);
+        self.retreats = 0;
+        self.from_start = start == 0;
+        self.progress_at = now;
+    }
+
+    fn continue_at(&mut self, offset: i64, now: std::time::Instant) {
+        self.retreats = 0;
+        self.from_start = false;
+        self.expected = Some(offset + 1);
+        self.progress_at = now;
+    }
 }
 
 /// How long an assigned partition with unread messages may deliver nothing before the
@@ -186,6 +277,8 @@ impl Feed {
             rewind_suspects: Default::default(),
             ends: Default::default(),
             rereading: Default::default(),
+            reread_at: Default::default(),
+            broker_lost: false,
         })
     }
 
@@ -220,7 +313,8 @@ impl Feed {
         let wait = wait.min(WATCH_EVERY);
         let guarded = self.kafka.compat == crate::settings::KafkaCompat::Tansu06;
         if !guarded {
-            let batch = next_batch(ctx, &self.consumer, max, wait).await?;
+            let batch = next_batch(ctx, &self.consumer, max, wait, &mut self.broker_lost).await?;
+            self.broker_lost = false;
             self.handed_out(&batch);
             if !batch.is_empty() {
                 self.watch_ends(ctx);
@@ -234,12 +328,20 @@ impl Feed {
                 self.rejoin();
             }
         }
-        let batch = next_batch(ctx, &self.consumer, max, wait).await?;
+        let batch = next_batch(ctx, &self.consumer, max, wait, &mut self.broker_lost).await?;
         if batch.is_empty() {
             return Ok(batch);
         }
+        if std::mem::take(&mut self.broker_lost) {
+            // The broker answers again after every connection to it was down: a
+            // restarted tansu 0.6 may have written new records below the group's
+            // position while this feed could not watch the end go down (the broker-restart
+            // test's loss). This batch is read again with the rest.
+            self.read_everything_again();
+            return Ok(Vec::new());
+        }
         let recoveries = self.recoveries;
-        let batch = self.filter(batch);
+        let batch = self.filter(ctx, batch);
         self.handed_out(&batch);
         // After the batch: a message of a rewound partition in it is processed (it is a
         // record; re-reading it later is harmless), and its offset is not stored.
@@ -297,6 +399,7 @@ impl Feed {
         };
         self.ends.retain(|p, _| assigned.contains(p));
         self.rereading.retain(|p, _| assigned.contains(p));
+        self.reread_at.retain(|p, _| assigned.contains(p));
         let now = std::time::Instant::now();
         for partition in assigned {
             let Some(end) = cached_high_watermark(&self.consumer, &self.topic, partition) else {
@@ -377,7 +480,7 @@ impl Feed {
                 self.rewind_suspects.remove(&partition);
                 continue;
             };
-            if !moved_backwards(end, next) {
+            if !moved_backwards(end, next) || self.reread_at.get(&partition) == Some(&end) {
                 self.rewind_suspects.remove(&partition);
                 continue;
             }
@@ -397,7 +500,6 @@ impl Feed {
 
     /// Commits the start of a partition whose log moved backwards and reads it again.
     fn recover_rewind(&mut self, ctx: &Context, partition: i32, end: i64, why: &str) {
-        use rdkafka::consumer::Consumer;
         ctx.metrics
             .log_rewinds
             .get_or_create(&vec![
@@ -421,6 +523,32 @@ impl Feed {
              group had read. Reading the partition again from its start (re-reading is \
              idempotent)"
         );
+        self.read_again(partition, start);
+        self.reread_at.insert(partition, end);
+    }
+
+    /// With `kafka.compat = "tansu-0.6"`, after the broker was unreachable: reads every
+    /// assigned partition again from its start (see [`Feed::try_next`]).
+    fn read_everything_again(&mut self) {
+        let Some(assigned) = self.assigned() else {
+            return;
+        };
+        tracing::warn!(
+            topic = %self.topic,
+            partitions = ?assigned,
+            "the broker is back after every connection to it was down; a restarted tansu \
+             0.6 may have written records below the group's position, so every assigned \
+             partition is read again from its start (kafka.compat = tansu-0.6; re-reading \
+             is idempotent)"
+        );
+        for partition in assigned {
+            self.read_again(partition, 0);
+        }
+    }
+
+    /// Commits `start` for the partition and reads it again from there.
+    fn read_again(&mut self, partition: i32, start: i64) {
+        use rdkafka::consumer::Consumer;
         // Stored, then committed, so that the next auto-commit does not put the old
         // offset back; sought, so that this consumer reads from there now.
         let mut list = rdkafka::TopicPartitionList::new();
@@ -436,19 +564,19 @@ impl Feed {
         if let Err(e) = stored {
             tracing::error!(error = %e, partition, "cannot commit the partition's start; the seek alone re-reads it");
         }
-        if let Err(e) = self.consumer.seek(
+        let sought = self.consumer.seek(
             &self.topic,
             partition,
             rdkafka::Offset::Offset(start),
             Duration::from_secs(10),
-        ) {
+        );
+        if let Err(e) = &sought {
             tracing::error!(error = %e, partition, "cannot seek to the partition's start; its next owner reads from the commit");
         }
         self.rereading.insert(partition, start);
         if let Some(state) = self.partitions.get_mut(&partition) {
-            state.expected = Some(start);
-            state.retreats = 0;
-            state.progress_at = std::time::Instant::now();
+            state.restart_at(start, std::time::Instant::now());
+            state.from_start &= sought.is_ok();
         }
         self.recoveries += 1;
     }
@@ -487,25 +615,27 @@ impl Feed {
 
     fn state(&mut self, partition: i32) -> &mut PartitionState {
         let (consumer, topic) = (&self.consumer, self.topic.as_str());
-        self.partitions
-            .entry(partition)
-            .or_insert_with(|| PartitionState {
-                expected: committed_offsets(consumer, topic, &[partition])
+        self.partitions.entry(partition).or_insert_with(|| {
+            PartitionState::new(
+                committed_offsets(consumer, topic, &[partition])
                     .get(&partition)
                     .copied(),
-                retreats: 0,
-                progress_at: std::time::Instant::now(),
-            })
+                std::time::Instant::now(),
+            )
+        })
     }
 
     /// Seeks the partition back before `want`, each time further.
     fn retreat(&mut self, partition: i32, want: i64, why: &str) {
+        let to = self
+            .state(partition)
+            .retreat(want, std::time::Instant::now());
+        self.seek_back(partition, want, to, why);
+    }
+
+    /// Seeks the partition back to `to`, before the expected offset `want`.
+    fn seek_back(&mut self, partition: i32, want: i64, to: i64, why: &str) {
         self.recoveries += 1;
-        let state = self.state(partition);
-        let back = 64i64 << state.retreats.min(20);
-        state.retreats += 1;
-        state.progress_at = std::time::Instant::now();
-        let to = (want - back).max(0);
         tracing::warn!(
             topic = %self.topic,
             partition,
@@ -522,11 +652,13 @@ impl Feed {
             Duration::from_secs(10),
         ) {
             tracing::warn!(error = %e, "seek failed; the partition's next owner resumes from its commit");
+            // Not read from there: a jump that follows is no proof of a gap.
+            self.state(partition).from_start = false;
         }
     }
 
     /// Keeps the messages that continue their partitions without a jump.
-    fn filter(&mut self, batch: Vec<OwnedMessage>) -> Vec<OwnedMessage> {
+    fn filter(&mut self, ctx: &Context, batch: Vec<OwnedMessage>) -> Vec<OwnedMessage> {
         use rdkafka::Message;
         let mut halted = std::collections::HashSet::new();
         let mut kept = Vec::with_capacity(batch.len());
@@ -535,17 +667,33 @@ impl Feed {
                 continue;
             }
             let state = self.state(m.partition());
-            match state.expected {
-                Some(want) if m.offset() > want => {
-                    self.retreat(m.partition(), want, "jump");
+            let want = state.expected.unwrap_or_default();
+            match state.step(m.offset(), std::time::Instant::now()) {
+                Step::Retreat { to } => {
+                    self.seek_back(m.partition(), want, to, "jump");
                     halted.insert(m.partition());
                 }
                 // Processed already: by this worker, or by the group before the commit.
-                Some(want) if m.offset() < want => {}
-                _ => {
-                    state.retreats = 0;
-                    state.expected = Some(m.offset() + 1);
-                    state.progress_at = std::time::Instant::now();
+                Step::Processed => {}
+                Step::Keep => kept.push(m),
+                Step::Gap { missing } => {
+                    tracing::error!(
+                        topic = %self.topic,
+                        partition = m.partition(),
+                        missing_from = missing.start,
+                        missing_to = missing.end,
+                        "the broker's log has no messages at these offsets, though the \
+                         partition was read from its start: they are lost at the broker. \
+                         Passing over them (the runbook's reconciliation with the job \
+                         service sends lost records again)"
+                    );
+                    ctx.metrics
+                        .log_gaps
+                        .get_or_create(&vec![
+                            ("topic", self.topic.clone()),
+                            ("partition", m.partition().to_string()),
+                        ])
+                        .inc_by((missing.end - missing.start) as u64);
                     kept.push(m);
                 }
             }
@@ -557,14 +705,9 @@ impl Feed {
     /// nothing for [`STALL_AFTER`]. Forgets partitions no longer assigned, so one that
     /// comes back starts again from the group's commit.
     fn unstick(&mut self) {
-        let Ok(assignment) = rdkafka::consumer::Consumer::assignment(&self.consumer) else {
+        let Some(assigned) = self.assigned() else {
             return;
         };
-        let assigned: std::collections::HashSet<i32> = assignment
-            .elements_for_topic(&self.topic)
-            .iter()
-            .map(|e| e.partition())
-            .collect();
         self.partitions.retain(|p, _| assigned.contains(p));
         for partition in assigned {
             let end = cached_high_watermark(&self.consumer, &self.topic, partition);
@@ -715,11 +858,13 @@ fn cached_high_watermark(consumer: &kafka::Consumer, topic: &str, partition: i32
 /// Waits up to `idle` for a first message, then takes more for up to the batch wait or
 /// until `max` are held. An empty batch means nothing came within `idle`. Consumer
 /// errors (a broker that is down) are logged and waited out.
+/// Sets `broker_lost` when every broker connection went down meanwhile.
 pub async fn next_batch(
     ctx: &Context,
     consumer: &kafka::Consumer,
     max: usize,
     idle: Duration,
+    broker_lost: &mut bool,
 ) -> Result<Vec<OwnedMessage>, Stopped> {
     let p = &ctx.settings.pipeline;
     let mut stop = ctx.shutdown.clone();
@@ -735,6 +880,8 @@ pub async fn next_batch(
             Ok(m) => break m.detach(),
             Err(e) => {
                 tracing::warn!(error = %e, "consumer error");
+                *broker_lost |= e.rdkafka_error_code()
+                    == Some(rdkafka::types::RDKafkaErrorCode::AllBrokersDown);
                 ctx.health.degraded(&format!("kafka: {e}"));
                 ctx.idle(backoff.delay()).await?;
             }
@@ -800,6 +947,47 @@ mod tests {
         assert!(!w.look(-1, t));
         assert!(!w.look(-1, t + ENDS_DOWN_FOR * 2));
         assert_eq!(w, EndWatch::new(50));
+    }
+
+    #[test]
+    fn a_partition_continues_drops_what_it_processed_and_seeks_back_further_each_jump() {
+        let t = Instant::now();
+        let mut p = PartitionState::new(Some(300), t);
+        assert_eq!(p.step(299, t), Step::Processed);
+        assert_eq!(p.step(300, t), Step::Keep);
+        assert_eq!(p.step(302, t), Step::Retreat { to: 301 - 64 });
+        assert_eq!(p.step(305, t), Step::Retreat { to: 301 - 128 });
+        assert_eq!(p.step(250, t), Step::Processed);
+        // The missing offset came: the next jump starts from 64 again.
+        assert_eq!(p.step(301, t), Step::Keep);
+        assert_eq!(p.step(310, t), Step::Retreat { to: 302 - 64 });
+    }
+
+    #[test]
+    fn a_jump_after_a_read_from_the_start_is_a_gap_passed_over() {
+        // The chaos run's case: offset 45 is in no batch the broker hands out.
+        let t = Instant::now();
+        let mut p = PartitionState::new(Some(45), t);
+        assert_eq!(p.step(47, t), Step::Retreat { to: 0 });
+        for offset in 0..45 {
+            assert_eq!(p.step(offset, t), Step::Processed);
+        }
+        assert_eq!(p.step(46, t), Step::Gap { missing: 45..46 });
+        assert_eq!(p.step(47, t), Step::Keep);
+        // A jump from a read that did not reach the start is still sought back.
+        let mut p = PartitionState::new(Some(1000), t);
+        assert_eq!(p.step(1001, t), Step::Retreat { to: 1000 - 64 });
+        assert_eq!(p.step(1002, t), Step::Retreat { to: 1000 - 128 });
+    }
+
+    #[test]
+    fn a_log_read_again_from_its_start_passes_over_a_missing_start() {
+        // Kafka, whose log starts past 0 once old segments are deleted.
+        let t = Instant::now();
+        let mut p = PartitionState::new(Some(500), t);
+        p.restart_at(0, t);
+        assert_eq!(p.step(120, t), Step::Gap { missing: 0..120 });
+        assert_eq!(p.step(121, t), Step::Keep);
     }
 
     #[test]

@@ -29,9 +29,9 @@ use crate::kafka::{self, Backoff};
 /// fetch response) is past the expected offset and nothing arrived for
 /// [`STALL_AFTER`]. Either way the partition is sought back before the missing offset
 /// (64, then 128, 256, ... earlier, until a fetch covers it), messages before the
-/// expected offset are dropped as already processed, and the event is logged. A jump
-/// that persists once a seek has reached the partition's start is a gap in the log,
-/// passed over and counted ([`PartitionState::step`]).
+/// expected offset are dropped as already processed, and the event is logged. In a log
+/// rewritten under the feed, a jump that persists over reads from the partition's
+/// start is a gap, passed over and counted ([`PartitionState::step`]).
 ///
 /// With the same setting it also guards against a group that orphans partitions. tansu 0.6 drops a member
 /// that misses its heartbeats from the group but, when a heartbeat rather than a join
@@ -149,12 +149,16 @@ pub struct PartitionState {
     expected: Option<i64>,
     /// Consecutive seeks back: how far back the next one goes.
     retreats: u32,
-    /// Whether the last seek went to the partition's start, and no message has
-    /// continued the partition since.
-    from_start: bool,
+    /// Consecutive seeks that went to the partition's start with no message continuing
+    /// the partition since.
+    starts: u32,
     /// When a message last continued the partition, or when it was first seen.
     progress_at: std::time::Instant,
 }
+
+/// How many reads from a partition's start must jump past the expected offset before
+/// the feed passes over it as a gap (in a log rewritten under it).
+pub const GAP_AFTER_STARTS: u32 = 3;
 
 /// What to do with a partition's next message (see [`PartitionState::step`]).
 #[derive(Debug, Clone, PartialEq)]
@@ -177,21 +181,24 @@ impl PartitionState {
         PartitionState {
             expected,
             retreats: 0,
-            from_start: false,
+            starts: 0,
             progress_at: now,
         }
     }
 
     /// Decides on the partition's next message, at `offset`. A jump is sought back
-    /// from (64, then 128, 256, ... before the expected offset) until a seek reaches
-    /// the partition's start; a jump after that is a gap in the log, passed over, so
+    /// from (64, then 128, 256, ... before the expected offset). In a log `rewritten`
+    /// under the feed (it moved backwards, or the broker was unreachable), a jump after
+    /// [`GAP_AFTER_STARTS`] reads from the partition's start is a gap, passed over, so
     /// that a log with offsets missing cannot hold the partition forever. (A tansu 0.6
     /// restarted over a log it had written blind leaves its old batch objects beside
     /// the new ones, and a fetch hands both out: measured in the chaos run, where one
-    /// partition sought back to 0 for nine minutes after offset 45.)
-    pub fn step(&mut self, offset: i64, now: std::time::Instant) -> Step {
+    /// partition sought back to 0 for nine minutes after offset 45.) Elsewhere the
+    /// log has no gaps, and a jump is always sought back from: the crash test saw a
+    /// read from the start jump twice before it delivered the offset.
+    pub fn step(&mut self, offset: i64, now: std::time::Instant, rewritten: bool) -> Step {
         match self.expected {
-            Some(want) if offset > want && self.from_start => {
+            Some(want) if offset > want && rewritten && self.starts >= GAP_AFTER_STARTS => {
                 self.continue_at(offset, now);
                 Step::Gap {
                     missing: want..offset,
@@ -214,7 +221,9 @@ impl PartitionState {
         self.retreats += 1;
         self.progress_at = now;
         let to = (want - back).max(0);
-        self.from_start = to == 0;
+        if to == 0 {
+            self.starts += 1;
+        }
         to
     }
 
@@ -222,13 +231,13 @@ impl PartitionState {
     fn restart_at(&mut self, start: i64, now: std::time::Instant) {
         self.expected = Some(start);
         self.retreats = 0;
-        self.from_start = start == 0;
+        self.starts = u32::from(start == 0);
         self.progress_at = now;
     }
 
     fn continue_at(&mut self, offset: i64, now: std::time::Instant) {
         self.retreats = 0;
-        self.from_start = false;
+        self.starts = 0;
         self.expected = Some(offset + 1);
         self.progress_at = now;
     }
@@ -576,7 +585,9 @@ impl Feed {
         self.rereading.insert(partition, start);
         if let Some(state) = self.partitions.get_mut(&partition) {
             state.restart_at(start, std::time::Instant::now());
-            state.from_start &= sought.is_ok();
+            if sought.is_err() {
+                state.starts = 0;
+            }
         }
         self.recoveries += 1;
     }
@@ -653,7 +664,7 @@ impl Feed {
         ) {
             tracing::warn!(error = %e, "seek failed; the partition's next owner resumes from its commit");
             // Not read from there: a jump that follows is no proof of a gap.
-            self.state(partition).from_start = false;
+            self.state(partition).starts = 0;
         }
     }
 
@@ -666,9 +677,10 @@ impl Feed {
             if halted.contains(&m.partition()) {
                 continue;
             }
+            let rewritten = self.rereading.contains_key(&m.partition());
             let state = self.state(m.partition());
             let want = state.expected.unwrap_or_default();
-            match state.step(m.offset(), std::time::Instant::now()) {
+            match state.step(m.offset(), std::time::Instant::now(), rewritten) {
                 Step::Retreat { to } => {
                     self.seek_back(m.partition(), want, to, "jump");
                     halted.insert(m.partition());
@@ -953,31 +965,44 @@ mod tests {
     fn a_partition_continues_drops_what_it_processed_and_seeks_back_further_each_jump() {
         let t = Instant::now();
         let mut p = PartitionState::new(Some(300), t);
-        assert_eq!(p.step(299, t), Step::Processed);
-        assert_eq!(p.step(300, t), Step::Keep);
-        assert_eq!(p.step(302, t), Step::Retreat { to: 301 - 64 });
-        assert_eq!(p.step(305, t), Step::Retreat { to: 301 - 128 });
-        assert_eq!(p.step(250, t), Step::Processed);
+        assert_eq!(p.step(299, t, false), Step::Processed);
+        assert_eq!(p.step(300, t, false), Step::Keep);
+        assert_eq!(p.step(302, t, false), Step::Retreat { to: 301 - 64 });
+        assert_eq!(p.step(305, t, false), Step::Retreat { to: 301 - 128 });
+        assert_eq!(p.step(250, t, false), Step::Processed);
         // The missing offset came: the next jump starts from 64 again.
-        assert_eq!(p.step(301, t), Step::Keep);
-        assert_eq!(p.step(310, t), Step::Retreat { to: 302 - 64 });
+        assert_eq!(p.step(301, t, false), Step::Keep);
+        assert_eq!(p.step(310, t, false), Step::Retreat { to: 302 - 64 });
     }
 
     #[test]
-    fn a_jump_after_a_read_from_the_start_is_a_gap_passed_over() {
+    fn a_jump_after_reads_from_the_start_of_a_rewritten_log_is_a_gap_passed_over() {
         // The chaos run's case: offset 45 is in no batch the broker hands out.
         let t = Instant::now();
         let mut p = PartitionState::new(Some(45), t);
-        assert_eq!(p.step(47, t), Step::Retreat { to: 0 });
-        for offset in 0..45 {
-            assert_eq!(p.step(offset, t), Step::Processed);
+        for _ in 0..GAP_AFTER_STARTS {
+            assert_eq!(p.step(47, t, true), Step::Retreat { to: 0 });
+            for offset in 0..45 {
+                assert_eq!(p.step(offset, t, true), Step::Processed);
+            }
         }
-        assert_eq!(p.step(46, t), Step::Gap { missing: 45..46 });
-        assert_eq!(p.step(47, t), Step::Keep);
-        // A jump from a read that did not reach the start is still sought back.
+        assert_eq!(p.step(46, t, true), Step::Gap { missing: 45..46 });
+        assert_eq!(p.step(47, t, true), Step::Keep);
+        // A jump from reads that did not reach the start is still sought back.
         let mut p = PartitionState::new(Some(1000), t);
-        assert_eq!(p.step(1001, t), Step::Retreat { to: 1000 - 64 });
-        assert_eq!(p.step(1002, t), Step::Retreat { to: 1000 - 128 });
+        assert_eq!(p.step(1001, t, true), Step::Retreat { to: 1000 - 64 });
+        assert_eq!(p.step(1002, t, true), Step::Retreat { to: 1000 - 128 });
+    }
+
+    #[test]
+    fn a_log_never_rewritten_has_no_gaps_however_often_a_jump_repeats() {
+        // The crash test's case: a read from the start jumped twice, then delivered.
+        let t = Instant::now();
+        let mut p = PartitionState::new(Some(2), t);
+        for _ in 0..10 * GAP_AFTER_STARTS {
+            assert_eq!(p.step(8, t, false), Step::Retreat { to: 0 });
+        }
+        assert_eq!(p.step(2, t, false), Step::Keep);
     }
 
     #[test]
@@ -986,8 +1011,11 @@ mod tests {
         let t = Instant::now();
         let mut p = PartitionState::new(Some(500), t);
         p.restart_at(0, t);
-        assert_eq!(p.step(120, t), Step::Gap { missing: 0..120 });
-        assert_eq!(p.step(121, t), Step::Keep);
+        for _ in 1..GAP_AFTER_STARTS {
+            assert_eq!(p.step(120, t, true), Step::Retreat { to: 0 });
+        }
+        assert_eq!(p.step(120, t, true), Step::Gap { missing: 0..120 });
+        assert_eq!(p.step(121, t, true), Step::Keep);
     }
 
     #[test]

@@ -688,10 +688,14 @@ fn spawn_env(
         "judge" => env!("CARGO_BIN_EXE_proctor-judge"),
         _ => env!("CARGO_BIN_EXE_proctor-publish"),
     };
+    // One file per process started, so that the lines of two workers of a kind (or of
+    // a killed one and its successor) are told apart in a post-mortem.
+    static STARTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
-        .open(logs.join(format!("{name}.log")))
+        .open(logs.join(format!("{name}.{n}.log")))
         .unwrap();
     let mut cmd = match starved {
         None => std::process::Command::new(exe),
@@ -733,7 +737,8 @@ async fn crash_kill_9_workers_at_random_and_every_job_counts_exactly_once() {
     }
     assert_eq!(pop.expected.len(), total);
 
-    // Kept after the run for post-mortems: target/crash-logs/<run id>/<worker>.log.
+    // Kept after the run for post-mortems: target/crash-logs/<run id>/<worker>.<n>.log,
+    // one per process started.
     let logs = support::repo().join("target/crash-logs").join(&h.run_id);
     std::fs::create_dir_all(&logs).unwrap();
     let mut children: Vec<Child> = ["screen", "screen", "rerun", "judge", "publish"]

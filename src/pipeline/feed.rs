@@ -31,7 +31,7 @@ use crate::kafka::{self, Backoff};
 /// (64, then 128, 256, ... earlier, until a fetch covers it), messages before the
 /// expected offset are dropped as already processed, and the event is logged. In a log
 /// rewritten under the feed, a jump that persists over reads from the partition's
-/// start is a gap, passed over and counted ([`PartitionState::step`]).
+/// start is a gap, passed over and counted (`PartitionState::step`).
 ///
 /// With the same setting it also guards against a group that orphans partitions. tansu 0.6 drops a member
 /// that misses its heartbeats from the group but, when a heartbeat rather than a join
@@ -72,13 +72,20 @@ pub struct Feed {
     /// still to be read again.
     rereading: std::collections::HashMap<i32, i64>,
     /// Each partition read again since its log moved backwards, with its end then. An
-    /// end still below the consumer's position, but no lower than then, is the same
-    /// rewind: a restarted tansu hands out its old batch objects whole, past its new
-    /// end, so the position can stay above the end until new records pass it (measured
-    /// in the chaos run: a partition read again every 10 s for six minutes).
+    /// end still below the consumer's position, and the same as then, is the same
+    /// rewind (an end that moved, even up, may hide new records below the position): a
+    /// restarted tansu hands out its old batch objects whole, past its new end, so the
+    /// position can stay above the end until new records pass it (measured in the
+    /// chaos run: a partition read again every 10 s for six minutes). Kept while the
+    /// partition is assigned away: when it comes back after a rebalance, the group's
+    /// commit is where the re-read's old batches left it, above the same end, and
+    /// reading it again would find nothing new (the likely cause of the chaos run's
+    /// "below the group's commit 39" at end 32, nine times).
     reread_at: std::collections::HashMap<i32, i64>,
     /// Whether every broker connection went down since the last batch.
     broker_lost: bool,
+    /// The assigned partitions of `topic` at the last look, sorted: a change is logged.
+    assignment: Vec<i32>,
 }
 
 /// What the feed remembers of a partition's end between two looks at librdkafka's
@@ -142,8 +149,9 @@ pub fn moved_backwards(end: i64, next: i64) -> bool {
 /// How often the feed reports its consumer lag.
 const LAG_EVERY: Duration = Duration::from_secs(10);
 
+/// What the feed knows of one assigned partition's progress.
 #[derive(Debug)]
-pub struct PartitionState {
+struct PartitionState {
     /// The next offset to process: after the last message handed out, or at first the
     /// committed offset. `None` while the group has no commit for the partition.
     expected: Option<i64>,
@@ -158,11 +166,11 @@ pub struct PartitionState {
 
 /// How many reads from a partition's start must jump past the expected offset before
 /// the feed passes over it as a gap (in a log rewritten under it).
-pub const GAP_AFTER_STARTS: u32 = 3;
+const GAP_AFTER_STARTS: u32 = 3;
 
 /// What to do with a partition's next message (see [`PartitionState::step`]).
 #[derive(Debug, Clone, PartialEq)]
-pub enum Step {
+enum Step {
     /// It continues the partition: hand it out.
     Keep,
     /// It is before the expected offset: processed already, dropped.
@@ -177,7 +185,7 @@ pub enum Step {
 
 impl PartitionState {
     /// A partition to be continued at `expected`.
-    pub fn new(expected: Option<i64>, now: std::time::Instant) -> PartitionState {
+    fn new(expected: Option<i64>, now: std::time::Instant) -> PartitionState {
         PartitionState {
             expected,
             retreats: 0,
@@ -196,7 +204,7 @@ impl PartitionState {
     /// partition sought back to 0 for nine minutes after offset 45.) Elsewhere the
     /// log has no gaps, and a jump is always sought back from: the crash test saw a
     /// read from the start jump twice before it delivered the offset.
-    pub fn step(&mut self, offset: i64, now: std::time::Instant, rewritten: bool) -> Step {
+    fn step(&mut self, offset: i64, now: std::time::Instant, rewritten: bool) -> Step {
         match self.expected {
             Some(want) if offset > want && rewritten && self.starts >= GAP_AFTER_STARTS => {
                 self.continue_at(offset, now);
@@ -288,6 +296,7 @@ impl Feed {
             rereading: Default::default(),
             reread_at: Default::default(),
             broker_lost: false,
+            assignment: Vec::new(),
         })
     }
 
@@ -322,8 +331,9 @@ impl Feed {
         let wait = wait.min(WATCH_EVERY);
         let guarded = self.kafka.compat == crate::settings::KafkaCompat::Tansu06;
         if !guarded {
-            let batch = next_batch(ctx, &self.consumer, max, wait, &mut self.broker_lost).await?;
-            self.broker_lost = false;
+            // Against Kafka an outage loses nothing: whether every broker was down
+            // does not matter.
+            let batch = next_batch(ctx, &self.consumer, max, wait).await?.messages;
             self.handed_out(&batch);
             if !batch.is_empty() {
                 self.watch_ends(ctx);
@@ -337,7 +347,9 @@ impl Feed {
                 self.rejoin();
             }
         }
-        let batch = next_batch(ctx, &self.consumer, max, wait, &mut self.broker_lost).await?;
+        let fetched = next_batch(ctx, &self.consumer, max, wait).await?;
+        self.broker_lost |= fetched.broker_lost;
+        let batch = fetched.messages;
         if batch.is_empty() {
             return Ok(batch);
         }
@@ -403,12 +415,22 @@ impl Feed {
     /// reads again, from its start, each one whose end stayed down. No request to the
     /// broker.
     fn watch_ends(&mut self, ctx: &Context) {
-        let Some(assigned) = self.assigned() else {
+        let Some(mut assigned) = self.assigned() else {
             return;
         };
+        assigned.sort_unstable();
+        if assigned != self.assignment {
+            // What a post-mortem of a recovery needs first: which member read what.
+            tracing::info!(
+                topic = %self.topic,
+                partitions = ?assigned,
+                before = ?self.assignment,
+                "assigned partitions changed"
+            );
+            self.assignment = assigned.clone();
+        }
         self.ends.retain(|p, _| assigned.contains(p));
         self.rereading.retain(|p, _| assigned.contains(p));
-        self.reread_at.retain(|p, _| assigned.contains(p));
         let now = std::time::Instant::now();
         for partition in assigned {
             let Some(end) = cached_high_watermark(&self.consumer, &self.topic, partition) else {
@@ -573,23 +595,33 @@ impl Feed {
         if let Err(e) = stored {
             tracing::error!(error = %e, partition, "cannot commit the partition's start; the seek alone re-reads it");
         }
-        let sought = self.consumer.seek(
-            &self.topic,
-            partition,
-            rdkafka::Offset::Offset(start),
-            Duration::from_secs(10),
-        );
-        if let Err(e) = &sought {
-            tracing::error!(error = %e, partition, "cannot seek to the partition's start; its next owner reads from the commit");
-        }
         self.rereading.insert(partition, start);
         if let Some(state) = self.partitions.get_mut(&partition) {
             state.restart_at(start, std::time::Instant::now());
-            if sought.is_err() {
-                state.starts = 0;
-            }
+        }
+        if let Err(e) = self.seek(partition, start) {
+            tracing::error!(error = %e, partition, "cannot seek to the partition's start; its next owner reads from the commit");
         }
         self.recoveries += 1;
+    }
+
+    /// Seeks the partition to `to`. When the seek fails, the partition is not read
+    /// from there, so a jump that follows is no proof of a gap: its reads from the
+    /// start are forgotten.
+    fn seek(&mut self, partition: i32, to: i64) -> Result<(), rdkafka::error::KafkaError> {
+        let sought = rdkafka::consumer::Consumer::seek(
+            &self.consumer,
+            &self.topic,
+            partition,
+            rdkafka::Offset::Offset(to),
+            Duration::from_secs(10),
+        );
+        if sought.is_err()
+            && let Some(state) = self.partitions.get_mut(&partition)
+        {
+            state.starts = 0;
+        }
+        sought
     }
 
     /// Stores the offsets of a processed batch and commits them at once, without
@@ -655,16 +687,8 @@ impl Feed {
             why,
             "the broker skipped offsets; seeking back"
         );
-        if let Err(e) = rdkafka::consumer::Consumer::seek(
-            &self.consumer,
-            &self.topic,
-            partition,
-            rdkafka::Offset::Offset(to),
-            Duration::from_secs(10),
-        ) {
+        if let Err(e) = self.seek(partition, to) {
             tracing::warn!(error = %e, "seek failed; the partition's next owner resumes from its commit");
-            // Not read from there: a jump that follows is no proof of a gap.
-            self.state(partition).starts = 0;
         }
     }
 
@@ -867,32 +891,41 @@ fn cached_high_watermark(consumer: &kafka::Consumer, topic: &str, partition: i32
         .then_some(high)
 }
 
+/// What one wait on the consumer brought.
+struct Fetched {
+    /// Up to the batch's `max` messages; none when nothing came within the idle wait.
+    messages: Vec<OwnedMessage>,
+    /// Whether every broker connection went down while waiting.
+    broker_lost: bool,
+}
+
 /// Waits up to `idle` for a first message, then takes more for up to the batch wait or
-/// until `max` are held. An empty batch means nothing came within `idle`. Consumer
-/// errors (a broker that is down) are logged and waited out.
-/// Sets `broker_lost` when every broker connection went down meanwhile.
-pub async fn next_batch(
+/// until `max` are held. Consumer errors (a broker that is down) are logged and waited
+/// out.
+async fn next_batch(
     ctx: &Context,
     consumer: &kafka::Consumer,
     max: usize,
     idle: Duration,
-    broker_lost: &mut bool,
-) -> Result<Vec<OwnedMessage>, Stopped> {
+) -> Result<Fetched, Stopped> {
     let p = &ctx.settings.pipeline;
     let mut stop = ctx.shutdown.clone();
     let mut backoff = Backoff::new(ctx.max_backoff());
     let idle_until = tokio::time::Instant::now() + idle;
+    let mut broker_lost = false;
     let first = loop {
         let got: Result<BorrowedMessage<'_>, _> = tokio::select! {
             m = consumer.recv() => m,
-            _ = tokio::time::sleep_until(idle_until) => return Ok(Vec::new()),
+            _ = tokio::time::sleep_until(idle_until) => {
+                return Ok(Fetched { messages: Vec::new(), broker_lost });
+            }
             _ = stop.wait() => return Err(Stopped),
         };
         match got {
             Ok(m) => break m.detach(),
             Err(e) => {
                 tracing::warn!(error = %e, "consumer error");
-                *broker_lost |= e.rdkafka_error_code()
+                broker_lost |= e.rdkafka_error_code()
                     == Some(rdkafka::types::RDKafkaErrorCode::AllBrokersDown);
                 ctx.health.degraded(&format!("kafka: {e}"));
                 ctx.idle(backoff.delay()).await?;
@@ -911,7 +944,10 @@ pub async fn next_batch(
             Err(_) => break,
         }
     }
-    Ok(batch)
+    Ok(Fetched {
+        messages: batch,
+        broker_lost,
+    })
 }
 
 #[cfg(test)]

@@ -37,6 +37,12 @@ pub const MAX_HARDWARE_BYTES: usize = 256;
 /// The longest `metrics.miner_version` string, in bytes.
 pub const MAX_MINER_VERSION_BYTES: usize = 64;
 
+/// The most entries of `input.stop` (the miner sends four).
+pub const MAX_STOP_WORDS: usize = 16;
+
+/// The longest entry of `input.stop`, in bytes.
+pub const MAX_STOP_WORD_BYTES: usize = 64;
+
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum RecordError {
     /// The bytes are not JSON, or the JSON is not a job record.
@@ -146,42 +152,60 @@ pub struct Message {
     pub content: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LlmInput {
+    /// The chat as the job service meant it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub messages: Option<Vec<Message>>,
+    /// A completion prompt (`/v1/completions`), not a chat.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prompt: Option<String>,
+    /// The job's encoded `prompt` string exactly as the job service sent it to the miner
+    /// (`model_input.LLM.prompt`). The miner decodes it into the messages its server
+    /// sees (`crate::llm::miner`), so the reference scores those, quirks and all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raw_prompt: Option<String>,
     pub temperature: f64,
     pub max_tokens: u32,
+    /// `-1` asks for no seed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seed: Option<i64>,
+    /// Whether the job asked for a streamed answer (`use_stream`): the miner re-chunks
+    /// a stream and appends a space after its last piece.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub use_stream: Option<bool>,
+    /// The stop words the miner sent its server; absent, the miner's own four.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop: Option<Vec<String>>,
 }
 
 impl LlmInput {
-    /// The text a canary is matched on: the plain prompt, or the last user message.
+    /// The text a canary is matched on: the plain prompt, the last user message, or
+    /// the raw prompt of a chat that came without its messages.
     pub fn probe_text(&self) -> &str {
         if let Some(p) = &self.prompt {
             return p;
         }
-        self.messages
-            .iter()
-            .flatten()
-            .rev()
-            .find(|m| m.role == Role::User)
-            .map_or("", |m| m.content.as_str())
+        match &self.messages {
+            Some(messages) => messages
+                .iter()
+                .rev()
+                .find(|m| m.role == Role::User)
+                .map_or("", |m| m.content.as_str()),
+            None => self.raw_prompt.as_deref().unwrap_or(""),
+        }
     }
 
-    /// Every character of input the model had to read, for token estimates.
+    /// Every character of input the model had to read, for token estimates: the
+    /// messages, else the raw prompt they were encoded in, and a completion prompt.
     pub fn input_chars(&self) -> usize {
-        let msgs: usize = self
-            .messages
-            .iter()
-            .flatten()
-            .map(|m| m.content.chars().count())
-            .sum();
-        msgs + self.prompt.as_deref().map_or(0, |p| p.chars().count())
+        let chat = match (&self.messages, &self.raw_prompt) {
+            (Some(msgs), _) => msgs.iter().map(|m| m.content.chars().count()).sum(),
+            (None, Some(raw)) => raw.chars().count(),
+            (None, None) => 0,
+        };
+        chat + self.prompt.as_deref().map_or(0, |p| p.chars().count())
     }
 }
 
@@ -405,17 +429,32 @@ impl JobRecord {
                 }
             }
             Job::Llm { input, output } => {
-                match (&input.messages, &input.prompt) {
-                    (Some(_), Some(_)) | (None, None) => {
+                let chat = input.messages.is_some() || input.raw_prompt.is_some();
+                if chat == input.prompt.is_some() {
+                    return Err(invalid(
+                        "input.messages",
+                        "exactly one of a chat (input.messages, input.raw_prompt or both) and input.prompt is required",
+                    ));
+                }
+                if input.messages.as_ref().is_some_and(Vec::is_empty) {
+                    return Err(invalid("input.messages", "is empty"));
+                }
+                if let Some(stop) = &input.stop {
+                    if stop.len() > MAX_STOP_WORDS {
                         return Err(invalid(
-                            "input.messages",
-                            "exactly one of input.messages and input.prompt is required",
+                            "input.stop",
+                            format!("more than {MAX_STOP_WORDS} stop words"),
                         ));
                     }
-                    (Some(msgs), None) if msgs.is_empty() => {
-                        return Err(invalid("input.messages", "is empty"));
+                    if stop
+                        .iter()
+                        .any(|w| w.is_empty() || w.len() > MAX_STOP_WORD_BYTES)
+                    {
+                        return Err(invalid(
+                            "input.stop",
+                            format!("every stop word must be 1 to {MAX_STOP_WORD_BYTES} bytes"),
+                        ));
                     }
-                    _ => {}
                 }
                 if !input.temperature.is_finite() || !(0.0..=2.0).contains(&input.temperature) {
                     return Err(invalid("input.temperature", "expected 0 to 2"));

@@ -15,10 +15,11 @@ fn validator() -> jsonschema::Validator {
     jsonschema::validator_for(&docs("job-record.schema.json")).unwrap()
 }
 
-const EXAMPLES: [&str; 3] = [
+const EXAMPLES: [&str; 4] = [
     "job-record-sd.json",
     "job-record-llm.json",
     "job-record-llm-text-key.json",
+    "job-record-llm-miner.json",
 ];
 
 #[test]
@@ -68,6 +69,26 @@ fn schema_and_parser_refuse_the_same_broken_records() {
     });
     with("both prompt and messages", &llm, &|r| {
         r["input"]["prompt"] = json!("x")
+    });
+    with("both prompt and raw_prompt", &llm, &|r| {
+        r["input"].as_object_mut().unwrap().remove("messages");
+        r["input"]["raw_prompt"] = json!("[]");
+        r["input"]["prompt"] = json!("x")
+    });
+    with("neither prompt nor a chat", &llm, &|r| {
+        r["input"].as_object_mut().unwrap().remove("messages");
+    });
+    with("too many stop words", &llm, &|r| {
+        r["input"]["stop"] = json!(vec!["x"; 17])
+    });
+    with("an empty stop word", &llm, &|r| {
+        r["input"]["stop"] = json!([""])
+    });
+    with("a stop word over 64 bytes", &llm, &|r| {
+        r["input"]["stop"] = json!(["x".repeat(65)])
+    });
+    with("use_stream not a boolean", &llm, &|r| {
+        r["input"]["use_stream"] = json!("yes")
     });
     with("neither text nor text_key", &llm, &|r| {
         r["output"] = json!({})

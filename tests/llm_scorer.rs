@@ -51,6 +51,7 @@ fn jobs(temperature: f64) -> Vec<LlmInput> {
                 temperature,
                 max_tokens: 48,
                 seed: Some(1000 + i as i64),
+                ..Default::default()
             }
         })
         .collect()

@@ -1089,6 +1089,7 @@ async fn rerun_scores_llm_jobs_in_process_and_over_http_alike() {
             temperature: 0.7,
             max_tokens: 48,
             seed: Some(i as i64),
+            ..Default::default()
         };
         let honest = miner
             .generate(
@@ -1327,6 +1328,7 @@ async fn a_substituted_model_is_slashed_through_the_suspect_panel_and_honest_min
                     temperature: [0.5, 0.7, 1.0][j % 3],
                     max_tokens: 64,
                     seed: Some((100 * m + j) as i64),
+                    ..Default::default()
                 }
             })
             .collect();

@@ -88,6 +88,7 @@ fn job(words: &str) -> LlmInput {
         temperature: 0.7,
         max_tokens: 40,
         seed: Some(11),
+        ..Default::default()
     }
 }
 

@@ -154,6 +154,7 @@ fn jobs(
                 temperature: temperatures[rng.random_range(0..temperatures.len())],
                 max_tokens,
                 seed: Some(rng.random_range(0..i64::MAX)),
+                ..Default::default()
             }
         })
         .collect()
@@ -725,6 +726,7 @@ mod tests {
                 temperature: 1.0,
                 max_tokens: 4,
                 seed: None,
+                ..Default::default()
             },
             text: String::new(),
             scores: None,

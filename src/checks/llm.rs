@@ -627,6 +627,7 @@ mod tests {
             temperature,
             max_tokens,
             seed: None,
+            ..Default::default()
         }
     }
 

@@ -11,6 +11,7 @@
 //! [`Scorer::generate`] samples as vLLM does (temperature, seed), for `proctor
 //! serve-reference` and for simulating miners against the fixture model.
 
+pub mod miner;
 pub mod model;
 pub mod panel;
 pub mod serve;

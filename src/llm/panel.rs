@@ -341,6 +341,7 @@ pub fn empty_request(reference: &Scorer) -> Vec<u32> {
         temperature: 1.0,
         max_tokens: 1,
         seed: None,
+        ..Default::default()
     };
     reference
         .prompter

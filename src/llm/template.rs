@@ -187,6 +187,7 @@ mod tests {
             temperature: 0.0,
             max_tokens: 1,
             seed: None,
+            ..Default::default()
         };
         let ids = p.prompt_ids(&input).unwrap();
         let bos = p.tokenizer.token_to_id("<|begin_of_text|>").unwrap();

@@ -372,6 +372,7 @@ impl Gen {
             tokens,
             end_eos_logprob: (0.9f64).ln(),
             end_top_logprob: (0.9f64).ln(),
+            end_stop_logprob: None,
             panel: Vec::new(),
         }
     }

@@ -177,6 +177,7 @@ async fn generation_over_http_reproduces_a_seeded_sample() {
         prompt_logprobs: None,
         proctor_temperature: None,
         proctor_panel_from: None,
+        proctor_stop: None,
     };
     let resp: CompletionResponse = reqwest::Client::new()
         .post(format!("{url}/v1/completions"))
@@ -575,7 +576,14 @@ async fn plain_vllm() -> StandIn {
 #[tokio::test(flavor = "multi_thread")]
 async fn serve_reference_gives_the_sampling_moments_and_a_plain_vllm_says_it_cannot() {
     let local = scorer();
-    let input = job("Alice was beginning to get very tired");
+    let mut input = job("Alice was beginning to get very tired");
+    // The network miner's stop words: the end's stop-word probability comes back too.
+    input.stop = Some(
+        proctor::llm::miner::STOP_WORDS
+            .iter()
+            .map(|w| (*w).to_owned())
+            .collect(),
+    );
     let text = sample(&local, &input, 3);
     let want = local
         .score(ScoreJob {
@@ -640,11 +648,17 @@ async fn serve_reference_gives_the_sampling_moments_and_a_plain_vllm_says_it_can
         assert!((g.eos_logprob - w.eos_logprob).abs() < 1e-5);
     }
     assert!((got.end_eos_logprob - want.end_eos_logprob).abs() < 1e-5);
+    let (g, w) = (
+        got.end_stop_logprob.unwrap(),
+        want.end_stop_logprob.unwrap(),
+    );
+    assert!((g - w).abs() < 1e-5, "{g} against {w}");
     let likelihood = v.outcome(CheckId::LlmLikelihood).unwrap();
     assert_ne!(likelihood.status(), Status::Inconclusive, "{likelihood:?}");
     // vLLM: no moments, and the check says so instead of judging.
     let (got, v) = &verdicts[1];
     assert!(got.tokens.iter().all(|t| t.tempered.is_none()));
+    assert_eq!(got.end_stop_logprob, None);
     let likelihood = v.outcome(CheckId::LlmLikelihood).unwrap();
     assert_eq!(likelihood.status(), Status::Inconclusive);
     assert!(

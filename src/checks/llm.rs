@@ -32,6 +32,13 @@ pub struct TokenScores {
     pub end_eos_logprob: f64,
     /// Log-probability of the likeliest token at that position.
     pub end_top_logprob: f64,
+    /// Log-probability, under the job's sampling distribution (the reference at the
+    /// job's temperature; untempered for greedy jobs), that the token after the text
+    /// begins one of the job's stop words ([`crate::llm::miner::could_start_stop`]):
+    /// the server would then have cut the text there, an honest end. Absent where the
+    /// job has no stop words, or the scorer cannot give it (vLLM's top-k logprobs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_stop_logprob: Option<f64>,
     /// Each suspect of the panel against the reference over the text
     /// ([`crate::llm::panel`]): sampled jobs scored in process only.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -99,7 +106,10 @@ impl TokenScores {
             );
         }
         let lp_ok = |lp: f64| lp.is_finite() && lp <= 1e-9;
-        if !lp_ok(self.end_eos_logprob) || !lp_ok(self.end_top_logprob) {
+        if !lp_ok(self.end_eos_logprob)
+            || !lp_ok(self.end_top_logprob)
+            || !self.end_stop_logprob.is_none_or(lp_ok)
+        {
             return Some("reference scores have an invalid end logprob".into());
         }
         for (i, t) in self.tokens.iter().enumerate() {
@@ -317,28 +327,69 @@ fn eos_skipped(scores: &TokenScores, temperature: f64, rules: &LlmRules) -> Outc
     }
 }
 
-/// When the text ended before `max_tokens`, EOS must have been plausible at its end.
+/// Re-tokenizing a text can merge tokens its sampler drew apart: a text cut at
+/// `max_tokens` comes back at least this many tokens short of it (besides the rules'
+/// share), and is still a length end.
+const MIN_RETOKENIZE_SLACK: usize = 2;
+
+/// When the text ended before `max_tokens`, ending must have been plausible there:
+/// EOS, or a stop word the server cuts off. The miner reports neither its token count
+/// nor its finish reason, so "before `max_tokens`" allows for re-tokenization, and an
+/// end where a stop word may have begun inside a token is not judged.
 fn early_end(scores: &TokenScores, input: &LlmInput, rules: &LlmRules) -> Outcome {
     let n = scores.tokens.len();
-    if n >= input.max_tokens as usize {
-        return Outcome::pass(serde_json::json!({"finish": "length", "tokens": n}));
+    let max = input.max_tokens as usize;
+    let slack =
+        ((max as f64 * rules.early_end_length_slack).ceil() as usize).max(MIN_RETOKENIZE_SLACK);
+    if n + slack >= max {
+        return Outcome::pass(serde_json::json!({
+            "finish": "length",
+            "tokens": n,
+            "max_tokens": max,
+            "retokenize_slack": slack,
+        }));
+    }
+    let stop = input.stop.as_deref().unwrap_or_default();
+    let p_stop = match (stop.is_empty(), scores.end_stop_logprob) {
+        (true, _) => 0.0,
+        (false, Some(lp)) => lp.exp(),
+        (false, None) => {
+            return Outcome::inconclusive(
+                "the job has stop words and the reference gives no probability of one at the text's end",
+            );
+        }
+    };
+    // " [End]" is cut to " ": the reference's last row follows a token the model never
+    // chose, and says nothing about how likely the cut was.
+    if !stop.is_empty()
+        && scores
+            .tokens
+            .last()
+            .is_some_and(|t| t.text.ends_with(char::is_whitespace))
+    {
+        return Outcome::inconclusive(
+            "the text ends in whitespace, where a stop word may have begun inside a token",
+        );
     }
     let t = input.temperature;
     let p_eos = scores.end_eos_logprob.exp();
-    // An upper bound on the probability of sampling EOS there at temperature t.
-    let bound = if t <= 1.0 {
+    // An upper bound on the probability of sampling EOS there at temperature t; the
+    // stop-word probability is already at the job's temperature.
+    let eos_bound = if t <= 1.0 {
         (scores.end_eos_logprob - scores.end_top_logprob)
             .exp()
             .min(1.0)
     } else {
         p_eos.powf(1.0 / t)
     };
+    let bound = (eos_bound + p_stop).min(1.0);
     let details = serde_json::json!({
         "finish": "stop",
         "tokens": n,
         "max_tokens": input.max_tokens,
         "eos_prob": p_eos,
-        "eos_prob_bound_at_temperature": bound,
+        "stop_word_prob": p_stop,
+        "end_prob_bound_at_temperature": bound,
         "max_probability": rules.early_end_max_probability,
     });
     if bound < rules.early_end_max_probability {
@@ -663,6 +714,7 @@ mod tests {
                 .collect(),
             end_eos_logprob: -0.1,
             end_top_logprob: -0.1,
+            end_stop_logprob: None,
             panel: Vec::new(),
         }
     }
@@ -766,6 +818,89 @@ mod tests {
         assert_eq!(status(&out, CheckId::LlmEarlyEnd), Status::Fail);
         let out = check(&s, &input(0.7, 30), None, &rules());
         assert_eq!(status(&out, CheckId::LlmEarlyEnd), Status::Pass);
+    }
+
+    #[test]
+    fn a_text_a_few_tokens_short_of_max_tokens_may_have_been_cut_there() {
+        // Re-tokenized, a text cut at max_tokens can come back a token or two shorter:
+        // the miner reports no token count, so that is a length end, not an early one.
+        let mut s = scores(&[(1, -0.1, -12.0); 98], -0.1);
+        s.end_eos_logprob = -15.0;
+        for (max_tokens, want) in [
+            (100, Status::Pass),
+            (104, Status::Pass),
+            (105, Status::Fail),
+        ] {
+            let out = check(&s, &input(0.7, max_tokens), None, &rules());
+            assert_eq!(status(&out, CheckId::LlmEarlyEnd), want, "{max_tokens}");
+        }
+        // At least 2 tokens, however small max_tokens is.
+        let mut short = scores(&[(1, -0.1, -12.0); 8], -0.1);
+        short.end_eos_logprob = -15.0;
+        assert_eq!(
+            status(
+                &check(&short, &input(0.7, 10), None, &rules()),
+                CheckId::LlmEarlyEnd
+            ),
+            Status::Pass
+        );
+        assert_eq!(
+            status(
+                &check(&short, &input(0.7, 11), None, &rules()),
+                CheckId::LlmEarlyEnd
+            ),
+            Status::Fail
+        );
+    }
+
+    fn with_stop(mut input: LlmInput) -> LlmInput {
+        input.stop = Some(vec!["[End]".into(), "<|im_end|>".into()]);
+        input
+    }
+
+    #[test]
+    fn a_text_cut_at_a_stop_word_is_an_honest_end() {
+        let mut s = scores(&[(1, -0.1, -12.0); 30], -0.1);
+        s.end_eos_logprob = -15.0;
+        s.end_top_logprob = -0.05;
+        // Where the next token was likely to begin a stop word, the server cut there.
+        s.end_stop_logprob = Some((0.3f64).ln());
+        let out = check(&s, &with_stop(input(0.7, 100)), None, &rules());
+        assert_eq!(status(&out, CheckId::LlmEarlyEnd), Status::Pass);
+        // Where it was not, the text still stops where ending was implausible.
+        s.end_stop_logprob = Some(-20.0);
+        let out = check(&s, &with_stop(input(0.7, 100)), None, &rules());
+        assert_eq!(status(&out, CheckId::LlmEarlyEnd), Status::Fail);
+        // A job with stop words and no stop-word probability (vLLM's top-k answer) is
+        // not judged: the stop words could have ended it.
+        s.end_stop_logprob = None;
+        let out = check(&s, &with_stop(input(0.7, 100)), None, &rules());
+        assert_eq!(status(&out, CheckId::LlmEarlyEnd), Status::Inconclusive);
+    }
+
+    #[test]
+    fn a_text_ending_in_whitespace_may_have_been_cut_inside_a_token() {
+        // " [End]" is cut to " ": the last row follows a token the model never chose.
+        let mut s = scores(&[(1, -0.1, -12.0); 30], -0.1);
+        s.end_eos_logprob = -15.0;
+        s.end_stop_logprob = Some(-20.0);
+        s.tokens.last_mut().unwrap().text = " ".into();
+        let out = check(&s, &with_stop(input(0.7, 100)), None, &rules());
+        assert_eq!(status(&out, CheckId::LlmEarlyEnd), Status::Inconclusive);
+        // Without stop words there is nothing to cut at, and it is judged.
+        let out = check(&s, &input(0.7, 100), None, &rules());
+        assert_eq!(status(&out, CheckId::LlmEarlyEnd), Status::Fail);
+    }
+
+    #[test]
+    fn a_malformed_stop_word_probability_is_a_problem() {
+        let mut s = scores(&[(1, -0.1, -12.0); 3], -0.1);
+        s.end_stop_logprob = Some(-3.0);
+        assert_eq!(s.problem("text"), None);
+        for bad in [f64::NAN, 0.5, f64::NEG_INFINITY] {
+            s.end_stop_logprob = Some(bad);
+            assert!(s.problem("text").is_some(), "{bad}");
+        }
     }
 
     #[test]

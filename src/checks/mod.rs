@@ -18,6 +18,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::ids::{JobId, MinerId, ModelId};
+use crate::llm::miner;
 use crate::outcome::{CheckId, CheckResult, Outcome};
 use crate::points::{self, Points};
 use crate::record::{Job, JobKind, JobRecord, LlmInput, LlmOutput, SdInput};
@@ -510,8 +511,16 @@ fn evaluate_llm(
     let lr = &rules.checks.llm;
     let text = output_text(output, fetched.output.as_ref(), lr);
     let text_ref = text.as_deref().ok();
+    // The reference scores the job as the miner's server ran it and the text as its
+    // model generated it, not the miner software's wrapping of either.
+    let served = miner::served(
+        record.model_id.as_str(),
+        &record.metrics.miner_version,
+        input,
+    );
+    let generated = text_ref.map(|t| miner::generated_text(t, input.use_stream));
     let scores = fetched.scores.as_ref();
-    let scores_problem = scores.zip(text_ref).and_then(|(s, t)| s.problem(t));
+    let scores_problem = scores.zip(generated).and_then(|(s, t)| s.problem(t));
     let usable_scores = scores.filter(|_| scores_problem.is_none());
 
     // Latency bounds need lower bounds on token counts; points use a typical ratio.
@@ -563,12 +572,16 @@ fn evaluate_llm(
     if let Some(c) = canary::find(rules, record) {
         job.push(CheckId::Canary, canary::check_text(c, &text));
     }
-    match (scores, scores_problem) {
-        (Some(_), Some(problem)) => job.push(CheckId::LlmRank, Outcome::inconclusive(problem)),
-        (Some(s), None) => job
-            .out
-            .extend(llm::check(s, input, output.logprobs.as_deref(), lr)),
-        (None, _) => {
+    match (scores, scores_problem, served) {
+        (Some(_), Some(problem), _) => job.push(CheckId::LlmRank, Outcome::inconclusive(problem)),
+        (Some(_), None, Err(why)) => {
+            job.push(CheckId::LlmRank, Outcome::inconclusive(why.to_string()));
+        }
+        (Some(s), None, Ok(served)) => {
+            job.out
+                .extend(llm::check(s, &served, output.logprobs.as_deref(), lr))
+        }
+        (None, ..) => {
             if let Some(note) = &fetched.reference_note {
                 job.push(CheckId::LlmLikelihood, Outcome::inconclusive(note));
             }

@@ -22,7 +22,7 @@ use std::path::Path;
 
 use candle_core::{D, DType, Device, Tensor};
 
-use crate::checks::llm::{Alternative, Tempered, TokenScore, TokenScores};
+use crate::checks::llm::{Alternative, Tempered, TokenScore, TokenScores, log_mean_exp};
 use crate::record::LlmInput;
 use model::{Llama, Numerics};
 use template::Prompter;
@@ -76,7 +76,13 @@ pub struct Scorer {
     /// The suspects scored beside the reference on sampled jobs ([`panel`]); empty by
     /// default.
     pub panel: panel::Panel,
+    /// The ids of the tokens that could begin a stop word, per stop list seen: nearly
+    /// every job carries the miner's own four, and finding them reads the vocabulary.
+    stop_starters: std::sync::Mutex<Vec<StopStarters>>,
 }
+
+/// A stop list and the ids of the tokens that could begin one of its words.
+type StopStarters = (Vec<String>, std::sync::Arc<[u32]>);
 
 /// One job to score: its input and the miner's text.
 #[derive(Debug, Clone, Copy)]
@@ -125,6 +131,7 @@ impl Scorer {
                 .map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
             top_k: 5,
             panel: panel::Panel::default(),
+            stop_starters: std::sync::Mutex::default(),
         })
     }
 
@@ -307,6 +314,7 @@ impl Scorer {
             })
             .collect();
         let end = rows.last().expect("at least the end row");
+        let end_stop_logprob = self.end_stop_logprob(end, job.input.stop.as_deref(), temperature);
         TokenScores {
             model_id: self.model_id.clone(),
             eos_token_id: eos,
@@ -315,8 +323,48 @@ impl Scorer {
             tokens,
             end_eos_logprob: f64::from(end[eos as usize]),
             end_top_logprob: f64::from(end.iter().copied().fold(f32::NEG_INFINITY, f32::max)),
+            end_stop_logprob,
             panel: Vec::new(),
         }
+    }
+
+    /// [`TokenScores::end_stop_logprob`] from the row after the text: `None` without
+    /// stop words.
+    pub fn end_stop_logprob(
+        &self,
+        end: &[f32],
+        stop: Option<&[String]>,
+        temperature: f64,
+    ) -> Option<f64> {
+        let stop = stop.filter(|s| !s.is_empty())?;
+        Some(mass_logprob(end, &self.stop_starters(stop), temperature))
+    }
+
+    /// The tokens that could begin one of `stop` ([`miner::could_start_stop`]).
+    fn stop_starters(&self, stop: &[String]) -> std::sync::Arc<[u32]> {
+        // A poisoned lock only means another scoring panicked mid-lookup: the list is
+        // still whole, as entries are pushed complete.
+        let mut cache = self
+            .stop_starters
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((_, ids)) = cache.iter().find(|(s, _)| s.as_slice() == stop) {
+            return ids.clone();
+        }
+        let vocab = self.prompter.tokenizer.get_vocab_size(true) as u32;
+        // EOS is counted on its own; where it is a stop word's text (`<|im_end|>`),
+        // counting it again would only loosen the bound.
+        let eos = self.prompter.eos_id;
+        let ids: std::sync::Arc<[u32]> = (0..vocab)
+            .filter(|&id| id != eos && miner::could_start_stop(&self.prompter.token_text(id), stop))
+            .collect();
+        // Jobs name a handful of stop lists; a hostile stream of distinct ones must not
+        // grow this without bound.
+        if cache.len() >= 16 {
+            cache.remove(0);
+        }
+        cache.push((stop.to_vec(), ids.clone()));
+        ids
     }
 
     /// Samples continuations of several prompts together (batch size is one of the
@@ -423,6 +471,26 @@ pub(crate) fn tempered(row: &[f32], temperature: f64, id: u32, eos: u32) -> Opti
 /// How far below its mean a token's tempered log-probability counts in the likelihood
 /// z-score, in standard deviations of that position.
 const FLOOR_SD: f64 = 3.0;
+
+/// The log-probability of the tokens `ids` together under `softmax(row / temperature)`
+/// (`row` a log-softmax row; temperature 0 reads as 1, the greedy job's plain
+/// distribution), floored at -1000 so that an empty set stays a finite number.
+fn mass_logprob(row: &[f32], ids: &[u32], temperature: f64) -> f64 {
+    let t = if temperature > 0.0 { temperature } else { 1.0 };
+    let scaled = |lp: &f32| f64::from(*lp) / t;
+    let some: Vec<f64> = ids
+        .iter()
+        .filter_map(|&i| row.get(i as usize))
+        .map(scaled)
+        .collect();
+    if some.is_empty() {
+        return -1000.0;
+    }
+    // log Σ = log mean + log n, over the set and over the whole row.
+    let log_sum = |xs: &[f64]| log_mean_exp(xs.iter().copied()) + (xs.len() as f64).ln();
+    let all: Vec<f64> = row.iter().map(scaled).collect();
+    (log_sum(&some) - log_sum(&all)).clamp(-1000.0, 0.0)
+}
 
 /// 1 + how many entries of `row` are above `value`: 1 for the argmax.
 pub(crate) fn rank(row: &[f32], value: f32) -> u32 {

@@ -76,6 +76,11 @@ pub struct CompletionRequest {
     /// `choices[].proctor_panel`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub proctor_panel_from: Option<usize>,
+    /// proctor's extension: with `proctor_temperature`, the probability at that
+    /// temperature that the token after the prompt begins one of these stop words
+    /// (`choices[].proctor_end.stop_logprob`), at most 16 of 1 to 64 bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proctor_stop: Option<Vec<String>>,
 }
 
 fn default_max_tokens() -> usize {
@@ -126,6 +131,9 @@ pub struct Choice {
 pub struct ProctorEnd {
     pub eos_logprob: f64,
     pub top_logprob: f64,
+    /// Where the request named `proctor_stop`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_logprob: Option<f64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -214,6 +222,16 @@ pub fn complete(scorer: &Scorer, req: &CompletionRequest) -> Result<CompletionRe
     {
         return Err(bad("proctor_temperature must be a finite number ≥ 0"));
     }
+    if req.proctor_stop.as_ref().is_some_and(|stop| {
+        stop.len() > crate::record::MAX_STOP_WORDS
+            || stop
+                .iter()
+                .any(|w| w.is_empty() || w.len() > crate::record::MAX_STOP_WORD_BYTES)
+    }) {
+        return Err(bad(
+            "proctor_stop takes at most 16 stop words of 1 to 64 bytes",
+        ));
+    }
     if req
         .proctor_panel_from
         .is_some_and(|p| p == 0 || p > ids.len())
@@ -229,6 +247,7 @@ pub fn complete(scorer: &Scorer, req: &CompletionRequest) -> Result<CompletionRe
                 pk,
                 req.proctor_temperature,
                 req.proctor_panel_from,
+                req.proctor_stop.as_deref(),
             )
             .map_err(internal)?;
             (Some(maps), ext)
@@ -313,6 +332,7 @@ fn prompt_logprob_maps(
     k: usize,
     temperature: Option<f64>,
     panel_from: Option<usize>,
+    stop: Option<&[String]>,
 ) -> anyhow::Result<(PromptMaps, Option<Extension>)> {
     let rows = scorer
         .log_prob_rows(&[(ids, 1)])?
@@ -350,6 +370,7 @@ fn prompt_logprob_maps(
         let end = ProctorEnd {
             eos_logprob: f64::from(end[eos as usize]),
             top_logprob: f64::from(end.iter().copied().fold(f32::NEG_INFINITY, f32::max)),
+            stop_logprob: scorer.end_stop_logprob(end, stop, t),
         };
         let tempered = std::iter::once(None)
             .chain(ids[1..].iter().zip(&rows).map(|(&id, row)| {

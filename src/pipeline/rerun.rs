@@ -34,6 +34,7 @@ use crate::checks::model_file::ChallengeExpectation;
 use crate::checks::{Checker, Fetched, JobVerdict, Object, Stream, Verdict, output_text};
 use crate::kafka::{self, DeadLetter, Offsets, Origin};
 use crate::llm::Scorer;
+use crate::llm::miner;
 use crate::llm::panel::Panel;
 use crate::llm::service::ScoringService;
 use crate::objects::{Got, ObjectError, ObjectStore};
@@ -216,7 +217,7 @@ impl ReferenceRunner for HostRunner {
         output: Option<&Object>,
         priority: Priority,
     ) -> Result<Reference, ReferenceError> {
-        let text;
+        let scored;
         let work = match &record.job {
             // A random seed cannot be reproduced: no GPU time is spent on it.
             Job::Sd { input, .. } if input.seed < 0 => None,
@@ -225,14 +226,22 @@ impl ReferenceRunner for HostRunner {
                 input,
                 output: llm_output,
             } => {
-                // No text to score (missing, not UTF-8, too long): the checks say so.
-                match output_text(llm_output, output, &self.rules.checks.llm) {
-                    Ok(t) => {
-                        text = t;
-                        Some(Work::Scores { input, text: &text })
-                    }
-                    Err(_) => None,
-                }
+                // No text to score (missing, not UTF-8, too long), or a job the miner's
+                // server never ran as written: the checks say so.
+                let text = output_text(llm_output, output, &self.rules.checks.llm).ok();
+                scored = text.and_then(|t| {
+                    let (served, generated) = miner::as_generated(
+                        record.model_id.as_str(),
+                        &record.metrics.miner_version,
+                        input,
+                        &t,
+                    )
+                    .ok()?;
+                    Some((served, generated.to_owned()))
+                });
+                scored
+                    .as_ref()
+                    .map(|(input, text)| Work::Scores { input, text })
             }
         };
         // Not for a host: what the reference bucket holds, as another system left it.

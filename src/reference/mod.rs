@@ -202,6 +202,8 @@ impl HttpScorer {
             proctor_temperature: Some(input.temperature),
             // ... and its suspect panel over the miner's tokens, where it has one.
             proctor_panel_from: Some(p),
+            // ... and the probability of a stop word after the text.
+            proctor_stop: input.stop.clone(),
         };
         let resp: CompletionResponse = post_json(&self.client, &self.breaker, &self.url, &req)
             .await
@@ -289,6 +291,7 @@ impl HttpScorer {
             .collect::<Result<Vec<_>, String>>()?;
         // The position after the text: serve-reference's extension, or else the
         // alternatives of the one generated token.
+        let end_stop_logprob = choice.proctor_end.and_then(|e| e.stop_logprob);
         let (end_eos_logprob, end_top_logprob) = match choice.proctor_end {
             Some(e) => (e.eos_logprob, e.top_logprob),
             None => {
@@ -311,6 +314,7 @@ impl HttpScorer {
             tokens,
             end_eos_logprob,
             end_top_logprob,
+            end_stop_logprob,
             panel: choice.proctor_panel.clone().unwrap_or_default(),
         })
     }

@@ -129,6 +129,10 @@ pub struct LlmRules {
     pub eos_min_prob: f64,
     pub eos_skip_max_probability: f64,
     pub early_end_max_probability: f64,
+    /// The share of `max_tokens` a text may fall short of it and still count as cut at
+    /// `max_tokens`: the miner reports no token count, and re-tokenizing its text can
+    /// merge tokens its sampler drew apart. Only ever excuses, so it cannot slash.
+    pub early_end_length_slack: f64,
     pub greedy_min_temperature: f64,
     pub greedy_min_tokens: u32,
     pub greedy_max_p_value: f64,
@@ -395,6 +399,10 @@ pub(super) fn validate(rules: &Rules, need: &mut impl FnMut(bool, String)) {
     ] {
         need(prob(v), format!("checks.llm.{what} must be in (0, 1)"));
     }
+    need(
+        (0.0..0.5).contains(&l.early_end_length_slack),
+        "checks.llm.early_end_length_slack must be in [0, 0.5)".into(),
+    );
     need(
         positive(l.chars_per_token_estimate) && l.max_chars_per_token >= l.chars_per_token_estimate,
         "checks.llm: max_chars_per_token must be >= chars_per_token_estimate > 0".into(),

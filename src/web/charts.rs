@@ -196,6 +196,7 @@ mod tests {
                 .collect(),
             end_eos_logprob: -1.0,
             end_top_logprob: -0.5,
+            end_stop_logprob: None,
             panel: Vec::new(),
         }
     }

@@ -277,6 +277,15 @@ enum Command {
         #[arg(long, default_value_t = 100)]
         panel_max_jobs: usize,
     },
+    /// Write the model folder the scorer loads (config.json, model.safetensors,
+    /// tokenizer.json, tokenizer_config.json) from a llama.cpp GGUF llama model,
+    /// dequantized to f32.
+    ConvertGguf {
+        /// The .gguf file.
+        gguf: PathBuf,
+        /// The folder to write; its name is the model id the scorer reports.
+        out: PathBuf,
+    },
     /// Verify model files against the registry's size, SHA-256 and BLAKE3.
     VerifyModel {
         /// The model id in rules/models.toml.
@@ -879,6 +888,18 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let exp = model_file::answer_file(&file, &name, &nonce, &rules.checks.challenge)
                 .with_context(|| format!("cannot answer from {}", file.display()))?;
             println!("{}", serde_json::to_string_pretty(&exp)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::ConvertGguf { gguf, out } => {
+            let c = proctor::llm::gguf::convert(&gguf, &out)?;
+            println!(
+                "{}: {} layers, {} tokens, {} parameters{}",
+                out.display(),
+                c.layers,
+                c.vocab,
+                c.parameters,
+                if c.tied { ", tied embedding" } else { "" }
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::VerifyModel {

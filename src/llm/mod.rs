@@ -11,6 +11,7 @@
 //! [`Scorer::generate`] samples as vLLM does (temperature, seed), for `proctor
 //! serve-reference` and for simulating miners against the fixture model.
 
+pub mod gguf;
 pub mod miner;
 pub mod model;
 pub mod panel;
@@ -365,6 +366,57 @@ impl Scorer {
         }
         cache.push((stop.to_vec(), ids.clone()));
         ids
+    }
+
+    /// Samples one continuation as a serving engine does: keys and values kept
+    /// ([`model::Llama::hidden_cached`]), one new token a step, and the text stopped at
+    /// the first of `stop` and cut before it, as vLLM stops and cuts. The same sampler
+    /// and seed stream as [`Scorer::generate`], but another order of arithmetic: one
+    /// of the honest ways two engines differ. `finished` holds for EOS and for a stop
+    /// word.
+    pub fn generate_cached(
+        &self,
+        prompt: &[u32],
+        sampling: &Sampling,
+        stop: &[String],
+    ) -> anyhow::Result<Generated> {
+        let max_pos = self.model.config.max_position_embeddings;
+        let tokens = |ids: &[u32]| Tensor::new(ids, self.model.device())?.unsqueeze(0);
+        let mut cache = model::KvCache::new();
+        let mut last = self
+            .model
+            .hidden_cached(&tokens(prompt)?, &mut cache)?
+            .narrow(1, prompt.len() - 1, 1)?;
+        let mut g = Generated {
+            ids: Vec::new(),
+            text: String::new(),
+            logprobs: Vec::new(),
+            top: Vec::new(),
+            finished: false,
+        };
+        while g.ids.len() < sampling.max_tokens && prompt.len() + g.ids.len() < max_pos {
+            let row: Vec<f32> = self.model.logits(&last)?.flatten_all()?.to_vec1()?;
+            let next = sample(&row, sampling.temperature, sampling.seed, g.ids.len());
+            if next == self.prompter.eos_id {
+                g.finished = true;
+                break;
+            }
+            let lps = log_softmax(&row);
+            g.logprobs.push(f64::from(lps[next as usize]));
+            if sampling.top_logprobs > 0 {
+                g.top.push(top_k(&lps, sampling.top_logprobs));
+            }
+            g.ids.push(next);
+            let text = self.prompter.decode(&g.ids)?;
+            if let Some(at) = stop.iter().filter_map(|w| text.find(w.as_str())).min() {
+                g.text = text[..at].to_owned();
+                g.finished = true;
+                return Ok(g);
+            }
+            last = self.model.hidden_cached(&tokens(&[next])?, &mut cache)?;
+        }
+        g.text = self.prompter.decode(&g.ids)?;
+        Ok(g)
     }
 
     /// Samples continuations of several prompts together (batch size is one of the

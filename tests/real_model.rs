@@ -11,8 +11,10 @@ use candle_core::{DType, Device};
 use proctor::checks::llm;
 use proctor::llm::miner::{self, STOP_WORDS};
 use proctor::llm::model::{AttentionPrecision, Numerics};
+use proctor::llm::template::Prompter;
 use proctor::llm::{Sampling, ScoreJob, Scorer};
 use proctor::record::{LlmInput, Message, Role};
+use proctor::reference::HttpScorer;
 use proctor::rules::Rules;
 
 /// The converted model's folder. A machine without it fails with the reason, as the
@@ -242,4 +244,67 @@ fn honest_answers_as_the_network_s_miner_returns_them_pass_every_check() {
     );
     assert!(length_ends >= 1, "no answer was cut at max_tokens");
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn serve_reference_scores_the_real_model_as_the_in_process_scorer_does() {
+    let local = scorer();
+    let stop: Vec<String> = STOP_WORDS.iter().map(|w| (*w).to_owned()).collect();
+    let input = LlmInput {
+        messages: Some(vec![user("Write a short poem about the sea.")]),
+        temperature: 0.7,
+        max_tokens: 24,
+        seed: Some(3),
+        stop: Some(stop.clone()),
+        ..Default::default()
+    };
+    let prompt = local.prompter.prompt_ids(&input).unwrap();
+    let sampling = Sampling {
+        max_tokens: 24,
+        temperature: 0.7,
+        seed: 3,
+        top_logprobs: 0,
+    };
+    let text = local
+        .generate_cached(&prompt, &sampling, &stop)
+        .unwrap()
+        .text;
+    let want = local
+        .score(ScoreJob {
+            input: &input,
+            text: &text,
+        })
+        .unwrap();
+
+    // `proctor serve-reference` on loopback, read by the HTTP reference client.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        axum::serve(listener, proctor::llm::serve::router(scorer()))
+            .await
+            .unwrap()
+    });
+    let http = HttpScorer::new(
+        &url,
+        "smollm2-135m-instruct",
+        Prompter::load(&model_dir()).unwrap(),
+        std::time::Duration::from_secs(300),
+    );
+    let got = http.score(&input, &text).await.unwrap();
+    assert_eq!(got.prompt_tokens, want.prompt_tokens);
+    assert_eq!(got.tokens.len(), want.tokens.len());
+    for (i, (g, w)) in got.tokens.iter().zip(&want.tokens).enumerate() {
+        assert_eq!((g.id, g.rank), (w.id, w.rank), "token {i}");
+        assert!((g.logprob - w.logprob).abs() < 1e-4, "token {i}");
+        match (g.tempered, w.tempered) {
+            (Some(g), Some(w)) => assert!((g.logprob - w.logprob).abs() < 1e-4, "token {i}"),
+            (g, w) => assert_eq!(g.is_some(), w.is_some(), "token {i}"),
+        }
+    }
+    assert!((got.end_eos_logprob - want.end_eos_logprob).abs() < 1e-4);
+    let (g, w) = (
+        got.end_stop_logprob.unwrap(),
+        want.end_stop_logprob.unwrap(),
+    );
+    assert!((g - w).abs() < 1e-4, "{g} against {w}");
 }

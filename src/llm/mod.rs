@@ -93,7 +93,7 @@ pub struct ScoreJob<'a> {
 }
 
 /// What [`Scorer::generate`] produced for one prompt.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Generated {
     pub ids: Vec<u32>,
     pub text: String,
@@ -387,13 +387,7 @@ impl Scorer {
             .model
             .hidden_cached(&tokens(prompt)?, &mut cache)?
             .narrow(1, prompt.len() - 1, 1)?;
-        let mut g = Generated {
-            ids: Vec::new(),
-            text: String::new(),
-            logprobs: Vec::new(),
-            top: Vec::new(),
-            finished: false,
-        };
+        let mut g = Generated::default();
         while g.ids.len() < sampling.max_tokens && prompt.len() + g.ids.len() < max_pos {
             let row: Vec<f32> = self.model.logits(&last)?.flatten_all()?.to_vec1()?;
             let next = sample(&row, sampling.temperature, sampling.seed, g.ids.len());
@@ -431,16 +425,7 @@ impl Scorer {
         anyhow::ensure!(prompts.len() == sampling.len(), "one sampling per prompt");
         let max_pos = self.model.config.max_position_embeddings;
         let mut seqs: Vec<Vec<u32>> = prompts.to_vec();
-        let mut out: Vec<Generated> = prompts
-            .iter()
-            .map(|_| Generated {
-                ids: Vec::new(),
-                text: String::new(),
-                logprobs: Vec::new(),
-                top: Vec::new(),
-                finished: false,
-            })
-            .collect();
+        let mut out = vec![Generated::default(); prompts.len()];
         let done = |g: &Generated, s: &Sampling, seq: &Vec<u32>| {
             g.finished || g.ids.len() >= s.max_tokens || seq.len() >= max_pos
         };

@@ -133,3 +133,67 @@ fn mutated_records_never_panic_the_parser_or_the_checks() {
         "parsed {parsed}, rejected {rejected}"
     );
 }
+
+#[test]
+fn a_raw_prompt_the_miner_s_decoder_cannot_rebuild_is_inconclusive_never_a_failure() {
+    let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/audit-demo");
+    let line = std::fs::read_to_string(demo.join("jobs.jsonl"))
+        .unwrap()
+        .lines()
+        .find(|l| l.contains("\"llm-honest-a-0\""))
+        .unwrap()
+        .to_owned();
+    let checker = Checker::new(Rules::embedded().unwrap()).unwrap();
+    // A legacy miner decodes hermes-3-llama3.1-8b prompts as Llama-2 markup, which
+    // these hold none of, and JSON no release can render; NUL bytes and a deep nest.
+    let raw_prompts = [
+        (
+            "llm-v1.1.0",
+            r#"[{"role":"user","content":"Hi"}]"#.to_owned(),
+        ),
+        (
+            "llm-v1.2.0",
+            r#"[{"role":"tool","content":"x"}]"#.to_owned(),
+        ),
+        ("llm-v1.2.0", "\u{0}\u{0}[INST]".to_owned()),
+        (
+            "llm-v1.2.0",
+            format!("{}{}", "[".repeat(5000), "]".repeat(5000)),
+        ),
+    ];
+    for (version, raw) in raw_prompts {
+        let mut v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        let input = v["input"].as_object_mut().unwrap();
+        input.remove("messages");
+        input.insert("raw_prompt".into(), raw.clone().into());
+        v["metrics"]["miner_version"] = version.into();
+        let record = JobRecord::from_json(v.to_string().as_bytes()).unwrap();
+        let with_scores = audit::fetch(&demo, &record, checker.rules());
+        assert!(with_scores.scores.is_some(), "the demo holds its scores");
+        let without = proctor::checks::Fetched {
+            scores: None,
+            ..with_scores.clone()
+        };
+        for fetched in [with_scores, without] {
+            let verdict =
+                checker.evaluate(&record, &fetched, Stream::Live(&mut StreamState::new()));
+            let rank = verdict
+                .outcome(proctor::outcome::CheckId::LlmRank)
+                .unwrap_or_else(|| panic!("{version} {raw:.40}: no llm_rank outcome"));
+            assert_eq!(
+                rank.status(),
+                proctor::outcome::Status::Inconclusive,
+                "{version} {raw:.40}: {rank:?}"
+            );
+            assert!(
+                format!("{rank:?}").contains("miner"),
+                "the reason names the miner's decoding: {rank:?}"
+            );
+            assert!(
+                verdict.checks.iter().all(|c| !c.outcome.is_fail()),
+                "{version} {raw:.40}: {:?}",
+                verdict.checks
+            );
+        }
+    }
+}

@@ -581,7 +581,11 @@ fn evaluate_llm(
             job.out
                 .extend(llm::check(s, &served, output.logprobs.as_deref(), lr))
         }
-        (None, ..) => {
+        // The rerun worker sends such a job to no host: say why it has no scores.
+        (None, _, Err(why)) => {
+            job.push(CheckId::LlmRank, Outcome::inconclusive(why.to_string()));
+        }
+        (None, _, Ok(_)) => {
             if let Some(note) = &fetched.reference_note {
                 job.push(CheckId::LlmLikelihood, Outcome::inconclusive(note));
             }

@@ -143,14 +143,26 @@ fn decode_llama(p: &str) -> Vec<Message> {
             pos = end + SYSTEM_END.len();
         }
     }
+    // Once the user turn's end marker is missing after some position, it is missing
+    // after every later one: searching again would make a hostile prompt of many turns
+    // quadratic, for the same answer.
+    let mut user_end_missing = false;
     while pos < p.len() {
         if p[pos..].starts_with(USER_START) {
             pos += USER_START.len();
             // Without its end marker the user turn is skipped, and what follows up to
             // `</s>` becomes an "assistant" message, user text and all.
-            if let Some(end) = find_from(USER_END, pos) {
-                messages.push(message(Role::User, py_strip(&p[pos..end])));
-                pos = end + USER_END.len();
+            let end = if user_end_missing {
+                None
+            } else {
+                find_from(USER_END, pos)
+            };
+            match end {
+                Some(end) => {
+                    messages.push(message(Role::User, py_strip(&p[pos..end])));
+                    pos = end + USER_END.len();
+                }
+                None => user_end_missing = true,
             }
         }
         match find_from(ASSISTANT_END, pos) {
@@ -485,6 +497,16 @@ mod tests {
         for (prompt, want) in cases {
             assert_eq!(&decode_llama(prompt), want, "{prompt:?}");
         }
+    }
+
+    #[test]
+    fn a_long_prompt_of_unfinished_user_turns_decodes_as_the_miner_does() {
+        // Many turns whose ` [/INST]\n` never comes: each is an assistant message.
+        let turns = 100_000;
+        let prompt = "[INST] x</s>".repeat(turns);
+        let messages = decode_llama(&prompt);
+        assert_eq!(messages.len(), turns);
+        assert!(messages.iter().all(|m| *m == message(Role::Assistant, "x")));
     }
 
     #[test]

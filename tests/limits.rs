@@ -8,7 +8,7 @@ use proctor::checks::image::{InvalidImage, decode};
 use proctor::ids::{JobId, ModelId, ObjectKey};
 use proctor::record::{
     self, Job, JobRecord, MAX_HARDWARE_BYTES, MAX_INLINE_TEXT_BYTES, MAX_JSON_DEPTH,
-    MAX_MINER_VERSION_BYTES, MAX_RECORD_BYTES,
+    MAX_MINER_VERSION_BYTES, MAX_RECORD_BYTES, MAX_STOP_WORD_BYTES, MAX_STOP_WORDS,
 };
 use proctor::rules::Rules;
 
@@ -89,6 +89,20 @@ fn a_miner_version_of_the_limit_parses_and_one_byte_more_does_not() {
     v["metrics"]["miner_version"] = "9".repeat(MAX_MINER_VERSION_BYTES + 1).into();
     let e = parse(&v).unwrap_err().to_string();
     assert!(e.contains("metrics.miner_version"), "{e}");
+}
+
+#[test]
+fn stop_words_of_the_limits_parse_and_one_more_or_one_byte_more_do_not() {
+    let mut v = demo("llm-honest");
+    v["input"]["stop"] = vec!["s".repeat(MAX_STOP_WORD_BYTES); MAX_STOP_WORDS].into();
+    assert!(parse(&v).is_ok());
+    v["input"]["stop"] = vec!["s"; MAX_STOP_WORDS + 1].into();
+    let e = parse(&v).unwrap_err().to_string();
+    assert!(e.contains("input.stop"), "{e}");
+    // Bytes, not characters: a 2-byte character past 64 bytes is refused.
+    v["input"]["stop"] = vec!["é".repeat(MAX_STOP_WORD_BYTES / 2 + 1)].into();
+    let e = parse(&v).unwrap_err().to_string();
+    assert!(e.contains("input.stop"), "{e}");
 }
 
 #[test]

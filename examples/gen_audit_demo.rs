@@ -372,7 +372,8 @@ impl Gen {
             tokens,
             end_eos_logprob: (0.9f64).ln(),
             end_top_logprob: (0.9f64).ln(),
-            end_stop_logprob: None,
+            // Every job carries the miner's stop words; one was unlikely after the text.
+            end_stop_logprob: Some((1e-6f64).ln()),
             panel: Vec::new(),
         }
     }

@@ -439,22 +439,8 @@ impl JobRecord {
                 if input.messages.as_ref().is_some_and(Vec::is_empty) {
                     return Err(invalid("input.messages", "is empty"));
                 }
-                if let Some(stop) = &input.stop {
-                    if stop.len() > MAX_STOP_WORDS {
-                        return Err(invalid(
-                            "input.stop",
-                            format!("more than {MAX_STOP_WORDS} stop words"),
-                        ));
-                    }
-                    if stop
-                        .iter()
-                        .any(|w| w.is_empty() || w.len() > MAX_STOP_WORD_BYTES)
-                    {
-                        return Err(invalid(
-                            "input.stop",
-                            format!("every stop word must be 1 to {MAX_STOP_WORD_BYTES} bytes"),
-                        ));
-                    }
+                if let Some(problem) = input.stop.as_deref().and_then(stop_words_problem) {
+                    return Err(invalid("input.stop", problem));
                 }
                 if !input.temperature.is_finite() || !(0.0..=2.0).contains(&input.temperature) {
                     return Err(invalid("input.temperature", "expected 0 to 2"));
@@ -489,6 +475,24 @@ impl JobRecord {
         }
         Ok(())
     }
+}
+
+/// What is wrong with a stop list, if anything: at most [`MAX_STOP_WORDS`] words of 1
+/// to [`MAX_STOP_WORD_BYTES`] bytes (the record's `input.stop`, serve-reference's
+/// `proctor_stop`).
+pub fn stop_words_problem(stop: &[String]) -> Option<String> {
+    if stop.len() > MAX_STOP_WORDS {
+        return Some(format!("more than {MAX_STOP_WORDS} stop words"));
+    }
+    if stop
+        .iter()
+        .any(|w| w.is_empty() || w.len() > MAX_STOP_WORD_BYTES)
+    {
+        return Some(format!(
+            "every stop word must be 1 to {MAX_STOP_WORD_BYTES} bytes"
+        ));
+    }
+    None
 }
 
 fn to_value<T: Serialize>(v: &T) -> Value {

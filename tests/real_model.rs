@@ -43,6 +43,16 @@ fn scorer() -> Scorer {
     Scorer::load(&model_dir(), numerics, &Device::Cpu).unwrap()
 }
 
+/// The sampling a job asks for, as the miner's server reads it (no seed reads as 0).
+fn sampling(input: &LlmInput) -> Sampling {
+    Sampling {
+        max_tokens: input.max_tokens as usize,
+        temperature: input.temperature,
+        seed: input.seed.unwrap_or(0) as u64,
+        top_logprobs: 0,
+    }
+}
+
 fn user(content: &str) -> Message {
     Message {
         role: Role::User,
@@ -91,12 +101,7 @@ fn greedy_decoding_answers_what_the_capital_of_france_is() {
         ..Default::default()
     };
     let prompt = s.prompter.prompt_ids(&input).unwrap();
-    let sampling = Sampling {
-        max_tokens: 24,
-        temperature: 0.0,
-        seed: 0,
-        top_logprobs: 0,
-    };
+    let sampling = sampling(&input);
     let cached = s.generate_cached(&prompt, &sampling, &[]).unwrap();
     assert_eq!(cached.text, "The capital of France is Paris.");
     assert!(cached.finished, "the answer ends on EOS");
@@ -185,13 +190,9 @@ fn honest_answers_as_the_network_s_miner_returns_them_pass_every_check() {
                 // The miner's server: the decoded messages, the miner's stop words.
                 let served = miner::served(model_id, version, &record_input).unwrap();
                 let prompt = s.prompter.prompt_ids(&served).unwrap();
-                let sampling = Sampling {
-                    max_tokens: served.max_tokens as usize,
-                    temperature,
-                    seed: served.seed.unwrap_or(7) as u64,
-                    top_logprobs: 0,
-                };
-                let g = s.generate_cached(&prompt, &sampling, &stop).unwrap();
+                let g = s
+                    .generate_cached(&prompt, &sampling(&served), &stop)
+                    .unwrap();
                 if !g.finished {
                     length_ends += 1;
                 }
@@ -259,14 +260,8 @@ async fn serve_reference_scores_the_real_model_as_the_in_process_scorer_does() {
         ..Default::default()
     };
     let prompt = local.prompter.prompt_ids(&input).unwrap();
-    let sampling = Sampling {
-        max_tokens: 24,
-        temperature: 0.7,
-        seed: 3,
-        top_logprobs: 0,
-    };
     let text = local
-        .generate_cached(&prompt, &sampling, &stop)
+        .generate_cached(&prompt, &sampling(&input), &stop)
         .unwrap()
         .text;
     let want = local

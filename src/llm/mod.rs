@@ -368,6 +368,23 @@ impl Scorer {
         ids
     }
 
+    /// One sampling step from the logits `row`: EOS finishes `g`; any other token is
+    /// appended with its logprob (and alternatives) and returned.
+    fn step(&self, row: &[f32], s: &Sampling, g: &mut Generated) -> Option<u32> {
+        let next = sample(row, s.temperature, s.seed, g.ids.len());
+        if next == self.prompter.eos_id {
+            g.finished = true;
+            return None;
+        }
+        let lps = log_softmax(row);
+        g.logprobs.push(f64::from(lps[next as usize]));
+        if s.top_logprobs > 0 {
+            g.top.push(top_k(&lps, s.top_logprobs));
+        }
+        g.ids.push(next);
+        Some(next)
+    }
+
     /// Samples one continuation as a serving engine does: keys and values kept
     /// ([`model::Llama::hidden_cached`]), one new token a step, and the text stopped at
     /// the first of `stop` and cut before it, as vLLM stops and cuts. The same sampler
@@ -390,22 +407,16 @@ impl Scorer {
         let mut g = Generated::default();
         while g.ids.len() < sampling.max_tokens && prompt.len() + g.ids.len() < max_pos {
             let row: Vec<f32> = self.model.logits(&last)?.flatten_all()?.to_vec1()?;
-            let next = sample(&row, sampling.temperature, sampling.seed, g.ids.len());
-            if next == self.prompter.eos_id {
-                g.finished = true;
+            let Some(next) = self.step(&row, sampling, &mut g) else {
                 break;
-            }
-            let lps = log_softmax(&row);
-            g.logprobs.push(f64::from(lps[next as usize]));
-            if sampling.top_logprobs > 0 {
-                g.top.push(top_k(&lps, sampling.top_logprobs));
-            }
-            g.ids.push(next);
-            let text = self.prompter.decode(&g.ids)?;
-            if let Some(at) = stop.iter().filter_map(|w| text.find(w.as_str())).min() {
-                g.text = text[..at].to_owned();
-                g.finished = true;
-                return Ok(g);
+            };
+            if !stop.is_empty() {
+                let text = self.prompter.decode(&g.ids)?;
+                if let Some(at) = stop.iter().filter_map(|w| text.find(w.as_str())).min() {
+                    g.text = text[..at].to_owned();
+                    g.finished = true;
+                    return Ok(g);
+                }
             }
             last = self.model.hidden_cached(&tokens(&[next])?, &mut cache)?;
         }
@@ -440,20 +451,9 @@ impl Scorer {
             for (b, &i) in live.iter().enumerate() {
                 let last = hidden.get(b)?.narrow(0, seqs[i].len() - 1, 1)?;
                 let row: Vec<f32> = self.model.logits(&last)?.squeeze(0)?.to_vec1()?;
-                let s = &sampling[i];
-                let next = sample(&row, s.temperature, s.seed, out[i].ids.len());
-                let g = &mut out[i];
-                if next == self.prompter.eos_id {
-                    g.finished = true;
-                    continue;
+                if let Some(next) = self.step(&row, &sampling[i], &mut out[i]) {
+                    seqs[i].push(next);
                 }
-                let lps = log_softmax(&row);
-                g.logprobs.push(f64::from(lps[next as usize]));
-                if s.top_logprobs > 0 {
-                    g.top.push(top_k(&lps, s.top_logprobs));
-                }
-                g.ids.push(next);
-                seqs[i].push(next);
             }
         }
         for g in &mut out {

@@ -286,6 +286,26 @@ enum Command {
         /// The folder to write; its name is the model id the scorer reports.
         out: PathBuf,
     },
+    /// Write a model derived from a reference model folder: what a cheater would serve
+    /// instead (docs/DETECTION.md). Exactly one of --drop-layers, --quantize, --perturb.
+    DeriveModel {
+        /// The reference model's folder.
+        reference: PathBuf,
+        /// The folder to write; its name is the model id the scorer reports.
+        out: PathBuf,
+        /// A smaller model: this many decoder layers removed, evenly over the interior.
+        #[arg(long, conflicts_with_all = ["quantize", "perturb"])]
+        drop_layers: Option<usize>,
+        /// Every weight matrix quantized to this many bits (per-row absmax).
+        #[arg(long, conflicts_with = "perturb")]
+        quantize: Option<u32>,
+        /// Another finetune: noise of this share of each matrix's RMS on every matrix.
+        #[arg(long)]
+        perturb: Option<f64>,
+        /// The perturbation's seed.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
     /// Verify model files against the registry's size, SHA-256 and BLAKE3.
     VerifyModel {
         /// The model id in rules/models.toml.
@@ -899,6 +919,30 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 c.vocab,
                 c.parameters,
                 if c.tied { ", tied embedding" } else { "" }
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::DeriveModel {
+            reference,
+            out,
+            drop_layers,
+            quantize,
+            perturb,
+            seed,
+        } => {
+            use proctor::llm::derive::{Derivation, derive};
+            let how = match (drop_layers, quantize, perturb) {
+                (Some(layers), None, None) => Derivation::DropLayers { layers },
+                (None, Some(bits), None) => Derivation::Quantize { bits },
+                (None, None, Some(scale)) => Derivation::Perturb { scale, seed },
+                _ => bail!("give one of --drop-layers, --quantize or --perturb"),
+            };
+            let d = derive(&reference, &out, how)?;
+            println!(
+                "{}: {} layers, {} parameters",
+                out.display(),
+                d.layers,
+                d.parameters
             );
             Ok(ExitCode::SUCCESS)
         }

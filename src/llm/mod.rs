@@ -11,6 +11,7 @@
 //! [`Scorer::generate`] samples as vLLM does (temperature, seed), for `proctor
 //! serve-reference` and for simulating miners against the fixture model.
 
+pub mod derive;
 pub mod gguf;
 pub mod miner;
 pub mod model;
@@ -422,6 +423,72 @@ impl Scorer {
         }
         g.text = self.prompter.decode(&g.ids)?;
         Ok(g)
+    }
+
+    /// Samples continuations of several prompts as a serving engine batches them: each
+    /// prompt prefilled alone into its own cache, then one decoding step for every
+    /// unfinished sequence together ([`model::Llama::hidden_step`]). The same sampler
+    /// and seed streams as [`Scorer::generate`]; the batch size changes the arithmetic
+    /// of every projection, as it does in an engine. No stop words: EOS, `max_tokens`
+    /// or the model's length end a sequence.
+    pub fn generate_cached_batch(
+        &self,
+        prompts: &[Vec<u32>],
+        sampling: &[Sampling],
+    ) -> anyhow::Result<Vec<Generated>> {
+        anyhow::ensure!(prompts.len() == sampling.len(), "one sampling per prompt");
+        let max_pos = self.model.config.max_position_embeddings;
+        let mut caches: Vec<model::KvCache> = Vec::with_capacity(prompts.len());
+        let mut out = vec![Generated::default(); prompts.len()];
+        // The token each live sequence feeds next.
+        let mut next: Vec<Option<u32>> = Vec::with_capacity(prompts.len());
+        for (i, prompt) in prompts.iter().enumerate() {
+            anyhow::ensure!(!prompt.is_empty(), "an empty prompt");
+            let mut cache = model::KvCache::new();
+            let tokens = Tensor::new(prompt.as_slice(), self.model.device())?.unsqueeze(0)?;
+            let last =
+                self.model
+                    .hidden_cached(&tokens, &mut cache)?
+                    .narrow(1, prompt.len() - 1, 1)?;
+            let row: Vec<f32> = self.model.logits(&last)?.flatten_all()?.to_vec1()?;
+            let open = sampling[i].max_tokens > 0 && prompt.len() < max_pos;
+            next.push(if open {
+                self.step(&row, &sampling[i], &mut out[i])
+            } else {
+                None
+            });
+            caches.push(cache);
+        }
+        let live = |i: usize, next: &[Option<u32>], out: &[Generated]| {
+            next[i].is_some()
+                && out[i].ids.len() < sampling[i].max_tokens
+                && prompts[i].len() + out[i].ids.len() < max_pos
+        };
+        loop {
+            let ids: Vec<usize> = (0..prompts.len())
+                .filter(|&i| live(i, &next, &out))
+                .collect();
+            if ids.is_empty() {
+                break;
+            }
+            let tokens: Vec<u32> = ids.iter().map(|&i| next[i].expect("live")).collect();
+            let mut live_caches: Vec<&mut model::KvCache> = caches
+                .iter_mut()
+                .enumerate()
+                .filter(|(i, _)| ids.contains(i))
+                .map(|(_, c)| c)
+                .collect();
+            let hidden = self.model.hidden_step(&tokens, &mut live_caches)?;
+            let rows = self.model.logits(&hidden)?.squeeze(1)?;
+            for (b, &i) in ids.iter().enumerate() {
+                let row: Vec<f32> = rows.get(b)?.to_vec1()?;
+                next[i] = self.step(&row, &sampling[i], &mut out[i]);
+            }
+        }
+        for g in &mut out {
+            g.text = self.prompter.decode(&g.ids)?;
+        }
+        Ok(out)
     }
 
     /// Samples continuations of several prompts together (batch size is one of the

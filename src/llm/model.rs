@@ -397,6 +397,87 @@ impl Llama {
         self.rms_norm(&x, &self.norm)
     }
 
+    /// One decoding step of several sequences at once, as a serving engine batches
+    /// them: `tokens[s]` follows the positions `caches[s]` holds (their lengths may
+    /// differ). The projections and the MLP run on all `b` tokens together (matrix
+    /// products `b` rows tall, the batch size's effect on an engine's arithmetic);
+    /// attention runs per sequence over its own cache. The result is `[b, 1, hidden]`,
+    /// normalized, and each cache grows by its token.
+    pub fn hidden_step(&self, tokens: &[u32], caches: &mut [&mut KvCache]) -> Result<Tensor> {
+        let b = tokens.len();
+        if caches.len() != b || b == 0 {
+            candle_core::bail!("{} tokens for {} caches", b, caches.len());
+        }
+        if let Some(c) = caches
+            .iter()
+            .find(|c| c.len + 1 > self.config.max_position_embeddings)
+        {
+            candle_core::bail!(
+                "{} tokens exceed the model's {} positions",
+                c.len + 1,
+                self.config.max_position_embeddings
+            );
+        }
+        let c = &self.config;
+        let (heads, kv_heads, d) = (c.num_attention_heads, c.kv_heads(), c.head_dim());
+        let att_dtype = match self.numerics.attention {
+            AttentionPrecision::F32 => DType::F32,
+            AttentionPrecision::Model => self.numerics.dtype,
+        };
+        let tokens = Tensor::new(tokens, self.device())?.unsqueeze(1)?;
+        let mut x = self.embed.forward(&tokens)?;
+        for (i, l) in self.layers.iter().enumerate() {
+            let h = self.rms_norm(&x, &l.attn_norm)?;
+            let (q_all, k_all, v_all) = (l.q.forward(&h)?, l.k.forward(&h)?, l.v.forward(&h)?);
+            let mut ys = Vec::with_capacity(b);
+            for (s, cache) in caches.iter_mut().enumerate() {
+                let past = cache.len;
+                let split = |y: &Tensor, n: usize| {
+                    y.narrow(0, s, 1)?.reshape((1, 1, n, d))?.transpose(1, 2)
+                };
+                let q = self.rope(&split(&q_all, heads)?, past, 1)?;
+                let mut k = self.rope(&split(&k_all, kv_heads)?, past, 1)?;
+                let mut v = split(&v_all, kv_heads)?;
+                if let Some((pk, pv)) = cache.kv.get(i) {
+                    k = Tensor::cat(&[pk, &k], 2)?;
+                    v = Tensor::cat(&[pv, &v], 2)?;
+                }
+                if cache.kv.len() > i {
+                    cache.kv[i] = (k.clone(), v.clone());
+                } else {
+                    cache.kv.push((k.clone(), v.clone()));
+                }
+                let (k, v) = (
+                    repeat_kv(k, heads / kv_heads)?,
+                    repeat_kv(v, heads / kv_heads)?,
+                );
+                // One new position sees every cached one: no mask.
+                let scores = (q
+                    .to_dtype(att_dtype)?
+                    .contiguous()?
+                    .matmul(&k.to_dtype(att_dtype)?.t()?.contiguous()?)?
+                    / (d as f64).sqrt())?;
+                let probs = candle_nn::ops::softmax_last_dim(&scores)?.to_dtype(v.dtype())?;
+                ys.push(probs.matmul(&v.contiguous()?)?.transpose(1, 2)?.reshape((
+                    1,
+                    1,
+                    heads * d,
+                ))?);
+            }
+            let y = Tensor::cat(&ys, 0)?;
+            x = (x + l.o.forward(&y)?)?;
+            let h = self.rms_norm(&x, &l.mlp_norm)?;
+            let mlp = l
+                .down
+                .forward(&(candle_nn::ops::silu(&l.gate.forward(&h)?)? * l.up.forward(&h)?)?)?;
+            x = (x + mlp)?;
+        }
+        for cache in caches.iter_mut() {
+            cache.len += 1;
+        }
+        self.rms_norm(&x, &self.norm)
+    }
+
     /// Logits (f32) of hidden states from [`Llama::hidden`], any leading shape.
     pub fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
         self.lm_head.forward(hidden)?.to_dtype(DType::F32)

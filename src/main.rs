@@ -249,6 +249,10 @@ enum Command {
         /// A model of the same architecture, for the substitution cheats.
         #[arg(long, default_value = "fixtures/models/tiny-alice-alt")]
         llm_substitute: PathBuf,
+        /// A smaller model of the same family (`proctor derive-model --drop-layers`),
+        /// for the smaller-model cheat; none by default.
+        #[arg(long)]
+        llm_smaller: Option<PathBuf>,
         /// Plain text the prompts and canned answers come from.
         #[arg(long, default_value = "fixtures/text/alice29.txt")]
         corpus: PathBuf,
@@ -544,6 +548,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             image_honest_per_job,
             llm_reference,
             llm_substitute,
+            llm_smaller,
             corpus,
             llm_honest,
             llm_honest_greedy,
@@ -567,6 +572,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 llm: wants("llm").then_some(calibrate::llm::LlmOptions {
                     reference: llm_reference,
                     substitute: llm_substitute,
+                    smaller: llm_smaller,
                     corpus,
                     honest: llm_honest,
                     honest_greedy: llm_honest_greedy,

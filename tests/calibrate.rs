@@ -87,6 +87,7 @@ fn llm_options(honest: usize, per_cheat: usize) -> LlmOptions {
     LlmOptions {
         reference: root().join("fixtures/models/tiny-alice"),
         substitute: root().join("fixtures/models/tiny-alice-alt"),
+        smaller: Some(root().join("fixtures/models/tiny-alice-small")),
         corpus: root().join("fixtures/text/alice29.txt"),
         honest,
         honest_greedy: honest / 4,
@@ -130,6 +131,18 @@ fn honest_likelihood_scores_are_standard_normal_and_cheats_score_lower() {
         let m = median(z_of(Some(cheat), Label::Cheat));
         assert!(m < -3.0, "{cheat}: median z {m}");
     }
+    // A smaller model of the family and another job's answer reused: both fit the
+    // reference worse than its own samples for the job do.
+    let honest_median = median(honest.clone());
+    for cheat in [cal_llm::SMALLER, cal_llm::REUSED] {
+        let z = z_of(Some(cheat), Label::Cheat);
+        assert!(z.len() >= 16, "{cheat}: {} judged", z.len());
+        let m = median(z);
+        assert!(
+            m < honest_median - 1.0,
+            "{cheat}: median z {m}, honest {honest_median}"
+        );
+    }
     // The likelihood ratio of the substitute over the reference is, in expectation,
     // -KL(reference || substitute) < 0 on honest texts and KL(substitute || reference) > 0
     // on the substitute's own: the oracle that bounds what any check could catch.
@@ -152,6 +165,32 @@ fn honest_likelihood_scores_are_standard_normal_and_cheats_score_lower() {
     let target = 0.01;
     let (report, calibrated, subchecks, rates) =
         cal_llm::calibrate(&pairs, &rules.checks.llm, target).unwrap();
+    // Per honest configuration: each sampled and each greedy one has its own rates,
+    // and they add up to the pooled ones.
+    let by_config = cal_llm::rates_by_config(&pairs, &calibrated);
+    assert_eq!(
+        by_config.len(),
+        12,
+        "{:?}",
+        by_config.iter().map(|c| &c.0).collect::<Vec<_>>()
+    );
+    assert!(
+        by_config
+            .iter()
+            .any(|(c, _)| c == "bf16, KV-cached, batch 16")
+    );
+    for pooled in &rates {
+        let (n, failures) = by_config
+            .iter()
+            .flat_map(|(_, r)| r.iter().filter(|r| r.check == pooled.check))
+            .fold((0, 0), |(n, f), r| (n + r.n, f + r.failures));
+        assert_eq!(
+            (n, failures),
+            (pooled.n, pooled.failures),
+            "{}",
+            pooled.check
+        );
+    }
     // Every LLM check is measured on the honest jobs it judges: the rank checks on the
     // greedy ones only, the likelihood check on the sampled ones only.
     let rate_of = |c: CheckId| rates.iter().find(|r| r.check == c).unwrap();
@@ -209,6 +248,7 @@ fn calibrated_thresholds_write_back_into_rules_and_load() {
         }],
         checks: vec![report],
         llm_subchecks: Vec::new(),
+        llm_by_config: Vec::new(),
         latency: None,
         panel: None,
         llm_rules: None,

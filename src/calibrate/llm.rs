@@ -1,5 +1,6 @@
-//! LLM pairs for calibrating `llm_likelihood`, simulated with the fixture models and
-//! the real generation code.
+//! LLM pairs for calibrating `llm_likelihood` and every other LLM check, simulated with
+//! a reference model (the real one, SmolLM2-135M-Instruct, for the shipped rates; the
+//! fixture for fast tests) and the real generation code.
 //!
 //! Jobs are chat prompts "Continue: <the first eight words of a paragraph>" over a
 //! public-domain book, each with a temperature of 0.5, 0.7 or 1.0, a seed, and
@@ -7,15 +8,18 @@
 //! with the reference model in f32.
 //!
 //! - **honest**: the reference model's weights generating in f32, bf16 or f16, in
-//!   batches of 1 to 16, at the job's temperature and seed; and the same miners on
-//!   greedy and near-greedy jobs (temperature 0 and 0.2), which `llm_likelihood` does
-//!   not judge and the rank and unlikely-token checks do.
-//! - **cheats**: a substituted model (the same architecture retrained from another
-//!   seed), a prefill spoof (the substitute's tokens, with the reference's own
-//!   logprobs of them reported as the miner's), the reference's weights quantized to 4
-//!   and to 3 bits per weight (per-row absmax), a sampler 1.5× hotter than the job
-//!   asked, and canned text (a passage of the book, whatever the prompt); then the
-//!   8-bit quantization, after every pair before it.
+//!   batches of 1 to 16, KV-cached as serving engines generate and with full passes
+//!   (the scorer's own arithmetic), at the job's temperature and seed; and the same
+//!   miners on greedy and near-greedy jobs (temperature 0 and 0.2), which
+//!   `llm_likelihood` does not judge and the rank and unlikely-token checks do.
+//! - **cheats**: a substituted model (another finetune: the fixture's other training
+//!   seed, or a perturbation of the real model), a prefill spoof (the substitute's
+//!   tokens, with the reference's own logprobs of them reported as the miner's), the
+//!   reference's weights quantized to 4 and to 3 bits per weight (per-row absmax), a
+//!   sampler 1.5× hotter than the job asked, and canned text (a passage of the book,
+//!   whatever the prompt); then the 8-bit quantization, a reused answer (the
+//!   reference's own text for another job) and, where one is given, a smaller model of
+//!   the family (layers removed), after every pair before them.
 //!
 //! The reference scores every text with the rules' suspect panel as well
 //! ([`crate::llm::panel`]), whose folders sit beside the reference's; for the honest
@@ -45,6 +49,8 @@ pub struct LlmOptions {
     pub reference: PathBuf,
     /// Another model of the same architecture: the substitution cheat.
     pub substitute: PathBuf,
+    /// A smaller model of the same family (layers removed), if there is one: a cheat.
+    pub smaller: Option<PathBuf>,
     /// A plain-text book: prompts and canned answers.
     pub corpus: PathBuf,
     pub honest: usize,
@@ -85,18 +91,96 @@ pub struct LlmPair {
 /// The target for a substituted model.
 pub const DETECTION_TARGET: f64 = 0.99;
 
-/// Honest miners: (name, dtype, attention, batch size).
-const HONEST: [(&str, DType, AttentionPrecision, usize); 4] = [
-    ("f32, batch 1", DType::F32, AttentionPrecision::F32, 1),
-    ("f32, batch 16", DType::F32, AttentionPrecision::F32, 16),
-    ("bf16, batch 4", DType::BF16, AttentionPrecision::F32, 4),
-    (
-        "f16 with f16 attention, batch 8",
-        DType::F16,
-        AttentionPrecision::Model,
-        8,
-    ),
+/// How a miner's generation loop runs.
+#[derive(Clone, Copy)]
+enum Generator {
+    /// Every step a full forward pass over prompt and text, this many prompts
+    /// together: the scorer's own arithmetic (and about 40 times the work of a cached
+    /// step at 64 tokens).
+    FullPass(usize),
+    /// Keys and values cached, this many sequences decoded together
+    /// ([`Scorer::generate_cached_batch`]): how serving engines generate.
+    Cached(usize),
+}
+
+/// One honest miner's configuration.
+struct HonestMiner {
+    /// Its name in the tables, on sampled jobs and on greedy ones.
+    name: &'static str,
+    greedy: &'static str,
+    dtype: DType,
+    attention: AttentionPrecision,
+    generator: Generator,
+    /// Its share of the honest texts, relative to the others' 4: the full-pass miner
+    /// writes a quarter as many, for its cost.
+    share: usize,
+}
+
+/// Honest miners: the reference's weights at the numerics, batch sizes (1, 4, 8 and
+/// 16) and generation loops real miners differ by. The KV-cached ones reach each
+/// logit by another order of arithmetic than the scorer's full pass, and their batch
+/// size changes the shape of every projection.
+const HONEST: [HonestMiner; 6] = [
+    HonestMiner {
+        name: "f32, full passes, batch 16",
+        greedy: "greedy, f32 full passes batch 16",
+        dtype: DType::F32,
+        attention: AttentionPrecision::F32,
+        generator: Generator::FullPass(16),
+        share: 1,
+    },
+    HonestMiner {
+        name: "f32, KV-cached, batch 1",
+        greedy: "greedy, f32 KV-cached batch 1",
+        dtype: DType::F32,
+        attention: AttentionPrecision::F32,
+        generator: Generator::Cached(1),
+        share: 4,
+    },
+    HonestMiner {
+        name: "f32, KV-cached, batch 16",
+        greedy: "greedy, f32 KV-cached batch 16",
+        dtype: DType::F32,
+        attention: AttentionPrecision::F32,
+        generator: Generator::Cached(16),
+        share: 4,
+    },
+    HonestMiner {
+        name: "bf16, KV-cached, batch 4",
+        greedy: "greedy, bf16 KV-cached batch 4",
+        dtype: DType::BF16,
+        attention: AttentionPrecision::F32,
+        generator: Generator::Cached(4),
+        share: 4,
+    },
+    HonestMiner {
+        name: "bf16, KV-cached, batch 16",
+        greedy: "greedy, bf16 KV-cached batch 16",
+        dtype: DType::BF16,
+        attention: AttentionPrecision::F32,
+        generator: Generator::Cached(16),
+        share: 4,
+    },
+    HonestMiner {
+        name: "f16 with f16 attention, KV-cached, batch 8",
+        greedy: "greedy, f16 with f16 attention KV-cached batch 8",
+        dtype: DType::F16,
+        attention: AttentionPrecision::Model,
+        generator: Generator::Cached(8),
+        share: 4,
+    },
 ];
+
+/// How cheaters generate: KV-cached, 8 sequences together. What they serve is the
+/// cheat, not the loop.
+const CHEAT: Generator = Generator::Cached(8);
+
+/// Honest texts per configuration: `total` split by the configurations' shares
+/// (rounded up).
+fn per_config(total: usize, h: &HonestMiner) -> usize {
+    let shares: usize = HONEST.iter().map(|h| h.share).sum();
+    (total * h.share).div_ceil(shares)
+}
 
 pub const SUBSTITUTE: &str = "substituted model";
 pub const PREFILL_SPOOF: &str = "prefill spoof (substitute's tokens, reference logprobs)";
@@ -105,6 +189,8 @@ pub const QUANTIZED_3: &str = "quantized weights, 3-bit";
 pub const HOTTER: &str = "sampler 1.5× hotter than asked";
 pub const CANNED: &str = "canned text (a passage of the book)";
 pub const QUANTIZED_8: &str = "quantized weights, 8-bit";
+pub const SMALLER: &str = "smaller model (layers removed)";
+pub const REUSED: &str = "reused answer (the reference's answer to another job)";
 
 fn numerics(dtype: DType, attention: AttentionPrecision) -> Numerics {
     Numerics { dtype, attention }
@@ -160,16 +246,19 @@ fn jobs(
         .collect()
 }
 
-/// What `miner` answers to `inputs`, `batch` prompts per pass, sampling at the job's
-/// temperature times `heat`.
+/// What `miner` answers to `inputs` with the generation loop `generator`, sampling at
+/// the job's temperature times `heat`.
 fn generate(
     miner: &Scorer,
     inputs: &[LlmInput],
-    batch: usize,
+    generator: Generator,
     heat: f64,
 ) -> anyhow::Result<(Vec<String>, Vec<Vec<u32>>)> {
     let (mut texts, mut ids) = (Vec::with_capacity(inputs.len()), Vec::new());
-    for chunk in inputs.chunks(batch.max(1)) {
+    let batch = match generator {
+        Generator::FullPass(b) | Generator::Cached(b) => b.max(1),
+    };
+    for chunk in inputs.chunks(batch) {
         let prompts = chunk
             .iter()
             .map(|i| miner.prompter.prompt_ids(i))
@@ -183,7 +272,11 @@ fn generate(
                 top_logprobs: 0,
             })
             .collect();
-        for g in miner.generate(&prompts, &sampling)? {
+        let generated = match generator {
+            Generator::FullPass(_) => miner.generate(&prompts, &sampling)?,
+            Generator::Cached(_) => miner.generate_cached_batch(&prompts, &sampling)?,
+        };
+        for g in generated {
             texts.push(g.text);
             ids.push(g.ids);
         }
@@ -274,14 +367,14 @@ pub fn pairs(opts: &LlmOptions) -> anyhow::Result<Vec<LlmPair>> {
         }
         Ok(())
     };
-    let per_variant = opts.honest.div_ceil(HONEST.len());
-    for (name, dtype, attention, batch) in HONEST {
-        let miner = Scorer::load(&opts.reference, numerics(dtype, attention), &device)?;
-        let inputs = jobs(&paras, per_variant, opts.max_tokens, &SAMPLED, &mut rng);
-        let texts = generate(&miner, &inputs, batch, 1.0)?;
+    for h in &HONEST {
+        let miner = Scorer::load(&opts.reference, numerics(h.dtype, h.attention), &device)?;
+        let n = per_config(opts.honest, h);
+        let inputs = jobs(&paras, n, opts.max_tokens, &SAMPLED, &mut rng);
+        let texts = generate(&miner, &inputs, h.generator, 1.0)?;
         add(
             Label::Honest,
-            name,
+            h.name,
             inputs,
             texts,
             false,
@@ -292,17 +385,17 @@ pub fn pairs(opts: &LlmOptions) -> anyhow::Result<Vec<LlmPair>> {
     let n = opts.per_cheat;
     for (variant, spoof) in [(SUBSTITUTE, false), (PREFILL_SPOOF, true)] {
         let inputs = jobs(&paras, n, opts.max_tokens, &SAMPLED, &mut rng);
-        let texts = generate(&substitute, &inputs, 8, 1.0)?;
+        let texts = generate(&substitute, &inputs, CHEAT, 1.0)?;
         add(Label::Cheat, variant, inputs, texts, spoof, !spoof, None)?;
     }
     for (variant, bits) in [(QUANTIZED_4, 4), (QUANTIZED_3, 3)] {
         let miner = Scorer::load_quantized(&opts.reference, bits, f32, &device)?;
         let inputs = jobs(&paras, n, opts.max_tokens, &SAMPLED, &mut rng);
-        let texts = generate(&miner, &inputs, 8, 1.0)?;
+        let texts = generate(&miner, &inputs, CHEAT, 1.0)?;
         add(Label::Cheat, variant, inputs, texts, false, false, None)?;
     }
     let inputs = jobs(&paras, n, opts.max_tokens, &SAMPLED, &mut rng);
-    let texts = generate(&reference, &inputs, 8, 1.5)?;
+    let texts = generate(&reference, &inputs, CHEAT, 1.5)?;
     add(Label::Cheat, HOTTER, inputs, texts, false, false, None)?;
     let inputs = jobs(&paras, n, opts.max_tokens, &SAMPLED, &mut rng);
     let (mut texts, mut canned_ids) = (Vec::new(), Vec::new());
@@ -315,19 +408,15 @@ pub fn pairs(opts: &LlmOptions) -> anyhow::Result<Vec<LlmPair>> {
     }
     let texts = (texts, canned_ids);
     add(Label::Cheat, CANNED, inputs, texts, false, false, None)?;
-    // Greedy honest miners last, so that every pair before is what it was without them.
-    let per_variant = opts.honest_greedy.div_ceil(HONEST.len());
-    for (name, dtype, attention, batch) in HONEST {
-        let miner = Scorer::load(&opts.reference, numerics(dtype, attention), &device)?;
-        let inputs = jobs(&paras, per_variant, opts.max_tokens, &GREEDY, &mut rng);
-        let texts = generate(&miner, &inputs, batch, 1.0)?;
-        let variant = GREEDY_VARIANTS
-            .iter()
-            .find(|(n, _)| *n == name)
-            .map_or(name, |(_, v)| v);
+    // Greedy honest miners next, so that every pair before is what it was without them.
+    for h in &HONEST {
+        let miner = Scorer::load(&opts.reference, numerics(h.dtype, h.attention), &device)?;
+        let n = per_config(opts.honest_greedy, h);
+        let inputs = jobs(&paras, n, opts.max_tokens, &GREEDY, &mut rng);
+        let texts = generate(&miner, &inputs, h.generator, 1.0)?;
         add(
             Label::Honest,
-            variant,
+            h.greedy,
             inputs,
             texts,
             false,
@@ -335,34 +424,44 @@ pub fn pairs(opts: &LlmOptions) -> anyhow::Result<Vec<LlmPair>> {
             Some(&miner),
         )?;
     }
-    // The 8-bit quantization last, so that every pair before is what it was without it.
+    // The cheats added later, after every pair before, so that those stay what they were.
     let miner = Scorer::load_quantized(&opts.reference, 8, f32, &device)?;
     let inputs = jobs(&paras, n, opts.max_tokens, &SAMPLED, &mut rng);
-    let texts = generate(&miner, &inputs, 8, 1.0)?;
+    let texts = generate(&miner, &inputs, CHEAT, 1.0)?;
     add(Label::Cheat, QUANTIZED_8, inputs, texts, false, false, None)?;
+    // A reused answer: the reference's own text for another job of the same kind.
+    let inputs = jobs(&paras, n, opts.max_tokens, &SAMPLED, &mut rng);
+    let others = jobs(&paras, n, opts.max_tokens, &SAMPLED, &mut rng);
+    let texts = generate(&reference, &others, CHEAT, 1.0)?;
+    add(Label::Cheat, REUSED, inputs, texts, false, false, None)?;
+    if let Some(dir) = &opts.smaller {
+        let miner = Scorer::load(dir, f32, &device)?;
+        let inputs = jobs(&paras, n, opts.max_tokens, &SAMPLED, &mut rng);
+        let texts = generate(&miner, &inputs, CHEAT, 1.0)?;
+        add(Label::Cheat, SMALLER, inputs, texts, false, false, None)?;
+    }
     Ok(out)
 }
 
-/// The greedy variant of each honest miner's name.
-const GREEDY_VARIANTS: [(&str, &str); 4] = [
-    ("f32, batch 1", "greedy, f32 batch 1"),
-    ("f32, batch 16", "greedy, f32 batch 16"),
-    ("bf16, batch 4", "greedy, bf16 batch 4"),
-    (
-        "f16 with f16 attention, batch 8",
-        "greedy, f16 with f16 attention batch 8",
-    ),
-];
-
 /// What the honest sample was, for the rules' provenance.
 pub fn describe(opts: &LlmOptions) -> String {
+    let configs: Vec<&str> = HONEST.iter().map(|h| h.name).collect();
     format!(
-        "{} honest texts of {} (f32 batch 1 and 16, bf16 batch 4, f16 batch 8) at temperatures 0.5, 0.7 and 1.0, and {} at 0 and 0.2; {} tokens; seed {}",
+        "{} honest texts of {} ({}) at temperatures 0.5, 0.7 and 1.0, and {} at 0 and 0.2; {} tokens; seed {}",
         opts.honest,
-        opts.reference.display(),
+        model_id(&opts.reference),
+        configs.join("; "),
         opts.honest_greedy,
         opts.max_tokens,
         opts.seed
+    )
+}
+
+/// A model folder's name: the model id the scorer reports.
+pub fn model_id(dir: &Path) -> String {
+    dir.file_name().map_or_else(
+        || dir.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
     )
 }
 
@@ -507,14 +606,38 @@ pub fn calibrate(
         .collect();
     subchecks.push(("any".into(), super::rate_rows(&verdicts(None, false))));
     // Each check's honest rate over the honest jobs it judged (passed or failed).
-    let rates = llm_checks()
+    let rates = honest_rates(
+        measured
+            .iter()
+            .zip(&outcomes)
+            .filter(|(p, _)| p.label == Label::Honest)
+            .map(|(_, o)| o.as_slice()),
+    );
+    Ok((
+        CheckReport {
+            check: CheckId::LlmLikelihood,
+            target_fpr: target,
+            thresholds: vec![("likelihood_z_min".into(), calibrated.likelihood_z_min)],
+            rows,
+            roc: sweep.roc,
+        },
+        calibrated,
+        subchecks,
+        rates,
+    ))
+}
+
+/// Each LLM check's honest rate over the outcomes of honest jobs: the jobs it judged
+/// (passed or failed) and those it failed. A check that judged none is left out.
+fn honest_rates<'a>(
+    outcomes: impl Iterator<Item = &'a [(CheckId, Status)]> + Clone,
+) -> Vec<super::MeasuredRate> {
+    CheckId::ALL
+        .into_iter()
+        .filter(|id| id.as_str().starts_with("llm_"))
         .filter_map(|id| {
             let (mut n, mut failures) = (0, 0);
-            for (_, o) in measured
-                .iter()
-                .zip(&outcomes)
-                .filter(|(p, _)| p.label == Label::Honest)
-            {
+            for o in outcomes.clone() {
                 match o.iter().find(|(c, _)| *c == id).map(|(_, st)| *st) {
                     Some(Status::Pass) => n += 1,
                     Some(Status::Fail) => {
@@ -531,19 +654,48 @@ pub fn calibrate(
                 failures,
             })
         })
+        .collect()
+}
+
+/// Each honest configuration's own rates at `rules` (the calibrated ones): how far
+/// apart honest miners that differ only in numerics, batching and generation loop
+/// fail. One entry per honest variant, in the order the pairs hold them.
+pub fn rates_by_config(
+    measured: &[LlmPair],
+    rules: &LlmRules,
+) -> Vec<(String, Vec<super::MeasuredRate>)> {
+    let honest: Vec<(&LlmPair, Vec<(CheckId, Status)>)> = measured
+        .iter()
+        .filter(|p| p.label == Label::Honest)
+        .map(|p| {
+            let o = match &p.scores {
+                Some(s) => llm::check(s, &p.input, p.reported.as_deref(), rules)
+                    .into_iter()
+                    .map(|(id, o)| (id, o.status()))
+                    .collect(),
+                None => Vec::new(),
+            };
+            (p, o)
+        })
         .collect();
-    Ok((
-        CheckReport {
-            check: CheckId::LlmLikelihood,
-            target_fpr: target,
-            thresholds: vec![("likelihood_z_min".into(), calibrated.likelihood_z_min)],
-            rows,
-            roc: sweep.roc,
-        },
-        calibrated,
-        subchecks,
-        rates,
-    ))
+    let mut variants: Vec<&str> = Vec::new();
+    for (p, _) in &honest {
+        if !variants.contains(&p.variant) {
+            variants.push(p.variant);
+        }
+    }
+    variants
+        .into_iter()
+        .map(|v| {
+            let rates = honest_rates(
+                honest
+                    .iter()
+                    .filter(|(p, _)| p.variant == v)
+                    .map(|(_, o)| o.as_slice()),
+            );
+            (v.to_string(), rates)
+        })
+        .collect()
 }
 
 /// How fast a cheat's z-score falls: its tokens' mean excess logprob (below the
@@ -626,12 +778,19 @@ pub fn measure(
         .map(|(s, p)| (s.as_slice(), *p))
         .collect();
     let reference_rows = reference.log_prob_rows(&ok)?;
-    // The replay over the generated ids: prompt + ids, where both exist.
+    // The replay over the generated ids: prompt + ids, where both exist and the ids
+    // are not the re-tokenized text's own (those replay as the text does).
+    let same_ids: Vec<bool> = seqs
+        .iter()
+        .zip(generated)
+        .map(|(s, ids)| s.as_ref().is_some_and(|(seq, p)| seq[*p..] == ids[..]))
+        .collect();
     let by_ids: Vec<Option<(Vec<u32>, usize)>> = seqs
         .iter()
         .zip(generated)
-        .map(|(s, ids)| {
-            let (seq, p) = s.as_ref()?;
+        .zip(&same_ids)
+        .map(|((s, ids), &same)| {
+            let (seq, p) = s.as_ref().filter(|_| !same)?;
             let out: Vec<u32> = seq[..*p].iter().chain(ids).copied().collect();
             (!ids.is_empty() && out.len() <= reference.model.config.max_position_embeddings)
                 .then_some((out, *p))
@@ -664,7 +823,7 @@ pub fn measure(
     let eos = reference.prompter.eos_id;
     let (mut drifts, mut replays) = (Vec::new(), Vec::new());
     let mut k = 0;
-    for ((job, seq), by_id) in chunk.iter().zip(&seqs).zip(&by_ids) {
+    for (((job, seq), by_id), &same) in chunk.iter().zip(&seqs).zip(&by_ids).zip(&same_ids) {
         let own_rows = by_id
             .as_ref()
             .map(|_| id_rows.next().expect("one row block per id sequence"));
@@ -680,6 +839,7 @@ pub fn measure(
             let (tokens, agree) = replay(rows, tokens, t, seed as u64);
             let (id_tokens, id_agree) = match (by_id, &own_rows) {
                 (Some((s, p)), Some(r)) => replay(r, &s[*p..], t, seed as u64),
+                _ if same => (tokens, agree),
                 _ => (0, 0),
             };
             Replay {

@@ -370,6 +370,9 @@ pub struct Calibration {
     pub llm_subchecks: SubcheckRates,
     /// Every check's measured honest rate: written into the rules with its provenance.
     pub rates: Vec<MeasuredRate>,
+    /// The LLM checks' honest rates per honest configuration (numerics, batch size,
+    /// generation loop), at the calibrated thresholds.
+    pub llm_by_config: Vec<(String, Vec<MeasuredRate>)>,
     /// The latency checks against published runs.
     pub latency: Option<latency::LatencyCalibration>,
     /// The suspect panel: its calibrated rules and the per-miner simulation.
@@ -396,6 +399,10 @@ impl Calibration {
                     percent(r.upper_95())
                 );
             }
+            s += "\n";
+        }
+        if !self.llm_by_config.is_empty() {
+            s += &by_config_markdown(&self.llm_by_config);
             s += "\n";
         }
         for c in &self.checks {
@@ -435,6 +442,48 @@ impl Calibration {
     }
 }
 
+/// The per-configuration table: one row per honest configuration, one column per check
+/// that judged any of them, each cell "failures / judged (95 % bound)".
+fn by_config_markdown(by_config: &[(String, Vec<MeasuredRate>)]) -> String {
+    let mut checks: Vec<CheckId> = Vec::new();
+    for (_, rates) in by_config {
+        for r in rates {
+            if !checks.contains(&r.check) {
+                checks.push(r.check);
+            }
+        }
+    }
+    let mut s = String::from(
+        "### Honest rates per configuration (failures / judged, 95 % bound)\n\n| configuration |",
+    );
+    for c in &checks {
+        s += &format!(" `{c}` |");
+    }
+    s += "\n|---|";
+    s += &"---:|".repeat(checks.len());
+    s += "\n";
+    let mut worst: Vec<f64> = vec![0.0; checks.len()];
+    for (config, rates) in by_config {
+        s += &format!("| {config} |");
+        for (k, c) in checks.iter().enumerate() {
+            match rates.iter().find(|r| r.check == *c) {
+                Some(r) => {
+                    worst[k] = worst[k].max(r.upper_95());
+                    s += &format!(" {} / {} ({}) |", r.failures, r.n, percent(r.upper_95()));
+                }
+                None => s += " — |",
+            }
+        }
+        s += "\n";
+    }
+    s += "| **largest bound** |";
+    for w in &worst {
+        s += &format!(" **{}** |", percent(*w));
+    }
+    s += "\n";
+    s
+}
+
 /// What one run calibrates; a part left `None` is skipped.
 #[derive(Debug, Clone, Default)]
 pub struct Options {
@@ -448,6 +497,10 @@ pub struct Options {
     pub max_jobs: usize,
 }
 
+/// Honest texts the panel's cost is timed on (each timed three times, best kept): enough
+/// for a stable time, few enough that timing the real model's panel takes minutes.
+const COST_TEXTS: usize = 64;
+
 /// Builds the pairs and calibrates every check asked for, against `rules`' target.
 /// `progress` hears what is being done.
 pub fn run(
@@ -459,6 +512,7 @@ pub fn run(
     let mut checks = Vec::new();
     let mut llm_subchecks = Vec::new();
     let mut rates = Vec::new();
+    let mut llm_by_config = Vec::new();
     let (mut panel, mut calibrated_llm) = (None, None);
     if let Some(o) = &opts.image {
         progress(&format!(
@@ -495,6 +549,7 @@ pub fn run(
         checks.push(report);
         checks.push(panel::check_report(&pairs, &calibrated, target)?);
         llm_subchecks = subchecks;
+        llm_by_config = llm::rates_by_config(&pairs, &calibrated);
         let measured: Vec<MeasuredRate> = measured
             .into_iter()
             .map(|r| MeasuredRate {
@@ -520,7 +575,7 @@ pub fn run(
         let timed: Vec<crate::llm::ScoreJob<'_>> = pairs
             .iter()
             .filter(|p| p.label == Label::Honest && p.input.temperature > 0.3)
-            .take(256)
+            .take(COST_TEXTS)
             .map(|p| crate::llm::ScoreJob {
                 input: &p.input,
                 text: &p.text,
@@ -554,6 +609,7 @@ pub fn run(
         checks,
         llm_subchecks,
         rates,
+        llm_by_config,
         latency,
         panel,
         llm_rules: calibrated_llm,

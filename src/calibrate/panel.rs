@@ -24,7 +24,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
-use super::llm::{LlmPair, PREFILL_SPOOF, QUANTIZED_4, QUANTIZED_8, Replay, SUBSTITUTE};
+use super::llm::{LlmPair, PREFILL_SPOOF, QUANTIZED_4, QUANTIZED_8, Replay, SMALLER, SUBSTITUTE};
 use super::{Label, Pair};
 use crate::checks::llm;
 use crate::decide::{self, Action, SequenceEvidence};
@@ -108,14 +108,21 @@ pub struct PanelCalibration {
     pub cost: Option<Cost>,
 }
 
-/// The suspect this cheat variant is drawn from, if the panel holds it.
-fn source_suspect(variant: &str) -> Option<&'static str> {
-    match variant {
-        SUBSTITUTE | PREFILL_SPOOF => Some("tiny-alice-alt"),
-        QUANTIZED_4 => Some("tiny-alice-q4"),
-        QUANTIZED_8 => Some("tiny-alice-q8"),
-        _ => None,
-    }
+/// The suspect this cheat variant is drawn from, if the panel holds it: the panel's
+/// model suspects are named after their reference with the derivation as a suffix
+/// (`tiny-alice-alt`, `smollm2-135m-instruct-q4`; `scripts/real-model`).
+fn source_suspect<'a>(variant: &str, panel: &'a [String]) -> Option<&'a str> {
+    let suffix = match variant {
+        SUBSTITUTE | PREFILL_SPOOF => "-alt",
+        QUANTIZED_4 => "-q4",
+        QUANTIZED_8 => "-q8",
+        SMALLER => "-small",
+        _ => return None,
+    };
+    panel
+        .iter()
+        .find(|n| n.ends_with(suffix))
+        .map(String::as_str)
 }
 
 /// Whether a pair is a sampled job the panel judges.
@@ -261,8 +268,13 @@ pub fn report(
         }
     }
     // Held-out thresholds, one per suspect left out.
+    let names: Vec<String> = measured
+        .iter()
+        .find_map(|p| p.scores.as_ref().filter(|s| !s.panel.is_empty()))
+        .map(|s| s.panel.iter().map(|x| x.name.clone()).collect())
+        .unwrap_or_default();
     let held_out = |variant: &str| -> anyhow::Result<Option<usize>> {
-        let Some(name) = source_suspect(variant) else {
+        let Some(name) = source_suspect(variant, &names) else {
             return Ok(None);
         };
         let pairs = statistic_pairs(measured, lr, Some(name));

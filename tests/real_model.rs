@@ -163,6 +163,60 @@ fn encodings(question: &str) -> Vec<(&'static str, &'static str, String)> {
     ]
 }
 
+/// `scripts/real-model` derives the real model's cheats beside it with `proctor
+/// derive-model` (the suspect panel the calibration measures): each loads as the
+/// scorer loads any model, with the tokenizer of the reference, and is what its
+/// recipe says. Another finetune keeps the shape and moves the logits; the smaller
+/// model has 24 of the 30 layers.
+#[test]
+fn the_real_model_s_derived_cheats_load_beside_it() {
+    let s = scorer();
+    let f32 = Numerics {
+        dtype: DType::F32,
+        attention: AttentionPrecision::F32,
+    };
+    let beside = |suffix: &str| {
+        let dir = model_dir().with_file_name(format!("smollm2-135m-instruct-{suffix}"));
+        Scorer::load(&dir, f32, &Device::Cpu)
+            .unwrap_or_else(|e| panic!("{}: {e:#}; run scripts/real-model", dir.display()))
+    };
+    let input = LlmInput {
+        messages: Some(vec![user("What is the capital of France?")]),
+        temperature: 0.7,
+        max_tokens: 8,
+        ..Default::default()
+    };
+    let text = "The capital of France is Paris.";
+    let logprobs = |m: &Scorer| -> Vec<f64> {
+        m.score(ScoreJob {
+            input: &input,
+            text,
+        })
+        .unwrap()
+        .tokens
+        .iter()
+        .map(|t| t.logprob)
+        .collect()
+    };
+    let reference = logprobs(&s);
+    for (suffix, layers) in [("alt", 30), ("small", 24), ("q4", 30), ("q8", 30)] {
+        let m = beside(suffix);
+        assert_eq!(m.model.config.num_hidden_layers, layers, "{suffix}");
+        assert_eq!(m.prompter.eos_id, s.prompter.eos_id, "{suffix}");
+        let theirs = logprobs(&m);
+        assert_eq!(theirs.len(), reference.len(), "{suffix}: the same tokens");
+        let moved = theirs
+            .iter()
+            .zip(&reference)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f64::max);
+        assert!(
+            moved > 1e-4,
+            "{suffix}: the derived model scores as the reference"
+        );
+    }
+}
+
 #[test]
 fn honest_answers_as_the_network_s_miner_returns_them_pass_every_check() {
     let s = scorer();

@@ -175,11 +175,17 @@ const HONEST: [HonestMiner; 6] = [
 /// cheat, not the loop.
 const CHEAT: Generator = Generator::Cached(8);
 
-/// Honest texts per configuration: `total` split by the configurations' shares
-/// (rounded up).
-fn per_config(total: usize, h: &HonestMiner) -> usize {
+/// Honest texts per configuration: `total` split by the configurations' shares,
+/// rounded down, and what rounding left over given one each in the list's order, so
+/// that the counts add up to `total` exactly.
+fn per_config(total: usize) -> [usize; HONEST.len()] {
     let shares: usize = HONEST.iter().map(|h| h.share).sum();
-    (total * h.share).div_ceil(shares)
+    let mut counts = HONEST.map(|h| total * h.share / shares);
+    let left = total - counts.iter().sum::<usize>();
+    for c in counts.iter_mut().take(left) {
+        *c += 1;
+    }
+    counts
 }
 
 pub const SUBSTITUTE: &str = "substituted model";
@@ -367,9 +373,8 @@ pub fn pairs(opts: &LlmOptions) -> anyhow::Result<Vec<LlmPair>> {
         }
         Ok(())
     };
-    for h in &HONEST {
+    for (h, n) in HONEST.iter().zip(per_config(opts.honest)) {
         let miner = Scorer::load(&opts.reference, numerics(h.dtype, h.attention), &device)?;
-        let n = per_config(opts.honest, h);
         let inputs = jobs(&paras, n, opts.max_tokens, &SAMPLED, &mut rng);
         let texts = generate(&miner, &inputs, h.generator, 1.0)?;
         add(
@@ -409,9 +414,8 @@ pub fn pairs(opts: &LlmOptions) -> anyhow::Result<Vec<LlmPair>> {
     let texts = (texts, canned_ids);
     add(Label::Cheat, CANNED, inputs, texts, false, false, None)?;
     // Greedy honest miners next, so that every pair before is what it was without them.
-    for h in &HONEST {
+    for (h, n) in HONEST.iter().zip(per_config(opts.honest_greedy)) {
         let miner = Scorer::load(&opts.reference, numerics(h.dtype, h.attention), &device)?;
-        let n = per_config(opts.honest_greedy, h);
         let inputs = jobs(&paras, n, opts.max_tokens, &GREEDY, &mut rng);
         let texts = generate(&miner, &inputs, h.generator, 1.0)?;
         add(
@@ -895,6 +899,17 @@ mod tests {
             drift: None,
             replay: None,
         }
+    }
+
+    #[test]
+    fn honest_texts_split_by_share_and_add_up_to_the_total() {
+        for total in [0, 1, 6, 21, 60, 96, 252, 600] {
+            let counts = per_config(total);
+            assert_eq!(counts.iter().sum::<usize>(), total, "{total}: {counts:?}");
+        }
+        // The full-pass miner writes a quarter of what each other writes.
+        assert_eq!(per_config(210), [10, 40, 40, 40, 40, 40]);
+        assert_eq!(per_config(60), [3, 12, 12, 11, 11, 11]);
     }
 
     #[test]

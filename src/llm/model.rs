@@ -359,37 +359,10 @@ impl Llama {
             let mut k = self.rope(&split(l.k.forward(&h)?, kv_heads)?, past, t)?;
             let mut v = split(l.v.forward(&h)?, kv_heads)?;
             if let Some(cache) = cache.as_deref_mut() {
-                if let Some((pk, pv)) = cache.kv.get(i) {
-                    k = Tensor::cat(&[pk, &k], 2)?;
-                    v = Tensor::cat(&[pv, &v], 2)?;
-                }
-                if cache.kv.len() > i {
-                    cache.kv[i] = (k.clone(), v.clone());
-                } else {
-                    cache.kv.push((k.clone(), v.clone()));
-                }
+                (k, v) = cache.extend(i, k, v)?;
             }
-            let (k, v) = (
-                repeat_kv(k, heads / kv_heads)?,
-                repeat_kv(v, heads / kv_heads)?,
-            );
-            let scores = (q
-                .to_dtype(att_dtype)?
-                .contiguous()?
-                .matmul(&k.to_dtype(att_dtype)?.t()?.contiguous()?)?
-                / (d as f64).sqrt())?
-            .broadcast_add(&mask)?;
-            let probs = candle_nn::ops::softmax_last_dim(&scores)?.to_dtype(v.dtype())?;
-            let y = probs
-                .matmul(&v.contiguous()?)?
-                .transpose(1, 2)?
-                .reshape((b, t, heads * d))?;
-            x = (x + l.o.forward(&y)?)?;
-            let h = self.rms_norm(&x, &l.mlp_norm)?;
-            let mlp = l
-                .down
-                .forward(&(candle_nn::ops::silu(&l.gate.forward(&h)?)? * l.up.forward(&h)?)?)?;
-            x = (x + mlp)?;
+            let y = self.attend(&q, k, v, Some(&mask), att_dtype)?;
+            x = self.mlp_block(l, (x + l.o.forward(&y.reshape((b, t, heads * d))?)?)?)?;
         }
         if let Some(cache) = cache {
             cache.len = past + t;
@@ -438,44 +411,57 @@ impl Llama {
                 let q = self.rope(&split(&q_all, heads)?, past, 1)?;
                 let mut k = self.rope(&split(&k_all, kv_heads)?, past, 1)?;
                 let mut v = split(&v_all, kv_heads)?;
-                if let Some((pk, pv)) = cache.kv.get(i) {
-                    k = Tensor::cat(&[pk, &k], 2)?;
-                    v = Tensor::cat(&[pv, &v], 2)?;
-                }
-                if cache.kv.len() > i {
-                    cache.kv[i] = (k.clone(), v.clone());
-                } else {
-                    cache.kv.push((k.clone(), v.clone()));
-                }
-                let (k, v) = (
-                    repeat_kv(k, heads / kv_heads)?,
-                    repeat_kv(v, heads / kv_heads)?,
-                );
+                (k, v) = cache.extend(i, k, v)?;
                 // One new position sees every cached one: no mask.
-                let scores = (q
-                    .to_dtype(att_dtype)?
-                    .contiguous()?
-                    .matmul(&k.to_dtype(att_dtype)?.t()?.contiguous()?)?
-                    / (d as f64).sqrt())?;
-                let probs = candle_nn::ops::softmax_last_dim(&scores)?.to_dtype(v.dtype())?;
-                ys.push(probs.matmul(&v.contiguous()?)?.transpose(1, 2)?.reshape((
-                    1,
-                    1,
-                    heads * d,
-                ))?);
+                ys.push(
+                    self.attend(&q, k, v, None, att_dtype)?
+                        .reshape((1, 1, heads * d))?,
+                );
             }
             let y = Tensor::cat(&ys, 0)?;
-            x = (x + l.o.forward(&y)?)?;
-            let h = self.rms_norm(&x, &l.mlp_norm)?;
-            let mlp = l
-                .down
-                .forward(&(candle_nn::ops::silu(&l.gate.forward(&h)?)? * l.up.forward(&h)?)?)?;
-            x = (x + mlp)?;
+            x = self.mlp_block(l, (x + l.o.forward(&y)?)?)?;
         }
         for cache in caches.iter_mut() {
             cache.len += 1;
         }
         self.rms_norm(&x, &self.norm)
+    }
+
+    /// Attention of queries `q` (`[b, heads, t, d]`) over keys and values (`[b,
+    /// kv_heads, past + t, d]`), scores in `att_dtype` plus `mask`: `[b, t, heads, d]`.
+    fn attend(
+        &self,
+        q: &Tensor,
+        k: Tensor,
+        v: Tensor,
+        mask: Option<&Tensor>,
+        att_dtype: DType,
+    ) -> Result<Tensor> {
+        let c = &self.config;
+        let (heads, kv_heads, d) = (c.num_attention_heads, c.kv_heads(), c.head_dim());
+        let (k, v) = (
+            repeat_kv(k, heads / kv_heads)?,
+            repeat_kv(v, heads / kv_heads)?,
+        );
+        let mut scores = (q
+            .to_dtype(att_dtype)?
+            .contiguous()?
+            .matmul(&k.to_dtype(att_dtype)?.t()?.contiguous()?)?
+            / (d as f64).sqrt())?;
+        if let Some(mask) = mask {
+            scores = scores.broadcast_add(mask)?;
+        }
+        let probs = candle_nn::ops::softmax_last_dim(&scores)?.to_dtype(v.dtype())?;
+        probs.matmul(&v.contiguous()?)?.transpose(1, 2)
+    }
+
+    /// `x` plus layer `l`'s MLP of it.
+    fn mlp_block(&self, l: &Layer, x: Tensor) -> Result<Tensor> {
+        let h = self.rms_norm(&x, &l.mlp_norm)?;
+        let mlp = l
+            .down
+            .forward(&(candle_nn::ops::silu(&l.gate.forward(&h)?)? * l.up.forward(&h)?)?)?;
+        x + mlp
     }
 
     /// Logits (f32) of hidden states from [`Llama::hidden`], any leading shape.
@@ -511,6 +497,21 @@ pub struct KvCache {
 impl KvCache {
     pub fn new() -> KvCache {
         KvCache::default()
+    }
+
+    /// Layer `i`'s cached keys and values with `k` and `v` appended, kept for the next
+    /// step and returned.
+    fn extend(&mut self, i: usize, k: Tensor, v: Tensor) -> Result<(Tensor, Tensor)> {
+        let (k, v) = match self.kv.get(i) {
+            Some((pk, pv)) => (Tensor::cat(&[pk, &k], 2)?, Tensor::cat(&[pv, &v], 2)?),
+            None => (k, v),
+        };
+        if self.kv.len() > i {
+            self.kv[i] = (k.clone(), v.clone());
+        } else {
+            self.kv.push((k.clone(), v.clone()));
+        }
+        Ok((k, v))
     }
 
     /// Positions held.

@@ -225,6 +225,11 @@ enum Command {
         /// Write the thresholds and measured false-positive bounds into this rules folder.
         #[arg(long)]
         write_rules: Option<PathBuf>,
+        /// With --write-rules: keep, of each LLM threshold and drift allowance, the more
+        /// lenient of the rules' value and this run's (a second reference model's run,
+        /// while one set of thresholds serves every model). Rates are this run's.
+        #[arg(long, requires = "write_rules")]
+        lenient: bool,
         /// Where to write detection.md, calibration.json and roc.png.
         #[arg(long, default_value = "calibration-out")]
         out: PathBuf,
@@ -268,6 +273,11 @@ enum Command {
         /// Output tokens per LLM job: the detection window.
         #[arg(long, default_value_t = 64)]
         max_tokens: u32,
+        /// A JSON-lines file of the LLM pairs, written as each batch of 16 is scored
+        /// and read back on the next run with the same options: an interrupted
+        /// calibration resumes where it stopped.
+        #[arg(long)]
+        llm_records: Option<PathBuf>,
         /// Seed of every random draw: the same seed gives the same tables.
         #[arg(long, default_value_t = 1)]
         seed: u64,
@@ -540,6 +550,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Calibrate {
             rules,
             write_rules,
+            lenient,
             out,
             only,
             images,
@@ -554,6 +565,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             llm_honest_greedy,
             llm_per_cheat,
             max_tokens,
+            llm_records,
             seed,
             timings,
             panel_miners,
@@ -580,6 +592,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     max_tokens,
                     seed,
                     panel: rules.checks.llm.panel.clone(),
+                    records: llm_records,
                 }),
                 latency: wants("latency").then_some(timings),
                 miners: panel_miners,
@@ -605,7 +618,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 out.display()
             );
             if let Some(dir) = write_rules {
-                calibrate::write_rules(&dir, &result, &calibrate::Provenance::of_this_run())?;
+                let provenance = calibrate::Provenance::of_this_run();
+                calibrate::write_rules(&dir, &result, &provenance, lenient)?;
                 eprintln!("calibrate: updated {}", dir.join("checks.toml").display());
             }
             Ok(ExitCode::SUCCESS)

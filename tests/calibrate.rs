@@ -95,13 +95,63 @@ fn llm_options(honest: usize, per_cheat: usize) -> LlmOptions {
         max_tokens: 64,
         seed: 3,
         panel: Rules::embedded().unwrap().checks.llm.panel,
+        records: None,
     }
+}
+
+#[test]
+fn an_interrupted_llm_calibration_resumes_from_its_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("pairs.jsonl");
+    let mut opts = llm_options(20, 3);
+    opts.records = Some(file.clone());
+    let batches = std::cell::Cell::new(0);
+    let count = |_: &str| batches.set(batches.get() + 1);
+    let first = cal_llm::pairs(&opts, &count).unwrap();
+    // 20 honest texts in six configurations, 5 greedy ones in five (one has none),
+    // and 3 of each of 9 cheats: one batch each.
+    assert_eq!(batches.get(), 6 + 5 + 9);
+    // A run killed while writing the last pair: the file ends mid-line.
+    let text = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(&file, &text[..text.len() - 100]).unwrap();
+    batches.set(0);
+    let second = cal_llm::pairs(&opts, &count).unwrap();
+    assert_eq!(
+        batches.get(),
+        1,
+        "only the cut pair's batch is scored again"
+    );
+    let json = |p: &cal_llm::LlmPair| {
+        serde_json::json!([
+            p.label,
+            p.variant,
+            p.input,
+            p.text,
+            p.scores,
+            p.reported,
+            p.oracle_llr,
+            p.drift,
+            p.replay
+        ])
+    };
+    assert_eq!(first.len(), second.len());
+    for (a, b) in first.iter().zip(&second) {
+        assert_eq!(json(a), json(b));
+    }
+    // A third run reads every pair back, the rescored batch included.
+    batches.set(0);
+    let third = cal_llm::pairs(&opts, &count).unwrap();
+    assert_eq!((batches.get(), third.len()), (0, first.len()));
+    // Another seed draws other jobs: its run refuses the file.
+    opts.seed += 1;
+    let err = cal_llm::pairs(&opts, &count).err().unwrap();
+    assert!(format!("{err:#}").contains("another run"), "{err:#}");
 }
 
 #[test]
 fn honest_likelihood_scores_are_standard_normal_and_cheats_score_lower() {
     let rules = Rules::embedded().unwrap();
-    let pairs = cal_llm::pairs(&llm_options(96, 24)).unwrap();
+    let pairs = cal_llm::pairs(&llm_options(96, 24), &|_| {}).unwrap();
     let z_of = |variant: Option<&str>, label: Label| -> Vec<f64> {
         pairs
             .iter()
@@ -262,7 +312,7 @@ fn calibrated_thresholds_write_back_into_rules_and_load() {
         date: "2026-11-28".into(),
         command: "proctor calibrate --write-rules rules".into(),
     };
-    calibrate::write_rules(dir.path(), &result, &provenance).unwrap();
+    calibrate::write_rules(dir.path(), &result, &provenance, false).unwrap();
     let text = std::fs::read_to_string(dir.path().join("checks.toml")).unwrap();
     assert!(text.contains("# 8x8 = 64-bit pHash"), "comments are kept");
     let loaded = Rules::load_dir(dir.path()).unwrap();
@@ -288,6 +338,75 @@ fn calibrated_thresholds_write_back_into_rules_and_load() {
     calibrate::plot::roc_png(&png, &[&result.checks[0]]).unwrap();
     let img = image::open(&png).unwrap();
     assert_eq!((img.width(), img.height()), (720, 560));
+}
+
+#[test]
+fn a_lenient_write_keeps_the_more_lenient_llm_threshold_of_rules_and_run() {
+    let shipped = Rules::embedded().unwrap();
+    let (z, llr) = (
+        shipped.checks.llm.likelihood_z_min,
+        shipped.checks.llm.panel.llr_max,
+    );
+    let alt = "tiny-alice-alt";
+    let drift = |r: &Rules| {
+        r.checks
+            .llm
+            .panel
+            .suspects
+            .iter()
+            .find(|s| s.name == alt)
+            .unwrap()
+            .drift_nats_per_token
+    };
+    let shipped_drift = drift(&shipped).unwrap();
+    // A run whose z threshold and llr_max are stricter than the rules' and whose drift
+    // allowance is larger, then one whose z threshold is more lenient.
+    let run = |z_run: f64, llr_run: f64, drift_run: f64| {
+        let mut llm = shipped.checks.llm.clone();
+        llm.panel.llr_max = llr_run;
+        for s in llm.panel.suspects.iter_mut().filter(|s| s.name == alt) {
+            s.drift_nats_per_token = Some(drift_run);
+        }
+        calibrate::Calibration {
+            target_fpr: 0.001,
+            rates: Vec::new(),
+            checks: vec![calibrate::CheckReport {
+                check: CheckId::LlmLikelihood,
+                target_fpr: 0.001,
+                thresholds: vec![("likelihood_z_min".into(), z_run)],
+                rows: Vec::new(),
+                roc: Vec::new(),
+            }],
+            llm_subchecks: Vec::new(),
+            llm_by_config: Vec::new(),
+            latency: None,
+            panel: None,
+            llm_rules: Some(llm),
+        }
+    };
+    let provenance = calibrate::Provenance {
+        date: "2026-12-06".into(),
+        command: "proctor calibrate --write-rules rules --lenient".into(),
+    };
+    let write = |c: &calibrate::Calibration, lenient: bool| {
+        let dir = rules_copy();
+        calibrate::write_rules(dir.path(), c, &provenance, lenient).unwrap();
+        Rules::load_dir(dir.path()).unwrap()
+    };
+    let strict = run(z + 0.5, llr - 1.0, shipped_drift * 2.0);
+    let kept = write(&strict, true);
+    assert_eq!(kept.checks.llm.likelihood_z_min, z);
+    assert_eq!(kept.checks.llm.panel.llr_max, llr);
+    assert_eq!(drift(&kept), Some(shipped_drift * 2.0));
+    // Without --lenient, the run's own values.
+    let replaced = write(&strict, false);
+    assert_eq!(replaced.checks.llm.likelihood_z_min, z + 0.5);
+    assert_eq!(replaced.checks.llm.panel.llr_max, llr - 1.0);
+    // A more lenient run wins either way.
+    let loose = write(&run(z - 0.5, llr + 1.0, shipped_drift / 2.0), true);
+    assert_eq!(loose.checks.llm.likelihood_z_min, z - 0.5);
+    assert_eq!(loose.checks.llm.panel.llr_max, llr + 1.0);
+    assert_eq!(drift(&loose), Some(shipped_drift));
 }
 
 /// A copy of the shipped rules in a temporary folder.

@@ -32,7 +32,7 @@ use anyhow::Context;
 use candle_core::{DType, Device};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::{CheckReport, Label, Pair, SubcheckRates};
 use crate::checks::llm::{self, TokenScores};
@@ -62,6 +62,9 @@ pub struct LlmOptions {
     /// The suspect panel to score beside the reference (the rules'), its model
     /// suspects read from the folder the reference's sits in.
     pub panel: crate::rules::PanelRules,
+    /// Where the pairs are kept as they are scored ([`Records`]): a run over the same
+    /// file resumes where the last one stopped.
+    pub records: Option<PathBuf>,
 }
 
 /// One simulated job and the reference's scores of the miner's text.
@@ -300,88 +303,99 @@ pub fn reference_with_panel(opts: &LlmOptions) -> anyhow::Result<Scorer> {
     Ok(reference)
 }
 
-/// Builds, generates and scores every pair.
-pub fn pairs(opts: &LlmOptions) -> anyhow::Result<Vec<LlmPair>> {
+/// Pairs are generated and scored this many jobs at a time, and kept in the records
+/// file as each batch is done. Every generation batch size (1, 4, 8, 16) divides it,
+/// so a batch's texts are the same whether the jobs before it were generated in this
+/// run or read back.
+const CHUNK: usize = 16;
+
+/// Builds, generates and scores every pair; reads back the pairs a records file holds
+/// and adds the rest to it. `progress` hears each batch.
+pub fn pairs(opts: &LlmOptions, progress: &dyn Fn(&str)) -> anyhow::Result<Vec<LlmPair>> {
     let device = Device::Cpu;
     let f32 = numerics(DType::F32, AttentionPrecision::F32);
     let reference = reference_with_panel(opts)?;
     let substitute = Scorer::load(&opts.substitute, f32, &device)?;
     let paras = paragraphs(&opts.corpus)?;
+    let mut records = Records::open(opts.records.as_deref(), &run_key(opts, &reference))?;
     let mut rng = ChaCha8Rng::seed_from_u64(opts.seed);
     let mut out: Vec<LlmPair> = Vec::new();
+    let started = std::time::Instant::now();
     let mut add = |label,
-                   variant,
+                   variant: &'static str,
                    inputs: Vec<LlmInput>,
-                   (texts, ids): (Vec<String>, Vec<Vec<u32>>),
+                   produce: &mut dyn FnMut(usize, &[LlmInput]) -> Texts,
                    reported: bool,
                    oracle: bool,
                    miner: Option<&Scorer>|
      -> anyhow::Result<()> {
-        let jobs: Vec<ScoreJob<'_>> = inputs
-            .iter()
-            .zip(&texts)
-            .map(|(input, text)| ScoreJob { input, text })
-            .collect();
-        let mut scored = Vec::with_capacity(jobs.len());
-        let mut by_substitute = Vec::new();
-        let mut drifts = Vec::new();
-        let mut replays = Vec::new();
-        for chunk in jobs.chunks(16) {
-            scored.extend(reference.score_batch(chunk));
-            if oracle {
-                by_substitute.extend(substitute.score_batch(chunk).into_iter().map(Result::ok));
+        for (c, chunk) in inputs.chunks(CHUNK).enumerate() {
+            let from = c * CHUNK;
+            let kept: Option<Vec<LlmPair>> = chunk
+                .iter()
+                .enumerate()
+                .map(|(i, input)| records.take(label, variant, from + i, input))
+                .collect();
+            if let Some(kept) = kept {
+                out.extend(kept);
+                continue;
             }
-            let done = drifts.len();
-            let (d, r) = measure(&reference, miner, chunk, &ids[done..done + chunk.len()])?;
-            drifts.extend(d);
-            replays.extend(r);
-        }
-        by_substitute.resize(scored.len(), None);
-        for (((((input, text), scores), alt), drift), replay) in inputs
-            .iter()
-            .zip(&texts)
-            .zip(scored)
-            .zip(by_substitute)
-            .zip(drifts)
-            .zip(replays)
-        {
-            if let Err(crate::llm::ScoreError::Failed(e)) = &scores {
-                anyhow::bail!("scoring failed: {e}");
+            let (texts, ids) = produce(from, chunk)?;
+            let scored = score_chunk(
+                &reference,
+                oracle.then_some(&substitute),
+                miner,
+                chunk,
+                &texts,
+                &ids,
+            )?;
+            for (i, ((input, text), (scores, alt, drift, replay))) in
+                chunk.iter().zip(texts).zip(scored).enumerate()
+            {
+                let reported = if reported {
+                    scores
+                        .as_ref()
+                        .map(|s| s.tokens.iter().map(|t| t.logprob).collect())
+                } else {
+                    None
+                };
+                let pair = LlmPair {
+                    label,
+                    variant,
+                    input: input.clone(),
+                    text,
+                    oracle_llr: scores
+                        .as_ref()
+                        .zip(alt.as_ref())
+                        .and_then(|(r, s)| likelihood_ratio(r, s)),
+                    scores,
+                    reported,
+                    drift,
+                    replay,
+                };
+                records.keep(from + i, &pair)?;
+                out.push(pair);
             }
-            let scores = scores.ok();
-            let reported = if reported {
-                scores
-                    .as_ref()
-                    .map(|s| s.tokens.iter().map(|t| t.logprob).collect())
-            } else {
-                None
-            };
-            out.push(LlmPair {
-                label,
-                variant,
-                input: input.clone(),
-                text: text.clone(),
-                oracle_llr: scores
-                    .as_ref()
-                    .zip(alt.as_ref())
-                    .and_then(|(r, s)| likelihood_ratio(r, s)),
-                scores,
-                reported,
-                drift,
-                replay,
-            });
+            progress(&format!(
+                "llm: {variant}: {} of {} ({} pairs in {:.0} s)",
+                from + chunk.len(),
+                inputs.len(),
+                out.len(),
+                started.elapsed().as_secs_f64()
+            ));
         }
         Ok(())
     };
     for (h, n) in HONEST.iter().zip(per_config(opts.honest)) {
         let miner = Scorer::load(&opts.reference, numerics(h.dtype, h.attention), &device)?;
         let inputs = jobs(&paras, n, opts.max_tokens, &SAMPLED, &mut rng);
-        let texts = generate(&miner, &inputs, h.generator, 1.0)?;
+        let mut produce = |_: usize, chunk: &[LlmInput]| generate(&miner, chunk, h.generator, 1.0);
+        let honest = Label::Honest;
         add(
-            Label::Honest,
+            honest,
             h.name,
             inputs,
-            texts,
+            &mut produce,
             false,
             true,
             Some(&miner),
@@ -390,18 +404,42 @@ pub fn pairs(opts: &LlmOptions) -> anyhow::Result<Vec<LlmPair>> {
     let n = opts.per_cheat;
     for (variant, spoof) in [(SUBSTITUTE, false), (PREFILL_SPOOF, true)] {
         let inputs = jobs(&paras, n, opts.max_tokens, &SAMPLED, &mut rng);
-        let texts = generate(&substitute, &inputs, CHEAT, 1.0)?;
-        add(Label::Cheat, variant, inputs, texts, spoof, !spoof, None)?;
+        let mut produce = |_: usize, chunk: &[LlmInput]| generate(&substitute, chunk, CHEAT, 1.0);
+        add(
+            Label::Cheat,
+            variant,
+            inputs,
+            &mut produce,
+            spoof,
+            !spoof,
+            None,
+        )?;
     }
     for (variant, bits) in [(QUANTIZED_4, 4), (QUANTIZED_3, 3)] {
         let miner = Scorer::load_quantized(&opts.reference, bits, f32, &device)?;
         let inputs = jobs(&paras, n, opts.max_tokens, &SAMPLED, &mut rng);
-        let texts = generate(&miner, &inputs, CHEAT, 1.0)?;
-        add(Label::Cheat, variant, inputs, texts, false, false, None)?;
+        let mut produce = |_: usize, chunk: &[LlmInput]| generate(&miner, chunk, CHEAT, 1.0);
+        add(
+            Label::Cheat,
+            variant,
+            inputs,
+            &mut produce,
+            false,
+            false,
+            None,
+        )?;
     }
     let inputs = jobs(&paras, n, opts.max_tokens, &SAMPLED, &mut rng);
-    let texts = generate(&reference, &inputs, CHEAT, 1.5)?;
-    add(Label::Cheat, HOTTER, inputs, texts, false, false, None)?;
+    let mut produce = |_: usize, chunk: &[LlmInput]| generate(&reference, chunk, CHEAT, 1.5);
+    add(
+        Label::Cheat,
+        HOTTER,
+        inputs,
+        &mut produce,
+        false,
+        false,
+        None,
+    )?;
     let inputs = jobs(&paras, n, opts.max_tokens, &SAMPLED, &mut rng);
     let (mut texts, mut canned_ids) = (Vec::new(), Vec::new());
     for input in &inputs {
@@ -411,18 +449,30 @@ pub fn pairs(opts: &LlmOptions) -> anyhow::Result<Vec<LlmPair>> {
         texts.push(reference.prompter.decode(&ids)?);
         canned_ids.push(ids);
     }
-    let texts = (texts, canned_ids);
-    add(Label::Cheat, CANNED, inputs, texts, false, false, None)?;
+    let mut produce = |from: usize, chunk: &[LlmInput]| -> Texts {
+        let to = from + chunk.len();
+        Ok((texts[from..to].to_vec(), canned_ids[from..to].to_vec()))
+    };
+    add(
+        Label::Cheat,
+        CANNED,
+        inputs,
+        &mut produce,
+        false,
+        false,
+        None,
+    )?;
     // Greedy honest miners next, so that every pair before is what it was without them.
     for (h, n) in HONEST.iter().zip(per_config(opts.honest_greedy)) {
         let miner = Scorer::load(&opts.reference, numerics(h.dtype, h.attention), &device)?;
         let inputs = jobs(&paras, n, opts.max_tokens, &GREEDY, &mut rng);
-        let texts = generate(&miner, &inputs, h.generator, 1.0)?;
+        let mut produce = |_: usize, chunk: &[LlmInput]| generate(&miner, chunk, h.generator, 1.0);
+        let honest = Label::Honest;
         add(
-            Label::Honest,
+            honest,
             h.greedy,
             inputs,
-            texts,
+            &mut produce,
             false,
             false,
             Some(&miner),
@@ -431,20 +481,240 @@ pub fn pairs(opts: &LlmOptions) -> anyhow::Result<Vec<LlmPair>> {
     // The cheats added later, after every pair before, so that those stay what they were.
     let miner = Scorer::load_quantized(&opts.reference, 8, f32, &device)?;
     let inputs = jobs(&paras, n, opts.max_tokens, &SAMPLED, &mut rng);
-    let texts = generate(&miner, &inputs, CHEAT, 1.0)?;
-    add(Label::Cheat, QUANTIZED_8, inputs, texts, false, false, None)?;
+    let mut produce = |_: usize, chunk: &[LlmInput]| generate(&miner, chunk, CHEAT, 1.0);
+    add(
+        Label::Cheat,
+        QUANTIZED_8,
+        inputs,
+        &mut produce,
+        false,
+        false,
+        None,
+    )?;
     // A reused answer: the reference's own text for another job of the same kind.
     let inputs = jobs(&paras, n, opts.max_tokens, &SAMPLED, &mut rng);
     let others = jobs(&paras, n, opts.max_tokens, &SAMPLED, &mut rng);
-    let texts = generate(&reference, &others, CHEAT, 1.0)?;
-    add(Label::Cheat, REUSED, inputs, texts, false, false, None)?;
+    let mut produce = |from: usize, chunk: &[LlmInput]| {
+        generate(&reference, &others[from..from + chunk.len()], CHEAT, 1.0)
+    };
+    add(
+        Label::Cheat,
+        REUSED,
+        inputs,
+        &mut produce,
+        false,
+        false,
+        None,
+    )?;
     if let Some(dir) = &opts.smaller {
         let miner = Scorer::load(dir, f32, &device)?;
         let inputs = jobs(&paras, n, opts.max_tokens, &SAMPLED, &mut rng);
-        let texts = generate(&miner, &inputs, CHEAT, 1.0)?;
-        add(Label::Cheat, SMALLER, inputs, texts, false, false, None)?;
+        let mut produce = |_: usize, chunk: &[LlmInput]| generate(&miner, chunk, CHEAT, 1.0);
+        add(
+            Label::Cheat,
+            SMALLER,
+            inputs,
+            &mut produce,
+            false,
+            false,
+            None,
+        )?;
     }
     Ok(out)
+}
+
+/// Miners' texts and the token ids they generated, one each per job.
+type Texts = anyhow::Result<(Vec<String>, Vec<Vec<u32>>)>;
+
+/// What the reference measured of one job: its scores, the substitute's scores of the
+/// same text (for the oracle), the suspects' drift and the seed replay.
+type Measured = (
+    Option<TokenScores>,
+    Option<TokenScores>,
+    Option<Vec<(f64, f64)>>,
+    Option<Replay>,
+);
+
+/// Scores one chunk of miners' texts with the reference (and its panel), the
+/// substitute where given, and measures drift under `miner`'s numerics and the replay.
+fn score_chunk(
+    reference: &Scorer,
+    substitute: Option<&Scorer>,
+    miner: Option<&Scorer>,
+    inputs: &[LlmInput],
+    texts: &[String],
+    ids: &[Vec<u32>],
+) -> anyhow::Result<Vec<Measured>> {
+    let jobs: Vec<ScoreJob<'_>> = inputs
+        .iter()
+        .zip(texts)
+        .map(|(input, text)| ScoreJob { input, text })
+        .collect();
+    let batch = reference.score_batch_with_rows(&jobs);
+    let by_substitute: Vec<Option<TokenScores>> = match substitute {
+        Some(s) => s.score_batch(&jobs).into_iter().map(Result::ok).collect(),
+        None => vec![None; jobs.len()],
+    };
+    let (drifts, replays) = measure(reference, miner, &jobs, ids, &batch)?;
+    let measured = batch.scores.into_iter().zip(by_substitute).zip(drifts);
+    measured
+        .zip(replays)
+        .map(|(((scores, alt), drift), replay)| {
+            if let Err(crate::llm::ScoreError::Failed(e)) = &scores {
+                anyhow::bail!("scoring failed: {e}");
+            }
+            Ok((scores.ok(), alt, drift, replay))
+        })
+        .collect()
+}
+
+/// What must be the same for a records file's pairs to be this run's: the models, the
+/// panel, the corpus, the window and the seed. (The jobs themselves are compared one by
+/// one as they are read back.)
+fn run_key(opts: &LlmOptions, reference: &Scorer) -> String {
+    let name = |p: &Path| model_id(p);
+    let suspects: Vec<&str> = reference
+        .panel
+        .suspects
+        .iter()
+        .map(|s| s.name.as_str())
+        .collect();
+    format!(
+        "reference {}; substitute {}; smaller {}; panel [{}]; corpus {}; {} tokens; seed {}",
+        name(&opts.reference),
+        name(&opts.substitute),
+        opts.smaller.as_deref().map_or("none".into(), name),
+        suspects.join(", "),
+        name(&opts.corpus),
+        opts.max_tokens,
+        opts.seed
+    )
+}
+
+/// One pair as a records file keeps it: a line of JSON.
+#[derive(Serialize, Deserialize)]
+struct Record {
+    variant: String,
+    index: usize,
+    label: Label,
+    input: LlmInput,
+    text: String,
+    scores: Option<TokenScores>,
+    reported: Option<Vec<f64>>,
+    oracle_llr: Option<f64>,
+    drift: Option<Vec<(f64, f64)>>,
+    replay: Option<Replay>,
+}
+
+/// The pairs of a calibration as they are scored, one JSON line each after a header
+/// line with the run's key: what a run over the same file reads back instead of
+/// generating and scoring again. A pair is read back only where its job is the one
+/// this run drew at its place; a file of another run is refused.
+#[derive(Default)]
+pub struct Records {
+    file: Option<std::fs::File>,
+    kept: std::collections::HashMap<(String, usize), Record>,
+}
+
+impl Records {
+    fn open(path: Option<&Path>, key: &str) -> anyhow::Result<Self> {
+        use std::io::{BufRead, Write};
+        let Some(path) = path else {
+            return Ok(Self::default());
+        };
+        let mut kept = std::collections::HashMap::new();
+        let exists = path.exists();
+        if exists {
+            let file =
+                std::fs::File::open(path).with_context(|| format!("reading {}", path.display()))?;
+            let mut lines = std::io::BufReader::new(file).lines();
+            let header: serde_json::Value = match lines.next() {
+                Some(line) => serde_json::from_str(&line?)?,
+                None => serde_json::Value::Null,
+            };
+            let theirs = header.get("run").and_then(|r| r.as_str()).unwrap_or("");
+            anyhow::ensure!(
+                theirs == key,
+                "{} holds the pairs of another run ({theirs}); this one is {key}: \
+                 give another --llm-records file",
+                path.display()
+            );
+            for line in lines {
+                let line = line?;
+                // A line cut short by a run killed mid-write is the only one that
+                // may not parse: its pair is scored again.
+                if let Ok(r) = serde_json::from_str::<Record>(&line) {
+                    kept.insert((r.variant.clone(), r.index), r);
+                }
+            }
+        }
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        if !exists {
+            writeln!(file, "{}", serde_json::json!({ "run": key }))?;
+        } else if !std::fs::read(path)?.ends_with(b"\n") {
+            // The line a killed run left unfinished ends here, not in the next record.
+            writeln!(file)?;
+        }
+        Ok(Self {
+            file: Some(file),
+            kept,
+        })
+    }
+
+    /// The pair kept for `variant`'s job `index`, if its job is `input`.
+    fn take(
+        &mut self,
+        label: Label,
+        variant: &'static str,
+        index: usize,
+        input: &LlmInput,
+    ) -> Option<LlmPair> {
+        let key = (variant.to_string(), index);
+        let r = self.kept.get(&key)?;
+        if r.label != label || &r.input != input {
+            return None;
+        }
+        let r = self.kept.remove(&key)?;
+        Some(LlmPair {
+            label,
+            variant,
+            input: r.input,
+            text: r.text,
+            scores: r.scores,
+            reported: r.reported,
+            oracle_llr: r.oracle_llr,
+            drift: r.drift,
+            replay: r.replay,
+        })
+    }
+
+    /// Writes `pair`, `variant`'s job `index`, to the file.
+    fn keep(&mut self, index: usize, pair: &LlmPair) -> anyhow::Result<()> {
+        use std::io::Write;
+        let Some(file) = &mut self.file else {
+            return Ok(());
+        };
+        let record = Record {
+            variant: pair.variant.to_string(),
+            index,
+            label: pair.label,
+            input: pair.input.clone(),
+            text: pair.text.clone(),
+            scores: pair.scores.clone(),
+            reported: pair.reported.clone(),
+            oracle_llr: pair.oracle_llr,
+            drift: pair.drift.clone(),
+            replay: pair.replay,
+        };
+        let mut line = serde_json::to_vec(&record)?;
+        line.push(b'\n');
+        file.write_all(&line)?;
+        Ok(())
+    }
 }
 
 /// What the honest sample was, for the rules' provenance.
@@ -743,7 +1013,7 @@ fn evidence_per_token(measured: &[LlmPair], variant: &str, rules: &LlmRules) -> 
 pub const MIN_PANEL_TEMPERATURE: f64 = 0.3;
 
 /// The reference's replay of one text's draws from its job's seed.
-#[derive(Debug, Clone, Copy, Serialize)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 pub struct Replay {
     /// Output tokens replayed, over the miner's text as the reference tokenizes it
     /// (all a miner that returns text gives) ...
@@ -757,31 +1027,29 @@ pub struct Replay {
 }
 
 /// Per job of `chunk`: each suspect's (mean, max) per-token drift where `miner` is the
-/// honest miner's model (`None` otherwise), and the replay of its sampler.
+/// honest miner's model (`None` otherwise), and the replay of its sampler. `scored` is
+/// the reference's scoring of `chunk` ([`Scorer::score_batch_with_rows`]), whose rows
+/// both reuse: only the miner's own rows, and the replay's over generated ids that are
+/// not the text's, take forward passes of their own.
 #[allow(clippy::type_complexity)]
 pub fn measure(
     reference: &Scorer,
     miner: Option<&Scorer>,
     chunk: &[ScoreJob<'_>],
     generated: &[Vec<u32>],
+    scored: &crate::llm::ScoredBatch,
 ) -> anyhow::Result<(Vec<Option<Vec<(f64, f64)>>>, Vec<Option<Replay>>)> {
-    let seqs: Vec<Option<(Vec<u32>, usize)>> = chunk
-        .iter()
-        .map(|j| {
-            let prompt = reference.prompter.prompt_ids(j.input).ok()?;
-            let output = reference.prompter.encode(j.text, false).ok()?;
-            let p = prompt.len();
-            let seq: Vec<u32> = prompt.into_iter().chain(output).collect();
-            (p > 0 && seq.len() <= reference.model.config.max_position_embeddings)
-                .then_some((seq, p))
-        })
-        .collect();
+    let seqs = &scored.seqs;
+    anyhow::ensure!(
+        seqs.len() == chunk.len(),
+        "the reference's forward pass failed"
+    );
+    let reference_rows = &scored.rows;
     let ok: Vec<(&[u32], usize)> = seqs
         .iter()
         .flatten()
         .map(|(s, p)| (s.as_slice(), *p))
         .collect();
-    let reference_rows = reference.log_prob_rows(&ok)?;
     // The replay over the generated ids: prompt + ids, where both exist and the ids
     // are not the re-tokenized text's own (those replay as the text does).
     let same_ids: Vec<bool> = seqs
@@ -815,19 +1083,21 @@ pub fn measure(
             .count();
         (tokens.len() as u32, agree as u32)
     };
+    // The miner's own rows only where a drift is measured: a sampled job the panel
+    // judges, with a panel to judge it.
+    let drifts_wanted = !reference.panel.is_empty()
+        && !scored.suspect_rows.is_empty()
+        && chunk
+            .iter()
+            .any(|j| j.input.temperature >= MIN_PANEL_TEMPERATURE);
     let miner_rows = match miner {
-        Some(m) => Some(m.log_prob_rows(&ok)?),
-        None => None,
-    };
-    let suspect_rows = if miner.is_some() {
-        panel::suspect_rows(reference, &ok)?
-    } else {
-        Vec::new()
+        Some(m) if drifts_wanted => Some(m.log_prob_rows(&ok)?),
+        _ => None,
     };
     let eos = reference.prompter.eos_id;
     let (mut drifts, mut replays) = (Vec::new(), Vec::new());
     let mut k = 0;
-    for (((job, seq), by_id), &same) in chunk.iter().zip(&seqs).zip(&by_ids).zip(&same_ids) {
+    for (((job, seq), by_id), &same) in chunk.iter().zip(seqs).zip(&by_ids).zip(&same_ids) {
         let own_rows = by_id
             .as_ref()
             .map(|_| id_rows.next().expect("one row block per id sequence"));
@@ -854,10 +1124,11 @@ pub fn measure(
             }
         }));
         drifts.push(match &miner_rows {
-            Some(m) if t >= MIN_PANEL_TEMPERATURE && !reference.panel.is_empty() => {
-                let mine: Vec<Option<Vec<Vec<f32>>>> = suspect_rows
+            Some(m) if t >= MIN_PANEL_TEMPERATURE => {
+                let mine: Vec<Option<&[Vec<f32>]>> = scored
+                    .suspect_rows
                     .iter()
-                    .map(|r| r.as_ref().map(|r| r[k].clone()))
+                    .map(|r| r.as_ref().map(|r| r[k].as_slice()))
                     .collect();
                 Some(panel::text_drift(
                     &reference.panel,

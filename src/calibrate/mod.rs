@@ -37,7 +37,7 @@ use serde::Serialize;
 use crate::outcome::CheckId;
 
 /// Whether a pair is an honest re-run or a cheat.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Label {
     Honest,
@@ -497,9 +497,10 @@ pub struct Options {
     pub max_jobs: usize,
 }
 
-/// Honest texts the panel's cost is timed on (each timed three times, best kept): enough
-/// for a stable time, few enough that timing the real model's panel takes minutes.
-const COST_TEXTS: usize = 64;
+/// Honest texts the panel's cost is timed on (each timed three times, best kept): one
+/// scoring batch, whose time the ratios of the panel's cost need; the real model's
+/// panel then takes about 290 text passes (minutes on 2 cores), not 1,150.
+const COST_TEXTS: usize = 16;
 
 /// Builds the pairs and calibrates every check asked for, against `rules`' target.
 /// `progress` hears what is being done.
@@ -541,7 +542,7 @@ pub fn run(
             o.max_tokens,
             o.reference.display()
         ));
-        let pairs = llm::pairs(o)?;
+        let pairs = llm::pairs(o, progress)?;
         // The panel's allowances and threshold first: llm_suspect's outcomes use them.
         let mut llm_rules = rules.checks.llm.clone();
         let drift = panel::calibrate_rules(&pairs, &mut llm_rules, target)?;
@@ -642,10 +643,16 @@ pub fn apply_measured(
 /// Writes into `<rules>/checks.toml`, keeping its comments and layout: each calibrated
 /// check's thresholds; each measured check's rate (its honest 95 % bound) with
 /// `basis = "measured"` and the measurement's provenance; and the latency envelope.
+///
+/// `lenient` keeps, of each LLM threshold and allowance, the more lenient of the rules'
+/// value and this run's: for a run on a second reference model while one set of
+/// thresholds serves every model. The rates are this run's, measured at its own
+/// thresholds, so at the lenient ones they are bounds still.
 pub fn write_rules(
     rules_dir: &Path,
     calibration: &Calibration,
     provenance: &Provenance,
+    lenient: bool,
 ) -> anyhow::Result<()> {
     let path = rules_dir.join("checks.toml");
     let text =
@@ -663,6 +670,16 @@ pub fn write_rules(
         };
         for (key, value) in &c.thresholds {
             let item = &mut doc[section][key.as_str()];
+            let value = &if lenient {
+                let old = item.as_float();
+                match (section, key.as_str(), old) {
+                    // A failure is a z-score below it: lower is more lenient.
+                    ("llm", "likelihood_z_min", Some(old)) => value.min(old),
+                    _ => anyhow::bail!("no lenient merge for {section}.{key}"),
+                }
+            } else {
+                *value
+            };
             let v = if item.as_integer().is_some() {
                 toml_edit::Value::from(*value as i64)
             } else {
@@ -691,9 +708,13 @@ pub fn write_rules(
     }
     if let Some(llm) = &calibration.llm_rules {
         let panel = &mut doc["llm"]["panel"];
+        let llr_max = match panel["llr_max"].as_float() {
+            Some(old) if lenient => llm.panel.llr_max.max(old),
+            _ => llm.panel.llr_max,
+        };
         replace_value(
             &mut panel["llr_max"],
-            toml_edit::Value::from(llm.panel.llr_max),
+            toml_edit::Value::from(llr_max),
             "llm.panel.llr_max",
         )?;
         let suspects = panel["suspects"]
@@ -711,6 +732,11 @@ pub fn write_rules(
                 .find(|r| r.name == name)
                 .and_then(|r| r.drift_nats_per_token)
             {
+                let old = t.get("drift_nats_per_token").and_then(|d| d.as_float());
+                let d = match old {
+                    Some(old) if lenient => d.max(old),
+                    _ => d,
+                };
                 t.insert("drift_nats_per_token", d.into());
             }
         }

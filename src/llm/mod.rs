@@ -93,6 +93,21 @@ pub struct ScoreJob<'a> {
     pub text: &'a str,
 }
 
+/// What [`Scorer::score_batch_with_rows`] computed for a batch.
+pub struct ScoredBatch {
+    /// One result per job, in order.
+    pub scores: Vec<Result<TokenScores, ScoreError>>,
+    /// Per job, its prompt + output ids and prompt length; `None` where it could not
+    /// be scored. Empty when a forward pass failed.
+    pub seqs: Vec<Option<(Vec<u32>, usize)>>,
+    /// The reference's log-probability rows ([`Scorer::log_prob_rows`]), one block per
+    /// job with a sequence, in order.
+    pub rows: Vec<panel::Rows>,
+    /// Each suspect's rows over the same jobs ([`panel::suspect_rows`]); empty where
+    /// the panel did not run (no panel, or no sampled job).
+    pub suspect_rows: Vec<Option<Vec<panel::Rows>>>,
+}
+
 /// What [`Scorer::generate`] produced for one prompt.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Generated {
@@ -159,6 +174,13 @@ impl Scorer {
     /// the padding changes no real position). One result per job, in order; a job the
     /// model cannot hold fails alone.
     pub fn score_batch(&self, jobs: &[ScoreJob<'_>]) -> Vec<Result<TokenScores, ScoreError>> {
+        self.score_batch_with_rows(jobs).scores
+    }
+
+    /// [`Scorer::score_batch`], with the rows its forward passes computed: for callers
+    /// that measure more over the same passes (calibration's drift and replay), where
+    /// computing them again would double the work.
+    pub fn score_batch_with_rows(&self, jobs: &[ScoreJob<'_>]) -> ScoredBatch {
         let max = self.model.config.max_position_embeddings;
         let unscorable = |e: anyhow::Error| ScoreError::Unscorable(format!("{e:#}"));
         let seqs: Vec<Result<(Vec<u32>, usize), ScoreError>> = jobs
@@ -177,19 +199,25 @@ impl Scorer {
                 Ok((seq, p))
             })
             .collect();
+        let failed = |what: &str, e: candle_core::Error| {
+            let msg = e.to_string();
+            ScoredBatch {
+                scores: jobs
+                    .iter()
+                    .map(|_| Err(ScoreError::Failed(format!("{what}: {msg}"))))
+                    .collect(),
+                seqs: Vec::new(),
+                rows: Vec::new(),
+                suspect_rows: Vec::new(),
+            }
+        };
         let ok: Vec<(&[u32], usize)> = seqs
             .iter()
             .filter_map(|s| s.as_ref().ok().map(|(seq, p)| (seq.as_slice(), *p)))
             .collect();
         let rows = match self.log_prob_rows(&ok) {
             Ok(rows) => rows,
-            Err(e) => {
-                let msg = e.to_string();
-                return jobs
-                    .iter()
-                    .map(|_| Err(ScoreError::Failed(format!("forward pass: {msg}"))))
-                    .collect();
-            }
+            Err(e) => return failed("forward pass", e),
         };
         // The panel's models run over the same batch, when any job is sampled.
         let sampled = jobs.iter().any(|j| j.input.temperature > 0.0);
@@ -198,34 +226,28 @@ impl Scorer {
         } else {
             match panel::suspect_rows(self, &ok) {
                 Ok(rows) => rows,
-                Err(e) => {
-                    let msg = e.to_string();
-                    return jobs
-                        .iter()
-                        .map(|_| Err(ScoreError::Failed(format!("suspect forward pass: {msg}"))))
-                        .collect();
-                }
+                Err(e) => return failed("suspect forward pass", e),
             }
         };
-        let mut rows = rows.into_iter();
         let mut scored = 0;
-        seqs.into_iter()
+        let scores = seqs
+            .iter()
             .zip(jobs)
             .map(|(s, j)| {
-                let (seq, p) = s?;
-                let rows = rows.next().expect("one row block per scored job");
-                let mut scores = self.token_scores(&seq, p, &rows, j);
+                let (seq, p) = s.as_ref().map_err(Clone::clone)?;
+                let rows = &rows[scored];
+                let mut scores = self.token_scores(seq, *p, rows, j);
                 if !suspect_rows.is_empty() && j.input.temperature > 0.0 {
-                    let mine: Vec<Option<Vec<Vec<f32>>>> = suspect_rows
+                    let mine: Vec<Option<&[Vec<f32>]>> = suspect_rows
                         .iter()
-                        .map(|r| r.as_ref().map(|r| r[scored].clone()))
+                        .map(|r| r.as_ref().map(|r| r[scored].as_slice()))
                         .collect();
                     let counted: Vec<bool> =
                         scores.tokens.iter().map(|t| t.tempered.is_some()).collect();
                     scores.panel = self.panel.llrs(
-                        &rows,
+                        rows,
                         &mine,
-                        &seq[p..],
+                        &seq[*p..],
                         &counted,
                         j.input.temperature,
                         self.prompter.eos_id,
@@ -234,7 +256,13 @@ impl Scorer {
                 scored += 1;
                 Ok(scores)
             })
-            .collect()
+            .collect();
+        ScoredBatch {
+            scores,
+            seqs: seqs.into_iter().map(Result::ok).collect(),
+            rows,
+            suspect_rows,
+        }
     }
 
     /// For each `(tokens, p)`, the log-probability rows (over the vocabulary) from

@@ -135,7 +135,7 @@ impl Panel {
     pub fn llrs(
         &self,
         reference_rows: &[Vec<f32>],
-        suspect_rows: &[Option<Vec<Vec<f32>>>],
+        suspect_rows: &[Option<&[Vec<f32>]>],
         tokens: &[u32],
         counted: &[bool],
         temperature: f64,
@@ -183,10 +183,9 @@ fn same_tokens(a: &Scorer, b: &Scorer) -> bool {
         && a.prompter.tokenizer.get_vocab(true) == b.prompter.tokenizer.get_vocab(true)
 }
 
-/// `log softmax(row / temperature)` over every token but `eos`, with `eos` at −∞:
-/// the distribution an honest sampler at `temperature` draws a non-final token from.
-/// `None` for a temperature that is not a positive number.
-pub fn log_tempered(row: &[f32], temperature: f64, eos: u32) -> Option<Vec<f64>> {
+/// The log normalizer of [`log_tempered`]: `ln Σ exp(row / temperature)` over every
+/// token but `eos`. `None` for a temperature that is not a positive number.
+fn log_z(row: &[f32], temperature: f64, eos: u32) -> Option<f64> {
     if !(temperature > 0.0 && temperature.is_finite()) {
         return None;
     }
@@ -204,13 +203,20 @@ pub fn log_tempered(row: &[f32], temperature: f64, eos: u32) -> Option<Vec<f64>>
         .filter(|(i, _)| keep(*i))
         .map(|(_, &x)| (scaled(x) - max).exp())
         .sum();
-    let log_z = max + sum.ln();
+    Some(max + sum.ln())
+}
+
+/// `log softmax(row / temperature)` over every token but `eos`, with `eos` at −∞:
+/// the distribution an honest sampler at `temperature` draws a non-final token from.
+/// `None` for a temperature that is not a positive number.
+pub fn log_tempered(row: &[f32], temperature: f64, eos: u32) -> Option<Vec<f64>> {
+    let log_z = log_z(row, temperature, eos)?;
     Some(
         row.iter()
             .enumerate()
             .map(|(i, &x)| {
-                if keep(i) {
-                    scaled(x) - log_z
+                if i != eos as usize {
+                    f64::from(x) / temperature - log_z
                 } else {
                     f64::NEG_INFINITY
                 }
@@ -219,12 +225,13 @@ pub fn log_tempered(row: &[f32], temperature: f64, eos: u32) -> Option<Vec<f64>>
     )
 }
 
-/// Token `id`'s log-probability under [`log_tempered`], unfloored.
+/// Token `id`'s log-probability under [`log_tempered`], unfloored (the same number,
+/// without writing out the whole distribution).
 pub fn tempered_log_prob(row: &[f32], temperature: f64, id: u32, eos: u32) -> Option<f64> {
     if id == eos || id as usize >= row.len() {
         return None;
     }
-    let lp = log_tempered(row, temperature, eos)?[id as usize];
+    let lp = f64::from(row[id as usize]) / temperature - log_z(row, temperature, eos)?;
     lp.is_finite().then_some(lp)
 }
 
@@ -232,18 +239,21 @@ pub fn tempered_log_prob(row: &[f32], temperature: f64, id: u32, eos: u32) -> Op
 /// token is drawn from `p'` instead of `p` (0 when `p' = p`). All three are log
 /// distributions over the same ids ([`log_tempered`]).
 pub fn drift(miner: &[f64], reference: &[f64], suspect: &[f64]) -> f64 {
-    let terms: Vec<f64> = miner
-        .iter()
-        .zip(reference)
-        .zip(suspect)
-        .filter(|((m, r), _)| m.is_finite() && r.is_finite())
-        .map(|((m, r), s)| m + s - r)
-        .collect();
-    let max = terms.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    // Two passes over the terms rather than one collected vector: this runs for every
+    // token of every suspect in a calibration.
+    let terms = || {
+        miner
+            .iter()
+            .zip(reference)
+            .zip(suspect)
+            .filter(|((m, r), _)| m.is_finite() && r.is_finite())
+            .map(|((m, r), s)| m + s - r)
+    };
+    let max = terms().fold(f64::NEG_INFINITY, f64::max);
     if !max.is_finite() {
         return 0.0;
     }
-    max + terms.iter().map(|t| (t - max).exp()).sum::<f64>().ln()
+    max + terms().map(|t| (t - max).exp()).sum::<f64>().ln()
 }
 
 /// The per-token drift of each suspect over one honest text: `miner_rows` are the
@@ -254,7 +264,7 @@ pub fn text_drift(
     panel: &Panel,
     miner_rows: &[Vec<f32>],
     reference_rows: &[Vec<f32>],
-    suspect_rows: &[Option<Vec<Vec<f32>>>],
+    suspect_rows: &[Option<&[Vec<f32>]>],
     tokens: &[u32],
     temperature: f64,
     eos: u32,

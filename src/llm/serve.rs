@@ -353,6 +353,8 @@ fn prompt_logprob_maps(
                     .into_iter()
                     .map(|r| r.map(|mut r| r.remove(0)))
                     .collect();
+            let suspect_rows: Vec<Option<&[Vec<f32>]>> =
+                suspect_rows.iter().map(Option::as_deref).collect();
             let tokens = &ids[from..];
             let counted: Vec<bool> = tokens.iter().map(|&id| !lossy(id)).collect();
             Some(

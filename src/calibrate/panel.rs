@@ -670,7 +670,7 @@ pub fn cost(reference: &Scorer, jobs: &[ScoreJob<'_>], batch: usize) -> anyhow::
 impl Cost {
     pub fn markdown(&self) -> String {
         let mut s = format!(
-            "### What the panel costs on the reference host ({} texts, fixture models, CPU)\n\nScoring alone (forward pass and log-softmax): {:.3} s.\n\n| suspect | extra seconds | × scoring alone | parameters × the reference's |\n|---|---:|---:|---:|\n",
+            "### What the panel costs on the reference host ({} texts, the run's reference and its panel, CPU)\n\nScoring alone (forward pass and log-softmax): {:.3} s.\n\n| suspect | extra seconds | × scoring alone | parameters × the reference's |\n|---|---:|---:|---:|\n",
             self.texts, self.scoring_seconds
         );
         for (name, secs, share) in &self.suspects {

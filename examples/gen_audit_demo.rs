@@ -99,6 +99,10 @@ const EXPECTED: [(&str, &str); 18] = [
 
 /// Jobs of each cheat a measured check re-runs: enough failures to slash.
 const RERUN_CHEAT_JOBS: usize = 5;
+/// The substituted model's jobs: the LLM rates are the real model's, measured on a
+/// smaller honest sample than the fixture's, so their bounds are wider and a slash needs
+/// more failed jobs (docs/DETECTION.md).
+const SUBSTITUTE_JOBS: usize = 8;
 
 struct Gen {
     out: PathBuf,
@@ -820,8 +824,8 @@ pub fn generate(base_dir: &Path, out: &Path) {
     let m = miner("cheat-substituted-model");
     // Its own wording on the greedy job: the same text for another input would be reuse.
     let greedy_text = "A hash function turns input of any length into a short code of fixed length. The same input always gives the same code, and for a good one two inputs with one code are hard to find.";
-    for (i, (prompt, text)) in answers.iter().cycle().take(RERUN_CHEAT_JOBS).enumerate() {
-        let text = if i + 1 == RERUN_CHEAT_JOBS {
+    for (i, (prompt, text)) in answers.iter().cycle().take(SUBSTITUTE_JOBS).enumerate() {
+        let text = if i + 1 == SUBSTITUTE_JOBS {
             &greedy_text
         } else {
             text
@@ -832,7 +836,7 @@ pub fn generate(base_dir: &Path, out: &Path) {
             miner: &m,
             model: "hermes-3-llama3.1-8b",
             prompt,
-            temperature: if i + 1 == RERUN_CHEAT_JOBS { 0.0 } else { 0.7 },
+            temperature: if i + 1 == SUBSTITUTE_JOBS { 0.0 } else { 0.7 },
             max_tokens: 256,
             hardware: "NVIDIA GeForce RTX 4090",
             seconds_per_token: 0.025,

@@ -119,7 +119,7 @@ async fn end_to_end_the_pipeline_agrees_with_the_audit_and_slashes_each_cheat_on
             "reference/"
         )
         .await
-            == 37
+            == 40
     );
     for (wallet, nfts) in audit::read_wallets(&demo()).unwrap() {
         h.store.set_wallet_nfts(&wallet, nfts).await.unwrap();

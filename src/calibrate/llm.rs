@@ -26,6 +26,7 @@
 //! texts it also measures each suspect's drift under the honest miner's own numerics,
 //! and replays the miner's sampler from the job's seed ([`super::panel`]).
 
+use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
@@ -402,44 +403,31 @@ pub fn pairs(opts: &LlmOptions, progress: &dyn Fn(&str)) -> anyhow::Result<Vec<L
         )?;
     }
     let n = opts.per_cheat;
-    for (variant, spoof) in [(SUBSTITUTE, false), (PREFILL_SPOOF, true)] {
-        let inputs = jobs(&paras, n, opts.max_tokens, &SAMPLED, &mut rng);
-        let mut produce = |_: usize, chunk: &[LlmInput]| generate(&substitute, chunk, CHEAT, 1.0);
-        add(
-            Label::Cheat,
-            variant,
-            inputs,
-            &mut produce,
-            spoof,
-            !spoof,
-            None,
-        )?;
+    // A cheat that serves `$model` on sampled jobs, at `$heat` times each job's
+    // temperature; `$spoof` and `$drift` as `add` takes them. A macro, not a closure:
+    // `add` and `rng` are borrowed again between these cheats.
+    macro_rules! model_cheat {
+        ($variant:expr, $model:expr, $heat:expr, $spoof:expr, $drift:expr) => {{
+            let inputs = jobs(&paras, n, opts.max_tokens, &SAMPLED, &mut rng);
+            let mut produce = |_: usize, chunk: &[LlmInput]| generate($model, chunk, CHEAT, $heat);
+            add(
+                Label::Cheat,
+                $variant,
+                inputs,
+                &mut produce,
+                $spoof,
+                $drift,
+                None,
+            )?;
+        }};
     }
+    model_cheat!(SUBSTITUTE, &substitute, 1.0, false, true);
+    model_cheat!(PREFILL_SPOOF, &substitute, 1.0, true, false);
     for (variant, bits) in [(QUANTIZED_4, 4), (QUANTIZED_3, 3)] {
         let miner = Scorer::load_quantized(&opts.reference, bits, f32, &device)?;
-        let inputs = jobs(&paras, n, opts.max_tokens, &SAMPLED, &mut rng);
-        let mut produce = |_: usize, chunk: &[LlmInput]| generate(&miner, chunk, CHEAT, 1.0);
-        add(
-            Label::Cheat,
-            variant,
-            inputs,
-            &mut produce,
-            false,
-            false,
-            None,
-        )?;
+        model_cheat!(variant, &miner, 1.0, false, false);
     }
-    let inputs = jobs(&paras, n, opts.max_tokens, &SAMPLED, &mut rng);
-    let mut produce = |_: usize, chunk: &[LlmInput]| generate(&reference, chunk, CHEAT, 1.5);
-    add(
-        Label::Cheat,
-        HOTTER,
-        inputs,
-        &mut produce,
-        false,
-        false,
-        None,
-    )?;
+    model_cheat!(HOTTER, &reference, 1.5, false, false);
     let inputs = jobs(&paras, n, opts.max_tokens, &SAMPLED, &mut rng);
     let (mut texts, mut canned_ids) = (Vec::new(), Vec::new());
     for input in &inputs {
@@ -480,17 +468,7 @@ pub fn pairs(opts: &LlmOptions, progress: &dyn Fn(&str)) -> anyhow::Result<Vec<L
     }
     // The cheats added later, after every pair before, so that those stay what they were.
     let miner = Scorer::load_quantized(&opts.reference, 8, f32, &device)?;
-    let inputs = jobs(&paras, n, opts.max_tokens, &SAMPLED, &mut rng);
-    let mut produce = |_: usize, chunk: &[LlmInput]| generate(&miner, chunk, CHEAT, 1.0);
-    add(
-        Label::Cheat,
-        QUANTIZED_8,
-        inputs,
-        &mut produce,
-        false,
-        false,
-        None,
-    )?;
+    model_cheat!(QUANTIZED_8, &miner, 1.0, false, false);
     // A reused answer: the reference's own text for another job of the same kind.
     let inputs = jobs(&paras, n, opts.max_tokens, &SAMPLED, &mut rng);
     let others = jobs(&paras, n, opts.max_tokens, &SAMPLED, &mut rng);
@@ -508,17 +486,7 @@ pub fn pairs(opts: &LlmOptions, progress: &dyn Fn(&str)) -> anyhow::Result<Vec<L
     )?;
     if let Some(dir) = &opts.smaller {
         let miner = Scorer::load(dir, f32, &device)?;
-        let inputs = jobs(&paras, n, opts.max_tokens, &SAMPLED, &mut rng);
-        let mut produce = |_: usize, chunk: &[LlmInput]| generate(&miner, chunk, CHEAT, 1.0);
-        add(
-            Label::Cheat,
-            SMALLER,
-            inputs,
-            &mut produce,
-            false,
-            false,
-            None,
-        )?;
+        model_cheat!(SMALLER, &miner, 1.0, false, false);
     }
     Ok(out)
 }
@@ -591,18 +559,19 @@ fn run_key(opts: &LlmOptions, reference: &Scorer) -> String {
     )
 }
 
-/// One pair as a records file keeps it: a line of JSON.
+/// One pair as a records file keeps it: a line of JSON. Written from a borrowed pair,
+/// read back owned.
 #[derive(Serialize, Deserialize)]
-struct Record {
-    variant: String,
+struct Record<'a> {
+    variant: Cow<'a, str>,
     index: usize,
     label: Label,
-    input: LlmInput,
-    text: String,
-    scores: Option<TokenScores>,
-    reported: Option<Vec<f64>>,
+    input: Cow<'a, LlmInput>,
+    text: Cow<'a, str>,
+    scores: Cow<'a, Option<TokenScores>>,
+    reported: Cow<'a, Option<Vec<f64>>>,
     oracle_llr: Option<f64>,
-    drift: Option<Vec<(f64, f64)>>,
+    drift: Cow<'a, Option<Vec<(f64, f64)>>>,
     replay: Option<Replay>,
 }
 
@@ -613,7 +582,7 @@ struct Record {
 #[derive(Default)]
 pub struct Records {
     file: Option<std::fs::File>,
-    kept: std::collections::HashMap<(String, usize), Record>,
+    kept: std::collections::HashMap<(String, usize), Record<'static>>,
 }
 
 impl Records {
@@ -644,7 +613,7 @@ impl Records {
                 // A line cut short by a run killed mid-write is the only one that
                 // may not parse: its pair is scored again.
                 if let Ok(r) = serde_json::from_str::<Record>(&line) {
-                    kept.insert((r.variant.clone(), r.index), r);
+                    kept.insert((r.variant.to_string(), r.index), r);
                 }
             }
         }
@@ -655,7 +624,7 @@ impl Records {
             .with_context(|| format!("opening {}", path.display()))?;
         if !exists {
             writeln!(file, "{}", serde_json::json!({ "run": key }))?;
-        } else if !std::fs::read(path)?.ends_with(b"\n") {
+        } else if !ends_in_newline(path)? {
             // The line a killed run left unfinished ends here, not in the next record.
             writeln!(file)?;
         }
@@ -675,19 +644,19 @@ impl Records {
     ) -> Option<LlmPair> {
         let key = (variant.to_string(), index);
         let r = self.kept.get(&key)?;
-        if r.label != label || &r.input != input {
+        if r.label != label || r.input.as_ref() != input {
             return None;
         }
         let r = self.kept.remove(&key)?;
         Some(LlmPair {
             label,
             variant,
-            input: r.input,
-            text: r.text,
-            scores: r.scores,
-            reported: r.reported,
+            input: r.input.into_owned(),
+            text: r.text.into_owned(),
+            scores: r.scores.into_owned(),
+            reported: r.reported.into_owned(),
             oracle_llr: r.oracle_llr,
-            drift: r.drift,
+            drift: r.drift.into_owned(),
             replay: r.replay,
         })
     }
@@ -699,15 +668,15 @@ impl Records {
             return Ok(());
         };
         let record = Record {
-            variant: pair.variant.to_string(),
+            variant: Cow::Borrowed(pair.variant),
             index,
             label: pair.label,
-            input: pair.input.clone(),
-            text: pair.text.clone(),
-            scores: pair.scores.clone(),
-            reported: pair.reported.clone(),
+            input: Cow::Borrowed(&pair.input),
+            text: Cow::Borrowed(&pair.text),
+            scores: Cow::Borrowed(&pair.scores),
+            reported: Cow::Borrowed(&pair.reported),
             oracle_llr: pair.oracle_llr,
-            drift: pair.drift.clone(),
+            drift: Cow::Borrowed(&pair.drift),
             replay: pair.replay,
         };
         let mut line = serde_json::to_vec(&record)?;
@@ -715,6 +684,19 @@ impl Records {
         file.write_all(&line)?;
         Ok(())
     }
+}
+
+/// Whether the file at `path` is empty or ends in a newline: its last byte only.
+fn ends_in_newline(path: &Path) -> anyhow::Result<bool> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut file = std::fs::File::open(path)?;
+    if file.metadata()?.len() == 0 {
+        return Ok(true);
+    }
+    file.seek(SeekFrom::End(-1))?;
+    let mut last = [0u8];
+    file.read_exact(&mut last)?;
+    Ok(last[0] == b'\n')
 }
 
 /// What the honest sample was, for the rules' provenance.
@@ -1085,8 +1067,7 @@ pub fn measure(
     };
     // The miner's own rows only where a drift is measured: a sampled job the panel
     // judges, with a panel to judge it.
-    let drifts_wanted = !reference.panel.is_empty()
-        && !scored.suspect_rows.is_empty()
+    let drifts_wanted = !scored.suspect_rows.is_empty()
         && chunk
             .iter()
             .any(|j| j.input.temperature >= MIN_PANEL_TEMPERATURE);

@@ -483,3 +483,50 @@ fn batched_kv_cached_generation_matches_one_sequence_at_a_time() {
     let got = s.generate_cached_batch(&prompts[..1], &[none]).unwrap();
     assert!(got[0].ids.is_empty() && got[0].text.is_empty());
 }
+
+/// A model folder's `generation_config.json` is what its server samples with
+/// (`proctor::llm::defaults`): the scorer loads it, generates with it and scores with it.
+/// `top_k = 1` leaves a sampler at temperature 1 nothing but the argmax.
+#[test]
+fn the_folder_s_generation_config_is_how_the_scorer_samples_and_scores() {
+    let dir = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(model_dir("tiny-alice")).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), dir.path().join(entry.file_name())).unwrap();
+    }
+    let numerics = Numerics {
+        dtype: DType::F32,
+        attention: AttentionPrecision::F32,
+    };
+    let plain = Scorer::load(dir.path(), numerics, &Device::Cpu).unwrap();
+    assert!(plain.served.is_plain());
+    std::fs::write(
+        dir.path().join("generation_config.json"),
+        r#"{"bos_token_id": 1, "top_k": 1}"#,
+    )
+    .unwrap();
+    let served = Scorer::load(dir.path(), numerics, &Device::Cpu).unwrap();
+    assert_eq!(served.served.top_k, Some(1));
+    let inputs = &jobs(1.0)[..4];
+    let greedy = generate(&plain, inputs, 0.0, 4);
+    let sampled_plain = generate(&plain, inputs, 1.0, 4);
+    let sampled_served = generate(&served, inputs, 1.0, 4);
+    assert_eq!(sampled_served, greedy, "top_k = 1 samples the argmax");
+    assert_ne!(
+        sampled_plain, greedy,
+        "plain sampling at temperature 1 does not"
+    );
+    // Scored under the folder's defaults, every sampled token is the one token kept.
+    for (input, text) in inputs.iter().zip(&sampled_served) {
+        let scores = served.score(ScoreJob { input, text }).unwrap();
+        let tempered: Vec<_> = scores.tokens.iter().filter_map(|t| t.tempered).collect();
+        assert!(!tempered.is_empty());
+        for q in tempered {
+            assert_eq!(q.kept, Some(1), "{q:?}");
+            assert!(q.logprob.abs() < 1e-9 && q.variance < 1e-12, "{q:?}");
+        }
+    }
+    // A value vLLM would refuse stops the scorer from loading.
+    std::fs::write(dir.path().join("generation_config.json"), r#"{"top_p": 0}"#).unwrap();
+    assert!(Scorer::load(dir.path(), numerics, &Device::Cpu).is_err());
+}

@@ -357,3 +357,115 @@ async fn serve_reference_scores_the_real_model_as_the_in_process_scorer_does() {
     );
     assert!((g - w).abs() < 1e-4, "{g} against {w}");
 }
+
+/// What a miner's vLLM server applies from the served model's `generation_config.json`
+/// (`proctor::llm::defaults`): honest answers sampled under two real models' files pass
+/// every check when the reference scores the distribution the server sampled from, and
+/// the same answers scored as pure temperature sampling show the bias that modelling
+/// removes.
+#[test]
+fn honest_answers_under_the_served_model_s_sampling_defaults_pass_every_check() {
+    use proctor::llm::defaults::ServerDefaults;
+    let mut s = scorer();
+    let rules = Rules::embedded().unwrap();
+    let stop: Vec<String> = STOP_WORDS.iter().map(|w| (*w).to_owned()).collect();
+    let questions = [
+        "What is the capital of France?",
+        "Write a short poem about the sea.",
+        "List three uses of a hash function.",
+        "Explain what a prime number is.",
+        "Give me a recipe for pancakes.",
+        "Why is the sky blue?",
+    ];
+    // Llama-3.1-8B-Instruct's file sets top_p 0.9; Qwen2.5-Instruct's sets top_k 20,
+    // top_p 0.8 and a repetition penalty of 1.05 (temperature too, which the job's
+    // request overrides). A stronger penalty shows the direction that slashes: the
+    // penalized EOS (it is in every ChatML prompt) and repeated words make honest text
+    // look unlikely to a reference that does not model it.
+    let configs = [
+        (
+            "llama-3.1",
+            r#"{"do_sample": true, "temperature": 0.6, "top_p": 0.9}"#,
+        ),
+        (
+            "qwen2.5",
+            r#"{"repetition_penalty": 1.05, "temperature": 0.7, "top_k": 20, "top_p": 0.8}"#,
+        ),
+        ("penalty-1.3", r#"{"repetition_penalty": 1.3}"#),
+    ];
+    let mut failures = Vec::new();
+    for (name, file) in configs {
+        let served = ServerDefaults::from_generation_config(file).unwrap();
+        let (mut judged, mut z_modelled, mut z_plain, mut plain_fails, mut sampled) =
+            (0, 0.0, 0.0, 0, 0);
+        for (q, question) in questions.iter().enumerate() {
+            for (i, temperature) in [0.0, 0.7, 1.0].into_iter().enumerate() {
+                let input = LlmInput {
+                    messages: Some(vec![user(question)]),
+                    temperature,
+                    max_tokens: 48,
+                    seed: Some((10 * q + i) as i64),
+                    stop: Some(stop.clone()),
+                    ..Default::default()
+                };
+                // The miner's server, under the model's defaults.
+                s.served = served;
+                let prompt = s.prompter.prompt_ids(&input).unwrap();
+                let g = s
+                    .generate_cached(&prompt, &sampling(&input), &stop)
+                    .unwrap();
+                let job = ScoreJob {
+                    input: &input,
+                    text: &g.text,
+                };
+                let modelled = s.score(job).unwrap();
+                assert_eq!(modelled.problem(&g.text), None);
+                judged += 1;
+                for (id, outcome) in llm::check(&modelled, &input, None, &rules.checks.llm) {
+                    if outcome.is_fail() {
+                        failures.push(format!(
+                            "{name} T={temperature} {question:?}: {id:?} {outcome:?}\n  text {:?}",
+                            g.text
+                        ));
+                    }
+                }
+                // The same answer, scored as if the server sampled plainly.
+                s.served = ServerDefaults::default();
+                let plain = s.score(job).unwrap();
+                plain_fails += llm::check(&plain, &input, None, &rules.checks.llm)
+                    .iter()
+                    .filter(|(_, o)| o.is_fail())
+                    .count();
+                if temperature > 0.0 {
+                    let z = |sc| llm::likelihood_z(sc, usize::MAX).map_or(0.0, |(z, _)| z);
+                    z_modelled += z(&modelled);
+                    z_plain += z(&plain);
+                    sampled += 1;
+                }
+            }
+        }
+        let (z_modelled, z_plain) = (
+            z_modelled / f64::from(sampled),
+            z_plain / f64::from(sampled),
+        );
+        eprintln!(
+            "{name}: {judged} answers; mean z over {sampled} sampled: {z_modelled:.2} modelled, {z_plain:.2} as plain; checks failed as plain: {plain_fails}"
+        );
+        assert_eq!(judged, questions.len() * 3);
+        // Honest samples of the modelled distribution centre on z = 0 (its standard
+        // error over 12 texts is about 0.3). Scored as plain sampling they do not:
+        // truncation makes them likelier (z up), a penalty less likely (z down).
+        assert!(z_modelled.abs() < 1.0, "{name}: mean z {z_modelled:.2}");
+        assert!(
+            (z_plain - z_modelled).abs() > 0.5,
+            "{name}: scoring as plain moved the mean z from {z_modelled:.2} to {z_plain:.2} only"
+        );
+        if served.repetition_penalty >= 1.3 {
+            assert!(
+                plain_fails > 0,
+                "{name}: no honest answer failed when scored as plain"
+            );
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}

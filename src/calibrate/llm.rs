@@ -1061,7 +1061,7 @@ pub fn measure(
         let agree = tokens
             .iter()
             .enumerate()
-            .filter(|&(i, &id)| crate::llm::sample(&rows[i], t, seed, i) == id)
+            .filter(|&(i, &id)| crate::llm::sample(&rows[i], t, seed, i, &reference.served) == id)
             .count();
         (tokens.len() as u32, agree as u32)
     };

@@ -75,7 +75,8 @@ pub struct TokenScore {
 }
 
 /// A token's log-probability under the distribution an honest sampler drew it from
-/// (the reference's `softmax(logits / temperature)` without EOS), floored at three
+/// (the reference's `softmax(logits / temperature)` without EOS, truncated where the
+/// served model's server truncates: [`crate::llm::defaults`]), floored at three
 /// standard deviations below its mean so that one freak token weighs little, and the
 /// floored value's mean and variance over the distribution. Summed over a text they
 /// give the likelihood check's z-score, which is close to standard normal for any
@@ -87,6 +88,10 @@ pub struct Tempered {
     pub logprob: f64,
     pub mean: f64,
     pub variance: f64,
+    /// How many tokens the server's sampler kept at this position (its top-k, top-p
+    /// and min-p); absent where it keeps every token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kept: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -116,7 +121,11 @@ impl TokenScores {
             let alts_ok = t.top.iter().all(|a| lp_ok(a.logprob))
                 && t.top.windows(2).all(|w| w[0].logprob >= w[1].logprob);
             let tempered_ok = t.tempered.is_none_or(|q| {
-                lp_ok(q.logprob) && lp_ok(q.mean) && q.variance.is_finite() && q.variance >= 0.0
+                lp_ok(q.logprob)
+                    && lp_ok(q.mean)
+                    && q.variance.is_finite()
+                    && q.variance >= 0.0
+                    && q.kept != Some(0)
             });
             if !lp_ok(t.logprob)
                 || !lp_ok(t.eos_logprob)
@@ -373,15 +382,13 @@ fn early_end(scores: &TokenScores, input: &LlmInput, rules: &LlmRules) -> Outcom
     }
     let t = input.temperature;
     let p_eos = scores.end_eos_logprob.exp();
-    // An upper bound on the probability of sampling EOS there at temperature t; the
-    // stop-word probability is already at the job's temperature.
-    let eos_bound = if t <= 1.0 {
-        (scores.end_eos_logprob - scores.end_top_logprob)
-            .exp()
-            .min(1.0)
-    } else {
-        p_eos.powf(1.0 / t)
-    };
+    // An upper bound on the probability of sampling EOS there at temperature t, with or
+    // without the server's truncation (the likeliest token is always kept, so EOS's
+    // share is at most (p_eos / p_top)^(1/t), and at most p_eos / p_top for t <= 1);
+    // the stop-word probability is already at the job's temperature.
+    let eos_bound = ((scores.end_eos_logprob - scores.end_top_logprob) / t.max(1.0))
+        .exp()
+        .min(1.0);
     let bound = (eos_bound + p_stop).min(1.0);
     let details = serde_json::json!({
         "finish": "stop",
@@ -408,7 +415,8 @@ fn early_end(scores: &TokenScores, input: &LlmInput, rules: &LlmRules) -> Outcom
 /// At temperature > 0, how often the miner picked the reference's argmax. The chance of an
 /// argmax pick at each position is bounded above by its share among the top-k only (the
 /// rest of the vocabulary would only lower it), so the expected count is an overestimate
-/// and the tail probability errs towards the miner.
+/// and the tail probability errs towards the miner. Where the server kept fewer tokens
+/// than the top-k ([`Tempered::kept`]), the share is among those it kept.
 fn greedy_share(scores: &TokenScores, temperature: f64, rules: &LlmRules) -> Outcome {
     let n = scores.tokens.len();
     if temperature < rules.greedy_min_temperature {
@@ -428,9 +436,14 @@ fn greedy_share(scores: &TokenScores, temperature: f64, rules: &LlmRules) -> Out
         .iter()
         .map(|tok| {
             let best = tok.top[0].logprob / temperature;
+            let kept = tok
+                .tempered
+                .and_then(|q| q.kept)
+                .map_or(usize::MAX, |k| k as usize);
             let z: f64 = tok
                 .top
                 .iter()
+                .take(kept.max(1))
                 .map(|a| (a.logprob / temperature - best).exp())
                 .sum();
             1.0 / z
@@ -577,7 +590,7 @@ pub fn panel_evidence(
     let tokens = scores.panel.iter().map(|s| s.tokens).max().unwrap_or(0);
     if listed.is_empty() || tokens == 0 {
         return Err(
-            "no suspect of the rules' panel scored this job (the panel runs where the reference scores in process)".into(),
+            "no suspect of the rules' panel scored this job (the panel runs where the reference scores in process, on models their servers sample at plain temperature)".into(),
         );
     }
     Ok((
@@ -916,6 +929,33 @@ mod tests {
     }
 
     #[test]
+    fn argmax_picks_are_expected_where_the_server_kept_only_the_argmax() {
+        // Every token the argmax with four near-ties: too many picks for plain sampling.
+        let mut s = scores(&[(1, -1.5, -12.0); 64], -1.5);
+        for t in &mut s.tokens {
+            t.top = (0..5)
+                .map(|i| Alternative {
+                    id: i,
+                    logprob: -1.5 - 0.01 * f64::from(i),
+                })
+                .collect();
+        }
+        let out = check(&s, &input(1.0, 100), None, &rules());
+        assert_eq!(status(&out, CheckId::LlmGreedyShare), Status::Fail);
+        // A server whose top-k kept the argmax alone could pick nothing else.
+        for t in &mut s.tokens {
+            t.tempered = Some(Tempered {
+                logprob: 0.0,
+                mean: 0.0,
+                variance: 0.0,
+                kept: Some(1),
+            });
+        }
+        let out = check(&s, &input(1.0, 100), None, &rules());
+        assert_eq!(status(&out, CheckId::LlmGreedyShare), Status::Pass);
+    }
+
+    #[test]
     fn confident_argmax_picks_are_expected_even_when_sampling() {
         let s = scores(&[(1, -0.001, -12.0); 64], -0.001);
         let out = check(&s, &input(1.0, 100), None, &rules());
@@ -928,6 +968,7 @@ mod tests {
         let mut s = scores(&vec![(2, -1.5, -12.0); n], -0.9);
         for t in &mut s.tokens {
             t.tempered = Some(Tempered {
+                kept: None,
                 logprob: -2.0 + excess,
                 mean: -2.0,
                 variance: 1.0,

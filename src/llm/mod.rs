@@ -11,6 +11,7 @@
 //! [`Scorer::generate`] samples as vLLM does (temperature, seed), for `proctor
 //! serve-reference` and for simulating miners against the fixture model.
 
+pub mod defaults;
 pub mod derive;
 pub mod gguf;
 pub mod miner;
@@ -26,6 +27,7 @@ use candle_core::{D, DType, Device, Tensor};
 
 use crate::checks::llm::{Alternative, Tempered, TokenScore, TokenScores, log_mean_exp};
 use crate::record::LlmInput;
+use defaults::ServerDefaults;
 use model::{Llama, Numerics};
 use template::Prompter;
 
@@ -78,6 +80,9 @@ pub struct Scorer {
     /// The suspects scored beside the reference on sampled jobs ([`panel`]); empty by
     /// default.
     pub panel: panel::Panel,
+    /// What the miner's server applies on its own: the model folder's
+    /// `generation_config.json` ([`defaults`]). Scoring and generation both follow it.
+    pub served: ServerDefaults,
     /// The ids of the tokens that could begin a stop word, per stop list seen: nearly
     /// every job carries the miner's own four, and finding them reads the vocabulary.
     stop_starters: std::sync::Mutex<Vec<StopStarters>>,
@@ -148,6 +153,7 @@ impl Scorer {
                 .map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
             top_k: 5,
             panel: panel::Panel::default(),
+            served: ServerDefaults::load(dir)?,
             stop_starters: std::sync::Mutex::default(),
         })
     }
@@ -163,6 +169,14 @@ impl Scorer {
     ) -> anyhow::Result<Self> {
         let model = Llama::load_with(dir, numerics, device, |_, t| model::quantize_rows(t, bits))?;
         Self::with_model(dir, model)
+    }
+
+    /// Whether the suspect panel scores sampled jobs: it has suspects, and the served
+    /// model samples plainly. The panel's drift allowances are measured on pure
+    /// temperature sampling; under a server's penalty or truncation they are not, and
+    /// an unmeasured allowance must never become evidence.
+    pub fn panel_runs(&self) -> bool {
+        !self.panel.is_empty() && self.served.is_plain()
     }
 
     /// Scores one job.
@@ -221,7 +235,7 @@ impl Scorer {
         };
         // The panel's models run over the same batch, when any job is sampled.
         let sampled = jobs.iter().any(|j| j.input.temperature > 0.0);
-        let suspect_rows = if self.panel.is_empty() || !sampled {
+        let suspect_rows = if !self.panel_runs() || !sampled {
             Vec::new()
         } else {
             match panel::suspect_rows(self, &ok) {
@@ -267,7 +281,10 @@ impl Scorer {
 
     /// For each `(tokens, p)`, the log-probability rows (over the vocabulary) from
     /// position `p - 1` to the end, in one padded forward pass: row `i` predicts token
-    /// `p + i`, the last row what follows the sequence. `p` is at least 1.
+    /// `p + i`, the last row what follows the sequence. `p` is at least 1. Where the
+    /// served model has a repetition penalty ([`Scorer::served`]), each row
+    /// is the penalized distribution the miner's server sampled from, before
+    /// temperature: every token before the predicted one counts as seen.
     pub fn log_prob_rows(
         &self,
         seqs: &[(&[u32], usize)],
@@ -280,9 +297,16 @@ impl Scorer {
             .enumerate()
             .map(|(b, (s, p))| {
                 let h = hidden.get(b)?.narrow(0, p - 1, s.len() - p + 1)?;
-                candle_nn::ops::log_softmax(&self.model.logits(&h)?, D::Minus1)?
+                let logits = self.model.logits(&h)?;
+                let mut rows = candle_nn::ops::log_softmax(&logits, D::Minus1)?
                     .to_dtype(DType::F32)?
-                    .to_vec2::<f32>()
+                    .to_vec2::<f32>()?;
+                if self.served.penalizes() {
+                    let max_logits: Vec<f32> =
+                        logits.max(D::Minus1)?.to_dtype(DType::F32)?.to_vec1()?;
+                    penalize_rows(&self.served, &mut rows, &max_logits, s, *p);
+                }
+                Ok(rows)
             })
             .collect()
     }
@@ -338,7 +362,7 @@ impl Scorer {
                     tempered: if lossy {
                         None
                     } else {
-                        tempered(row, temperature, id, eos)
+                        tempered(row, temperature, id, eos, &self.served)
                     },
                 }
             })
@@ -367,7 +391,12 @@ impl Scorer {
         temperature: f64,
     ) -> Option<f64> {
         let stop = stop.filter(|s| !s.is_empty())?;
-        Some(mass_logprob(end, &self.stop_starters(stop), temperature))
+        Some(mass_logprob(
+            end,
+            &self.stop_starters(stop),
+            temperature,
+            &self.served,
+        ))
     }
 
     /// The tokens that could begin one of `stop` ([`miner::could_start_stop`]).
@@ -397,10 +426,25 @@ impl Scorer {
         ids
     }
 
-    /// One sampling step from the logits `row`: EOS finishes `g`; any other token is
-    /// appended with its logprob (and alternatives) and returned.
-    fn step(&self, row: &[f32], s: &Sampling, g: &mut Generated) -> Option<u32> {
-        let next = sample(row, s.temperature, s.seed, g.ids.len());
+    /// One sampling step from the logits `row` after `prompt` and `g`'s tokens, as the
+    /// served model's server samples ([`Scorer::served`]): EOS finishes `g`; any other
+    /// token is appended with its logprob (and alternatives) and returned.
+    fn step(&self, row: &[f32], prompt: &[u32], s: &Sampling, g: &mut Generated) -> Option<u32> {
+        let mut penalized;
+        let row = if self.served.penalizes() {
+            let mut seen = vec![false; row.len()];
+            for &id in prompt.iter().chain(&g.ids) {
+                if let Some(x) = seen.get_mut(id as usize) {
+                    *x = true;
+                }
+            }
+            penalized = row.to_vec();
+            self.served.penalize(&mut penalized, &seen);
+            &penalized[..]
+        } else {
+            row
+        };
+        let next = sample(row, s.temperature, s.seed, g.ids.len(), &self.served);
         if next == self.prompter.eos_id {
             g.finished = true;
             return None;
@@ -436,7 +480,7 @@ impl Scorer {
         let mut g = Generated::default();
         while g.ids.len() < sampling.max_tokens && prompt.len() + g.ids.len() < max_pos {
             let row: Vec<f32> = self.model.logits(&last)?.flatten_all()?.to_vec1()?;
-            let Some(next) = self.step(&row, sampling, &mut g) else {
+            let Some(next) = self.step(&row, prompt, sampling, &mut g) else {
                 break;
             };
             if !stop.is_empty() {
@@ -481,7 +525,7 @@ impl Scorer {
             let row: Vec<f32> = self.model.logits(&last)?.flatten_all()?.to_vec1()?;
             let open = sampling[i].max_tokens > 0 && prompt.len() < max_pos;
             next.push(if open {
-                self.step(&row, &sampling[i], &mut out[i])
+                self.step(&row, prompt, &sampling[i], &mut out[i])
             } else {
                 None
             });
@@ -510,7 +554,7 @@ impl Scorer {
             let rows = self.model.logits(&hidden)?.squeeze(1)?;
             for (b, &i) in ids.iter().enumerate() {
                 let row: Vec<f32> = rows.get(b)?.to_vec1()?;
-                next[i] = self.step(&row, &sampling[i], &mut out[i]);
+                next[i] = self.step(&row, &prompts[i], &sampling[i], &mut out[i]);
             }
         }
         for g in &mut out {
@@ -546,7 +590,7 @@ impl Scorer {
             for (b, &i) in live.iter().enumerate() {
                 let last = hidden.get(b)?.narrow(0, seqs[i].len() - 1, 1)?;
                 let row: Vec<f32> = self.model.logits(&last)?.squeeze(0)?.to_vec1()?;
-                if let Some(next) = self.step(&row, &sampling[i], &mut out[i]) {
+                if let Some(next) = self.step(&row, &prompts[i], &sampling[i], &mut out[i]) {
                     seqs[i].push(next);
                 }
             }
@@ -564,12 +608,43 @@ impl Scorer {
 /// [`FLOOR_SD`] standard deviations below its mean, and the floored value's mean and
 /// variance over that distribution. `None` for greedy jobs, a temperature that is not
 /// a positive number, or an EOS token in the text.
-pub(crate) fn tempered(row: &[f32], temperature: f64, id: u32, eos: u32) -> Option<Tempered> {
+///
+/// Where the server truncates (`served`: top-k, top-p, min-p) the distribution is the
+/// truncated one, renormalized; a token outside the reference's kept set (an honest
+/// engine's arithmetic can keep a boundary token the reference drops) scores the
+/// floor, like any freak token.
+pub(crate) fn tempered(
+    row: &[f32],
+    temperature: f64,
+    id: u32,
+    eos: u32,
+    served: &ServerDefaults,
+) -> Option<Tempered> {
     if id == eos {
         return None;
     }
     // EOS at −∞: it counts for neither moment.
-    let lqs = panel::log_tempered(row, temperature, eos)?;
+    let mut lqs = panel::log_tempered(row, temperature, eos)?;
+    let kept = served.kept_floor(row, temperature);
+    if let Some(f) = kept {
+        let log_kept = log_mean_exp(
+            lqs.iter()
+                .zip(row)
+                .filter(|(_, x)| **x >= f)
+                .map(|(lq, _)| *lq),
+        ) + (row.iter().filter(|&&x| x >= f).count() as f64).ln();
+        if !log_kept.is_finite() {
+            // Only EOS was kept, yet a token followed: nothing to score it against.
+            return None;
+        }
+        for (lq, x) in lqs.iter_mut().zip(row) {
+            *lq = if *x >= f {
+                *lq - log_kept
+            } else {
+                f64::NEG_INFINITY
+            };
+        }
+    }
     let (mut mean, mut second) = (0.0, 0.0);
     for &lq in &lqs {
         let q = lq.exp();
@@ -597,6 +672,7 @@ pub(crate) fn tempered(row: &[f32], temperature: f64, id: u32, eos: u32) -> Opti
         logprob,
         mean: mean_f,
         variance: (second_f - mean_f * mean_f).max(0.0),
+        kept: kept.map(|f| row.iter().filter(|&&x| x >= f).count() as u32),
     })
 }
 
@@ -606,22 +682,74 @@ const FLOOR_SD: f64 = 3.0;
 
 /// The log-probability of the tokens `ids` together under `softmax(row / temperature)`
 /// (`row` a log-softmax row; temperature 0 reads as 1, the greedy job's plain
-/// distribution), floored at -1000 so that an empty set stays a finite number.
-fn mass_logprob(row: &[f32], ids: &[u32], temperature: f64) -> f64 {
+/// distribution), floored at -1000 so that an empty set stays a finite number. Where
+/// the server truncates, the larger of the truncated and the whole distribution's
+/// mass: truncation raises a kept token's share and zeroes a dropped one, and an honest
+/// engine may keep what the reference drops, so the larger errs towards the miner.
+fn mass_logprob(row: &[f32], ids: &[u32], temperature: f64, served: &ServerDefaults) -> f64 {
     let t = if temperature > 0.0 { temperature } else { 1.0 };
+    let floor = served.kept_floor(row, temperature);
     let scaled = |lp: &f32| f64::from(*lp) / t;
-    let some: Vec<f64> = ids
-        .iter()
-        .filter_map(|&i| row.get(i as usize))
-        .map(scaled)
-        .collect();
-    if some.is_empty() {
+    // log Σ = log mean + log n, over the set and over the whole row.
+    let log_sum = |xs: &[f64]| {
+        if xs.is_empty() {
+            f64::NEG_INFINITY
+        } else {
+            log_mean_exp(xs.iter().copied()) + (xs.len() as f64).ln()
+        }
+    };
+    let mass = |keep: &dyn Fn(f32) -> bool| {
+        let some: Vec<f64> = ids
+            .iter()
+            .filter_map(|&i| row.get(i as usize))
+            .filter(|&&x| keep(x))
+            .map(scaled)
+            .collect();
+        let all: Vec<f64> = row.iter().filter(|&&x| keep(x)).map(scaled).collect();
+        log_sum(&some) - log_sum(&all)
+    };
+    let whole = mass(&|_| true);
+    let truncated = floor.map_or(f64::NEG_INFINITY, |f| mass(&|x| x >= f));
+    let lp = whole.max(truncated);
+    if lp.is_nan() {
         return -1000.0;
     }
-    // log Σ = log mean + log n, over the set and over the whole row.
-    let log_sum = |xs: &[f64]| log_mean_exp(xs.iter().copied()) + (xs.len() as f64).ln();
-    let all: Vec<f64> = row.iter().map(scaled).collect();
-    (log_sum(&some) - log_sum(&all)).clamp(-1000.0, 0.0)
+    lp.clamp(-1000.0, 0.0)
+}
+
+/// Rows as the miner's server sampled from them: each log-softmax row shifted back to
+/// logits (its largest logit is `max_logits[i]`), penalized for every token before the
+/// one it predicts (`seq[..p + i]`), and normalized again.
+fn penalize_rows(
+    served: &ServerDefaults,
+    rows: &mut [Vec<f32>],
+    max_logits: &[f32],
+    seq: &[u32],
+    p: usize,
+) {
+    let Some(width) = rows.first().map(Vec::len) else {
+        return;
+    };
+    let mut seen = vec![false; width];
+    let mark = |seen: &mut Vec<bool>, id: u32| {
+        if let Some(s) = seen.get_mut(id as usize) {
+            *s = true;
+        }
+    };
+    for &id in &seq[..p.min(seq.len())] {
+        mark(&mut seen, id);
+    }
+    for (i, (row, &max_logit)) in rows.iter_mut().zip(max_logits).enumerate() {
+        let shift = max_logit - row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        for x in row.iter_mut() {
+            *x += shift;
+        }
+        served.penalize(row, &seen);
+        *row = log_softmax(row);
+        if let Some(&id) = seq.get(p + i) {
+            mark(&mut seen, id);
+        }
+    }
 }
 
 /// 1 + how many entries of `row` are above `value`: 1 for the argmax.
@@ -655,10 +783,17 @@ fn log_softmax(row: &[f32]) -> Vec<f32> {
     row.iter().map(|&x| x - log_z).collect()
 }
 
-/// One draw from `softmax(row / temperature)`, or the argmax at temperature 0. The
-/// uniform comes from BLAKE3 keyed by the seed and the position, so every prompt has
-/// its own reproducible stream whatever else is in the batch.
-pub(crate) fn sample(row: &[f32], temperature: f64, seed: u64, position: usize) -> u32 {
+/// One draw from `softmax(row / temperature)` over the tokens `served` keeps
+/// ([`ServerDefaults::kept_floor`]), or the argmax at temperature 0. The uniform comes
+/// from BLAKE3 keyed by the seed and the position, so every prompt has its own
+/// reproducible stream whatever else is in the batch.
+pub(crate) fn sample(
+    row: &[f32],
+    temperature: f64,
+    seed: u64,
+    position: usize,
+    served: &ServerDefaults,
+) -> u32 {
     let argmax = || {
         row.iter()
             .enumerate()
@@ -669,9 +804,18 @@ pub(crate) fn sample(row: &[f32], temperature: f64, seed: u64, position: usize) 
         return argmax();
     }
     let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let floor = served
+        .kept_floor(row, temperature)
+        .unwrap_or(f32::NEG_INFINITY);
     let weights: Vec<f64> = row
         .iter()
-        .map(|&x| (f64::from(x - max) / temperature).exp())
+        .map(|&x| {
+            if x >= floor {
+                (f64::from(x - max) / temperature).exp()
+            } else {
+                0.0
+            }
+        })
         .collect();
     let total: f64 = weights.iter().sum();
     let mut h = blake3::Hasher::new_derive_key("proctor llm sampling v1");
@@ -707,15 +851,23 @@ mod tests {
         // Two tokens, logits 0 and ln 3: p = 1/4, 3/4 at T = 1.
         let row = [0.0, 3f32.ln()];
         let n = 4000;
-        let ones = (0..n).filter(|&s| sample(&row, 1.0, s, 0) == 1).count();
+        let ones = (0..n)
+            .filter(|&s| sample(&row, 1.0, s, 0, &ServerDefaults::default()) == 1)
+            .count();
         let p = ones as f64 / n as f64;
         assert!((p - 0.75).abs() < 0.03, "p(token 1) = {p}");
         // Very hot: close to uniform. Greedy: always the argmax.
-        let hot = (0..n).filter(|&s| sample(&row, 100.0, s, 0) == 1).count() as f64 / n as f64;
+        let hot = (0..n)
+            .filter(|&s| sample(&row, 100.0, s, 0, &ServerDefaults::default()) == 1)
+            .count() as f64
+            / n as f64;
         assert!((hot - 0.5).abs() < 0.04, "p at T=100: {hot}");
-        assert!((0..50).all(|s| sample(&row, 0.0, s, 0) == 1));
+        assert!((0..50).all(|s| sample(&row, 0.0, s, 0, &ServerDefaults::default()) == 1));
         // Reproducible per (seed, position).
-        assert_eq!(sample(&row, 1.0, 7, 3), sample(&row, 1.0, 7, 3));
+        assert_eq!(
+            sample(&row, 1.0, 7, 3, &ServerDefaults::default()),
+            sample(&row, 1.0, 7, 3, &ServerDefaults::default())
+        );
     }
 
     #[test]
@@ -725,7 +877,7 @@ mod tests {
         let row = [0.5f32.ln(), 0.25f32.ln(), 0.25f32.ln()];
         let close = |a: f64, b: f64| (a - b).abs() < 1e-6;
         for (t, q) in [(1.0, [2.0 / 3.0, 1.0 / 3.0]), (0.5, [0.8, 0.2])] {
-            let got = tempered(&row, t, 1, 2).unwrap();
+            let got = tempered(&row, t, 1, 2, &ServerDefaults::default()).unwrap();
             let (l0, l1) = (f64::ln(q[0]), f64::ln(q[1]));
             let mean = q[0] * l0 + q[1] * l1;
             let var = q[0] * l0 * l0 + q[1] * l1 * l1 - mean * mean;
@@ -739,7 +891,7 @@ mod tests {
         // mean, and the moments are those of the floored value.
         let mut row = vec![0.0f32; 11];
         row[10] = -20.0;
-        let got = tempered(&row, 1.0, 10, 99).unwrap();
+        let got = tempered(&row, 1.0, 10, 99, &ServerDefaults::default()).unwrap();
         let q_tail = (-20f64).exp() / (10.0 + (-20f64).exp());
         let (l_top, l_tail) = ((1.0 - q_tail) / 10.0, q_tail);
         let (l_top, l_tail) = (l_top.ln(), l_tail.ln());
@@ -750,9 +902,61 @@ mod tests {
         assert!(close(got.logprob, mean - 3.0 * sd), "{got:?}");
         assert!(got.logprob > l_tail + 10.0);
         let row = [0.5f32.ln(), 0.25f32.ln(), 0.25f32.ln()];
-        assert_eq!(tempered(&row, 0.0, 1, 2), None);
-        assert_eq!(tempered(&row, f64::NAN, 1, 2), None);
-        assert_eq!(tempered(&row, 1.0, 2, 2), None);
+        assert_eq!(tempered(&row, 0.0, 1, 2, &ServerDefaults::default()), None);
+        assert_eq!(
+            tempered(&row, f64::NAN, 1, 2, &ServerDefaults::default()),
+            None
+        );
+        assert_eq!(tempered(&row, 1.0, 2, 2, &ServerDefaults::default()), None);
+    }
+
+    #[test]
+    fn truncated_sampling_draws_and_scores_only_what_the_server_keeps() {
+        // Probabilities 0.5, 0.3, 0.15, 0.05; EOS is id 3.
+        let row: Vec<f32> = [0.5f32, 0.3, 0.15, 0.05].iter().map(|p| p.ln()).collect();
+        let served = ServerDefaults {
+            top_p: 0.75,
+            ..ServerDefaults::default()
+        };
+        // top_p 0.75 keeps the first two: no draw is ever the third or the fourth.
+        assert!((0..2000).all(|s| sample(&row, 1.0, s, 0, &served) < 2));
+        let got = tempered(&row, 1.0, 1, 3, &served).unwrap();
+        let (q0, q1) = (0.5f64 / 0.8, 0.3f64 / 0.8);
+        let mean = q0 * q0.ln() + q1 * q1.ln();
+        assert!((got.logprob - q1.ln()).abs() < 1e-6, "{got:?}");
+        assert!((got.mean - mean).abs() < 1e-6, "{got:?}");
+        assert_eq!(got.kept, Some(2));
+        // A token the reference drops scores the floor, a finite number below the mean.
+        let dropped = tempered(&row, 1.0, 2, 3, &served).unwrap();
+        assert!(dropped.logprob.is_finite() && dropped.logprob < got.mean);
+        // The stop mass takes the larger of the truncated and the whole distribution.
+        let whole = mass_logprob(&row, &[1], 1.0, &ServerDefaults::default());
+        let truncated = mass_logprob(&row, &[1], 1.0, &served);
+        assert!((whole - 0.3f64.ln()).abs() < 1e-6);
+        assert!((truncated - q1.ln()).abs() < 1e-6);
+        assert!((mass_logprob(&row, &[2], 1.0, &served) - 0.15f64.ln()).abs() < 1e-6);
+    }
+
+    #[test]
+    fn penalized_rows_are_the_penalized_logits_normalized() {
+        let served = ServerDefaults {
+            repetition_penalty: 1.5,
+            ..ServerDefaults::default()
+        };
+        let logits = [[2.0f32, -1.0, 0.5, 1.0], [1.0, 3.0, -2.0, 0.0]];
+        let mut rows: Vec<Vec<f32>> = logits.iter().map(|l| log_softmax(l)).collect();
+        // Prompt [0], then the text [1, 2]: row 0 predicts token 1 having seen 0; row 1
+        // predicts token 2 having seen 0 and 1.
+        penalize_rows(&served, &mut rows, &[2.0, 3.0], &[0, 1, 2], 1);
+        let want = [
+            log_softmax(&[2.0 / 1.5, -1.0, 0.5, 1.0]),
+            log_softmax(&[1.0 / 1.5, 3.0 / 1.5, -2.0, 0.0]),
+        ];
+        for (got, want) in rows.iter().zip(&want) {
+            for (g, w) in got.iter().zip(want) {
+                assert!((g - w).abs() < 1e-5, "{got:?} against {want:?}");
+            }
+        }
     }
 
     #[test]

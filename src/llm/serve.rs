@@ -347,7 +347,7 @@ fn prompt_logprob_maps(
     };
     // The suspects over the miner's tokens, in the same pass as the tempered scores.
     let panel = match (temperature, panel_from) {
-        (Some(t), Some(from)) if t > 0.0 && !scorer.panel.is_empty() => {
+        (Some(t), Some(from)) if t > 0.0 && scorer.panel_runs() => {
             let suspect_rows: Vec<Option<Vec<Vec<f32>>>> =
                 super::panel::suspect_rows(scorer, &[(ids, from)])?
                     .into_iter()
@@ -379,7 +379,7 @@ fn prompt_logprob_maps(
                 if lossy(id) {
                     None
                 } else {
-                    super::tempered(row, t, id, eos)
+                    super::tempered(row, t, id, eos, &scorer.served)
                 }
             }))
             .collect();

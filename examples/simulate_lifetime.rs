@@ -4,7 +4,7 @@
 //! count and the union bound's slack shows. See src/lifetime.rs and docs/DETECTION.md.
 //!
 //! ```sh
-//! cargo run --example simulate_lifetime -- [MINER_YEARS] [SEED]     (default 20000 1)
+//! cargo run --example simulate_lifetime -- [MINER_YEARS] [SEED] [MISCALIBRATED]   (default 20000 1 200)
 //! ```
 
 use proctor::lifetime::{self, Decisions, Scenario};
@@ -44,6 +44,24 @@ fn main() -> anyhow::Result<()> {
                 (decisions * threshold).min(1.0)
             );
             eprintln!("  ({:.1} s)", started.elapsed().as_secs_f64());
+        }
+    }
+    // Miners failing at a multiple of the priced rates are never slashed in a year with
+    // the floor, so each runs its whole year: the LLM rows at 5x take minutes per 200.
+    let miscalibrated: u64 = args.get(3).map_or(Ok(200), |a| a.parse())?;
+    println!(
+        "\nHonest miners whose true rates are a multiple of the priced ones (a calibration that many times too low), {miscalibrated} miner-years per row, at the shipped threshold, with and without the effect-size floor (margin {}):\n",
+        rules.slashing.effect_margin
+    );
+    println!("| scenario | slashed with the floor | slashed without |");
+    println!("|---|---:|---:|");
+    let bare = lifetime::without_effect_floor(&rules);
+    for factor in [2.0, 3.0, 5.0] {
+        for s in [Scenario::sd(&rules), Scenario::llm(&rules, 0.2)] {
+            let s = s.miscalibrated(factor);
+            let floor = lifetime::simulate(&rules, &s, miscalibrated, seed);
+            let without = lifetime::simulate(&bare, &s, miscalibrated, seed);
+            println!("| {} | {} | {} |", s.name, floor.slashed, without.slashed);
         }
     }
     println!("\nOne decision at day 30 (the p-value the union bound rests on):\n");

@@ -14,7 +14,13 @@
 //! probability whatever the checks' dependence: one bad job never slashes unless one
 //! check's own rate allows it.
 //!
-//! - **Slash.** Only checks whose rate was measured and that are not flag-only count.
+//! - **Slash.** Only checks whose rate was measured and that are not flag-only count,
+//!   and each only where the miner failed it on a share of its judged jobs of at least
+//!   the check's effect floor ([`crate::rules::CheckPolicy::effect_floor`]: a margin
+//!   times the largest rate an honest configuration was measured at). The tail alone
+//!   grows without limit with the jobs judged, so a rate a few times too low would
+//!   slash an honest miner almost surely; the floor keeps such an error from ever
+//!   slashing, while cheats fail 20–100 % of their jobs.
 //!   The strongest one's tail, times the number of such checks that judged the miner
 //!   (Bonferroni: the engine looked at each of them), is the miner's `honest_probability`.
 //!   A slash is automatic at or below `Rules::auto_slash_threshold`: the lifetime
@@ -100,9 +106,15 @@ pub struct CheckTally {
     pub false_positive_rate: f64,
     /// The probability that an honest miner fails this check at least this often.
     pub honest_probability: f64,
-    /// Whether this check's evidence can count toward an automatic slash (its rate
-    /// was measured and it is not flag-only).
+    /// Whether this check's evidence can count toward an automatic slash: its rate was
+    /// measured, it is not flag-only, and the miner's failure share reaches
+    /// `effect_floor`.
     pub can_slash: bool,
+    /// The failure share below which this check cannot carry a slash, however long
+    /// the tail ([`crate::rules::CheckPolicy::effect_floor`]); absent in decisions
+    /// taken before the floor existed.
+    #[serde(default)]
+    pub effect_floor: f64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -269,13 +281,15 @@ pub fn judge(
             (1, 1)
         };
         let rate = policy.effective_rate();
+        let effect_floor = policy.effect_floor(rules.slashing.effect_margin);
         tallies.push(CheckTally {
             check,
             judged: n,
             failed: k,
             false_positive_rate: rate,
             honest_probability: crate::stats::binomial_tail(k, n, rate),
-            can_slash: policy.can_slash(),
+            can_slash: policy.can_slash() && k as f64 >= effect_floor * n as f64,
+            effect_floor,
         });
     }
     let strongest = |slashing_only: bool| {
@@ -722,6 +736,37 @@ mod tests {
     }
 
     #[test]
+    fn a_failure_share_below_the_effect_floor_never_slashes_however_long_the_tail() {
+        let r = rules();
+        let rate = r.policy(CheckId::ImageSimilarity).effective_rate();
+        let floor = r
+            .policy(CheckId::ImageSimilarity)
+            .effect_floor(r.slashing.effect_margin);
+        assert!(floor > rate && floor < 0.2, "{floor}");
+        // A miner at 100 % re-runs failing at half the floor: thousands of jobs make
+        // the tail astronomically small, yet the share stays what an honest miner
+        // whose rate was measured a few times too low would show.
+        let n = 14_000u64;
+        let k = (n as f64 * floor / 2.0) as u64;
+        let (tallies, j) = judge_counts([(CheckId::ImageSimilarity, n, k)], &r);
+        assert!(tallies[0].honest_probability < 1e-30, "{tallies:?}");
+        assert!(!tallies[0].can_slash);
+        assert_eq!(tallies[0].effect_floor, floor);
+        assert_eq!(j.action, Action::FlagForReview);
+        // The same tail from a share above the floor slashes, as a cheat's does.
+        let k = (n as f64 * floor * 1.5) as u64;
+        let (tallies, j) = judge_counts([(CheckId::ImageSimilarity, n, k)], &r);
+        assert!(tallies[0].can_slash);
+        assert_eq!(j.action, Action::Slash);
+        // Without the floor the first miner would have been slashed.
+        let mut bare = r.clone();
+        bare.slashing.effect_margin = 0.0;
+        let k = (n as f64 * floor / 2.0) as u64;
+        let (_, j) = judge_counts([(CheckId::ImageSimilarity, n, k)], &bare);
+        assert_eq!(j.action, Action::Slash);
+    }
+
+    #[test]
     fn each_slashing_check_that_judged_the_miner_is_a_look_the_evidence_pays_for() {
         let r = rules();
         let mut jobs = failing(3, CheckId::ImageSimilarity);
@@ -819,6 +864,7 @@ mod tests {
             n: 4000,
             failures: 4,
             upper_95: 0.0023,
+            max_config_upper_95: None,
         });
         for s in &mut r.checks.llm.panel.suspects {
             s.drift_nats_per_token = measured.then_some(0.01);

@@ -159,6 +159,23 @@ impl Scenario {
     }
 }
 
+impl Scenario {
+    /// The same miner, honest, failing every check `factor` times as often as the
+    /// rules price it (at most every job): a calibration that measured its rates that
+    /// many times too low, or one GPU's systematic drift that the calibration's engines
+    /// did not show.
+    pub fn miscalibrated(mut self, factor: f64) -> Scenario {
+        for c in &mut self.checks {
+            c.rate = (c.rate * factor).min(1.0);
+        }
+        for c in &mut self.shared {
+            c.rate = (c.rate * factor).min(1.0);
+        }
+        self.name = format!("{}, true rates {factor}x the priced", self.name);
+        self
+    }
+}
+
 /// The checks of `wanted`, each at its effective rate. Checks that cannot slash are
 /// kept too: screen failures raise the sampling rate, so they shape the evidence.
 fn slashing(rules: &Rules, wanted: Vec<(CheckId, Stage, f64)>) -> Vec<SimCheck> {
@@ -406,6 +423,15 @@ fn integral(history: &[(f64, f64)], from: f64, to: f64) -> f64 {
     sum
 }
 
+/// The same rules without the effect-size floor (`slashing.effect_margin` 0): every
+/// failure share can carry a slash, as before the floor. For comparison only; the
+/// rules' own validation refuses a margin below 1.
+pub fn without_effect_floor(rules: &Rules) -> Rules {
+    let mut r = rules.clone();
+    r.slashing.effect_margin = 0.0;
+    r
+}
+
 /// The same rules with the per-decision slash threshold set to `threshold` (the budget
 /// kept, the decisions it is spread over changed): large enough, slashes happen and can
 /// be counted.
@@ -444,6 +470,26 @@ mod tests {
                 c.share * c.rate
             );
         }
+    }
+
+    #[test]
+    fn honest_miners_failing_at_three_times_the_priced_rate_are_slashed_only_without_the_floor() {
+        let rules = Rules::embedded().unwrap();
+        let bare = without_effect_floor(&rules);
+        let s = Scenario::sd(&rules).miscalibrated(3.0);
+        let with_floor = simulate(&rules, &s, 40, 3);
+        let without = simulate(&bare, &s, 40, 3);
+        assert!(
+            without.slashed > 0,
+            "without the floor no honest miner was slashed: the scenario shows nothing"
+        );
+        assert_eq!(with_floor.slashed, 0, "{with_floor:?}");
+        // The floor changes nothing at the priced rates' own strength: those miners
+        // are still judged, and evidence still flags them.
+        assert!(
+            with_floor.decisions > 0 && with_floor.flagged > 0,
+            "{with_floor:?}"
+        );
     }
 
     #[test]

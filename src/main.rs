@@ -816,13 +816,22 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 "\nfalse-positive rates: a slash needs a measured rate, and no declaration below its measurement\n"
             );
             println!(
-                "{:<20} {:>10} {:<9} {:>8} {:>9} {:>10} {:<11}  can slash",
-                "check", "declared", "basis", "n", "failures", "95% bound", "measured"
+                "{:<20} {:>10} {:<9} {:>8} {:>9} {:>10} {:<11} {:>12}  can slash",
+                "check",
+                "declared",
+                "basis",
+                "n",
+                "failures",
+                "95% bound",
+                "measured",
+                "effect floor"
             );
+            let margin = rules.slashing.effect_margin;
             for (id, p) in &rules.checks.policy {
                 let m = p.measured.as_ref();
+                let floor = p.effect_floor(margin);
                 println!(
-                    "{:<20} {:>10.2e} {:<9} {:>8} {:>9} {:>10} {:<11}  {}",
+                    "{:<20} {:>10.2e} {:<9} {:>8} {:>9} {:>10} {:<11} {:>11.1}%  {}",
                     id.as_str(),
                     p.false_positive_rate,
                     match p.basis {
@@ -833,7 +842,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     m.map_or(String::new(), |m| m.failures.to_string()),
                     m.map_or(String::new(), |m| format!("{:.2e}", m.upper_95)),
                     m.map_or("", |m| m.date.as_str()),
-                    if p.can_slash() {
+                    100.0 * floor,
+                    if p.can_slash() && p.independent_across_jobs && floor > 1.0 {
+                        "no (its effect floor is above every job)"
+                    } else if p.can_slash() {
                         "yes"
                     } else if p.flag_only {
                         "no (flag only)"
@@ -847,6 +859,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 rules.auto_slash_threshold(),
                 rules.slashing.lifetime_false_slash_budget,
                 rules.slashing.decisions_per_miner_year
+            );
+            println!(
+                "and a failure share of at least the check's effect floor: {margin} times the largest rate an honest configuration was measured at"
             );
             let broken = rules.broken_promises();
             for b in &broken {

@@ -442,6 +442,19 @@ impl Calibration {
     }
 }
 
+/// The largest 95 % bound of `check` over the honest configurations, where the run split
+/// its sample into them and any judged the check.
+pub fn largest_config_bound(
+    by_config: &[(String, Vec<MeasuredRate>)],
+    check: CheckId,
+) -> Option<f64> {
+    by_config
+        .iter()
+        .flat_map(|(_, rates)| rates.iter().filter(|r| r.check == check))
+        .map(MeasuredRate::upper_95)
+        .reduce(f64::max)
+}
+
 /// The per-configuration table: one row per honest configuration, one column per check
 /// that judged any of them, each cell "failures / judged (95 % bound)".
 fn by_config_markdown(by_config: &[(String, Vec<MeasuredRate>)]) -> String {
@@ -564,7 +577,12 @@ pub fn run(
         ));
         let mut simulated = rules.clone();
         simulated.checks.llm = calibrated.clone();
-        apply_measured(&mut simulated, &measured, &Provenance::of_this_run());
+        apply_measured(
+            &mut simulated,
+            &measured,
+            &llm_by_config,
+            &Provenance::of_this_run(),
+        );
         let mut report = panel::report(
             &pairs,
             &simulated,
@@ -622,6 +640,7 @@ pub fn run(
 pub fn apply_measured(
     rules: &mut crate::rules::Rules,
     rates: &[MeasuredRate],
+    by_config: &[(String, Vec<MeasuredRate>)],
     provenance: &Provenance,
 ) {
     for r in rates {
@@ -635,6 +654,7 @@ pub fn apply_measured(
                 n: r.n,
                 failures: r.failures,
                 upper_95: r.upper_95(),
+                max_config_upper_95: largest_config_bound(by_config, r.check),
             });
         }
     }
@@ -704,6 +724,9 @@ pub fn write_rules(
         m.insert("n", (r.n as i64).into());
         m.insert("failures", (r.failures as i64).into());
         m.insert("upper_95", bound.into());
+        if let Some(worst) = largest_config_bound(&calibration.llm_by_config, r.check) {
+            m.insert("max_config_upper_95", worst.into());
+        }
         policy["measured"] = toml_edit::value(m);
     }
     if let Some(llm) = &calibration.llm_rules {
@@ -849,5 +872,29 @@ mod tests {
         assert_eq!(significant(0.000_998_6, 2), 0.001);
         assert_eq!(floor_to(0.8129, 3), 0.812);
         assert_eq!(floor_to(-3.091, 2), -3.1);
+    }
+
+    #[test]
+    fn the_largest_configuration_bound_is_the_worst_configuration_s() {
+        let rate = |check, failures, n| MeasuredRate {
+            check,
+            n,
+            failures,
+            sample: String::new(),
+        };
+        let by_config = vec![
+            ("a".to_string(), vec![rate(CheckId::LlmRank, 0, 100)]),
+            (
+                "b".to_string(),
+                vec![
+                    rate(CheckId::LlmRank, 2, 100),
+                    rate(CheckId::LlmLikelihood, 0, 50),
+                ],
+            ),
+        ];
+        let worst = largest_config_bound(&by_config, CheckId::LlmRank).unwrap();
+        assert_eq!(worst, rate(CheckId::LlmRank, 2, 100).upper_95());
+        assert!(worst > rate(CheckId::LlmRank, 0, 100).upper_95());
+        assert_eq!(largest_config_bound(&by_config, CheckId::LlmEarlyEnd), None);
     }
 }

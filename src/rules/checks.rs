@@ -61,6 +61,31 @@ impl CheckPolicy {
             None => self.false_positive_rate,
         }
     }
+
+    /// The largest rate an honest configuration was measured at: the largest
+    /// per-configuration 95 % bound where the calibration recorded one, and never below
+    /// [`CheckPolicy::effective_rate`].
+    pub fn worst_config_rate(&self) -> f64 {
+        let per_config = self
+            .measured
+            .as_ref()
+            .and_then(|m| m.max_config_upper_95)
+            .unwrap_or(0.0);
+        self.effective_rate().max(per_config)
+    }
+
+    /// The failure share a miner must reach on this check before it can carry a slash:
+    /// `margin` times [`CheckPolicy::worst_config_rate`], at most 1 for a per-miner
+    /// check (whose single failure is its whole share). An honest miner whose true rate
+    /// is up to `margin` times the worst measured one stays below it in expectation.
+    pub fn effect_floor(&self, margin: f64) -> f64 {
+        let floor = margin * self.worst_config_rate();
+        if self.independent_across_jobs {
+            floor
+        } else {
+            floor.min(1.0)
+        }
+    }
 }
 
 /// Where a check's false-positive rate comes from.
@@ -90,6 +115,10 @@ pub struct Measurement {
     pub failures: u64,
     /// The one-sided 95 % Clopper-Pearson upper bound of `failures / n`.
     pub upper_95: f64,
+    /// The largest such bound over the honest configurations the sample was split
+    /// into (engines, dtypes, batch sizes), where the calibration split it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_config_upper_95: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -17,6 +17,10 @@ pub struct SlashingRules {
     /// the budget is spread over (see [`Rules::auto_slash_threshold`]).
     pub decisions_per_miner_year: f64,
     pub review_max_honest_probability: f64,
+    /// A check carries a slash only where the miner failed it on at least this many
+    /// times its worst honest configuration's measured rate
+    /// ([`super::CheckPolicy::effect_floor`]).
+    pub effect_margin: f64,
     pub fraction: f64,
     pub scope: SlashScope,
     pub window_days: u32,
@@ -43,6 +47,10 @@ pub(super) fn validate(rules: &Rules, need: &mut impl FnMut(bool, String)) {
             && rules.auto_slash_threshold() < sl.review_max_honest_probability
             && sl.review_max_honest_probability < 1.0,
         "slashing: need 0 < lifetime_false_slash_budget < 1, decisions_per_miner_year >= 1, and review_max_honest_probability in (budget / decisions, 1)".into(),
+    );
+    need(
+        sl.effect_margin >= 1.0 && sl.effect_margin.is_finite(),
+        "slashing.effect_margin must be at least 1: below it, honest miners at their measured rate would reach the floor".into(),
     );
     need(
         sl.fraction > 0.0 && sl.fraction <= 1.0,

@@ -53,6 +53,21 @@ fn sampling(input: &LlmInput) -> Sampling {
     }
 }
 
+/// What the honest populations ask the model.
+const QUESTIONS: [&str; 6] = [
+    "What is the capital of France?",
+    "Write a short poem about the sea.",
+    "List three uses of a hash function.",
+    "Explain what a prime number is.",
+    "Give me a recipe for pancakes.",
+    "Why is the sky blue?",
+];
+
+/// The stop words the network's miner sends with every request.
+fn stop_words() -> Vec<String> {
+    STOP_WORDS.iter().map(|w| (*w).to_owned()).collect()
+}
+
 fn user(content: &str) -> Message {
     Message {
         role: Role::User,
@@ -221,12 +236,8 @@ fn the_real_model_s_derived_cheats_load_beside_it() {
 fn honest_answers_as_the_network_s_miner_returns_them_pass_every_check() {
     let s = scorer();
     let rules = Rules::embedded().unwrap();
-    let stop: Vec<String> = STOP_WORDS.iter().map(|w| (*w).to_owned()).collect();
-    let questions = [
-        "What is the capital of France?",
-        "Write a short poem about the sea.",
-        "List three uses of a hash function.",
-    ];
+    let stop = stop_words();
+    let questions = &QUESTIONS[..3];
     let (mut judged, mut streamed_with_space, mut length_ends) = (0, 0, 0);
     let mut failures = Vec::new();
     for (q, question) in questions.iter().enumerate() {
@@ -304,7 +315,7 @@ fn honest_answers_as_the_network_s_miner_returns_them_pass_every_check() {
 #[tokio::test(flavor = "multi_thread")]
 async fn serve_reference_scores_the_real_model_as_the_in_process_scorer_does() {
     let local = scorer();
-    let stop: Vec<String> = STOP_WORDS.iter().map(|w| (*w).to_owned()).collect();
+    let stop = stop_words();
     let input = LlmInput {
         messages: Some(vec![user("Write a short poem about the sea.")]),
         temperature: 0.7,
@@ -368,15 +379,8 @@ fn honest_answers_under_the_served_model_s_sampling_defaults_pass_every_check() 
     use proctor::llm::defaults::ServerDefaults;
     let mut s = scorer();
     let rules = Rules::embedded().unwrap();
-    let stop: Vec<String> = STOP_WORDS.iter().map(|w| (*w).to_owned()).collect();
-    let questions = [
-        "What is the capital of France?",
-        "Write a short poem about the sea.",
-        "List three uses of a hash function.",
-        "Explain what a prime number is.",
-        "Give me a recipe for pancakes.",
-        "Why is the sky blue?",
-    ];
+    let stop = stop_words();
+    let questions = QUESTIONS;
     // Llama-3.1-8B-Instruct's file sets top_p 0.9; Qwen2.5-Instruct's sets top_k 20,
     // top_p 0.8 and a repetition penalty of 1.05 (temperature too, which the job's
     // request overrides). A stronger penalty shows the direction that slashes: the

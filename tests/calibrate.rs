@@ -298,11 +298,27 @@ fn calibrated_thresholds_write_back_into_rules_and_load() {
         }],
         checks: vec![report],
         llm_subchecks: Vec::new(),
-        llm_by_config: Vec::new(),
+        // The writer records the largest per-configuration bound of any check it is
+        // given one for: here two configurations of 20 pairs, one with a failure.
+        llm_by_config: ["a", "b"]
+            .into_iter()
+            .zip([0, 1])
+            .map(|(name, failures)| {
+                let rate = calibrate::MeasuredRate {
+                    check: CheckId::ImageSimilarity,
+                    sample: format!("configuration {name}"),
+                    n: 20,
+                    failures,
+                };
+                (name.to_string(), vec![rate])
+            })
+            .collect(),
         latency: None,
         panel: None,
         llm_rules: None,
     };
+    let worst = result.llm_by_config[1].1[0].upper_95();
+    assert!(worst > result.llm_by_config[0].1[0].upper_95());
     let dir = tempfile::tempdir().unwrap();
     for f in std::fs::read_dir(root().join("rules")).unwrap() {
         let f = f.unwrap().path();
@@ -331,6 +347,9 @@ fn calibrated_thresholds_write_back_into_rules_and_load() {
     let m = policy.measured.as_ref().unwrap();
     assert_eq!((m.n, m.date.as_str()), (40, "2026-11-28"));
     assert_eq!(m.upper_95, policy.false_positive_rate);
+    // The effect floor rests on the worst configuration, not on the pooled bound.
+    assert_eq!(m.max_config_upper_95, Some(worst));
+    assert_eq!(policy.worst_config_rate(), worst.max(m.upper_95));
     assert!(loaded.broken_promises().is_empty());
     assert_ne!(loaded.digest().unwrap(), rules.digest().unwrap());
 

@@ -134,6 +134,19 @@ fn rules_check_passes_on_the_shipped_rules() {
         out.contains("sdxl") && out.contains("deters") && !out.contains("CHEATING PAYS"),
         "{out}"
     );
+    // Each check's effect floor, the share of failures below which it cannot slash.
+    let rules = proctor::rules::Rules::embedded().unwrap();
+    let floor = rules
+        .policy(proctor::outcome::CheckId::ImageSimilarity)
+        .effect_floor(rules.slashing.effect_margin);
+    let row = out
+        .lines()
+        .find(|l| l.starts_with("image_similarity "))
+        .unwrap_or_else(|| panic!("no image_similarity row: {out}"));
+    assert!(
+        row.contains(&format!("{:.1}%", 100.0 * floor)) && row.ends_with("yes"),
+        "{row}"
+    );
 }
 
 #[test]

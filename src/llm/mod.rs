@@ -433,11 +433,8 @@ impl Scorer {
         let mut penalized;
         let row = if self.served.penalizes() {
             let mut seen = vec![false; row.len()];
-            for &id in prompt.iter().chain(&g.ids) {
-                if let Some(x) = seen.get_mut(id as usize) {
-                    *x = true;
-                }
-            }
+            mark_seen(&mut seen, prompt);
+            mark_seen(&mut seen, &g.ids);
             penalized = row.to_vec();
             self.served.penalize(&mut penalized, &seen);
             &penalized[..]
@@ -627,12 +624,13 @@ pub(crate) fn tempered(
     let mut lqs = panel::log_tempered(row, temperature, eos)?;
     let kept = served.kept_floor(row, temperature);
     if let Some(f) = kept {
-        let log_kept = log_mean_exp(
-            lqs.iter()
-                .zip(row)
-                .filter(|(_, x)| **x >= f)
-                .map(|(lq, _)| *lq),
-        ) + (row.iter().filter(|&&x| x >= f).count() as f64).ln();
+        let in_kept: Vec<f64> = lqs
+            .iter()
+            .zip(row)
+            .filter(|(_, x)| **x >= f)
+            .map(|(lq, _)| *lq)
+            .collect();
+        let log_kept = log_sum_exp(&in_kept);
         if !log_kept.is_finite() {
             // Only EOS was kept, yet a token followed: nothing to score it against.
             return None;
@@ -690,14 +688,6 @@ fn mass_logprob(row: &[f32], ids: &[u32], temperature: f64, served: &ServerDefau
     let t = if temperature > 0.0 { temperature } else { 1.0 };
     let floor = served.kept_floor(row, temperature);
     let scaled = |lp: &f32| f64::from(*lp) / t;
-    // log Σ = log mean + log n, over the set and over the whole row.
-    let log_sum = |xs: &[f64]| {
-        if xs.is_empty() {
-            f64::NEG_INFINITY
-        } else {
-            log_mean_exp(xs.iter().copied()) + (xs.len() as f64).ln()
-        }
-    };
     let mass = |keep: &dyn Fn(f32) -> bool| {
         let some: Vec<f64> = ids
             .iter()
@@ -706,7 +696,7 @@ fn mass_logprob(row: &[f32], ids: &[u32], temperature: f64, served: &ServerDefau
             .map(scaled)
             .collect();
         let all: Vec<f64> = row.iter().filter(|&&x| keep(x)).map(scaled).collect();
-        log_sum(&some) - log_sum(&all)
+        log_sum_exp(&some) - log_sum_exp(&all)
     };
     let whole = mass(&|_| true);
     let truncated = floor.map_or(f64::NEG_INFINITY, |f| mass(&|x| x >= f));
@@ -715,6 +705,24 @@ fn mass_logprob(row: &[f32], ids: &[u32], temperature: f64, served: &ServerDefau
         return -1000.0;
     }
     lp.clamp(-1000.0, 0.0)
+}
+
+/// `ln Σ exp(x)` over `xs`, stable: `−∞` for none.
+fn log_sum_exp(xs: &[f64]) -> f64 {
+    if xs.is_empty() {
+        return f64::NEG_INFINITY;
+    }
+    log_mean_exp(xs.iter().copied()) + (xs.len() as f64).ln()
+}
+
+/// Marks `ids` in `seen`, the repetition penalty's mask; ids past its end are not
+/// tokens of the model and are left out.
+fn mark_seen(seen: &mut [bool], ids: &[u32]) {
+    for &id in ids {
+        if let Some(s) = seen.get_mut(id as usize) {
+            *s = true;
+        }
+    }
 }
 
 /// Rows as the miner's server sampled from them: each log-softmax row shifted back to
@@ -731,14 +739,7 @@ fn penalize_rows(
         return;
     };
     let mut seen = vec![false; width];
-    let mark = |seen: &mut Vec<bool>, id: u32| {
-        if let Some(s) = seen.get_mut(id as usize) {
-            *s = true;
-        }
-    };
-    for &id in &seq[..p.min(seq.len())] {
-        mark(&mut seen, id);
-    }
+    mark_seen(&mut seen, &seq[..p.min(seq.len())]);
     for (i, (row, &max_logit)) in rows.iter_mut().zip(max_logits).enumerate() {
         let shift = max_logit - row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
         for x in row.iter_mut() {
@@ -747,7 +748,7 @@ fn penalize_rows(
         served.penalize(row, &seen);
         *row = log_softmax(row);
         if let Some(&id) = seq.get(p + i) {
-            mark(&mut seen, id);
+            mark_seen(&mut seen, &[id]);
         }
     }
 }

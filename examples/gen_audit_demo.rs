@@ -98,7 +98,7 @@ const EXPECTED: [(&str, &str); 18] = [
 ];
 
 /// Jobs of each cheat a measured check re-runs: enough failures to slash.
-const RERUN_CHEAT_JOBS: usize = 5;
+const RERUN_CHEAT_JOBS: usize = 6;
 /// The substituted model's jobs: the LLM rates are the real model's, measured on a
 /// smaller honest sample than the fixture's, so their bounds are wider and a slash needs
 /// more failed jobs (docs/DETECTION.md).

@@ -3,7 +3,8 @@
 //! Only `Fail` outcomes are evidence. For each check, the number of the miner's judged
 //! jobs `n` and failed jobs `k` give the probability that an honest miner fails at least
 //! that often: a binomial tail under the check's false-positive rate from the rules (the
-//! larger of its declared rate and its measured 95 % bound). Checks whose honest
+//! largest of its declared rate, its measured 95 % bound and the largest 95 % bound of
+//! any honest configuration the calibration split the sample into). Checks whose honest
 //! failures would repeat on every job (a hardware string, a miner build) have a rate per
 //! miner and count once.
 //!
@@ -36,11 +37,13 @@
 //!   job's `llm_suspect` outcome carries every suspect's drift-corrected
 //!   log-likelihood ratio (a log e-value: its exponential has mean at most 1 for an
 //!   honest miner), and the window's sums, averaged over suspects, are the miner's
-//!   e-value `E` (a product of independent e-values, mixed over suspects, is one).
+//!   e-value `E` (a product of independent e-values, mixed over suspects and over the
+//!   share of jobs a partial cheater substitutes, [`PanelTally`], is one).
 //!   `1/E` is then a valid honest probability by Markov's inequality at every
 //!   decision, and it enters the decision beside the check tails: it counts in the
 //!   Bonferroni factor and in the lifetime budget like them, and it can slash only when
-//!   `llm_suspect`'s rate and every suspect's drift were measured.
+//!   `llm_suspect`'s rate and every suspect's drift were measured, and only where `ln E`
+//!   per scored token reaches `panel.min_log_evidence_per_token` (its effect floor).
 //!
 //! A slash id is a hash of the miner, the sorted ids of the jobs it covers and the rule:
 //! deciding twice on the same evidence yields the same slash, and jobs already covered by
@@ -102,7 +105,8 @@ pub struct CheckTally {
     pub check: CheckId,
     pub judged: u64,
     pub failed: u64,
-    /// The rate the engine used (see `CheckPolicy::effective_rate`).
+    /// The rate the engine used: the largest an honest configuration was measured at
+    /// (`CheckPolicy::worst_config_rate`), never a pooled rate below it.
     pub false_positive_rate: f64,
     /// The probability that an honest miner fails this check at least this often.
     pub honest_probability: f64,
@@ -154,20 +158,158 @@ pub struct Decision {
     pub sequence: Option<SequenceEvidence>,
 }
 
+/// The shares of its sampled LLM jobs a partial cheater may serve from a suspect, over
+/// which the panel's per-miner evidence is mixed ([`PanelTally`]). 1 is the miner that
+/// cheats on every job; the smaller shares let a miner that substitutes on some of its
+/// jobs build evidence too, where the product over all jobs would let its honest jobs
+/// cancel its cheated ones. The mixture costs at most `ln 5` = 1.6 nats against the
+/// share that fits best.
+pub const SUBSTITUTED_SHARES: [f64; 5] = [0.1, 0.2, 0.3, 0.5, 1.0];
+
+/// The suspect panel's evidence over a miner's jobs, job by job: for each suspect `s`
+/// and each share `λ` of [`SUBSTITUTED_SHARES`], `Σ_j ln(1 − λ + λ·e_sj)`, where
+/// `e_sj` is the suspect's drift-corrected likelihood ratio on job `j` (mean at most 1
+/// for an honest miner). For a fixed `λ` each factor `1 − λ + λ·e_sj` has mean at most 1
+/// too, so the product over jobs is an e-value, and so is the mean over suspects and
+/// shares: `E`.
+#[derive(Debug, Clone, Default)]
+pub struct PanelTally {
+    jobs: u64,
+    tokens: u64,
+    /// Per suspect: its plain sum `Σ_j ln e_sj` and the mixed sums, one per share.
+    suspects: BTreeMap<String, (f64, [f64; SUBSTITUTED_SHARES.len()])>,
+}
+
+impl PanelTally {
+    /// Adds one job: its scored tokens and each suspect's log evidence. A job whose
+    /// evidence is not finite adds nothing.
+    pub fn add_job<'a>(
+        &mut self,
+        tokens: u64,
+        suspects: impl IntoIterator<Item = (&'a str, f64)> + Clone,
+    ) -> bool {
+        let mut any = false;
+        for (_, x) in suspects.clone() {
+            if !x.is_finite() {
+                return false;
+            }
+            any = true;
+        }
+        if !any {
+            return false;
+        }
+        self.jobs += 1;
+        self.tokens += tokens;
+        for (name, x) in suspects {
+            let (plain, mixed) = self.suspects.entry(name.to_owned()).or_default();
+            *plain += x;
+            for (sum, lambda) in mixed.iter_mut().zip(SUBSTITUTED_SHARES) {
+                *sum += ln_mixture(lambda, x);
+            }
+        }
+        true
+    }
+
+    /// Adds a job's `llm_suspect` outcome where it carried the panel's ratios.
+    pub fn add_outcome(&mut self, outcome: &Outcome) -> bool {
+        let details = match outcome {
+            Outcome::Pass { measured } => measured,
+            Outcome::Fail { evidence } => &evidence.details,
+            Outcome::Inconclusive { .. } => return false,
+        };
+        let Ok(suspects) = serde_json::from_value::<Vec<crate::checks::llm::SuspectEvidence>>(
+            details["suspects"].clone(),
+        ) else {
+            return false;
+        };
+        let tokens = details["tokens"].as_u64().unwrap_or(0);
+        self.add_job(
+            tokens,
+            suspects.iter().map(|s| (s.name.as_str(), s.evidence)),
+        )
+    }
+
+    /// The miner's evidence so far; `None` when no job carried any.
+    pub fn evidence(&self, rules: &Rules) -> Option<SequenceEvidence> {
+        if self.jobs == 0 || self.suspects.is_empty() {
+            return None;
+        }
+        let mixed = || self.suspects.values().flat_map(|(_, m)| m.iter().copied());
+        let log_e_value = crate::checks::llm::log_mean_exp(mixed());
+        // The share whose sums (over suspects) weigh most in the mixture.
+        let substituted_share = (0..SUBSTITUTED_SHARES.len())
+            .map(|i| {
+                let l = crate::checks::llm::log_mean_exp(self.suspects.values().map(|(_, m)| m[i]));
+                (SUBSTITUTED_SHARES[i], l)
+            })
+            .max_by(|a, b| a.1.total_cmp(&b.1))
+            .map_or(1.0, |(share, _)| share);
+        let mut suspects: Vec<SuspectTotal> = self
+            .suspects
+            .iter()
+            .map(|(name, (plain, _))| SuspectTotal {
+                name: name.clone(),
+                evidence: *plain,
+            })
+            .collect();
+        suspects.sort_by(|a, b| b.evidence.total_cmp(&a.evidence));
+        let panel = &rules.checks.llm.panel;
+        let per_token = log_e_value / self.tokens.max(1) as f64;
+        Some(SequenceEvidence {
+            jobs: self.jobs,
+            tokens: self.tokens,
+            suspects,
+            log_e_value,
+            substituted_share,
+            honest_probability: (-log_e_value).exp().min(1.0),
+            can_slash: panel_measured(rules) && per_token >= panel.min_log_evidence_per_token,
+        })
+    }
+}
+
+/// Whether the panel's per-miner evidence can slash at all: `llm_suspect`'s rate and
+/// every suspect's drift were measured.
+fn panel_measured(rules: &Rules) -> bool {
+    rules.policy(CheckId::LlmSuspect).can_slash() && rules.checks.llm.panel.drift_measured()
+}
+
+/// `ln(1 − λ + λ·e^x)`, stable for any `x`.
+fn ln_mixture(lambda: f64, x: f64) -> f64 {
+    if lambda >= 1.0 {
+        return x;
+    }
+    let (a, b) = ((1.0 - lambda).ln(), lambda.ln() + x);
+    let (hi, lo) = if a >= b { (a, b) } else { (b, a) };
+    hi + (lo - hi).exp().ln_1p()
+}
+
 /// The suspect panel's evidence accumulated over a miner's jobs in the window.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SequenceEvidence {
     /// Sampled jobs whose `llm_suspect` outcome carried the panel's ratios.
     pub jobs: u64,
+    /// The tokens the panel scored over those jobs.
+    #[serde(default)]
+    pub tokens: u64,
     /// Each suspect's summed evidence (log e-value, nats) over those jobs, best first:
     /// the first is the suspect that fits the miner's texts best.
     pub suspects: Vec<SuspectTotal>,
-    /// `ln E`: the log of the mean over suspects of `exp(total)`.
+    /// `ln E`: the log of the mean, over suspects and substituted shares, of each
+    /// one's product over jobs ([`PanelTally`]).
     pub log_e_value: f64,
+    /// The share of [`SUBSTITUTED_SHARES`] that fits the miner best.
+    #[serde(default = "one")]
+    pub substituted_share: f64,
     /// `min(1, 1/E)`: how likely an honest miner shows evidence this strong.
     pub honest_probability: f64,
-    /// Whether it can count toward an automatic slash (see the module's notes).
+    /// Whether it can count toward an automatic slash: `llm_suspect`'s rate and every
+    /// suspect's drift were measured, and `ln E` per token scored reaches
+    /// `panel.min_log_evidence_per_token`.
     pub can_slash: bool,
+}
+
+fn one() -> f64 {
+    1.0
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -177,59 +319,17 @@ pub struct SuspectTotal {
 }
 
 impl SequenceEvidence {
-    /// Sums the suspects' evidence over `outcomes` (each a job's `llm_suspect`
-    /// outcome). `None` when no job carried any.
+    /// The panel's evidence over `outcomes` (each a job's `llm_suspect` outcome).
+    /// `None` when no job carried any.
     pub fn from_outcomes<'a>(
         outcomes: impl IntoIterator<Item = &'a Outcome>,
         rules: &Rules,
     ) -> Option<SequenceEvidence> {
-        let mut totals: BTreeMap<String, f64> = BTreeMap::new();
-        let mut jobs = 0u64;
+        let mut tally = PanelTally::default();
         for o in outcomes {
-            let details = match o {
-                Outcome::Pass { measured } => measured,
-                Outcome::Fail { evidence } => &evidence.details,
-                Outcome::Inconclusive { .. } => continue,
-            };
-            let Ok(suspects) = serde_json::from_value::<Vec<crate::checks::llm::SuspectEvidence>>(
-                details["suspects"].clone(),
-            ) else {
-                continue;
-            };
-            if suspects.is_empty() || suspects.iter().any(|s| !s.evidence.is_finite()) {
-                continue;
-            }
-            jobs += 1;
-            for s in suspects {
-                *totals.entry(s.name).or_default() += s.evidence;
-            }
+            tally.add_outcome(o);
         }
-        Self::from_totals(jobs, totals.into_iter().collect(), rules)
-    }
-
-    /// From each suspect's total over `jobs` jobs.
-    pub fn from_totals(
-        jobs: u64,
-        totals: Vec<(String, f64)>,
-        rules: &Rules,
-    ) -> Option<SequenceEvidence> {
-        if jobs == 0 || totals.is_empty() {
-            return None;
-        }
-        let log_e_value = crate::checks::llm::log_mean_exp(totals.iter().map(|(_, t)| *t));
-        let mut suspects: Vec<SuspectTotal> = totals
-            .into_iter()
-            .map(|(name, evidence)| SuspectTotal { name, evidence })
-            .collect();
-        suspects.sort_by(|a, b| b.evidence.total_cmp(&a.evidence));
-        Some(SequenceEvidence {
-            jobs,
-            suspects,
-            log_e_value,
-            honest_probability: (-log_e_value).exp().min(1.0),
-            can_slash: rules.policy(CheckId::LlmSuspect).can_slash()
-                && rules.checks.llm.panel.drift_measured(),
-        })
+        tally.evidence(rules)
     }
 
     /// The suspect that fits best.
@@ -265,7 +365,9 @@ pub fn judge(
     sequence: Option<&SequenceEvidence>,
     rules: &Rules,
 ) -> (Vec<CheckTally>, Judgement) {
-    let mut slash_checks_judged = u64::from(sequence.is_some_and(|s| s.can_slash));
+    // The panel is a slashing test wherever it could slash, whether or not this
+    // miner's evidence reached its floor: the floor only narrows where it rejects.
+    let mut slash_checks_judged = u64::from(sequence.is_some() && panel_measured(rules));
     let mut tallies = Vec::new();
     for (check, n, k) in counts {
         let policy = rules.policy(check);
@@ -280,7 +382,7 @@ pub fn judge(
         } else {
             (1, 1)
         };
-        let rate = policy.effective_rate();
+        let rate = policy.worst_config_rate();
         let effect_floor = policy.effect_floor(rules.slashing.effect_margin);
         tallies.push(CheckTally {
             check,
@@ -583,6 +685,7 @@ mod tests {
             points_estimated: false,
             sampled: true,
             output_key: Some(format!("jobs/{job}.png")),
+            screen_allowance: 0.0,
             reference_seconds: None,
             checks: checks
                 .iter()
@@ -621,13 +724,18 @@ mod tests {
             decide_on(&failing(1, CheckId::ImageSimilarity)).action,
             Action::FlagForReview
         );
-        // 0.0023^4 = 2.8e-11 is above the per-decision threshold (budget 1e-6 over
-        // 1.46 million decisions a year = 6.8e-13); 0.0023^5 = 6.4e-14 is below it.
+        // Priced at the JPEG pairs' 0.0038: 0.0038^5 = 7.9e-13 is above the
+        // per-decision threshold (budget 1e-6 over 1.46 million decisions a year =
+        // 6.8e-13); 0.0038^6 = 3.0e-15 is below it. At the pooled 0.0023 five slashed.
         assert_eq!(
-            decide_on(&failing(4, CheckId::ImageSimilarity)).action,
+            r.policy(CheckId::ImageSimilarity).worst_config_rate(),
+            0.0038
+        );
+        assert_eq!(
+            decide_on(&failing(5, CheckId::ImageSimilarity)).action,
             Action::FlagForReview
         );
-        let d = decide_on(&failing(5, CheckId::ImageSimilarity));
+        let d = decide_on(&failing(6, CheckId::ImageSimilarity));
         assert_eq!(d.action, Action::Slash);
         assert!(d.honest_probability <= r.auto_slash_threshold());
     }
@@ -675,7 +783,7 @@ mod tests {
     #[test]
     fn dependent_failures_on_one_job_count_once() {
         // An image too small fails its size and its similarity: one cause, and the
-        // old product (1e-5 x 2.3e-3 < 1e-6) slashed on it.
+        // old product (1e-5 x 3.8e-3 < 1e-6) slashed on it.
         let r = rules();
         let job = vec![verdict(
             "small",
@@ -688,7 +796,7 @@ mod tests {
         assert_eq!(d.action, Action::FlagForReview);
         // The slash evidence is the similarity check's alone; the flag evidence is the
         // strongest of the two.
-        assert!((d.honest_probability - 0.0023).abs() < 1e-12, "{d:?}");
+        assert!((d.honest_probability - 0.0038).abs() < 1e-12, "{d:?}");
         assert!((d.review_probability - 1e-5).abs() < 1e-12, "{d:?}");
     }
 
@@ -711,6 +819,7 @@ mod tests {
             .unwrap();
         p.false_positive_rate = 1e-15;
         p.measured.as_mut().unwrap().upper_95 = 1e-15;
+        p.measured.as_mut().unwrap().max_config_upper_95 = None;
         let single = failing(1, CheckId::ImageSimilarity);
         assert_eq!(
             decide(&miner(), &MinerHistory::default(), &single, &strict).action,
@@ -730,8 +839,19 @@ mod tests {
             &failing(4, CheckId::ImageSimilarity),
             &r,
         );
-        // At the declared 1e-9, four failures would be 1e-36: a slash.
+        // At the declared 1e-9, four failures would be 1e-36: a slash. The engine
+        // prices them at the largest measured configuration's bound.
         assert_eq!(d.action, Action::FlagForReview);
+        assert_eq!(d.tallies[0].false_positive_rate, 0.0038);
+        // Without a per-configuration bound, at the pooled one.
+        let p = r.checks.policy.get_mut(&CheckId::ImageSimilarity).unwrap();
+        p.measured.as_mut().unwrap().max_config_upper_95 = None;
+        let d = decide(
+            &miner(),
+            &MinerHistory::default(),
+            &failing(4, CheckId::ImageSimilarity),
+            &r,
+        );
         assert_eq!(d.tallies[0].false_positive_rate, 0.0023);
     }
 
@@ -779,15 +899,15 @@ mod tests {
     #[test]
     fn deciding_twice_gives_the_same_slash_and_redelivery_does_not_double_count() {
         let r = rules();
-        let new = failing(5, CheckId::ImageSimilarity);
+        let new = failing(6, CheckId::ImageSimilarity);
         let once = decide(&miner(), &MinerHistory::default(), &new, &r);
         let mut redelivered = new.clone();
         redelivered.extend(new.clone());
         let twice = decide(&miner(), &MinerHistory::default(), &redelivered, &r);
         assert_eq!(once.slash, twice.slash);
         let s = once.slash.unwrap();
-        assert_eq!(s.amount.waifu_micro, 50_000_000);
-        assert_eq!(s.jobs.len(), 5);
+        assert_eq!(s.amount.waifu_micro, 60_000_000);
+        assert_eq!(s.jobs.len(), 6);
     }
 
     #[test]
@@ -800,12 +920,12 @@ mod tests {
         let s = decide(
             &miner(),
             &history,
-            &failing(5, CheckId::ImageSimilarity),
+            &failing(6, CheckId::ImageSimilarity),
             &r,
         )
         .slash
         .unwrap();
-        assert_eq!(s.amount.waifu_micro, 60_000_000, "{:?}", s.amount);
+        assert_eq!(s.amount.waifu_micro, 72_000_000, "{:?}", s.amount);
     }
 
     #[test]
@@ -830,8 +950,13 @@ mod tests {
         assert_ne!(slash_id(&m, &ab, "r1"), slash_id(&m, &ab[..1], "r1"));
     }
 
-    /// A job whose `llm_suspect` outcome passed with these suspects' evidence.
+    /// A job whose `llm_suspect` outcome passed with these suspects' evidence over 64
+    /// tokens.
     fn panel_job(job: &str, evidence: &[(&str, f64)]) -> JobVerdict {
+        panel_job_of(job, 64, evidence)
+    }
+
+    fn panel_job_of(job: &str, tokens: u64, evidence: &[(&str, f64)]) -> JobVerdict {
         let mut v = verdict(job, &[]);
         let suspects: Vec<_> = evidence
             .iter()
@@ -842,7 +967,7 @@ mod tests {
         v.checks.push(CheckResult {
             check: CheckId::LlmSuspect,
             outcome: Outcome::pass(serde_json::json!({
-                "statistic": 0.0, "tokens": 64, "best": evidence[0].0, "suspects": suspects,
+                "statistic": 0.0, "tokens": tokens, "best": evidence[0].0, "suspects": suspects,
             })),
         });
         v
@@ -875,8 +1000,9 @@ mod tests {
     #[test]
     fn the_panels_evidence_adds_up_over_jobs_and_slashes_only_when_measured() {
         // Each job: 9 nats for the substitute, -20 for the other suspect. No job fails
-        // the per-job check; the sum crosses ln(2 / 6.8e-13) = 28.7 nats at the fourth
-        // job (ln mean of exp: 36 - ln 2 = 35.3 > 28.7; at three jobs 27 - ln 2 < 28.7).
+        // the per-job check; the evidence crosses ln(2 / 6.8e-13) = 28.7 nats at the
+        // fourth job (ln of the mean over 2 suspects and 5 shares: about 36 - ln 10 =
+        // 33.7 > 28.7; at three jobs about 27 - ln 10 < 28.7).
         let r = panel_rules(true);
         let jobs = |n: usize| -> Vec<JobVerdict> {
             (0..n)
@@ -890,7 +1016,14 @@ mod tests {
         let seq = d4.sequence.as_ref().unwrap();
         assert_eq!(seq.jobs, 4);
         assert_eq!(seq.best(), "alt");
-        assert!((seq.log_e_value - (36.0 - 2f64.ln())).abs() < 1e-6);
+        let mixed = SUBSTITUTED_SHARES
+            .iter()
+            .flat_map(|&l| [9.0, -20.0].map(|x: f64| 4.0 * (1.0 - l + l * x.exp()).ln()));
+        let want = crate::checks::llm::log_mean_exp(mixed);
+        assert!((seq.log_e_value - want).abs() < 1e-6, "{seq:?} {want}");
+        assert!((seq.log_e_value - (36.0 - 10f64.ln())).abs() < 0.1);
+        assert_eq!(seq.substituted_share, 1.0);
+        assert_eq!(seq.tokens, 256);
         // Bonferroni: the sequence and llm_suspect are the two slashing tests judged.
         assert!((d4.honest_probability - 2.0 * seq.honest_probability).abs() < 1e-20);
         let slash = d4.slash.unwrap();
@@ -917,5 +1050,71 @@ mod tests {
         let d = decide(&miner(), &MinerHistory::default(), &honest, &r);
         assert_eq!(d.action, Action::None);
         assert!(d.sequence.unwrap().honest_probability == 1.0);
+    }
+
+    /// Each job's evidence under the other λ: `ln(1 − λ + λ·e^x)`, checked against the
+    /// plain formula where it does not overflow, and finite where it would.
+    #[test]
+    fn the_mixture_of_one_job_is_stable_and_exact() {
+        for &l in &SUBSTITUTED_SHARES {
+            for x in [-50.0, -3.0, 0.0, 2.5, 30.0] {
+                let want = (1.0 - l + l * f64::exp(x)).ln();
+                assert!((ln_mixture(l, x) - want).abs() < 1e-12, "{l} {x}");
+            }
+            let big = ln_mixture(l, 1000.0);
+            assert!((big - (l.ln() + 1000.0)).abs() < 1e-9, "{l}: {big}");
+        }
+        assert_eq!(ln_mixture(1.0, -1000.0), -1000.0);
+    }
+
+    #[test]
+    fn a_miner_substituting_on_a_third_of_its_jobs_builds_evidence() {
+        // Every third job is the substitute's (9 nats), the others honest-looking
+        // (-6 nats: the substitute fits them worse than the reference). The product over
+        // all jobs loses 3 nats per three jobs; under the mixture at λ = 0.3 the miner
+        // gains ln(0.3) + 9 - 2 * 0.36 = 7.1 nats per three jobs.
+        let r = panel_rules(true);
+        let jobs: Vec<JobVerdict> = (0..60)
+            .map(|i| {
+                let x = if i % 3 == 0 { 9.0 } else { -6.0 };
+                panel_job(&format!("m{i}"), &[("alt", x)])
+            })
+            .collect();
+        let slashed_at = (1..=jobs.len())
+            .find(|&n| {
+                decide(&miner(), &MinerHistory::default(), &jobs[..n], &r).action == Action::Slash
+            })
+            .expect("a third substituted builds evidence");
+        assert!(slashed_at <= 20, "slashed after {slashed_at} jobs");
+        let d = decide(&miner(), &MinerHistory::default(), &jobs, &r);
+        let seq = d.sequence.unwrap();
+        assert!((0.2..=0.5).contains(&seq.substituted_share), "{seq:?}");
+        assert!(
+            seq.suspects[0].evidence < 0.0,
+            "the product over all jobs shows no evidence: {seq:?}"
+        );
+        // Honest-looking jobs alone never do.
+        let honest: Vec<JobVerdict> = (0..200)
+            .map(|i| panel_job(&format!("h{i}"), &[("alt", -6.0)]))
+            .collect();
+        let d = decide(&miner(), &MinerHistory::default(), &honest, &r);
+        assert_eq!(d.action, Action::None, "{:?}", d.sequence);
+    }
+
+    #[test]
+    fn panel_evidence_thin_per_token_flags_but_never_slashes() {
+        // The evidence of the four jobs above, spread over 20,000 tokens each: ln E is
+        // 33.7 nats, 4e-4 per token, under the rules' 0.01.
+        let r = panel_rules(true);
+        assert!(r.checks.llm.panel.min_log_evidence_per_token >= 0.01);
+        let jobs: Vec<JobVerdict> = (0..4)
+            .map(|i| panel_job_of(&format!("t{i}"), 20_000, &[("alt", 9.0), ("q4", -20.0)]))
+            .collect();
+        let d = decide(&miner(), &MinerHistory::default(), &jobs, &r);
+        let seq = d.sequence.as_ref().unwrap();
+        assert!(!seq.can_slash, "{seq:?}");
+        assert!(seq.honest_probability < r.auto_slash_threshold());
+        assert_eq!(d.action, Action::FlagForReview);
+        assert_eq!(d.honest_probability, 1.0);
     }
 }

@@ -30,6 +30,25 @@ pub fn binomial_tail(k: u64, n: u64, p: f64) -> f64 {
     sum.min(1.0)
 }
 
+/// P(X ≤ k) for X ~ Binomial(n, p): [`binomial_tail`]'s complement, summed from the
+/// lower end so that a tiny result stays exact.
+pub fn binomial_cdf(k: u64, n: u64, p: f64) -> f64 {
+    if k >= n || p <= 0.0 {
+        return 1.0;
+    }
+    if p >= 1.0 {
+        return 0.0;
+    }
+    let (ln_p, ln_q) = (p.ln(), (1.0 - p).ln());
+    let mut ln_term = n as f64 * ln_q;
+    let mut total = ln_term.exp();
+    for i in 0..k {
+        ln_term += ((n - i) as f64 / (i + 1) as f64).ln() + ln_p - ln_q;
+        total += ln_term.exp();
+    }
+    total.min(1.0)
+}
+
 /// P(X ≥ k) for X the number of successes of independent Bernoulli(q_i): exact dynamic
 /// programming over the first 4096 positions (enough for any judgement, and bounded work).
 pub fn poisson_binomial_tail(q: &[f64], k: usize) -> f64 {
@@ -57,16 +76,7 @@ pub fn upper_bound_95(k: usize, n: usize) -> f64 {
         return 1.0;
     }
     // P(X <= k | n, p) falls as p grows: the p where it crosses 0.05.
-    let cdf = |p: f64| -> f64 {
-        let (ln_p, ln_q) = (p.ln(), (1.0 - p).ln());
-        let mut ln_term = n as f64 * ln_q;
-        let mut total = ln_term.exp();
-        for i in 0..k {
-            ln_term += ((n - i) as f64 / (i + 1) as f64).ln() + ln_p - ln_q;
-            total += ln_term.exp();
-        }
-        total
-    };
+    let cdf = |p: f64| binomial_cdf(k as u64, n as u64, p);
     let (mut lo, mut hi) = (k as f64 / n as f64, 1.0);
     for _ in 0..200 {
         let mid = 0.5 * (lo + hi);
@@ -116,6 +126,19 @@ mod tests {
         assert!((binomial_tail(1, 100, 1e-3) - want).abs() < 1e-12);
         assert_eq!(binomial_tail(0, 5, 0.5), 1.0);
         assert_eq!(binomial_tail(6, 5, 0.5), 0.0);
+    }
+
+    #[test]
+    fn the_binomial_cdf_is_the_tail_s_complement_and_exact_when_tiny() {
+        for (k, n, p) in [(0, 10, 0.1), (3, 40, 0.05), (7, 20, 0.5), (2, 84, 0.3)] {
+            let sum = binomial_cdf(k, n, p) + binomial_tail(k + 1, n, p);
+            assert!((sum - 1.0).abs() < 1e-12, "{k} {n} {p}: {sum}");
+        }
+        // 0 of 336 at p = 0.089: 0.911^336, far below what 1 - tail could show.
+        let want = 0.911f64.powi(336);
+        assert!((binomial_cdf(0, 336, 0.089) / want - 1.0).abs() < 1e-9);
+        assert_eq!(binomial_cdf(5, 5, 0.5), 1.0);
+        assert_eq!(binomial_cdf(0, 5, 1.0), 0.0);
     }
 
     #[test]

@@ -370,9 +370,10 @@ pub struct Calibration {
     pub llm_subchecks: SubcheckRates,
     /// Every check's measured honest rate: written into the rules with its provenance.
     pub rates: Vec<MeasuredRate>,
-    /// The LLM checks' honest rates per honest configuration (numerics, batch size,
-    /// generation loop), at the calibrated thresholds.
-    pub llm_by_config: Vec<(String, Vec<MeasuredRate>)>,
+    /// The honest rates per honest configuration, at the calibrated thresholds: the
+    /// image check's per variant (PNG, JPEG q98), the LLM checks' per numerics, batch
+    /// size and generation loop.
+    pub by_config: Vec<(String, Vec<MeasuredRate>)>,
     /// The latency checks against published runs.
     pub latency: Option<latency::LatencyCalibration>,
     /// The suspect panel: its calibrated rules and the per-miner simulation.
@@ -401,8 +402,8 @@ impl Calibration {
             }
             s += "\n";
         }
-        if !self.llm_by_config.is_empty() {
-            s += &by_config_markdown(&self.llm_by_config);
+        if !self.by_config.is_empty() {
+            s += &by_config_markdown(&self.by_config);
             s += "\n";
         }
         for c in &self.checks {
@@ -526,7 +527,7 @@ pub fn run(
     let mut checks = Vec::new();
     let mut llm_subchecks = Vec::new();
     let mut rates = Vec::new();
-    let mut llm_by_config = Vec::new();
+    let mut by_config = Vec::new();
     let (mut panel, mut calibrated_llm) = (None, None);
     if let Some(o) = &opts.image {
         progress(&format!(
@@ -544,6 +545,23 @@ pub fn run(
             n: honest.pairs as u64,
             failures: honest.flagged as u64,
         });
+        // Each honest variant (PNG, JPEG q98) is a configuration: the check is priced
+        // at the largest one's bound.
+        for row in report
+            .rows
+            .iter()
+            .filter(|r| r.label == Label::Honest && r.variant != "all honest")
+        {
+            by_config.push((
+                format!("image: {}", row.variant),
+                vec![MeasuredRate {
+                    check: CheckId::ImageSimilarity,
+                    sample: row.variant.clone(),
+                    n: row.pairs as u64,
+                    failures: row.flagged as u64,
+                }],
+            ));
+        }
         checks.push(report);
     }
     if let Some(o) = &opts.llm {
@@ -563,7 +581,7 @@ pub fn run(
         checks.push(report);
         checks.push(panel::check_report(&pairs, &calibrated, target)?);
         llm_subchecks = subchecks;
-        llm_by_config = llm::rates_by_config(&pairs, &calibrated);
+        by_config.extend(llm::rates_by_config(&pairs, &calibrated));
         let measured: Vec<MeasuredRate> = measured
             .into_iter()
             .map(|r| MeasuredRate {
@@ -580,7 +598,7 @@ pub fn run(
         apply_measured(
             &mut simulated,
             &measured,
-            &llm_by_config,
+            &by_config,
             &Provenance::of_this_run(),
         );
         let mut report = panel::report(
@@ -628,7 +646,7 @@ pub fn run(
         checks,
         llm_subchecks,
         rates,
-        llm_by_config,
+        by_config,
         latency,
         panel,
         llm_rules: calibrated_llm,
@@ -724,7 +742,7 @@ pub fn write_rules(
         m.insert("n", (r.n as i64).into());
         m.insert("failures", (r.failures as i64).into());
         m.insert("upper_95", bound.into());
-        if let Some(worst) = largest_config_bound(&calibration.llm_by_config, r.check) {
+        if let Some(worst) = largest_config_bound(&calibration.by_config, r.check) {
             m.insert("max_config_upper_95", worst.into());
         }
         policy["measured"] = toml_edit::value(m);

@@ -27,7 +27,7 @@ use serde::Serialize;
 use super::llm::{LlmPair, PREFILL_SPOOF, QUANTIZED_4, QUANTIZED_8, Replay, SMALLER, SUBSTITUTE};
 use super::{Label, Pair};
 use crate::checks::llm;
-use crate::decide::{self, Action, SequenceEvidence};
+use crate::decide::{self, Action};
 use crate::llm::{ScoreJob, Scorer, panel};
 use crate::outcome::{CheckId, Status};
 use crate::rules::{LlmRules, Rules};
@@ -226,6 +226,9 @@ fn statistic_pairs(measured: &[LlmPair], rules: &LlmRules, leave_out: Option<&st
         .collect()
 }
 
+/// A pair's scored tokens and each suspect's evidence on it.
+type PairEvidence = (u64, Vec<(String, f64)>);
+
 /// The per-job table, the per-miner simulation and the seed replay, at the calibrated
 /// `rules` (thresholds and measured rates in place).
 pub fn report(
@@ -248,12 +251,15 @@ pub fn report(
             None => Vec::new(),
         })
         .collect();
-    let evidence: Vec<Option<Vec<(String, f64)>>> = measured
+    let evidence: Vec<Option<PairEvidence>> = measured
         .iter()
         .map(|p| {
-            let (_, s, _) =
+            let (_, s, tokens) =
                 llm::panel_evidence(p.scores.as_ref()?, p.input.temperature, lr).ok()?;
-            Some(s.into_iter().map(|s| (s.name, s.evidence)).collect())
+            Some((
+                u64::from(tokens),
+                s.into_iter().map(|s| (s.name, s.evidence)).collect(),
+            ))
         })
         .collect();
     let failed = |i: usize, id: CheckId| {
@@ -295,7 +301,7 @@ pub fn report(
         for &i in &idx {
             if let Some(b) = evidence[i]
                 .as_ref()
-                .and_then(|e| e.iter().max_by(|a, b| a.1.total_cmp(&b.1)))
+                .and_then(|(_, e)| e.iter().max_by(|a, b| a.1.total_cmp(&b.1)))
             {
                 *best.entry(b.0.as_str()).or_default() += 1;
             }
@@ -335,8 +341,7 @@ pub fn report(
         let mut best: BTreeMap<String, usize> = BTreeMap::new();
         for _ in 0..miners {
             let mut counts: BTreeMap<CheckId, (u64, u64)> = BTreeMap::new();
-            let mut totals: BTreeMap<String, f64> = BTreeMap::new();
-            let mut panel_jobs = 0u64;
+            let mut panel = decide::PanelTally::default();
             let mut was_flagged = false;
             for j in 1..=max_jobs {
                 let i = idx[rng.random_range(0..idx.len())];
@@ -351,17 +356,10 @@ pub fn report(
                         Status::Inconclusive => {}
                     }
                 }
-                if let Some(ev) = &evidence[i] {
-                    panel_jobs += 1;
-                    for (name, x) in ev {
-                        *totals.entry(name.clone()).or_default() += x;
-                    }
+                if let Some((tokens, ev)) = &evidence[i] {
+                    panel.add_job(*tokens, ev.iter().map(|(n, x)| (n.as_str(), *x)));
                 }
-                let sequence = SequenceEvidence::from_totals(
-                    panel_jobs,
-                    totals.iter().map(|(k, v)| (k.clone(), *v)).collect(),
-                    rules,
-                );
+                let sequence = panel.evidence(rules);
                 let (_, judgement) = decide::judge(
                     counts.iter().map(|(c, (n, k))| (*c, *n, *k)),
                     sequence.as_ref(),

@@ -74,6 +74,22 @@ impl CheckPolicy {
         self.effective_rate().max(per_config)
     }
 
+    /// The calibration's own risk: the chance that its honest sample showed as few
+    /// failures as it did (or fewer) were the honest rate as high as this check's
+    /// effect floor, below which no share can slash. A measurement of `k` failures in
+    /// `n` promises the rate is below the floor with confidence `1 −` this; the
+    /// lifetime budget counts it ([`crate::rules::Rules::lifetime_risk`]). `None` for
+    /// a check that cannot slash.
+    pub fn calibration_risk(&self, margin: f64) -> Option<f64> {
+        let m = self.measured.as_ref().filter(|_| self.can_slash())?;
+        let floor = self.effect_floor(margin);
+        Some(if floor >= 1.0 {
+            0.0
+        } else {
+            crate::stats::binomial_cdf(m.failures, m.n, floor)
+        })
+    }
+
     /// The failure share a miner must reach on this check before it can carry a slash:
     /// `margin` times [`CheckPolicy::worst_config_rate`], at most 1 for a per-miner
     /// check (whose single failure is its whole share). An honest miner whose true rate
@@ -193,6 +209,12 @@ pub struct PanelRules {
     /// suspects' drift-corrected likelihood ratios) exceeds this. `proctor calibrate`
     /// sets it.
     pub llr_max: f64,
+    /// The per-miner evidence can carry a slash only where its log e-value per token
+    /// the panel scored reaches this (nats): a bias in the drift allowances of a few
+    /// hundredths of this per token, which no calibration of a few hundred texts can
+    /// rule out, would otherwise add up over thousands of an honest miner's jobs.
+    #[serde(default)]
+    pub min_log_evidence_per_token: f64,
     #[serde(default)]
     pub suspects: Vec<SuspectRule>,
 }

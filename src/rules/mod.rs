@@ -196,6 +196,21 @@ impl Rules {
         sl.lifetime_false_slash_budget / sl.decisions_per_miner_year
     }
 
+    /// The lifetime false-slash risk the rules promise: the budget the decisions spend
+    /// (the union bound over a miner-year's decisions), plus each slashing check's
+    /// calibration risk ([`CheckPolicy::calibration_risk`]): the chance its honest
+    /// sample understated its rate by the effect margin. Union bound again.
+    pub fn lifetime_risk(&self) -> f64 {
+        let margin = self.slashing.effect_margin;
+        self.slashing.lifetime_false_slash_budget
+            + self
+                .checks
+                .policy
+                .values()
+                .filter_map(|p| p.calibration_risk(margin))
+                .sum::<f64>()
+    }
+
     /// Declared rates below their own measurement: promises the measurement does not
     /// keep. `proctor rules check` fails on any.
     pub fn broken_promises(&self) -> Vec<String> {
@@ -263,6 +278,35 @@ mod tests {
 
     fn load(src: &BTreeMap<&'static str, String>) -> Result<Rules, RulesError> {
         Rules::from_sources(|n| Ok(src[n].clone()))
+    }
+
+    #[test]
+    fn the_calibration_s_confidence_counts_in_the_lifetime_risk() {
+        let rules = Rules::embedded().unwrap();
+        let budget = rules.slashing.lifetime_false_slash_budget;
+        // At margin 10 every measured sample all but rules out a rate at the floor.
+        let risk = rules.lifetime_risk();
+        assert!(risk >= budget && risk < budget * 1.001, "{risk}");
+        // At margin 1 the floor is the 95 % bound itself: each slashing check's sample
+        // shows its failures with at most 5 % chance, and the sum counts them all.
+        let mut at_bound = rules.clone();
+        at_bound.slashing.effect_margin = 1.0;
+        let risks: Vec<f64> = at_bound
+            .checks
+            .policy
+            .values()
+            .filter_map(|p| p.calibration_risk(1.0))
+            .collect();
+        assert!(risks.len() >= 5, "{risks:?}");
+        for r in &risks {
+            assert!(*r <= 0.05 + 1e-9, "{risks:?}");
+        }
+        assert!(risks.iter().any(|r| *r > 0.01), "{risks:?}");
+        assert!(
+            at_bound.lifetime_risk() > budget + 0.05,
+            "{}",
+            at_bound.lifetime_risk()
+        );
     }
 
     #[test]

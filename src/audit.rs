@@ -386,7 +386,7 @@ pub fn judge_streaming(
                 f.challenge.take(),
             );
             let mut screen = checker.evaluate(record, f, Stream::Live(&mut stream));
-            screen.sampled = sampler.draw(&screen);
+            sampler.draw(&mut screen);
             (f.reference_image, f.scores, f.challenge) = references;
             let rerun = reruns.counts(screen.sampled, has_reference);
             staged.push((screen, rerun));
@@ -397,8 +397,10 @@ pub fn judge_streaming(
             .map(|((screen, rerun), (record, f))| {
                 if rerun {
                     let mut v = checker.evaluate(record, f, Stream::Keep(&screen));
-                    // Re-run means sampled, whichever rule chose it.
+                    // Re-run means sampled, whichever rule chose it. The allowance is
+                    // the screen's: only that stage moves the draw.
                     v.sampled = true;
+                    v.screen_allowance = screen.screen_allowance;
                     (v, Stage::Rerun)
                 } else {
                     (screen, Stage::Screen)

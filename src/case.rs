@@ -147,15 +147,18 @@ impl<'a> Sampler<'a> {
         }
     }
 
-    /// Whether the job, screened as `screen`, is re-run. Call once per job, in order.
-    pub fn draw(&mut self, screen: &JobVerdict) -> bool {
+    /// Whether the job, screened as `screen`, is re-run: sets its `sampled` and its
+    /// `screen_allowance`, and returns the draw. Call once per job, in order.
+    pub fn draw(&mut self, screen: &mut JobVerdict) -> bool {
         let risk = self.risk.entry(screen.miner_id.clone()).or_default();
         let drawn = sampling::is_sampled(
             self.secret,
             screen.job_id.as_str(),
             sampling::rate(self.rules, *risk),
         );
-        risk.failed_checks = risk.failed_checks.saturating_add(screen_failures(screen));
+        screen.screen_allowance = sampling::allowance(self.rules, &screen.checks);
+        *risk = risk.after(screen_failures(screen), screen.screen_allowance);
+        screen.sampled = drawn;
         drawn
     }
 }
@@ -318,6 +321,7 @@ mod tests {
                 points_estimated: false,
                 sampled: true,
                 output_key: Some(format!("jobs/{job}.png")),
+                screen_allowance: 0.0,
                 reference_seconds: None,
                 checks,
                 rules_digest: "d".into(),
@@ -454,7 +458,7 @@ mod tests {
         let rules = rules();
         let secret = SamplingSecret::from_passphrase("test");
         let prior = MinerRisk {
-            failed_checks: prior,
+            excess_failures: f64::from(prior),
             ..MinerRisk::default()
         };
         let mut sampler = Sampler::new(&rules, &secret, [(miner(), prior)].into());
@@ -471,24 +475,25 @@ mod tests {
                         reference,
                     ))
                     .collect();
-                sampler.draw(&v)
+                sampler.draw(&mut v)
             })
             .collect()
     }
 
     #[test]
     fn screen_failures_of_earlier_jobs_raise_the_rate_and_reference_failures_do_not() {
-        // The embedded rules reach a rate of 1 at 19 failed checks (base 0.05, +0.05
-        // each): from the 20th failing job on, every job is drawn.
+        // The embedded rules reach a rate of 1 at 19 excess failures (base 0.05, +0.05
+        // each). Each failing job adds 1 less its allowance (the least, 0.002: a
+        // canary's rate is 1e-7), so from the 21st failing job on every job is drawn.
         let risk = MinerRisk {
-            failed_checks: 19,
+            excess_failures: 19.0,
             ..MinerRisk::default()
         };
         assert_eq!(sampling::rate(&rules(), risk), 1.0);
         let failing = drawn(0, 1, 0);
-        assert!(failing[19..].iter().all(|s| *s), "{failing:?}");
+        assert!(failing[20..].iter().all(|s| *s), "{failing:?}");
         let passing = drawn(0, 0, 0);
-        assert!(!passing[19..].iter().all(|s| *s), "{passing:?}");
+        assert!(!passing[20..].iter().all(|s| *s), "{passing:?}");
         // A failure only a re-run can see never moves the draw: the draw would depend
         // on when the re-run arrived.
         assert_eq!(drawn(0, 0, 3), passing);

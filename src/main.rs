@@ -1,5 +1,6 @@
 //! The `proctor` command line: a thin layer over the library.
 
+use std::collections::BTreeSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -816,22 +817,24 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 "\nfalse-positive rates: a slash needs a measured rate, and no declaration below its measurement\n"
             );
             println!(
-                "{:<20} {:>10} {:<9} {:>8} {:>9} {:>10} {:<11} {:>12}  can slash",
+                "{:<20} {:>10} {:<9} {:>8} {:>9} {:>10} {:>10} {:<11} {:>12} {:>10}  can slash",
                 "check",
                 "declared",
                 "basis",
                 "n",
                 "failures",
                 "95% bound",
+                "priced at",
                 "measured",
-                "effect floor"
+                "effect floor",
+                "cal. risk"
             );
             let margin = rules.slashing.effect_margin;
             for (id, p) in &rules.checks.policy {
                 let m = p.measured.as_ref();
                 let floor = p.effect_floor(margin);
                 println!(
-                    "{:<20} {:>10.2e} {:<9} {:>8} {:>9} {:>10} {:<11} {:>11.1}%  {}",
+                    "{:<20} {:>10.2e} {:<9} {:>8} {:>9} {:>10} {:>10.2e} {:<11} {:>11.1}% {:>10}  {}",
                     id.as_str(),
                     p.false_positive_rate,
                     match p.basis {
@@ -841,8 +844,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     m.map_or(String::new(), |m| m.n.to_string()),
                     m.map_or(String::new(), |m| m.failures.to_string()),
                     m.map_or(String::new(), |m| format!("{:.2e}", m.upper_95)),
+                    p.worst_config_rate(),
                     m.map_or("", |m| m.date.as_str()),
                     100.0 * floor,
+                    p.calibration_risk(margin)
+                        .map_or(String::new(), |r| format!("{r:.1e}")),
                     if p.can_slash() && p.independent_across_jobs && floor > 1.0 {
                         "no (its effect floor is above every job)"
                     } else if p.can_slash() {
@@ -863,28 +869,48 @@ fn run(cli: Cli) -> Result<ExitCode> {
             println!(
                 "and a failure share of at least the check's effect floor: {margin} times the largest rate an honest configuration was measured at"
             );
+            println!(
+                "lifetime false-slash risk per miner-year: {:.2e} (the budget, plus each slashing check's calibration risk: the chance its honest sample showed so few failures were its rate at the floor)",
+                rules.lifetime_risk()
+            );
             let broken = rules.broken_promises();
             for b in &broken {
                 eprintln!("proctor: {b}");
             }
             println!(
-                "\ndeterrence at the sampling floor: p(R+S) >= C must hold (points per job)\n"
+                "\ndeterrence at the sampling floor: p(R+S) >= C must hold for each cheat (points per job; p = floor x the cheat's measured detection on a re-run)\n"
             );
             println!(
-                "{:<20} {:>9} {:>10} {:>12} {:>10} {:>10}  verdict",
-                "category", "p", "R", "S", "C", "p(R+S)"
+                "{:<20} {:<38} {:>9} {:>10} {:>12} {:>10} {:>10}  verdict",
+                "category", "cheat", "p", "R", "S", "C", "p(R+S)"
             );
             let table = sampling::deterrence_table(&rules);
             for r in &table {
                 println!(
-                    "{:<20} {:>9.4} {:>10.3} {:>12.3} {:>10.3} {:>10.3}  {}",
+                    "{:<20} {:<38} {:>9.5} {:>10.3} {:>12.3} {:>10.3} {:>10.3}  {}",
                     r.category,
+                    r.cheat,
                     r.p_caught,
                     r.reward,
                     r.slash,
                     r.saved,
                     r.expected_loss,
-                    if r.deters { "deters" } else { "CHEATING PAYS" }
+                    match (&r.out_of_reach, r.deters) {
+                        (_, true) => "deters".to_owned(),
+                        (Some(why), false) => format!("pays, out of reach: {why}"),
+                        (None, false) => "CHEATING PAYS".to_owned(),
+                    }
+                );
+            }
+            let paying: BTreeSet<&str> = table
+                .iter()
+                .filter(|r| !r.deters)
+                .map(|r| r.cheat.as_str())
+                .collect();
+            if !paying.is_empty() {
+                println!(
+                    "\ncheats that pay at the sampling floor: {}",
+                    paying.into_iter().collect::<Vec<_>>().join("; ")
                 );
             }
             let capacity = sampling::capacity_table(&rules, &settings.reference);
@@ -897,18 +923,27 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     "\ndeterrence at the reference capacity of the settings (re-runs per hour; the floor times the share served)\n"
                 );
                 println!(
-                    "{:<20} {:>10} {:>10} {:>10} {:>7} {:>9} {:>10} {:>10}  verdict",
-                    "category", "demand", "wanted", "capacity", "served", "p", "p(R+S)", "C"
+                    "{:<20} {:>10} {:>10} {:>10} {:>7} {:<34} {:>9} {:>10} {:>10}  verdict",
+                    "category",
+                    "demand",
+                    "wanted",
+                    "capacity",
+                    "served",
+                    "least deterred cheat",
+                    "p",
+                    "p(R+S)",
+                    "C"
                 );
                 for r in &capacity {
                     let d = &r.deterrence;
                     println!(
-                        "{:<20} {:>10.0} {:>10.0} {:>10.0} {:>6.0}% {:>9.4} {:>10.3} {:>10.3}  {}",
+                        "{:<20} {:>10.0} {:>10.0} {:>10.0} {:>6.0}% {:<34} {:>9.5} {:>10.3} {:>10.3}  {}",
                         d.category,
                         r.demand_per_hour,
                         r.wanted_per_hour,
                         r.capacity_per_hour,
                         r.served_share * 100.0,
+                        d.cheat,
                         d.p_caught,
                         d.expected_loss,
                         d.saved,
@@ -922,12 +957,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     );
                 }
             }
-            let bad: Vec<&str> = table
+            let bad: BTreeSet<&str> = table
                 .iter()
-                .filter(|r| !r.deters)
-                .chain(capacity.iter().map(|c| &c.deterrence).filter(|r| !r.deters))
+                .chain(capacity.iter().map(|c| &c.deterrence))
+                .filter(|r| r.fails())
                 .map(|r| r.category.as_str())
                 .collect();
+            let bad: Vec<&str> = bad.into_iter().collect();
             if !bad.is_empty() {
                 eprintln!("proctor: cheating is profitable in: {}", bad.join(", "));
             }

@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use crate::points;
 use crate::record::JobKind;
-use crate::rules::{Rules, SlashScope};
+use crate::rules::{DetectedAt, Rules, SlashScope};
 use crate::settings::{HostKind, HostSettings, ReferenceSettings};
 
 /// The sampling secret: a deployment setting, never a rule.
@@ -39,14 +39,24 @@ impl std::fmt::Debug for SamplingSecret {
 
 /// What the sampler knows about a miner so far.
 ///
+/// **Screen failures decay.** `excess_failures` is a one-sided cumulative sum (CUSUM)
+/// over the miner's screened jobs in order: each job adds its screen failures and takes
+/// off its allowance ([`allowance`]: `allowance_margin` times the failures the screen
+/// checks' priced rates expect of an honest job, at least `min_allowance`), never going
+/// below zero. An honest miner failing at its priced rate drifts back to zero and stays
+/// near the base rate; a miner failing far above it climbs, and returns to the base
+/// rate once its failures stop. Each failure used to raise the rate for good, so every
+/// honest miner drifted to re-running every job.
+///
 /// The judge's own flags do not count: when a flag is raised depends on when the judge
 /// ran, and the draw must stay a function of the job stream, so that `proctor audit`
 /// replays it. Staff decisions count: each flag they confirmed raises the rate, a
 /// dismissal takes back the screen failures the flag cited, and "more evidence" holds
 /// the rate at `evidence_rate` or above for a while.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
 pub struct MinerRisk {
-    pub failed_checks: u32,
+    /// Screen failures in excess of the allowances of the miner's jobs so far.
+    pub excess_failures: f64,
     /// Flags staff confirmed.
     pub review_flags: u32,
     /// Staff asked for more evidence, and the period has not ended.
@@ -58,7 +68,7 @@ pub fn rate(rules: &Rules, risk: MinerRisk) -> f64 {
     let s = &rules.sampling;
     let raised = s.base_rate
         * (1.0
-            + s.failed_check_weight * f64::from(risk.failed_checks)
+            + s.failed_check_weight * risk.excess_failures.max(0.0)
             + s.flag_weight * f64::from(risk.review_flags));
     let raised = if risk.evidence_requested {
         raised.max(s.evidence_rate)
@@ -66,6 +76,51 @@ pub fn rate(rules: &Rules, risk: MinerRisk) -> f64 {
         raised
     };
     raised.clamp(s.floor, s.ceiling)
+}
+
+impl MinerRisk {
+    /// The risk after one more screened job with `failures` screen failures and the
+    /// allowance `allowance`.
+    pub fn after(self, failures: u32, allowance: f64) -> MinerRisk {
+        MinerRisk {
+            excess_failures: step(self.excess_failures, failures, allowance),
+            ..self
+        }
+    }
+}
+
+/// One step of the excess: `max(0, excess + failures − allowance)`. A non-finite
+/// allowance counts as none.
+pub fn step(excess: f64, failures: u32, allowance: f64) -> f64 {
+    let allowance = if allowance.is_finite() {
+        allowance.max(0.0)
+    } else {
+        0.0
+    };
+    (excess.max(0.0) + f64::from(failures) - allowance).max(0.0)
+}
+
+/// The failures a screened job may show before they raise its miner's rate:
+/// `allowance_margin` times the sum of the per-job rates (at the largest honest
+/// configuration's) of the screen checks that judged it, at least `min_allowance`.
+/// Per-miner checks add nothing: their rate is per miner, not per job.
+pub fn allowance(rules: &Rules, checks: &[crate::outcome::CheckResult]) -> f64 {
+    let expected: f64 = checks
+        .iter()
+        .filter(|c| {
+            !c.check.needs_reference() && c.outcome.status() != crate::outcome::Status::Inconclusive
+        })
+        .map(|c| rules.policy(c.check))
+        .filter(|p| p.independent_across_jobs)
+        .map(|p| p.worst_config_rate())
+        .sum();
+    allowance_for(rules, expected)
+}
+
+/// The allowance of a job whose screen checks expect `expected` honest failures.
+pub fn allowance_for(rules: &Rules, expected: f64) -> f64 {
+    let s = &rules.sampling;
+    (s.allowance_margin * expected).max(s.min_allowance)
 }
 
 /// The job's uniform draw in [0, 1).
@@ -83,11 +138,13 @@ pub fn is_sampled(secret: &SamplingSecret, job_id: &str, rate: f64) -> bool {
     draw(secret, job_id) < rate
 }
 
-/// One row of `proctor rules check`.
+/// One row of `proctor rules check`: one cheat on one category.
 #[derive(Debug, Clone, Serialize)]
 pub struct DeterrenceRow {
     pub category: String,
-    /// Probability that a cheated job is re-run and caught: sampling floor × detection.
+    pub cheat: String,
+    /// Probability that a cheated job is caught: the re-run rate × its measured
+    /// detection on a re-run, or the detection alone for a cheat caught at screen.
     pub p_caught: f64,
     /// Points of a typical job (R).
     pub reward: f64,
@@ -98,52 +155,80 @@ pub struct DeterrenceRow {
     /// p·(R+S): the expected loss per cheated job.
     pub expected_loss: f64,
     pub deters: bool,
+    /// Why no check catches it, where the rules say none can.
+    pub out_of_reach: Option<String>,
 }
 
-/// For each category: does p·(R+S) ≥ C hold at the sampling floor?
+impl DeterrenceRow {
+    /// Whether `proctor rules check` fails on this row: the cheat pays, and the rules
+    /// do not record it as out of reach.
+    pub fn fails(&self) -> bool {
+        !self.deters && self.out_of_reach.is_none()
+    }
+
+    /// What deterrence is left: `p(R+S) − C` (negative where the cheat pays).
+    pub fn margin(&self) -> f64 {
+        self.expected_loss - self.saved
+    }
+}
+
+/// For each category and each of its cheats: does p·(R+S) ≥ C hold at the sampling
+/// floor?
 pub fn deterrence_table(rules: &Rules) -> Vec<DeterrenceRow> {
     rules
         .sampling
         .deterrence
         .categories
         .keys()
-        .filter_map(|cat| deterrence_row(rules, cat, rules.sampling.floor))
+        .flat_map(|cat| deterrence_rows(rules, cat, rules.sampling.floor))
         .collect()
 }
 
-/// One category's deterrence when a cheated job is re-run with probability `rate`.
-fn deterrence_row(rules: &Rules, cat: &str, rate: f64) -> Option<DeterrenceRow> {
+/// One category's cheats when a job is re-run with probability `rate`.
+fn deterrence_rows(rules: &Rules, cat: &str, rate: f64) -> Vec<DeterrenceRow> {
     let d = &rules.sampling.deterrence;
-    let case = d.categories.get(cat)?;
-    let category = rules.category(cat)?;
-    let cat = &cat.to_owned();
+    let (Some(case), Some(category)) = (d.categories.get(cat), rules.category(cat)) else {
+        return Vec::new();
+    };
     let reward = match category.kind {
         JobKind::Sd => points::image_points(
             rules,
-            cat,
+            &cat.to_owned(),
             case.width.unwrap_or(0),
             case.height.unwrap_or(0),
             case.steps.unwrap_or(0),
         ),
-        JobKind::Llm => points::llm_points(rules, cat, u64::from(case.tokens.unwrap_or(0))),
+        JobKind::Llm => {
+            points::llm_points(rules, &cat.to_owned(), u64::from(case.tokens.unwrap_or(0)))
+        }
     };
     let jobs_slashed = match rules.slashing.scope {
         SlashScope::MinerWindow => f64::from(d.window_jobs_min),
         SlashScope::FailedJobs => 1.0,
     };
     let slash = rules.slashing.fraction * jobs_slashed * reward;
-    let saved = case.compute_saved_fraction * reward;
-    let p_caught = rate * case.detection_rate;
-    let expected_loss = p_caught * (reward + slash);
-    Some(DeterrenceRow {
-        category: cat.to_owned(),
-        p_caught,
-        reward,
-        slash,
-        saved,
-        expected_loss,
-        deters: expected_loss >= saved * (1.0 - 1e-12),
-    })
+    d.cheats_of(cat, category.kind)
+        .iter()
+        .map(|cheat| {
+            let saved = cheat.compute_saved_fraction * reward;
+            let p_caught = match cheat.detected_at {
+                DetectedAt::Rerun => rate * cheat.detection_rate,
+                DetectedAt::Screen => cheat.detection_rate,
+            };
+            let expected_loss = p_caught * (reward + slash);
+            DeterrenceRow {
+                category: cat.to_owned(),
+                cheat: cheat.name.clone(),
+                p_caught,
+                reward,
+                slash,
+                saved,
+                expected_loss,
+                deters: expected_loss >= saved * (1.0 - 1e-12),
+                out_of_reach: cheat.out_of_reach.clone(),
+            }
+        })
+        .collect()
 }
 
 /// One row of the capacity table of `proctor rules check`.
@@ -160,7 +245,8 @@ pub struct CapacityRow {
     pub capacity_per_hour: f64,
     /// The share of wanted re-runs that happen: the rest are shed.
     pub served_share: f64,
-    /// Deterrence at the sampling floor times `served_share`.
+    /// Deterrence at the sampling floor times `served_share`: the row of the cheat
+    /// with the least margin left (of those a check can catch).
     pub deterrence: DeterrenceRow,
 }
 
@@ -221,7 +307,10 @@ pub fn capacity_table(rules: &Rules, reference: &ReferenceSettings) -> Vec<Capac
                 wanted_per_hour: want,
                 capacity_per_hour: cap,
                 served_share,
-                deterrence: deterrence_row(rules, c, rules.sampling.floor * served_share)?,
+                deterrence: deterrence_rows(rules, c, rules.sampling.floor * served_share)
+                    .into_iter()
+                    .filter(|r| r.out_of_reach.is_none())
+                    .min_by(|a, b| a.margin().total_cmp(&b.margin()))?,
             })
         })
         .collect()
@@ -264,7 +353,7 @@ mod tests {
         let risky = rate(
             &r,
             MinerRisk {
-                failed_checks: 2,
+                excess_failures: 2.0,
                 ..MinerRisk::default()
             },
         );
@@ -272,7 +361,7 @@ mod tests {
         let very = rate(
             &r,
             MinerRisk {
-                failed_checks: 1000,
+                excess_failures: 1000.0,
                 review_flags: 1000,
                 evidence_requested: false,
             },
@@ -290,10 +379,114 @@ mod tests {
     }
 
     #[test]
-    fn the_shipped_rules_deter_every_category() {
-        for row in deterrence_table(&rules()) {
-            assert!(row.deters, "{row:?}");
+    fn the_shipped_rules_deter_every_cheat_a_check_can_catch() {
+        let table = deterrence_table(&rules());
+        for row in &table {
+            assert!(!row.fails(), "{row:?}");
         }
+        // 8-bit weights pay, and the table names them.
+        let paying: Vec<&DeterrenceRow> = table.iter().filter(|r| !r.deters).collect();
+        assert!(
+            !paying.is_empty() && paying.iter().all(|r| r.cheat == "8-bit weights"),
+            "{paying:?}"
+        );
+        assert!(paying.iter().all(|r| r.out_of_reach.is_some()));
+    }
+
+    #[test]
+    fn deterrence_uses_each_cheat_s_measured_detection() {
+        // At a floor of 2 %, the reused LLM answer (caught on a third of its re-runs)
+        // pays: 0.02 x 0.333 x 101 R = 0.67 R < R. The old table's assumed 90 %
+        // detection said every category deterred.
+        let mut r = rules();
+        r.sampling.floor = 0.02;
+        let bad: Vec<DeterrenceRow> = deterrence_table(&r)
+            .into_iter()
+            .filter(|x| x.fails())
+            .collect();
+        assert!(!bad.is_empty(), "nothing pays at 2 %");
+        assert!(
+            bad.iter().all(|x| x.cheat.starts_with("reused answer")),
+            "{bad:?}"
+        );
+        let row = &bad[0];
+        assert!((row.p_caught - 0.02 * 0.333).abs() < 1e-12, "{row:?}");
+        // A cheat caught at screen is caught on every job, whatever the re-run rate.
+        let mut r = rules();
+        r.sampling.floor = 1e-6;
+        for c in &mut r.sampling.deterrence.cheats.llm {
+            c.detected_at = crate::rules::DetectedAt::Screen;
+        }
+        for row in deterrence_table(&r)
+            .iter()
+            .filter(|x| x.category == "llama3_8b")
+        {
+            assert!(!row.fails(), "{row:?}");
+        }
+    }
+
+    #[test]
+    fn an_honest_miner_s_failures_are_paid_off_and_a_cheater_s_climb_then_come_down() {
+        let r = rules();
+        let allowance = 3.0 * 1e-3;
+        // Honest: one screen failure in 1,000 jobs, a third of the allowance. The count
+        // this replaced reached the ceiling after 19 failures (19,000 jobs).
+        let mut risk = MinerRisk::default();
+        let mut highest: f64 = 0.0;
+        for j in 0..200_000u32 {
+            risk = risk.after(u32::from(j % 1000 == 999), allowance);
+            highest = highest.max(rate(&r, risk));
+        }
+        assert!(
+            highest <= r.sampling.base_rate * 2.0 + 1e-12,
+            "an honest miner's rate reached {highest}"
+        );
+        // A cheater failing one job in five climbs to the ceiling within 200 jobs ...
+        let mut risk = MinerRisk::default();
+        for j in 0..200u32 {
+            risk = risk.after(u32::from(j % 5 == 0), allowance);
+        }
+        assert_eq!(rate(&r, risk), r.sampling.ceiling);
+        // ... and once its failures stop, it is back at the base rate after
+        // excess / allowance jobs.
+        let jobs = (risk.excess_failures / allowance).ceil() as u32;
+        for _ in 0..jobs {
+            risk = risk.after(0, allowance);
+        }
+        assert_eq!(rate(&r, risk), r.sampling.base_rate);
+        assert_eq!(risk.excess_failures, 0.0);
+    }
+
+    #[test]
+    fn a_job_s_allowance_is_the_margin_times_its_screen_checks_rates() {
+        use crate::outcome::{CheckId, CheckResult, Outcome};
+        let r = rules();
+        let judged = |check| CheckResult {
+            check,
+            outcome: Outcome::pass(()),
+        };
+        // No independent screen check: the least allowance.
+        assert_eq!(allowance(&r, &[]), r.sampling.min_allowance);
+        // device_known (0.05 per job, assumed) counts; a per-miner check and a
+        // reference check do not; an inconclusive one did not judge.
+        let checks = [
+            judged(CheckId::DeviceKnown),
+            judged(CheckId::Latency),
+            judged(CheckId::ImageSimilarity),
+            CheckResult {
+                check: CheckId::OutputDecode,
+                outcome: Outcome::inconclusive("no object"),
+            },
+        ];
+        let want = r.sampling.allowance_margin * r.policy(CheckId::DeviceKnown).worst_config_rate();
+        assert!((allowance(&r, &checks) - want).abs() < 1e-15);
+        assert_eq!(
+            step(0.5, 0, f64::NAN),
+            0.5,
+            "a non-finite allowance pays nothing"
+        );
+        assert_eq!(step(0.5, 0, 1.0), 0.0, "never below zero");
+        assert_eq!(step(0.0, 2, 0.5), 1.5);
     }
 
     #[test]

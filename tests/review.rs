@@ -481,7 +481,8 @@ async fn each_decision_moves_the_slash_the_outbox_the_rate_and_the_log() {
         .collect();
     let forgiven: u32 = cited.iter().map(|j| screen_failures(&verdicts[*j])).sum();
     assert!(
-        forgiven > 0 && before.failed_checks >= forgiven,
+        // Some of them may be paid off already: the excess decays job by job.
+        forgiven > 0 && before.excess_failures > 0.0,
         "{before:?}"
     );
     let done = act(
@@ -497,8 +498,8 @@ async fn each_decision_moves_the_slash_the_outbox_the_rate_and_the_log() {
     assert_eq!(done.case.status, CaseStatus::Dismissed);
     let after = risk(&db, &to_dismiss.miner_id).await;
     assert_eq!(
-        after.failed_checks,
-        before.failed_checks.saturating_sub(forgiven)
+        after.excess_failures,
+        (before.excess_failures - f64::from(forgiven)).max(0.0)
     );
     assert_eq!(
         db.count("slashes").await,

@@ -225,8 +225,9 @@ async fn a_batch_is_written_once_and_counts_each_miners_failed_checks() {
         .iter()
         .map(|v| v.miner_id.to_string())
         .collect();
-    // The sampler's risk counts each job's screen failures once; a re-run verdict of
-    // the same jobs adds nothing (its reference failures are not the draw's).
+    // The sampler's risk steps once per job, in order: its screen failures less its
+    // allowance, never below zero; a re-run verdict of the same jobs adds nothing (its
+    // reference failures are not the draw's).
     db.store
         .record_verdicts(&pairs, Stage::Rerun)
         .await
@@ -234,19 +235,17 @@ async fn a_batch_is_written_once_and_counts_each_miners_failed_checks() {
     let risk = db.store.risks(&miners).await.unwrap();
     let mut raised = 0;
     for v in &result.verdicts {
-        let want: u32 = result
+        let want: f64 = result
             .verdicts
             .iter()
             .filter(|w| w.miner_id == v.miner_id)
-            .map(proctor::case::screen_failures)
-            .sum();
-        raised += usize::from(want > 0);
-        assert_eq!(
-            risk.get(&v.miner_id).map_or(0, |r| r.failed_checks),
-            want,
-            "{}",
-            v.miner_id
-        );
+            .fold(0.0, |e, w| {
+                assert!(w.screen_allowance > 0.0, "the sampler set it");
+                proctor::sampling::step(e, proctor::case::screen_failures(w), w.screen_allowance)
+            });
+        raised += usize::from(want > 0.0);
+        let got = risk.get(&v.miner_id).map_or(0.0, |r| r.excess_failures);
+        assert!((got - want).abs() < 1e-9, "{}: {got} != {want}", v.miner_id);
     }
     assert!(raised > 0, "no miner has a screen failure to count");
     db.drop_db().await;

@@ -132,6 +132,11 @@ pub struct JobVerdict {
     pub sampled: bool,
     /// The S3 key of the miner's output, for evidence references.
     pub output_key: Option<String>,
+    /// The screen failures this job may show before they raise its miner's sampling
+    /// rate (`sampling::allowance`), set where it is drawn; 0 in verdicts stored
+    /// before the rate decayed.
+    #[serde(default)]
+    pub screen_allowance: f64,
     /// Reference GPU-seconds spent re-running the job (on every host it ran on).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reference_seconds: Option<f64>,
@@ -226,6 +231,7 @@ impl Checker {
             points_estimated: false,
             sampled: false,
             output_key,
+            screen_allowance: 0.0,
             reference_seconds: None,
             checks: Vec::new(),
             rules_digest: self.digest.clone(),

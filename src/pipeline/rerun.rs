@@ -576,6 +576,7 @@ async fn rerun_batch<R: ReferenceRunner>(
                         super::evaluate_guarded(&checker, &record, &fetched, Stream::Keep(&screen))
                             .map(|mut v| {
                                 v.sampled = screen.sampled;
+                                v.screen_allowance = screen.screen_allowance;
                                 v
                             });
                     (record, v)

@@ -252,28 +252,50 @@ impl Store {
             .map(|(_, v)| *v)
             .filter(|v| fresh.contains(v.job_id.as_str()))
             .collect();
-        // The sampler's risk: screen failures only (`case::screen_failures`), counted
-        // once per job, when its screen verdict is first stored.
-        let mut failed: BTreeMap<String, i64> = BTreeMap::new();
+        // The sampler's risk: the excess of screen failures over allowances
+        // (`sampling::MinerRisk`), stepped once per job, in the batch's order, when its
+        // screen verdict is first stored. The rows are locked for the step.
+        let mut steps: BTreeMap<String, Vec<(u32, f64)>> = BTreeMap::new();
         for v in &new_items {
-            let n = match stage {
-                Stage::Screen => i64::from(crate::case::screen_failures(v)),
-                Stage::Rerun => 0,
-            };
-            *failed.entry(v.miner_id.to_string()).or_default() += n;
+            let step = steps.entry(v.miner_id.to_string()).or_default();
+            if stage == Stage::Screen {
+                step.push((crate::case::screen_failures(v), v.screen_allowance));
+            }
         }
-        let (miners, counts): (Vec<String>, Vec<i64>) = failed.into_iter().unzip();
+        let miners: Vec<String> = steps.keys().cloned().collect();
         if !miners.is_empty() {
-            sqlx::query(
-                "INSERT INTO miner_risk (miner_id, failed_checks)
-                 SELECT * FROM UNNEST($1::text[], $2::int8[])
-                 ON CONFLICT (miner_id) DO UPDATE
-                 SET failed_checks = miner_risk.failed_checks + EXCLUDED.failed_checks",
-            )
-            .bind(&miners)
-            .bind(&counts)
-            .execute(&mut *tx)
-            .await?;
+            if stage == Stage::Screen {
+                let rows = sqlx::query(
+                    "SELECT miner_id, excess_failures FROM miner_risk
+                     WHERE miner_id = ANY($1) ORDER BY miner_id FOR UPDATE",
+                )
+                .bind(&miners)
+                .fetch_all(&mut *tx)
+                .await?;
+                let mut excess: BTreeMap<String, f64> = BTreeMap::new();
+                for r in rows {
+                    excess.insert(r.try_get(0)?, r.try_get(1)?);
+                }
+                let after: Vec<f64> = steps
+                    .iter()
+                    .map(|(m, jobs)| {
+                        jobs.iter()
+                            .fold(excess.get(m).copied().unwrap_or(0.0), |e, &(f, a)| {
+                                crate::sampling::step(e, f, a)
+                            })
+                    })
+                    .collect();
+                sqlx::query(
+                    "INSERT INTO miner_risk (miner_id, excess_failures)
+                     SELECT * FROM UNNEST($1::text[], $2::float8[])
+                     ON CONFLICT (miner_id) DO UPDATE
+                     SET excess_failures = EXCLUDED.excess_failures",
+                )
+                .bind(&miners)
+                .bind(&after)
+                .execute(&mut *tx)
+                .await?;
+            }
             sqlx::query(
                 "INSERT INTO judge_queue (miner_id) SELECT * FROM UNNEST($1::text[])
                  ON CONFLICT (miner_id) DO UPDATE
@@ -356,7 +378,7 @@ impl Store {
         miners: &[String],
     ) -> Result<BTreeMap<MinerId, crate::sampling::MinerRisk>, sqlx::Error> {
         let rows = sqlx::query(
-            "SELECT miner_id, failed_checks, confirmed_flags,
+            "SELECT miner_id, excess_failures, confirmed_flags,
                     coalesce(evidence_requested_until > now(), false)
              FROM miner_risk WHERE miner_id = ANY($1)",
         )
@@ -371,7 +393,7 @@ impl Store {
                 out.insert(
                     miner,
                     crate::sampling::MinerRisk {
-                        failed_checks: count(r.try_get(1)?),
+                        excess_failures: r.try_get(1)?,
                         review_flags: count(r.try_get(2)?),
                         evidence_requested: r.try_get(3)?,
                     },

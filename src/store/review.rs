@@ -748,11 +748,12 @@ impl Store {
                     .map(|b| i64::from(case::screen_failures(&b.0)))
                     .sum();
                 sqlx::query(
-                    "UPDATE miner_risk SET failed_checks = greatest(0, failed_checks - $2)
+                    "UPDATE miner_risk
+                     SET excess_failures = greatest(0, excess_failures - $2::float8)
                      WHERE miner_id = $1",
                 )
                 .bind(&miner)
-                .bind(forgiven)
+                .bind(forgiven as f64)
                 .execute(&mut *tx)
                 .await?;
                 detail["forgiven_screen_failures"] = forgiven.into();

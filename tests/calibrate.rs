@@ -300,7 +300,7 @@ fn calibrated_thresholds_write_back_into_rules_and_load() {
         llm_subchecks: Vec::new(),
         // The writer records the largest per-configuration bound of any check it is
         // given one for: here two configurations of 20 pairs, one with a failure.
-        llm_by_config: ["a", "b"]
+        by_config: ["a", "b"]
             .into_iter()
             .zip([0, 1])
             .map(|(name, failures)| {
@@ -317,8 +317,8 @@ fn calibrated_thresholds_write_back_into_rules_and_load() {
         panel: None,
         llm_rules: None,
     };
-    let worst = result.llm_by_config[1].1[0].upper_95();
-    assert!(worst > result.llm_by_config[0].1[0].upper_95());
+    let worst = result.by_config[1].1[0].upper_95();
+    assert!(worst > result.by_config[0].1[0].upper_95());
     let dir = tempfile::tempdir().unwrap();
     for f in std::fs::read_dir(root().join("rules")).unwrap() {
         let f = f.unwrap().path();
@@ -397,7 +397,7 @@ fn a_lenient_write_keeps_the_more_lenient_llm_threshold_of_rules_and_run() {
                 roc: Vec::new(),
             }],
             llm_subchecks: Vec::new(),
-            llm_by_config: Vec::new(),
+            by_config: Vec::new(),
             latency: None,
             panel: None,
             llm_rules: Some(llm),

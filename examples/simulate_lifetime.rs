@@ -4,10 +4,15 @@
 //! count and the union bound's slack shows. See src/lifetime.rs and docs/DETECTION.md.
 //!
 //! ```sh
-//! cargo run --example simulate_lifetime -- [MINER_YEARS] [SEED] [MISCALIBRATED]   (default 20000 1 200)
+//! cargo run --example simulate_lifetime -- [MINER_YEARS] [SEED] [MISCALIBRATED] [CHEATERS]   (default 20000 1 20000 200)
 //! ```
+//!
+//! MISCALIBRATED is the miner-years per row of honest miners failing at a multiple of
+//! the priced rates; CHEATERS those of the partial cheaters and of the re-run table,
+//! whose rows under the rate that never decayed re-run most jobs and are slow.
 
 use proctor::lifetime::{self, Decisions, Scenario};
+use proctor::outcome::CheckId;
 use proctor::rules::Rules;
 
 fn main() -> anyhow::Result<()> {
@@ -26,9 +31,9 @@ fn main() -> anyhow::Result<()> {
         rules.slashing.lifetime_false_slash_budget
     );
     println!(
-        "| scenario | per-decision threshold | decisions taken | flagged | slashed | slashed share (95 % bound) | union bound |"
+        "| scenario | per-decision threshold | decisions taken | flagged | slashed | slashed share (95 % bound) | union bound | mean re-run rate |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
     for threshold in [shipped, shipped * 1e3, shipped * 1e5, 1e-6] {
         let r = lifetime::with_threshold(&rules, threshold);
         for s in [Scenario::sd(&r), Scenario::llm(&r, 0.2)] {
@@ -36,19 +41,20 @@ fn main() -> anyhow::Result<()> {
             let sim = lifetime::simulate(&r, &s, miners, seed);
             let (share, upper) = sim.rate();
             println!(
-                "| {} | {threshold:.1e} | {} | {} | {} | {share:.2e} ({upper:.2e}) | {:.1e} |",
+                "| {} | {threshold:.1e} | {} | {} | {} | {share:.2e} ({upper:.2e}) | {:.1e} | {:.2} % |",
                 sim.scenario,
                 sim.decisions,
                 sim.flagged,
                 sim.slashed,
-                (decisions * threshold).min(1.0)
+                (decisions * threshold).min(1.0),
+                sim.mean_sampling_rate * 100.0
             );
             eprintln!("  ({:.1} s)", started.elapsed().as_secs_f64());
         }
     }
     // Miners failing at a multiple of the priced rates are never slashed in a year with
     // the floor, so each runs its whole year: the LLM rows at 5x take minutes per 200.
-    let miscalibrated: u64 = args.get(3).map_or(Ok(200), |a| a.parse())?;
+    let miscalibrated: u64 = args.get(3).map_or(Ok(20_000), |a| a.parse())?;
     println!(
         "\nHonest miners whose true rates are a multiple of the priced ones (a calibration that many times too low), {miscalibrated} miner-years per row, at the shipped threshold, with and without the effect-size floor (margin {}):\n",
         rules.slashing.effect_margin
@@ -63,6 +69,61 @@ fn main() -> anyhow::Result<()> {
             let without = lifetime::simulate(&bare, &s, miscalibrated, seed);
             println!("| {} | {} | {} |", s.name, floor.slashed, without.slashed);
         }
+    }
+    println!(
+        "\nHonest failures clustered by miner (one GPU model's drift), {miscalibrated} miner-years per row, at the shipped threshold:\n"
+    );
+    println!("| scenario | flagged | slashed |");
+    println!("|---|---:|---:|");
+    for factor in [3.0, 5.0] {
+        for s in [Scenario::sd(&rules), Scenario::llm(&rules, 0.2)] {
+            let s = s.drifting(0.1, factor);
+            let sim = lifetime::simulate(&rules, &s, miscalibrated, seed);
+            println!("| {} | {} | {} |", s.name, sim.flagged, sim.slashed);
+        }
+    }
+    let cheaters: u64 = args.get(4).map_or(Ok(200), |a| a.parse())?;
+    println!(
+        "\nPartial cheaters, {cheaters} per row, at the shipped threshold: each cheated job fails the check at its measured per-job detection (image: every stand-in cheat, 1,000 of 1,000; LLM: the substituted model on `llm_suspect`, 22 of 24 of the real model's). Days until the slash; a day is 2,000 jobs, 100 of them re-run at the base rate:\n"
+    );
+    println!("| scenario | slashed | median day | 99th percentile day |");
+    println!("|---|---:|---:|---:|");
+    let day = |d: Option<f64>| d.map_or("never".to_owned(), |d| format!("{d:.2}"));
+    for share in [0.1, 0.3, 1.0] {
+        for s in [
+            Scenario::sd(&rules).cheating(CheckId::ImageSimilarity, share, 1.0),
+            Scenario::llm(&rules, 0.2).cheating(CheckId::LlmSuspect, share, 22.0 / 24.0),
+        ] {
+            let sim = lifetime::simulate(&rules, &s, cheaters, seed);
+            println!(
+                "| {} | {} of {cheaters} | {} | {} |",
+                s.name,
+                sim.slashed,
+                day(sim.days_to_slash(0.5)),
+                day(sim.days_to_slash(0.99))
+            );
+        }
+    }
+    println!(
+        "\nRe-runs of honest miners, {cheaters} miner-years per row: the share of jobs re-run over the year, with the decaying excess (`sampling::MinerRisk`) and with the count it replaced, which never came down; of all miners, and of those that fail no per-miner screen check (a miner failing one fails it on every job and is re-run on every job either way):\n"
+    );
+    println!(
+        "| scenario | decaying: all miners | decaying: no per-miner failure | never decaying: all | never decaying: no per-miner failure | days to the ceiling, never decaying |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|");
+    let ratchet = lifetime::without_decay(&rules);
+    for s in [Scenario::sd(&rules), Scenario::llm(&rules, 0.2)] {
+        let decaying = lifetime::simulate(&rules, &s, cheaters, seed);
+        let never = lifetime::simulate(&ratchet, &s, cheaters, seed);
+        println!(
+            "| {} | {:.2} % | {:.2} % | {:.2} % | {:.2} % | {} |",
+            s.name,
+            decaying.mean_sampling_rate * 100.0,
+            decaying.mean_sampling_rate_clean * 100.0,
+            never.mean_sampling_rate * 100.0,
+            never.mean_sampling_rate_clean * 100.0,
+            day(lifetime::days_to_ceiling_without_decay(&rules, &s))
+        );
     }
     println!("\nOne decision at day 30 (the p-value the union bound rests on):\n");
     println!("| scenario | threshold | slashed | share |");

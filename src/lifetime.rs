@@ -12,8 +12,9 @@
 //! **The simulation checks it,** and shows how loose it is. An honest miner of the
 //! stated traffic fails each slashing check at that check's rate (the worst an honest
 //! miner may do under the rules' promise), with checks that judge the same output
-//! failing together through a shared cause; its re-run sampling rises with every failed
-//! screen check as `case::Sampler` raises it; and after every failure the judge decides on the
+//! failing together through a shared cause; its re-run sampling rises with its screen
+//! failures and decays as its jobs pay them off, as `case::Sampler` moves it (the decay
+//! followed at least daily); and after every failure the judge decides on the
 //! last `window_days` of evidence with [`crate::decide::judge_counts`], the rule
 //! `decide` applies. Between failures the evidence only weakens (more judged jobs, the
 //! same failures), so the decisions right after failures are the ones that can slash.
@@ -59,7 +60,7 @@ pub struct SharedCause {
     pub rate: f64,
 }
 
-/// An honest miner's year.
+/// A miner's year: honest, unless `cheat` says otherwise.
 #[derive(Debug, Clone, Serialize)]
 pub struct Scenario {
     pub name: String,
@@ -67,6 +68,30 @@ pub struct Scenario {
     pub days: f64,
     pub checks: Vec<SimCheck>,
     pub shared: Vec<SharedCause>,
+    /// Honest failures that cluster by miner: this share of the miners (one GPU model,
+    /// one driver) fails every check `factor` times as often as the others, for the
+    /// whole year.
+    #[serde(default)]
+    pub drifting: Option<Drifting>,
+    /// A cheater: the share of its jobs it cheats on, and the check that catches them.
+    #[serde(default)]
+    pub cheat: Option<Cheat>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Drifting {
+    pub share: f64,
+    pub factor: f64,
+}
+
+/// A miner that cheats on `share` of its jobs; `check` fails a cheated job with
+/// probability `detection` (per judged job, as calibration measured it), on top of its
+/// honest failures on the others.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Cheat {
+    pub check: CheckId,
+    pub share: f64,
+    pub detection: f64,
 }
 
 /// The traffic the rules' budget is stated for: 2,000 jobs a day for a year.
@@ -91,6 +116,8 @@ impl Scenario {
                 ],
             ),
             shared: Vec::new(),
+            drifting: None,
+            cheat: None,
         }
     }
 
@@ -155,6 +182,8 @@ impl Scenario {
             days: 365.0,
             checks,
             shared,
+            drifting: None,
+            cheat: None,
         }
     }
 }
@@ -174,9 +203,54 @@ impl Scenario {
         self.name = format!("{}, true rates {factor}x the priced", self.name);
         self
     }
+
+    /// The same miners, `share` of them failing every check `factor` times as often
+    /// as the rules price it, for the whole year: honest failures clustered by miner.
+    pub fn drifting(mut self, share: f64, factor: f64) -> Scenario {
+        self.drifting = Some(Drifting { share, factor });
+        self.name = format!(
+            "{}, {:.0} % of miners at {factor}x the priced rates",
+            self.name,
+            share * 100.0
+        );
+        self
+    }
+
+    /// The same miner, cheating on `share` of its jobs, each caught by `check` with
+    /// probability `detection`. The check must be one the scenario judges.
+    pub fn cheating(mut self, check: CheckId, share: f64, detection: f64) -> Scenario {
+        self.cheat = Some(Cheat {
+            check,
+            share,
+            detection,
+        });
+        for c in self.checks.iter_mut().filter(|c| c.check == check) {
+            c.rate = share * detection + (1.0 - share) * c.rate;
+        }
+        self.name = format!(
+            "{}, cheating on {:.0} % of jobs ({} catches {:.0} %)",
+            self.name,
+            share * 100.0,
+            check.as_str(),
+            detection * 100.0
+        );
+        self
+    }
+
+    /// The failures a screened job may show before they raise the miner's sampling
+    /// rate (`sampling::allowance` for the checks this miner meets at screen).
+    fn screen_allowance(&self, rules: &Rules) -> f64 {
+        let expected = self
+            .checks
+            .iter()
+            .filter(|c| c.stage == Stage::Screen && rules.policy(c.check).independent_across_jobs)
+            .map(|c| c.share * rules.policy(c.check).worst_config_rate())
+            .sum();
+        sampling::allowance_for(rules, expected)
+    }
 }
 
-/// The checks of `wanted`, each at its effective rate. Checks that cannot slash are
+/// The checks of `wanted`, each at the rate the engine prices it at. Checks that cannot slash are
 /// kept too: screen failures raise the sampling rate, so they shape the evidence.
 fn slashing(rules: &Rules, wanted: Vec<(CheckId, Stage, f64)>) -> Vec<SimCheck> {
     wanted
@@ -186,7 +260,7 @@ fn slashing(rules: &Rules, wanted: Vec<(CheckId, Stage, f64)>) -> Vec<SimCheck> 
             check,
             stage,
             share,
-            rate: rules.policy(check).effective_rate(),
+            rate: rules.policy(check).worst_config_rate(),
         })
         .collect()
 }
@@ -204,6 +278,14 @@ pub struct Simulated {
     pub decisions: u64,
     /// The per-decision slash threshold the run used.
     pub threshold: f64,
+    /// The day of each slash, in the order simulated.
+    pub slash_days: Vec<f64>,
+    /// The share of its jobs a miner had re-run, averaged over the miner-years: what
+    /// the sampling policy costs in reference GPUs for such miners.
+    pub mean_sampling_rate: f64,
+    /// The same over the miners that fail no per-miner screen check (those that do fail
+    /// it on every job, and are re-run on every job under any rule).
+    pub mean_sampling_rate_clean: f64,
 }
 
 impl Simulated {
@@ -213,6 +295,15 @@ impl Simulated {
             self.slashed as f64 / self.miners.max(1) as f64,
             crate::stats::upper_bound_95(self.slashed as usize, self.miners as usize),
         )
+    }
+
+    /// The day by which a share `q` of all the miners simulated was slashed; `None`
+    /// when fewer were.
+    pub fn days_to_slash(&self, q: f64) -> Option<f64> {
+        let mut days = self.slash_days.clone();
+        days.sort_by(f64::total_cmp);
+        let k = ((q * self.miners as f64).ceil() as usize).max(1);
+        days.get(k - 1).copied()
     }
 }
 
@@ -243,11 +334,26 @@ pub fn simulate_deciding(
 ) -> Simulated {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let (mut slashed, mut flagged, mut decisions) = (0, 0, 0);
+    let (mut slash_days, mut rate_sum) = (Vec::new(), 0.0);
+    let (mut clean_sum, mut clean) = (0.0, 0u64);
+    let drifted = scenario
+        .drifting
+        .map(|d| (d.share, scenario.clone().miscalibrated(d.factor)));
     for _ in 0..miners {
-        let year = one_year(rules, scenario, &mut rng, when);
-        slashed += u64::from(year.slashed);
+        let this = match &drifted {
+            Some((share, drifted)) if rng.random::<f64>() < *share => drifted,
+            _ => scenario,
+        };
+        let year = one_year(rules, this, &mut rng, when);
+        slashed += u64::from(year.slashed_at.is_some());
+        slash_days.extend(year.slashed_at);
         flagged += u64::from(year.flagged);
         decisions += year.decisions;
+        rate_sum += year.mean_rate;
+        if !year.fails_per_miner_screen {
+            clean_sum += year.mean_rate;
+            clean += 1;
+        }
     }
     Simulated {
         scenario: scenario.name.clone(),
@@ -256,13 +362,21 @@ pub fn simulate_deciding(
         flagged,
         decisions,
         threshold: rules.auto_slash_threshold(),
+        slash_days,
+        mean_sampling_rate: rate_sum / miners.max(1) as f64,
+        mean_sampling_rate_clean: clean_sum / clean.max(1) as f64,
     }
 }
 
 struct Year {
-    slashed: bool,
+    /// The day of the slash, if there was one.
+    slashed_at: Option<f64>,
     flagged: bool,
     decisions: u64,
+    /// The re-run rate averaged over the days simulated.
+    mean_rate: f64,
+    /// Whether the miner fails a per-miner screen check (on every job).
+    fails_per_miner_screen: bool,
 }
 
 /// A failure process: the checks it fails, where and how often.
@@ -313,24 +427,29 @@ fn one_year(rules: &Rules, s: &Scenario, rng: &mut ChaCha8Rng, when: Decisions) 
         }
     }
     // A per-miner failure at screen fails every job from the first: it raises the
-    // sampling rate to its ceiling at once. Only screen failures raise it
-    // (`case::screen_failures`).
+    // sampling rate to its ceiling at once, and keeps it there. Only screen failures
+    // raise it (`case::screen_failures`).
     let screen_always_fails = always_fails
         .iter()
         .zip(&s.checks)
         .any(|(f, c)| *f && c.stage == Stage::Screen);
     let mut risk = MinerRisk {
-        failed_checks: if screen_always_fails { u32::MAX / 2 } else { 0 },
+        excess_failures: if screen_always_fails { 1e12 } else { 0.0 },
         ..MinerRisk::default()
     };
+    // The excess decays as jobs are screened: each pays its allowance.
+    let paid_per_day = s.jobs_per_day * s.screen_allowance(rules);
+    let (mut paid_until, mut next_tick) = (0.0, 1.0);
     let mut rate = sampling::rate(rules, risk);
     // Sampling-rate history: (since when, rate), for the window's expected re-runs.
     let mut history: Vec<(f64, f64)> = vec![(0.0, rate)];
     let mut failures: Vec<Vec<f64>> = vec![Vec::new(); n];
     let mut year = Year {
-        slashed: false,
+        slashed_at: None,
         flagged: false,
         decisions: 0,
+        mean_rate: 0.0,
+        fails_per_miner_screen: screen_always_fails,
     };
     let mut t = 0.0;
     // The judge decides on the window ending at `at`; true once it slashes.
@@ -358,13 +477,13 @@ fn one_year(rules: &Rules, s: &Scenario, rng: &mut ChaCha8Rng, when: Decisions) 
         year.decisions += 1;
         match judgement.action {
             Action::Slash => {
-                year.slashed = true;
+                year.slashed_at = Some(at);
                 year.flagged = true;
             }
             Action::FlagForReview => year.flagged = true,
             Action::None => {}
         }
-        year.slashed
+        year.slashed_at.is_some()
     };
     loop {
         let intensity = |p: &Process| match p.stage {
@@ -375,7 +494,26 @@ fn one_year(rules: &Rules, s: &Scenario, rng: &mut ChaCha8Rng, when: Decisions) 
         if total <= 0.0 {
             break;
         }
-        t += -(1.0 - rng.random::<f64>()).ln() / total;
+        let next = t + -(1.0 - rng.random::<f64>()).ln() / total;
+        // The excess decays between failures: at least once a day, the rate follows
+        // it (the failure processes are memoryless, so the draw starts afresh there).
+        if next > next_tick && next_tick < end && risk.excess_failures > 0.0 {
+            t = next_tick;
+            next_tick += 1.0;
+            risk.excess_failures =
+                (risk.excess_failures - (t - paid_until) * paid_per_day).max(0.0);
+            paid_until = t;
+            let new_rate = sampling::rate(rules, risk);
+            if new_rate != rate {
+                rate = new_rate;
+                history.push((t, rate));
+            }
+            continue;
+        }
+        t = next;
+        while next_tick <= t {
+            next_tick += 1.0;
+        }
         if t > end {
             break;
         }
@@ -391,9 +529,10 @@ fn one_year(rules: &Rules, s: &Scenario, rng: &mut ChaCha8Rng, when: Decisions) 
             failures[i].push(t);
         }
         if process.stage == Stage::Screen {
-            risk.failed_checks = risk
-                .failed_checks
-                .saturating_add(process.checks.len() as u32);
+            risk.excess_failures = (risk.excess_failures - (t - paid_until) * paid_per_day)
+                .max(0.0)
+                + process.checks.len() as f64;
+            paid_until = t;
         }
         let new_rate = sampling::rate(rules, risk);
         if new_rate != rate {
@@ -407,20 +546,57 @@ fn one_year(rules: &Rules, s: &Scenario, rng: &mut ChaCha8Rng, when: Decisions) 
     if let Decisions::OnceAt(_) = when {
         decide_at(end, &mut year, &failures, &history);
     }
+    let lived = year.slashed_at.unwrap_or(end).min(end);
+    year.mean_rate = if lived > 0.0 {
+        integral(&history, 0.0, lived) / lived
+    } else {
+        rate
+    };
     year
 }
 
-/// ∫ rate dt over [from, to] for a piecewise-constant rate history.
+/// ∫ rate dt over [from, to] for a piecewise-constant rate history, read from its end
+/// (the window is the history's last days).
 fn integral(history: &[(f64, f64)], from: f64, to: f64) -> f64 {
     let mut sum = 0.0;
-    for (i, (start, rate)) in history.iter().enumerate() {
-        let end = history.get(i + 1).map_or(to, |(next, _)| *next);
+    let mut end = f64::INFINITY;
+    for &(start, rate) in history.iter().rev() {
         let (a, b) = (start.max(from), end.min(to));
         if b > a {
             sum += rate * (b - a);
         }
+        if start <= from {
+            break;
+        }
+        end = start;
     }
     sum
+}
+
+/// How long the count of screen failures that never decayed (each failure raised the
+/// rate by `base_rate × failed_check_weight` for good) took to put an honest miner of
+/// `s` at the ceiling, failing at the priced rates: the per-job screen failures it
+/// expects, over the failures the ceiling needed. `None` when it never got there.
+pub fn days_to_ceiling_without_decay(rules: &Rules, s: &Scenario) -> Option<f64> {
+    let r = &rules.sampling;
+    let per_day: f64 = s
+        .checks
+        .iter()
+        .filter(|c| c.stage == Stage::Screen && rules.policy(c.check).independent_across_jobs)
+        .map(|c| s.jobs_per_day * c.share * c.rate)
+        .sum();
+    let needed = (r.ceiling / r.base_rate - 1.0) / r.failed_check_weight;
+    (per_day > 0.0 && r.failed_check_weight > 0.0).then(|| needed / per_day)
+}
+
+/// The same rules with the count of screen failures that never came down (an
+/// allowance of 0: each failure raises the rate for good), as before the excess
+/// decayed. For comparison only; the rules' own validation refuses it.
+pub fn without_decay(rules: &Rules) -> Rules {
+    let mut r = rules.clone();
+    r.sampling.allowance_margin = 0.0;
+    r.sampling.min_allowance = 0.0;
+    r
 }
 
 /// The same rules without the effect-size floor (`slashing.effect_margin` 0): every

@@ -252,6 +252,47 @@ async fn a_batch_is_written_once_and_counts_each_miners_failed_checks() {
 }
 
 #[tokio::test]
+async fn concurrent_screen_batches_of_one_miner_each_step_its_risk() {
+    // 16 batches of one new job each, one screen failure and an allowance of 0.25, all
+    // at once for a miner with no row yet: each steps from the one before, 0.75 each.
+    let db = TestDb::new().await;
+    let (records, result) = demo_judged();
+    let template = &result.verdicts[0];
+    let record = records
+        .iter()
+        .find(|r| r.job_id == template.job_id)
+        .unwrap();
+    let miner =
+        proctor::ids::MinerId::parse("0x00000000000000000000000000000000000000aa-gpu0").unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..16 {
+        let job = proctor::ids::JobId::parse(&format!("risk-{i}")).unwrap();
+        let mut r = record.clone();
+        r.job_id = job.clone();
+        r.miner_id = miner.clone();
+        let mut v = template.clone();
+        v.job_id = job;
+        v.miner_id = miner.clone();
+        v.screen_allowance = 0.25;
+        v.checks = vec![proctor::outcome::CheckResult {
+            check: proctor::outcome::CheckId::Canary,
+            outcome: proctor::outcome::Outcome::fail("test", ()),
+        }];
+        let store = db.store.clone();
+        tasks.push(tokio::spawn(async move {
+            store.record_verdict(&r, &v, Stage::Screen).await.unwrap()
+        }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), Written::New);
+    }
+    let risk = db.store.risks(&[miner.to_string()]).await.unwrap();
+    let got = risk[&miner].excess_failures;
+    assert!((got - 16.0 * 0.75).abs() < 1e-9, "{got}: a step was lost");
+    db.drop_db().await;
+}
+
+#[tokio::test]
 async fn the_judge_waits_for_settled_evidence_and_for_sampled_reruns() {
     use std::time::Duration;
     let db = TestDb::new().await;

@@ -254,7 +254,9 @@ impl Store {
             .collect();
         // The sampler's risk: the excess of screen failures over allowances
         // (`sampling::MinerRisk`), stepped once per job, in the batch's order, when its
-        // screen verdict is first stored. The rows are locked for the step.
+        // screen verdict is first stored. The rows exist, then are locked, before the
+        // step: a concurrent writer of the same miner waits and steps from this one's
+        // result.
         let mut steps: BTreeMap<String, Vec<(u32, f64)>> = BTreeMap::new();
         for v in &new_items {
             let step = steps.entry(v.miner_id.to_string()).or_default();
@@ -265,6 +267,13 @@ impl Store {
         let miners: Vec<String> = steps.keys().cloned().collect();
         if !miners.is_empty() {
             if stage == Stage::Screen {
+                sqlx::query(
+                    "INSERT INTO miner_risk (miner_id) SELECT * FROM UNNEST($1::text[])
+                     ORDER BY 1 ON CONFLICT (miner_id) DO NOTHING",
+                )
+                .bind(&miners)
+                .execute(&mut *tx)
+                .await?;
                 let rows = sqlx::query(
                     "SELECT miner_id, excess_failures FROM miner_risk
                      WHERE miner_id = ANY($1) ORDER BY miner_id FOR UPDATE",
@@ -286,10 +295,9 @@ impl Store {
                     })
                     .collect();
                 sqlx::query(
-                    "INSERT INTO miner_risk (miner_id, excess_failures)
-                     SELECT * FROM UNNEST($1::text[], $2::float8[])
-                     ON CONFLICT (miner_id) DO UPDATE
-                     SET excess_failures = EXCLUDED.excess_failures",
+                    "UPDATE miner_risk SET excess_failures = t.e
+                     FROM UNNEST($1::text[], $2::float8[]) AS t(m, e)
+                     WHERE miner_risk.miner_id = t.m",
                 )
                 .bind(&miners)
                 .bind(&after)

@@ -107,10 +107,11 @@ async fn end_to_end_the_pipeline_agrees_with_the_audit_and_slashes_each_cheat_on
     // The population: objects and reference outputs in S3, wallets in Postgres, job
     // records on the jobs topic, keyed by miner.
     let s3 = &h.settings.s3;
-    assert!(
+    // Every miner output of the demo, and every reference.
+    assert_eq!(
         h.upload_dir(&demo().join("objects"), &s3.jobs_bucket, "")
-            .await
-            == 41
+            .await,
+        44
     );
     assert!(
         h.upload_dir(
@@ -119,7 +120,7 @@ async fn end_to_end_the_pipeline_agrees_with_the_audit_and_slashes_each_cheat_on
             "reference/"
         )
         .await
-            == 40
+            == 43
     );
     for (wallet, nfts) in audit::read_wallets(&demo()).unwrap() {
         h.store.set_wallet_nfts(&wallet, nfts).await.unwrap();

@@ -14,6 +14,8 @@
 //!
 //!   cargo run --release --example bench_pipeline -- [LLM_JOBS] [SD_JOBS]
 
+#[path = "../tests/support/scope.rs"]
+mod scope;
 #[path = "../tests/support/mod.rs"]
 mod support;
 

@@ -69,32 +69,44 @@ fn miner(name: &str) -> String {
 }
 
 /// What the audit must do about each demo miner: honest miners get no action, cheats a
-/// slash or at least a review flag.
+/// slash or at least a review flag. Two answers each: under the shipped rules, and
+/// under rules whose measured rates hold on the demo's models.
 ///
-/// Only checks with a measured false-positive rate can slash, and only on evidence an
-/// honest miner shows with a probability under the lifetime budget's per-decision
-/// threshold: five failed re-runs of a measured check do that. Cheats caught by
-/// assumed-rate checks (reuse, canaries, challenges, sizes, hostile uploads, device
-/// claims) and single failures are flagged for staff.
-const EXPECTED: [(&str, &str); 18] = [
-    ("honest-sd-a", "none"),
-    ("honest-sd-b", "none"),
-    ("honest-sd-c", "none"),
-    ("honest-llm-a", "none"),
-    ("honest-llm-b", "none"),
-    ("cheat-fewer-steps", "slash"),
-    ("cheat-low-resolution", "slash"),
-    ("cheat-other-image", "slash"),
-    ("cheat-reused-image", "flag_for_review"),
-    ("cheat-wrong-size", "flag_for_review"),
-    ("cheat-hostile-uploads", "flag_for_review"),
-    ("cheat-impossible-latency", "flag_for_review"),
-    ("cheat-under-spec-gpu", "flag_for_review"),
-    ("cheat-unknown-gpu", "flag_for_review"),
-    ("cheat-tampered-model", "flag_for_review"),
-    ("cheat-substituted-model", "slash"),
-    ("cheat-canned-answers", "flag_for_review"),
-    ("cheat-failed-canary", "flag_for_review"),
+/// Only checks with a measured false-positive rate can slash, only on the models the
+/// rate was measured on, and only on evidence an honest miner shows with a probability
+/// under the lifetime budget's per-decision threshold: six failed re-runs of a measured
+/// check do that. The shipped image rate was measured on photographs and the LLM rates
+/// on SmolLM2-135M, neither a model the demo's jobs name, so under the shipped rules
+/// every cheat is flagged for staff; calibrated on the demo's models, the re-run cheats
+/// are slashed. Cheats caught by assumed-rate checks (reuse, canaries, challenges,
+/// sizes, hostile uploads, device claims) and single failures are flagged either way.
+const EXPECTED: [(&str, &str, &str); 18] = [
+    ("honest-sd-a", "none", "none"),
+    ("honest-sd-b", "none", "none"),
+    ("honest-sd-c", "none", "none"),
+    ("honest-llm-a", "none", "none"),
+    ("honest-llm-b", "none", "none"),
+    ("cheat-fewer-steps", "flag_for_review", "slash"),
+    ("cheat-low-resolution", "flag_for_review", "slash"),
+    ("cheat-other-image", "flag_for_review", "slash"),
+    ("cheat-reused-image", "flag_for_review", "flag_for_review"),
+    ("cheat-wrong-size", "flag_for_review", "flag_for_review"),
+    (
+        "cheat-hostile-uploads",
+        "flag_for_review",
+        "flag_for_review",
+    ),
+    (
+        "cheat-impossible-latency",
+        "flag_for_review",
+        "flag_for_review",
+    ),
+    ("cheat-under-spec-gpu", "flag_for_review", "flag_for_review"),
+    ("cheat-unknown-gpu", "flag_for_review", "flag_for_review"),
+    ("cheat-tampered-model", "flag_for_review", "flag_for_review"),
+    ("cheat-substituted-model", "flag_for_review", "slash"),
+    ("cheat-canned-answers", "flag_for_review", "flag_for_review"),
+    ("cheat-failed-canary", "flag_for_review", "flag_for_review"),
 ];
 
 /// Jobs of each cheat a measured check re-runs: enough failures to slash.
@@ -895,7 +907,10 @@ pub fn generate(base_dir: &Path, out: &Path) {
 
     let miners: Vec<Value> = EXPECTED
         .iter()
-        .map(|(name, action)| json!({"name": name, "miner_id": miner(name), "expected_action": action}))
+        .map(|(name, shipped, calibrated)| {
+            json!({"name": name, "miner_id": miner(name), "expected_action": shipped,
+                   "expected_action_calibrated": calibrated})
+        })
         .collect();
     g.write(
         "miners.json",

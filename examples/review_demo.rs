@@ -9,6 +9,8 @@
 //!
 //!   cargo run --example review_demo -- ~/.cache/proctor/review-demo/env
 
+#[path = "../tests/support/scope.rs"]
+mod scope;
 #[path = "../tests/support/mod.rs"]
 mod support;
 

@@ -278,8 +278,10 @@ mod tests {
     use crate::points::Points;
     use crate::record::JobKind;
 
+    /// Every measured rate holding on the jobs' model: these tests are about what a
+    /// slash does.
     fn rules() -> Rules {
-        Rules::embedded().unwrap()
+        Rules::measured_everywhere()
     }
 
     fn miner() -> MinerId {

@@ -119,6 +119,44 @@ pub struct CheckTally {
     /// taken before the floor existed.
     #[serde(default)]
     pub effect_floor: f64,
+    /// Whether these are the jobs of models the check's honest rate was measured on
+    /// ([`crate::rules::Rules::slashes_on`]). A check judging both kinds of job has a
+    /// tally for each; the other one's failures can only flag. True in decisions taken
+    /// before rates were scoped to models.
+    #[serde(default = "yes")]
+    pub in_scope: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl CheckTally {
+    /// Whether this tally can carry a slash, and if not why: what a reviewer reads.
+    pub fn slash_note(&self, rules: &Rules) -> &'static str {
+        let p = rules.policy(self.check);
+        if self.can_slash {
+            "yes"
+        } else if p.flag_only {
+            "no (flag only)"
+        } else if !p.can_slash() {
+            "no (assumed rate)"
+        } else if !self.in_scope {
+            "no (rate measured on other models)"
+        } else {
+            "no (below the effect floor)"
+        }
+    }
+}
+
+/// How often one check judged and failed a miner's jobs in the window: the jobs of the
+/// models its rate was measured on (`in_scope`), or the others.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Count {
+    pub check: CheckId,
+    pub judged: u64,
+    pub failed: u64,
+    pub in_scope: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -176,6 +214,8 @@ pub const SUBSTITUTED_SHARES: [f64; 5] = [0.1, 0.2, 0.3, 0.5, 1.0];
 pub struct PanelTally {
     jobs: u64,
     tokens: u64,
+    /// Jobs of models `llm_suspect`'s rate and the suspects' drift were not measured on.
+    off_scope_jobs: u64,
     /// Per suspect: its plain sum `Σ_j ln e_sj` and the mixed sums, one per share.
     suspects: BTreeMap<String, (f64, [f64; SUBSTITUTED_SHARES.len()])>,
 }
@@ -229,6 +269,17 @@ impl PanelTally {
         )
     }
 
+    /// [`PanelTally::add_outcome`] for a job of a model `llm_suspect` does not slash on
+    /// (`in_scope` false): its ratio's mean was never measured to be at most 1 there, so
+    /// the evidence it joins can only flag.
+    pub fn add_scoped_outcome(&mut self, outcome: &Outcome, in_scope: bool) -> bool {
+        let added = self.add_outcome(outcome);
+        if added && !in_scope {
+            self.off_scope_jobs += 1;
+        }
+        added
+    }
+
     /// The miner's evidence so far; `None` when no job carried any.
     pub fn evidence(&self, rules: &Rules) -> Option<SequenceEvidence> {
         if self.jobs == 0 || self.suspects.is_empty() {
@@ -262,7 +313,10 @@ impl PanelTally {
             log_e_value,
             substituted_share,
             honest_probability: (-log_e_value).exp().min(1.0),
-            can_slash: panel_measured(rules) && per_token >= panel.min_log_evidence_per_token,
+            off_scope_jobs: self.off_scope_jobs,
+            can_slash: panel_measured(rules)
+                && self.off_scope_jobs == 0
+                && per_token >= panel.min_log_evidence_per_token,
         })
     }
 }
@@ -302,8 +356,12 @@ pub struct SequenceEvidence {
     pub substituted_share: f64,
     /// `min(1, 1/E)`: how likely an honest miner shows evidence this strong.
     pub honest_probability: f64,
+    /// Of `jobs`, those of models `llm_suspect`'s rate was not measured on.
+    #[serde(default)]
+    pub off_scope_jobs: u64,
     /// Whether it can count toward an automatic slash: `llm_suspect`'s rate and every
-    /// suspect's drift were measured, and `ln E` per token scored reaches
+    /// suspect's drift were measured, every job it covers is of a model they were
+    /// measured on, and `ln E` per token scored reaches
     /// `panel.min_log_evidence_per_token`.
     pub can_slash: bool,
 }
@@ -319,15 +377,16 @@ pub struct SuspectTotal {
 }
 
 impl SequenceEvidence {
-    /// The panel's evidence over `outcomes` (each a job's `llm_suspect` outcome).
-    /// `None` when no job carried any.
+    /// The panel's evidence over `outcomes` (each a job's `llm_suspect` outcome, and
+    /// whether its model is one `llm_suspect` slashes on). `None` when no job carried
+    /// any.
     pub fn from_outcomes<'a>(
-        outcomes: impl IntoIterator<Item = &'a Outcome>,
+        outcomes: impl IntoIterator<Item = (&'a Outcome, bool)>,
         rules: &Rules,
     ) -> Option<SequenceEvidence> {
         let mut tally = PanelTally::default();
-        for o in outcomes {
-            tally.add_outcome(o);
+        for (o, in_scope) in outcomes {
+            tally.add_scoped_outcome(o, in_scope);
         }
         tally.evidence(rules)
     }
@@ -354,14 +413,27 @@ pub fn judge_counts(
     counts: impl IntoIterator<Item = (CheckId, u64, u64)>,
     rules: &Rules,
 ) -> (Vec<CheckTally>, Judgement) {
-    judge(counts, None, rules)
+    judge(in_scope(counts), None, rules)
 }
 
-/// [`judge_counts`] with the suspect panel's per-miner evidence beside the counts: its
-/// honest probability competes with the checks' tails, and it counts as one more
-/// slashing test judged when it can slash.
-pub fn judge(
+/// Counts of jobs whose models every check's rate was measured on.
+pub fn in_scope(
     counts: impl IntoIterator<Item = (CheckId, u64, u64)>,
+) -> impl Iterator<Item = Count> {
+    counts.into_iter().map(|(check, judged, failed)| Count {
+        check,
+        judged,
+        failed,
+        in_scope: true,
+    })
+}
+
+/// [`judge_counts`] with each count scoped to the models its check's rate was measured
+/// on (a count off them can only flag), and the suspect panel's per-miner evidence
+/// beside the counts: its honest probability competes with the checks' tails, and it
+/// counts as one more slashing test judged when it can slash.
+pub fn judge(
+    counts: impl IntoIterator<Item = Count>,
     sequence: Option<&SequenceEvidence>,
     rules: &Rules,
 ) -> (Vec<CheckTally>, Judgement) {
@@ -369,9 +441,18 @@ pub fn judge(
     // miner's evidence reached its floor: the floor only narrows where it rejects.
     let mut slash_checks_judged = u64::from(sequence.is_some() && panel_measured(rules));
     let mut tallies = Vec::new();
-    for (check, n, k) in counts {
+    for Count {
+        check,
+        judged: n,
+        failed: k,
+        in_scope,
+    } in counts
+    {
         let policy = rules.policy(check);
-        if n > 0 && policy.can_slash() {
+        // A check's jobs off its measured models are not a slashing test: only its
+        // in-scope count (one per check) adds to the Bonferroni factor.
+        let slashing = policy.can_slash() && in_scope;
+        if n > 0 && slashing {
             slash_checks_judged += 1;
         }
         if k == 0 {
@@ -390,8 +471,9 @@ pub fn judge(
             failed: k,
             false_positive_rate: rate,
             honest_probability: crate::stats::binomial_tail(k, n, rate),
-            can_slash: policy.can_slash() && k as f64 >= effect_floor * n as f64,
+            can_slash: slashing && k as f64 >= effect_floor * n as f64,
             effect_floor,
+            in_scope,
         });
     }
     let strongest = |slashing_only: bool| {
@@ -458,14 +540,17 @@ pub fn decide(
     }
     let window: Vec<&JobVerdict> = by_job.into_values().collect();
 
-    let mut judged: BTreeMap<CheckId, (u64, u64)> = BTreeMap::new();
+    // Per check and scope: whether the job's model is one the check's rate covers.
+    let mut judged: BTreeMap<(CheckId, bool), (u64, u64)> = BTreeMap::new();
     let mut evidence = Vec::new();
     // Jobs whose passing `llm_suspect` outcome still adds to the panel's evidence:
     // cited when that evidence carries the decision.
     let mut panel_passes = Vec::new();
     for v in &window {
         for c in &v.checks {
-            let e = judged.entry(c.check).or_default();
+            let e = judged
+                .entry((c.check, rules.slashes_on(c.check, v.model_id.as_str())))
+                .or_default();
             match &c.outcome {
                 Outcome::Pass { measured } => {
                     e.0 += 1;
@@ -498,15 +583,24 @@ pub fn decide(
         }
     }
     let sequence = SequenceEvidence::from_outcomes(
-        window
-            .iter()
-            .flat_map(|v| &v.checks)
-            .filter(|c| c.check == CheckId::LlmSuspect)
-            .map(|c| &c.outcome),
+        window.iter().flat_map(|v| {
+            let in_scope = rules.slashes_on(CheckId::LlmSuspect, v.model_id.as_str());
+            v.checks
+                .iter()
+                .filter(|c| c.check == CheckId::LlmSuspect)
+                .map(move |c| (&c.outcome, in_scope))
+        }),
         rules,
     );
     let (tallies, judgement) = judge(
-        judged.into_iter().map(|(check, (n, k))| (check, n, k)),
+        judged
+            .into_iter()
+            .map(|((check, in_scope), (judged, failed))| Count {
+                check,
+                judged,
+                failed,
+                in_scope,
+            }),
         sequence.as_ref(),
         rules,
     );
@@ -658,8 +752,98 @@ mod tests {
     use crate::outcome::CheckResult;
     use crate::record::JobKind;
 
+    /// The embedded rules with every measured rate holding on every model: most of
+    /// these tests are about counts, not about where a rate holds (which the scope
+    /// tests below take up with the shipped scopes).
     fn rules() -> Rules {
-        Rules::embedded().unwrap()
+        Rules::measured_everywhere()
+    }
+
+    fn on_model(mut v: JobVerdict, model: &str) -> JobVerdict {
+        v.model_id = crate::ids::ModelId::parse(model).unwrap();
+        v
+    }
+
+    #[test]
+    fn a_check_slashes_only_on_the_models_its_rate_was_measured_on() {
+        // The image rate measured on SD 1.5 outputs: Aurora is an SD 1.5 checkpoint,
+        // SDXL is not.
+        let mut r = rules();
+        let image = CheckId::ImageSimilarity;
+        r.checks
+            .policy
+            .get_mut(&image)
+            .unwrap()
+            .measured
+            .as_mut()
+            .unwrap()
+            .models = vec!["sd15".into()];
+        assert!(r.slashes_on(image, "Aurora") && !r.slashes_on(image, "SDXL"));
+        let jobs = |model: &str, from: usize| -> Vec<JobVerdict> {
+            (from..from + 6)
+                .map(|i| on_model(verdict(&format!("j{i}"), &[(image, false)]), model))
+                .collect()
+        };
+        let decide_on = |v: &[JobVerdict]| decide(&miner(), &MinerHistory::default(), v, &r);
+
+        let covered = decide_on(&jobs("Aurora", 0));
+        assert_eq!(covered.action, Action::Slash, "{:?}", covered.tallies);
+        let other = decide_on(&jobs("SDXL", 0));
+        assert_eq!(other.action, Action::FlagForReview, "{:?}", other.tallies);
+        let t = &other.tallies[0];
+        assert!(!t.in_scope && !t.can_slash, "{t:?}");
+        assert_eq!(t.slash_note(&r), "no (rate measured on other models)");
+        // A miner on both: one tally each; the covered one slashes, and only it is a
+        // slashing test (the Bonferroni factor stays 1).
+        let mut both = jobs("Aurora", 0);
+        both.extend(jobs("SDXL", 6));
+        let d = decide_on(&both);
+        assert_eq!(d.action, Action::Slash);
+        assert_eq!(d.tallies.len(), 2);
+        let in_scope: Vec<_> = d.tallies.iter().filter(|t| t.in_scope).collect();
+        assert_eq!((in_scope.len(), in_scope[0].judged), (1, 6));
+        assert_eq!(d.honest_probability, in_scope[0].honest_probability);
+        // An unmeasured model (not in the registry) is covered by `*` only.
+        assert!(!r.slashes_on(image, "MysteryDiffusion"));
+        assert!(rules().slashes_on(image, "MysteryDiffusion"));
+    }
+
+    #[test]
+    fn the_shipped_rates_slash_on_no_network_model_but_latency_s_categories() {
+        // Measured on photographs and on SmolLM2: every image and LLM failure on the
+        // network's models is for review.
+        let r = Rules::embedded().unwrap();
+        for model in r.models.models.keys() {
+            for check in CheckId::ALL {
+                if r.slashes_on(check, model) {
+                    assert_eq!(check, CheckId::Latency, "{check} slashes on {model}");
+                }
+            }
+        }
+        // Latency's published runs cover the SD categories, not the API-served LLMs.
+        assert!(r.slashes_on(CheckId::Latency, "Aurora") && r.slashes_on(CheckId::Latency, "SDXL"));
+        assert!(!r.slashes_on(CheckId::Latency, "google/gemini-2.5-flash"));
+        assert!(r.slashes_on(CheckId::LlmSuspect, "smollm2-135m-instruct"));
+        assert_eq!(r.slash_scope(CheckId::ImageSimilarity), None);
+        let jobs: Vec<JobVerdict> = (0..12)
+            .map(|i| {
+                on_model(
+                    verdict(&format!("j{i}"), &[(CheckId::ImageSimilarity, false)]),
+                    "ChilloutMix",
+                )
+            })
+            .collect();
+        let d = decide(&miner(), &MinerHistory::default(), &jobs, &r);
+        assert_eq!(d.action, Action::FlagForReview, "{:?}", d.tallies);
+        assert!(d.slash.is_none() && d.confirmation.is_some());
+        assert_eq!(d.honest_probability, 1.0);
+        // Every category lists its slashing checks: latency at most.
+        for (category, checks) in r.slashing_by_category() {
+            assert!(
+                checks.iter().all(|c| c == "latency"),
+                "{category}: {checks:?}"
+            );
+        }
     }
 
     fn miner() -> MinerId {
@@ -990,6 +1174,7 @@ mod tests {
             failures: 4,
             upper_95: 0.0023,
             max_config_upper_95: None,
+            models: vec!["*".into()],
         });
         for s in &mut r.checks.llm.panel.suspects {
             s.drift_nats_per_token = measured.then_some(0.01);
@@ -1050,6 +1235,30 @@ mod tests {
         let d = decide(&miner(), &MinerHistory::default(), &honest, &r);
         assert_eq!(d.action, Action::None);
         assert!(d.sequence.unwrap().honest_probability == 1.0);
+
+        // Measured on one model only: one job of another model among the same forty
+        // makes the whole evidence flag-only (its factor's honest mean was never
+        // measured), while the jobs of the measured model alone still slash.
+        let mut scoped = panel_rules(true);
+        scoped
+            .checks
+            .policy
+            .get_mut(&CheckId::LlmSuspect)
+            .unwrap()
+            .measured
+            .as_mut()
+            .unwrap()
+            .models = vec!["SDXL".into()];
+        let mut mixed = jobs(40);
+        assert_eq!(
+            decide(&miner(), &MinerHistory::default(), &mixed, &scoped).action,
+            Action::Slash
+        );
+        mixed[0] = on_model(mixed[0].clone(), "AnimagineXL");
+        let d = decide(&miner(), &MinerHistory::default(), &mixed, &scoped);
+        assert_eq!(d.action, Action::FlagForReview);
+        let seq = d.sequence.unwrap();
+        assert_eq!((seq.off_scope_jobs, seq.can_slash), (1, false));
     }
 
     /// Each job's evidence under the other λ: `ln(1 − λ + λ·e^x)`, checked against the

@@ -52,6 +52,10 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "parsed once per process: `calibrate`'s options cost nothing worth boxing"
+)]
 enum Command {
     /// Judge a folder of job records and stored objects offline, with no services.
     Audit {
@@ -240,6 +244,12 @@ enum Command {
         /// Photos the image pairs are cut from.
         #[arg(long, default_value = "../shared/images")]
         images: PathBuf,
+        /// The network's models (ids or categories) whose honest outputs --images
+        /// holds, comma-separated: the image rate slashes on these only. None by
+        /// default: photographs are no model's outputs, and a rate measured on them
+        /// can only flag.
+        #[arg(long, value_delimiter = ',')]
+        image_models: Vec<String>,
         /// Side of each reference image, in pixels.
         #[arg(long, default_value_t = 256)]
         image_side: u32,
@@ -252,6 +262,11 @@ enum Command {
         /// The reference LLM's folder.
         #[arg(long, default_value = "fixtures/models/tiny-alice")]
         llm_reference: PathBuf,
+        /// The network's models (ids or categories) --llm-reference is, comma-separated:
+        /// the LLM rates slash on these only. By default the reference folder's name,
+        /// which slashes on no network model unless it is one's id.
+        #[arg(long, value_delimiter = ',')]
+        llm_models: Vec<String>,
         /// A model of the same architecture, for the substitution cheats.
         #[arg(long, default_value = "fixtures/models/tiny-alice-alt")]
         llm_substitute: PathBuf,
@@ -555,10 +570,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
             out,
             only,
             images,
+            image_models,
             image_side,
             image_jobs,
             image_honest_per_job,
             llm_reference,
+            llm_models,
             llm_substitute,
             llm_smaller,
             corpus,
@@ -581,8 +598,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     references: image_jobs,
                     honest_per_reference: image_honest_per_job,
                     seed,
+                    models: image_models,
                 }),
                 llm: wants("llm").then_some(calibrate::llm::LlmOptions {
+                    models: if llm_models.is_empty() {
+                        calibrate::llm::models_of(&llm_reference)
+                    } else {
+                        llm_models
+                    },
                     reference: llm_reference,
                     substitute: llm_substitute,
                     smaller: llm_smaller,
@@ -849,14 +872,30 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     100.0 * floor,
                     p.calibration_risk(margin)
                         .map_or(String::new(), |r| format!("{r:.1e}")),
-                    if p.can_slash() && p.independent_across_jobs && floor > 1.0 {
-                        "no (its effect floor is above every job)"
-                    } else if p.can_slash() {
-                        "yes"
-                    } else if p.flag_only {
-                        "no (flag only)"
+                    match rules.slash_scope(*id) {
+                        Some(_) if p.independent_across_jobs && floor > 1.0 => {
+                            "no (its effect floor is above every job)".to_owned()
+                        }
+                        Some(scope) => format!("on {scope}"),
+                        None if p.can_slash() => {
+                            "no (its sample was no model's: flag only)".to_owned()
+                        }
+                        None if p.flag_only => "no (flag only)".to_owned(),
+                        None => "no (assumed)".to_owned(),
+                    }
+                );
+            }
+            println!(
+                "\nslashing checks by model category: a check slashes only on the models its honest rate was measured on, and flags elsewhere\n"
+            );
+            for (category, checks) in rules.slashing_by_category() {
+                println!(
+                    "{:<20} {}",
+                    category,
+                    if checks.is_empty() {
+                        "none: every failure is for review".to_owned()
                     } else {
-                        "no (assumed)"
+                        checks.join(", ")
                     }
                 );
             }

@@ -38,6 +38,7 @@ fn image_thresholds_hold_the_honest_rate_and_catch_gross_cheats() {
         references: 60,
         honest_per_reference: 4,
         seed: 7,
+        models: Vec::new(),
     };
     let pairs = cal_image::pairs(&opts, &rules.checks.image).unwrap();
     assert_eq!(pairs.len(), 60 * (4 + cal_image::CHEATS.len()));
@@ -86,6 +87,7 @@ fn image_thresholds_hold_the_honest_rate_and_catch_gross_cheats() {
 fn llm_options(honest: usize, per_cheat: usize) -> LlmOptions {
     LlmOptions {
         reference: root().join("fixtures/models/tiny-alice"),
+        models: vec!["tiny-alice".into()],
         substitute: root().join("fixtures/models/tiny-alice-alt"),
         smaller: Some(root().join("fixtures/models/tiny-alice-small")),
         corpus: root().join("fixtures/text/alice29.txt"),
@@ -282,6 +284,7 @@ fn calibrated_thresholds_write_back_into_rules_and_load() {
             references: 20,
             honest_per_reference: 2,
             seed: 1,
+            models: vec!["sd15".into()],
         },
         &rules.checks.image,
     )
@@ -295,6 +298,8 @@ fn calibrated_thresholds_write_back_into_rules_and_load() {
             sample: "the test's pairs".into(),
             n: honest.pairs as u64,
             failures: honest.flagged as u64,
+            // The pairs stand for SD 1.5 outputs: the rate slashes on those only.
+            models: vec!["sd15".into()],
         }],
         checks: vec![report],
         llm_subchecks: Vec::new(),
@@ -309,6 +314,7 @@ fn calibrated_thresholds_write_back_into_rules_and_load() {
                     sample: format!("configuration {name}"),
                     n: 20,
                     failures,
+                    models: Vec::new(),
                 };
                 (name.to_string(), vec![rate])
             })
@@ -352,6 +358,11 @@ fn calibrated_thresholds_write_back_into_rules_and_load() {
     assert_eq!(policy.worst_config_rate(), worst.max(m.upper_95));
     assert!(loaded.broken_promises().is_empty());
     assert_ne!(loaded.digest().unwrap(), rules.digest().unwrap());
+    // Where the rate was measured is written and read back: an SD 1.5 model's jobs
+    // can be slashed on it, an SDXL model's only flagged.
+    assert_eq!(m.models, ["sd15"]);
+    assert!(loaded.slashes_on(CheckId::ImageSimilarity, "Aurora"));
+    assert!(!loaded.slashes_on(CheckId::ImageSimilarity, "AnimagineXL"));
 
     let png = dir.path().join("roc.png");
     calibrate::plot::roc_png(&png, &[&result.checks[0]]).unwrap();

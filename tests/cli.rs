@@ -3,6 +3,9 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+#[path = "support/scope.rs"]
+mod scope;
+
 fn proctor(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_proctor"))
         .args(args)
@@ -143,9 +146,29 @@ fn rules_check_passes_on_the_shipped_rules() {
         .lines()
         .find(|l| l.starts_with("image_similarity "))
         .unwrap_or_else(|| panic!("no image_similarity row: {out}"));
+    // Measured on photographs, no model's outputs: it slashes nowhere, and says so.
     assert!(
-        row.contains(&format!("{:.1}%", 100.0 * floor)) && row.ends_with("yes"),
+        row.contains(&format!("{:.1}%", 100.0 * floor))
+            && row.ends_with("no (its sample was no model's: flag only)"),
         "{row}"
+    );
+    let row = out.lines().find(|l| l.starts_with("llm_suspect ")).unwrap();
+    assert!(
+        row.ends_with("on smollm2-135m-instruct (not a network model)"),
+        "{row}"
+    );
+    // Per model category, the checks that can slash there: latency's published runs
+    // cover SDXL; nothing covers the API-served LLMs.
+    let category = |name: &str| {
+        out.lines()
+            .find(|l| l.split_whitespace().next() == Some(name) && !l.contains("deters"))
+            .unwrap_or_else(|| panic!("no {name} row: {out}"))
+            .to_owned()
+    };
+    assert!(category("sdxl").ends_with("latency"), "{out}");
+    assert!(
+        category("llm").ends_with("none: every failure is for review"),
+        "{out}"
     );
 }
 
@@ -337,12 +360,16 @@ fn verify_event(file: &Path, public_key: &str) -> Output {
     ])
 }
 
-/// The demo audited with the demo signing key, into a fresh folder.
+/// The demo audited with the demo signing key, into a fresh folder, under rules whose
+/// rates hold on the demo's models (so that it slashes).
 fn signed_audit() -> tempfile::TempDir {
     let out = tempfile::tempdir().unwrap();
+    let rules = scope::calibrated_everywhere_dir();
     let o = proctor(&[
         "audit",
         &demo(""),
+        "--rules",
+        rules.path().to_str().unwrap(),
         "--out",
         out.path().to_str().unwrap(),
         "--signing-key",
@@ -409,10 +436,9 @@ fn signed_events_match_their_documented_schemas() {
     };
     let envelope = jsonschema::validator_for(&schema("signed-event.schema.json")).unwrap();
     let payload = jsonschema::validator_for(&schema("slash-event.schema.json")).unwrap();
-    for line in std::fs::read_to_string(out.path().join("events.jsonl"))
-        .unwrap()
-        .lines()
-    {
+    let events = std::fs::read_to_string(out.path().join("events.jsonl")).unwrap();
+    assert!(events.lines().count() >= 4, "the demo's slashes: {events}");
+    for line in events.lines() {
         let env: serde_json::Value = serde_json::from_str(line).unwrap();
         assert!(envelope.is_valid(&env), "{env}");
         let p: serde_json::Value = serde_json::from_str(env["payload"].as_str().unwrap()).unwrap();

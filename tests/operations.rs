@@ -3,6 +3,8 @@
 //! pipeline (with S3 credentials from the AWS default chain), shadow mode, and the
 //! dead-letter tools.
 
+#[path = "support/scope.rs"]
+mod scope;
 mod support;
 
 use std::collections::BTreeSet;

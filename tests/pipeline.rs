@@ -3,6 +3,8 @@
 //! consumer groups. The tests run one at a time: the back-pressure test stops S3, which
 //! the broker's log lives in too.
 
+#[path = "support/scope.rs"]
+mod scope;
 mod support;
 
 #[allow(dead_code)]
@@ -180,7 +182,7 @@ async fn end_to_end_the_pipeline_agrees_with_the_audit_and_slashes_each_cheat_on
     let mut cheats = 0;
     for m in &miners {
         let id = m["miner_id"].as_str().unwrap();
-        let action = m["expected_action"].as_str().unwrap();
+        let action = m["expected_action_calibrated"].as_str().unwrap();
         let audit_slash = expected
             .decisions
             .iter()
@@ -621,7 +623,7 @@ async fn a_broker_restart_under_a_running_screen_loses_no_record_written_after_i
     h.drop_db().await;
 }
 
-/// A rules folder like the shipped one with every job re-run (for child processes).
+/// A rules folder like [`support::rerun_everything`]'s (for child processes).
 fn rerun_everything_dir() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     for e in std::fs::read_dir(support::repo().join("rules")).unwrap() {
@@ -641,10 +643,14 @@ fn rerun_everything_dir() -> tempfile::TempDir {
             }
             text = out;
         }
+        if p.file_name().unwrap() == "checks.toml" {
+            text = scope::calibrated_everywhere_toml(&text);
+        }
         std::fs::write(dir.path().join(p.file_name().unwrap()), text).unwrap();
     }
     let loaded = proctor::rules::Rules::load_dir(dir.path()).unwrap();
     assert_eq!(loaded.sampling.base_rate, 1.0);
+    scope::assert_calibrated_everywhere(dir.path());
     dir
 }
 

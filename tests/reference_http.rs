@@ -10,6 +10,8 @@
 //! canaries wait; serve-reference's extension gives the in-process sampling moments,
 //! and a plain vLLM host leaves `llm_likelihood` inconclusive and says why.
 
+#[path = "support/scope.rs"]
+mod scope;
 mod support;
 
 use std::path::PathBuf;

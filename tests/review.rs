@@ -19,6 +19,8 @@ use sqlx::Row;
 
 #[path = "support/db.rs"]
 mod db;
+#[path = "support/scope.rs"]
+mod scope;
 use db::*;
 
 const PASSWORD: &str = "correct horse battery staple";
@@ -26,7 +28,8 @@ const PASSWORD: &str = "correct horse battery staple";
 /// The demo recorded at both stages and judged: open flag cases and slashed cases.
 async fn judged_demo() -> (TestDb, Rules, BTreeMap<String, JobVerdict>) {
     let db = TestDb::new().await;
-    let rules = Rules::embedded().unwrap();
+    // Rates that hold on the demo's models, so that its re-run cheaters are slashed.
+    let rules = demo_rules();
     let verdicts = load_judged_demo(&db.store, &rules).await;
     (db, rules, verdicts)
 }

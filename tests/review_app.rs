@@ -3,6 +3,8 @@
 //! each decision's effect through the pages and the JSON API, the second-reviewer
 //! rule, and the evidence behind a case (images from S3, token and latency charts).
 
+#[path = "support/scope.rs"]
+mod scope;
 mod support;
 
 #[path = "support/db.rs"]

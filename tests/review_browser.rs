@@ -4,6 +4,8 @@
 //! flag and dismiss another, file an appeal and reverse it as a second reviewer. Each
 //! step saves a screenshot under `target/tmp/review-browser/`.
 
+#[path = "support/scope.rs"]
+mod scope;
 mod support;
 
 #[path = "support/db.rs"]

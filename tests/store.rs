@@ -7,12 +7,13 @@ use std::collections::BTreeSet;
 use proctor::audit;
 use proctor::decide::Action;
 use proctor::record::JobRecord;
-use proctor::rules::Rules;
 use proctor::store::{Stage, Written};
 use sqlx::Row;
 
 #[path = "support/db.rs"]
 mod db;
+#[path = "support/scope.rs"]
+mod scope;
 use db::*;
 
 #[tokio::test]
@@ -62,7 +63,7 @@ async fn every_check_outcome_is_addressable_by_job_stage_and_check() {
 #[tokio::test]
 async fn judging_in_the_database_agrees_with_the_audit() {
     let db = TestDb::new().await;
-    let rules = Rules::embedded().unwrap();
+    let rules = demo_rules();
     let (records, result) = demo_judged();
     record_all(&db, &records, &result).await;
     judge_all(&db, &rules).await;
@@ -111,7 +112,7 @@ async fn judging_in_the_database_agrees_with_the_audit() {
 #[tokio::test]
 async fn judging_again_after_redelivery_adds_no_slash_or_event() {
     let db = TestDb::new().await;
-    let rules = Rules::embedded().unwrap();
+    let rules = demo_rules();
     let (records, result) = demo_judged();
     record_all(&db, &records, &result).await;
     judge_all(&db, &rules).await;
@@ -131,7 +132,7 @@ async fn judging_again_after_redelivery_adds_no_slash_or_event() {
 #[tokio::test]
 async fn concurrent_judges_slash_a_miner_once() {
     let db = TestDb::new().await;
-    let rules = Rules::embedded().unwrap();
+    let rules = demo_rules();
     let (records, result) = demo_judged();
     record_all(&db, &records, &result).await;
     let cheat = result
@@ -164,7 +165,7 @@ async fn concurrent_judges_slash_a_miner_once() {
 #[tokio::test]
 async fn two_publishers_never_claim_the_same_event() {
     let db = TestDb::new().await;
-    let rules = Rules::embedded().unwrap();
+    let rules = demo_rules();
     let (records, result) = demo_judged();
     record_all(&db, &records, &result).await;
     judge_all(&db, &rules).await;
@@ -337,7 +338,7 @@ async fn the_judge_waits_for_settled_evidence_and_for_sampled_reruns() {
         vec![v.miner_id.clone()]
     );
     // A judgement removes the entry; new evidence queues the miner again.
-    judge(&db.store, &v.miner_id, &Rules::embedded().unwrap()).await;
+    judge(&db.store, &v.miner_id, &demo_rules()).await;
     assert_eq!(db.count("judge_queue").await, 0);
     db.drop_db().await;
 }
@@ -345,7 +346,7 @@ async fn the_judge_waits_for_settled_evidence_and_for_sampled_reruns() {
 #[tokio::test]
 async fn a_wallets_nfts_boost_its_first_gpus_in_miner_id_order() {
     let db = TestDb::new().await;
-    let rules = Rules::embedded().unwrap();
+    let rules = demo_rules();
     let (records, result) = demo_judged();
     record_all(&db, &records, &result).await;
     let nfts = audit::read_wallets(&demo()).unwrap();

@@ -45,6 +45,9 @@ pub struct ImageOptions {
     pub references: usize,
     pub honest_per_reference: usize,
     pub seed: u64,
+    /// The network's models (ids or categories) whose honest outputs `dir` holds: the
+    /// measured rate's scope ([`crate::rules::Measurement::models`]). Empty for photos.
+    pub models: Vec<String>,
 }
 
 /// One measured pair.

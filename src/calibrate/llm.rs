@@ -48,6 +48,9 @@ use crate::rules::LlmRules;
 pub struct LlmOptions {
     /// The reference model's folder.
     pub reference: PathBuf,
+    /// The network's models (ids or categories) the reference is: the measured rates'
+    /// scope ([`crate::rules::Measurement::models`]); [`models_of`] by default.
+    pub models: Vec<String>,
     /// Another model of the same architecture: the substitution cheat.
     pub substitute: PathBuf,
     /// A smaller model of the same family (layers removed), if there is one: a cheat.
@@ -66,6 +69,15 @@ pub struct LlmOptions {
     /// Where the pairs are kept as they are scored ([`Records`]): a run over the same
     /// file resumes where the last one stopped.
     pub records: Option<PathBuf>,
+}
+
+/// The models a reference folder's measurement covers by default: its own name, the
+/// network model id it would be were the folder named after one.
+pub fn models_of(reference: &Path) -> Vec<String> {
+    reference
+        .file_name()
+        .map(|n| vec![n.to_string_lossy().into_owned()])
+        .unwrap_or_default()
 }
 
 /// One simulated job and the reference's scores of the miner's text.
@@ -908,6 +920,7 @@ fn honest_rates<'a>(
                 sample: String::new(),
                 n,
                 failures,
+                models: Vec::new(),
             })
         })
         .collect()

@@ -29,6 +29,7 @@ pub mod llm;
 pub mod panel;
 pub mod plot;
 
+use std::collections::BTreeSet;
 use std::path::Path;
 
 use anyhow::Context;
@@ -317,6 +318,8 @@ pub struct MeasuredRate {
     pub sample: String,
     pub n: u64,
     pub failures: u64,
+    /// The models the sample was drawn from ([`crate::rules::Measurement::models`]).
+    pub models: Vec<String>,
 }
 
 impl MeasuredRate {
@@ -544,6 +547,7 @@ pub fn run(
             sample: image::describe(o),
             n: honest.pairs as u64,
             failures: honest.flagged as u64,
+            models: o.models.clone(),
         });
         // Each honest variant (PNG, JPEG q98) is a configuration: the check is priced
         // at the largest one's bound.
@@ -559,6 +563,7 @@ pub fn run(
                     sample: row.variant.clone(),
                     n: row.pairs as u64,
                     failures: row.flagged as u64,
+                    models: o.models.clone(),
                 }],
             ));
         }
@@ -586,6 +591,7 @@ pub fn run(
             .into_iter()
             .map(|r| MeasuredRate {
                 sample: llm::describe(o),
+                models: o.models.clone(),
                 ..r
             })
             .collect();
@@ -626,7 +632,15 @@ pub fn run(
     let latency = match &opts.latency {
         Some(path) => {
             progress(&format!("latency: published runs of {}", path.display()));
-            let l = latency::calibrate(rules, &latency::load(path)?)?;
+            let timings = latency::load(path)?;
+            let l = latency::calibrate(rules, &timings)?;
+            // The published runs cover these categories; a job of another is timed
+            // against no honest run, so there the rate promises nothing.
+            let categories: BTreeSet<String> = timings
+                .runs
+                .iter()
+                .flat_map(|r| r.categories.iter().cloned())
+                .collect();
             rates.push(MeasuredRate {
                 check: CheckId::Latency,
                 sample: format!(
@@ -636,6 +650,7 @@ pub fn run(
                 ),
                 n: l.runs as u64,
                 failures: l.failures as u64,
+                models: categories.into_iter().collect(),
             });
             Some(l)
         }
@@ -673,6 +688,7 @@ pub fn apply_measured(
                 failures: r.failures,
                 upper_95: r.upper_95(),
                 max_config_upper_95: largest_config_bound(by_config, r.check),
+                models: r.models.clone(),
             });
         }
     }
@@ -745,6 +761,10 @@ pub fn write_rules(
         if let Some(worst) = largest_config_bound(&calibration.by_config, r.check) {
             m.insert("max_config_upper_95", worst.into());
         }
+        m.insert(
+            "models",
+            toml_edit::Value::Array(r.models.iter().map(String::as_str).collect()),
+        );
         policy["measured"] = toml_edit::value(m);
     }
     if let Some(llm) = &calibration.llm_rules {
@@ -899,6 +919,7 @@ mod tests {
             n,
             failures,
             sample: String::new(),
+            models: Vec::new(),
         };
         let by_config = vec![
             ("a".to_string(), vec![rate(CheckId::LlmRank, 0, 100)]),

@@ -360,8 +360,9 @@ pub fn report(
                     panel.add_job(*tokens, ev.iter().map(|(n, x)| (n.as_str(), *x)));
                 }
                 let sequence = panel.evidence(rules);
+                // The simulated miners serve the model the rates were measured on.
                 let (_, judgement) = decide::judge(
-                    counts.iter().map(|(c, (n, k))| (*c, *n, *k)),
+                    decide::in_scope(counts.iter().map(|(c, (n, k))| (*c, *n, *k))),
                     sequence.as_ref(),
                     rules,
                 );

@@ -237,7 +237,11 @@ fn print_detail(d: &CaseDetail) {
             t.failed,
             t.false_positive_rate,
             short(t.honest_probability),
-            if t.can_slash { "yes" } else { "no" }
+            match (t.can_slash, t.in_scope) {
+                (true, _) => "yes",
+                (false, false) => "no (rate measured on other models)",
+                (false, true) => "no",
+            }
         );
     }
     println!("\nevidence:");

@@ -79,9 +79,12 @@ impl CheckPolicy {
     /// effect floor, below which no share can slash. A measurement of `k` failures in
     /// `n` promises the rate is below the floor with confidence `1 −` this; the
     /// lifetime budget counts it ([`crate::rules::Rules::lifetime_risk`]). `None` for
-    /// a check that cannot slash.
+    /// a check that cannot slash, or whose sample covers no model.
     pub fn calibration_risk(&self, margin: f64) -> Option<f64> {
-        let m = self.measured.as_ref().filter(|_| self.can_slash())?;
+        let m = self
+            .measured
+            .as_ref()
+            .filter(|m| self.can_slash() && !m.models.is_empty())?;
         let floor = self.effect_floor(margin);
         Some(if floor >= 1.0 {
             0.0
@@ -135,6 +138,23 @@ pub struct Measurement {
     /// into (engines, dtypes, batch sizes), where the calibration split it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_config_upper_95: Option<f64>,
+    /// The models the honest sample was drawn from: model ids, category ids, or `*` for
+    /// a check whose honest failures do not depend on the model. The rate promises
+    /// nothing for any other model, so there the check can only flag
+    /// ([`crate::rules::Rules::slashes_on`]). Empty: the sample was no model's (a
+    /// stand-in), and the check slashes on none.
+    #[serde(default)]
+    pub models: Vec<String>,
+}
+
+impl Measurement {
+    /// Whether the sample covers a job of `model` (of `category`, where the registry
+    /// knows the model).
+    pub fn covers(&self, model: &str, category: Option<&str>) -> bool {
+        self.models
+            .iter()
+            .any(|m| m == "*" || m == model || Some(m.as_str()) == category)
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -389,6 +409,14 @@ pub(super) fn validate(rules: &Rules, need: &mut impl FnMut(bool, String)) {
                             && !m.command.is_empty(),
                         format!(
                             "checks.policy.{id}.measured: need n > 0, failures <= n, upper_95 in (0, 1], a date and a command"
+                        ),
+                    );
+                    need(
+                        m.models
+                            .iter()
+                            .all(|s| !s.is_empty() && !s.contains(char::is_whitespace)),
+                        format!(
+                            "checks.policy.{id}.measured.models: each is a model id, a category id or \"*\""
                         ),
                     );
                 }

@@ -187,6 +187,83 @@ impl Rules {
         &self.checks.policy[&check]
     }
 
+    /// Whether `check`'s failures on a job of `model` can count toward an automatic
+    /// slash: the check can slash at all ([`CheckPolicy::can_slash`]) and its honest
+    /// rate was measured on that model, its category, or every model
+    /// ([`Measurement::covers`]). Anywhere else the rate is a stand-in's, and the
+    /// check's failures can only flag.
+    pub fn slashes_on(&self, check: CheckId, model: &str) -> bool {
+        let p = self.policy(check);
+        p.can_slash()
+            && p.measured
+                .as_ref()
+                .is_some_and(|m| m.covers(model, self.model(model).map(|m| m.category.as_str())))
+    }
+
+    /// Where `check` can slash, for `proctor rules check`: `*`, or the models and
+    /// categories its rate was measured on, each marked where the registry lacks it
+    /// (a stand-in the network does not serve). `None` where it cannot slash anywhere.
+    pub fn slash_scope(&self, check: CheckId) -> Option<String> {
+        let p = self.policy(check);
+        let m = p.measured.as_ref().filter(|_| p.can_slash())?;
+        if m.models.is_empty() {
+            return None;
+        }
+        Some(
+            m.models
+                .iter()
+                .map(|s| {
+                    if s == "*" || self.model(s).is_some() || self.category(s).is_some() {
+                        s.clone()
+                    } else {
+                        format!("{s} (not a network model)")
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join(", "),
+        )
+    }
+
+    /// For each model category: the checks that can slash on its models, each named
+    /// with the models it covers where it covers only some.
+    pub fn slashing_by_category(&self) -> Vec<(String, Vec<String>)> {
+        self.models
+            .categories
+            .keys()
+            .map(|category| {
+                let models: Vec<&str> = self
+                    .models
+                    .models
+                    .iter()
+                    .filter(|(_, m)| &m.category == category)
+                    .map(|(id, _)| id.as_str())
+                    .collect();
+                let checks = CheckId::ALL
+                    .iter()
+                    .filter_map(|&check| {
+                        let covered: Vec<&str> = models
+                            .iter()
+                            .copied()
+                            .filter(|m| self.slashes_on(check, m))
+                            .collect();
+                        let whole = self.policy(check).measured.as_ref().is_some_and(|m| {
+                            self.policy(check).can_slash()
+                                && m.models.iter().any(|s| s == "*" || s == category)
+                        });
+                        if whole {
+                            Some(check.as_str().to_owned())
+                        } else if covered.is_empty() {
+                            None
+                        } else {
+                            Some(format!("{check} (only {})", covered.join(", ")))
+                        }
+                    })
+                    .collect();
+                (category.clone(), checks)
+            })
+            .collect()
+    }
+
     /// The honest probability at or below which one decision slashes automatically:
     /// the lifetime budget spread evenly over every decision of a miner-year. By the
     /// union bound, an honest miner is then slashed in a year with probability at most
@@ -228,6 +305,20 @@ impl Rules {
             })
             .collect()
     }
+    /// The embedded rules with every measured rate holding on every model (`models =
+    /// ["*"]`): for tests of what a slash does on the network models the shipped rates
+    /// were not measured on.
+    #[cfg(test)]
+    pub(crate) fn measured_everywhere() -> Rules {
+        let mut r = Rules::embedded().unwrap();
+        for p in r.checks.policy.values_mut() {
+            if let Some(m) = &mut p.measured {
+                m.models = vec!["*".into()];
+            }
+        }
+        r
+    }
+
     fn validate(&self) -> Result<(), RulesError> {
         let mut errors = Vec::new();
         let mut need = |ok: bool, what: String| {

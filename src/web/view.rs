@@ -298,7 +298,7 @@ pub fn case_context(
                 measured_n => p.measured.as_ref().map(|m| m.n),
                 used => t.false_positive_rate,
                 honest_probability => t.honest_probability,
-                can_slash => t.can_slash,
+                can_slash => t.slash_note(rules),
             }
         })
         .collect();

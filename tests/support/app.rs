@@ -7,7 +7,6 @@
 use std::collections::BTreeMap;
 
 use proctor::review::{CaseStatus, Role};
-use proctor::rules::Rules;
 use proctor::store::Store;
 use proctor::store::review::CaseFilter;
 
@@ -34,7 +33,8 @@ impl Running {
             .await;
         h.upload_dir(&demo.join("reference"), &s3.reference_bucket, "reference/")
             .await;
-        let rules = Rules::embedded().unwrap();
+        // Rates that hold on the demo's models, so that its cheaters are slashed.
+        let rules = db::demo_rules();
         db::load_judged_demo(&h.store, &rules).await;
         let mut tokens = BTreeMap::new();
         for (name, role) in [

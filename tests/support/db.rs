@@ -106,11 +106,19 @@ pub fn demo() -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/audit-demo")
 }
 
-/// The demo's records and their verdicts, as the audit judges them.
+/// The shipped rules with every measured rate holding on the demo's models
+/// ([`crate::scope::calibrated_everywhere`]): under them the demo's re-run cheaters are
+/// slashed, which the store's and the review's tests need.
+pub fn demo_rules() -> Rules {
+    crate::scope::calibrated_everywhere(Rules::embedded().unwrap())
+}
+
+/// The demo's records and their verdicts, as the audit judges them under
+/// [`demo_rules`].
 pub fn demo_judged() -> (Vec<JobRecord>, audit::AuditResult) {
     let result = audit::judge_dir(
         &demo(),
-        Rules::embedded().unwrap(),
+        demo_rules(),
         &SamplingSecret::from_passphrase("t"),
         proctor::case::Reruns::Present,
         None,

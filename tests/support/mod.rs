@@ -391,9 +391,11 @@ pub struct Received {
 }
 
 /// The shipped rules with every job re-run, so that the pipeline's verdicts can be
-/// compared one for one with `proctor audit`, which uses every reference it has.
+/// compared one for one with `proctor audit`, which uses every reference it has, and
+/// with rates that hold on the demo's models ([`crate::scope::calibrated_everywhere`]), so
+/// that its cheaters are slashed.
 pub fn rerun_everything() -> Rules {
-    let mut rules = Rules::embedded().unwrap();
+    let mut rules = crate::scope::calibrated_everywhere(Rules::embedded().unwrap());
     // The rate is clamp(base × (1 + …), floor, ceiling): a base and ceiling of 1
     // re-run every job.
     rules.sampling.base_rate = 1.0;
@@ -461,7 +463,7 @@ impl Population {
             if reuse_dependent.contains(&id) {
                 continue;
             }
-            match m["expected_action"].as_str().unwrap() {
+            match m["expected_action_calibrated"].as_str().unwrap() {
                 "slash" => cheats.insert(id),
                 "none" => honest.insert(id),
                 _ => false,

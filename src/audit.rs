@@ -840,9 +840,10 @@ pub fn summary(result: &Judged) -> String {
     }
     s.push_str(&format!(
         "\nif honest: how rarely an honest miner shows evidence this strong. A slash needs rarer\n\
-         than {} (from checks whose false-positive rate was measured), a flag for staff\n\
-         review rarer than {} (from any check). Miner ids are shortened; decisions.jsonl,\n\
-         slashes.jsonl and report.html have them whole, with the amounts and the evidence.\n",
+         than {} (from checks whose false-positive rate was measured on the job's model:\n\
+         `proctor rules check` lists them), a flag for staff review rarer than {} (from any\n\
+         check). Miner ids are shortened; decisions.jsonl, slashes.jsonl and report.html\n\
+         have them whole, with the amounts and the evidence.\n",
         odds(result.slash_threshold),
         odds(result.review_threshold)
     ));

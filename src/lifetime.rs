@@ -243,8 +243,8 @@ impl Scenario {
         let expected = self
             .checks
             .iter()
-            .filter(|c| c.stage == Stage::Screen && rules.policy(c.check).independent_across_jobs)
-            .map(|c| c.share * rules.policy(c.check).worst_config_rate())
+            .filter(|c| c.stage == Stage::Screen)
+            .map(|c| c.share * sampling::expected_failures(rules, c.check))
             .sum();
         sampling::allowance_for(rules, expected)
     }

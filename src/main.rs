@@ -934,11 +934,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     r.slash,
                     r.saved,
                     r.expected_loss,
-                    match (&r.out_of_reach, r.deters) {
-                        (_, true) => "deters".to_owned(),
-                        (Some(why), false) => format!("pays, out of reach: {why}"),
-                        (None, false) => "CHEATING PAYS".to_owned(),
-                    }
+                    r.verdict()
                 );
             }
             let paying: BTreeSet<&str> = table
@@ -987,11 +983,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
                         d.expected_loss,
                         d.saved,
                         if r.hosts.is_empty() {
-                            "NO REFERENCE HOST"
-                        } else if d.deters {
-                            "deters"
+                            "NO REFERENCE HOST".to_owned()
                         } else {
-                            "CHEATING PAYS"
+                            d.verdict()
                         }
                     );
                 }

@@ -110,11 +110,21 @@ pub fn allowance(rules: &Rules, checks: &[crate::outcome::CheckResult]) -> f64 {
         .filter(|c| {
             !c.check.needs_reference() && c.outcome.status() != crate::outcome::Status::Inconclusive
         })
-        .map(|c| rules.policy(c.check))
-        .filter(|p| p.independent_across_jobs)
-        .map(|p| p.worst_config_rate())
+        .map(|c| expected_failures(rules, c.check))
         .sum();
     allowance_for(rules, expected)
+}
+
+/// The honest failures one judged job is expected to show on `check`: its priced
+/// per-job rate, or nothing for a per-miner check. The one rule [`allowance`] and the
+/// lifetime simulation both sum.
+pub fn expected_failures(rules: &Rules, check: crate::outcome::CheckId) -> f64 {
+    let p = rules.policy(check);
+    if p.independent_across_jobs {
+        p.worst_config_rate()
+    } else {
+        0.0
+    }
 }
 
 /// The allowance of a job whose screen checks expect `expected` honest failures.
@@ -169,6 +179,16 @@ impl DeterrenceRow {
     /// What deterrence is left: `p(R+S) − C` (negative where the cheat pays).
     pub fn margin(&self) -> f64 {
         self.expected_loss - self.saved
+    }
+
+    /// The row's verdict as `proctor rules check` prints it, in agreement with
+    /// [`DeterrenceRow::fails`].
+    pub fn verdict(&self) -> String {
+        match (&self.out_of_reach, self.deters) {
+            (_, true) => "deters".to_owned(),
+            (Some(why), false) => format!("pays, out of reach: {why}"),
+            (None, false) => "CHEATING PAYS".to_owned(),
+        }
     }
 }
 

@@ -1735,7 +1735,8 @@ fn write_jobs(dir: &Path, lines: &[Vec<u8>]) {
     std::fs::write(dir.join("jobs.jsonl"), jsonl).unwrap();
 }
 
-/// The parity test: the shipped rules and rates, the workers' sampling secret,
+/// The parity test: the shipped rules and rates (holding on the demo's models,
+/// [`scope::calibrated_everywhere`]), the workers' sampling secret,
 /// a reference in S3 for every job that has one, and two phases:
 ///
 /// - **A**, three rounds of the demo. The re-run worker starts only after screen has
@@ -1753,7 +1754,9 @@ fn write_jobs(dir: &Path, lines: &[Vec<u8>]) {
 async fn parity_at_the_shipped_rates_through_late_reruns_late_jobs_and_a_moving_window() {
     let _serial = SERIAL.lock().await;
     let h = Harness::new("parity").await;
-    let rules = proctor::rules::Rules::embedded().unwrap();
+    // The shipped rates and sampling, holding on the demo's models (the shipped
+    // scope holds on none of them, so there would be no slash to compare).
+    let rules = scope::calibrated_everywhere(proctor::rules::Rules::embedded().unwrap());
     let mut pop = Population::generate(3);
     let dir = pop.dir.path().to_owned();
     let dir = dir.as_path();
@@ -1931,7 +1934,9 @@ async fn parity_at_the_shipped_rates_through_late_reruns_late_jobs_and_a_moving_
 async fn the_judge_steps_to_the_audits_slashes_without_a_running_worker() {
     let _serial = SERIAL.lock().await;
     let h = Harness::new("step").await;
-    let rules = proctor::rules::Rules::embedded().unwrap();
+    // The shipped rates and sampling, holding on the demo's models (the shipped
+    // scope holds on none of them, so there would be no slash to compare).
+    let rules = scope::calibrated_everywhere(proctor::rules::Rules::embedded().unwrap());
     let want = audit::judge_dir(
         &demo(),
         rules.clone(),

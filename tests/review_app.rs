@@ -67,15 +67,22 @@ impl Client {
         for v in resp.headers().get_all("set-cookie") {
             let v = v.to_str().unwrap();
             let pair = v.split(';').next().unwrap().to_owned();
-            if pair == "proctor_session=" {
+            if pair == "__Host-proctor_session=" {
                 // The session ended (a logout): the cookie is removed.
                 self.cookie = None;
-            } else if pair.starts_with("proctor_session=") {
+            } else if pair.starts_with("__Host-proctor_session=") {
+                // `__Host-`: Secure, path /, no Domain, or a browser refuses it.
                 assert!(
-                    v.contains("HttpOnly") && v.contains("SameSite=Strict") && v.contains("Secure"),
+                    v.contains("HttpOnly")
+                        && v.contains("SameSite=Strict")
+                        && v.contains("Secure")
+                        && v.contains("Path=/")
+                        && !v.to_ascii_lowercase().contains("domain="),
                     "session cookie attributes: {v}"
                 );
                 self.cookie = Some(pair);
+            } else {
+                assert!(!pair.contains("session"), "another session cookie: {v}");
             }
         }
         Page {
@@ -211,6 +218,26 @@ async fn every_route_needs_a_session_or_a_token_and_admin_pages_need_the_admin_r
     ] {
         assert_eq!(anon.get(p).await.status, StatusCode::OK, "{p}");
     }
+    // Every answer, a page, a refusal or the API's, carries the security headers.
+    for (method, p) in [
+        (reqwest::Method::GET, "/login"),
+        (reqwest::Method::GET, "/queue"),
+        (reqwest::Method::GET, "/api/v1/cases"),
+        (reqwest::Method::GET, "/healthz"),
+    ] {
+        let r = api(&app.base, None, method, p).send().await.unwrap();
+        let h = r.headers();
+        let csp = h["content-security-policy"].to_str().unwrap();
+        for want in [
+            "base-uri 'none'",
+            "object-src 'none'",
+            "frame-ancestors 'none'",
+        ] {
+            assert!(csp.contains(want), "{p}: {csp}");
+        }
+        assert_eq!(h["strict-transport-security"], "max-age=31536000", "{p}");
+        assert_eq!(h["x-content-type-options"], "nosniff", "{p}");
+    }
     let doc: serde_json::Value =
         serde_json::from_str(&anon.get("/api/v1/openapi.json").await.body).unwrap();
     assert_eq!(doc["openapi"], "3.1.0");
@@ -340,6 +367,30 @@ async fn a_form_without_the_sessions_csrf_token_changes_nothing() {
         .post("/login", &[("username", "ann"), ("password", PASSWORD)])
         .await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
+    // The token of the login form is rotated at login: whoever read that page holds
+    // nothing the signed-in session accepts.
+    let mut cat = Client::new(&app.base);
+    let before = cat.get("/login").await.csrf();
+    let r = cat
+        .post(
+            "/login",
+            &[
+                ("csrf", &before),
+                ("username", "cat"),
+                ("password", PASSWORD),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    let after = cat.get("/queue").await.csrf();
+    assert_ne!(before, after);
+    let r = cat
+        .post(
+            &format!("/cases/{case}/decide"),
+            &[("csrf", &before), ("action", "confirm")],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "the login form's token");
     assert!(app.case_ids(CaseStatus::Open).await.contains(&case));
     assert_eq!(
         app.store()
@@ -600,6 +651,17 @@ async fn the_queue_filters_and_pages_and_the_evidence_shows_images_tokens_and_la
         ann.get(&format!("/jobs/{job}/reference")).await.status,
         StatusCode::OK
     );
+    // The hostile uploads are not served: a PNG declaring 60000×60000 pixels, a
+    // truncated PNG (both decode past the image check's bounds or not at all), and bytes
+    // that are no image.
+    for (hostile, status) in [
+        ("sd-bomb-0", StatusCode::UNPROCESSABLE_ENTITY),
+        ("sd-corrupt-0", StatusCode::UNPROCESSABLE_ENTITY),
+        ("sd-garbage-0", StatusCode::UNSUPPORTED_MEDIA_TYPE),
+    ] {
+        let got = ann.get(&format!("/jobs/{hostile}/output")).await;
+        assert_eq!(got.status, status, "{hostile}: {}", got.body);
+    }
 
     let llm = evidence
         .iter()

@@ -72,14 +72,23 @@ impl App {
     }
 }
 
-/// The session cookie's name.
-pub const COOKIE: &str = "proctor_session";
+/// The session cookie's name: with the `__Host-` prefix wherever the cookie is
+/// `Secure`, so that a browser takes it only from this host over HTTPS, for path `/`,
+/// and never from a sibling domain that sets one of its own. Without `Secure` (a
+/// plain-HTTP deployment on loopback) a browser would refuse a prefixed cookie.
+pub fn cookie_name(secure: bool) -> &'static str {
+    if secure {
+        "__Host-proctor_session"
+    } else {
+        "proctor_session"
+    }
+}
 
 /// The app's routes, with its session layer.
 pub fn router(app: App) -> Router {
     let review = &app.inner.settings.review;
     let sessions = SessionManagerLayer::new(session::PgSessions::new(app.inner.store.clone()))
-        .with_name(COOKIE)
+        .with_name(cookie_name(review.cookie_secure))
         .with_secure(review.cookie_secure)
         .with_http_only(true)
         .with_same_site(SameSite::Strict)
@@ -123,18 +132,19 @@ pub fn router(app: App) -> Router {
     .layer(axum::middleware::map_response(security_headers))
 }
 
-/// Headers every response carries: no framing, no sniffing, no referrer, and a content
-/// security policy that admits only this app's own scripts, styles and images.
+/// Headers every response carries: no framing, no sniffing, no referrer, HTTPS only
+/// for a year once a browser has seen the app over HTTPS (browsers ignore HSTS over
+/// plain HTTP, so loopback is unaffected), and a content security policy that admits
+/// only this app's own scripts, styles and images, and no `<base>` that would re-point
+/// its relative links.
 async fn security_headers(mut r: axum::response::Response) -> axum::response::Response {
     let h = r.headers_mut();
     for (name, value) in [
         (header::X_FRAME_OPTIONS, "DENY"),
         (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
         (header::REFERRER_POLICY, "no-referrer"),
-        (
-            header::CONTENT_SECURITY_POLICY,
-            "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; frame-ancestors 'none'; form-action 'self'",
-        ),
+        (header::STRICT_TRANSPORT_SECURITY, "max-age=31536000"),
+        (header::CONTENT_SECURITY_POLICY, CSP),
     ] {
         h.insert(name, HeaderValue::from_static(value));
     }
@@ -142,6 +152,9 @@ async fn security_headers(mut r: axum::response::Response) -> axum::response::Re
         .or_insert(HeaderValue::from_static("no-store"));
     r
 }
+
+/// The content security policy of every response.
+pub const CSP: &str = "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'";
 
 /// Serves the app until the process ends or `stop` resolves; returns once bound with
 /// the address (bind to port 0 to let the system pick one) and the server's task.

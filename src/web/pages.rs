@@ -174,6 +174,11 @@ pub async fn login(State(app): State<App>, session: Session, Form(f): Form<Login
             if let Err(e) = session.cycle_id().await {
                 return failure(e);
             }
+            // A new CSRF token too: one read from the login form before it (by anyone
+            // who saw that page) is worth nothing after it.
+            if let Err(e) = session.remove::<String>(session::CSRF).await {
+                return failure(e);
+            }
             if let Err(e) = session.insert(USER, &actor.username).await {
                 return failure(e);
             }
@@ -581,6 +586,25 @@ pub async fn object(
                 let Some((mime, _)) = view::browser_image(&bytes) else {
                     return (StatusCode::UNSUPPORTED_MEDIA_TYPE, "not a PNG or JPEG")
                         .into_response();
+                };
+                // ... and only what it decoded within its bounds: a PNG declaring
+                // 60000×60000 pixels in a few kilobytes would hang a reviewer's tab.
+                let image_rules = inner.rules.checks.image.clone();
+                let decoded = tokio::task::spawn_blocking(move || {
+                    let ok = crate::checks::image::decode(&bytes, &image_rules).map(|_| ());
+                    (ok, bytes)
+                })
+                .await;
+                let bytes = match decoded {
+                    Ok((Ok(()), bytes)) => bytes,
+                    Ok((Err(why), _)) => {
+                        return (
+                            StatusCode::UNPROCESSABLE_ENTITY,
+                            format!("the image check could not decode it: {why}"),
+                        )
+                            .into_response();
+                    }
+                    Err(e) => return failure(e),
                 };
                 return (
                     [

@@ -783,3 +783,42 @@ async fn a_stolen_session_cookie_dies_at_login_logout_and_account_disable() {
     );
     app.finish().await;
 }
+
+#[tokio::test]
+async fn the_api_answers_a_database_failure_without_the_databases_text() {
+    let app = Running::start("review_dberr").await;
+    let case = app.case_ids(CaseStatus::Open).await[0];
+    // A decision appends to the audit log: without it the database refuses the action.
+    sqlx::query("ALTER TABLE audit_log RENAME TO audit_log_gone")
+        .execute(app.store().pool())
+        .await
+        .unwrap();
+    let r = api(
+        &app.base,
+        Some(&app.tokens["ann"]),
+        reqwest::Method::POST,
+        &format!("/api/v1/cases/{case}/decisions"),
+    )
+    .json(&serde_json::json!({"action": "confirm"}))
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body = r.text().await.unwrap();
+    for leak in [
+        "audit_log",
+        "relation",
+        "database:",
+        "sqlx",
+        "error returned from",
+    ] {
+        assert!(!body.contains(leak), "{leak:?} in {body}");
+    }
+    assert!(body.contains("try again"), "{body}");
+    sqlx::query("ALTER TABLE audit_log_gone RENAME TO audit_log")
+        .execute(app.store().pool())
+        .await
+        .unwrap();
+    assert!(app.case_ids(CaseStatus::Open).await.contains(&case));
+    app.finish().await;
+}

@@ -17,6 +17,16 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, Json(serde_json::json!({"error": message.into()}))).into_response()
 }
 
+/// What a caller is told of a refused or failed decision: the refusal itself, but never
+/// the database's own text (table names, constraints, connection details), which goes
+/// to the log only.
+pub fn message_of(e: &ReviewError) -> String {
+    match e {
+        ReviewError::Db(_) => "the database is unavailable; try again".to_owned(),
+        other => other.to_string(),
+    }
+}
+
 /// The HTTP status of a refused or failed decision.
 pub fn status_of(e: &ReviewError) -> StatusCode {
     match e {
@@ -178,7 +188,7 @@ pub async fn decide(
             if matches!(e, ReviewError::Db(_)) {
                 tracing::error!(error = %e, "api decide");
             }
-            error(status_of(&e), e.to_string())
+            error(status_of(&e), message_of(&e))
         }
     }
 }

@@ -162,6 +162,7 @@ async fn every_route_needs_a_session_or_a_token_and_admin_pages_need_the_admin_r
     for p in [
         format!("/cases/{case}/decide"),
         "/logout".to_owned(),
+        "/logout/everywhere".to_owned(),
         "/admin/staff".to_owned(),
         "/admin/tokens".to_owned(),
         "/admin/staff/ann/disable".to_owned(),
@@ -780,6 +781,40 @@ async fn a_stolen_session_cookie_dies_at_login_logout_and_account_disable() {
     assert_eq!(
         stolen(&copy).get("/queue").await.status,
         StatusCode::SEE_OTHER
+    );
+
+    // ... or until its owner logs out everywhere, from any of its browsers; another
+    // account's session lives on.
+    let (mut laptop, mut phone, mut ann) = (
+        Client::new(&app.base),
+        Client::new(&app.base),
+        Client::new(&app.base),
+    );
+    laptop.login("cat").await;
+    phone.login("cat").await;
+    ann.login("ann").await;
+    assert_ne!(laptop.cookie, phone.cookie);
+    let phones = phone.cookie.clone();
+    assert_eq!(
+        stolen(&laptop.cookie).get("/queue").await.status,
+        StatusCode::OK
+    );
+    let csrf = phone.get("/queue").await.csrf();
+    let r = phone.post("/logout/everywhere", &[("csrf", &csrf)]).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    for (name, c) in [("laptop", &laptop.cookie), ("phone", &phones)] {
+        assert!(c.is_some(), "{name}");
+        let r = stolen(c).get("/queue").await;
+        assert_eq!(r.status, StatusCode::SEE_OTHER, "{name}");
+    }
+    assert_eq!(ann.get("/queue").await.status, StatusCode::OK);
+    assert!(
+        app.store()
+            .audit_log()
+            .await
+            .unwrap()
+            .iter()
+            .any(|e| e.action == "logout_everywhere" && e.actor == "cat")
     );
     app.finish().await;
 }

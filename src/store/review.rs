@@ -548,6 +548,27 @@ impl Store {
         Ok(())
     }
 
+    /// Ends every login session of `actor`, on every browser: for a session that may
+    /// have been copied. Logged; returns how many ended.
+    pub async fn logout_everywhere(&self, actor: &Actor) -> Result<u64, sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        let ended = sqlx::query("DELETE FROM staff_sessions WHERE data ->> 'user' = $1")
+            .bind(&actor.username)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        append_log(
+            &mut tx,
+            &actor.username,
+            "logout_everywhere",
+            "session",
+            serde_json::json!({ "sessions": ended }),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(ended)
+    }
+
     /// The queue: cases matching the filter, strongest evidence first, then the most
     /// points at stake.
     pub async fn cases(&self, f: &CaseFilter) -> Result<CasePage, sqlx::Error> {

@@ -100,6 +100,7 @@ pub fn router(app: App) -> Router {
         .route("/", get(pages::home))
         .route("/login", get(pages::login_form).post(pages::login))
         .route("/logout", post(pages::logout))
+        .route("/logout/everywhere", post(pages::logout_everywhere))
         .route("/queue", get(pages::queue))
         .route("/cases/{id}", get(pages::case))
         .route("/cases/{id}/decide", post(pages::decide))

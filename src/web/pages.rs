@@ -219,6 +219,23 @@ pub async fn logout(
     Redirect::to("/login").into_response()
 }
 
+/// Ends every session of the signed-in account, this one included.
+pub async fn logout_everywhere(
+    State(app): State<App>,
+    session: Session,
+    Staff(actor): Staff,
+    Form(f): Form<CsrfForm>,
+) -> Response {
+    if let Err(r) = csrf(&session, &f.csrf).await {
+        return r;
+    }
+    if let Err(e) = app.inner.store.logout_everywhere(&actor).await {
+        return failure(e);
+    }
+    let _ = session.flush().await;
+    Redirect::to("/login").into_response()
+}
+
 #[derive(Deserialize, Default)]
 pub struct QueueParams {
     status: Option<String>,

@@ -857,3 +857,31 @@ async fn the_api_answers_a_database_failure_without_the_databases_text() {
     assert!(app.case_ids(CaseStatus::Open).await.contains(&case));
     app.finish().await;
 }
+
+#[tokio::test]
+async fn a_sessions_idle_expiry_extends_on_activity() {
+    let app = Running::start("review_idle").await;
+    let mut ann = Client::new(&app.base);
+    ann.login("ann").await;
+    assert_eq!(ann.get("/queue").await.status, StatusCode::OK);
+    let expiry = || async {
+        let at: Vec<chrono::DateTime<chrono::Utc>> = sqlx::query_scalar(
+            "SELECT expires_at FROM staff_sessions WHERE data ->> 'user' = 'ann'",
+        )
+        .fetch_all(app.store().pool())
+        .await
+        .unwrap();
+        assert_eq!(at.len(), 1, "{at:?}");
+        at[0]
+    };
+    let first = expiry().await;
+    // Stored to the second: a request two seconds later moves it two seconds on.
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    assert_eq!(ann.get("/queue").await.status, StatusCode::OK);
+    let later = expiry().await;
+    assert!(
+        later - first >= chrono::Duration::seconds(2),
+        "{first} -> {later}: the idle expiry did not move"
+    );
+    app.finish().await;
+}

@@ -95,7 +95,11 @@ pub fn router(app: App) -> Router {
         .with_path("/")
         .with_expiry(Expiry::OnInactivity(CookieDuration::minutes(i64::from(
             review.session_idle_minutes,
-        ))));
+        ))))
+        // Saved on every request, so the idle expiry really moves with activity: saved
+        // only when its data changed, a session ended `session_idle_minutes` after
+        // login however busy its reviewer was.
+        .with_always_save(true);
     let pages = Router::new()
         .route("/", get(pages::home))
         .route("/login", get(pages::login_form).post(pages::login))

@@ -163,6 +163,24 @@ impl Harness {
     }
 
     /// Uploads every file under `dir` to `bucket`, keyed by `prefix` + its relative path.
+    /// Puts an object a test sets up, retrying a transient refusal: a store that an
+    /// earlier chaos test just restarted can answer 503 ("database is locked") for a
+    /// moment, and that is no part of what any test checks.
+    pub async fn put_retrying(&self, bucket: &str, key: &str, bytes: Vec<u8>) {
+        let mut wait = std::time::Duration::from_millis(200);
+        for attempt in 1.. {
+            match self.objects.put(bucket, key, bytes.clone()).await {
+                Ok(()) => return,
+                Err(e) if attempt < 6 => {
+                    eprintln!("upload {key}: {e}; retrying in {wait:?}");
+                    tokio::time::sleep(wait).await;
+                    wait *= 2;
+                }
+                Err(e) => panic!("upload {key}: {e}"),
+            }
+        }
+    }
+
     pub async fn upload_dir(&self, dir: &Path, bucket: &str, prefix: &str) -> usize {
         let mut n = 0;
         let mut stack = vec![dir.to_path_buf()];
@@ -177,14 +195,12 @@ impl Harness {
                         .unwrap()
                         .to_string_lossy()
                         .replace('\\', "/");
-                    self.objects
-                        .put(
-                            bucket,
-                            &format!("{prefix}{rel}"),
-                            std::fs::read(&p).unwrap(),
-                        )
-                        .await
-                        .unwrap_or_else(|e| panic!("upload {}: {e}", p.display()));
+                    self.put_retrying(
+                        bucket,
+                        &format!("{prefix}{rel}"),
+                        std::fs::read(&p).unwrap(),
+                    )
+                    .await;
                     n += 1;
                 }
             }
@@ -542,10 +558,8 @@ impl Population {
         }
         use futures::StreamExt;
         let puts = files.iter().map(|(key, path)| async move {
-            h.objects
-                .put(&s3.reference_bucket, key, std::fs::read(path).unwrap())
+            h.put_retrying(&s3.reference_bucket, key, std::fs::read(path).unwrap())
                 .await
-                .unwrap_or_else(|e| panic!("upload {key}: {e}"))
         });
         futures::stream::iter(puts)
             .buffer_unordered(16)

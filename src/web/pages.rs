@@ -209,14 +209,7 @@ pub async fn logout(
     Staff(actor): Staff,
     Form(f): Form<CsrfForm>,
 ) -> Response {
-    if let Err(r) = csrf(&session, &f.csrf).await {
-        return r;
-    }
-    if let Err(e) = app.inner.store.logout(&actor).await {
-        return failure(e);
-    }
-    let _ = session.flush().await;
-    Redirect::to("/login").into_response()
+    end_session(&app, &session, &actor, &f.csrf, false).await
 }
 
 /// Ends every session of the signed-in account, this one included.
@@ -226,10 +219,28 @@ pub async fn logout_everywhere(
     Staff(actor): Staff,
     Form(f): Form<CsrfForm>,
 ) -> Response {
-    if let Err(r) = csrf(&session, &f.csrf).await {
+    end_session(&app, &session, &actor, &f.csrf, true).await
+}
+
+/// Logs out this session, or every session of `actor` when `everywhere`, and sends
+/// the browser to the login page.
+async fn end_session(
+    app: &App,
+    session: &Session,
+    actor: &Actor,
+    posted_csrf: &str,
+    everywhere: bool,
+) -> Response {
+    if let Err(r) = csrf(session, posted_csrf).await {
         return r;
     }
-    if let Err(e) = app.inner.store.logout_everywhere(&actor).await {
+    let store = &app.inner.store;
+    let ended = if everywhere {
+        store.logout_everywhere(actor).await.map(drop)
+    } else {
+        store.logout(actor).await
+    };
+    if let Err(e) = ended {
         return failure(e);
     }
     let _ = session.flush().await;

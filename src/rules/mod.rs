@@ -246,10 +246,12 @@ impl Rules {
                             .copied()
                             .filter(|m| self.slashes_on(check, m))
                             .collect();
-                        let whole = self.policy(check).measured.as_ref().is_some_and(|m| {
-                            self.policy(check).can_slash()
-                                && m.models.iter().any(|s| s == "*" || s == category)
-                        });
+                        // The whole category: `*` or the category's own id.
+                        let p = self.policy(check);
+                        let whole = p.can_slash()
+                            && p.measured
+                                .as_ref()
+                                .is_some_and(|m| m.covers("", Some(category)));
                         if whole {
                             Some(check.as_str().to_owned())
                         } else if covered.is_empty() {

@@ -221,12 +221,13 @@ async fn generation_over_http_reproduces_a_seeded_sample() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_host_that_is_down_fails_as_infrastructure_and_opens_the_breaker() {
-    // A port nothing listens on.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    // A port nothing listens on. The socket stays bound, without listening,
+    // for the whole test: connecting to it is refused, and no other test in
+    // this binary can be handed the port for its own server (a freed port
+    // was, once, and answered 404).
+    let down = tokio::net::TcpSocket::new_v4().unwrap();
+    down.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let port = down.local_addr().unwrap().port();
     let http = HttpScorer::new(
         &format!("http://127.0.0.1:{port}"),
         "tiny-alice",

@@ -74,8 +74,8 @@ fn miner(name: &str) -> String {
 ///
 /// Only checks with a measured false-positive rate can slash, only on the models the
 /// rate was measured on, and only on evidence an honest miner shows with a probability
-/// under the lifetime budget's per-decision threshold: six failed re-runs of a measured
-/// check do that. The shipped image rate was measured on photographs and the LLM rates
+/// under the lifetime budget's per-decision threshold, its tail priced at the tail
+/// margin: seven failed re-runs of a measured image check do that. The shipped image rate was measured on photographs and the LLM rates
 /// on SmolLM2-135M, neither a model the demo's jobs name, so under the shipped rules
 /// every cheat is flagged for staff; calibrated on the demo's models, the re-run cheats
 /// are slashed. Cheats caught by assumed-rate checks (reuse, canaries, challenges,
@@ -109,11 +109,13 @@ const EXPECTED: [(&str, &str, &str); 18] = [
     ("cheat-failed-canary", "flag_for_review", "flag_for_review"),
 ];
 
-/// Jobs of each cheat a measured check re-runs: enough failures to slash.
-const RERUN_CHEAT_JOBS: usize = 6;
+/// Jobs of each cheat a measured check re-runs: enough failures to slash (seven at the
+/// image rate times the tail margin; six did at the rate itself).
+const RERUN_CHEAT_JOBS: usize = 7;
 /// The substituted model's jobs: the LLM rates are the real model's, measured on a
 /// smaller honest sample than the fixture's, so their bounds are wider and a slash needs
-/// more failed jobs (docs/DETECTION.md).
+/// more failed jobs (docs/DETECTION.md). Eight still slash at the tail margin:
+/// `llm_eos_skipped` fails all eight, 6 × 0.0216⁸ = 2.8e-13 with six slashing tests.
 const SUBSTITUTE_JOBS: usize = 8;
 
 struct Gen {

@@ -399,7 +399,7 @@ mod tests {
     fn a_screen_verdict_stored_after_the_rerun_cannot_hide_its_failure() {
         // The same failing jobs, their screen verdicts redelivered after the re-runs:
         // the decision is the one the re-runs alone give.
-        let fails: Vec<StagedVerdict> = (0..6)
+        let fails: Vec<StagedVerdict> = (0..7)
             .map(|i| staged(&format!("j{i}"), 0, Stage::Rerun, true))
             .collect();
         let alone = decide(&miner(), history(fails.clone()), &rules());
@@ -443,11 +443,11 @@ mod tests {
 
     #[test]
     fn jobs_an_earlier_slash_covers_are_not_evidence_again() {
-        let fails: Vec<StagedVerdict> = (0..6)
+        let fails: Vec<StagedVerdict> = (0..7)
             .map(|i| staged(&format!("j{i}"), 0, Stage::Rerun, true))
             .collect();
         let first = decide(&miner(), history(fails.clone()), &rules());
-        let slash = first.decision.slash.expect("six failed re-runs slash");
+        let slash = first.decision.slash.expect("seven failed re-runs slash");
         let mut h = history(fails);
         h.slashed_jobs = slash.jobs.iter().cloned().collect();
         let again = decide(&miner(), h, &rules());

@@ -22,13 +22,18 @@
 //!   grows without limit with the jobs judged, so a rate a few times too low would
 //!   slash an honest miner almost surely; the floor keeps such an error from ever
 //!   slashing, while cheats fail 20–100 % of their jobs.
-//!   The strongest one's tail, times the number of such checks that judged the miner
-//!   (Bonferroni: the engine looked at each of them), is the miner's `honest_probability`.
+//!   Each such check's tail is computed at its slash rate
+//!   ([`crate::rules::CheckPolicy::slash_rate`]: `tail_margin` times that worst rate),
+//!   so that it stays a valid p-value for an honest miner whose true rate is up to that
+//!   multiple of the measured one. The strongest one's tail, times the number of such
+//!   checks that judged the miner (Bonferroni: the engine looked at each of them), is
+//!   the miner's `honest_probability`.
 //!   A slash is automatic at or below `Rules::auto_slash_threshold`: the lifetime
 //!   false-slash budget spread over every decision of a miner-year, so that an honest
 //!   miner is ever slashed with at most that probability per year (union bound; see
 //!   docs/DETECTION.md and [`crate::lifetime`]).
-//! - **Flag.** Every check counts, assumed rates included: the strongest tail, as
+//! - **Flag.** Every check counts, assumed rates included: the strongest tail at the
+//!   rate itself (no margin: a review is cheap, and sooner is better), as
 //!   `review_probability`, flags the miner for staff review at or below
 //!   `review_max_honest_probability`.
 //!
@@ -108,8 +113,15 @@ pub struct CheckTally {
     /// The rate the engine used: the largest an honest configuration was measured at
     /// (`CheckPolicy::worst_config_rate`), never a pooled rate below it.
     pub false_positive_rate: f64,
-    /// The probability that an honest miner fails this check at least this often.
+    /// The probability that an honest miner fails this check at least this often, at
+    /// `false_positive_rate`: the evidence a flag for review reads.
     pub honest_probability: f64,
+    /// The same tail at `slashing.tail_margin` times `false_positive_rate` (at most 1,
+    /// [`crate::rules::CheckPolicy::slash_rate`]): the evidence a slash reads, valid for
+    /// honest miners whose true rate is up to that multiple of the measured one. Absent
+    /// in decisions taken before the margin, whose slash read `honest_probability`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slash_probability: Option<f64>,
     /// Whether this check's evidence can count toward an automatic slash: its rate was
     /// measured, it is not flag-only, and the miner's failure share reaches
     /// `effect_floor`.
@@ -132,6 +144,12 @@ fn yes() -> bool {
 }
 
 impl CheckTally {
+    /// The tail the slash rule reads: `slash_probability`, or in an older decision
+    /// `honest_probability`.
+    pub fn slash_tail(&self) -> f64 {
+        self.slash_probability.unwrap_or(self.honest_probability)
+    }
+
     /// Whether this tally can carry a slash, and if not why: what a reviewer reads.
     pub fn slash_note(&self, rules: &Rules) -> &'static str {
         let p = rules.policy(self.check);
@@ -178,8 +196,9 @@ pub struct Decision {
     pub miner_id: MinerId,
     pub action: Action,
     /// The probability that an honest miner shows evidence this strong from the checks
-    /// that can slash: the strongest one's tail times how many of them judged the miner
-    /// (1 when none failed). Compared with `Rules::auto_slash_threshold`.
+    /// that can slash: the strongest one's tail at its slash rate
+    /// (`CheckTally::slash_tail`) times how many of them judged the miner (1 when none
+    /// failed). Compared with `Rules::auto_slash_threshold`.
     pub honest_probability: f64,
     /// The strongest tail of any failing check, assumed rates included (1 when none
     /// failed). Compared with `review_max_honest_probability`.
@@ -465,29 +484,34 @@ pub fn judge(
         };
         let rate = policy.worst_config_rate();
         let effect_floor = policy.effect_floor(rules.slashing.effect_margin);
+        let slash_rate = policy.slash_rate(rules.slashing.tail_margin);
         tallies.push(CheckTally {
             check,
             judged: n,
             failed: k,
             false_positive_rate: rate,
             honest_probability: crate::stats::binomial_tail(k, n, rate),
+            slash_probability: Some(crate::stats::binomial_tail(k, n, slash_rate)),
             can_slash: slashing && k as f64 >= effect_floor * n as f64,
             effect_floor,
             in_scope,
         });
     }
-    let strongest = |slashing_only: bool| {
-        let from_sequence = sequence
-            .filter(|s| s.can_slash || !slashing_only)
-            .map_or(1.0, |s| s.honest_probability);
-        tallies
-            .iter()
-            .filter(|t| t.can_slash || !slashing_only)
-            .map(|t| t.honest_probability)
-            .fold(from_sequence, f64::min)
-    };
-    let honest_probability = (slash_checks_judged.max(1) as f64 * strongest(true)).min(1.0);
-    let review_probability = strongest(false);
+    // A slash reads each check's tail at its slash rate (the tail margin); a flag
+    // reads it at the measured rate itself.
+    let slash_tail = sequence
+        .filter(|s| s.can_slash)
+        .map_or(1.0, |s| s.honest_probability);
+    let slash_tail = tallies
+        .iter()
+        .filter(|t| t.can_slash)
+        .map(CheckTally::slash_tail)
+        .fold(slash_tail, f64::min);
+    let review_probability = tallies
+        .iter()
+        .map(|t| t.honest_probability)
+        .fold(sequence.map_or(1.0, |s| s.honest_probability), f64::min);
+    let honest_probability = (slash_checks_judged.max(1) as f64 * slash_tail).min(1.0);
     let action = if tallies.is_empty() && review_probability >= 1.0 {
         Action::None
     } else if honest_probability <= rules.auto_slash_threshold() {
@@ -780,7 +804,7 @@ mod tests {
             .models = vec!["sd15".into()];
         assert!(r.slashes_on(image, "Aurora") && !r.slashes_on(image, "SDXL"));
         let jobs = |model: &str, from: usize| -> Vec<JobVerdict> {
-            (from..from + 6)
+            (from..from + 7)
                 .map(|i| on_model(verdict(&format!("j{i}"), &[(image, false)]), model))
                 .collect()
         };
@@ -796,13 +820,13 @@ mod tests {
         // A miner on both: one tally each; the covered one slashes, and only it is a
         // slashing test (the Bonferroni factor stays 1).
         let mut both = jobs("Aurora", 0);
-        both.extend(jobs("SDXL", 6));
+        both.extend(jobs("SDXL", 7));
         let d = decide_on(&both);
         assert_eq!(d.action, Action::Slash);
         assert_eq!(d.tallies.len(), 2);
         let in_scope: Vec<_> = d.tallies.iter().filter(|t| t.in_scope).collect();
-        assert_eq!((in_scope.len(), in_scope[0].judged), (1, 6));
-        assert_eq!(d.honest_probability, in_scope[0].honest_probability);
+        assert_eq!((in_scope.len(), in_scope[0].judged), (1, 7));
+        assert_eq!(d.honest_probability, in_scope[0].slash_tail());
         // An unmeasured model (not in the registry) is covered by `*` only.
         assert!(!r.slashes_on(image, "MysteryDiffusion"));
         assert!(rules().slashes_on(image, "MysteryDiffusion"));
@@ -908,20 +932,76 @@ mod tests {
             decide_on(&failing(1, CheckId::ImageSimilarity)).action,
             Action::FlagForReview
         );
-        // Priced at the JPEG pairs' 0.0038: 0.0038^5 = 7.9e-13 is above the
-        // per-decision threshold (budget 1e-6 over 1.46 million decisions a year =
-        // 6.8e-13); 0.0038^6 = 3.0e-15 is below it. At the pooled 0.0023 five slashed.
+        // Priced at the JPEG pairs' 0.0038 times the tail margin 3, 0.0114:
+        // 0.0114^6 = 2.2e-12 is above the per-decision threshold (budget 1e-6 over
+        // 1.46 million decisions a year = 6.8e-13); 0.0114^7 = 2.5e-14 is below it. At
+        // the rate itself six slashed, and at the pooled 0.0023 five.
         assert_eq!(
             r.policy(CheckId::ImageSimilarity).worst_config_rate(),
             0.0038
         );
+        assert_eq!(r.slashing.tail_margin, 3.0);
         assert_eq!(
-            decide_on(&failing(5, CheckId::ImageSimilarity)).action,
+            decide_on(&failing(6, CheckId::ImageSimilarity)).action,
             Action::FlagForReview
         );
-        let d = decide_on(&failing(6, CheckId::ImageSimilarity));
+        let d = decide_on(&failing(7, CheckId::ImageSimilarity));
         assert_eq!(d.action, Action::Slash);
         assert!(d.honest_probability <= r.auto_slash_threshold());
+    }
+
+    #[test]
+    fn a_slash_reads_the_tail_at_the_margin_and_a_flag_at_the_rate_itself() {
+        let r = rules();
+        let p = r.policy(CheckId::ImageSimilarity);
+        let rate = p.worst_config_rate();
+        let priced = p.slash_rate(r.slashing.tail_margin);
+        assert!((priced - r.slashing.tail_margin * rate).abs() < 1e-15);
+        // The fewest failures, every judged job failed, that slash at a price.
+        let fewest = |at: f64| {
+            (1..100)
+                .find(|&k| crate::stats::binomial_tail(k, k, at) <= r.auto_slash_threshold())
+                .unwrap()
+        };
+        let (at_rate, at_margin) = (fewest(rate), fewest(priced));
+        assert!(at_margin > at_rate, "{at_rate} {at_margin}");
+        // Enough at the rate itself, not at the margin: a flag, whose evidence is
+        // the tail at the rate; the tail at the margin is what kept it from slashing.
+        let (t, j) = judge_counts([(CheckId::ImageSimilarity, at_rate, at_rate)], &r);
+        assert_eq!(j.action, Action::FlagForReview);
+        let tail = crate::stats::binomial_tail(at_rate, at_rate, rate);
+        assert_eq!(t[0].honest_probability, tail);
+        assert_eq!(j.review_probability, tail);
+        assert!(tail <= r.auto_slash_threshold());
+        assert_eq!(
+            t[0].slash_probability,
+            Some(crate::stats::binomial_tail(at_rate, at_rate, priced))
+        );
+        assert_eq!(j.honest_probability, t[0].slash_tail());
+        // The rule before the margin slashed it.
+        let before = crate::lifetime::without_tail_margin(&r);
+        let (_, j) = judge_counts([(CheckId::ImageSimilarity, at_rate, at_rate)], &before);
+        assert_eq!(j.action, Action::Slash);
+        let (_, j) = judge_counts([(CheckId::ImageSimilarity, at_margin, at_margin)], &r);
+        assert_eq!(j.action, Action::Slash);
+        // A rate the margin lifts to 1 or above can never slash: its tail is 1.
+        let mut huge = r.clone();
+        huge.slashing.tail_margin = 2.0 / rate;
+        let (t, j) = judge_counts([(CheckId::ImageSimilarity, 50, 50)], &huge);
+        assert_eq!(t[0].slash_probability, Some(1.0));
+        assert_ne!(j.action, Action::Slash);
+    }
+
+    #[test]
+    fn a_decision_from_before_the_margin_reads_as_it_was_taken() {
+        let r = rules();
+        let (t, _) = judge_counts([(CheckId::ImageSimilarity, 10, 7)], &r);
+        let mut json = serde_json::to_value(&t[0]).unwrap();
+        json.as_object_mut().unwrap().remove("slash_probability");
+        let old: CheckTally = serde_json::from_value(json).unwrap();
+        assert_eq!(old.slash_probability, None);
+        assert_eq!(old.slash_tail(), t[0].honest_probability);
+        assert!(t[0].slash_tail() > t[0].honest_probability);
     }
 
     #[test]
@@ -978,9 +1058,10 @@ mod tests {
         )];
         let d = decide(&miner(), &MinerHistory::default(), &job, &r);
         assert_eq!(d.action, Action::FlagForReview);
-        // The slash evidence is the similarity check's alone; the flag evidence is the
-        // strongest of the two.
-        assert!((d.honest_probability - 0.0038).abs() < 1e-12, "{d:?}");
+        // The slash evidence is the similarity check's alone, at its slash rate
+        // (0.0038 times the tail margin 3); the flag evidence is the strongest of the
+        // two, at their rates.
+        assert!((d.honest_probability - 0.0114).abs() < 1e-12, "{d:?}");
         assert!((d.review_probability - 1e-5).abs() < 1e-12, "{d:?}");
     }
 
@@ -1083,15 +1164,15 @@ mod tests {
     #[test]
     fn deciding_twice_gives_the_same_slash_and_redelivery_does_not_double_count() {
         let r = rules();
-        let new = failing(6, CheckId::ImageSimilarity);
+        let new = failing(7, CheckId::ImageSimilarity);
         let once = decide(&miner(), &MinerHistory::default(), &new, &r);
         let mut redelivered = new.clone();
         redelivered.extend(new.clone());
         let twice = decide(&miner(), &MinerHistory::default(), &redelivered, &r);
         assert_eq!(once.slash, twice.slash);
         let s = once.slash.unwrap();
-        assert_eq!(s.amount.waifu_micro, 60_000_000);
-        assert_eq!(s.jobs.len(), 6);
+        assert_eq!(s.amount.waifu_micro, 70_000_000);
+        assert_eq!(s.jobs.len(), 7);
     }
 
     #[test]
@@ -1104,12 +1185,12 @@ mod tests {
         let s = decide(
             &miner(),
             &history,
-            &failing(6, CheckId::ImageSimilarity),
+            &failing(7, CheckId::ImageSimilarity),
             &r,
         )
         .slash
         .unwrap();
-        assert_eq!(s.amount.waifu_micro, 72_000_000, "{:?}", s.amount);
+        assert_eq!(s.amount.waifu_micro, 84_000_000, "{:?}", s.amount);
     }
 
     #[test]

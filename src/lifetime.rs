@@ -280,6 +280,9 @@ pub struct Simulated {
     pub threshold: f64,
     /// The day of each slash, in the order simulated.
     pub slash_days: Vec<f64>,
+    /// The check whose tail carried each slash (the strongest slashing one), in the
+    /// same order.
+    pub slashed_by: Vec<CheckId>,
     /// The share of its jobs a miner had re-run, averaged over the miner-years: what
     /// the sampling policy costs in reference GPUs for such miners.
     pub mean_sampling_rate: f64,
@@ -334,7 +337,7 @@ pub fn simulate_deciding(
 ) -> Simulated {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let (mut slashed, mut flagged, mut decisions) = (0, 0, 0);
-    let (mut slash_days, mut rate_sum) = (Vec::new(), 0.0);
+    let (mut slash_days, mut slashed_by, mut rate_sum) = (Vec::new(), Vec::new(), 0.0);
     let (mut clean_sum, mut clean) = (0.0, 0u64);
     let drifted = scenario
         .drifting
@@ -347,6 +350,7 @@ pub fn simulate_deciding(
         let year = one_year(rules, this, &mut rng, when);
         slashed += u64::from(year.slashed_at.is_some());
         slash_days.extend(year.slashed_at);
+        slashed_by.extend(year.slashed_by);
         flagged += u64::from(year.flagged);
         decisions += year.decisions;
         rate_sum += year.mean_rate;
@@ -363,6 +367,7 @@ pub fn simulate_deciding(
         decisions,
         threshold: rules.auto_slash_threshold(),
         slash_days,
+        slashed_by,
         mean_sampling_rate: rate_sum / miners.max(1) as f64,
         mean_sampling_rate_clean: clean_sum / clean.max(1) as f64,
     }
@@ -371,6 +376,8 @@ pub fn simulate_deciding(
 struct Year {
     /// The day of the slash, if there was one.
     slashed_at: Option<f64>,
+    /// The check that carried it.
+    slashed_by: Option<CheckId>,
     flagged: bool,
     decisions: u64,
     /// The re-run rate averaged over the days simulated.
@@ -446,6 +453,7 @@ fn one_year(rules: &Rules, s: &Scenario, rng: &mut ChaCha8Rng, when: Decisions) 
     let mut failures: Vec<Vec<f64>> = vec![Vec::new(); n];
     let mut year = Year {
         slashed_at: None,
+        slashed_by: None,
         flagged: false,
         decisions: 0,
         mean_rate: 0.0,
@@ -473,11 +481,16 @@ fn one_year(rules: &Rules, s: &Scenario, rng: &mut ChaCha8Rng, when: Decisions) 
             };
             (c.check, (judged.round() as u64).max(failed), failed)
         });
-        let (_, judgement) = decide::judge_counts(counts, rules);
+        let (tallies, judgement) = decide::judge_counts(counts, rules);
         year.decisions += 1;
         match judgement.action {
             Action::Slash => {
                 year.slashed_at = Some(at);
+                year.slashed_by = tallies
+                    .iter()
+                    .filter(|t| t.can_slash)
+                    .min_by(|a, b| a.slash_tail().total_cmp(&b.slash_tail()))
+                    .map(|t| t.check);
                 year.flagged = true;
             }
             Action::FlagForReview => year.flagged = true,
@@ -599,6 +612,14 @@ pub fn without_decay(rules: &Rules) -> Rules {
     r
 }
 
+/// The same rules with the tail priced at the measured rate itself
+/// (`slashing.tail_margin` 1): the rule before the margin.
+pub fn without_tail_margin(rules: &Rules) -> Rules {
+    let mut r = rules.clone();
+    r.slashing.tail_margin = 1.0;
+    r
+}
+
 /// The same rules without the effect-size floor (`slashing.effect_margin` 0): every
 /// failure share can carry a slash, as before the floor. For comparison only; the
 /// rules' own validation refuses a margin below 1.
@@ -649,17 +670,26 @@ mod tests {
     }
 
     #[test]
-    fn honest_miners_failing_at_three_times_the_priced_rate_are_slashed_only_without_the_floor() {
+    fn honest_miners_failing_at_three_times_the_priced_rate_are_slashed_only_without_both_guards() {
         let rules = Rules::embedded().unwrap();
-        let bare = without_effect_floor(&rules);
+        let bare = without_tail_margin(&without_effect_floor(&rules));
         let s = Scenario::sd(&rules).miscalibrated(3.0);
         let with_floor = simulate(&rules, &s, 40, 3);
         let without = simulate(&bare, &s, 40, 3);
         assert!(
             without.slashed > 0,
-            "without the floor no honest miner was slashed: the scenario shows nothing"
+            "without the floor and the margin no honest miner was slashed: the scenario shows nothing"
+        );
+        assert_eq!(
+            without.slashed_by,
+            vec![CheckId::ImageSimilarity; without.slashed as usize]
         );
         assert_eq!(with_floor.slashed, 0, "{with_floor:?}");
+        // Each guard alone: the floor (the tail at the rate itself), and the margin
+        // (every share may slash, but its tail is priced at the true rate).
+        for alone in [without_tail_margin(&rules), without_effect_floor(&rules)] {
+            assert_eq!(simulate(&alone, &s, 40, 3).slashed, 0);
+        }
         // The floor changes nothing at the priced rates' own strength: those miners
         // are still judged, and evidence still flags them.
         assert!(

@@ -906,6 +906,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 rules.slashing.decisions_per_miner_year
             );
             println!(
+                "with each check's tail computed at {} times the rate it is priced at (at most 1): valid for honest miners whose true rate is up to that multiple of the measured one",
+                rules.slashing.tail_margin
+            );
+            println!(
                 "and a failure share of at least the check's effect floor: {margin} times the largest rate an honest configuration was measured at"
             );
             println!(

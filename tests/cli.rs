@@ -152,6 +152,14 @@ fn rules_check_passes_on_the_shipped_rules() {
             && row.ends_with("no (its sample was no model's: flag only)"),
         "{row}"
     );
+    // The tail margin a slash's tail is priced at.
+    assert!(
+        out.contains(&format!(
+            "tail computed at {} times the rate",
+            rules.slashing.tail_margin
+        )),
+        "{out}"
+    );
     let row = out.lines().find(|l| l.starts_with("llm_suspect ")).unwrap();
     assert!(
         row.ends_with("on smollm2-135m-instruct (not a network model)"),

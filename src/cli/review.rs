@@ -226,17 +226,18 @@ fn print_detail(d: &CaseDetail) {
         c.at_stake.points().llama
     );
     println!(
-        "\n{:<22} {:>7} {:>7} {:>10} {:>10}  can slash",
-        "check", "judged", "failed", "rate", "honest p"
+        "\n{:<22} {:>7} {:>7} {:>10} {:>10} {:>10}  can slash",
+        "check", "judged", "failed", "rate", "honest p", "at margin"
     );
     for t in &c.decision.tallies {
         println!(
-            "{:<22} {:>7} {:>7} {:>10.1e} {:>10}  {}",
+            "{:<22} {:>7} {:>7} {:>10.1e} {:>10} {:>10}  {}",
             t.check.as_str(),
             t.judged,
             t.failed,
             t.false_positive_rate,
             short(t.honest_probability),
+            short(t.slash_tail()),
             match (t.can_slash, t.in_scope) {
                 (true, _) => "yes",
                 (false, false) => "no (rate measured on other models)",

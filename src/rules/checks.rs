@@ -74,6 +74,14 @@ impl CheckPolicy {
         self.effective_rate().max(per_config)
     }
 
+    /// The rate the tail of a slash is computed at: `tail_margin` times
+    /// [`CheckPolicy::worst_config_rate`], at most 1. An honest miner whose true rate
+    /// is up to `tail_margin` times the worst measured one fails at most this often, so
+    /// the tail is a valid p-value for it.
+    pub fn slash_rate(&self, tail_margin: f64) -> f64 {
+        (tail_margin * self.worst_config_rate()).min(1.0)
+    }
+
     /// The calibration's own risk: the chance that its honest sample showed as few
     /// failures as it did (or fewer) were the honest rate as high as this check's
     /// effect floor, below which no share can slash. A measurement of `k` failures in

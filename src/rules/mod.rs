@@ -468,6 +468,22 @@ mod tests {
     }
 
     #[test]
+    fn a_tail_margin_below_1_or_above_the_effect_margin_is_rejected() {
+        for bad in ["0.5", "11.0"] {
+            let mut src = sources();
+            let s = src["slashing.toml"].replacen(
+                "tail_margin = 3.0",
+                &format!("tail_margin = {bad}"),
+                1,
+            );
+            assert_ne!(s, src["slashing.toml"], "fixture edit did not apply");
+            src.insert("slashing.toml", s);
+            let err = load(&src).unwrap_err().to_string();
+            assert!(err.contains("tail_margin"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
     fn an_out_of_range_rate_is_rejected() {
         let mut src = sources();
         let s = src["sampling.toml"].replacen("floor = ", "floor = 2.0 #", 1);

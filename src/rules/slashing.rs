@@ -21,6 +21,11 @@ pub struct SlashingRules {
     /// times its worst honest configuration's measured rate
     /// ([`super::CheckPolicy::effect_floor`]).
     pub effect_margin: f64,
+    /// The tail a slash reads is computed at this many times a check's worst measured
+    /// rate ([`super::CheckPolicy::slash_rate`]): the one-decision p-value, and with it
+    /// the lifetime budget, holds for honest miners whose true rate is up to this
+    /// multiple of the measured one.
+    pub tail_margin: f64,
     pub fraction: f64,
     pub scope: SlashScope,
     pub window_days: u32,
@@ -51,6 +56,10 @@ pub(super) fn validate(rules: &Rules, need: &mut impl FnMut(bool, String)) {
     need(
         sl.effect_margin >= 1.0 && sl.effect_margin.is_finite(),
         "slashing.effect_margin must be at least 1: below it, honest miners at their measured rate would reach the floor".into(),
+    );
+    need(
+        sl.tail_margin >= 1.0 && sl.tail_margin <= sl.effect_margin,
+        "slashing.tail_margin must be at least 1 (below it, the tail would be priced under the measured rate) and at most effect_margin (the floor's share must stay above the rate the tail is priced at)".into(),
     );
     need(
         sl.fraction > 0.0 && sl.fraction <= 1.0,

@@ -298,6 +298,7 @@ pub fn case_context(
                 measured_n => p.measured.as_ref().map(|m| m.n),
                 used => t.false_positive_rate,
                 honest_probability => t.honest_probability,
+                slash_probability => t.slash_tail(),
                 can_slash => t.slash_note(rules),
             }
         })

@@ -19,6 +19,8 @@ use proctor::{audit, calibrate, events, hashing, sampling};
 
 #[path = "cli/review.rs"]
 mod review_cli;
+#[path = "cli/secret.rs"]
+mod secret;
 
 /// Exit codes, one table for every command (README, "Exit codes"). Usage errors (2)
 /// are clap's own.
@@ -67,17 +69,16 @@ enum Command {
         /// Where to write verdicts.jsonl, decisions.jsonl, slashes.jsonl, report.html and report/ (the review app's pages, read-only).
         #[arg(long, default_value = "audit-out")]
         out: PathBuf,
-        /// Hex ed25519 secret seed; when set, also writes signed slash events to events.jsonl.
-        #[arg(long, env = "PROCTOR_SECRETS__SIGNING_KEY", hide_env_values = true)]
-        signing_key: Option<String>,
-        /// Secret for the re-run draw (deployment setting).
-        #[arg(
-            long,
-            env = "PROCTOR_SECRETS__SAMPLING_SECRET",
-            default_value = "proctor-audit-default",
-            hide_env_values = true
-        )]
-        sampling_secret: String,
+        /// A file holding the hex ed25519 secret seed (`-`: standard input; without
+        /// it, $PROCTOR_SECRETS__SIGNING_KEY); when there is one, also writes signed
+        /// slash events to events.jsonl. Never the key itself as an argument.
+        #[arg(long, value_name = "FILE")]
+        signing_key_file: Option<PathBuf>,
+        /// A file holding the secret of the re-run draw (`-`: standard input; without
+        /// it, $PROCTOR_SECRETS__SAMPLING_SECRET, else the demo's
+        /// `proctor-audit-default`).
+        #[arg(long, value_name = "FILE")]
+        sampling_secret_file: Option<PathBuf>,
         /// Which reference outputs count: `present`, every one in the folder (an export
         /// of the jobs that were re-run), or `drawn`, only those of the jobs the
         /// sampling secret draws at the rules' rates, as the pipeline counts them.
@@ -112,9 +113,10 @@ enum Command {
     },
     /// Print the hex ed25519 public key for a signing key (to publish to the ledger team).
     PublicKey {
-        /// The hex ed25519 secret seed (32 bytes) that signs slash events.
-        #[arg(long, env = "PROCTOR_SECRETS__SIGNING_KEY", hide_env_values = true)]
-        signing_key: String,
+        /// A file holding the hex ed25519 secret seed (32 bytes) that signs slash
+        /// events (`-`: standard input; without it, $PROCTOR_SECRETS__SIGNING_KEY).
+        #[arg(long, value_name = "FILE")]
+        signing_key_file: Option<PathBuf>,
     },
     /// Print the effective deployment settings as TOML (secrets shown only as set or
     /// empty, the database password masked).
@@ -138,9 +140,10 @@ enum Command {
         /// A settings file layered over the defaults (database.url, secrets.signing_key).
         #[arg(long, env = "PROCTOR_CONFIG")]
         config: Option<PathBuf>,
-        /// A staff API token (`proctor staff token`): who acts.
-        #[arg(long, env = "PROCTOR_REVIEW_TOKEN", hide_env_values = true)]
-        token: Option<String>,
+        /// A file holding a staff API token (`proctor staff token`): who acts (`-`:
+        /// standard input; without it, $PROCTOR_REVIEW_TOKEN).
+        #[arg(long, value_name = "FILE", global = true)]
+        token_file: Option<PathBuf>,
     },
     /// The staff audit log: verify its hash chain, or export it.
     AuditLog {
@@ -426,8 +429,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Review {
             command,
             config,
-            token,
-        } => review_cli::review(command, config.as_deref(), token.as_deref()),
+            token_file,
+        } => {
+            let token = secret::read(token_file.as_deref(), "PROCTOR_REVIEW_TOKEN")?;
+            review_cli::review(command, config.as_deref(), token.as_deref())
+        }
         Command::AuditLog { command, config } => review_cli::audit_log(command, config.as_deref()),
         Command::Submit {
             dir,
@@ -652,15 +658,21 @@ fn run(cli: Cli) -> Result<ExitCode> {
             dir,
             rules,
             out,
-            signing_key,
-            sampling_secret,
+            signing_key_file,
+            sampling_secret_file,
             reruns,
         } => {
             let rules = load_rules(rules.as_deref())?;
-            let signing_key = signing_key
-                .map(|k| events::signing_key_from_hex(&k))
-                .transpose()
-                .map_err(anyhow::Error::msg)?;
+            let signing_key =
+                secret::read(signing_key_file.as_deref(), "PROCTOR_SECRETS__SIGNING_KEY")?
+                    .map(|k| events::signing_key_from_hex(&k))
+                    .transpose()
+                    .map_err(anyhow::Error::msg)?;
+            let sampling_secret = secret::read(
+                sampling_secret_file.as_deref(),
+                "PROCTOR_SECRETS__SAMPLING_SECRET",
+            )?
+            .unwrap_or_else(|| "proctor-audit-default".to_owned());
             let opts = audit::AuditOptions {
                 dir,
                 out: out.clone(),
@@ -743,7 +755,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
             print!("{}", settings.to_toml_masked());
             Ok(ExitCode::SUCCESS)
         }
-        Command::PublicKey { signing_key } => {
+        Command::PublicKey { signing_key_file } => {
+            let signing_key = secret::require(
+                signing_key_file.as_deref(),
+                "PROCTOR_SECRETS__SIGNING_KEY",
+                "--signing-key-file",
+            )?;
             let key = events::signing_key_from_hex(&signing_key).map_err(anyhow::Error::msg)?;
             println!("{}", hex::encode(key.verifying_key().to_bytes()));
             Ok(ExitCode::SUCCESS)

@@ -353,10 +353,83 @@ fn challenge_answers_match_the_reference_host() {
 
 const DEMO_SIGNING_KEY: &str = "4242424242424242424242424242424242424242424242424242424242424242";
 
+/// `proctor public-key`, the seed on standard input.
 fn public_key(seed: &str) -> String {
-    let o = proctor(&["public-key", "--signing-key", seed]);
-    assert!(o.status.success());
+    let o = proctor_with_stdin(&["public-key", "--signing-key-file", "-"], seed);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     stdout(&o).trim().to_owned()
+}
+
+fn proctor_with_stdin(args: &[&str], input: &str) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_proctor"))
+        .args(args)
+        .env_remove("PROCTOR_SECRETS__SIGNING_KEY")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), input.as_bytes()).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// A secret file only its owner reads.
+fn secret_file(dir: &Path, secret: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let p = dir.join("secret");
+    std::fs::write(&p, format!("{secret}\n")).unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+    p
+}
+
+#[test]
+fn secrets_come_from_a_file_stdin_or_the_environment_never_an_argument() {
+    // The key as an argument is not an option any more: a usage error, before
+    // anything reads it.
+    let o = proctor(&["public-key", "--signing-key", DEMO_SIGNING_KEY]);
+    assert_eq!(o.status.code(), Some(2), "{}", stdout(&o));
+    let want = public_key(DEMO_SIGNING_KEY);
+    assert_eq!(want.len(), 64, "{want}");
+    // From a file, from the environment; the same key.
+    let dir = tempfile::tempdir().unwrap();
+    let file = secret_file(dir.path(), DEMO_SIGNING_KEY);
+    let o = proctor(&["public-key", "--signing-key-file", file.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(stdout(&o).trim(), want);
+    assert!(
+        o.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let o = Command::new(env!("CARGO_BIN_EXE_proctor"))
+        .args(["public-key"])
+        .env("PROCTOR_SECRETS__SIGNING_KEY", DEMO_SIGNING_KEY)
+        .output()
+        .unwrap();
+    assert_eq!(stdout(&o).trim(), want);
+    // A file others may read still works, and says so.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    let o = proctor(&["public-key", "--signing-key-file", file.to_str().unwrap()]);
+    assert_eq!(stdout(&o).trim(), want);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("readable by other users"), "{err}");
+    // Neither: a clear error naming both ways. An empty secret is refused.
+    let o = proctor_with_stdin(&["public-key"], "");
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("--signing-key-file") && err.contains("PROCTOR_SECRETS__SIGNING_KEY"),
+        "{err}"
+    );
+    let o = proctor_with_stdin(&["public-key", "--signing-key-file", "-"], "\n");
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("empty"));
+    // The review token the same way: as an argument, a usage error.
+    let o = proctor(&["review", "--token", "x", "list"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stdout(&o));
 }
 
 fn verify_event(file: &Path, public_key: &str) -> Output {
@@ -373,6 +446,8 @@ fn verify_event(file: &Path, public_key: &str) -> Output {
 fn signed_audit() -> tempfile::TempDir {
     let out = tempfile::tempdir().unwrap();
     let rules = scope::calibrated_everywhere_dir();
+    let key_dir = tempfile::tempdir().unwrap();
+    let key = secret_file(key_dir.path(), DEMO_SIGNING_KEY);
     let o = proctor(&[
         "audit",
         &demo(""),
@@ -380,8 +455,8 @@ fn signed_audit() -> tempfile::TempDir {
         rules.path().to_str().unwrap(),
         "--out",
         out.path().to_str().unwrap(),
-        "--signing-key",
-        DEMO_SIGNING_KEY,
+        "--signing-key-file",
+        key.to_str().unwrap(),
     ]);
     // The demo's findings: exit 1.
     assert_eq!(

@@ -169,7 +169,9 @@ pub fn staff(command: StaffCommand, config: Option<&Path>) -> Result<ExitCode> {
 
 async fn actor(store: &Store, token: Option<&str>) -> Result<Actor> {
     let Some(token) = token else {
-        bail!("set PROCTOR_REVIEW_TOKEN (or --token) to a token from `proctor staff token`");
+        bail!(
+            "give --token-file FILE (- for standard input) or set PROCTOR_REVIEW_TOKEN: a token from `proctor staff token`"
+        );
     };
     store
         .authenticate_token(token)

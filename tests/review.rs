@@ -43,7 +43,7 @@ async fn staff(db: &TestDb, names: &[&str]) -> Vec<Actor> {
             .unwrap();
         let token = db
             .store
-            .create_token("operator", name, "test")
+            .create_token("operator", name, "test", 90)
             .await
             .unwrap();
         out.push(
@@ -161,7 +161,7 @@ async fn accounts_have_no_default_password_and_tokens_die_with_their_account() {
 
     let token = db
         .store
-        .create_token("operator", "ann", "cli")
+        .create_token("operator", "ann", "cli", 90)
         .await
         .unwrap();
     let stored: String = sqlx::query_scalar("SELECT token_hash FROM api_tokens")
@@ -199,6 +199,85 @@ async fn accounts_have_no_default_password_and_tokens_die_with_their_account() {
     );
     proctor::review::trail::verify(log).unwrap();
     db.drop_db().await;
+}
+
+#[tokio::test]
+async fn a_token_is_issued_only_to_its_holder_expires_and_can_be_revoked_alone() {
+    let db = TestDb::new().await;
+    for (name, role) in [("ada", Role::Admin), ("ann", Role::Reviewer)] {
+        db.store
+            .add_staff("operator", name, role, PASSWORD)
+            .await
+            .unwrap();
+    }
+    // An admin may not mint a token for someone else: it would act as them, and the
+    // second-reviewer rule compares who acts.
+    let as_ann = db.store.create_token("ada", "ann", "x", 90).await;
+    assert!(
+        matches!(as_ann, Err(ReviewError::NotTheHolder { .. })),
+        "{as_ann:?}"
+    );
+    assert!(as_ann.unwrap_err().is_refusal());
+    // Its holder may, for 1 to 365 days.
+    for days in [0, 366] {
+        let r = db.store.create_token("ann", "ann", "x", days).await;
+        assert!(
+            matches!(r, Err(ReviewError::TokenLifetime(d)) if d == days),
+            "{r:?}"
+        );
+    }
+    let one = db
+        .store
+        .create_token("ann", "ann", "one", 30)
+        .await
+        .unwrap();
+    let two = db
+        .store
+        .create_token("ann", "ann", "two", 30)
+        .await
+        .unwrap();
+    let live = db.store.live_tokens(Some("ann")).await.unwrap();
+    assert_eq!(live.len(), 2);
+    let days = (live[0].expires_at - live[0].created_at).num_days();
+    assert_eq!(days, 30, "{live:?}");
+
+    // Revoking one leaves the other working. Another reviewer cannot revoke it.
+    let r = db.store.revoke_token("ada", &one.token_id, false).await;
+    assert!(matches!(r, Err(ReviewError::NoToken(_))), "{r:?}");
+    db.store
+        .revoke_token("ann", &one.token_id, false)
+        .await
+        .unwrap();
+    assert_eq!(db.store.authenticate_token(&one.token).await.unwrap(), None);
+    let ann = db.store.authenticate_token(&two.token).await.unwrap();
+    assert_eq!(ann.map(|a| a.username), Some("ann".to_owned()));
+    let again = db.store.revoke_token("ann", &one.token_id, false).await;
+    assert!(matches!(again, Err(ReviewError::NoToken(_))), "{again:?}");
+
+    // An expired token authenticates nobody, and is no longer listed.
+    sqlx::query(
+        "UPDATE api_tokens SET expires_at = now() - interval '1 second' WHERE token_id = $1",
+    )
+    .bind(&two.token_id)
+    .execute(db.store.pool())
+    .await
+    .unwrap();
+    assert_eq!(db.store.authenticate_token(&two.token).await.unwrap(), None);
+    assert!(db.store.live_tokens(Some("ann")).await.unwrap().is_empty());
+
+    let log = db.store.audit_log().await.unwrap();
+    let actions: Vec<&str> = log.iter().map(|e| e.action.as_str()).collect();
+    assert_eq!(
+        actions,
+        [
+            "staff_add",
+            "staff_add",
+            "token_create",
+            "token_create",
+            "token_revoke"
+        ]
+    );
+    proctor::review::trail::verify(log).unwrap();
 }
 
 #[tokio::test]

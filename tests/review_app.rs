@@ -165,6 +165,7 @@ async fn every_route_needs_a_session_or_a_token_and_admin_pages_need_the_admin_r
         "/logout/everywhere".to_owned(),
         "/admin/staff".to_owned(),
         "/admin/tokens".to_owned(),
+        "/admin/tokens/0123456789ab/revoke".to_owned(),
         "/admin/staff/ann/disable".to_owned(),
     ] {
         let r = anon
@@ -287,6 +288,57 @@ async fn every_route_needs_a_session_or_a_token_and_admin_pages_need_the_admin_r
         .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     assert!(app.store().staff_actor("eve").await.unwrap().is_some());
+
+    // An admin issues tokens to itself only: one for eve would act as eve.
+    let csrf = ada.get("/admin").await.csrf();
+    let r = ada
+        .post(
+            "/admin/tokens",
+            &[("csrf", &csrf), ("username", "eve"), ("label", "x")],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.body);
+    assert!(
+        app.store()
+            .live_tokens(Some("eve"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let r = ada
+        .post(
+            "/admin/tokens",
+            &[("csrf", &csrf), ("label", "laptop"), ("days", "7")],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let live = app.store().live_tokens(Some("ada")).await.unwrap();
+    let labels: Vec<&str> = live.iter().map(|t| t.label.as_str()).collect();
+    assert_eq!(labels, ["test", "laptop"], "{live:?}");
+    let laptop = &live[1];
+    assert!(
+        r.body.contains(&laptop.token_id) && r.body.contains("valid 7 days"),
+        "{}",
+        r.body
+    );
+    // And revokes one token, leaving the account and its other tokens alone.
+    let r = ada
+        .post(
+            &format!("/admin/tokens/{}/revoke", laptop.token_id),
+            &[("csrf", &csrf)],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let left = app.store().live_tokens(Some("ada")).await.unwrap();
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].token_id, live[0].token_id);
+    let r = ada
+        .post(
+            &format!("/admin/tokens/{}/revoke", laptop.token_id),
+            &[("csrf", &csrf)],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.body);
 
     // A wrong password is refused; logging out ends the session.
     let mut mallory = Client::new(&app.base);

@@ -37,6 +37,16 @@ pub enum StaffCommand {
         /// What the token is for, shown in the audit log.
         #[arg(long, default_value = "")]
         label: String,
+        /// How many days the token lives (at most 365).
+        #[arg(long, default_value_t = proctor::store::review::DEFAULT_TOKEN_DAYS)]
+        days: u32,
+    },
+    /// Revoke one API token, by the id `staff token` and `staff tokens` print.
+    RevokeToken { token_id: String },
+    /// List the live (unrevoked, unexpired) API tokens: id, holder, label, expiry.
+    Tokens {
+        /// Only this account's.
+        username: Option<String>,
     },
 }
 
@@ -157,10 +167,34 @@ pub fn staff(command: StaffCommand, config: Option<&Path>) -> Result<ExitCode> {
                 store.disable_staff(OPERATOR, &username).await?;
                 println!("disabled {username} and revoked its tokens");
             }
-            StaffCommand::Token { username, label } => {
-                let t = store.create_token(OPERATOR, &username, &label).await?;
-                eprintln!("token {} for {username}; it is shown only now:", t.token_id);
+            StaffCommand::Token {
+                username,
+                label,
+                days,
+            } => {
+                let t = store
+                    .create_token(OPERATOR, &username, &label, days)
+                    .await?;
+                eprintln!(
+                    "token {} for {username}, valid {days} days; it is shown only now:",
+                    t.token_id
+                );
                 println!("{}", t.token);
+            }
+            StaffCommand::RevokeToken { token_id } => {
+                store.revoke_token(OPERATOR, &token_id, true).await?;
+                println!("revoked token {token_id}");
+            }
+            StaffCommand::Tokens { username } => {
+                for t in store.live_tokens(username.as_deref()).await? {
+                    println!(
+                        "{}  {:<16} expires {}  {}",
+                        t.token_id,
+                        t.username,
+                        t.expires_at.format("%Y-%m-%d %H:%M"),
+                        t.label
+                    );
+                }
             }
         }
         Ok(ExitCode::SUCCESS)

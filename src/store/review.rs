@@ -31,6 +31,11 @@ const AUDIT_LOG_LOCK: i64 = 0x7072_6f63_746f_7200;
 /// The actor name of account commands run from the CLI with database access.
 pub const OPERATOR: &str = "operator";
 
+/// How long an API token lives unless told otherwise.
+pub const DEFAULT_TOKEN_DAYS: u32 = 90;
+/// The longest an API token may live.
+pub const MAX_TOKEN_DAYS: u32 = 365;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ReviewError {
     #[error("no case {0}")]
@@ -39,6 +44,12 @@ pub enum ReviewError {
     NoStaff(String),
     #[error("a staff account {0} already exists")]
     StaffExists(String),
+    #[error("{actor} may not issue a token for {username}: a token is issued only to its holder")]
+    NotTheHolder { actor: String, username: String },
+    #[error("a token lives 1 to {MAX_TOKEN_DAYS} days, not {0}")]
+    TokenLifetime(u32),
+    #[error("no unrevoked token {0}")]
+    NoToken(String),
     #[error("{0}")]
     Refused(#[from] Refusal),
     #[error(
@@ -64,6 +75,9 @@ impl ReviewError {
             ReviewError::Refused(_)
                 | ReviewError::NothingToConfirm
                 | ReviewError::StaffExists(_)
+                | ReviewError::NotTheHolder { .. }
+                | ReviewError::TokenLifetime(_)
+                | ReviewError::NoToken(_)
                 | ReviewError::Credential(_)
         )
     }
@@ -97,8 +111,18 @@ pub struct StaffRow {
     pub role: String,
     pub created_at: DateTime<Utc>,
     pub disabled_at: Option<DateTime<Utc>>,
-    /// Unrevoked API tokens.
+    /// Unrevoked, unexpired API tokens.
     pub tokens: i64,
+}
+
+/// A live API token, for lists: never its secret.
+#[derive(Debug, Clone, Serialize)]
+pub struct TokenRow {
+    pub token_id: String,
+    pub username: String,
+    pub label: String,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
 }
 
 /// A note or decision on a case.
@@ -429,13 +453,26 @@ impl Store {
         Ok(())
     }
 
-    /// Issues an API token for an enabled account. The token is in the result only.
+    /// Issues an API token for an enabled account, valid for `days` days. The token
+    /// is in the result only. A token is issued only to its holder: `actor` must be
+    /// `username`, or the CLI's [`OPERATOR`] (who holds the database, and whom no
+    /// rule in it could stop). An admin may disable an account, never act as it.
     pub async fn create_token(
         &self,
         actor: &str,
         username: &str,
         label: &str,
+        days: u32,
     ) -> Result<NewToken, ReviewError> {
+        if actor != username && actor != OPERATOR {
+            return Err(ReviewError::NotTheHolder {
+                actor: actor.to_owned(),
+                username: username.to_owned(),
+            });
+        }
+        if !(1..=MAX_TOKEN_DAYS).contains(&days) {
+            return Err(ReviewError::TokenLifetime(days));
+        }
         let mut tx = self.pool.begin().await?;
         let enabled: Option<bool> =
             sqlx::query_scalar("SELECT disabled_at IS NULL FROM staff WHERE username = $1")
@@ -447,12 +484,14 @@ impl Store {
         }
         let token = auth::new_token();
         sqlx::query(
-            "INSERT INTO api_tokens (token_id, username, token_hash, label) VALUES ($1, $2, $3, $4)",
+            "INSERT INTO api_tokens (token_id, username, token_hash, label, expires_at)
+             VALUES ($1, $2, $3, $4, now() + make_interval(days => $5))",
         )
         .bind(&token.token_id)
         .bind(username)
         .bind(&token.token_hash)
         .bind(label)
+        .bind(days as i32)
         .execute(&mut *tx)
         .await?;
         append_log(
@@ -460,22 +499,82 @@ impl Store {
             actor,
             "token_create",
             &format!("token:{}", token.token_id),
-            serde_json::json!({"username": username, "label": label}),
+            serde_json::json!({"username": username, "label": label, "days": days}),
         )
         .await?;
         tx.commit().await?;
         Ok(token)
     }
 
-    /// The staff member an API token belongs to, if it is valid, unrevoked and its
-    /// account enabled.
+    /// Revokes one API token: by its holder, an admin or the CLI's operator (the
+    /// caller checks the role). `NoToken` when no such unrevoked token exists, or it
+    /// belongs to someone else and `any` is false.
+    pub async fn revoke_token(
+        &self,
+        actor: &str,
+        token_id: &str,
+        any: bool,
+    ) -> Result<(), ReviewError> {
+        let mut tx = self.pool.begin().await?;
+        let holder: Option<String> = sqlx::query_scalar(
+            "UPDATE api_tokens SET revoked_at = now()
+             WHERE token_id = $1 AND revoked_at IS NULL AND ($2 OR username = $3)
+             RETURNING username",
+        )
+        .bind(token_id.to_ascii_lowercase())
+        .bind(any)
+        .bind(actor)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(holder) = holder else {
+            return Err(ReviewError::NoToken(token_id.to_owned()));
+        };
+        append_log(
+            &mut tx,
+            actor,
+            "token_revoke",
+            &format!("token:{}", token_id.to_ascii_lowercase()),
+            serde_json::json!({"username": holder}),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The unrevoked, unexpired tokens of `username` (all accounts when `None`):
+    /// id, holder, label, expiry. Never the secret, which is not kept.
+    pub async fn live_tokens(&self, username: Option<&str>) -> Result<Vec<TokenRow>, sqlx::Error> {
+        let rows = sqlx::query(
+            "SELECT token_id, username, label, created_at, expires_at FROM api_tokens
+             WHERE revoked_at IS NULL AND expires_at > now()
+               AND ($1::text IS NULL OR username = $1)
+             ORDER BY username, created_at",
+        )
+        .bind(username)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| TokenRow {
+                token_id: r.get(0),
+                username: r.get(1),
+                label: r.get(2),
+                created_at: r.get(3),
+                expires_at: r.get(4),
+            })
+            .collect())
+    }
+
+    /// The staff member an API token belongs to, if it is valid, unrevoked, unexpired
+    /// and its account enabled.
     pub async fn authenticate_token(&self, token: &str) -> Result<Option<Actor>, sqlx::Error> {
         let Some((id, secret)) = auth::parse_token(token) else {
             return Ok(None);
         };
         let row = sqlx::query(
             "SELECT t.token_hash, s.username, s.role FROM api_tokens t JOIN staff s USING (username)
-             WHERE t.token_id = $1 AND t.revoked_at IS NULL AND s.disabled_at IS NULL",
+             WHERE t.token_id = $1 AND t.revoked_at IS NULL AND t.expires_at > now()
+               AND s.disabled_at IS NULL",
         )
         .bind(id.to_ascii_lowercase())
         .fetch_optional(&self.pool)
@@ -898,7 +997,7 @@ impl Store {
         let rows = sqlx::query(
             "SELECT s.username, s.role, s.created_at, s.disabled_at,
                     (SELECT count(*) FROM api_tokens t WHERE t.username = s.username
-                       AND t.revoked_at IS NULL)
+                       AND t.revoked_at IS NULL AND t.expires_at > now())
              FROM staff s ORDER BY s.username",
         )
         .fetch_all(&self.pool)

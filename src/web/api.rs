@@ -30,12 +30,18 @@ pub fn message_of(e: &ReviewError) -> String {
 /// The HTTP status of a refused or failed decision.
 pub fn status_of(e: &ReviewError) -> StatusCode {
     match e {
-        ReviewError::NoCase(_) | ReviewError::NoStaff(_) => StatusCode::NOT_FOUND,
-        ReviewError::Refused(Refusal::SecondReviewer { .. }) => StatusCode::FORBIDDEN,
+        ReviewError::NoCase(_) | ReviewError::NoStaff(_) | ReviewError::NoToken(_) => {
+            StatusCode::NOT_FOUND
+        }
+        ReviewError::Refused(Refusal::SecondReviewer { .. }) | ReviewError::NotTheHolder { .. } => {
+            StatusCode::FORBIDDEN
+        }
         ReviewError::Refused(Refusal::WrongStatus { .. })
         | ReviewError::NothingToConfirm
         | ReviewError::StaffExists(_) => StatusCode::CONFLICT,
-        ReviewError::Refused(_) | ReviewError::Credential(_) => StatusCode::UNPROCESSABLE_ENTITY,
+        ReviewError::Refused(_) | ReviewError::Credential(_) | ReviewError::TokenLifetime(_) => {
+            StatusCode::UNPROCESSABLE_ENTITY
+        }
         ReviewError::NoSigningKey | ReviewError::Db(_) => StatusCode::SERVICE_UNAVAILABLE,
     }
 }

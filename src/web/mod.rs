@@ -117,6 +117,10 @@ pub fn router(app: App) -> Router {
             post(pages::admin_disable),
         )
         .route("/admin/tokens", post(pages::admin_token))
+        .route(
+            "/admin/tokens/{token_id}/revoke",
+            post(pages::admin_revoke_token),
+        )
         .route("/static/app.css", get(pages::css))
         .route("/static/app.js", get(pages::js))
         .route("/api/v1/openapi.json", get(api::openapi))

@@ -663,13 +663,24 @@ async fn admin_page(
         Ok(s) => s,
         Err(e) => return failure(e),
     };
+    let tokens = match app.inner.store.live_tokens(None).await {
+        Ok(t) => t,
+        Err(e) => return failure(e),
+    };
     page(
         app,
         session,
         actor,
         "admin.html",
         status,
-        context! { staff => ser(&staff), note => note, token => token },
+        context! {
+            staff => ser(&staff),
+            tokens => ser(&tokens),
+            note => note,
+            token => token,
+            default_days => crate::store::review::DEFAULT_TOKEN_DAYS,
+            max_days => crate::store::review::MAX_TOKEN_DAYS,
+        },
     )
     .await
 }
@@ -814,9 +825,14 @@ pub async fn admin_disable(
 pub struct TokenForm {
     #[serde(default)]
     csrf: String,
+    /// The holder: the admin asking, whom an empty field means. Any other is refused
+    /// (a token is issued only to its holder).
+    #[serde(default)]
     username: String,
     #[serde(default)]
     label: String,
+    #[serde(default)]
+    days: Option<u32>,
 }
 
 pub async fn admin_token(
@@ -828,10 +844,16 @@ pub async fn admin_token(
         Ok(a) => a,
         Err(r) => return r,
     };
+    let holder = if f.username.is_empty() {
+        actor.username.as_str()
+    } else {
+        f.username.as_str()
+    };
+    let days = f.days.unwrap_or(crate::store::review::DEFAULT_TOKEN_DAYS);
     match app
         .inner
         .store
-        .create_token(&actor.username, &f.username, &f.label)
+        .create_token(&actor.username, holder, &f.label, days)
         .await
     {
         Ok(t) => {
@@ -841,12 +863,16 @@ pub async fn admin_token(
                 &actor,
                 StatusCode::OK,
                 Some(format!(
-                    "token {} for {}: copy it now, it is not shown again",
-                    t.token_id, f.username
+                    "token {} for {holder}, valid {days} days: copy it now, it is not shown again",
+                    t.token_id
                 )),
                 Some(t.token),
             )
             .await
+        }
+        Err(e @ (ReviewError::NotTheHolder { .. } | ReviewError::TokenLifetime(_))) => {
+            let status = super::api::status_of(&e);
+            admin_page(&app, &session, &actor, status, Some(e.to_string()), None).await
         }
         Err(ReviewError::NoStaff(u)) => {
             admin_page(
@@ -858,6 +884,42 @@ pub async fn admin_token(
                 None,
             )
             .await
+        }
+        Err(e) => failure(e),
+    }
+}
+
+pub async fn admin_revoke_token(
+    State(app): State<App>,
+    session: Session,
+    Path(token_id): Path<String>,
+    Form(f): Form<CsrfForm>,
+) -> Response {
+    let actor = match admin_actor(&app, &session, Some(&f.csrf)).await {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    // An admin may revoke anyone's token: revoking takes power away, never gives it.
+    match app
+        .inner
+        .store
+        .revoke_token(&actor.username, &token_id, true)
+        .await
+    {
+        Ok(()) => {
+            admin_page(
+                &app,
+                &session,
+                &actor,
+                StatusCode::OK,
+                Some(format!("revoked token {token_id}")),
+                None,
+            )
+            .await
+        }
+        Err(e @ ReviewError::NoToken(_)) => {
+            let status = super::api::status_of(&e);
+            admin_page(&app, &session, &actor, status, Some(e.to_string()), None).await
         }
         Err(e) => failure(e),
     }

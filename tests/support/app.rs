@@ -50,7 +50,7 @@ impl Running {
             tokens.insert(
                 name,
                 h.store
-                    .create_token("operator", name, "test")
+                    .create_token("operator", name, "test", 90)
                     .await
                     .unwrap()
                     .token,

@@ -156,6 +156,7 @@ fn case_row(case_id: i64, d: &Decision, latest: DateTime<Utc>) -> CaseRow {
         opened_at: latest,
         updated_at: latest,
         decision: d.clone(),
+        dismiss_proposed_by: None,
     }
 }
 

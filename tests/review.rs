@@ -661,6 +661,148 @@ async fn each_decision_moves_the_slash_the_outbox_the_rate_and_the_log() {
 }
 
 #[tokio::test]
+async fn a_dismissal_above_the_stake_threshold_waits_for_a_second_reviewer() {
+    let (db, shipped, verdicts) = judged_demo().await;
+    // Every flag with anything at stake needs two reviewers to dismiss it.
+    let mut rules = shipped.clone();
+    rules.slashing.second_reviewer_dismiss_above = 0.0;
+    let mut who = staff(&db, &["ann", "bob"]).await;
+    let (ann, bob) = (who.remove(0), who.remove(0));
+    let open = cases(&db, CaseStatus::Open).await;
+    let forgivable = |c: &CaseRow| {
+        c.decision
+            .evidence
+            .iter()
+            .map(|e| e.job_id.as_str())
+            .collect::<std::collections::BTreeSet<_>>()
+            .iter()
+            .map(|j| screen_failures(&verdicts[*j]))
+            .sum::<u32>()
+    };
+    let case = open
+        .iter()
+        .find(|c| forgivable(c) > 0 && c.at_stake.points().waifu + c.at_stake.points().llama > 0.0)
+        .expect("an open case with a stake and screen failures to forgive");
+    let other = open
+        .iter()
+        .find(|c| c.case_id != case.case_id)
+        .expect("a second open case");
+    let before = risk(&db, &case.miner_id).await;
+
+    // The first dismissal is a proposal: the case stays open, nothing is forgiven.
+    let proposed = act(
+        &db,
+        &ann,
+        case.case_id,
+        StaffAction::Dismiss,
+        "drift",
+        &rules,
+    )
+    .await
+    .unwrap();
+    assert_eq!(proposed.case.status, CaseStatus::Open);
+    assert_eq!(proposed.case.dismiss_proposed_by.as_deref(), Some("ann"));
+    assert_eq!(risk(&db, &case.miner_id).await, before);
+    assert_eq!(
+        proposed.actions.last().map(|a| a.action.as_str()),
+        Some("dismiss_proposed")
+    );
+    // Its proposer cannot second it.
+    let again = act(
+        &db,
+        &ann,
+        case.case_id,
+        StaffAction::Dismiss,
+        "drift",
+        &rules,
+    )
+    .await;
+    assert!(
+        matches!(
+            again,
+            Err(ReviewError::Refused(Refusal::SecondReviewer { .. }))
+        ),
+        "{again:?}"
+    );
+    // A second reviewer's dismissal decides, with the dismissal's effect.
+    let done = act(
+        &db,
+        &bob,
+        case.case_id,
+        StaffAction::Dismiss,
+        "agreed",
+        &rules,
+    )
+    .await
+    .unwrap();
+    assert_eq!(done.case.status, CaseStatus::Dismissed);
+    assert_eq!(done.case.dismiss_proposed_by, None);
+    let after = risk(&db, &case.miner_id).await;
+    assert!(after.excess_failures <= before.excess_failures);
+
+    // A confirmation is still one reviewer's, and it voids a pending proposal.
+    act(
+        &db,
+        &ann,
+        other.case_id,
+        StaffAction::Dismiss,
+        "drift",
+        &rules,
+    )
+    .await
+    .unwrap();
+    let confirmed = act(&db, &bob, other.case_id, StaffAction::Confirm, "", &rules)
+        .await
+        .unwrap();
+    assert_eq!(confirmed.case.status, CaseStatus::Confirmed);
+    assert_eq!(confirmed.case.dismiss_proposed_by, None);
+
+    // Under the shipped threshold (100 points) the demo's small flags take one.
+    let third = cases(&db, CaseStatus::Open)
+        .await
+        .into_iter()
+        .next()
+        .expect("a third open case");
+    let stake = third.at_stake.points();
+    assert!(stake.waifu + stake.llama <= shipped.slashing.second_reviewer_dismiss_above);
+    let one = act(
+        &db,
+        &ann,
+        third.case_id,
+        StaffAction::Dismiss,
+        "drift",
+        &shipped,
+    )
+    .await
+    .unwrap();
+    assert_eq!(one.case.status, CaseStatus::Dismissed);
+
+    let log = db.store.audit_log().await.unwrap();
+    let actions: Vec<&str> = log
+        .iter()
+        .filter(|e| e.action.starts_with("dismiss"))
+        .map(|e| e.action.as_str())
+        .collect();
+    assert_eq!(
+        actions,
+        ["dismiss_proposed", "dismiss", "dismiss_proposed", "dismiss"]
+    );
+    // Only the deciding dismissal forgave the cited screen failures.
+    let forgiven: Vec<Option<i64>> = log
+        .iter()
+        .filter(|e| e.action.starts_with("dismiss"))
+        .map(|e| {
+            let d: serde_json::Value = serde_json::from_str(&e.detail).unwrap();
+            d["forgiven_screen_failures"].as_i64()
+        })
+        .collect();
+    assert_eq!(forgiven[0], None);
+    assert_eq!(forgiven[1], Some(i64::from(forgivable(case))));
+    assert_eq!(forgiven[2], None);
+    proctor::review::trail::verify(log).unwrap();
+}
+
+#[tokio::test]
 async fn an_appeal_is_decided_by_a_second_reviewer_and_a_reversal_is_signed() {
     let (db, rules, _) = judged_demo().await;
     let key = key();

@@ -6,7 +6,7 @@
 //! | action | from | to | what else happens (`store::review`) |
 //! |---|---|---|---|
 //! | confirm | open | confirmed | a slash of the flag's jobs, its signed event in the outbox |
-//! | dismiss (reason) | open | dismissed | the screen failures the flag cited stop raising the draw |
+//! | dismiss (reason) | open | dismissed (open: a proposal, above the stake threshold) | the screen failures the flag cited stop raising the draw |
 //! | more evidence | any | unchanged | the miner's rate is at least `sampling.evidence_rate` for `evidence_days` |
 //! | note (text) | any | unchanged | |
 //! | appeal (statement) | confirmed, slashed | appealed | an appeal, filed for the miner |
@@ -14,8 +14,12 @@
 //! | reverse (reason) | appealed | reversed | a signed `slash_reversed` event in the outbox |
 //!
 //! **The second-reviewer rule.** An appeal is decided by neither the reviewer who
-//! confirmed the slash nor the one who filed the appeal. Every action is appended to
-//! the hash-chained audit log ([`trail`]).
+//! confirmed the slash nor the one who filed the appeal. A dismissal forgives the
+//! flag's screen failures, the same effect as a reversal, so a flag whose stake is
+//! above `slashing.second_reviewer_dismiss_above` points is dismissed only by two
+//! reviewers: the first one's dismissal is a proposal ([`Dismissal`]), the case stays
+//! open, and a second reviewer's dismissal closes it. Every action is appended to the
+//! hash-chained audit log ([`trail`]).
 
 pub mod auth;
 pub mod trail;
@@ -172,6 +176,31 @@ pub struct CaseFacts {
     pub confirmed_by: Option<String>,
     /// The reviewer who filed the case's undecided appeal.
     pub appeal_filed_by: Option<String>,
+    /// Who may dismiss the case's flag.
+    pub dismissal: Dismissal,
+}
+
+/// Who may dismiss a flag: one reviewer, or (its stake above the rules' threshold) two.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Dismissal {
+    OneReviewer,
+    /// The first dismissal is a proposal; a second reviewer's dismissal decides.
+    TwoReviewers {
+        /// The reviewer whose dismissal is pending, if any.
+        proposed_by: Option<String>,
+    },
+}
+
+impl Dismissal {
+    /// The rule for a flag putting `at_stake` points at stake (waifu and llama
+    /// together), with `proposed_by`'s dismissal pending.
+    pub fn for_stake(at_stake: f64, threshold: f64, proposed_by: Option<String>) -> Dismissal {
+        if at_stake > threshold {
+            Dismissal::TwoReviewers { proposed_by }
+        } else {
+            Dismissal::OneReviewer
+        }
+    }
 }
 
 /// Why an action was refused. Nothing was written.
@@ -186,7 +215,7 @@ pub enum Refusal {
         action: &'static str,
         status: &'static str,
     },
-    #[error("{username} {role} this slash: a second reviewer decides its appeal")]
+    #[error("{username} {role} this case: a second reviewer decides")]
     SecondReviewer {
         username: String,
         role: &'static str,
@@ -219,7 +248,20 @@ pub fn next(
     use StaffAction as A;
     match (action, facts.status) {
         (A::Confirm, S::Open) => Ok(S::Confirmed),
-        (A::Dismiss, S::Open) => Ok(S::Dismissed),
+        (A::Dismiss, S::Open) => match &facts.dismissal {
+            Dismissal::OneReviewer => Ok(S::Dismissed),
+            // The first of two: a proposal, and the case stays open.
+            Dismissal::TwoReviewers { proposed_by: None } => Ok(S::Open),
+            Dismissal::TwoReviewers {
+                proposed_by: Some(by),
+            } if *by == actor.username => Err(Refusal::SecondReviewer {
+                username: actor.username.clone(),
+                role: "proposed the dismissal of",
+            }),
+            Dismissal::TwoReviewers {
+                proposed_by: Some(_),
+            } => Ok(S::Dismissed),
+        },
         (A::MoreEvidence | A::Note, status) => Ok(status),
         (A::Appeal, S::Confirmed | S::Slashed) => Ok(S::Appealed),
         (A::Uphold | A::Reverse, S::Appealed) => {
@@ -262,6 +304,7 @@ mod tests {
             status,
             confirmed_by: None,
             appeal_filed_by: None,
+            dismissal: Dismissal::OneReviewer,
         }
     }
 
@@ -330,6 +373,7 @@ mod tests {
             status: CaseStatus::Appealed,
             confirmed_by: Some("ann".into()),
             appeal_filed_by: Some("bob".into()),
+            dismissal: Dismissal::OneReviewer,
         };
         for action in [StaffAction::Uphold, StaffAction::Reverse] {
             for who in ["ann", "bob"] {
@@ -350,6 +394,47 @@ mod tests {
         };
         assert!(next(&auto, StaffAction::Reverse, &actor("ann"), "r").is_ok());
         assert!(next(&auto, StaffAction::Reverse, &actor("bob"), "r").is_err());
+    }
+
+    #[test]
+    fn a_dismissal_above_the_stake_threshold_takes_two_reviewers() {
+        let open = |dismissal| CaseFacts {
+            dismissal,
+            ..facts(CaseStatus::Open)
+        };
+        let dismiss = |f: &CaseFacts, who: &str| next(f, StaffAction::Dismiss, &actor(who), "r");
+        // At or below the threshold, one reviewer dismisses.
+        assert_eq!(
+            Dismissal::for_stake(100.0, 100.0, None),
+            Dismissal::OneReviewer
+        );
+        let small = open(Dismissal::for_stake(100.0, 100.0, None));
+        assert_eq!(dismiss(&small, "ann"), Ok(CaseStatus::Dismissed));
+        // Above it, the first dismissal is a proposal: the case stays open.
+        let big = open(Dismissal::for_stake(100.5, 100.0, None));
+        assert_eq!(dismiss(&big, "ann"), Ok(CaseStatus::Open));
+        // The proposer cannot second itself; another reviewer decides.
+        let proposed = open(Dismissal::for_stake(100.5, 100.0, Some("ann".into())));
+        assert!(matches!(
+            dismiss(&proposed, "ann"),
+            Err(Refusal::SecondReviewer { .. })
+        ));
+        assert_eq!(dismiss(&proposed, "bob"), Ok(CaseStatus::Dismissed));
+        // Confirming stays a one-reviewer act (it is what the flag asked for), even
+        // with a dismissal pending.
+        assert_eq!(
+            next(&proposed, StaffAction::Confirm, &actor("ann"), ""),
+            Ok(CaseStatus::Confirmed)
+        );
+        // Only an open case is dismissed, however many reviewers.
+        let closed = CaseFacts {
+            status: CaseStatus::Confirmed,
+            ..proposed
+        };
+        assert!(matches!(
+            dismiss(&closed, "bob"),
+            Err(Refusal::WrongStatus { .. })
+        ));
     }
 
     #[test]

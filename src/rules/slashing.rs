@@ -29,6 +29,9 @@ pub struct SlashingRules {
     pub fraction: f64,
     pub scope: SlashScope,
     pub window_days: u32,
+    /// A flag putting more than this many points at stake (waifu and llama together)
+    /// is dismissed only by two reviewers ([`crate::review::Dismissal`]).
+    pub second_reviewer_dismiss_above: f64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -60,6 +63,11 @@ pub(super) fn validate(rules: &Rules, need: &mut impl FnMut(bool, String)) {
     need(
         sl.tail_margin >= 1.0 && sl.tail_margin <= sl.effect_margin,
         "slashing.tail_margin must be at least 1 (below it, the tail would be priced under the measured rate) and at most effect_margin (the floor's share must stay above the rate the tail is priced at)".into(),
+    );
+    need(
+        sl.second_reviewer_dismiss_above >= 0.0 && sl.second_reviewer_dismiss_above.is_finite(),
+        "slashing.second_reviewer_dismiss_above must be a finite number of points, at least 0"
+            .into(),
     );
     need(
         sl.fraction > 0.0 && sl.fraction <= 1.0,

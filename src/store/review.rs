@@ -102,6 +102,9 @@ pub struct CaseRow {
     pub updated_at: DateTime<Utc>,
     /// The decision the case was opened or last updated from.
     pub decision: Decision,
+    /// The reviewer whose dismissal waits for a second reviewer's
+    /// ([`crate::review::Dismissal`]).
+    pub dismiss_proposed_by: Option<String>,
 }
 
 /// A staff account, for the admin page.
@@ -185,7 +188,7 @@ macro_rules! case_columns {
     () => {
         "c.case_id, c.miner_id, c.opened_by, c.status, c.flag_id, c.slash_id,
     c.honest_probability, c.at_stake_waifu_micro, c.at_stake_llama_micro, c.confirmed_by, c.opened_at,
-    c.updated_at, c.decision"
+    c.updated_at, c.decision, c.dismiss_proposed_by"
     };
 }
 
@@ -237,6 +240,7 @@ fn case_row(r: &sqlx::postgres::PgRow) -> Result<CaseRow, sqlx::Error> {
         opened_at: r.try_get(10)?,
         updated_at: r.try_get(11)?,
         decision,
+        dismiss_proposed_by: r.try_get(13)?,
     })
 }
 
@@ -259,7 +263,9 @@ pub(super) async fn join_open_case(
          SET flag_id = EXCLUDED.flag_id, honest_probability = EXCLUDED.honest_probability,
              at_stake_waifu_micro = EXCLUDED.at_stake_waifu_micro,
              at_stake_llama_micro = EXCLUDED.at_stake_llama_micro,
-             decision = EXCLUDED.decision, updated_at = now()
+             decision = EXCLUDED.decision, updated_at = now(),
+             dismiss_proposed_by = CASE WHEN review_cases.flag_id IS DISTINCT FROM EXCLUDED.flag_id
+                                        THEN NULL ELSE review_cases.dismiss_proposed_by END
          RETURNING case_id",
     )
     .bind(decision.miner_id.to_string())
@@ -276,6 +282,22 @@ pub(super) async fn join_open_case(
         .execute(&mut **tx)
         .await?;
     Ok(())
+}
+
+/// What `review::next` needs to know of `case`: its status, who confirmed it, who filed
+/// its undecided appeal, and who may dismiss it under `rules`.
+pub fn case_facts(case: &CaseRow, appeal_filed_by: Option<String>, rules: &Rules) -> CaseFacts {
+    let stake = case.at_stake.points();
+    CaseFacts {
+        status: case.status,
+        confirmed_by: case.confirmed_by.clone(),
+        appeal_filed_by,
+        dismissal: crate::review::Dismissal::for_stake(
+            stake.waifu + stake.llama,
+            rules.slashing.second_reviewer_dismiss_above,
+            case.dismiss_proposed_by.clone(),
+        ),
+    }
 }
 
 /// The audit log's actor for what the judge does to a case on its own; `:` is never in
@@ -797,11 +819,7 @@ impl Store {
         .bind(case_id)
         .fetch_optional(&mut *tx)
         .await?;
-        let facts = CaseFacts {
-            status: case.status,
-            confirmed_by: case.confirmed_by.clone(),
-            appeal_filed_by: appeal.as_ref().map(|(_, by)| by.clone()),
-        };
+        let facts = case_facts(&case, appeal.as_ref().map(|(_, by)| by.clone()), rules);
         let to = crate::review::next(&facts, action, actor, reason)?;
         let mut detail = serde_json::json!({
             "miner_id": miner,
@@ -810,7 +828,19 @@ impl Store {
             "from": case.status.as_str(),
             "to": to.as_str(),
         });
+        // The first of two dismissals: a proposal, with no effect but its record.
+        let proposal = action == StaffAction::Dismiss && to == CaseStatus::Open;
         match action {
+            StaffAction::Dismiss if proposal => {
+                sqlx::query("UPDATE review_cases SET dismiss_proposed_by = $2 WHERE case_id = $1")
+                    .bind(case_id)
+                    .bind(&actor.username)
+                    .execute(&mut *tx)
+                    .await?;
+                detail["proposal"] = true.into();
+                detail["second_reviewer_above"] =
+                    rules.slashing.second_reviewer_dismiss_above.into();
+            }
             StaffAction::Confirm => {
                 let history = super::load_history(&mut tx, &miner, rules, points_factor).await?;
                 let now = case::decide(&miner_id, history, rules);
@@ -950,24 +980,34 @@ impl Store {
                 }
             }
         }
-        sqlx::query("UPDATE review_cases SET status = $2, updated_at = now() WHERE case_id = $1")
-            .bind(case_id)
-            .bind(to.as_str())
-            .execute(&mut *tx)
-            .await?;
+        // Leaving `open` voids a pending dismissal proposal.
+        sqlx::query(
+            "UPDATE review_cases SET status = $2, updated_at = now(),
+                    dismiss_proposed_by = CASE WHEN $2 = 'open' THEN dismiss_proposed_by END
+             WHERE case_id = $1",
+        )
+        .bind(case_id)
+        .bind(to.as_str())
+        .execute(&mut *tx)
+        .await?;
+        let recorded = if proposal {
+            "dismiss_proposed"
+        } else {
+            action.as_str()
+        };
         sqlx::query(
             "INSERT INTO case_actions (case_id, username, action, reason) VALUES ($1, $2, $3, $4)",
         )
         .bind(case_id)
         .bind(&actor.username)
-        .bind(action.as_str())
+        .bind(recorded)
         .bind(reason)
         .execute(&mut *tx)
         .await?;
         append_log(
             &mut tx,
             &actor.username,
-            action.as_str(),
+            recorded,
             &format!("case:{case_id}"),
             detail,
         )

@@ -18,7 +18,7 @@ use crate::checks::llm::TokenScores;
 use crate::objects::Got;
 use crate::outcome::CheckId;
 use crate::record::Job;
-use crate::review::{self, Actor, CaseFacts, CaseStatus, Role, StaffAction};
+use crate::review::{self, Actor, CaseStatus, Role, StaffAction};
 use crate::store::review::{CaseFilter, ReviewError};
 
 const PAGE: i64 = 50;
@@ -393,15 +393,16 @@ async fn case_page(
     };
     let borrowed: Vec<_> = jobs.iter().map(|(r, v)| (r, v.as_ref())).collect();
     let shown = view::case_context(c, &borrowed, &owner, rules);
-    let facts = CaseFacts {
-        status: c.status,
-        confirmed_by: c.confirmed_by.clone(),
-        appeal_filed_by: detail
+    let facts = crate::store::review::case_facts(
+        c,
+        detail
             .appeals
             .iter()
             .find(|a| a.outcome.is_none())
             .map(|a| a.filed_by.clone()),
-    };
+        rules,
+    );
+    let second_dismissal = matches!(facts.dismissal, review::Dismissal::TwoReviewers { .. });
     let actions: Vec<_> = StaffAction::ALL
         .into_iter()
         .filter(|a| review::next(&facts, *a, actor, "x").is_ok())
@@ -418,6 +419,8 @@ async fn case_page(
             history => ser(&detail.actions),
             appeals => ser(&detail.appeals),
             actions => actions,
+            second_dismissal => second_dismissal,
+            dismiss_proposed_by => &c.dismiss_proposed_by,
             ..shown
         },
     )

@@ -209,6 +209,14 @@ enum Command {
         /// Requests scored at once; more wait their turn.
         #[arg(long, default_value_t = 2)]
         concurrency: usize,
+        /// Requests that may wait beyond those; one more is answered 503 at once.
+        #[arg(long, default_value_t = 8)]
+        queue: usize,
+        /// A file holding the bearer token every /v1 request must carry (`-`: standard
+        /// input; without it, $PROCTOR_REFERENCE_TOKEN; neither: no token asked, for a
+        /// host on a private network only).
+        #[arg(long, value_name = "FILE")]
+        token_file: Option<PathBuf>,
         /// A request that takes longer than this many seconds is answered 503.
         #[arg(long, default_value_t = 300)]
         timeout_secs: u64,
@@ -542,12 +550,15 @@ fn run(cli: Cli) -> Result<ExitCode> {
             model,
             bind,
             concurrency,
+            queue,
+            token_file,
             timeout_secs,
             dtype,
             device,
             rules,
         } => {
             proctor::telemetry::init_logging();
+            let token = secret::read(token_file.as_deref(), "PROCTOR_REFERENCE_TOKEN")?;
             let numerics = proctor::llm::model::Numerics::parse(&dtype, "f32")
                 .map_err(|e| anyhow::anyhow!("--dtype {dtype}: {e}"))?;
             let device = proctor::llm::device(&device)?;
@@ -563,7 +574,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
             );
             let opts = proctor::llm::serve::ServeOptions {
                 concurrency,
+                queue,
                 timeout: std::time::Duration::from_secs(timeout_secs),
+                token,
             };
             tokio::runtime::Runtime::new()?
                 .block_on(proctor::llm::serve::serve(scorer, &bind, &opts))?;

@@ -538,6 +538,7 @@ mod tests {
             tokenizer: String::new(),
             served_model: String::new(),
             health_path: String::new(),
+            token: Default::default(),
         }
     }
 

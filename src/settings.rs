@@ -147,6 +147,10 @@ pub struct HostSettings {
     /// Polled for health; empty: `/health` (scorer) or `/sdapi/v1/progress` (txt2img).
     #[serde(default)]
     pub health_path: String,
+    /// The bearer token the host wants (`serve-reference --token-file`, or a proxy in
+    /// front of vLLM or the SD server); empty: none is sent.
+    #[serde(default)]
+    pub token: Secret,
 }
 
 impl HostSettings {
@@ -334,7 +338,7 @@ pub struct PipelineSettings {
 
 /// A string that must not be printed: its `Debug` and its serialized form show only
 /// whether it is set (`<set>`, or empty).
-#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Default, Deserialize, PartialEq, Eq)]
 #[serde(transparent)]
 pub struct Secret(String);
 

@@ -1071,6 +1071,7 @@ async fn rerun_scores_llm_jobs_in_process_and_over_http_alike() {
             .to_string(),
         served_model: String::new(),
         health_path: String::new(),
+        token: Default::default(),
     }];
 
     let miner = Scorer::load(

@@ -295,6 +295,112 @@ async fn txt2img_sends_the_clamped_job_and_returns_the_replayed_image() {
     assert!(tiny.image(&input).await.is_err());
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn an_answer_over_its_bound_is_refused_before_it_is_read_whole() {
+    // A host that streams far more than any image, with and without a length.
+    let huge = Arc::new(vec![b'A'; 8 << 20]);
+    let router = axum::Router::new()
+        .route(
+            "/sized/sdapi/v1/txt2img",
+            post({
+                let huge = huge.clone();
+                move || {
+                    let huge = huge.clone();
+                    async move { axum::body::Body::from(huge.as_ref().clone()) }
+                }
+            }),
+        )
+        .route(
+            "/streamed/sdapi/v1/txt2img",
+            post(move || {
+                let chunks = (0..128).map(|_| Ok::<_, std::io::Error>(vec![b'A'; 64 << 10]));
+                async move { axum::body::Body::from_stream(futures::stream::iter(chunks)) }
+            }),
+        );
+    let url = serve(router).await;
+    let input = SdInput {
+        prompt: "a cup of coffee".into(),
+        neg_prompt: String::new(),
+        width: 512,
+        height: 512,
+        num_iterations: 20,
+        guidance_scale: 7.0,
+        seed: 1,
+    };
+    for (path, says) in [("sized", "over"), ("streamed", "over")] {
+        let runner = Txt2Img::new(&format!("{url}/{path}"), Duration::from_secs(10), 1 << 20);
+        let e = runner.image(&input).await.unwrap_err();
+        assert!(e.contains(says), "{path}: {e}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn serve_reference_asks_for_its_token_and_answers_a_full_queue_at_once() {
+    let opts = proctor::llm::serve::ServeOptions {
+        concurrency: 1,
+        queue: 0,
+        token: Some("hunter2-but-longer".into()),
+        ..Default::default()
+    };
+    let router = proctor::llm::serve::router_with(
+        scorer(),
+        &opts,
+        proctor::telemetry::Metrics::new("serve-reference"),
+        proctor::telemetry::Health::new("serve-reference"),
+    );
+    let url = serve(router).await;
+    let http = |token: Option<&str>| {
+        HttpScorer::new(
+            &url,
+            "tiny-alice",
+            Prompter::load(&model_dir()).unwrap(),
+            Duration::from_secs(30),
+        )
+        .with_token(token.map(str::to_owned))
+    };
+    let input = job("Alice");
+    // Without the token, or with another: refused (a 4xx: the request, not the host).
+    for token in [None, Some("hunter2")] {
+        let e = http(token)
+            .score(&input, "said the Hatter")
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("401"), "{token:?}: {e}");
+    }
+    let ok = http(Some("hunter2-but-longer"))
+        .score(&input, "said the Hatter")
+        .await
+        .unwrap();
+    assert!(!ok.tokens.is_empty());
+    // Health needs no token: the pool's health poll and the metrics scraper.
+    for path in ["/health", "/healthz"] {
+        let r = reqwest::get(format!("{url}{path}")).await.unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+    }
+
+    // One slot, no queue: of eight long generations sent at once, those that find the
+    // slot taken are answered 503 (with a queue they would wait for it).
+    let generate = |client: reqwest::Client| {
+        let url = url.clone();
+        async move {
+            let r = client
+                .post(format!("{url}/v1/completions"))
+                .bearer_auth("hunter2-but-longer")
+                .json(&serde_json::json!({"prompt": "Alice", "max_tokens": 200, "temperature": 1.0, "seed": 3}))
+                .send()
+                .await
+                .unwrap();
+            r.status().as_u16()
+        }
+    };
+    let client = reqwest::Client::new();
+    let answers = futures::future::join_all((0..8).map(|_| generate(client.clone()))).await;
+    let served = answers.iter().filter(|s| **s == 200).count();
+    let shed = answers.iter().filter(|s| **s == 503).count();
+    assert_eq!(served + shed, 8, "{answers:?}");
+    assert!(served >= 1 && shed >= 1, "{answers:?}");
+}
+
 fn demo_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/audit-demo")
 }
@@ -551,6 +657,7 @@ fn scorer_host(name: &str, url: &str) -> HostSettings {
         tokenizer: model_dir().display().to_string(),
         served_model: "tiny-alice".into(),
         health_path: String::new(),
+        token: Default::default(),
     }
 }
 

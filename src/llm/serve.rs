@@ -414,15 +414,23 @@ pub struct ServeOptions {
     /// Requests scored at once; more wait their turn. The model is shared, not copied:
     /// on a CPU concurrent requests split the cores, on a GPU they interleave.
     pub concurrency: usize,
+    /// Requests that may wait beyond `concurrency`; one more is answered 503 at once
+    /// (the worker's pool tries another host, or leaves the job inconclusive), so a
+    /// burst cannot pile up requests that would only time out.
+    pub queue: usize,
     /// A request that takes longer is answered 503.
     pub timeout: std::time::Duration,
+    /// The bearer token every `/v1` request must carry; `None`: none asked.
+    pub token: Option<String>,
 }
 
 impl Default for ServeOptions {
     fn default() -> Self {
         ServeOptions {
             concurrency: 2,
+            queue: 8,
             timeout: std::time::Duration::from_secs(300),
+            token: None,
         }
     }
 }
@@ -431,6 +439,10 @@ impl Default for ServeOptions {
 struct Shared {
     scorer: Arc<Scorer>,
     slots: Arc<tokio::sync::Semaphore>,
+    /// Requests admitted, running or waiting: `concurrency + queue` permits.
+    admitted: Arc<tokio::sync::Semaphore>,
+    /// BLAKE3 of the bearer token, compared in constant time; `None`: none asked.
+    token: Option<blake3::Hash>,
     metrics: crate::telemetry::Metrics,
 }
 
@@ -447,6 +459,13 @@ async fn completions(
     body: axum::body::Bytes,
 ) -> Result<Json<CompletionResponse>, ApiError> {
     let req = parse_request(&body)?;
+    // Admission first: a full queue is answered now, not after a wait.
+    let admitted = shared.admitted.clone().try_acquire_owned().map_err(|_| {
+        ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "busy: every scoring slot and queue place is taken; try again or another host".into(),
+        )
+    })?;
     let permit = shared
         .slots
         .clone()
@@ -456,7 +475,7 @@ async fn completions(
     let scorer = shared.scorer.clone();
     let started = std::time::Instant::now();
     let result = tokio::task::spawn_blocking(move || {
-        let _permit = permit;
+        let _permits = (permit, admitted);
         complete(&scorer, &req)
     })
     .await
@@ -478,6 +497,29 @@ async fn completions(
 async fn models(State(shared): State<Shared>) -> Json<serde_json::Value> {
     let id = shared.scorer.model_id.clone();
     Json(serde_json::json!({"object": "list", "data": [{"id": id, "object": "model"}]}))
+}
+
+/// Refuses a `/v1` request without the server's bearer token (401), where it has one.
+/// The token's hash is compared, in constant time (`blake3::Hash`'s equality).
+async fn require_token(
+    State(shared): State<Shared>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Result<axum::response::Response, ApiError> {
+    if let Some(want) = shared.token {
+        let given = req
+            .headers()
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if given.map(|t| blake3::hash(t.as_bytes())) != Some(want) {
+            return Err(ApiError(
+                StatusCode::UNAUTHORIZED,
+                "a bearer token is required".into(),
+            ));
+        }
+    }
+    Ok(next.run(req).await)
 }
 
 async fn not_found() -> ApiError {
@@ -503,11 +545,20 @@ pub fn router_with(
     let shared = Shared {
         scorer: Arc::new(scorer),
         slots: Arc::new(tokio::sync::Semaphore::new(opts.concurrency.max(1))),
+        admitted: Arc::new(tokio::sync::Semaphore::new(
+            opts.concurrency.max(1) + opts.queue,
+        )),
+        token: opts.token.as_deref().map(|t| blake3::hash(t.as_bytes())),
         metrics: metrics.clone(),
     };
-    let api = Router::new()
+    let v1 = Router::new()
         .route("/v1/completions", post(completions))
         .route("/v1/models", get(models))
+        .route_layer(axum::middleware::from_fn_with_state(
+            shared.clone(),
+            require_token,
+        ));
+    let api = v1
         .route("/health", get(|| async { "ok" }))
         .fallback(not_found)
         .with_state(shared);

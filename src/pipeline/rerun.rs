@@ -311,6 +311,7 @@ pub fn pool(ctx: &Context) -> anyhow::Result<Pool> {
                 tokenizer: String::new(),
                 served_model: String::new(),
                 health_path: String::new(),
+                token: Default::default(),
             };
             candle.push((host, dir));
         }

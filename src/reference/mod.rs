@@ -100,23 +100,37 @@ pub enum CallError {
     Failed(String),
 }
 
+/// The largest answer a scorer host may send: 64 tokens' logprobs and top-k
+/// alternatives take a few hundred KiB; anything near this is a broken or hostile host.
+pub const MAX_SCORE_ANSWER_BYTES: usize = 16 << 20;
+
+/// How a host is called: its client, its breaker, the bearer token it wants (if any),
+/// and the largest answer read from it.
+struct Endpoint<'a> {
+    client: &'a reqwest::Client,
+    breaker: &'a Breaker,
+    url: &'a str,
+    token: Option<&'a str>,
+    max_answer_bytes: usize,
+}
+
 async fn post_json<T: Serialize + ?Sized, R: serde::de::DeserializeOwned>(
-    client: &reqwest::Client,
-    breaker: &Breaker,
-    url: &str,
+    at: &Endpoint<'_>,
     body: &T,
 ) -> Result<R, CallError> {
+    let (breaker, url) = (at.breaker, at.url);
     breaker.admit().map_err(CallError::Failed)?;
     let result = async {
-        let resp = client
-            .post(url)
-            .json(body)
+        let mut req = at.client.post(url).json(body);
+        if let Some(token) = at.token {
+            req = req.bearer_auth(token);
+        }
+        let resp = req
             .send()
             .await
             .map_err(|e| CallError::Failed(format!("{url}: {e}")))?;
         let status = resp.status();
-        let bytes = resp
-            .bytes()
+        let bytes = read_capped(resp, at.max_answer_bytes)
             .await
             .map_err(|e| CallError::Failed(format!("{url}: {e}")))?;
         if status.is_client_error() {
@@ -133,6 +147,22 @@ async fn post_json<T: Serialize + ?Sized, R: serde::de::DeserializeOwned>(
     // A rejected request says nothing about the host's health.
     breaker.record(!matches!(result, Err(CallError::Failed(_))));
     result
+}
+
+/// The answer's body, refused (without reading the rest) once it passes `limit` bytes:
+/// a host cannot make the worker buffer gigabytes.
+async fn read_capped(mut resp: reqwest::Response, limit: usize) -> Result<Vec<u8>, String> {
+    if resp.content_length().is_some_and(|n| n > limit as u64) {
+        return Err(format!("the answer is over {limit} bytes"));
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(|e| e.to_string())? {
+        if body.len() + chunk.len() > limit {
+            return Err(format!("the answer is over {limit} bytes"));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
 
 fn client(timeout: Duration) -> reqwest::Client {
@@ -155,6 +185,7 @@ pub struct HttpScorer {
     pub prompter: Prompter,
     pub top_k: usize,
     breaker: Breaker,
+    token: Option<String>,
 }
 
 impl HttpScorer {
@@ -168,7 +199,15 @@ impl HttpScorer {
             prompter,
             top_k: 5,
             breaker: Breaker::new(3, Duration::from_secs(30)),
+            token: None,
         }
+    }
+
+    /// Sends `Authorization: Bearer <token>` with every request (`serve-reference
+    /// --token-file`, or a proxy in front of vLLM).
+    pub fn with_token(mut self, token: Option<String>) -> Self {
+        self.token = token;
+        self
     }
 
     pub fn with_breaker(mut self, breaker: Breaker) -> Self {
@@ -205,12 +244,17 @@ impl HttpScorer {
             // ... and the probability of a stop word after the text.
             proctor_stop: input.stop.clone(),
         };
-        let resp: CompletionResponse = post_json(&self.client, &self.breaker, &self.url, &req)
-            .await
-            .map_err(|e| match e {
-                CallError::Rejected(m) => ScoreError::Unscorable(m),
-                CallError::Failed(m) => ScoreError::Failed(m),
-            })?;
+        let at = Endpoint {
+            client: &self.client,
+            breaker: &self.breaker,
+            url: &self.url,
+            token: self.token.as_deref(),
+            max_answer_bytes: MAX_SCORE_ANSWER_BYTES,
+        };
+        let resp: CompletionResponse = post_json(&at, &req).await.map_err(|e| match e {
+            CallError::Rejected(m) => ScoreError::Unscorable(m),
+            CallError::Failed(m) => ScoreError::Failed(m),
+        })?;
         self.scores(&ids, p, text, &resp)
             .map_err(ScoreError::Failed)
     }
@@ -408,6 +452,7 @@ pub struct Txt2Img {
     breaker: Breaker,
     /// The largest decoded answer accepted.
     pub max_image_bytes: usize,
+    token: Option<String>,
 }
 
 impl Txt2Img {
@@ -417,7 +462,15 @@ impl Txt2Img {
             url: format!("{}/sdapi/v1/txt2img", base_url.trim_end_matches('/')),
             breaker: Breaker::new(3, Duration::from_secs(30)),
             max_image_bytes,
+            token: None,
         }
+    }
+
+    /// Sends `Authorization: Bearer <token>` with every request (a proxy in front of
+    /// the SD server checks it).
+    pub fn with_token(mut self, token: Option<String>) -> Self {
+        self.token = token;
+        self
     }
 
     pub fn with_breaker(mut self, breaker: Breaker) -> Self {
@@ -444,7 +497,15 @@ impl Txt2Img {
 
     /// The reference image's bytes, or why there are none.
     pub async fn generate(&self, req: &Txt2ImgRequest) -> Result<Vec<u8>, CallError> {
-        let resp: Txt2ImgResponse = post_json(&self.client, &self.breaker, &self.url, req).await?;
+        // The image in base64 (4/3 of its bytes) and the JSON around it.
+        let at = Endpoint {
+            client: &self.client,
+            breaker: &self.breaker,
+            url: &self.url,
+            token: self.token.as_deref(),
+            max_answer_bytes: self.max_image_bytes / 3 * 4 + (64 << 10),
+        };
+        let resp: Txt2ImgResponse = post_json(&at, req).await?;
         self.image_of(resp)
     }
 

@@ -124,6 +124,11 @@ pub struct Host {
     health_url: Option<String>,
 }
 
+/// The bearer token a host's settings give, if any.
+fn token(s: &HostSettings) -> Option<String> {
+    s.token.is_set().then(|| s.token.expose().to_owned())
+}
+
 impl Host {
     fn from_settings(s: &HostSettings, image_bytes: usize) -> anyhow::Result<Host> {
         let timeout = Duration::from_secs(s.timeout_secs);
@@ -142,11 +147,11 @@ impl Host {
                 } else {
                     &s.served_model
                 };
-                let scorer = HttpScorer::new(base, served, prompter, timeout);
+                let scorer = HttpScorer::new(base, served, prompter, timeout).with_token(token(s));
                 (Client::Scorer(Box::new(scorer)), "/health")
             }
             HostKind::Txt2img => (
-                Client::Txt2Img(Txt2Img::new(base, timeout, image_bytes)),
+                Client::Txt2Img(Txt2Img::new(base, timeout, image_bytes).with_token(token(s))),
                 "/sdapi/v1/progress",
             ),
             HostKind::Candle => anyhow::bail!(

@@ -197,6 +197,7 @@ pub fn sd_host(name: &str, url: &str) -> HostSettings {
         tokenizer: String::new(),
         served_model: String::new(),
         health_path: String::new(),
+        token: Default::default(),
     }
 }
 

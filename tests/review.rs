@@ -103,6 +103,19 @@ async fn risk(db: &TestDb, miner: &str) -> sampling::MinerRisk {
         .unwrap_or_default()
 }
 
+/// The screen failures a dismissal of `case` forgives: those of the distinct jobs
+/// its evidence cites.
+fn forgivable(case: &CaseRow, verdicts: &BTreeMap<String, JobVerdict>) -> u32 {
+    case.decision
+        .evidence
+        .iter()
+        .map(|e| e.job_id.as_str())
+        .collect::<std::collections::BTreeSet<_>>()
+        .iter()
+        .map(|j| screen_failures(&verdicts[*j]))
+        .sum()
+}
+
 async fn outbox(db: &TestDb, kind: &str) -> Vec<String> {
     sqlx::query_scalar("SELECT envelope FROM outbox WHERE kind = $1 ORDER BY created_at")
         .bind(kind)
@@ -447,19 +460,9 @@ async fn each_decision_moves_the_slash_the_outbox_the_rate_and_the_log() {
     let ann = staff(&db, &["ann"]).await.remove(0);
     let open = cases(&db, CaseStatus::Open).await;
     // The dismissal must have screen failures to forgive, or it would prove nothing.
-    let forgivable = |c: &CaseRow| {
-        c.decision
-            .evidence
-            .iter()
-            .map(|e| e.job_id.as_str())
-            .collect::<std::collections::BTreeSet<_>>()
-            .iter()
-            .map(|j| screen_failures(&verdicts[*j]))
-            .sum::<u32>()
-    };
     let to_dismiss = open
         .iter()
-        .find(|c| forgivable(c) > 0)
+        .find(|c| forgivable(c, &verdicts) > 0)
         .expect("an open case whose cited jobs failed at screen");
     let to_confirm = open
         .iter()
@@ -555,13 +558,7 @@ async fn each_decision_moves_the_slash_the_outbox_the_rate_and_the_log() {
         Err(ReviewError::Refused(Refusal::ReasonRequired { .. }))
     ));
     let before = risk(&db, &to_dismiss.miner_id).await;
-    let cited: std::collections::BTreeSet<&str> = to_dismiss
-        .decision
-        .evidence
-        .iter()
-        .map(|e| e.job_id.as_str())
-        .collect();
-    let forgiven: u32 = cited.iter().map(|j| screen_failures(&verdicts[*j])).sum();
+    let forgiven = forgivable(to_dismiss, &verdicts);
     assert!(
         // Some of them may be paid off already: the excess decays job by job.
         forgiven > 0 && before.excess_failures > 0.0,
@@ -669,19 +666,12 @@ async fn a_dismissal_above_the_stake_threshold_waits_for_a_second_reviewer() {
     let mut who = staff(&db, &["ann", "bob"]).await;
     let (ann, bob) = (who.remove(0), who.remove(0));
     let open = cases(&db, CaseStatus::Open).await;
-    let forgivable = |c: &CaseRow| {
-        c.decision
-            .evidence
-            .iter()
-            .map(|e| e.job_id.as_str())
-            .collect::<std::collections::BTreeSet<_>>()
-            .iter()
-            .map(|j| screen_failures(&verdicts[*j]))
-            .sum::<u32>()
-    };
     let case = open
         .iter()
-        .find(|c| forgivable(c) > 0 && c.at_stake.points().waifu + c.at_stake.points().llama > 0.0)
+        .find(|c| {
+            let stake = c.at_stake.points();
+            forgivable(c, &verdicts) > 0 && stake.waifu + stake.llama > 0.0
+        })
         .expect("an open case with a stake and screen failures to forgive");
     let other = open
         .iter()
@@ -797,7 +787,7 @@ async fn a_dismissal_above_the_stake_threshold_waits_for_a_second_reviewer() {
         })
         .collect();
     assert_eq!(forgiven[0], None);
-    assert_eq!(forgiven[1], Some(i64::from(forgivable(case))));
+    assert_eq!(forgiven[1], Some(i64::from(forgivable(case, &verdicts))));
     assert_eq!(forgiven[2], None);
     proctor::review::trail::verify(log).unwrap();
 }

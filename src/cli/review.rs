@@ -42,7 +42,10 @@ pub enum StaffCommand {
         days: u32,
     },
     /// Revoke one API token, by the id `staff token` and `staff tokens` print.
-    RevokeToken { token_id: String },
+    RevokeToken {
+        /// The token's id: the part of the token between `proctor_` and the next `_`.
+        token_id: String,
+    },
     /// List the live (unrevoked, unexpired) API tokens: id, holder, label, expiry.
     Tokens {
         /// Only this account's.

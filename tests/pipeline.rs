@@ -113,7 +113,7 @@ async fn end_to_end_the_pipeline_agrees_with_the_audit_and_slashes_each_cheat_on
     assert_eq!(
         h.upload_dir(&demo().join("objects"), &s3.jobs_bucket, "")
             .await,
-        44
+        47
     );
     assert!(
         h.upload_dir(
@@ -122,7 +122,7 @@ async fn end_to_end_the_pipeline_agrees_with_the_audit_and_slashes_each_cheat_on
             "reference/"
         )
         .await
-            == 43
+            == 46
     );
     for (wallet, nfts) in audit::read_wallets(&demo()).unwrap() {
         h.store.set_wallet_nfts(&wallet, nfts).await.unwrap();

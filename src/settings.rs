@@ -56,6 +56,50 @@ pub struct ReviewSettings {
     pub cookie_secure: bool,
     /// A session ends after this long without a request.
     pub session_idle_minutes: u32,
+    /// How often the app deletes the sessions past their expiry.
+    pub session_purge_seconds: u64,
+    /// Failed logins in a row an account gets before its logins are locked; each
+    /// further failure locks them for twice as long as the last, from 1 s up to
+    /// `login_lock_max_seconds` (`review::throttle`).
+    pub login_free_failures_per_account: u32,
+    /// The same for one client address (an IPv6 address by its /64), over every
+    /// account it tries.
+    pub login_free_failures_per_address: u32,
+    pub login_lock_max_seconds: u64,
+    /// An account or address with no login attempt for this long starts again.
+    pub login_forget_seconds: u64,
+    /// Password checks (Argon2id, 19 MiB each) run at once, on the blocking pool; a
+    /// login that waits longer than `login_queue_ms` for one is answered 503.
+    pub password_checks: usize,
+    pub login_queue_ms: u64,
+    /// The header a reverse proxy in front of the app puts the client's address in
+    /// (e.g. `x-forwarded-for`; its last entry is read, the one the proxy added).
+    /// Empty: the address of the TCP peer. Set it only behind a proxy that always
+    /// sets it, or any client can name its own address.
+    pub client_address_header: String,
+}
+
+impl ReviewSettings {
+    pub fn validate(&self) -> Result<(), SettingsError> {
+        if self.password_checks == 0
+            || self.session_purge_seconds == 0
+            || self.login_lock_max_seconds == 0
+            || self.login_forget_seconds < self.login_lock_max_seconds
+        {
+            return Err(SettingsError::Invalid(
+                "review: password_checks, session_purge_seconds and login_lock_max_seconds must be at least 1, and login_forget_seconds at least login_lock_max_seconds".into(),
+            ));
+        }
+        if !self.client_address_header.is_empty()
+            && axum::http::HeaderName::from_bytes(self.client_address_header.as_bytes()).is_err()
+        {
+            return Err(SettingsError::Invalid(format!(
+                "review.client_address_header: {:?} is not a header name",
+                self.client_address_header
+            )));
+        }
+        Ok(())
+    }
 }
 
 /// The `rerun` worker's reference LLM.
@@ -533,6 +577,7 @@ impl Settings {
             .try_into()
             .map_err(|e: toml::de::Error| located(SettingsError::Invalid(e.to_string())))?;
         settings.reference.validate().map_err(located)?;
+        settings.review.validate().map_err(located)?;
         Ok(settings)
     }
 

@@ -107,6 +107,11 @@ pub struct Metrics {
     pub log_gaps: Family<Labels, Counter>,
     /// The publisher's view of the pipeline's state.
     pub backlog: BacklogGauges,
+    /// The review app's login attempts, by outcome (`ok`, `wrong`, `throttled`,
+    /// `busy`): failures are counted here, not one audit-log entry each.
+    pub logins: Family<Labels, Counter>,
+    /// Argon2id password checks the review app ran.
+    pub password_checks: Counter,
     registry: Arc<Registry>,
     names: Arc<Vec<String>>,
 }
@@ -333,6 +338,8 @@ impl Metrics {
             log_rewinds: Family::default(),
             log_gaps: Family::default(),
             backlog: BacklogGauges::default(),
+            logins: Family::default(),
+            password_checks: Counter::default(),
             registry: Arc::new(Registry::default()),
             names: Arc::default(),
         };
@@ -413,6 +420,18 @@ impl Metrics {
                 "log_gaps",
                 "Offsets missing from a partition's log though it was read from its start, passed over",
                 m.log_gaps.clone(),
+            );
+        }
+        if worker == "review" {
+            registry.add(
+                "logins",
+                "Review app login attempts, by outcome (ok, wrong, throttled, busy)",
+                m.logins.clone(),
+            );
+            registry.add(
+                "password_checks",
+                "Argon2id password checks the review app ran",
+                m.password_checks.clone(),
             );
         }
         if matches!(worker, "rerun" | "serve-reference") {

@@ -16,7 +16,14 @@ use support::Harness;
 /// Every metric name the processes register, from their own exposition.
 fn exported() -> BTreeSet<String> {
     let mut names = BTreeSet::new();
-    for worker in ["screen", "rerun", "judge", "publish", "serve-reference"] {
+    for worker in [
+        "screen",
+        "rerun",
+        "judge",
+        "publish",
+        "serve-reference",
+        "review",
+    ] {
         names.extend(
             proctor::telemetry::Metrics::new(worker)
                 .names()

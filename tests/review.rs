@@ -158,19 +158,18 @@ async fn accounts_have_no_default_password_and_tokens_die_with_their_account() {
         .unwrap();
     assert!(stored.starts_with("$argon2id$") && !stored.contains(PASSWORD));
 
-    assert_eq!(
-        db.store
-            .login("ann", PASSWORD)
-            .await
-            .unwrap()
-            .map(|a| a.role),
-        Some(Role::Admin)
-    );
-    assert_eq!(
-        db.store.login("ann", "wrong password!").await.unwrap(),
-        None
-    );
-    assert_eq!(db.store.login("nobody", PASSWORD).await.unwrap(), None);
+    let login = |name: &'static str, password: &'static str| {
+        let store = db.store.clone();
+        async move {
+            let account = store.credentials(name).await.unwrap();
+            proctor::review::auth::check_login(account.as_ref(), password)
+        }
+    };
+    let ann = login("ann", PASSWORD).await;
+    assert_eq!(ann.as_ref().map(|a| a.role), Some(Role::Admin));
+    db.store.log_login(&ann.unwrap()).await.unwrap();
+    assert_eq!(login("ann", "wrong password!").await, None);
+    assert_eq!(login("nobody", PASSWORD).await, None);
 
     let token = db
         .store
@@ -194,21 +193,15 @@ async fn accounts_have_no_default_password_and_tokens_die_with_their_account() {
         db.store.authenticate_token(&token.token).await.unwrap(),
         None
     );
-    assert_eq!(db.store.login("ann", PASSWORD).await.unwrap(), None);
+    assert_eq!(login("ann", PASSWORD).await, None);
 
+    // Failed logins are counted by the app, not logged one by one (a guesser would
+    // fill the log): the log has the login and the account's changes.
     let log = db.store.audit_log().await.unwrap();
     let actions: Vec<&str> = log.iter().map(|e| e.action.as_str()).collect();
     assert_eq!(
         actions,
-        [
-            "staff_add",
-            "login",
-            "login_failed",
-            "login_failed",
-            "token_create",
-            "staff_disable",
-            "login_failed"
-        ]
+        ["staff_add", "login", "token_create", "staff_disable"]
     );
     proctor::review::trail::verify(log).unwrap();
     db.drop_db().await;

@@ -19,13 +19,27 @@ use proctor::review::CaseStatus;
 use proctor::store::review::CaseFilter;
 use reqwest::StatusCode;
 
-/// A client that keeps the session cookie itself (the cookie is `Secure`, which a
-/// cookie jar would not send over plain HTTP; a browser does on 127.0.0.1) and follows
-/// no redirects, so each response is seen as the app sent it.
+/// A client that keeps the session cookie and the login form's cookie itself (both
+/// are `Secure`, which a cookie jar would not send over plain HTTP; a browser does on
+/// 127.0.0.1) and follows no redirects, so each response is seen as the app sent it.
 struct Client {
     http: reqwest::Client,
     base: String,
     cookie: Option<String>,
+    login_cookie: Option<String>,
+}
+
+/// A cookie's attributes as the `__Host-` prefix needs them: Secure, path /, no
+/// Domain, or a browser refuses it; and HTTP-only, same-site strict.
+fn assert_host_cookie(v: &str) {
+    assert!(
+        v.contains("HttpOnly")
+            && v.contains("SameSite=Strict")
+            && v.contains("Secure")
+            && v.contains("Path=/")
+            && !v.to_ascii_lowercase().contains("domain="),
+        "cookie attributes: {v}"
+    );
 }
 
 struct Page {
@@ -55,13 +69,33 @@ impl Client {
                 .unwrap(),
             base: base.to_owned(),
             cookie: None,
+            login_cookie: None,
+        }
+    }
+
+    /// A client whose connections come from `address` (any of 127.0.0.0/8 reaches the
+    /// app on loopback), to be another client to the login throttle.
+    fn from_address(base: &str, address: [u8; 4]) -> Client {
+        Client {
+            http: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .local_address(std::net::IpAddr::from(address))
+                .build()
+                .unwrap(),
+            ..Client::new(base)
         }
     }
 
     async fn send(&mut self, req: reqwest::RequestBuilder) -> Page {
-        let req = match &self.cookie {
-            Some(c) => req.header("cookie", c),
-            None => req,
+        let cookies: Vec<&str> = [&self.cookie, &self.login_cookie]
+            .into_iter()
+            .flatten()
+            .map(String::as_str)
+            .collect();
+        let req = if cookies.is_empty() {
+            req
+        } else {
+            req.header("cookie", cookies.join("; "))
         };
         let resp = req.send().await.unwrap();
         for v in resp.headers().get_all("set-cookie") {
@@ -71,16 +105,13 @@ impl Client {
                 // The session ended (a logout): the cookie is removed.
                 self.cookie = None;
             } else if pair.starts_with("__Host-proctor_session=") {
-                // `__Host-`: Secure, path /, no Domain, or a browser refuses it.
-                assert!(
-                    v.contains("HttpOnly")
-                        && v.contains("SameSite=Strict")
-                        && v.contains("Secure")
-                        && v.contains("Path=/")
-                        && !v.to_ascii_lowercase().contains("domain="),
-                    "session cookie attributes: {v}"
-                );
+                assert_host_cookie(v);
                 self.cookie = Some(pair);
+            } else if pair == "__Host-proctor_login=" {
+                self.login_cookie = None;
+            } else if pair.starts_with("__Host-proctor_login=") {
+                assert_host_cookie(v);
+                self.login_cookie = Some(pair);
             } else {
                 assert!(!pair.contains("session"), "another session cookie: {v}");
             }
@@ -372,18 +403,14 @@ async fn every_route_needs_a_session_or_a_token_and_admin_pages_need_the_admin_r
         .into_iter()
         .map(|e| format!("{} {}", e.actor, e.action))
         .collect();
-    for want in [
-        "ann login",
-        "ada login",
-        "ada staff_add",
-        "operator login_failed",
-        "ann logout",
-    ] {
+    for want in ["ann login", "ada login", "ada staff_add", "ann logout"] {
         assert!(
             actions.iter().any(|a| a == want),
             "{want} not in {actions:?}"
         );
     }
+    // The wrong password is counted, not logged: one failure locks nothing.
+    assert!(!actions.iter().any(|a| a.contains("login_")), "{actions:?}");
     app.finish().await;
 }
 
@@ -414,12 +441,30 @@ async fn a_form_without_the_sessions_csrf_token_changes_nothing() {
         .post(&format!("/cases/{case}/decide"), &[("action", "confirm")])
         .await;
     assert_eq!(r.status, StatusCode::FORBIDDEN, "no csrf field");
-    // The login form is protected too.
+    // The login form is protected too: by the token its cookie holds, which another
+    // site can neither read nor set.
     let mut fresh = Client::new(&app.base);
     let r = fresh
         .post("/login", &[("username", "ann"), ("password", PASSWORD)])
         .await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
+    let token = fresh.get("/login").await.csrf();
+    let cookie = fresh.login_cookie.take();
+    for (cookie, csrf) in [
+        (None, token.as_str()),
+        (cookie.clone(), ""),
+        (cookie.clone(), &"0".repeat(64)),
+    ] {
+        fresh.login_cookie = cookie;
+        let r = fresh
+            .post(
+                "/login",
+                &[("csrf", csrf), ("username", "ann"), ("password", PASSWORD)],
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "csrf {csrf:?}");
+        assert_eq!(fresh.cookie, None);
+    }
     // The token of the login form is rotated at login: whoever read that page holds
     // nothing the signed-in session accepts.
     let mut cat = Client::new(&app.base);
@@ -789,11 +834,13 @@ async fn a_stolen_session_cookie_dies_at_login_logout_and_account_disable() {
         thief
     };
 
-    // Fixation: the attacker plants a pre-login session in the victim's browser.
+    // Fixation: the attacker plants a session id of their choosing in the victim's
+    // browser (the login form starts no session to plant).
     let mut ann = Client::new(&app.base);
     let form = ann.get("/login").await;
-    let planted = ann.cookie.clone();
-    assert!(planted.is_some(), "the login form starts a session");
+    assert_eq!(ann.cookie, None, "the login form starts no session");
+    let planted = Some("__Host-proctor_session=AAAAAAAAAAAAAAAAAAAAAA".to_owned());
+    ann.cookie = planted.clone();
     let done = ann
         .post(
             "/login",
@@ -935,5 +982,227 @@ async fn a_sessions_idle_expiry_extends_on_activity() {
         later - first >= chrono::Duration::seconds(2),
         "{first} -> {later}: the idle expiry did not move"
     );
+    app.finish().await;
+}
+
+/// A value of the app's own `/metrics` (a counter's `_total`, labels as written).
+async fn metric(base: &str, series: &str) -> f64 {
+    let text = reqwest::get(format!("{base}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// The most attempts a key with `free` failures can have admitted in `elapsed`: the
+/// free ones, the one that locks, and one more per doubled lock that ran out (a lock
+/// of 1 s, then 2 s, 4 s, …: k more need 2^k - 1 seconds).
+fn admitted_bound(free: u32, elapsed: std::time::Duration) -> u64 {
+    u64::from(free) + 1 + (elapsed.as_secs_f64() + 1.0).log2().floor() as u64
+}
+
+#[tokio::test]
+async fn a_thousand_wrong_passwords_are_throttled_while_health_and_decisions_stay_fast() {
+    use std::time::{Duration, Instant};
+    let app = Running::start("review_throttle").await;
+    let case = app.case_ids(CaseStatus::Open).await[0];
+    let checks = "proctor_password_checks_total{worker=\"review\"}";
+    let sessions = || async {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM staff_sessions")
+            .fetch_one(app.store().pool())
+            .await
+            .unwrap()
+    };
+
+    // The attacker: one login form, its cookie and token reused for every guess, sixteen
+    // connections at once, 1,000 wrong passwords for ann from one address.
+    let mut form = Client::new(&app.base);
+    let token = form.get("/login").await.csrf();
+    let cookie = form.login_cookie.clone().unwrap();
+    let url = format!("{}/login", app.base);
+    let started = Instant::now();
+    let attack: Vec<_> = (0..16)
+        .map(|worker| {
+            let (url, cookie, token) = (url.clone(), cookie.clone(), token.clone());
+            tokio::spawn(async move {
+                let http = reqwest::Client::new();
+                let mut statuses = Vec::new();
+                for n in (worker..1000).step_by(16) {
+                    let r = http
+                        .post(&url)
+                        .header("cookie", &cookie)
+                        .header("content-type", "application/x-www-form-urlencoded")
+                        .body(format!(
+                            "csrf={token}&username=ann&password=guess+number+{n}"
+                        ))
+                        .send()
+                        .await
+                        .unwrap();
+                    statuses.push(r.status());
+                }
+                statuses
+            })
+        })
+        .collect();
+
+    // Meanwhile /healthz and a decision through the API answer as they do at rest.
+    let health = {
+        let base = app.base.clone();
+        tokio::spawn(async move {
+            let mut worst = Duration::ZERO;
+            for _ in 0..50 {
+                let t = Instant::now();
+                let r = reqwest::get(format!("{base}/healthz")).await.unwrap();
+                assert_eq!(r.status(), StatusCode::OK);
+                worst = worst.max(t.elapsed());
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            worst
+        })
+    };
+    let t = Instant::now();
+    let r = api(
+        &app.base,
+        Some(&app.tokens["bob"]),
+        reqwest::Method::POST,
+        &format!("/api/v1/cases/{case}/decisions"),
+    )
+    .json(&serde_json::json!({"action": "note", "reason": "seen during the attack"}))
+    .send()
+    .await
+    .unwrap();
+    let decision = t.elapsed();
+    assert_eq!(r.status(), StatusCode::OK, "{}", r.text().await.unwrap());
+
+    let mut statuses = Vec::new();
+    for a in attack {
+        statuses.extend(a.await.unwrap());
+    }
+    let elapsed = started.elapsed();
+    let worst_health = health.await.unwrap();
+    let count = |s: StatusCode| statuses.iter().filter(|x| **x == s).count() as u64;
+    let (wrong, refused, busy) = (
+        count(StatusCode::UNAUTHORIZED),
+        count(StatusCode::TOO_MANY_REQUESTS),
+        count(StatusCode::SERVICE_UNAVAILABLE),
+    );
+    assert_eq!(wrong + refused + busy, 1000, "{statuses:?}");
+    // Every guess that reached a password check was answered 401; the throttle let
+    // through no more than the account's five free guesses and one per expired lock.
+    let bound = admitted_bound(5, elapsed);
+    let ran = metric(&app.base, checks).await as u64;
+    assert_eq!(ran, wrong, "password checks");
+    assert!(
+        wrong <= bound,
+        "{wrong} guesses reached the password check in {elapsed:?} (bound {bound})"
+    );
+    assert!(refused >= 1000 - bound - busy, "{refused} refused");
+    // Liveness, not speed: nothing waited behind the password hashes. Generous bounds
+    // for a loaded 2-core CI machine; a hash takes tens of milliseconds.
+    assert!(
+        worst_health < Duration::from_secs(2),
+        "/healthz took {worst_health:?}"
+    );
+    assert!(
+        decision < Duration::from_secs(2),
+        "the decision took {decision:?}"
+    );
+    println!(
+        "1000 wrong logins in {elapsed:?}: {wrong} checked, {refused} refused (429), {busy} busy; \
+         /healthz worst {worst_health:?}, a decision {decision:?}"
+    );
+
+    // Counted, not logged one by one: the log has one entry per lock of the account.
+    let log = app.store().audit_log().await.unwrap();
+    let locks = log.iter().filter(|e| e.action == "login_locked").count() as u64;
+    assert_eq!(locks, wrong.saturating_sub(5), "one entry per lock");
+    assert!(log.iter().all(|e| e.action != "login_failed"));
+    proctor::review::trail::verify(log).unwrap();
+    // And no session row for any of it.
+    assert_eq!(sessions().await, 0, "sessions made by anonymous requests");
+
+    // One address guessing across accounts is held by its own limit: 60 names tried
+    // from 127.0.0.3, one at a time.
+    let mut spray = Client::from_address(&app.base, [127, 0, 0, 3]);
+    let token = spray.get("/login").await.csrf();
+    let started = Instant::now();
+    let mut wrong = 0;
+    for n in 0..60 {
+        let r = spray
+            .post(
+                "/login",
+                &[
+                    ("csrf", &token),
+                    ("username", &format!("user{n}")),
+                    ("password", "wrong password!"),
+                ],
+            )
+            .await;
+        match r.status {
+            StatusCode::UNAUTHORIZED => wrong += 1,
+            StatusCode::TOO_MANY_REQUESTS => {}
+            s => panic!("{s}: {}", r.body),
+        }
+    }
+    let bound = admitted_bound(20, started.elapsed());
+    assert!(wrong <= bound, "{wrong} names checked (bound {bound})");
+    assert!(
+        wrong >= 21,
+        "the free twenty and the one that locks: {wrong}"
+    );
+
+    // Someone else, from another address, logs in as usual; and a login makes the one
+    // session row there is.
+    let mut cat = Client::from_address(&app.base, [127, 0, 0, 4]);
+    cat.login("cat").await;
+    assert_eq!(cat.get("/queue").await.status, StatusCode::OK);
+    assert_eq!(sessions().await, 1);
+    assert!(
+        metric(
+            &app.base,
+            "proctor_logins_total{worker=\"review\",outcome=\"ok\"}"
+        )
+        .await
+            >= 1.0
+    );
+    app.finish().await;
+}
+
+#[tokio::test]
+async fn expired_sessions_are_purged_on_a_schedule() {
+    let app = Running::start_with("review_purge", |s| s.review.session_purge_seconds = 1).await;
+    let mut ann = Client::new(&app.base);
+    ann.login("ann").await;
+    let ids = || async {
+        sqlx::query_scalar::<_, String>("SELECT id_hash FROM staff_sessions ORDER BY id_hash")
+            .fetch_all(app.store().pool())
+            .await
+            .unwrap()
+    };
+    let live = ids().await;
+    assert_eq!(live.len(), 1);
+    // A session that expired and was never used again (its browser closed).
+    sqlx::query(
+        "INSERT INTO staff_sessions (id_hash, data, expires_at)
+         VALUES ('stale', '{\"user\": \"bob\"}', now() - interval '1 minute')",
+    )
+    .execute(app.store().pool())
+    .await
+    .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while ids().await.len() > 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never purged: {:?}",
+            ids().await
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert_eq!(ids().await, live, "only the expired session went");
+    assert_eq!(ann.get("/queue").await.status, StatusCode::OK);
     app.finish().await;
 }

@@ -53,6 +53,32 @@ pub fn dummy_verify(password: &str) {
     let _ = verify_password(phc, password);
 }
 
+/// What the store keeps to check a login: an enabled account's password hash and role.
+#[derive(Debug, Clone)]
+pub struct Credentials {
+    pub username: String,
+    pub password_hash: String,
+    pub role: super::Role,
+}
+
+/// The staff member `password` logs in, given the account found for the name tried
+/// (`None`: no enabled account has it). Argon2id, about 19 MiB and tens of
+/// milliseconds of one core: callers in async code run it on the blocking pool, and
+/// an unknown name costs the same time as a known one.
+pub fn check_login(account: Option<&Credentials>, password: &str) -> Option<super::Actor> {
+    match account {
+        Some(c) if verify_password(&c.password_hash, password) => Some(super::Actor {
+            username: c.username.clone(),
+            role: c.role,
+        }),
+        Some(_) => None,
+        None => {
+            dummy_verify(password);
+            None
+        }
+    }
+}
+
 /// A new API token: what is shown once, and what is stored.
 #[derive(Debug, Clone)]
 pub struct NewToken {

@@ -22,6 +22,7 @@
 //! hash-chained audit log ([`trail`]).
 
 pub mod auth;
+pub mod throttle;
 pub mod trail;
 
 use serde::{Deserialize, Serialize};

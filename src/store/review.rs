@@ -588,7 +588,8 @@ impl Store {
     }
 
     /// The staff member an API token belongs to, if it is valid, unrevoked, unexpired
-    /// and its account enabled.
+    /// and its account enabled; acting through the API with that token (the CLI says
+    /// it is the CLI).
     pub async fn authenticate_token(&self, token: &str) -> Result<Option<Actor>, sqlx::Error> {
         let Some((id, secret)) = auth::parse_token(token) else {
             return Ok(None);
@@ -611,47 +612,67 @@ impl Store {
         }))
     }
 
-    /// Checks a username and password; logs the login or the failed attempt.
-    pub async fn login(
+    /// The password hash and role of the enabled account `username`, to check a
+    /// login against ([`auth::check_login`], off the async threads).
+    pub async fn credentials(
         &self,
         username: &str,
-        password: &str,
-    ) -> Result<Option<Actor>, sqlx::Error> {
+    ) -> Result<Option<auth::Credentials>, sqlx::Error> {
         let row = sqlx::query(
             "SELECT password_hash, role FROM staff WHERE username = $1 AND disabled_at IS NULL",
         )
         .bind(username)
         .fetch_optional(&self.pool)
         .await?;
-        let actor = match &row {
-            Some(r) if auth::verify_password(r.get::<&str, _>(0), password) => {
-                Role::parse(r.get::<&str, _>(1)).map(|role| Actor {
-                    username: username.to_owned(),
-                    role,
-                })
-            }
-            Some(_) => None,
-            None => {
-                auth::dummy_verify(password);
-                None
-            }
-        };
+        Ok(row.and_then(|r| {
+            Some(auth::Credentials {
+                username: username.to_owned(),
+                password_hash: r.get(0),
+                role: Role::parse(r.get::<&str, _>(1))?,
+            })
+        }))
+    }
+
+    /// Logs a login.
+    pub async fn log_login(&self, actor: &Actor) -> Result<(), sqlx::Error> {
         let mut tx = self.pool.begin().await?;
-        let (who, action) = match &actor {
-            Some(a) => (a.username.as_str(), "login"),
-            None => (OPERATOR, "login_failed"),
-        };
-        // A failed attempt names the username tried in its detail, never as the actor.
         append_log(
             &mut tx,
-            who,
-            action,
+            &actor.username,
+            "login",
             "session",
-            serde_json::json!({"username": username.chars().take(64).collect::<String>()}),
+            serde_json::json!({}),
         )
         .await?;
         tx.commit().await?;
-        Ok(actor)
+        Ok(())
+    }
+
+    /// Logs that wrong passwords locked an account's logins: one entry per lock, not
+    /// one per failure, so that guessing cannot flood the log (the failures
+    /// themselves are counted in `proctor_logins_total`). The username tried is in
+    /// the detail, never the actor.
+    pub async fn log_login_locked(
+        &self,
+        username: &str,
+        failures: u32,
+        lock_seconds: u64,
+    ) -> Result<(), sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        append_log(
+            &mut tx,
+            OPERATOR,
+            "login_locked",
+            "session",
+            serde_json::json!({
+                "username": username.chars().take(64).collect::<String>(),
+                "failures": failures,
+                "lock_seconds": lock_seconds,
+            }),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     /// Logs a logout.
@@ -1152,7 +1173,10 @@ impl Store {
             .await
     }
 
-    /// Stores a login session under the hash of its id; `create` refuses an id in use.
+    /// Stores a login session under the hash of its id: `create` inserts and refuses
+    /// an id in use; otherwise only a session still stored is updated, so that a
+    /// request that was in flight when its session ended (a logout everywhere, an
+    /// expiry) cannot write the session back.
     pub async fn save_session(
         &self,
         id_hash: &str,
@@ -1164,8 +1188,8 @@ impl Store {
             "INSERT INTO staff_sessions (id_hash, data, expires_at) VALUES ($1, $2, $3)
              ON CONFLICT (id_hash) DO NOTHING"
         } else {
-            "INSERT INTO staff_sessions (id_hash, data, expires_at) VALUES ($1, $2, $3)
-             ON CONFLICT (id_hash) DO UPDATE SET data = $2, expires_at = $3"
+            "UPDATE staff_sessions SET data = $2, expires_at = $3
+             WHERE id_hash = $1 AND expires_at > now()"
         };
         let n = sqlx::query(sql)
             .bind(id_hash)
@@ -1188,6 +1212,17 @@ impl Store {
         .bind(id_hash)
         .fetch_optional(&self.pool)
         .await
+    }
+
+    /// Deletes the sessions past their expiry; how many. The review app runs it every
+    /// `review.session_purge_seconds`.
+    pub async fn purge_sessions(&self) -> Result<u64, sqlx::Error> {
+        Ok(
+            sqlx::query("DELETE FROM staff_sessions WHERE expires_at <= now()")
+                .execute(&self.pool)
+                .await?
+                .rows_affected(),
+        )
     }
 
     pub async fn delete_session(&self, id_hash: &str) -> Result<(), sqlx::Error> {

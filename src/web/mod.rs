@@ -16,6 +16,7 @@
 
 mod api;
 mod charts;
+pub mod login;
 mod pages;
 pub mod session;
 pub mod view;
@@ -49,6 +50,8 @@ struct Inner {
     rules: Rules,
     key: Option<SigningKey>,
     templates: minijinja::Environment<'static>,
+    metrics: crate::telemetry::Metrics,
+    logins: login::Logins,
 }
 
 impl App {
@@ -59,8 +62,11 @@ impl App {
         rules: Rules,
         key: Option<SigningKey>,
     ) -> App {
+        let metrics = crate::telemetry::Metrics::new("review");
         App {
             inner: Arc::new(Inner {
+                logins: login::Logins::new(&settings.review, metrics.clone()),
+                metrics,
                 store,
                 objects,
                 settings,
@@ -86,6 +92,7 @@ pub fn cookie_name(secure: bool) -> &'static str {
 
 /// The app's routes, with its session layer.
 pub fn router(app: App) -> Router {
+    let metrics = app.inner.metrics.clone();
     let review = &app.inner.settings.review;
     let sessions = SessionManagerLayer::new(session::PgSessions::new(app.inner.store.clone()))
         .with_name(cookie_name(review.cookie_secure))
@@ -131,7 +138,6 @@ pub fn router(app: App) -> Router {
         .with_state(app);
     // /healthz and /metrics as every proctor process serves them (public, like the
     // login page: they hold no case data), and the shared HTTP layers.
-    let metrics = crate::telemetry::Metrics::new("review");
     let health = crate::telemetry::Health::new("review");
     crate::telemetry::with_http_layers(
         pages.merge(crate::telemetry::router(metrics.clone(), health)),
@@ -174,10 +180,20 @@ pub async fn serve(
 ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<std::io::Result<()>>)> {
     let listener = tokio::net::TcpListener::bind(bind).await?;
     let addr = listener.local_addr()?;
+    let purge = tokio::spawn(login::purge_sessions(
+        app.inner.store.clone(),
+        std::time::Duration::from_secs(app.inner.settings.review.session_purge_seconds),
+    ));
     let task = tokio::spawn(async move {
-        axum::serve(listener, router(app))
-            .with_graceful_shutdown(stop)
-            .await
+        // With the peer's address, for the login throttle (`login::ClientAddress`).
+        let served = axum::serve(
+            listener,
+            router(app).into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(stop)
+        .await;
+        purge.abort();
+        served
     });
     Ok((addr, task))
 }

@@ -4,7 +4,7 @@
 
 use axum::extract::{Form, FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use chrono::{DateTime, NaiveDate, Utc};
 use minijinja::context;
@@ -12,6 +12,7 @@ use serde::Deserialize;
 use tower_sessions::Session;
 
 use super::App;
+use super::login::{self, ClientAddress, Outcome};
 use super::session::{self, USER};
 use super::view::{self, ser};
 use crate::checks::llm::TokenScores;
@@ -135,25 +136,41 @@ pub async fn home() -> Redirect {
     Redirect::to("/queue")
 }
 
-pub async fn login_form(State(app): State<App>, session: Session) -> Response {
-    login_page(&app, &session, StatusCode::OK, None).await
+pub async fn login_form(State(app): State<App>, headers: HeaderMap) -> Response {
+    login_page(&app, &headers, StatusCode::OK, None, None)
 }
 
-async fn login_page(
+/// The login page, with the form token of the browser's login cookie (a new one, and
+/// the cookie that holds it, when it has none).
+fn login_page(
     app: &App,
-    session: &Session,
+    headers: &HeaderMap,
     status: StatusCode,
     error: Option<&str>,
+    retry_after: Option<std::time::Duration>,
 ) -> Response {
-    match session::csrf_token(session).await {
-        Ok(csrf) => render(
-            app,
-            "login.html",
-            status,
-            context! { csrf => csrf, error => error },
-        ),
-        Err(e) => failure(e),
+    let secure = app.inner.settings.review.cookie_secure;
+    let (token, fresh) = match login::posted_cookie(headers, secure) {
+        Some(t) => (t, false),
+        None => (login::new_token(), true),
+    };
+    let mut r = render(
+        app,
+        "login.html",
+        status,
+        context! { csrf => &token, error => error },
+    );
+    if fresh {
+        r.headers_mut()
+            .append(header::SET_COOKIE, login::set_cookie(Some(&token), secure));
     }
+    if let Some(after) = retry_after {
+        r.headers_mut().insert(
+            header::RETRY_AFTER,
+            HeaderValue::from(after.as_secs().max(1)),
+        );
+    }
+    r
 }
 
 #[derive(Deserialize)]
@@ -164,35 +181,66 @@ pub struct LoginForm {
     password: String,
 }
 
-pub async fn login(State(app): State<App>, session: Session, Form(f): Form<LoginForm>) -> Response {
-    if let Err(r) = csrf(&session, &f.csrf).await {
-        return r;
+pub async fn login(
+    State(app): State<App>,
+    ClientAddress(address): ClientAddress,
+    session: Session,
+    headers: HeaderMap,
+    Form(f): Form<LoginForm>,
+) -> Response {
+    let secure = app.inner.settings.review.cookie_secure;
+    // The login form's CSRF check: the posted token is the one the browser's login
+    // cookie holds, which another site can neither read nor set.
+    if !login::posted_cookie(&headers, secure).is_some_and(|c| login::tokens_match(&c, &f.csrf)) {
+        return forbidden("the form's CSRF token is missing or wrong; reload the page");
     }
-    match app.inner.store.login(&f.username, &f.password).await {
-        Ok(Some(actor)) => {
+    let store = &app.inner.store;
+    let outcome = app
+        .inner
+        .logins
+        .attempt(store, address, &f.username, &f.password)
+        .await;
+    match outcome {
+        Ok(Outcome::In(actor)) => {
             // A new session id at login: a session fixed before it is worth nothing.
             if let Err(e) = session.cycle_id().await {
                 return failure(e);
             }
-            // A new CSRF token too: one read from the login form before it (by anyone
-            // who saw that page) is worth nothing after it.
+            // The session's CSRF token is made after the login, on its first page:
+            // neither the login form's token (seen by anyone who saw that page) nor
+            // one of a session this browser had before is it.
             if let Err(e) = session.remove::<String>(session::CSRF).await {
                 return failure(e);
             }
             if let Err(e) = session.insert(USER, &actor.username).await {
                 return failure(e);
             }
-            Redirect::to("/queue").into_response()
+            let mut r = Redirect::to("/queue").into_response();
+            r.headers_mut()
+                .append(header::SET_COOKIE, login::set_cookie(None, secure));
+            r
         }
-        Ok(None) => {
-            login_page(
-                &app,
-                &session,
-                StatusCode::UNAUTHORIZED,
-                Some("wrong username or password, or the account is disabled"),
-            )
-            .await
-        }
+        Ok(Outcome::Wrong) => login_page(
+            &app,
+            &headers,
+            StatusCode::UNAUTHORIZED,
+            Some("wrong username or password, or the account is disabled"),
+            None,
+        ),
+        Ok(Outcome::Refused(r)) => login_page(
+            &app,
+            &headers,
+            StatusCode::TOO_MANY_REQUESTS,
+            Some("too many failed logins: wait and try again"),
+            Some(r.retry_after),
+        ),
+        Ok(Outcome::Busy) => login_page(
+            &app,
+            &headers,
+            StatusCode::SERVICE_UNAVAILABLE,
+            Some("too many logins at once: try again in a moment"),
+            Some(std::time::Duration::from_secs(1)),
+        ),
         Err(e) => failure(e),
     }
 }

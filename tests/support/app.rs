@@ -26,7 +26,16 @@ pub const PASSWORD: &str = "correct horse battery staple";
 
 impl Running {
     pub async fn start(tag: &str) -> Running {
-        let h = Harness::new(tag).await;
+        Running::start_with(tag, |_| {}).await
+    }
+
+    /// The same, with the app's settings changed by `tweak` first.
+    pub async fn start_with(
+        tag: &str,
+        tweak: impl FnOnce(&mut proctor::settings::Settings),
+    ) -> Running {
+        let mut h = Harness::new(tag).await;
+        tweak(&mut h.settings);
         let s3 = &h.settings.s3;
         let demo = db::demo();
         h.upload_dir(&demo.join("objects"), &s3.jobs_bucket, "")

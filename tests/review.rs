@@ -1046,6 +1046,37 @@ async fn the_cli_reviews_a_case_and_audit_log_verify_catches_an_edit_in_sql() {
     let (code, out) = proctor(&db, &["audit-log", "verify"], "", None);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("valid: 3 entries"), "{out}");
+    // Each entry says how its actor came: the operator at the command line with no
+    // token for the account commands, `proctor review` with ann's token for the
+    // decision (the CLI, not the API, though the token is an API token).
+    let token_id = token.split('_').nth(1).unwrap();
+    let vias: Vec<(String, serde_json::Value)> = db
+        .store
+        .audit_log()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| {
+            let detail: serde_json::Value = serde_json::from_str(&e.detail).unwrap();
+            (e.action, detail["via"].clone())
+        })
+        .collect();
+    let cli = serde_json::json!({"channel": "cli"});
+    let with_token = serde_json::json!({"channel": "cli", "token_id": token_id});
+    assert_eq!(
+        vias,
+        [
+            ("staff_add".to_owned(), cli.clone()),
+            ("token_create".to_owned(), cli),
+            ("dismiss".to_owned(), with_token.clone()),
+        ]
+    );
+    let action_via: serde_json::Value =
+        sqlx::query_scalar("SELECT via FROM case_actions WHERE action = 'dismiss'")
+            .fetch_one(db.store.pool())
+            .await
+            .unwrap();
+    assert_eq!(action_via, with_token);
     let dir = tempfile::tempdir().unwrap();
     let export = dir.path().join("audit.jsonl");
     let export_s = export.to_str().unwrap();

@@ -301,7 +301,13 @@ async fn every_route_needs_a_session_or_a_token_and_admin_pages_need_the_admin_r
         )
         .await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
-    assert!(app.store().staff_actor("eve").await.unwrap().is_none());
+    assert!(
+        app.store()
+            .staff_actor("eve", proctor::review::Via::OPERATOR)
+            .await
+            .unwrap()
+            .is_none()
+    );
     let mut ada = Client::new(&app.base);
     ada.login("ada").await;
     let admin = ada.get("/admin").await;
@@ -318,7 +324,13 @@ async fn every_route_needs_a_session_or_a_token_and_admin_pages_need_the_admin_r
         )
         .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
-    assert!(app.store().staff_actor("eve").await.unwrap().is_some());
+    assert!(
+        app.store()
+            .staff_actor("eve", proctor::review::Via::OPERATOR)
+            .await
+            .unwrap()
+            .is_some()
+    );
 
     // An admin issues tokens to itself only: one for eve would act as eve.
     let csrf = ada.get("/admin").await.csrf();
@@ -670,6 +682,31 @@ async fn decisions_through_the_pages_and_the_api_write_slashes_reversals_and_the
     .map(|(a, b)| (a.to_string(), b.to_string()))
     .collect();
     assert_eq!(decided, want);
+    // ... and how they came: ann's confirmation from her login session, bob's
+    // dismissal with his API token; the case's actions say the same as the log.
+    let ann_session: String =
+        sqlx::query_scalar("SELECT id_hash FROM staff_sessions WHERE data ->> 'user' = 'ann'")
+            .fetch_one(app.store().pool())
+            .await
+            .unwrap();
+    let web = serde_json::json!({"channel": "web", "session": &ann_session[..16]});
+    let bobs = serde_json::json!({
+        "channel": "api",
+        "token_id": app.tokens["bob"].split('_').nth(1).unwrap(),
+    });
+    let via_of = |action: &str| {
+        let e = log.iter().find(|e| e.action == action).unwrap();
+        serde_json::from_str::<serde_json::Value>(&e.detail).unwrap()["via"].clone()
+    };
+    assert_eq!(via_of("confirm"), web);
+    assert_eq!(via_of("dismiss"), bobs);
+    let actions: Vec<(String, serde_json::Value)> =
+        sqlx::query_as("SELECT action, via FROM case_actions ORDER BY action_id")
+            .fetch_all(app.store().pool())
+            .await
+            .unwrap();
+    assert_eq!(actions[0], ("confirm".to_owned(), web));
+    assert_eq!(actions[1], ("dismiss".to_owned(), bobs));
     proctor::review::trail::verify(log).unwrap();
     app.finish().await;
 }

@@ -9,7 +9,7 @@ use anyhow::{Context, Result, bail};
 use clap::Subcommand;
 
 use proctor::review::trail;
-use proctor::review::{Actor, CaseStatus, Role, StaffAction};
+use proctor::review::{Actor, CaseStatus, Role, StaffAction, Via};
 use proctor::settings::Settings;
 use proctor::store::Store;
 use proctor::store::review::{CaseDetail, CaseFilter, CaseRow, OPERATOR};
@@ -210,10 +210,17 @@ async fn actor(store: &Store, token: Option<&str>) -> Result<Actor> {
             "give --token-file FILE (- for standard input) or set PROCTOR_REVIEW_TOKEN: a token from `proctor staff token`"
         );
     };
-    store
+    let mut actor = store
         .authenticate_token(token)
         .await?
-        .context("the review token is not valid, or its account is disabled")
+        .context("the review token is not valid, or its account is disabled")?;
+    // The same token, but through the command line, not the API.
+    if let Via::Api { token_id } = actor.via {
+        actor.via = Via::Cli {
+            token_id: Some(token_id),
+        };
+    }
+    Ok(actor)
 }
 
 fn short(p: f64) -> String {

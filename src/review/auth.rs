@@ -70,6 +70,7 @@ pub fn check_login(account: Option<&Credentials>, password: &str) -> Option<supe
         Some(c) if verify_password(&c.password_hash, password) => Some(super::Actor {
             username: c.username.clone(),
             role: c.role,
+            via: super::Via::Web { session: None },
         }),
         Some(_) => None,
         None => {

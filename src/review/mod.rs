@@ -53,11 +53,41 @@ impl Role {
     }
 }
 
-/// An authenticated staff member.
+/// An authenticated staff member, and how they reached proctor.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Actor {
     pub username: String,
     pub role: Role,
+    pub via: Via,
+}
+
+/// The channel a staff member acts through, and the credential that let them in:
+/// recorded with every case action and audit-log entry, so that two actions under one
+/// name can be told apart (two browsers, a token, the CLI).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "channel", rename_all = "snake_case")]
+pub enum Via {
+    /// The review app's pages, in the login session whose stored id hash begins with
+    /// `session` (none at the login itself, before the session exists).
+    Web {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        session: Option<String>,
+    },
+    /// The JSON API, with the API token `token_id`.
+    Api { token_id: String },
+    /// `proctor` on the command line: `proctor review` with the API token `token_id`,
+    /// or the database's operator (`proctor staff`), with none.
+    Cli {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        token_id: Option<String>,
+    },
+    /// The judge worker.
+    Judge,
+}
+
+impl Via {
+    /// The database's operator at the command line.
+    pub const OPERATOR: Via = Via::Cli { token_id: None };
 }
 
 /// Where a case stands.
@@ -295,6 +325,7 @@ mod tests {
 
     fn actor(name: &str) -> Actor {
         Actor {
+            via: Via::OPERATOR,
             username: name.into(),
             role: Role::Reviewer,
         }

@@ -21,7 +21,7 @@ use crate::ids::MinerId;
 use crate::points::MicroPoints;
 use crate::review::auth::{self, NewToken};
 use crate::review::trail::{self, Entry};
-use crate::review::{Actor, CaseFacts, CaseStatus, Refusal, Role, StaffAction};
+use crate::review::{Actor, CaseFacts, CaseStatus, Refusal, Role, StaffAction, Via};
 use crate::rules::Rules;
 
 /// The audit log's advisory lock key (any constant no miner hash collides with
@@ -30,6 +30,32 @@ const AUDIT_LOG_LOCK: i64 = 0x7072_6f63_746f_7200;
 
 /// The actor name of account commands run from the CLI with database access.
 pub const OPERATOR: &str = "operator";
+
+/// Who acts on the store, for the audit log: a staff member as they came in, or (a
+/// plain name) someone at the command line with the database's credentials.
+#[derive(Debug, Clone, Copy)]
+pub struct By<'a> {
+    pub username: &'a str,
+    pub via: &'a Via,
+}
+
+impl<'a> From<&'a Actor> for By<'a> {
+    fn from(a: &'a Actor) -> By<'a> {
+        By {
+            username: &a.username,
+            via: &a.via,
+        }
+    }
+}
+
+impl<'a> From<&'a str> for By<'a> {
+    fn from(username: &'a str) -> By<'a> {
+        By {
+            username,
+            via: &Via::OPERATOR,
+        }
+    }
+}
 
 /// How long an API token lives unless told otherwise.
 pub const DEFAULT_TOKEN_DAYS: u32 = 90;
@@ -341,7 +367,10 @@ pub(super) async fn open_slash_case(
     if let Some(case_id) = settled {
         append_log(
             tx,
-            JUDGE_ACTOR,
+            By {
+                username: JUDGE_ACTOR,
+                via: &Via::Judge,
+            },
             "auto_slash",
             &format!("case:{case_id}"),
             serde_json::json!({
@@ -359,11 +388,20 @@ pub(super) async fn open_slash_case(
 /// Appends one entry to the audit log in the caller's transaction.
 async fn append_log(
     tx: &mut Transaction<'static, Postgres>,
-    actor: &str,
+    by: By<'_>,
     action: &str,
     subject: &str,
-    detail: serde_json::Value,
+    mut detail: serde_json::Value,
 ) -> Result<Entry, sqlx::Error> {
+    // The channel and credential ride in the detail, under the chain's hash.
+    let via = serde_json::to_value(by.via).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+    match detail.as_object_mut() {
+        Some(d) => {
+            d.insert("via".into(), via);
+        }
+        None => detail = serde_json::json!({ "value": detail, "via": via }),
+    }
+    let actor = by.username;
     sqlx::query("SELECT pg_advisory_xact_lock($1)")
         .bind(AUDIT_LOG_LOCK)
         .execute(&mut **tx)
@@ -412,11 +450,12 @@ impl Store {
     /// Creates a staff account. `actor` is the admin (or [`OPERATOR`]) who adds it.
     pub async fn add_staff(
         &self,
-        actor: &str,
+        actor: impl Into<By<'_>>,
         username: &str,
         role: Role,
         password: &str,
     ) -> Result<(), ReviewError> {
+        let by: By<'_> = actor.into();
         let phc = auth::hash_password(password)?;
         let mut tx = self.pool.begin().await?;
         let fresh = sqlx::query(
@@ -434,7 +473,7 @@ impl Store {
         }
         append_log(
             &mut tx,
-            actor,
+            by,
             "staff_add",
             &format!("staff:{username}"),
             serde_json::json!({"role": role.as_str()}),
@@ -445,7 +484,12 @@ impl Store {
     }
 
     /// Disables an account and revokes its tokens; its sessions end at their next use.
-    pub async fn disable_staff(&self, actor: &str, username: &str) -> Result<(), ReviewError> {
+    pub async fn disable_staff(
+        &self,
+        actor: impl Into<By<'_>>,
+        username: &str,
+    ) -> Result<(), ReviewError> {
+        let by: By<'_> = actor.into();
         let mut tx = self.pool.begin().await?;
         let n = sqlx::query(
             "UPDATE staff SET disabled_at = coalesce(disabled_at, now()) WHERE username = $1",
@@ -465,7 +509,7 @@ impl Store {
         .await?;
         append_log(
             &mut tx,
-            actor,
+            by,
             "staff_disable",
             &format!("staff:{username}"),
             serde_json::json!({}),
@@ -481,11 +525,13 @@ impl Store {
     /// rule in it could stop). An admin may disable an account, never act as it.
     pub async fn create_token(
         &self,
-        actor: &str,
+        actor: impl Into<By<'_>>,
         username: &str,
         label: &str,
         days: u32,
     ) -> Result<NewToken, ReviewError> {
+        let by: By<'_> = actor.into();
+        let actor = by.username;
         if actor != username && actor != OPERATOR {
             return Err(ReviewError::NotTheHolder {
                 actor: actor.to_owned(),
@@ -518,7 +564,7 @@ impl Store {
         .await?;
         append_log(
             &mut tx,
-            actor,
+            by,
             "token_create",
             &format!("token:{}", token.token_id),
             serde_json::json!({"username": username, "label": label, "days": days}),
@@ -533,10 +579,12 @@ impl Store {
     /// belongs to someone else and `any` is false.
     pub async fn revoke_token(
         &self,
-        actor: &str,
+        actor: impl Into<By<'_>>,
         token_id: &str,
         any: bool,
     ) -> Result<(), ReviewError> {
+        let by: By<'_> = actor.into();
+        let actor = by.username;
         let mut tx = self.pool.begin().await?;
         let holder: Option<String> = sqlx::query_scalar(
             "UPDATE api_tokens SET revoked_at = now()
@@ -553,7 +601,7 @@ impl Store {
         };
         append_log(
             &mut tx,
-            actor,
+            by,
             "token_revoke",
             &format!("token:{}", token_id.to_ascii_lowercase()),
             serde_json::json!({"username": holder}),
@@ -608,6 +656,9 @@ impl Store {
             auth::token_matches(secret, &stored).then(|| Actor {
                 username: r.get(1),
                 role,
+                via: Via::Api {
+                    token_id: id.to_ascii_lowercase(),
+                },
             })
         }))
     }
@@ -638,7 +689,7 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         append_log(
             &mut tx,
-            &actor.username,
+            actor.into(),
             "login",
             "session",
             serde_json::json!({}),
@@ -661,7 +712,10 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         append_log(
             &mut tx,
-            OPERATOR,
+            By {
+                username: OPERATOR,
+                via: &Via::Web { session: None },
+            },
             "login_locked",
             "session",
             serde_json::json!({
@@ -680,7 +734,7 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         append_log(
             &mut tx,
-            &actor.username,
+            actor.into(),
             "logout",
             "session",
             serde_json::json!({}),
@@ -701,7 +755,7 @@ impl Store {
             .rows_affected();
         append_log(
             &mut tx,
-            &actor.username,
+            actor.into(),
             "logout_everywhere",
             "session",
             serde_json::json!({ "sessions": ended }),
@@ -1017,17 +1071,19 @@ impl Store {
             action.as_str()
         };
         sqlx::query(
-            "INSERT INTO case_actions (case_id, username, action, reason) VALUES ($1, $2, $3, $4)",
+            "INSERT INTO case_actions (case_id, username, action, reason, via)
+             VALUES ($1, $2, $3, $4, $5)",
         )
         .bind(case_id)
         .bind(&actor.username)
         .bind(recorded)
         .bind(reason)
+        .bind(sqlx::types::Json(&actor.via))
         .execute(&mut *tx)
         .await?;
         append_log(
             &mut tx,
-            &actor.username,
+            actor.into(),
             recorded,
             &format!("case:{case_id}"),
             detail,
@@ -1040,7 +1096,12 @@ impl Store {
     }
 
     /// The enabled account of a username (a session's owner, checked on every request).
-    pub async fn staff_actor(&self, username: &str) -> Result<Option<Actor>, sqlx::Error> {
+    /// `via` is how they came (their session).
+    pub async fn staff_actor(
+        &self,
+        username: &str,
+        via: Via,
+    ) -> Result<Option<Actor>, sqlx::Error> {
         let role: Option<String> = sqlx::query_scalar(
             "SELECT role FROM staff WHERE username = $1 AND disabled_at IS NULL",
         )
@@ -1050,6 +1111,7 @@ impl Store {
         Ok(role.and_then(|r| Role::parse(&r)).map(|role| Actor {
             username: username.to_owned(),
             role,
+            via,
         }))
     }
 

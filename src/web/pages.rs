@@ -19,7 +19,7 @@ use crate::checks::llm::TokenScores;
 use crate::objects::Got;
 use crate::outcome::CheckId;
 use crate::record::Job;
-use crate::review::{self, Actor, CaseStatus, Role, StaffAction};
+use crate::review::{self, Actor, CaseStatus, Role, StaffAction, Via};
 use crate::store::review::{CaseFilter, ReviewError};
 
 const PAGE: i64 = 50;
@@ -54,7 +54,10 @@ async fn who(app: &App, session: &Session) -> Result<Actor, Response> {
     let Some(user) = user else {
         return Err(Redirect::to("/login").into_response());
     };
-    match app.inner.store.staff_actor(&user).await {
+    let via = Via::Web {
+        session: session.id().map(|id| session::short_id(&id)),
+    };
+    match app.inner.store.staff_actor(&user, via).await {
         Ok(Some(actor)) => Ok(actor),
         // Disabled since the login: the session ends here.
         Ok(None) => {
@@ -790,7 +793,7 @@ pub async fn admin_add(
     match app
         .inner
         .store
-        .add_staff(&actor.username, &f.username, role, &f.password)
+        .add_staff(&actor, &f.username, role, &f.password)
         .await
     {
         Ok(()) => {
@@ -840,12 +843,7 @@ pub async fn admin_disable(
         Ok(a) => a,
         Err(r) => return r,
     };
-    match app
-        .inner
-        .store
-        .disable_staff(&actor.username, &username)
-        .await
-    {
+    match app.inner.store.disable_staff(&actor, &username).await {
         Ok(()) => {
             admin_page(
                 &app,
@@ -904,7 +902,7 @@ pub async fn admin_token(
     match app
         .inner
         .store
-        .create_token(&actor.username, holder, &f.label, days)
+        .create_token(&actor, holder, &f.label, days)
         .await
     {
         Ok(t) => {
@@ -951,12 +949,7 @@ pub async fn admin_revoke_token(
         Err(r) => return r,
     };
     // An admin may revoke anyone's token: revoking takes power away, never gives it.
-    match app
-        .inner
-        .store
-        .revoke_token(&actor.username, &token_id, true)
-        .await
-    {
+    match app.inner.store.revoke_token(&actor, &token_id, true).await {
         Ok(()) => {
             admin_page(
                 &app,

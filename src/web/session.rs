@@ -42,6 +42,13 @@ fn id_hash(id: &Id) -> String {
     ))
 }
 
+/// The first 16 hex digits of the hash a session is stored under: what the audit log
+/// records of the session an action came from, enough to find its row and too little
+/// to be its id.
+pub fn short_id(id: &Id) -> String {
+    id_hash(id)[..16].to_owned()
+}
+
 fn backend(e: impl std::fmt::Display) -> session_store::Error {
     session_store::Error::Backend(e.to_string())
 }

@@ -25,6 +25,10 @@ use crate::points::MicroPoints;
 /// Version 2: amounts in integer micro-points (`points::MicroPoints`); version 1 had
 /// them as floating-point points.
 pub const EVENT_VERSION: u32 = 2;
+/// Version 3 of a reversal names the signed slash event it undoes by the SHA-256 of
+/// that event's payload (`slash_payload_sha256`); version 2 did not, and took its
+/// amount from a database row that anyone with write access could edit.
+pub const REVERSAL_EVENT_VERSION: u32 = 3;
 pub const SIGNING_CONTEXT: &[u8] = b"heurist proctor slash event v1\n";
 pub const REVERSAL_SIGNING_CONTEXT: &[u8] = b"heurist proctor slash reversed event v1\n";
 
@@ -40,9 +44,14 @@ pub struct ReversalEvent {
     pub event_type: String,
     /// The slash this reverses.
     pub slash_id: String,
+    /// SHA-256, hex, of the signed payload of the slash event it reverses (the
+    /// `payload` string's UTF-8 bytes, as the ledger received them): the reversal
+    /// undoes that event and no other text under its id.
+    pub slash_payload_sha256: String,
     pub miner_id: MinerId,
     pub wallet: String,
-    /// What the slash took, returned, in micro-points.
+    /// What the slash took, returned, in micro-points: read from the verified slash
+    /// event itself, never from a database row.
     pub amount: MicroPoints,
     /// The appeal that reversed it, and the staff reviewer who decided it.
     pub appeal_id: i64,
@@ -173,22 +182,91 @@ fn sign_in(
 
 /// Verifies a slash envelope's bytes against the trusted key, then parses its payload.
 pub fn verify(envelope: &[u8], trusted: &VerifyingKey) -> Result<SlashEvent, VerifyError> {
+    verify_slash(envelope, trusted).map(|(event, _)| event)
+}
+
+/// [`verify`], with the SHA-256 of the signed payload that a reversal of it names.
+pub fn verify_slash(
+    envelope: &[u8],
+    trusted: &VerifyingKey,
+) -> Result<(SlashEvent, String), VerifyError> {
     let env = verified_envelope(envelope, trusted, SIGNING_CONTEXT)?;
-    parse_payload(&env.payload)
+    Ok((
+        parse_payload(&env.payload, EVENT_VERSION)?,
+        payload_sha256(&env.payload),
+    ))
+}
+
+/// The SHA-256, hex, of a signed payload: how a reversal names its slash event.
+pub fn payload_sha256(payload: &str) -> String {
+    use sha2::Digest as _;
+    hex::encode(sha2::Sha256::digest(payload.as_bytes()))
+}
+
+/// Why a ledger must not apply a reversal ([`check_reversal`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReversalError {
+    #[error("it names slash {0}, which this ledger has not applied")]
+    UnknownSlash(String),
+    #[error("it names a slash event whose payload hash is {named}, not the {applied} applied")]
+    OtherEvent { named: String, applied: String },
+    #[error("it is for miner {named}, the slash for {applied}")]
+    OtherMiner { named: String, applied: String },
+    #[error("it gives back {named:?}, more than the slash took ({applied:?})")]
+    MoreThanTaken {
+        named: MicroPoints,
+        applied: MicroPoints,
+    },
+}
+
+/// The ledger's rule for a verified reversal, given the slash event it applied under
+/// that `slash_id` and that event's payload hash ([`verify_slash`]): the reversal must
+/// name that very event, for the same miner, and give back no more than it took. A
+/// reversal whose slash has not arrived is held, not applied (docs/events.md).
+pub fn check_reversal(
+    reversal: &ReversalEvent,
+    applied: Option<(&SlashEvent, &str)>,
+) -> Result<(), ReversalError> {
+    let Some((slash, sha256)) = applied else {
+        return Err(ReversalError::UnknownSlash(reversal.slash_id.clone()));
+    };
+    if !reversal.slash_payload_sha256.eq_ignore_ascii_case(sha256) {
+        return Err(ReversalError::OtherEvent {
+            named: reversal.slash_payload_sha256.clone(),
+            applied: sha256.to_owned(),
+        });
+    }
+    if reversal.miner_id != slash.miner_id {
+        return Err(ReversalError::OtherMiner {
+            named: reversal.miner_id.to_string(),
+            applied: slash.miner_id.to_string(),
+        });
+    }
+    let (r, t) = (reversal.amount, slash.amount);
+    if r.waifu_micro > t.waifu_micro || r.llama_micro > t.llama_micro {
+        return Err(ReversalError::MoreThanTaken {
+            named: r,
+            applied: t,
+        });
+    }
+    Ok(())
 }
 
 /// An event's payload of this build's version: another version is named as such, not
 /// misread (version 1's amounts were points, version 2's are micro-points).
-fn parse_payload<T: serde::de::DeserializeOwned>(payload: &str) -> Result<T, VerifyError> {
+fn parse_payload<T: serde::de::DeserializeOwned>(
+    payload: &str,
+    version: u32,
+) -> Result<T, VerifyError> {
     #[derive(Deserialize)]
     struct Version {
         event_version: Option<u32>,
     }
     let v: Version =
         serde_json::from_str(payload).map_err(|e| VerifyError::Payload(e.to_string()))?;
-    if let Some(other) = v.event_version.filter(|&n| n != EVENT_VERSION) {
+    if let Some(other) = v.event_version.filter(|&n| n != version) {
         return Err(VerifyError::Payload(format!(
-            "event_version {other}; this build reads version {EVENT_VERSION} (amounts in integer micro-points)"
+            "event_version {other}; this build reads version {version} of this event (slashes: amounts in integer micro-points; reversals: naming their slash event's payload hash)"
         )));
     }
     serde_json::from_str(payload).map_err(|e| VerifyError::Payload(e.to_string()))
@@ -200,10 +278,10 @@ pub fn verify_ledger_event(
     trusted: &VerifyingKey,
 ) -> Result<LedgerEvent, VerifyError> {
     match verified_envelope(envelope, trusted, SIGNING_CONTEXT) {
-        Ok(env) => parse_payload(&env.payload).map(LedgerEvent::Slash),
+        Ok(env) => parse_payload(&env.payload, EVENT_VERSION).map(LedgerEvent::Slash),
         Err(VerifyError::BadSignature) => {
             let env = verified_envelope(envelope, trusted, REVERSAL_SIGNING_CONTEXT)?;
-            let event: ReversalEvent = parse_payload(&env.payload)?;
+            let event: ReversalEvent = parse_payload(&env.payload, REVERSAL_EVENT_VERSION)?;
             if event.event_type != REVERSAL_EVENT_TYPE {
                 return Err(VerifyError::Payload(format!(
                     "event_type {:?} is not {REVERSAL_EVENT_TYPE}",
@@ -351,8 +429,9 @@ mod tests {
     fn reversal() -> ReversalEvent {
         let e = event();
         ReversalEvent {
-            event_version: EVENT_VERSION,
+            event_version: REVERSAL_EVENT_VERSION,
             event_type: REVERSAL_EVENT_TYPE.into(),
+            slash_payload_sha256: payload_sha256(&sign(&e, &key(5)).unwrap().payload),
             slash_id: e.slash_id,
             miner_id: e.miner_id,
             wallet: e.wallet,
@@ -362,6 +441,45 @@ mod tests {
             reason: "the reference host was misconfigured".into(),
             reversed_at: chrono::DateTime::UNIX_EPOCH,
         }
+    }
+
+    #[test]
+    fn a_ledger_applies_a_reversal_only_of_the_slash_event_it_names_and_no_more() {
+        let k = key(5);
+        let slash = sign(&event(), &k).unwrap();
+        let (applied, sha) = verify_slash(&bytes(&slash), &k.verifying_key()).unwrap();
+        assert_eq!(sha, payload_sha256(&slash.payload));
+        let ok = reversal();
+        assert_eq!(check_reversal(&ok, Some((&applied, &sha))), Ok(()));
+        // Its slash not yet seen: hold it.
+        assert!(matches!(
+            check_reversal(&ok, None),
+            Err(ReversalError::UnknownSlash(_))
+        ));
+        // An inflated amount, in a reversal validly signed (a database row edited
+        // before the reversal was signed): refused, whatever the signature.
+        let mut more = reversal();
+        more.amount.waifu_micro += 1;
+        assert!(matches!(
+            check_reversal(&more, Some((&applied, &sha))),
+            Err(ReversalError::MoreThanTaken { .. })
+        ));
+        // Another text under the same slash id.
+        let mut other = event();
+        other.amount.waifu_micro *= 100;
+        let other_sha = payload_sha256(&sign(&other, &k).unwrap().payload);
+        assert!(matches!(
+            check_reversal(&ok, Some((&other, &other_sha))),
+            Err(ReversalError::OtherEvent { .. })
+        ));
+        // Another miner.
+        let mut elsewhere = reversal();
+        elsewhere.miner_id =
+            MinerId::parse("0x00000000000000000000000000000000000000bb-gpu0").unwrap();
+        assert!(matches!(
+            check_reversal(&elsewhere, Some((&applied, &sha))),
+            Err(ReversalError::OtherMiner { .. })
+        ));
     }
 
     #[test]

@@ -103,7 +103,10 @@ enum Command {
         /// Files to hash; standard input when none.
         files: Vec<PathBuf>,
     },
-    /// Verify signed slash events (one envelope per line) against a trusted public key.
+    /// Verify signed ledger events (one envelope per line, in the order the ledger
+    /// applies them) against a trusted public key: each signature, and for a reversal
+    /// the ledger's rule, that it names a slash event seen before it by its payload
+    /// hash, once, and gives back no more than the slash took.
     VerifyEvent {
         /// File of envelopes, one JSON object per line; standard input when absent.
         file: Option<PathBuf>,
@@ -735,21 +738,53 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     buf
                 }
             };
+            // The ledger's rules, in the file's order: each slash once per id, and a
+            // reversal only of a slash event seen before it, named by its payload
+            // hash, once, for no more than the slash took.
             let (mut ok, mut bad) = (0, 0);
+            let mut slashes = std::collections::HashMap::new();
+            let mut reversed = std::collections::HashSet::new();
             for (i, line) in text.split(|b| *b == b'\n').enumerate() {
                 if line.iter().all(u8::is_ascii_whitespace) {
                     continue;
                 }
-                match events::verify(line, &trusted) {
-                    Ok(e) => {
-                        ok += 1;
-                        println!(
-                            "line {}: valid: slash {} of {} ({} jobs)",
-                            i + 1,
+                let verdict = match events::verify_ledger_event(line, &trusted) {
+                    Err(e) => Err(e.to_string()),
+                    Ok(events::LedgerEvent::Slash(_)) => {
+                        let (e, sha) = events::verify_slash(line, &trusted)
+                            .map_err(|e| anyhow::anyhow!("{e}"))?;
+                        let said = format!(
+                            "slash {} of {} ({} jobs)",
                             e.slash_id,
                             e.miner_id,
                             e.jobs.len()
                         );
+                        match slashes.get(&e.slash_id) {
+                            Some((_, seen)) if *seen != sha => {
+                                Err(format!("slash {} again with another payload", e.slash_id))
+                            }
+                            Some(_) => Ok(format!("{said}, a redelivery")),
+                            None => {
+                                slashes.insert(e.slash_id.clone(), (e, sha));
+                                Ok(said)
+                            }
+                        }
+                    }
+                    Ok(events::LedgerEvent::Reversed(r)) => {
+                        let applied = slashes.get(&r.slash_id).map(|(e, sha)| (e, sha.as_str()));
+                        match events::check_reversal(&r, applied) {
+                            Err(e) => Err(format!("reversal: {e}")),
+                            Ok(()) if !reversed.insert(r.slash_id.clone()) => {
+                                Err(format!("slash {} is reversed twice", r.slash_id))
+                            }
+                            Ok(()) => Ok(format!("reversal of slash {}", r.slash_id)),
+                        }
+                    }
+                };
+                match verdict {
+                    Ok(said) => {
+                        ok += 1;
+                        println!("line {}: valid: {said}", i + 1);
                     }
                     Err(e) => {
                         bad += 1;

@@ -508,6 +508,56 @@ fn audit_events_are_signed_and_verify_event_checks_them() {
         "{}",
         stdout(&bad)
     );
+
+    // Reversals, validly signed, under the ledger's rule: of a slash seen before, by
+    // its payload hash, once, for no more than it took.
+    let key = proctor::events::signing_key_from_hex(DEMO_SIGNING_KEY).unwrap();
+    let first = text.lines().next().unwrap();
+    let (slash, sha) =
+        proctor::events::verify_slash(first.as_bytes(), &key.verifying_key()).unwrap();
+    let reversal = |edit: &dyn Fn(&mut proctor::events::ReversalEvent)| {
+        let mut r = proctor::events::ReversalEvent {
+            event_version: proctor::events::REVERSAL_EVENT_VERSION,
+            event_type: proctor::events::REVERSAL_EVENT_TYPE.into(),
+            slash_id: slash.slash_id.clone(),
+            slash_payload_sha256: sha.clone(),
+            miner_id: slash.miner_id.clone(),
+            wallet: slash.wallet.clone(),
+            amount: slash.amount,
+            appeal_id: 1,
+            reversed_by: "cat".into(),
+            reason: "appeal upheld".into(),
+            reversed_at: chrono::DateTime::UNIX_EPOCH,
+        };
+        edit(&mut r);
+        serde_json::to_string(&proctor::events::sign_reversal(&r, &key).unwrap()).unwrap()
+    };
+    let good = reversal(&|_| {});
+    let file = out.path().join("reversals.jsonl");
+    let run = |lines: &[&str]| {
+        std::fs::write(&file, lines.join("\n")).unwrap();
+        let o = verify_event(&file, &trusted);
+        (o.status.code(), stdout(&o))
+    };
+    let (code, said) = run(&[first, &good]);
+    assert_eq!(code, Some(0), "{said}");
+    assert!(said.contains("line 2: valid: reversal of slash"), "{said}");
+    let more = reversal(&|r| r.amount.waifu_micro += 1);
+    let other_event = reversal(&|r| r.slash_payload_sha256 = "0".repeat(64));
+    for (lines, want) in [
+        (vec![good.as_str()], "which this ledger has not applied"),
+        (
+            vec![good.as_str(), first],
+            "which this ledger has not applied",
+        ),
+        (vec![first, more.as_str()], "more than the slash took"),
+        (vec![first, other_event.as_str()], "payload hash is 0000"),
+        (vec![first, good.as_str(), good.as_str()], "reversed twice"),
+    ] {
+        let (code, said) = run(&lines);
+        assert_eq!(code, Some(1), "{said}");
+        assert!(said.contains(want), "{want}: {said}");
+    }
 }
 
 #[test]

@@ -830,6 +830,68 @@ async fn an_appeal_is_decided_by_a_second_reviewer_and_a_reversal_is_signed() {
         );
     }
     assert_eq!(outbox(&db, "slash_reversed").await.len(), 0);
+    // Someone with write access to the database inflates the slash under appeal, to
+    // have an honest reviewer's reversal mint the difference: the reversal reads the
+    // slash's signed event, not this row.
+    sqlx::query(
+        "UPDATE slashes SET amount_waifu_micro = amount_waifu_micro * 1000 + 1,
+                            amount_llama_micro = amount_llama_micro * 1000 + 1
+         WHERE slash_id = $1",
+    )
+    .bind(&slash_id)
+    .execute(db.store.pool())
+    .await
+    .unwrap();
+    // An edited slash event in the outbox is found, and no reversal is signed.
+    let signed_slash: String =
+        sqlx::query_scalar("SELECT envelope FROM outbox WHERE event_id = $1")
+            .bind(&slash_id)
+            .fetch_one(db.store.pool())
+            .await
+            .unwrap();
+    let at_stake = confirmed.case.at_stake;
+    let inflated = signed_slash.replace(
+        &format!("\\\"waifu_micro\\\":{}", at_stake.waifu_micro),
+        &format!("\\\"waifu_micro\\\":{}", at_stake.waifu_micro * 1000 + 1),
+    );
+    assert_ne!(inflated, signed_slash, "the edit applies");
+    for (envelope, why) in [
+        (Some(&inflated), "does not verify"),
+        (None, "not in the outbox"),
+    ] {
+        match envelope {
+            Some(e) => sqlx::query("UPDATE outbox SET envelope = $2 WHERE event_id = $1")
+                .bind(&slash_id)
+                .bind(e),
+            None => {
+                sqlx::query("UPDATE outbox SET event_id = event_id || ':gone' WHERE event_id = $1")
+                    .bind(&slash_id)
+            }
+        }
+        .execute(db.store.pool())
+        .await
+        .unwrap();
+        let got = act(
+            &db,
+            cat,
+            case_id,
+            StaffAction::Reverse,
+            "looks fine",
+            &rules,
+        )
+        .await;
+        assert!(
+            matches!(&got, Err(ReviewError::SlashEvent { why: w, .. }) if w.contains(why)),
+            "{why}: {got:?}"
+        );
+        assert_eq!(outbox(&db, "slash_reversed").await.len(), 0);
+    }
+    sqlx::query("UPDATE outbox SET event_id = $1, envelope = $2 WHERE event_id = $1 || ':gone'")
+        .bind(&slash_id)
+        .bind(&signed_slash)
+        .execute(db.store.pool())
+        .await
+        .unwrap();
     let reversed = act(
         &db,
         cat,
@@ -885,7 +947,12 @@ async fn an_appeal_is_decided_by_a_second_reviewer_and_a_reversal_is_signed() {
     match events::verify_ledger_event(events[0].as_bytes(), &key.verifying_key()).unwrap() {
         LedgerEvent::Reversed(r) => {
             assert_eq!(r.slash_id, slash_id);
+            // What the signed slash took, not the inflated row; and it names that event.
             assert_eq!(r.amount, confirmed.case.at_stake);
+            let (slash, sha) =
+                events::verify_slash(signed_slash.as_bytes(), &key.verifying_key()).unwrap();
+            assert_eq!(r.slash_payload_sha256, sha);
+            assert_eq!(events::check_reversal(&r, Some((&slash, &sha))), Ok(()));
             assert_eq!(r.reversed_by, "cat");
             assert_eq!(r.miner_id.to_string(), confirmed.case.miner_id);
         }

@@ -86,6 +86,10 @@ pub enum ReviewError {
         "no signing key is set (secrets.signing_key): a slash or reversal needs a signed event"
     )]
     NoSigningKey,
+    /// The slash under appeal has no signed event that verifies under this app's key:
+    /// its outbox row is missing or was edited. No reversal is signed for it.
+    #[error("slash {slash_id}: {why}; no reversal is signed without the slash event it undoes")]
+    SlashEvent { slash_id: String, why: String },
     #[error("{0}")]
     Credential(#[from] auth::CredentialError),
     #[error("database: {0}")]
@@ -1319,7 +1323,11 @@ impl Store {
     }
 }
 
-/// Records a reversal and puts its signed event in the outbox.
+/// Records a reversal and puts its signed event in the outbox. The reversal names the
+/// slash's signed event by its payload hash and gives back the amount that event says,
+/// read from the outbox's envelope and verified under the key: never from the
+/// `slashes` row, which anyone with write access to the database could inflate before
+/// an honest reviewer reverses it.
 async fn reverse_slash(
     tx: &mut Transaction<'static, Postgres>,
     slash_id: &str,
@@ -1327,16 +1335,28 @@ async fn reverse_slash(
     actor: &Actor,
     reason: &str,
     key: &SigningKey,
-) -> Result<ReversalEvent, sqlx::Error> {
-    let row = sqlx::query(
-        "SELECT miner_id, amount_waifu_micro, amount_llama_micro FROM slashes WHERE slash_id = $1",
-    )
-    .bind(slash_id)
-    .fetch_one(&mut **tx)
-    .await?;
-    let miner: String = row.get(0);
-    let miner_id = MinerId::parse(&miner)
-        .map_err(|e| sqlx::Error::Decode(format!("slash {slash_id}: miner id: {e}").into()))?;
+) -> Result<ReversalEvent, ReviewError> {
+    let refuse = |why: String| ReviewError::SlashEvent {
+        slash_id: slash_id.to_owned(),
+        why,
+    };
+    let envelope: Option<String> =
+        sqlx::query_scalar("SELECT envelope FROM outbox WHERE event_id = $1 AND kind = $2")
+            .bind(slash_id)
+            .bind(super::SLASH_EVENT)
+            .fetch_optional(&mut **tx)
+            .await?;
+    let envelope =
+        envelope.ok_or_else(|| refuse("its signed event is not in the outbox".into()))?;
+    let (slash, slash_sha256) = events::verify_slash(envelope.as_bytes(), &key.verifying_key())
+        .map_err(|e| refuse(format!("its signed event does not verify: {e}")))?;
+    if slash.slash_id != slash_id {
+        return Err(refuse(format!(
+            "its outbox row holds the event of slash {}",
+            slash.slash_id
+        )));
+    }
+    let miner = slash.miner_id.to_string();
     let reversed_at: DateTime<Utc> = sqlx::query_scalar(
         "INSERT INTO slash_reversals (slash_id, appeal_id, reversed_by, reason)
          VALUES ($1, $2, $3, $4) RETURNING reversed_at",
@@ -1348,15 +1368,13 @@ async fn reverse_slash(
     .fetch_one(&mut **tx)
     .await?;
     let event = ReversalEvent {
-        event_version: events::EVENT_VERSION,
+        event_version: events::REVERSAL_EVENT_VERSION,
         event_type: events::REVERSAL_EVENT_TYPE.to_owned(),
         slash_id: slash_id.to_owned(),
-        wallet: miner_id.wallet().to_owned(),
-        miner_id,
-        amount: MicroPoints {
-            waifu_micro: row.get(1),
-            llama_micro: row.get(2),
-        },
+        slash_payload_sha256: slash_sha256,
+        wallet: slash.wallet,
+        miner_id: slash.miner_id,
+        amount: slash.amount,
         appeal_id,
         reversed_by: actor.username.clone(),
         reason: reason.to_owned(),

@@ -37,6 +37,7 @@ pub fn status_of(e: &ReviewError) -> StatusCode {
             StatusCode::FORBIDDEN
         }
         ReviewError::Refused(Refusal::WrongStatus { .. })
+        | ReviewError::SlashEvent { .. }
         | ReviewError::NothingToConfirm
         | ReviewError::StaffExists(_) => StatusCode::CONFLICT,
         ReviewError::Refused(_) | ReviewError::Credential(_) | ReviewError::TokenLifetime(_) => {
@@ -191,7 +192,7 @@ pub async fn decide(
     {
         Ok(d) => Json(d).into_response(),
         Err(e) => {
-            if matches!(e, ReviewError::Db(_)) {
+            if matches!(e, ReviewError::Db(_) | ReviewError::SlashEvent { .. }) {
                 tracing::error!(error = %e, "api decide");
             }
             error(status_of(&e), message_of(&e))

@@ -1158,7 +1158,27 @@ async fn the_cli_reviews_a_case_and_audit_log_verify_catches_an_edit_in_sql() {
     );
     assert_eq!(code, 0, "{out}");
 
-    // An edit made directly in SQL breaks the chain at that entry.
+    // The log is append-only: the database refuses an edit, a deletion and a
+    // truncation from any role but the table's owner.
+    for sql in [
+        "UPDATE audit_log SET detail = '{}' WHERE seq = 1",
+        "DELETE FROM audit_log WHERE seq = 1",
+        "TRUNCATE audit_log",
+    ] {
+        let refused = sqlx::query(sql).execute(db.store.pool()).await;
+        assert!(
+            refused
+                .as_ref()
+                .is_err_and(|e| e.to_string().contains("audit_log is append-only")),
+            "{sql}: {refused:?}"
+        );
+    }
+    // The owner can lift that; the chain still finds what it did. An edit made
+    // directly in SQL breaks the chain at that entry.
+    sqlx::query("ALTER TABLE audit_log DISABLE TRIGGER USER")
+        .execute(db.store.pool())
+        .await
+        .unwrap();
     sqlx::query("UPDATE audit_log SET detail = replace(detail, 'old driver', 'new driver') WHERE action = 'dismiss'")
         .execute(db.store.pool())
         .await

@@ -750,9 +750,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 }
                 let verdict = match events::verify_ledger_event(line, &trusted) {
                     Err(e) => Err(e.to_string()),
-                    Ok(events::LedgerEvent::Slash(_)) => {
-                        let (e, sha) = events::verify_slash(line, &trusted)
-                            .map_err(|e| anyhow::anyhow!("{e}"))?;
+                    Ok(events::LedgerEvent::Slash(e)) => {
+                        // Verified just above: only the payload's hash is left to take.
+                        let signed: events::SignedEvent = serde_json::from_slice(line)?;
+                        let sha = events::payload_sha256(&signed.payload);
                         let said = format!(
                             "slash {} of {} ({} jobs)",
                             e.slash_id,

@@ -23,7 +23,6 @@ use std::time::{Duration, Instant};
 use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, header};
-use rand::RngCore;
 use tokio::sync::Semaphore;
 use tower_sessions::cookie::{Cookie, SameSite};
 
@@ -236,13 +235,6 @@ pub fn posted_cookie(headers: &HeaderMap, secure: bool) -> Option<String> {
         .filter(|v| v.len() == 64 && v.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
-/// A new login form token.
-pub fn new_token() -> String {
-    let mut bytes = [0u8; 32];
-    rand::rng().fill_bytes(&mut bytes);
-    hex::encode(bytes)
-}
-
 /// The `Set-Cookie` that gives the browser `token` for an hour, or (`None`) removes it.
 pub fn set_cookie(token: Option<&str>, secure: bool) -> HeaderValue {
     let age = if token.is_some() { 3600 } else { 0 };
@@ -254,12 +246,6 @@ pub fn set_cookie(token: Option<&str>, secure: bool) -> HeaderValue {
         .max_age(tower_sessions::cookie::time::Duration::seconds(age))
         .build();
     HeaderValue::from_str(&cookie.to_string()).expect("a cookie of hex digits is a header value")
-}
-
-/// Whether the posted form token is the cookie's, compared in constant time.
-pub fn tokens_match(cookie: &str, posted: &str) -> bool {
-    // blake3::Hash compares in constant time.
-    !cookie.is_empty() && blake3::hash(cookie.as_bytes()) == blake3::hash(posted.as_bytes())
 }
 
 /// Deletes expired sessions every `every`, for as long as the app runs.

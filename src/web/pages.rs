@@ -155,7 +155,7 @@ fn login_page(
     let secure = app.inner.settings.review.cookie_secure;
     let (token, fresh) = match login::posted_cookie(headers, secure) {
         Some(t) => (t, false),
-        None => (login::new_token(), true),
+        None => (session::random_token(), true),
     };
     let mut r = render(
         app,
@@ -194,7 +194,7 @@ pub async fn login(
     let secure = app.inner.settings.review.cookie_secure;
     // The login form's CSRF check: the posted token is the one the browser's login
     // cookie holds, which another site can neither read nor set.
-    if !login::posted_cookie(&headers, secure).is_some_and(|c| login::tokens_match(&c, &f.csrf)) {
+    if !login::posted_cookie(&headers, secure).is_some_and(|c| session::same_token(&c, &f.csrf)) {
         return forbidden("the form's CSRF token is missing or wrong; reload the page");
     }
     let store = &app.inner.store;

@@ -110,14 +110,26 @@ impl SessionStore for PgSessions {
     }
 }
 
+/// A new form token: 32 random bytes in hex.
+pub fn random_token() -> String {
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    hex::encode(bytes)
+}
+
+/// Whether a posted form token is the expected one, compared in constant time; an
+/// empty expected token matches nothing.
+pub fn same_token(want: &str, posted: &str) -> bool {
+    // blake3::Hash compares in constant time.
+    !want.is_empty() && blake3::hash(want.as_bytes()) == blake3::hash(posted.as_bytes())
+}
+
 /// The session's CSRF token, made on first use.
 pub async fn csrf_token(session: &Session) -> Result<String, session_store::Error> {
     if let Ok(Some(t)) = session.get::<String>(CSRF).await {
         return Ok(t);
     }
-    let mut bytes = [0u8; 32];
-    rand::rng().fill_bytes(&mut bytes);
-    let t = hex::encode(bytes);
+    let t = random_token();
     session
         .insert(CSRF, &t)
         .await
@@ -130,10 +142,5 @@ pub async fn check_csrf(session: &Session, posted: &str) -> bool {
     let Ok(Some(want)) = session.get::<String>(CSRF).await else {
         return false;
     };
-    let (a, b) = (
-        blake3::hash(want.as_bytes()),
-        blake3::hash(posted.as_bytes()),
-    );
-    // blake3::Hash compares in constant time.
-    !want.is_empty() && a == b
+    same_token(&want, posted)
 }

@@ -80,8 +80,7 @@ async fn broker_rate(h: &Harness, records: &[Vec<u8>]) -> (f64, f64) {
         r.unwrap();
     }
     let produce = records.len() as f64 / start.elapsed().as_secs_f64();
-    let consumer: StreamConsumer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", &h.settings.kafka.brokers)
+    let consumer: StreamConsumer = proctor::kafka::client(&h.settings.kafka)
         .set("group.id", format!("bench-{}", h.run_id))
         .set("auto.offset.reset", "earliest")
         .set("enable.auto.commit", "false")

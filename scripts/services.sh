@@ -27,6 +27,10 @@ set -euo pipefail
 CACHE="${PROCTOR_CACHE:-$HOME/.cache/proctor}"
 STATE="${PROCTOR_SERVICES_DIR:-$CACHE/services}"
 TANSU_VERSION=0.6.0
+# postgres, dynostore (the S3 engine the services run on) and libsql: the SQLite engine
+# is the only one built here that stores SCRAM users (the S3 engine answers "no such
+# user" to every login), so tests/kafka_security.rs runs its authenticating broker on it.
+TANSU_FEATURES=postgres,dynostore,libsql
 GARAGE_VERSION=2.5.0
 TANSU="$CACHE/tansu-$TANSU_VERSION/bin/tansu"
 GARAGE="$CACHE/garage-$GARAGE_VERSION/bin/garage"
@@ -37,7 +41,7 @@ KAFKA_PORT="${PROCTOR_KAFKA_PORT:-9092}"
 REGION=garage
 BUCKETS=(proctor-jobs proctor-reference proctor-kafka)
 # topic:partitions
-TOPICS=(proctor.jobs:4 proctor.rerun:4 proctor.dlq:1 ledger.slashes:4)
+TOPICS=(proctor.jobs:4 proctor.rerun:4 proctor.dlq:1 ledger.slashes:4 proctor.audit:1)
 
 log() { echo "services: $*" >&2; }
 die() { log "$*"; exit 1; }
@@ -54,12 +58,16 @@ wait_port() { # port name seconds
 }
 
 install() {
-  if [ -x "$TANSU" ] && "$TANSU" --version 2>/dev/null | grep -q " $TANSU_VERSION\$"; then
-    log "tansu $TANSU_VERSION: installed"
+  # The build's features are written beside it: a build with other features is rebuilt.
+  local features="$CACHE/tansu-$TANSU_VERSION/features"
+  if [ -x "$TANSU" ] && "$TANSU" --version 2>/dev/null | grep -q " $TANSU_VERSION\$" \
+    && [ "$(cat "$features" 2>/dev/null)" = "$TANSU_FEATURES" ]; then
+    log "tansu $TANSU_VERSION ($TANSU_FEATURES): installed"
   else
-    log "tansu $TANSU_VERSION: building (12-19 minutes on 2 cores)"
-    cargo install tansu --version "$TANSU_VERSION" --locked --features postgres,dynostore \
-      --root "$CACHE/tansu-$TANSU_VERSION" --quiet
+    log "tansu $TANSU_VERSION ($TANSU_FEATURES): building (15-20 minutes on 2 cores)"
+    cargo install tansu --version "$TANSU_VERSION" --locked --features "$TANSU_FEATURES" \
+      --root "$CACHE/tansu-$TANSU_VERSION" --quiet --force
+    echo "$TANSU_FEATURES" > "$features"
   fi
   if [ -x "$GARAGE" ] && "$GARAGE" --version 2>/dev/null | grep -q "cargo:$GARAGE_VERSION"; then
     log "garage $GARAGE_VERSION: installed"
@@ -209,6 +217,8 @@ export PROCTOR_S3__ACCESS_KEY_ID=$S3_KEY_ID
 export PROCTOR_S3__SECRET_ACCESS_KEY=$S3_SECRET
 export PROCTOR_S3__JOBS_BUCKET=proctor-jobs
 export PROCTOR_S3__REFERENCE_BUCKET=proctor-reference
+# Not a setting (no double underscore): the broker binary, for tests/kafka_security.rs.
+export PROCTOR_SERVICES_TANSU=$TANSU
 EOF
   chmod 600 "$STATE/env"
 }

@@ -13,7 +13,6 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use rdkafka::Message;
-use rdkafka::consumer::Consumer as _;
 use rdkafka::message::Headers;
 use serde::Serialize;
 
@@ -90,46 +89,14 @@ fn letter_of<M: Message>(m: &M) -> Letter {
 /// Every letter of the dead-letter topic, in partition and offset order, read until
 /// none arrives for `idle`.
 pub async fn read(kafka_settings: &KafkaSettings, idle: Duration) -> Result<Vec<Letter>> {
-    let topic = &kafka_settings.dlq_topic;
-    let consumer: kafka::Consumer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", &kafka_settings.brokers)
-        // librdkafka wants a group id even for assigned partitions; nothing is
-        // committed under it.
-        .set(
-            "group.id",
-            format!("{}-dlq-reader", kafka_settings.group_id),
-        )
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        .create_with_context(kafka::LogContext)?;
-    let meta = consumer
-        .fetch_metadata(Some(topic), Duration::from_secs(10))
-        .with_context(|| format!("cannot read the metadata of {topic}"))?;
-    let partitions: Vec<i32> = meta
-        .topics()
-        .iter()
-        .filter(|t| t.name() == topic)
-        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-        .collect();
-    if partitions.is_empty() {
-        anyhow::bail!("the dead-letter topic {topic} does not exist");
-    }
-    let mut assignment = rdkafka::TopicPartitionList::new();
-    for p in &partitions {
-        assignment.add_partition_offset(topic, *p, rdkafka::Offset::Beginning)?;
-    }
-    consumer.assign(&assignment)?;
-    let mut letters = Vec::new();
-    loop {
-        match tokio::time::timeout(idle, consumer.recv()).await {
-            Ok(Ok(m)) => letters.push(letter_of(&m)),
-            Ok(Err(e)) => return Err(e).context("reading the dead-letter topic"),
-            Err(_) => break,
-        }
-    }
-    letters.sort_by_key(|l| (l.partition, l.offset));
-    letters.dedup_by_key(|l| (l.partition, l.offset));
-    Ok(letters)
+    let messages = kafka::read_topic(
+        kafka_settings,
+        &kafka_settings.dlq_topic,
+        "dlq-reader",
+        idle,
+    )
+    .await?;
+    Ok(messages.iter().map(letter_of).collect())
 }
 
 /// Sends each letter back to its original topic with its original key; returns how

@@ -108,11 +108,34 @@ pub type Consumer = StreamConsumer<LogContext>;
 /// The producer every worker writes with.
 pub type Producer = FutureProducer<LogContext>;
 
-/// The client settings every client shares: the brokers, and librdkafka's log level.
-fn client(kafka: &KafkaSettings) -> ClientConfig {
+/// The client settings every client shares: the brokers, how to reach them
+/// (TLS, SASL: `KafkaSettings::validate` has checked they fit together), and
+/// librdkafka's log level. Every producer, consumer and admin client starts here.
+pub fn client(kafka: &KafkaSettings) -> ClientConfig {
     let mut c = ClientConfig::new();
+    let protocol = kafka.security_protocol;
     c.set("bootstrap.servers", &kafka.brokers)
+        .set("security.protocol", protocol.name())
         .set_log_level(RDKafkaLogLevel::Info);
+    if protocol.sasl() {
+        c.set("sasl.mechanism", kafka.sasl_mechanism.name())
+            .set("sasl.username", &kafka.sasl_username)
+            .set("sasl.password", kafka.sasl_password.expose());
+    }
+    if protocol.tls() {
+        for (key, value) in [
+            ("ssl.ca.location", &kafka.ssl_ca_location),
+            ("ssl.certificate.location", &kafka.ssl_certificate_location),
+            ("ssl.key.location", &kafka.ssl_key_location),
+        ] {
+            if !value.is_empty() {
+                c.set(key, value);
+            }
+        }
+        if kafka.ssl_key_password.is_set() {
+            c.set("ssl.key.password", kafka.ssl_key_password.expose());
+        }
+    }
     c
 }
 
@@ -228,6 +251,53 @@ pub async fn ensure_topics(
         }
     }
     Ok(())
+}
+
+/// Every message of `topic`, from the start of each partition, read until none arrives
+/// for `idle`, in partition and offset order: for the tools that read a whole topic
+/// (the dead letters, the audit log's checkpoints). The reader's group is the
+/// settings' group plus `-{reader}`; nothing is committed under it.
+pub async fn read_topic(
+    kafka: &KafkaSettings,
+    topic: &str,
+    reader: &str,
+    idle: Duration,
+) -> anyhow::Result<Vec<rdkafka::message::OwnedMessage>> {
+    use anyhow::Context as _;
+    let consumer: Consumer = client(kafka)
+        // librdkafka wants a group id even for assigned partitions.
+        .set("group.id", format!("{}-{reader}", kafka.group_id))
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .create_with_context(LogContext)?;
+    let meta = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .with_context(|| format!("cannot read the metadata of {topic}"))?;
+    let partitions: Vec<i32> = meta
+        .topics()
+        .iter()
+        .filter(|t| t.name() == topic)
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect();
+    if partitions.is_empty() {
+        anyhow::bail!("the topic {topic} does not exist");
+    }
+    let mut assignment = TopicPartitionList::new();
+    for p in &partitions {
+        assignment.add_partition_offset(topic, *p, Offset::Beginning)?;
+    }
+    consumer.assign(&assignment)?;
+    let mut messages = Vec::new();
+    loop {
+        match tokio::time::timeout(idle, consumer.recv()).await {
+            Ok(Ok(m)) => messages.push(m.detach()),
+            Ok(Err(e)) => return Err(e).with_context(|| format!("reading {topic}")),
+            Err(_) => break,
+        }
+    }
+    messages.sort_by_key(|m| (m.partition(), m.offset()));
+    messages.dedup_by_key(|m| (m.partition(), m.offset()));
+    Ok(messages)
 }
 
 /// Produces one message and waits for the broker's acknowledgement.
@@ -432,6 +502,43 @@ impl Backoff {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_client_carries_the_security_settings() {
+        use crate::settings::Settings;
+        let vars = |pairs: &[(&str, &str)]| {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<Vec<_>>()
+        };
+        let plain = Settings::load_from(None, vars(&[])).unwrap();
+        let c = client(&plain.kafka);
+        assert_eq!(c.get("security.protocol"), Some("plaintext"));
+        assert_eq!(c.get("sasl.username"), None);
+        let s = Settings::load_from(
+            None,
+            vars(&[
+                ("PROCTOR_KAFKA__SECURITY_PROTOCOL", "sasl_ssl"),
+                ("PROCTOR_KAFKA__SASL_MECHANISM", "SCRAM-SHA-256"),
+                ("PROCTOR_KAFKA__SASL_USERNAME", "proctor-screen"),
+                ("PROCTOR_KAFKA__SASL_PASSWORD", "hunter2"),
+                ("PROCTOR_KAFKA__SSL_CA_LOCATION", "/etc/ssl/kafka-ca.pem"),
+            ]),
+        )
+        .unwrap();
+        let c = client(&s.kafka);
+        for (key, value) in [
+            ("security.protocol", "sasl_ssl"),
+            ("sasl.mechanism", "SCRAM-SHA-256"),
+            ("sasl.username", "proctor-screen"),
+            ("sasl.password", "hunter2"),
+            ("ssl.ca.location", "/etc/ssl/kafka-ca.pem"),
+        ] {
+            assert_eq!(c.get(key), Some(value), "{key}");
+        }
+        assert_eq!(c.get("ssl.certificate.location"), None);
+    }
 
     #[test]
     fn offsets_keep_the_highest_next_offset_per_partition() {

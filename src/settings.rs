@@ -318,6 +318,135 @@ pub struct KafkaSettings {
     pub rerun_topic: String,
     pub dlq_topic: String,
     pub slashes_topic: String,
+    /// Signed checkpoints of the audit log's head (`review::trail::Checkpoint`).
+    pub audit_topic: String,
+    /// How every client connects: librdkafka's `security.protocol`.
+    pub security_protocol: SecurityProtocol,
+    /// The SASL mechanism, used only with `sasl_plaintext` or `sasl_ssl`.
+    pub sasl_mechanism: SaslMechanism,
+    /// This process's principal: give each worker its own, so that the broker's ACLs
+    /// can hold it to the topics it needs (docs/OPERATIONS.md).
+    pub sasl_username: String,
+    pub sasl_password: Secret,
+    /// PEM file of the CAs that sign the brokers' certificates; empty: the system's.
+    pub ssl_ca_location: String,
+    /// A client certificate and its key (PEM), for brokers that authenticate clients
+    /// by TLS; both or neither.
+    pub ssl_certificate_location: String,
+    pub ssl_key_location: String,
+    pub ssl_key_password: Secret,
+}
+
+/// librdkafka's `security.protocol`: whether the connection is TLS, and whether the
+/// client authenticates with SASL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SecurityProtocol {
+    Plaintext,
+    Ssl,
+    SaslPlaintext,
+    SaslSsl,
+}
+
+impl SecurityProtocol {
+    /// The value librdkafka takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            SecurityProtocol::Plaintext => "plaintext",
+            SecurityProtocol::Ssl => "ssl",
+            SecurityProtocol::SaslPlaintext => "sasl_plaintext",
+            SecurityProtocol::SaslSsl => "sasl_ssl",
+        }
+    }
+
+    pub fn sasl(self) -> bool {
+        matches!(
+            self,
+            SecurityProtocol::SaslPlaintext | SecurityProtocol::SaslSsl
+        )
+    }
+
+    pub fn tls(self) -> bool {
+        matches!(self, SecurityProtocol::Ssl | SecurityProtocol::SaslSsl)
+    }
+}
+
+/// librdkafka's `sasl.mechanism`, of those a Kafka cluster and tansu both offer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+pub enum SaslMechanism {
+    #[serde(rename = "SCRAM-SHA-512")]
+    ScramSha512,
+    #[serde(rename = "SCRAM-SHA-256")]
+    ScramSha256,
+    /// The password itself crosses the connection: only over TLS.
+    #[serde(rename = "PLAIN")]
+    Plain,
+}
+
+impl SaslMechanism {
+    /// The value librdkafka takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            SaslMechanism::ScramSha512 => "SCRAM-SHA-512",
+            SaslMechanism::ScramSha256 => "SCRAM-SHA-256",
+            SaslMechanism::Plain => "PLAIN",
+        }
+    }
+}
+
+impl KafkaSettings {
+    /// Whether the broker learns who this client is: by SASL, or by a TLS client
+    /// certificate.
+    pub fn authenticates(&self) -> bool {
+        self.security_protocol.sasl() || !self.ssl_certificate_location.is_empty()
+    }
+
+    /// Refuses security settings that would not do what they say: credentials that a
+    /// protocol without SASL would never send, a TLS file a plain connection would
+    /// never read, or a PLAIN password sent without TLS.
+    pub fn validate(&self) -> Result<(), SettingsError> {
+        let protocol = self.security_protocol;
+        let invalid = |m: String| Err(SettingsError::Invalid(m));
+        if protocol.sasl() {
+            if self.sasl_username.is_empty() || !self.sasl_password.is_set() {
+                return invalid(format!(
+                    "kafka.security_protocol = {:?} needs kafka.sasl_username and kafka.sasl_password",
+                    protocol.name()
+                ));
+            }
+            if self.sasl_mechanism == SaslMechanism::Plain && !protocol.tls() {
+                return invalid(
+                    "kafka.sasl_mechanism = \"PLAIN\" over sasl_plaintext sends the password in clear: use SCRAM-SHA-512, or sasl_ssl".into(),
+                );
+            }
+        } else if !self.sasl_username.is_empty() || self.sasl_password.is_set() {
+            return invalid(format!(
+                "kafka.sasl_username or kafka.sasl_password is set, but kafka.security_protocol = {:?} never sends them (use sasl_ssl)",
+                protocol.name()
+            ));
+        }
+        let tls_files = [
+            &self.ssl_ca_location,
+            &self.ssl_certificate_location,
+            &self.ssl_key_location,
+        ];
+        if !protocol.tls()
+            && (tls_files.iter().any(|f| !f.is_empty()) || self.ssl_key_password.is_set())
+        {
+            return invalid(format!(
+                "kafka.ssl_* is set, but kafka.security_protocol = {:?} is not TLS (use ssl or sasl_ssl)",
+                protocol.name()
+            ));
+        }
+        if self.ssl_certificate_location.is_empty() != self.ssl_key_location.is_empty()
+            || (self.ssl_key_password.is_set() && self.ssl_key_location.is_empty())
+        {
+            return invalid(
+                "kafka.ssl_certificate_location and kafka.ssl_key_location go together, and kafka.ssl_key_password needs the key".into(),
+            );
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -338,6 +467,9 @@ pub struct Secrets {
     pub sampling_secret: Secret,
     /// Hex ed25519 seed that signs slash events (`events`).
     pub signing_key: Secret,
+    /// Hex ed25519 seed that signs the audit log's head checkpoints
+    /// (`review::trail::Checkpoint`); never the same as `signing_key`.
+    pub audit_checkpoint_key: Secret,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -374,6 +506,9 @@ pub struct PipelineSettings {
     /// The publisher's switch: false holds every slash and reversal event in the
     /// outbox (the judge still decides and writes them) until it is true again.
     pub publish: bool,
+    /// How often the publisher signs the audit log's head and sends the checkpoint to
+    /// `kafka.audit_topic`, when `secrets.audit_checkpoint_key` is set and the log grew.
+    pub audit_checkpoint_seconds: u64,
     /// Shadow mode: the judge decides as it would live but records its decisions in
     /// `shadow_decisions` only: nothing is slashed, flagged or published. For trying
     /// new rules beside a live deployment (docs/OPERATIONS.md).
@@ -578,6 +713,7 @@ impl Settings {
             .map_err(|e: toml::de::Error| located(SettingsError::Invalid(e.to_string())))?;
         settings.reference.validate().map_err(located)?;
         settings.review.validate().map_err(located)?;
+        settings.kafka.validate().map_err(located)?;
         Ok(settings)
     }
 
@@ -605,6 +741,19 @@ impl Settings {
             return Err(SettingsError::Invalid(
                 "secrets.sampling_secret is empty (set PROCTOR_SECRETS__SAMPLING_SECRET)".into(),
             ));
+        }
+        let checkpoint = &self.secrets.audit_checkpoint_key;
+        if worker == "publish" && checkpoint.is_set() {
+            crate::events::signing_key_from_hex(checkpoint.expose()).map_err(|e| {
+                SettingsError::Invalid(format!(
+                    "secrets.audit_checkpoint_key: {e} (set PROCTOR_SECRETS__AUDIT_CHECKPOINT_KEY)"
+                ))
+            })?;
+            if checkpoint.expose().trim() == self.secrets.signing_key.expose().trim() {
+                return Err(SettingsError::Invalid(
+                    "secrets.audit_checkpoint_key is the slash signing key: give it a key of its own".into(),
+                ));
+            }
         }
         if worker == "judge" {
             crate::events::signing_key_from_hex(self.secrets.signing_key.expose()).map_err(
@@ -849,6 +998,69 @@ sd15 = 1000.0
     }
 
     #[test]
+    fn kafka_security_that_would_not_do_what_it_says_is_refused() {
+        let load = |pairs: &[(&str, &str)]| Settings::load_from(None, env(pairs));
+        let sasl = [
+            ("PROCTOR_KAFKA__SECURITY_PROTOCOL", "sasl_ssl"),
+            ("PROCTOR_KAFKA__SASL_USERNAME", "proctor-judge"),
+            ("PROCTOR_KAFKA__SASL_PASSWORD", "hunter2"),
+        ];
+        let s = load(&sasl).unwrap();
+        assert!(s.kafka.authenticates());
+        assert_eq!(s.kafka.sasl_mechanism, SaslMechanism::ScramSha512);
+        assert!(!load(&[]).unwrap().kafka.authenticates());
+        let refused = |pairs: &[(&str, &str)], says: &str| {
+            let err = load(pairs).unwrap_err().to_string();
+            assert!(err.contains(says), "{pairs:?}: {err}");
+        };
+        // SASL without its password.
+        refused(
+            &sasl[..2],
+            "needs kafka.sasl_username and kafka.sasl_password",
+        );
+        // A password that plaintext would never send: the operator meant to authenticate.
+        refused(&sasl[1..], "never sends them");
+        // PLAIN's password in clear.
+        refused(
+            &[
+                ("PROCTOR_KAFKA__SECURITY_PROTOCOL", "sasl_plaintext"),
+                ("PROCTOR_KAFKA__SASL_MECHANISM", "PLAIN"),
+                sasl[1],
+                sasl[2],
+            ],
+            "sends the password in clear",
+        );
+        refused(
+            &[("PROCTOR_KAFKA__SSL_CA_LOCATION", "/etc/ssl/kafka-ca.pem")],
+            "is not TLS",
+        );
+        refused(
+            &[
+                ("PROCTOR_KAFKA__SECURITY_PROTOCOL", "ssl"),
+                (
+                    "PROCTOR_KAFKA__SSL_CERTIFICATE_LOCATION",
+                    "/etc/proctor/client.pem",
+                ),
+            ],
+            "go together",
+        );
+        refused(
+            &[("PROCTOR_KAFKA__SECURITY_PROTOCOL", "tls")],
+            "security_protocol",
+        );
+        let mtls = load(&[
+            ("PROCTOR_KAFKA__SECURITY_PROTOCOL", "ssl"),
+            (
+                "PROCTOR_KAFKA__SSL_CERTIFICATE_LOCATION",
+                "/etc/proctor/client.pem",
+            ),
+            ("PROCTOR_KAFKA__SSL_KEY_LOCATION", "/etc/proctor/client.key"),
+        ])
+        .unwrap();
+        assert!(mtls.kafka.authenticates());
+    }
+
+    #[test]
     fn secrets_never_print() {
         let s = Settings::load_from(
             None,
@@ -885,6 +1097,23 @@ sd15 = 1000.0
         );
         assert!(missing.require_secrets("rerun").is_ok());
         assert!(missing.require_secrets("publish").is_ok());
+        // The publisher's checkpoint key, when set, must be a key, and not the slash key.
+        let slash_key = "42".repeat(32);
+        for (value, says) in [
+            ("xyz", "audit_checkpoint_key: "),
+            (slash_key.as_str(), "is the slash signing key"),
+        ] {
+            let s = Settings::load_from(
+                None,
+                env(&[
+                    ("PROCTOR_SECRETS__SIGNING_KEY", &slash_key),
+                    ("PROCTOR_SECRETS__AUDIT_CHECKPOINT_KEY", value),
+                ]),
+            )
+            .unwrap();
+            let err = s.require_secrets("publish").unwrap_err().to_string();
+            assert!(err.contains(says), "{err}");
+        }
         let bad_key = Settings::load_from(
             None,
             env(&[

@@ -492,8 +492,7 @@ async fn bad_input_ends_as_a_dead_letter_or_an_invalid_verdict_and_never_stops_t
 /// as a consumer outside the group would (the group must have no live member).
 fn commit_for_group(h: &Harness, suffix: &str, topic: &str, partitions: i32, offset: i64) {
     use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
-    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", &h.settings.kafka.brokers)
+    let consumer: BaseConsumer = proctor::kafka::client(&h.settings.kafka)
         .set("group.id", format!("{}{suffix}", h.settings.kafka.group_id))
         .set("enable.auto.commit", "false")
         .create()

@@ -10,7 +10,7 @@ use super::{Shutdown, Stopped};
 use crate::kafka::{self, Backoff};
 use crate::objects::ObjectStore;
 use crate::rules::Rules;
-use crate::settings::Settings;
+use crate::settings::{KafkaCompat, Settings};
 use crate::store::Store;
 use crate::telemetry::{Health, Metrics};
 
@@ -37,6 +37,13 @@ impl Context {
         shutdown: Shutdown,
     ) -> anyhow::Result<Arc<Context>> {
         settings.require_secrets(worker)?;
+        if !settings.kafka.authenticates() && settings.kafka.compat == KafkaCompat::None {
+            tracing::warn!(
+                worker,
+                security_protocol = settings.kafka.security_protocol.name(),
+                "the broker does not know who this worker is: anyone who reaches it can produce job records and slash events (docs/OPERATIONS.md, Kafka security)"
+            );
+        }
         let metrics = Metrics::new(worker);
         let health = Health::new(worker);
         let addr = crate::telemetry::serve(settings.http.bind, metrics.clone(), health.clone())
@@ -81,6 +88,7 @@ impl Context {
             (k.rerun_topic.as_str(), 4),
             (k.dlq_topic.as_str(), 1),
             (k.slashes_topic.as_str(), 4),
+            (k.audit_topic.as_str(), 1),
         ];
         tokio::select! {
             r = retry_until(

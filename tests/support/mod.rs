@@ -124,6 +124,7 @@ impl Harness {
             ("PROCTOR_KAFKA__RERUN_TOPIC", t("rerun")),
             ("PROCTOR_KAFKA__DLQ_TOPIC", t("dlq")),
             ("PROCTOR_KAFKA__SLASHES_TOPIC", t("slashes")),
+            ("PROCTOR_KAFKA__AUDIT_TOPIC", t("audit")),
             ("PROCTOR_HTTP__BIND", "127.0.0.1:0".into()),
             ("PROCTOR_SECRETS__SAMPLING_SECRET", "pipeline tests".into()),
             ("PROCTOR_SECRETS__SIGNING_KEY", SIGNING_KEY.into()),
@@ -144,6 +145,7 @@ impl Harness {
                 (k.rerun_topic.as_str(), 4),
                 (k.dlq_topic.as_str(), 1),
                 (k.slashes_topic.as_str(), 4),
+                (k.audit_topic.as_str(), 1),
             ],
         )
         .await
@@ -322,8 +324,7 @@ impl Harness {
     /// Reads every message of `topic` from the beginning with a consumer group of its
     /// own, until `idle` passes without a new one.
     pub async fn read_topic(&self, topic: &str, group: &str, idle: Duration) -> Vec<Received> {
-        let consumer: StreamConsumer = rdkafka::ClientConfig::new()
-            .set("bootstrap.servers", &self.settings.kafka.brokers)
+        let consumer: StreamConsumer = kafka::client(&self.settings.kafka)
             .set("group.id", format!("{group}-{}", self.run_id))
             .set("auto.offset.reset", "earliest")
             .set("enable.auto.commit", "false")

@@ -112,6 +112,11 @@ pub struct Metrics {
     pub logins: Family<Labels, Counter>,
     /// Argon2id password checks the review app ran.
     pub password_checks: Counter,
+    /// Audit-log head checkpoints the publisher signed and the broker acknowledged.
+    pub audit_checkpoints: Counter,
+    /// 1 while the publisher finds the audit log's hash chain broken (it signs no
+    /// checkpoint then), else 0.
+    pub audit_log_broken: Gauge,
     registry: Arc<Registry>,
     names: Arc<Vec<String>>,
 }
@@ -340,6 +345,8 @@ impl Metrics {
             backlog: BacklogGauges::default(),
             logins: Family::default(),
             password_checks: Counter::default(),
+            audit_checkpoints: Counter::default(),
+            audit_log_broken: Gauge::default(),
             registry: Arc::new(Registry::default()),
             names: Arc::default(),
         };
@@ -432,6 +439,18 @@ impl Metrics {
                 "password_checks",
                 "Argon2id password checks the review app ran",
                 m.password_checks.clone(),
+            );
+        }
+        if worker == "publish" {
+            registry.add(
+                "audit_checkpoints",
+                "Audit-log head checkpoints signed and acknowledged by the broker",
+                m.audit_checkpoints.clone(),
+            );
+            registry.add(
+                "audit_log_broken",
+                "1 while the audit log's hash chain is broken (no checkpoint is signed)",
+                m.audit_log_broken.clone(),
             );
         }
         if matches!(worker, "rerun" | "serve-reference") {

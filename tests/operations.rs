@@ -11,6 +11,7 @@ use std::collections::BTreeSet;
 use std::process::{Command, Output};
 use std::time::Duration;
 
+use proctor::rules::Rules;
 use support::Harness;
 
 /// Every metric name the processes register, from their own exposition.
@@ -524,4 +525,105 @@ async fn the_s3_stand_in_ignores_conditional_writes() {
         "garage now refuses a stale If-Match: {stale:?}"
     );
     assert_eq!(now, "third", "each unconditional overwrite took effect");
+}
+
+/// The publisher signs the audit log's head with the checkpoint key, which the database
+/// never holds, and sends each checkpoint to the audit topic whenever the log grew.
+/// `proctor audit-log checkpoints` reads them back and `verify --checkpoint` holds them
+/// against the log. A broken chain is never signed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_publisher_exports_signed_audit_checkpoints_and_never_signs_a_broken_log() {
+    let h = Harness::new("auditcp").await;
+    let seed = [7u8; 32];
+    let public = hex::encode(
+        ed25519_dalek::SigningKey::from_bytes(&seed)
+            .verifying_key()
+            .to_bytes(),
+    );
+    let mut env = h.env.clone();
+    env.insert(
+        "PROCTOR_SECRETS__AUDIT_CHECKPOINT_KEY".into(),
+        hex::encode(seed),
+    );
+    env.insert(
+        "PROCTOR_PIPELINE__AUDIT_CHECKPOINT_SECONDS".into(),
+        "1".into(),
+    );
+    let settings = proctor::settings::Settings::load_from(None, env).unwrap();
+    for lock in 1..=3 {
+        h.store.log_login_locked("ann", 5, lock).await.unwrap();
+    }
+    let publish = h
+        .start_worker_with("publish", Rules::embedded().unwrap(), settings)
+        .await;
+    let signed = || publish.ctx.metrics.audit_checkpoints.get();
+    h.wait_for("the first checkpoint", Duration::from_secs(30), || async {
+        signed() >= 1
+    })
+    .await;
+    h.store.log_login_locked("bob", 5, 1).await.unwrap();
+    h.store.log_login_locked("bob", 6, 2).await.unwrap();
+    h.wait_for(
+        "a checkpoint of the grown log",
+        Duration::from_secs(30),
+        || async { signed() >= 2 && publish.ctx.metrics.audit_log_broken.get() == 0 },
+    )
+    .await;
+    // Once the head is signed, an unchanged log is not signed again.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let before = signed();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(signed(), before, "an unchanged head was signed again");
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("checkpoints.jsonl");
+    let file_s = file.to_str().unwrap();
+    let out = proctor(&h, &["audit-log", "checkpoints", "--out", file_s], &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    let lines: Vec<proctor::review::trail::Checkpoint> = std::fs::read_to_string(&file)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len() as u64, before, "{lines:?}");
+    assert_eq!(lines.last().unwrap().entries, 5);
+    let verify = [
+        "audit-log",
+        "verify",
+        "--checkpoint",
+        file_s,
+        "--public-key",
+        &public,
+    ];
+    let out = proctor(&h, &verify, &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains(&format!("{before} checkpoints hold")),
+        "{}",
+        text(&out)
+    );
+
+    // The table's owner edits entry 2: the publisher stops signing, and says so.
+    sqlx::query("ALTER TABLE audit_log DISABLE TRIGGER USER")
+        .execute(h.store.pool())
+        .await
+        .unwrap();
+    sqlx::query("UPDATE audit_log SET actor = 'mallory' WHERE seq = 2")
+        .execute(h.store.pool())
+        .await
+        .unwrap();
+    h.store.log_login_locked("carol", 5, 1).await.unwrap();
+    // Seen at the next round that reads the whole log (every 12th: 12 s here).
+    h.wait_for(
+        "the broken chain to be seen",
+        Duration::from_secs(40),
+        || async { publish.ctx.metrics.audit_log_broken.get() == 1 },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(signed(), before, "a broken log was signed");
+    let out = proctor(&h, &verify, &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    publish.stop().await;
+    h.drop_db().await;
 }

@@ -1158,6 +1158,105 @@ async fn the_cli_reviews_a_case_and_audit_log_verify_catches_an_edit_in_sql() {
     );
     assert_eq!(code, 0, "{out}");
 
+    // A head checkpoint, signed with a key of its own (never the slash key), kept in a
+    // file outside the database.
+    let checkpoints = dir.path().join("checkpoints.jsonl");
+    let checkpoints_s = checkpoints.to_str().unwrap();
+    let checkpoint_seed = hex::encode([43u8; 32]);
+    let checkpoint_public = hex::encode(
+        ed25519_dalek::SigningKey::from_bytes(&[43u8; 32])
+            .verifying_key()
+            .to_bytes(),
+    );
+    let sign = [
+        "audit-log",
+        "checkpoint",
+        "--key-file",
+        "-",
+        "--out",
+        checkpoints_s,
+    ];
+    let (code, out) = proctor(&db, &sign, &hex::encode(key().to_bytes()), None);
+    assert_eq!(code, 3, "the slash key signed a checkpoint: {out}");
+    assert!(out.contains("is the slash signing key"), "{out}");
+    let (code, out) = proctor(&db, &sign, &checkpoint_seed, None);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains(&checkpoint_public), "{out}");
+    let with_checkpoints = [
+        "audit-log",
+        "verify",
+        "--checkpoint",
+        checkpoints_s,
+        "--public-key",
+        &checkpoint_public,
+    ];
+    let (code, out) = proctor(&db, &with_checkpoints, "", None);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("1 checkpoints hold"), "{out}");
+
+    // The staff tables are checked against the log: a case action deleted, or one
+    // written around the app, is found.
+    let (code, out) = proctor(&db, &["audit-log", "verify"], "", None);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("case actions,") && out.contains("match it"),
+        "{out}"
+    );
+    let dismissal: (i64, i64) =
+        sqlx::query_as("SELECT action_id, case_id FROM case_actions WHERE action = 'dismiss'")
+            .fetch_one(db.store.pool())
+            .await
+            .unwrap();
+    let restore_dismissal =
+        sqlx::query("SELECT reason, via, at FROM case_actions WHERE action_id = $1")
+            .bind(dismissal.0)
+            .fetch_one(db.store.pool())
+            .await
+            .unwrap();
+    sqlx::query("DELETE FROM case_actions WHERE action_id = $1")
+        .bind(dismissal.0)
+        .execute(db.store.pool())
+        .await
+        .unwrap();
+    let (code, out) = proctor(&db, &["audit-log", "verify"], "", None);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains(&format!(
+            "dismiss by ann on case:{} has no case_actions row",
+            dismissal.1
+        )),
+        "{out}"
+    );
+    sqlx::query(
+        "INSERT INTO case_actions (case_id, username, action, reason)
+         VALUES ($1, 'ann', 'dismiss', 'forged')",
+    )
+    .bind(dismissal.1)
+    .execute(db.store.pool())
+    .await
+    .unwrap();
+    let (code, out) = proctor(&db, &["audit-log", "verify"], "", None);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("is not in the audit log"), "{out}");
+    sqlx::query("DELETE FROM case_actions WHERE reason = 'forged'")
+        .execute(db.store.pool())
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO case_actions (action_id, case_id, username, action, reason, via, at)
+         VALUES ($1, $2, 'ann', 'dismiss', $3, $4, $5)",
+    )
+    .bind(dismissal.0)
+    .bind(dismissal.1)
+    .bind(restore_dismissal.get::<String, _>(0))
+    .bind(restore_dismissal.get::<serde_json::Value, _>(1))
+    .bind(restore_dismissal.get::<chrono::DateTime<chrono::Utc>, _>(2))
+    .execute(db.store.pool())
+    .await
+    .unwrap();
+    let (code, out) = proctor(&db, &["audit-log", "verify"], "", None);
+    assert_eq!(code, 0, "restored: {out}");
+
     // The log is append-only: the database refuses an edit, a deletion and a
     // truncation from any role but the table's owner.
     for sql in [
@@ -1179,6 +1278,54 @@ async fn the_cli_reviews_a_case_and_audit_log_verify_catches_an_edit_in_sql() {
         .execute(db.store.pool())
         .await
         .unwrap();
+    // An owner who rewrites an entry (ann made an admin from the start) and recomputes
+    // every hash after it leaves a valid chain, with no staff table to contradict it:
+    // only the checkpoint, signed outside the database, shows the rewrite.
+    let original = db.store.audit_log().await.unwrap();
+    let rewrite = |entries: &[proctor::review::trail::Entry], edit: bool| {
+        let mut prev = proctor::review::trail::GENESIS.to_owned();
+        let mut rows = Vec::new();
+        for e in entries {
+            let detail = if edit && e.seq == 1 {
+                e.detail.replace("reviewer", "admin")
+            } else {
+                e.detail.clone()
+            };
+            let hash = proctor::review::trail::hash(
+                &prev, e.seq, &e.at, &e.actor, &e.action, &e.subject, &detail,
+            );
+            rows.push((e.seq, detail, prev.clone(), hash.clone()));
+            prev = hash;
+        }
+        rows
+    };
+    for (rows, verified, checked) in [
+        (rewrite(&original, true), 0, 1),
+        (rewrite(&original, false), 0, 0),
+    ] {
+        for (seq, detail, prev_hash, hash) in rows {
+            sqlx::query(
+                "UPDATE audit_log SET detail = $2, prev_hash = $3, hash = $4 WHERE seq = $1",
+            )
+            .bind(seq)
+            .bind(detail)
+            .bind(prev_hash)
+            .bind(hash)
+            .execute(db.store.pool())
+            .await
+            .unwrap();
+        }
+        let (code, out) = proctor(&db, &["audit-log", "verify"], "", None);
+        assert_eq!(code, verified, "{out}");
+        let (code, out) = proctor(&db, &with_checkpoints, "", None);
+        assert_eq!(code, checked, "{out}");
+        if checked == 1 {
+            assert!(
+                out.contains("checkpoint 1") && out.contains("rewritten"),
+                "{out}"
+            );
+        }
+    }
     sqlx::query("UPDATE audit_log SET detail = replace(detail, 'old driver', 'new driver') WHERE action = 'dismiss'")
         .execute(db.store.pool())
         .await
@@ -1210,9 +1357,24 @@ async fn the_cli_reviews_a_case_and_audit_log_verify_catches_an_edit_in_sql() {
         .execute(db.store.pool())
         .await
         .unwrap();
+    // A shorter chain is valid on its own; the dismissal's row, whose entry was cut,
+    // and the recorded head and checkpoint each show the cut.
     let (code, out) = proctor(&db, &["audit-log", "verify"], "", None);
-    assert_eq!(code, 0, "a shorter chain is valid on its own: {out}");
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        !out.contains("entry")
+            && out.contains("dismiss by ann")
+            && out.contains("is not in the audit log"),
+        "only the cross-check finds it: {out}"
+    );
     let (code, out) = proctor(&db, &["audit-log", "verify", "--head", &head], "", None);
     assert_eq!(code, 1, "but not against the recorded head: {out}");
+    assert!(out.contains("deleted from the end"), "{out}");
+    let (code, out) = proctor(&db, &with_checkpoints, "", None);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("checkpoint 1") && out.contains("the log has 1"),
+        "{out}"
+    );
     db.drop_db().await;
 }

@@ -12,7 +12,7 @@ use proctor::review::trail;
 use proctor::review::{Actor, CaseStatus, Role, StaffAction, Via};
 use proctor::settings::Settings;
 use proctor::store::Store;
-use proctor::store::review::{CaseDetail, CaseFilter, CaseRow, OPERATOR};
+use proctor::store::review::{AuditSnapshot, CaseDetail, CaseFilter, CaseRow, OPERATOR};
 
 #[derive(Subcommand)]
 pub enum StaffCommand {
@@ -117,7 +117,9 @@ pub enum ReviewCommand {
 
 #[derive(Subcommand)]
 pub enum AuditLogCommand {
-    /// Recompute the hash chain, from the database or from an export.
+    /// Recompute the hash chain, from the database or from an export. From the
+    /// database, also check that every case action, appeal and reversal is in the log
+    /// once, and every case entry has its row.
     Verify {
         /// An export (`proctor audit-log export`) to check instead of the database.
         #[arg(long)]
@@ -125,6 +127,33 @@ pub enum AuditLogCommand {
         /// The head hash recorded earlier: also detects entries deleted from the end.
         #[arg(long)]
         head: Option<String>,
+        /// Checkpoints (`proctor audit-log checkpoint`, one JSON object per line): each
+        /// must verify under `--public-key` and match the log at its position.
+        #[arg(long, value_name = "FILE", requires = "public_key")]
+        checkpoint: Option<PathBuf>,
+        /// The checkpoint key's hex ed25519 public key (`proctor audit-log checkpoint`
+        /// prints it to standard error).
+        #[arg(long, value_name = "HEX")]
+        public_key: Option<String>,
+    },
+    /// Read every checkpoint the publisher sent to `kafka.audit_topic` into a file, one
+    /// JSON object per line, for `verify --checkpoint`.
+    Checkpoints {
+        /// The file to write.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Verify the log, sign its head with the checkpoint key and append the checkpoint,
+    /// one JSON line, to a file kept outside the database (and print it). Run it
+    /// periodically from a host that holds the key and not the database's.
+    Checkpoint {
+        /// A file holding the checkpoint key's hex ed25519 seed (`-`: standard input;
+        /// without it, $PROCTOR_SECRETS__AUDIT_CHECKPOINT_KEY). Never the slash key.
+        #[arg(long, value_name = "FILE")]
+        key_file: Option<PathBuf>,
+        /// Append the checkpoint to this file.
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
     /// Write the log as JSON lines, and print its head hash.
     Export {
@@ -424,35 +453,101 @@ pub fn review(
     })
 }
 
-pub fn audit_log(command: AuditLogCommand, config: Option<&Path>) -> Result<ExitCode> {
-    let check = |entries: Vec<trail::Entry>, head: Option<&str>| -> ExitCode {
-        match trail::verify(entries) {
-            Ok(h) => match head {
-                Some(want) if !h.hash.eq_ignore_ascii_case(want.trim()) => {
-                    println!(
-                        "audit log BROKEN: {} entries verify, but the head is {}, not {}: entries were deleted from the end or added",
-                        h.entries,
-                        h.hash,
-                        want.trim()
-                    );
-                    ExitCode::FAILURE
+/// The checkpoints of a JSON-lines file, and the key they verify under.
+fn read_checkpoints(file: &Path, public_key: &str) -> Result<Checkpoints> {
+    let key = proctor::events::verifying_key_from_hex(public_key)
+        .map_err(|e| anyhow::anyhow!("--public-key: {e}"))?;
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let mut list = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if !line.trim().is_empty() {
+            list.push(
+                serde_json::from_str(line)
+                    .with_context(|| format!("{} line {}", file.display(), i + 1))?,
+            );
+        }
+    }
+    if list.is_empty() {
+        bail!("{} holds no checkpoint", file.display());
+    }
+    Ok(Checkpoints { list, key })
+}
+
+struct Checkpoints {
+    list: Vec<trail::Checkpoint>,
+    key: ed25519_dalek::VerifyingKey,
+}
+
+/// Verifies the chain, then what else was given: the head recorded earlier, the
+/// checkpoints, the staff tables (`trail::cross_check`). Prints the verdict; every
+/// finding is one `audit log BROKEN:` line.
+fn check(
+    entries: Vec<trail::Entry>,
+    head: Option<&str>,
+    checkpoints: Option<&Checkpoints>,
+    tables: Option<&AuditSnapshot>,
+) -> ExitCode {
+    let mut broken: Vec<String> = Vec::new();
+    let mut held = String::new();
+    match trail::verify(entries.iter().cloned()) {
+        Err(b) => broken.push(b.to_string()),
+        Ok(h) => {
+            if let Some(want) = head
+                && !h.hash.eq_ignore_ascii_case(want.trim())
+            {
+                broken.push(format!(
+                    "{} entries verify, but the head is {}, not {}: entries were deleted from the end or added",
+                    h.entries,
+                    h.hash,
+                    want.trim()
+                ));
+            }
+            if let Some(c) = checkpoints {
+                match trail::check_checkpoints(&entries, &c.list, &c.key) {
+                    Ok(n) => held.push_str(&format!("; {n} checkpoints hold")),
+                    Err(b) => broken.push(b.to_string()),
                 }
-                _ => {
-                    println!("audit log valid: {} entries, head {}", h.entries, h.hash);
-                    ExitCode::SUCCESS
+            }
+            if let Some(t) = tables {
+                let found = trail::cross_check(&entries, &t.actions, &t.appeals, &t.reversals);
+                if found.is_empty() {
+                    held.push_str(&format!(
+                        "; {} case actions, {} appeals and {} reversals match it",
+                        t.actions.len(),
+                        t.appeals.len(),
+                        t.reversals.len()
+                    ));
                 }
-            },
-            Err(b) => {
-                println!("audit log BROKEN: {b}");
-                ExitCode::FAILURE
+                broken.extend(found);
+            }
+            if broken.is_empty() {
+                println!(
+                    "audit log valid: {} entries, head {}{held}",
+                    h.entries, h.hash
+                );
+                return ExitCode::SUCCESS;
             }
         }
-    };
+    }
+    for b in &broken {
+        println!("audit log BROKEN: {b}");
+    }
+    ExitCode::FAILURE
+}
+
+pub fn audit_log(command: AuditLogCommand, config: Option<&Path>) -> Result<ExitCode> {
     match command {
         AuditLogCommand::Verify {
             file: Some(file),
             head,
+            checkpoint,
+            public_key,
         } => {
+            let checkpoints = match (&checkpoint, &public_key) {
+                (Some(f), Some(k)) => Some(read_checkpoints(f, k)?),
+                _ => None,
+            };
             let f = std::fs::File::open(&file)
                 .with_context(|| format!("cannot open {}", file.display()))?;
             let mut entries = Vec::new();
@@ -466,12 +561,118 @@ pub fn audit_log(command: AuditLogCommand, config: Option<&Path>) -> Result<Exit
                         .with_context(|| format!("{} line {}", file.display(), i + 1))?,
                 );
             }
-            Ok(check(entries, head.as_deref()))
+            Ok(check(entries, head.as_deref(), checkpoints.as_ref(), None))
         }
-        AuditLogCommand::Verify { file: None, head } => runtime()?.block_on(async {
-            let (_, store) = open(config).await?;
-            Ok(check(store.audit_log().await?, head.as_deref()))
-        }),
+        AuditLogCommand::Verify {
+            file: None,
+            head,
+            checkpoint,
+            public_key,
+        } => {
+            let checkpoints = match (&checkpoint, &public_key) {
+                (Some(f), Some(k)) => Some(read_checkpoints(f, k)?),
+                _ => None,
+            };
+            runtime()?.block_on(async {
+                let (_, store) = open(config).await?;
+                let mut snapshot = store.audit_snapshot().await?;
+                let log = std::mem::take(&mut snapshot.log);
+                Ok(check(
+                    log,
+                    head.as_deref(),
+                    checkpoints.as_ref(),
+                    Some(&snapshot),
+                ))
+            })
+        }
+        AuditLogCommand::Checkpoints { out } => {
+            let settings = Settings::load(config)?;
+            let k = &settings.kafka;
+            let messages = runtime()?.block_on(proctor::kafka::read_topic(
+                k,
+                &k.audit_topic,
+                "audit-reader",
+                std::time::Duration::from_secs(5),
+            ))?;
+            let mut w = std::io::BufWriter::new(
+                std::fs::File::create(&out)
+                    .with_context(|| format!("cannot create {}", out.display()))?,
+            );
+            let (mut written, mut foreign) = (0, 0);
+            for m in &messages {
+                use rdkafka::Message as _;
+                let payload = m.payload().unwrap_or_default();
+                // Only checkpoints go to the file: anything else on the topic was not
+                // written by a publisher, and is said, not copied.
+                match serde_json::from_slice::<trail::Checkpoint>(payload) {
+                    Ok(c) => {
+                        serde_json::to_writer(&mut w, &c)?;
+                        w.write_all(b"\n")?;
+                        written += 1;
+                    }
+                    Err(e) => {
+                        foreign += 1;
+                        eprintln!(
+                            "{}:{}:{} is not a checkpoint: {e}",
+                            k.audit_topic,
+                            m.partition(),
+                            m.offset()
+                        );
+                    }
+                }
+            }
+            w.flush()?;
+            eprintln!("wrote {written} checkpoints to {}", out.display());
+            Ok(if foreign > 0 {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
+        AuditLogCommand::Checkpoint { key_file, out } => {
+            let seed = crate::secret::require(
+                key_file.as_deref(),
+                "PROCTOR_SECRETS__AUDIT_CHECKPOINT_KEY",
+                "--key-file",
+            )?;
+            let key = proctor::events::signing_key_from_hex(&seed).map_err(anyhow::Error::msg)?;
+            runtime()?.block_on(async {
+                let (settings, store) = open(config).await?;
+                if settings.secrets.signing_key.is_set()
+                    && proctor::events::signing_key_from_hex(settings.secrets.signing_key.expose())
+                        .is_ok_and(|k| k.to_bytes() == key.to_bytes())
+                {
+                    bail!(
+                        "the checkpoint key is the slash signing key: use a key of its own, held apart from the database"
+                    );
+                }
+                let head = match trail::verify(store.audit_log().await?) {
+                    Ok(h) => h,
+                    Err(b) => {
+                        println!("audit log BROKEN, no checkpoint signed: {b}");
+                        return Ok(ExitCode::FAILURE);
+                    }
+                };
+                let c = trail::sign_checkpoint(&head, chrono::Utc::now(), &key);
+                let line = serde_json::to_string(&c)?;
+                if let Some(out) = &out {
+                    let mut f = std::fs::OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(out)
+                        .with_context(|| format!("cannot open {}", out.display()))?;
+                    writeln!(f, "{line}")?;
+                    f.sync_all()?;
+                }
+                println!("{line}");
+                eprintln!(
+                    "checkpoint of {} entries, signed by {}",
+                    c.entries,
+                    hex::encode(key.verifying_key().to_bytes())
+                );
+                Ok(ExitCode::SUCCESS)
+            })
+        }
         AuditLogCommand::Export { out } => runtime()?.block_on(async {
             let (_, store) = open(config).await?;
             let entries = store.audit_log().await?;

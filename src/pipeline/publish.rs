@@ -26,7 +26,11 @@ pub async fn run(ctx: Arc<Context>) -> anyhow::Result<()> {
     }
     let mut backlog_at: Option<std::time::Instant> = None;
     let mut warned_at: Option<std::time::Instant> = None;
+    let mut audit = AuditWatch::start(&ctx);
     loop {
+        if let Some(watch) = audit.as_mut() {
+            watch.tick(&ctx).await;
+        }
         if backlog_at.is_none_or(|t| t.elapsed() >= BACKLOG_EVERY) {
             backlog_at = Some(std::time::Instant::now());
             let held = report_backlog(&ctx)
@@ -64,6 +68,85 @@ pub async fn run(ctx: Arc<Context>) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The publisher's watch on the staff audit log: it keeps up with the log's hash chain
+/// and, every `pipeline.audit_checkpoint_seconds` that the log grew, signs its head
+/// with `secrets.audit_checkpoint_key` and sends the checkpoint to `kafka.audit_topic`,
+/// outside the database. Each round verifies the whole log (a staff log of 100,000
+/// entries is a read of tens of megabytes every five minutes), so an entry edited in
+/// place is seen at the next round, and a broken chain is never signed: the watch logs
+/// an error and sets `proctor_audit_log_broken` until the log verifies again.
+struct AuditWatch {
+    key: ed25519_dalek::SigningKey,
+    every: Duration,
+    due: std::time::Instant,
+    /// The head last signed.
+    signed: Option<crate::review::trail::Head>,
+}
+
+impl AuditWatch {
+    /// None (checkpoints off, said once) without a checkpoint key.
+    fn start(ctx: &Context) -> Option<AuditWatch> {
+        let secret = &ctx.settings.secrets.audit_checkpoint_key;
+        if !secret.is_set() {
+            tracing::warn!(
+                "secrets.audit_checkpoint_key is not set: no audit-log checkpoints are signed"
+            );
+            return None;
+        }
+        // `Settings::require_secrets` checked it at start.
+        let key = crate::events::signing_key_from_hex(secret.expose()).ok()?;
+        tracing::info!(topic = %ctx.settings.kafka.audit_topic, "signing audit-log checkpoints");
+        Some(AuditWatch {
+            key,
+            every: Duration::from_secs(ctx.settings.pipeline.audit_checkpoint_seconds.max(1)),
+            due: std::time::Instant::now(),
+            signed: None,
+        })
+    }
+
+    async fn tick(&mut self, ctx: &Context) {
+        if std::time::Instant::now() < self.due {
+            return;
+        }
+        self.due = std::time::Instant::now() + self.every;
+        if let Err(e) = self.checkpoint(ctx).await {
+            tracing::warn!(error = %e, "cannot checkpoint the audit log; trying again later");
+        }
+    }
+
+    async fn checkpoint(&mut self, ctx: &Context) -> anyhow::Result<()> {
+        use crate::review::trail;
+        let head = match trail::verify(ctx.store.audit_log().await?) {
+            Ok(head) => {
+                ctx.metrics.audit_log_broken.set(0);
+                head
+            }
+            Err(b) => {
+                ctx.metrics.audit_log_broken.set(1);
+                tracing::error!(error = %b, "the audit log's hash chain is broken: no checkpoint signed");
+                return Ok(());
+            }
+        };
+        if self.signed.as_ref() == Some(&head) {
+            return Ok(());
+        }
+        let c = trail::sign_checkpoint(&head, chrono::Utc::now(), &self.key);
+        let payload = serde_json::to_vec(&c)?;
+        kafka::send(
+            &ctx.producer(),
+            &ctx.settings.kafka.audit_topic,
+            "audit-log",
+            &payload,
+            None,
+        )
+        .await?;
+        ctx.metrics.audit_checkpoints.inc();
+        tracing::info!(entries = c.entries, hash = %c.hash, "audit log checkpoint sent");
+        self.signed = Some(head);
+        Ok(())
+    }
 }
 
 /// One claim-produce-mark transaction; returns how many events were published.

@@ -453,21 +453,27 @@ pub fn review(
     })
 }
 
-/// The checkpoints of a JSON-lines file, and the key they verify under.
-fn read_checkpoints(file: &Path, public_key: &str) -> Result<Checkpoints> {
-    let key = proctor::events::verifying_key_from_hex(public_key)
-        .map_err(|e| anyhow::anyhow!("--public-key: {e}"))?;
-    let text =
-        std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
-    let mut list = Vec::new();
-    for (i, line) in text.lines().enumerate() {
+/// One JSON object per line (blank lines skipped): an export, or checkpoints.
+fn read_json_lines<T: serde::de::DeserializeOwned>(file: &Path) -> Result<Vec<T>> {
+    let f = std::fs::File::open(file).with_context(|| format!("cannot open {}", file.display()))?;
+    let mut out = Vec::new();
+    for (i, line) in std::io::BufReader::new(f).lines().enumerate() {
+        let line = line?;
         if !line.trim().is_empty() {
-            list.push(
-                serde_json::from_str(line)
+            out.push(
+                serde_json::from_str(&line)
                     .with_context(|| format!("{} line {}", file.display(), i + 1))?,
             );
         }
     }
+    Ok(out)
+}
+
+/// The checkpoints of a JSON-lines file, and the key they verify under.
+fn read_checkpoints(file: &Path, public_key: &str) -> Result<Checkpoints> {
+    let key = proctor::events::verifying_key_from_hex(public_key)
+        .map_err(|e| anyhow::anyhow!("--public-key: {e}"))?;
+    let list = read_json_lines(file)?;
     if list.is_empty() {
         bail!("{} holds no checkpoint", file.display());
     }
@@ -539,7 +545,7 @@ fn check(
 pub fn audit_log(command: AuditLogCommand, config: Option<&Path>) -> Result<ExitCode> {
     match command {
         AuditLogCommand::Verify {
-            file: Some(file),
+            file,
             head,
             checkpoint,
             public_key,
@@ -548,42 +554,25 @@ pub fn audit_log(command: AuditLogCommand, config: Option<&Path>) -> Result<Exit
                 (Some(f), Some(k)) => Some(read_checkpoints(f, k)?),
                 _ => None,
             };
-            let f = std::fs::File::open(&file)
-                .with_context(|| format!("cannot open {}", file.display()))?;
-            let mut entries = Vec::new();
-            for (i, line) in std::io::BufReader::new(f).lines().enumerate() {
-                let line = line?;
-                if line.trim().is_empty() {
-                    continue;
-                }
-                entries.push(
-                    serde_json::from_str(&line)
-                        .with_context(|| format!("{} line {}", file.display(), i + 1))?,
-                );
-            }
-            Ok(check(entries, head.as_deref(), checkpoints.as_ref(), None))
-        }
-        AuditLogCommand::Verify {
-            file: None,
-            head,
-            checkpoint,
-            public_key,
-        } => {
-            let checkpoints = match (&checkpoint, &public_key) {
-                (Some(f), Some(k)) => Some(read_checkpoints(f, k)?),
-                _ => None,
+            let Some(file) = file else {
+                return runtime()?.block_on(async {
+                    let (_, store) = open(config).await?;
+                    let mut snapshot = store.audit_snapshot().await?;
+                    let log = std::mem::take(&mut snapshot.log);
+                    Ok(check(
+                        log,
+                        head.as_deref(),
+                        checkpoints.as_ref(),
+                        Some(&snapshot),
+                    ))
+                });
             };
-            runtime()?.block_on(async {
-                let (_, store) = open(config).await?;
-                let mut snapshot = store.audit_snapshot().await?;
-                let log = std::mem::take(&mut snapshot.log);
-                Ok(check(
-                    log,
-                    head.as_deref(),
-                    checkpoints.as_ref(),
-                    Some(&snapshot),
-                ))
-            })
+            Ok(check(
+                read_json_lines(&file)?,
+                head.as_deref(),
+                checkpoints.as_ref(),
+                None,
+            ))
         }
         AuditLogCommand::Checkpoints { out } => {
             let settings = Settings::load(config)?;

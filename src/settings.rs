@@ -472,6 +472,16 @@ pub struct Secrets {
     pub audit_checkpoint_key: Secret,
 }
 
+impl Secrets {
+    /// Whether `key` is the slash signing key, compared as keys: the same seed written
+    /// in other letter case or with other spacing is the same key.
+    pub fn is_signing_key(&self, key: &ed25519_dalek::SigningKey) -> bool {
+        self.signing_key.is_set()
+            && crate::events::signing_key_from_hex(self.signing_key.expose())
+                .is_ok_and(|k| k.to_bytes() == key.to_bytes())
+    }
+}
+
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct HttpSettings {
@@ -744,12 +754,12 @@ impl Settings {
         }
         let checkpoint = &self.secrets.audit_checkpoint_key;
         if worker == "publish" && checkpoint.is_set() {
-            crate::events::signing_key_from_hex(checkpoint.expose()).map_err(|e| {
+            let key = crate::events::signing_key_from_hex(checkpoint.expose()).map_err(|e| {
                 SettingsError::Invalid(format!(
                     "secrets.audit_checkpoint_key: {e} (set PROCTOR_SECRETS__AUDIT_CHECKPOINT_KEY)"
                 ))
             })?;
-            if checkpoint.expose().trim() == self.secrets.signing_key.expose().trim() {
+            if self.secrets.is_signing_key(&key) {
                 return Err(SettingsError::Invalid(
                     "secrets.audit_checkpoint_key is the slash signing key: give it a key of its own".into(),
                 ));
@@ -1097,16 +1107,22 @@ sd15 = 1000.0
         );
         assert!(missing.require_secrets("rerun").is_ok());
         assert!(missing.require_secrets("publish").is_ok());
-        // The publisher's checkpoint key, when set, must be a key, and not the slash key.
-        let slash_key = "42".repeat(32);
-        for (value, says) in [
-            ("xyz", "audit_checkpoint_key: "),
-            (slash_key.as_str(), "is the slash signing key"),
+        // The publisher's checkpoint key, when set, must be a key, and not the slash key,
+        // however its letters are written.
+        let (slash_key, lower, upper) = ("42".repeat(32), "ab".repeat(32), "AB".repeat(32));
+        for (signing, value, says) in [
+            (slash_key.as_str(), "xyz", "audit_checkpoint_key: "),
+            (
+                slash_key.as_str(),
+                slash_key.as_str(),
+                "is the slash signing key",
+            ),
+            (lower.as_str(), upper.as_str(), "is the slash signing key"),
         ] {
             let s = Settings::load_from(
                 None,
                 env(&[
-                    ("PROCTOR_SECRETS__SIGNING_KEY", &slash_key),
+                    ("PROCTOR_SECRETS__SIGNING_KEY", signing),
                     ("PROCTOR_SECRETS__AUDIT_CHECKPOINT_KEY", value),
                 ]),
             )

@@ -203,7 +203,7 @@ async fn accounts_have_no_default_password_and_tokens_die_with_their_account() {
         actions,
         ["staff_add", "login", "token_create", "staff_disable"]
     );
-    proctor::review::trail::verify(log).unwrap();
+    proctor::review::trail::verify(&log).unwrap();
     db.drop_db().await;
 }
 
@@ -283,7 +283,7 @@ async fn a_token_is_issued_only_to_its_holder_expires_and_can_be_revoked_alone()
             "token_revoke"
         ]
     );
-    proctor::review::trail::verify(log).unwrap();
+    proctor::review::trail::verify(&log).unwrap();
 }
 
 #[tokio::test]
@@ -421,7 +421,7 @@ async fn an_automatic_slash_settles_the_miners_open_flag() {
         )
     );
     assert!(last.detail.contains(&slash_id));
-    proctor::review::trail::verify(log).unwrap();
+    proctor::review::trail::verify(&log).unwrap();
 
     // Nothing is left to confirm; the appeal is open.
     let ann = staff(&db, &["ann"]).await.remove(0);
@@ -646,7 +646,7 @@ async fn each_decision_moves_the_slash_the_outbox_the_rate_and_the_log() {
             ("ann", "note", dismissed.as_str()),
         ]
     );
-    proctor::review::trail::verify(log).unwrap();
+    proctor::review::trail::verify(&log).unwrap();
     db.drop_db().await;
 }
 
@@ -782,7 +782,7 @@ async fn a_dismissal_above_the_stake_threshold_waits_for_a_second_reviewer() {
     assert_eq!(forgiven[0], None);
     assert_eq!(forgiven[1], Some(i64::from(forgivable(case, &verdicts))));
     assert_eq!(forgiven[2], None);
-    proctor::review::trail::verify(log).unwrap();
+    proctor::review::trail::verify(&log).unwrap();
 }
 
 #[tokio::test]

@@ -707,7 +707,7 @@ async fn decisions_through_the_pages_and_the_api_write_slashes_reversals_and_the
             .unwrap();
     assert_eq!(actions[0], ("confirm".to_owned(), web));
     assert_eq!(actions[1], ("dismiss".to_owned(), bobs));
-    proctor::review::trail::verify(log).unwrap();
+    proctor::review::trail::verify(&log).unwrap();
     app.finish().await;
 }
 
@@ -1158,7 +1158,7 @@ async fn a_thousand_wrong_passwords_are_throttled_while_health_and_decisions_sta
     let locks = log.iter().filter(|e| e.action == "login_locked").count() as u64;
     assert_eq!(locks, wrong.saturating_sub(5), "one entry per lock");
     assert!(log.iter().all(|e| e.action != "login_failed"));
-    proctor::review::trail::verify(log).unwrap();
+    proctor::review::trail::verify(&log).unwrap();
     // And no session row for any of it.
     assert_eq!(sessions().await, 0, "sessions made by anonymous requests");
 

@@ -496,7 +496,7 @@ fn check(
 ) -> ExitCode {
     let mut broken: Vec<String> = Vec::new();
     let mut held = String::new();
-    match trail::verify(entries.iter().cloned()) {
+    match trail::verify(&entries) {
         Err(b) => broken.push(b.to_string()),
         Ok(h) => {
             if let Some(want) = head
@@ -627,15 +627,12 @@ pub fn audit_log(command: AuditLogCommand, config: Option<&Path>) -> Result<Exit
             let key = proctor::events::signing_key_from_hex(&seed).map_err(anyhow::Error::msg)?;
             runtime()?.block_on(async {
                 let (settings, store) = open(config).await?;
-                if settings.secrets.signing_key.is_set()
-                    && proctor::events::signing_key_from_hex(settings.secrets.signing_key.expose())
-                        .is_ok_and(|k| k.to_bytes() == key.to_bytes())
-                {
+                if settings.secrets.is_signing_key(&key) {
                     bail!(
                         "the checkpoint key is the slash signing key: use a key of its own, held apart from the database"
                     );
                 }
-                let head = match trail::verify(store.audit_log().await?) {
+                let head = match trail::verify(&store.audit_log().await?) {
                     Ok(h) => h,
                     Err(b) => {
                         println!("audit log BROKEN, no checkpoint signed: {b}");
@@ -665,7 +662,7 @@ pub fn audit_log(command: AuditLogCommand, config: Option<&Path>) -> Result<Exit
         AuditLogCommand::Export { out } => runtime()?.block_on(async {
             let (_, store) = open(config).await?;
             let entries = store.audit_log().await?;
-            let head = trail::verify(entries.clone());
+            let head = trail::verify(&entries);
             let mut w = std::io::BufWriter::new(
                 std::fs::File::create(&out)
                     .with_context(|| format!("cannot create {}", out.display()))?,

@@ -118,7 +118,7 @@ impl AuditWatch {
 
     async fn checkpoint(&mut self, ctx: &Context) -> anyhow::Result<()> {
         use crate::review::trail;
-        let head = match trail::verify(ctx.store.audit_log().await?) {
+        let head = match trail::verify(&ctx.store.audit_log().await?) {
             Ok(head) => {
                 ctx.metrics.audit_log_broken.set(0);
                 head

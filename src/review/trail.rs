@@ -121,7 +121,7 @@ pub enum Break {
 }
 
 /// Recomputes the chain over entries in `seq` order.
-pub fn verify(entries: impl IntoIterator<Item = Entry>) -> Result<Head, Break> {
+pub fn verify<'a>(entries: impl IntoIterator<Item = &'a Entry>) -> Result<Head, Break> {
     let mut head = Head {
         entries: 0,
         hash: GENESIS.to_owned(),
@@ -151,7 +151,7 @@ pub fn verify(entries: impl IntoIterator<Item = Entry>) -> Result<Head, Break> {
         }
         head = Head {
             entries: e.seq,
-            hash: e.hash,
+            hash: e.hash.clone(),
         };
     }
     Ok(head)
@@ -498,10 +498,10 @@ mod tests {
     #[test]
     fn an_untouched_chain_verifies_to_its_head() {
         let c = chain(5);
-        let head = verify(c.clone()).unwrap();
+        let head = verify(&c).unwrap();
         assert_eq!(head.entries, 5);
         assert_eq!(head.hash, c[4].hash);
-        assert_eq!(verify(Vec::new()).unwrap().hash, GENESIS);
+        assert_eq!(verify(&[]).unwrap().hash, GENESIS);
     }
 
     /// Each tampering, and the break `verify` reports.
@@ -564,7 +564,7 @@ mod tests {
         for (name, tamper, want) in cases {
             let mut c = chain(5);
             tamper(&mut c);
-            assert_eq!(verify(c), Err(want), "{name}");
+            assert_eq!(verify(&c), Err(want), "{name}");
         }
     }
 
@@ -578,7 +578,7 @@ mod tests {
         [0, 3, 5]
             .iter()
             .map(|&n| {
-                let head = verify(c[..n].to_vec()).unwrap();
+                let head = verify(&c[..n]).unwrap();
                 sign_checkpoint(&head, at + chrono::Duration::minutes(n as i64), key)
             })
             .collect()
@@ -613,7 +613,7 @@ mod tests {
             let detail: serde_json::Value = serde_json::from_str(&e.detail).unwrap();
             rewritten.push(append(prev, e.at, &e.actor, &e.action, subject, &detail));
         }
-        assert!(verify(rewritten.clone()).is_ok());
+        assert!(verify(&rewritten).is_ok());
         assert!(matches!(
             check_checkpoints(&rewritten, &cps, &public),
             Err(CheckpointBreak::Rewritten {

@@ -214,13 +214,18 @@ pub fn decide(miner: &MinerId, history: History, rules: &Rules) -> MinerCase {
     MinerCase { decision, flag_id }
 }
 
-/// What deciding on a miner writes: the case, and the signed ledger event of its
-/// slash.
+/// What deciding on a miner writes: the case, the signed ledger event of its slash,
+/// and the signed event of the slash a reviewer's confirmation of its flag takes.
 #[derive(Debug, Clone)]
 pub struct Entry {
     pub case: MinerCase,
     /// Set when the case slashes and a signing key was given.
     pub event: Option<SignedEvent>,
+    /// Set when the case is a flag (its `decision.confirmation`) and a signing key was
+    /// given. The ledger port writes it only for a reviewer's confirmation that names
+    /// this very slash: the review app holds no slash key, so this is how a confirmed
+    /// slash gets signed, and only if the judge's own decision agrees with it.
+    pub confirmation: Option<SignedEvent>,
 }
 
 /// Decides on a miner and signs the slash event: everything between reading a
@@ -232,11 +237,17 @@ pub fn entry(
     key: Option<&SigningKey>,
 ) -> Result<Entry, serde_json::Error> {
     let case = decide(miner, history, rules);
-    let event = match (&case.decision.slash, key) {
-        (Some(slash), Some(key)) => Some(events::sign(&SlashEvent::from(slash), key)?),
-        _ => None,
+    let sign = |slash: &Option<crate::decide::Slash>| match (slash, key) {
+        (Some(slash), Some(key)) => events::sign(&SlashEvent::from(slash), key).map(Some),
+        _ => Ok(None),
     };
-    Ok(Entry { case, event })
+    let event = sign(&case.decision.slash)?;
+    let confirmation = sign(&case.decision.confirmation)?;
+    Ok(Entry {
+        case,
+        event,
+        confirmation,
+    })
 }
 
 /// Port: where a miner's evidence is read from. Postgres for the workers (and the
@@ -521,7 +532,8 @@ mod tests {
     }
 
     /// Histories in, cases out: the action, whether it is a flag with an id, and
-    /// whether the entry carries a signed event (only a slash, only with a key).
+    /// whether the entry carries a signed event (only a slash, only with a key) or a
+    /// signed confirmation (only a flag, only with a key).
     #[test]
     fn an_entry_is_the_case_and_the_signed_event_of_its_slash() {
         let key = SigningKey::from_bytes(&[7; 32]);
@@ -564,13 +576,23 @@ mod tests {
                 "{name}"
             );
             assert_eq!(e.event.is_some(), signed, "{name}");
-            if let (Some(event), Some(slash)) = (&e.event, &e.case.decision.slash) {
-                let checked = events::verify(
-                    serde_json::to_string(event).unwrap().as_bytes(),
-                    &key.unwrap().verifying_key(),
-                )
-                .unwrap();
-                assert_eq!(checked.slash_id, slash.slash_id, "{name}");
+            assert_eq!(
+                e.confirmation.is_some(),
+                action == Action::FlagForReview && key.is_some(),
+                "{name}"
+            );
+            for (event, slash) in [
+                (&e.event, &e.case.decision.slash),
+                (&e.confirmation, &e.case.decision.confirmation),
+            ] {
+                if let (Some(event), Some(slash)) = (event, slash) {
+                    let checked = events::verify(
+                        serde_json::to_string(event).unwrap().as_bytes(),
+                        &key.unwrap().verifying_key(),
+                    )
+                    .unwrap();
+                    assert_eq!(checked, SlashEvent::from(slash), "{name}");
+                }
             }
         }
     }

@@ -7,7 +7,10 @@
 //!
 //! A reversal travels the same way on the same topic, keyed by the same miner: a
 //! [`ReversalEvent`] signed under [`REVERSAL_SIGNING_CONTEXT`], naming the `slash_id` it
-//! undoes. [`verify_ledger_event`] accepts either and says which it is.
+//! undoes. [`verify_ledger_event`] accepts either and says which it is. Each kind has
+//! its own key: the judge's slash key signs slashes (automatic and staff-confirmed),
+//! and the review app's reversal key signs reversals ([`LedgerKeys`]), so the review
+//! app holds no key that can create a slash.
 //!
 //! For the ledger team, verification is: check that `public_key` is the key you trust,
 //! hex-decode `signature` (64 bytes), verify it with ed25519 over
@@ -154,6 +157,36 @@ pub fn sign(event: &SlashEvent, key: &SigningKey) -> Result<SignedEvent, serde_j
     sign_in(SIGNING_CONTEXT, &serde_json::to_string(event)?, key)
 }
 
+/// What the review app signs reversals with: a key of their own, which can sign no
+/// slash (the ledger trusts it for reversals only), and the slash key's public half,
+/// under which the slash event a reversal undoes must verify.
+#[derive(Debug, Clone)]
+pub struct ReversalSigner {
+    key: SigningKey,
+    slash_key: VerifyingKey,
+}
+
+impl ReversalSigner {
+    /// Refuses a reversal key that is the slash key: the holder of the one would hold
+    /// the other.
+    pub fn new(key: SigningKey, slash_key: VerifyingKey) -> Result<ReversalSigner, String> {
+        if key.verifying_key() == slash_key {
+            return Err(
+                "the reversal key is the slash signing key: give it a key of its own".into(),
+            );
+        }
+        Ok(ReversalSigner { key, slash_key })
+    }
+
+    pub fn key(&self) -> &SigningKey {
+        &self.key
+    }
+
+    pub fn slash_key(&self) -> &VerifyingKey {
+        &self.slash_key
+    }
+}
+
 /// Signs a reversal under its own context, so it can never pass for a slash.
 pub fn sign_reversal(
     event: &ReversalEvent,
@@ -272,26 +305,45 @@ fn parse_payload<T: serde::de::DeserializeOwned>(
     serde_json::from_str(payload).map_err(|e| VerifyError::Payload(e.to_string()))
 }
 
-/// Verifies either kind of event on the ledger topic: a slash, or a reversal.
+/// The keys a ledger trusts, each for its own kind of event: `slash` (the judge's)
+/// for slashes only, `reversal` (the review app's) for reversals only. A reversal key
+/// signs no slash the ledger would apply, so the review app, which holds it, cannot
+/// create one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LedgerKeys<'a> {
+    pub slash: &'a VerifyingKey,
+    /// None: this verifier takes no reversals (each is refused as untrusted).
+    pub reversal: Option<&'a VerifyingKey>,
+}
+
+/// Verifies either kind of event on the ledger topic: a slash under the slash key, or
+/// a reversal under the reversal key. Each key is trusted for its own kind only.
 pub fn verify_ledger_event(
     envelope: &[u8],
-    trusted: &VerifyingKey,
+    keys: LedgerKeys<'_>,
 ) -> Result<LedgerEvent, VerifyError> {
-    match verified_envelope(envelope, trusted, SIGNING_CONTEXT) {
-        Ok(env) => parse_payload(&env.payload, EVENT_VERSION).map(LedgerEvent::Slash),
-        Err(VerifyError::BadSignature) => {
-            let env = verified_envelope(envelope, trusted, REVERSAL_SIGNING_CONTEXT)?;
-            let event: ReversalEvent = parse_payload(&env.payload, REVERSAL_EVENT_VERSION)?;
-            if event.event_type != REVERSAL_EVENT_TYPE {
-                return Err(VerifyError::Payload(format!(
-                    "event_type {:?} is not {REVERSAL_EVENT_TYPE}",
-                    event.event_type
-                )));
-            }
-            Ok(LedgerEvent::Reversed(event))
-        }
-        Err(e) => Err(e),
+    let env: SignedEvent =
+        serde_json::from_slice(envelope).map_err(|e| VerifyError::Envelope(e.to_string()))?;
+    let signer = |k: &VerifyingKey| {
+        env.public_key
+            .eq_ignore_ascii_case(&hex::encode(k.to_bytes()))
+    };
+    if signer(keys.slash) {
+        let env = verified_envelope(envelope, keys.slash, SIGNING_CONTEXT)?;
+        return parse_payload(&env.payload, EVENT_VERSION).map(LedgerEvent::Slash);
     }
+    let Some(reversal_key) = keys.reversal.filter(|k| signer(k)) else {
+        return Err(VerifyError::UntrustedKey(env.public_key));
+    };
+    let env = verified_envelope(envelope, reversal_key, REVERSAL_SIGNING_CONTEXT)?;
+    let event: ReversalEvent = parse_payload(&env.payload, REVERSAL_EVENT_VERSION)?;
+    if event.event_type != REVERSAL_EVENT_TYPE {
+        return Err(VerifyError::Payload(format!(
+            "event_type {:?} is not {REVERSAL_EVENT_TYPE}",
+            event.event_type
+        )));
+    }
+    Ok(LedgerEvent::Reversed(event))
 }
 
 fn verified_envelope(
@@ -484,39 +536,79 @@ mod tests {
 
     #[test]
     fn a_reversal_verifies_as_a_reversal_and_never_as_a_slash() {
-        let k = key(5);
-        let signed = sign_reversal(&reversal(), &k).unwrap();
+        let (slash_key, reversal_key) = (key(4), key(5));
+        let keys = LedgerKeys {
+            slash: &slash_key.verifying_key(),
+            reversal: Some(&reversal_key.verifying_key()),
+        };
+        let signed = sign_reversal(&reversal(), &reversal_key).unwrap();
         assert_eq!(
-            verify_ledger_event(&bytes(&signed), &k.verifying_key()),
+            verify_ledger_event(&bytes(&signed), keys),
             Ok(LedgerEvent::Reversed(reversal()))
         );
-        // A slash verifier refuses it: its signature is under the reversal context.
-        assert_eq!(
-            verify(&bytes(&signed), &k.verifying_key()),
+        // A slash verifier refuses it: its key is not the slash key.
+        assert!(matches!(
+            verify(&bytes(&signed), &reversal_key.verifying_key()),
             Err(VerifyError::BadSignature)
-        );
+        ));
+        assert!(matches!(
+            verify(&bytes(&signed), &slash_key.verifying_key()),
+            Err(VerifyError::UntrustedKey(_))
+        ));
+        // A verifier that takes no reversals refuses it as untrusted.
+        let no_reversals = LedgerKeys {
+            reversal: None,
+            ..keys
+        };
+        assert!(matches!(
+            verify_ledger_event(&bytes(&signed), no_reversals),
+            Err(VerifyError::UntrustedKey(_))
+        ));
         // And a slash still reads as a slash.
-        let slash = sign(&event(), &k).unwrap();
+        let slash = sign(&event(), &slash_key).unwrap();
         assert_eq!(
-            verify_ledger_event(&bytes(&slash), &k.verifying_key()),
+            verify_ledger_event(&bytes(&slash), keys),
             Ok(LedgerEvent::Slash(event()))
         );
+        // The reversal key signs no slash the ledger applies: under either context.
+        for context in [SIGNING_CONTEXT, REVERSAL_SIGNING_CONTEXT] {
+            let payload = serde_json::to_string(&event()).unwrap();
+            let forged = sign_in(context, &payload, &reversal_key).unwrap();
+            assert!(
+                !matches!(
+                    verify_ledger_event(&bytes(&forged), keys),
+                    Ok(LedgerEvent::Slash(_))
+                ),
+                "a slash signed with the reversal key"
+            );
+        }
+        // Nor does the slash key sign a reversal the ledger applies.
+        let by_slash_key = sign_reversal(&reversal(), &slash_key).unwrap();
+        assert!(verify_ledger_event(&bytes(&by_slash_key), keys).is_err());
         // A reversal's payload re-signed under the slash context is not a slash.
         let mut forged = signed.clone();
-        forged.signature = sign_in(SIGNING_CONTEXT, &signed.payload, &k)
+        forged.signature = sign_in(SIGNING_CONTEXT, &signed.payload, &reversal_key)
             .unwrap()
             .signature;
-        assert!(matches!(
-            verify_ledger_event(&bytes(&forged), &k.verifying_key()),
-            Err(VerifyError::Payload(_))
-        ));
+        assert_eq!(
+            verify_ledger_event(&bytes(&forged), keys),
+            Err(VerifyError::BadSignature)
+        );
         // An edited amount breaks the signature.
         let mut edited = signed;
         edited.payload = edited.payload.replace("12500000", "1250000000");
         assert_eq!(
-            verify_ledger_event(&bytes(&edited), &k.verifying_key()),
+            verify_ledger_event(&bytes(&edited), keys),
             Err(VerifyError::BadSignature)
         );
+    }
+
+    #[test]
+    fn a_reversal_signer_never_holds_the_slash_key() {
+        let k = key(4);
+        assert!(ReversalSigner::new(k.clone(), k.verifying_key()).is_err());
+        let signer = ReversalSigner::new(key(5), k.verifying_key()).unwrap();
+        assert_eq!(signer.slash_key(), &k.verifying_key());
     }
 
     #[test]

@@ -104,20 +104,27 @@ enum Command {
         files: Vec<PathBuf>,
     },
     /// Verify signed ledger events (one envelope per line, in the order the ledger
-    /// applies them) against a trusted public key: each signature, and for a reversal
-    /// the ledger's rule, that it names a slash event seen before it by its payload
-    /// hash, once, and gives back no more than the slash took.
+    /// applies them) against the trusted public keys, each for its own kind: each
+    /// signature, and for a reversal the ledger's rule, that it names a slash event
+    /// seen before it by its payload hash, once, and gives back no more than the slash
+    /// took.
     VerifyEvent {
         /// File of envelopes, one JSON object per line; standard input when absent.
         file: Option<PathBuf>,
-        /// The trusted signer's hex ed25519 public key.
+        /// The slash signer's (the judge's) hex ed25519 public key: trusted for
+        /// slashes only.
         #[arg(long)]
         public_key: String,
+        /// The reversal signer's (the review app's) hex ed25519 public key: trusted
+        /// for reversals only. Without it, every reversal is refused.
+        #[arg(long)]
+        reversal_public_key: Option<String>,
     },
-    /// Print the hex ed25519 public key for a signing key (to publish to the ledger team).
+    /// Print the hex ed25519 public key for a signing key (to publish to the ledger
+    /// team): the slash key, the reversal key or the audit checkpoint key.
     PublicKey {
-        /// A file holding the hex ed25519 secret seed (32 bytes) that signs slash
-        /// events (`-`: standard input; without it, $PROCTOR_SECRETS__SIGNING_KEY).
+        /// A file holding the hex ed25519 secret seed (32 bytes)
+        /// (`-`: standard input; without it, $PROCTOR_SECRETS__SIGNING_KEY).
         #[arg(long, value_name = "FILE")]
         signing_key_file: Option<PathBuf>,
     },
@@ -725,9 +732,27 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     .any(|d| d.action != proctor::decide::Action::None);
             Ok(finding_if(found))
         }
-        Command::VerifyEvent { file, public_key } => {
-            let trusted =
+        Command::VerifyEvent {
+            file,
+            public_key,
+            reversal_public_key,
+        } => {
+            let slash_key =
                 events::verifying_key_from_hex(&public_key).map_err(anyhow::Error::msg)?;
+            let reversal_key = reversal_public_key
+                .as_deref()
+                .map(events::verifying_key_from_hex)
+                .transpose()
+                .map_err(anyhow::Error::msg)?;
+            if reversal_key == Some(slash_key) {
+                bail!(
+                    "--reversal-public-key is the slash key: each kind of event has a key of its own"
+                );
+            }
+            let trusted = events::LedgerKeys {
+                slash: &slash_key,
+                reversal: reversal_key.as_ref(),
+            };
             let text = match &file {
                 Some(f) => {
                     std::fs::read(f).with_context(|| format!("cannot read {}", f.display()))?
@@ -748,7 +773,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 if line.iter().all(u8::is_ascii_whitespace) {
                     continue;
                 }
-                let verdict = match events::verify_ledger_event(line, &trusted) {
+                let verdict = match events::verify_ledger_event(line, trusted) {
                     Err(e) => Err(e.to_string()),
                     Ok(events::LedgerEvent::Slash(e)) => {
                         // Verified just above: only the payload's hash is left to take.

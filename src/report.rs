@@ -157,6 +157,7 @@ fn case_row(case_id: i64, d: &Decision, latest: DateTime<Utc>) -> CaseRow {
         updated_at: latest,
         decision: d.clone(),
         dismiss_proposed_by: None,
+        pending_slash_id: None,
     }
 }
 

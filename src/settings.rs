@@ -77,6 +77,9 @@ pub struct ReviewSettings {
     /// Empty: the address of the TCP peer. Set it only behind a proxy that always
     /// sets it, or any client can name its own address.
     pub client_address_header: String,
+    /// The slash signer's (the judge's) hex ed25519 public key (`proctor public-key`).
+    /// A reversal is signed only for a slash event that verifies under it.
+    pub slash_public_key: String,
 }
 
 impl ReviewSettings {
@@ -470,6 +473,10 @@ pub struct Secrets {
     /// Hex ed25519 seed that signs the audit log's head checkpoints
     /// (`review::trail::Checkpoint`); never the same as `signing_key`.
     pub audit_checkpoint_key: Secret,
+    /// Hex ed25519 seed that signs reversals (`events::ReversalSigner`): the review
+    /// app's only key. Never the same as `signing_key`, which the review app does not
+    /// hold: the ledger trusts this key for reversals only.
+    pub reversal_key: Secret,
 }
 
 impl Secrets {
@@ -741,6 +748,37 @@ impl Settings {
             );
         }
         toml::to_string_pretty(&value).expect("a TOML table prints")
+    }
+
+    /// What the review app signs reversals with: `secrets.reversal_key`, and the slash
+    /// key's public half (`review.slash_public_key`). None when the reversal key is
+    /// not set (reversals are refused); an error when it is set but unusable, or is the
+    /// slash key.
+    pub fn reversal_signer(&self) -> Result<Option<crate::events::ReversalSigner>, SettingsError> {
+        let secret = &self.secrets.reversal_key;
+        if !secret.is_set() {
+            return Ok(None);
+        }
+        let key = crate::events::signing_key_from_hex(secret.expose()).map_err(|e| {
+            SettingsError::Invalid(format!(
+                "secrets.reversal_key: {e} (set PROCTOR_SECRETS__REVERSAL_KEY)"
+            ))
+        })?;
+        if self.secrets.is_signing_key(&key) {
+            return Err(SettingsError::Invalid(
+                "secrets.reversal_key is the slash signing key: give it a key of its own".into(),
+            ));
+        }
+        if self.review.slash_public_key.trim().is_empty() {
+            return Err(SettingsError::Invalid(
+                "secrets.reversal_key is set but review.slash_public_key is not: a reversal is signed only for a slash that verifies under the judge's key (proctor public-key)".into(),
+            ));
+        }
+        let slash_key = crate::events::verifying_key_from_hex(&self.review.slash_public_key)
+            .map_err(|e| SettingsError::Invalid(format!("review.slash_public_key: {e}")))?;
+        crate::events::ReversalSigner::new(key, slash_key)
+            .map(Some)
+            .map_err(|e| SettingsError::Invalid(format!("secrets.reversal_key: {e}")))
     }
 
     /// Checks the secrets a worker needs before it starts: `screen` draws re-runs with
@@ -1086,6 +1124,68 @@ sd15 = 1000.0
             "{shown}"
         );
         assert!(shown.contains("Secret(<set>)"));
+    }
+
+    #[test]
+    fn the_review_app_signs_reversals_with_a_key_of_their_own_never_the_slash_key() {
+        let slash_seed = "42".repeat(32);
+        let slash_public = hex::encode(
+            crate::events::signing_key_from_hex(&slash_seed)
+                .unwrap()
+                .verifying_key()
+                .as_bytes(),
+        );
+        let load = |pairs: &[(&str, &str)]| Settings::load_from(None, env(pairs)).unwrap();
+        // No reversal key: no signer, and reversals are refused.
+        assert!(load(&[]).reversal_signer().unwrap().is_none());
+        let (reversal, upper_slash) = ("43".repeat(32), "42".repeat(32).to_uppercase());
+        for (pairs, says) in [
+            (
+                vec![("PROCTOR_SECRETS__REVERSAL_KEY", reversal.as_str())],
+                "review.slash_public_key is not",
+            ),
+            (
+                vec![
+                    ("PROCTOR_SECRETS__REVERSAL_KEY", "xyz"),
+                    ("PROCTOR_REVIEW__SLASH_PUBLIC_KEY", slash_public.as_str()),
+                ],
+                "secrets.reversal_key: ",
+            ),
+            // The slash key itself, in the settings beside it or only as its public half.
+            (
+                vec![
+                    ("PROCTOR_SECRETS__SIGNING_KEY", slash_seed.as_str()),
+                    ("PROCTOR_SECRETS__REVERSAL_KEY", upper_slash.as_str()),
+                    ("PROCTOR_REVIEW__SLASH_PUBLIC_KEY", slash_public.as_str()),
+                ],
+                "is the slash signing key",
+            ),
+            (
+                vec![
+                    ("PROCTOR_SECRETS__REVERSAL_KEY", slash_seed.as_str()),
+                    ("PROCTOR_REVIEW__SLASH_PUBLIC_KEY", slash_public.as_str()),
+                ],
+                "is the slash signing key",
+            ),
+            (
+                vec![
+                    ("PROCTOR_SECRETS__REVERSAL_KEY", reversal.as_str()),
+                    ("PROCTOR_REVIEW__SLASH_PUBLIC_KEY", "00"),
+                ],
+                "review.slash_public_key: ",
+            ),
+        ] {
+            let err = load(&pairs).reversal_signer().unwrap_err().to_string();
+            assert!(err.contains(says), "{pairs:?}: {err}");
+        }
+        let signer = load(&[
+            ("PROCTOR_SECRETS__REVERSAL_KEY", reversal.as_str()),
+            ("PROCTOR_REVIEW__SLASH_PUBLIC_KEY", slash_public.as_str()),
+        ])
+        .reversal_signer()
+        .unwrap()
+        .unwrap();
+        assert_eq!(hex::encode(signer.slash_key().as_bytes()), slash_public);
     }
 
     #[test]

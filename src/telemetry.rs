@@ -128,6 +128,7 @@ pub struct BacklogGauges {
     pub outbox_oldest_unpublished_seconds: Gauge,
     pub review_open_cases: Gauge,
     pub judge_queue: Gauge,
+    pub review_oldest_confirming_seconds: Gauge,
     /// 1 while the publisher publishes, 0 while `pipeline.publish` holds the outbox.
     pub publishing: Gauge,
 }
@@ -153,6 +154,11 @@ impl BacklogGauges {
             "judge_queue",
             "Miners whose evidence changed, waiting for the judge",
             self.judge_queue.clone(),
+        );
+        r.add(
+            "review_oldest_confirming_seconds",
+            "Age of the oldest reviewer's confirmation whose slash the judge has not signed (0 when none)",
+            self.review_oldest_confirming_seconds.clone(),
         );
         r.add(
             "publishing",

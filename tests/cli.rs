@@ -441,6 +441,18 @@ fn verify_event(file: &Path, public_key: &str) -> Output {
     ])
 }
 
+/// `verify-event` trusting a reversal key as well.
+fn verify_events(file: &Path, public_key: &str, reversal_public_key: &str) -> Output {
+    proctor(&[
+        "verify-event",
+        file.to_str().unwrap(),
+        "--public-key",
+        public_key,
+        "--reversal-public-key",
+        reversal_public_key,
+    ])
+}
+
 /// The demo audited with the demo signing key, into a fresh folder, under rules whose
 /// rates hold on the demo's models (so that it slashes).
 fn signed_audit() -> tempfile::TempDir {
@@ -509,13 +521,16 @@ fn audit_events_are_signed_and_verify_event_checks_them() {
         stdout(&bad)
     );
 
-    // Reversals, validly signed, under the ledger's rule: of a slash seen before, by
-    // its payload hash, once, for no more than it took.
+    // Reversals, validly signed with the reversal key, under the ledger's rule: of a
+    // slash seen before, by its payload hash, once, for no more than it took.
     let key = proctor::events::signing_key_from_hex(DEMO_SIGNING_KEY).unwrap();
+    let reversal_key = ed25519_dalek::SigningKey::from_bytes(&[43; 32]);
+    let reversal_trusted = hex::encode(reversal_key.verifying_key().as_bytes());
     let first = text.lines().next().unwrap();
     let (slash, sha) =
         proctor::events::verify_slash(first.as_bytes(), &key.verifying_key()).unwrap();
-    let reversal = |edit: &dyn Fn(&mut proctor::events::ReversalEvent)| {
+    let reversal_by = |key: &ed25519_dalek::SigningKey,
+                       edit: &dyn Fn(&mut proctor::events::ReversalEvent)| {
         let mut r = proctor::events::ReversalEvent {
             event_version: proctor::events::REVERSAL_EVENT_VERSION,
             event_type: proctor::events::REVERSAL_EVENT_TYPE.into(),
@@ -530,18 +545,36 @@ fn audit_events_are_signed_and_verify_event_checks_them() {
             reversed_at: chrono::DateTime::UNIX_EPOCH,
         };
         edit(&mut r);
-        serde_json::to_string(&proctor::events::sign_reversal(&r, &key).unwrap()).unwrap()
+        serde_json::to_string(&proctor::events::sign_reversal(&r, key).unwrap()).unwrap()
     };
+    let reversal =
+        |edit: &dyn Fn(&mut proctor::events::ReversalEvent)| reversal_by(&reversal_key, edit);
     let good = reversal(&|_| {});
     let file = out.path().join("reversals.jsonl");
     let run = |lines: &[&str]| {
         std::fs::write(&file, lines.join("\n")).unwrap();
-        let o = verify_event(&file, &trusted);
+        let o = verify_events(&file, &trusted, &reversal_trusted);
         (o.status.code(), stdout(&o))
     };
     let (code, said) = run(&[first, &good]);
     assert_eq!(code, Some(0), "{said}");
     assert!(said.contains("line 2: valid: reversal of slash"), "{said}");
+    // Without the reversal key a ledger takes no reversal; the slash key signs none.
+    std::fs::write(&file, [first, good.as_str()].join("\n")).unwrap();
+    let o = verify_event(&file, &trusted);
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains("line 2: INVALID: signed by"),
+        "{}",
+        stdout(&o)
+    );
+    let by_slash_key = reversal_by(&key, &|_| {});
+    let (code, said) = run(&[first, &by_slash_key]);
+    assert_eq!(code, Some(1), "{said}");
+    assert!(said.contains("line 2: INVALID"), "{said}");
+    // One key for both kinds is refused outright.
+    let o = verify_events(&file, &trusted, &trusted);
+    assert!(!o.status.success());
     let more = reversal(&|r| r.amount.waifu_micro += 1);
     let other_event = reversal(&|r| r.slash_payload_sha256 = "0".repeat(64));
     for (lines, want) in [

@@ -67,7 +67,7 @@ async fn rejudge(db: &TestDb, miner: &str, rules: &Rules) {
     judge_all(db, rules).await;
 }
 
-/// `Store::act` with the test's signing key.
+/// `Store::act` with the test's reversal key.
 async fn act(
     db: &TestDb,
     who: &Actor,
@@ -77,8 +77,22 @@ async fn act(
     rules: &Rules,
 ) -> Result<CaseDetail, ReviewError> {
     db.store
-        .act(who, case, action, reason, rules, Some(&key()))
+        .act(who, case, action, reason, rules, Some(&reversal_signer()))
         .await
+}
+
+/// A reviewer's confirmation, then the judge's round that signs it: the case as it
+/// stands after both.
+async fn confirm(
+    db: &TestDb,
+    who: &Actor,
+    case: i64,
+    rules: &Rules,
+) -> Result<CaseDetail, ReviewError> {
+    let d = act(db, who, case, StaffAction::Confirm, "", rules).await?;
+    assert_eq!(d.case.status, CaseStatus::Confirming);
+    judge_all(db, rules).await;
+    Ok(db.store.case(case).await.unwrap().unwrap())
 }
 
 async fn cases(db: &TestDb, status: CaseStatus) -> Vec<CaseRow> {
@@ -462,11 +476,13 @@ async fn each_decision_moves_the_slash_the_outbox_the_rate_and_the_log() {
         .find(|c| c.case_id != to_dismiss.case_id)
         .expect("a second open case");
 
-    // Confirm: a slash under the staff rule, its signed event, and a raised rate.
+    // Confirm: the app records the slash the reviewer saw and signs nothing; the
+    // judge's next round signs it: a slash under the staff rule, its signed event,
+    // and a raised rate.
     let slashes_before = db.count("slashes").await;
     let events_before = outbox(&db, "slash").await.len();
     let rate_before = sampling::rate(&rules, risk(&db, &to_confirm.miner_id).await);
-    let done = act(
+    let pending = act(
         &db,
         &ann,
         to_confirm.case_id,
@@ -476,10 +492,18 @@ async fn each_decision_moves_the_slash_the_outbox_the_rate_and_the_log() {
     )
     .await
     .unwrap();
+    assert_eq!(pending.case.status, CaseStatus::Confirming);
+    assert_eq!(pending.case.slash_id, None);
+    assert_eq!(db.count("slashes").await, slashes_before);
+    assert_eq!(outbox(&db, "slash").await.len(), events_before);
+    judge_all(&db, &rules).await;
+    let done = db.store.case(to_confirm.case_id).await.unwrap().unwrap();
     assert_eq!(done.case.status, CaseStatus::Confirmed);
     assert_eq!(done.case.confirmed_by.as_deref(), Some("ann"));
+    assert_eq!(done.case.pending_slash_id, None);
     assert_eq!(db.count("slashes").await, slashes_before + 1);
     let slash_id = done.case.slash_id.clone().unwrap();
+    assert_eq!(Some(&slash_id), pending.case.pending_slash_id.as_ref());
     let rule: String = sqlx::query_scalar("SELECT rule_id FROM slashes WHERE slash_id = $1")
         .bind(&slash_id)
         .fetch_one(db.store.pool())
@@ -517,23 +541,6 @@ async fn each_decision_moves_the_slash_the_outbox_the_rate_and_the_log() {
         twice,
         Err(ReviewError::Refused(Refusal::WrongStatus { .. }))
     ));
-    assert_eq!(db.count("slashes").await, slashes_before + 1);
-    // Without a signing key nothing is confirmed: a slash never exists without its event.
-    let unsigned = db
-        .store
-        .act(
-            &ann,
-            to_dismiss.case_id,
-            StaffAction::Confirm,
-            "",
-            &rules,
-            None,
-        )
-        .await;
-    assert!(
-        matches!(unsigned, Err(ReviewError::NoSigningKey)),
-        "{unsigned:?}"
-    );
     assert_eq!(db.count("slashes").await, slashes_before + 1);
 
     // Dismiss: a reason is required; the cited screen failures stop raising the rate.
@@ -641,12 +648,128 @@ async fn each_decision_moves_the_slash_the_outbox_the_rate_and_the_log() {
         decided,
         [
             ("ann", "confirm", confirmed.as_str()),
+            ("judge:auto", "confirmation_signed", confirmed.as_str()),
             ("ann", "dismiss", dismissed.as_str()),
             ("ann", "more_evidence", dismissed.as_str()),
             ("ann", "note", dismissed.as_str()),
         ]
     );
     proctor::review::trail::verify(&log).unwrap();
+    db.drop_db().await;
+}
+
+/// The review app holds no slash key: a confirmation is signed by the judge, and only
+/// for the slash its own decision makes, for the amount the reviewer saw. Anything
+/// else (the evidence changed, or someone with database access edited the pending
+/// slash or its amount) sends the case back to a reviewer, and nothing is signed.
+#[tokio::test]
+async fn a_confirmation_is_signed_by_the_judge_only_for_the_slash_its_own_decision_makes() {
+    let (db, rules, _) = judged_demo().await;
+    let ann = staff(&db, &["ann"]).await.remove(0);
+    let case_id = cases(&db, CaseStatus::Open).await[0].case_id;
+    let slashes = db.count("slashes").await;
+    let events = outbox(&db, "slash").await.len();
+    let entries = |action: &'static str| {
+        let db = &db;
+        async move {
+            db.store
+                .audit_log()
+                .await
+                .unwrap()
+                .into_iter()
+                .filter(|e| e.action == action && e.subject == format!("case:{case_id}"))
+                .count()
+        }
+    };
+
+    // A judge without the key leaves the confirmation waiting; it never lapses for that.
+    let pending = act(&db, &ann, case_id, StaffAction::Confirm, "", &rules)
+        .await
+        .unwrap();
+    let want = pending
+        .case
+        .pending_slash_id
+        .clone()
+        .expect("a pending slash");
+    db.store.decide_pending(&rules, None).await.unwrap();
+    let still = db.store.case(case_id).await.unwrap().unwrap().case;
+    assert_eq!(still.status, CaseStatus::Confirming);
+    assert_eq!(db.count("slashes").await, slashes);
+    // An appeal waits for the signed slash.
+    let early = act(&db, &ann, case_id, StaffAction::Appeal, "too soon", &rules).await;
+    assert!(
+        matches!(
+            early,
+            Err(ReviewError::Refused(Refusal::WrongStatus { .. }))
+        ),
+        "{early:?}"
+    );
+
+    // Edits made in SQL while it waits: another slash named, or more points at stake.
+    let edits = [
+        "UPDATE review_cases SET pending_slash_id = 'slash-of-someone-else' WHERE case_id = $1",
+        "UPDATE review_cases SET at_stake_waifu_micro = at_stake_waifu_micro * 1000 + 1,
+                                 at_stake_llama_micro = at_stake_llama_micro * 1000 + 1
+         WHERE case_id = $1",
+    ];
+    for (i, edit) in edits.into_iter().enumerate() {
+        if i > 0 {
+            act(&db, &ann, case_id, StaffAction::Confirm, "", &rules)
+                .await
+                .unwrap();
+        }
+        sqlx::query(edit)
+            .bind(case_id)
+            .execute(db.store.pool())
+            .await
+            .unwrap();
+        rejudge(&db, &pending.case.miner_id, &rules).await;
+        let lapsed = db.store.case(case_id).await.unwrap().unwrap().case;
+        assert_eq!(lapsed.status, CaseStatus::Open, "{edit}");
+        assert_eq!(
+            (
+                lapsed.confirmed_by,
+                lapsed.pending_slash_id,
+                lapsed.slash_id
+            ),
+            (None, None, None),
+            "{edit}"
+        );
+        assert_eq!(db.count("slashes").await, slashes, "{edit}");
+        assert_eq!(outbox(&db, "slash").await.len(), events, "{edit}");
+        assert_eq!(entries("confirmation_lapsed").await, i + 1, "{edit}");
+    }
+
+    // Confirmed again with nothing edited: the judge signs exactly the slash the
+    // reviewer saw, under the slash key, and says so in the log.
+    let done = confirm(&db, &ann, case_id, &rules).await.unwrap();
+    assert_eq!(done.case.status, CaseStatus::Confirmed);
+    assert_eq!(done.case.slash_id.as_deref(), Some(want.as_str()));
+    assert_eq!(db.count("slashes").await, slashes + 1);
+    let signed = outbox(&db, "slash").await;
+    assert_eq!(signed.len(), events + 1);
+    let event = events::verify(signed.last().unwrap().as_bytes(), &key().verifying_key()).unwrap();
+    assert_eq!(
+        (event.slash_id.as_str(), event.amount),
+        (want.as_str(), done.case.at_stake)
+    );
+    assert_eq!(event.rule_id, STAFF_RULE_ID);
+    assert_eq!(entries("confirmation_signed").await, 1);
+    // The judge's entries need no case_actions rows: the cross-check stays clean.
+    let snapshot = db.store.audit_snapshot().await.unwrap();
+    assert_eq!(
+        proctor::review::trail::cross_check(
+            &snapshot.log,
+            &snapshot.actions,
+            &snapshot.appeals,
+            &snapshot.reversals
+        ),
+        Vec::<String>::new()
+    );
+    // Judging again changes nothing: the slash is signed once.
+    rejudge(&db, &done.case.miner_id, &rules).await;
+    assert_eq!(db.count("slashes").await, slashes + 1);
+    assert_eq!(entries("confirmation_signed").await, 1);
     db.drop_db().await;
 }
 
@@ -734,9 +857,7 @@ async fn a_dismissal_above_the_stake_threshold_waits_for_a_second_reviewer() {
     )
     .await
     .unwrap();
-    let confirmed = act(&db, &bob, other.case_id, StaffAction::Confirm, "", &rules)
-        .await
-        .unwrap();
+    let confirmed = confirm(&db, &bob, other.case_id, &rules).await.unwrap();
     assert_eq!(confirmed.case.status, CaseStatus::Confirmed);
     assert_eq!(confirmed.case.dismiss_proposed_by, None);
 
@@ -793,9 +914,7 @@ async fn an_appeal_is_decided_by_a_second_reviewer_and_a_reversal_is_signed() {
     let (ann, bob, cat) = (&people[0], &people[1], &people[2]);
     let open = cases(&db, CaseStatus::Open).await;
     let case_id = open[0].case_id;
-    let confirmed = act(&db, ann, case_id, StaffAction::Confirm, "", &rules)
-        .await
-        .unwrap();
+    let confirmed = confirm(&db, ann, case_id, &rules).await.unwrap();
     let slash_id = confirmed.case.slash_id.clone().unwrap();
     // The miner appeals through bob.
     let appealed = act(
@@ -944,7 +1063,24 @@ async fn an_appeal_is_decided_by_a_second_reviewer_and_a_reversal_is_signed() {
             .is_valid(&confirmed_payload),
         "a staff-confirmed slash keeps to the slash schema: {confirmed_payload}"
     );
-    match events::verify_ledger_event(events[0].as_bytes(), &key.verifying_key()).unwrap() {
+    // Signed with the reversal key, which the ledger trusts for reversals only: the
+    // slash key did not sign it, and the review app does not hold that key.
+    let reversal_key = reversal_signer().key().verifying_key();
+    let keys = events::LedgerKeys {
+        slash: &key.verifying_key(),
+        reversal: Some(&reversal_key),
+    };
+    assert!(matches!(
+        events::verify_ledger_event(
+            events[0].as_bytes(),
+            events::LedgerKeys {
+                reversal: None,
+                ..keys
+            }
+        ),
+        Err(events::VerifyError::UntrustedKey(_))
+    ));
+    match events::verify_ledger_event(events[0].as_bytes(), keys).unwrap() {
         LedgerEvent::Reversed(r) => {
             assert_eq!(r.slash_id, slash_id);
             // What the signed slash took, not the inflated row; and it names that event.

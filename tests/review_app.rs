@@ -217,7 +217,9 @@ async fn every_route_needs_a_session_or_a_token_and_admin_pages_need_the_admin_r
             r.status
         );
     }
-    assert_eq!(app.case_ids(CaseStatus::Confirmed).await.len(), 0);
+    for status in [CaseStatus::Confirming, CaseStatus::Confirmed] {
+        assert_eq!(app.case_ids(status).await.len(), 0);
+    }
     // The API answers 401 without a token and with a bad one.
     for token in [None, Some("proctor_000000000000_00"), Some("nonsense")] {
         for (method, path) in [
@@ -521,21 +523,22 @@ async fn a_form_without_the_sessions_csrf_token_changes_nothing() {
         )
         .await;
     assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
-    assert!(app.case_ids(CaseStatus::Confirmed).await.contains(&case));
+    assert!(app.case_ids(CaseStatus::Confirming).await.contains(&case));
     app.finish().await;
 }
 
 #[tokio::test]
 async fn decisions_through_the_pages_and_the_api_write_slashes_reversals_and_the_log() {
     let app = Running::start("review_decide").await;
-    let key = proctor::events::signing_key_from_hex(support::SIGNING_KEY).unwrap();
+    // The judge's key: the app holds only the reversal key.
+    let key = db::key();
     let open = app.case_ids(CaseStatus::Open).await;
     assert!(open.len() >= 2);
     let (confirm, dismiss) = (open[0], open[1]);
     let mut ann = Client::new(&app.base);
     ann.login("ann").await;
 
-    // Confirm on the page: a slash and its event in the outbox.
+    // Confirm on the page: the slash waits for the judge, and the page says so.
     let csrf = ann.get(&format!("/cases/{confirm}")).await.csrf();
     let r = ann
         .post(
@@ -545,7 +548,19 @@ async fn decisions_through_the_pages_and_the_api_write_slashes_reversals_and_the
         .await;
     assert_eq!(r.status, StatusCode::SEE_OTHER);
     let case = app.store().case(confirm).await.unwrap().unwrap().case;
+    assert_eq!(case.status, CaseStatus::Confirming);
+    let pending = case.pending_slash_id.clone().unwrap();
+    let page = ann.get(&format!("/cases/{confirm}")).await;
+    assert!(
+        page.body.contains("Slash, pending") && page.body.contains(&pending),
+        "{}",
+        page.body
+    );
+    // The judge's round signs it: a slash and its event in the outbox.
+    app.judge().await;
+    let case = app.store().case(confirm).await.unwrap().unwrap().case;
     assert_eq!(case.status, CaseStatus::Confirmed);
+    assert_eq!(case.slash_id.as_deref(), Some(pending.as_str()));
     let slash_id = case.slash_id.clone().unwrap();
     let envelope: String = sqlx::query_scalar("SELECT envelope FROM outbox WHERE event_id = $1")
         .bind(&slash_id)
@@ -645,7 +660,12 @@ async fn decisions_through_the_pages_and_the_api_write_slashes_reversals_and_the
             .fetch_one(app.store().pool())
             .await
             .unwrap();
-    match events::verify_ledger_event(envelope.as_bytes(), &key.verifying_key()).unwrap() {
+    let reversal_key = db::reversal_signer().key().verifying_key();
+    let keys = events::LedgerKeys {
+        slash: &key.verifying_key(),
+        reversal: Some(&reversal_key),
+    };
+    match events::verify_ledger_event(envelope.as_bytes(), keys).unwrap() {
         LedgerEvent::Reversed(r) => {
             assert_eq!(r.slash_id, slash_id);
             assert_eq!(r.reversed_by, "cat");
@@ -674,6 +694,7 @@ async fn decisions_through_the_pages_and_the_api_write_slashes_reversals_and_the
         .collect();
     let want: Vec<(String, String)> = [
         ("ann", "confirm"),
+        ("judge:auto", "confirmation_signed"),
         ("bob", "dismiss"),
         ("bob", "appeal"),
         ("cat", "reverse"),

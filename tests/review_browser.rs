@@ -323,9 +323,15 @@ async fn a_reviewer_works_the_queue_in_a_real_browser() {
     assert!(!flagged.is_empty(), "flagged tokens are highlighted");
     b.shot("evidence-llm").await;
 
-    // 4. Confirm one flag, dismiss another.
+    // 4. Confirm one flag (the page shows its slash pending until the judge signs
+    // it), dismiss another.
     b.act(to_confirm, "confirm", "").await;
-    assert!(b.body().await.contains("confirmed"));
+    assert!(b.body().await.contains("Slash, pending"));
+    b.shot("confirming").await;
+    app.judge().await;
+    b.go(&format!("/cases/{to_confirm}")).await;
+    let body = b.body().await;
+    assert!(body.contains("confirmed") && !body.contains("Slash, pending"));
     b.shot("confirmed").await;
     b.act(to_dismiss, "dismiss", "an honest driver difference")
         .await;
@@ -367,7 +373,7 @@ async fn a_reviewer_works_the_queue_in_a_real_browser() {
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
-    assert_eq!(shots.len(), 10, "{shots:?}");
+    assert_eq!(shots.len(), 11, "{shots:?}");
     b.c.close().await.unwrap();
     app.finish().await;
 }

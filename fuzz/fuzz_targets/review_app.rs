@@ -161,7 +161,12 @@ static WORLD: LazyLock<World> = LazyLock::new(|| {
                 .unwrap();
         let settings = Settings::load_from(None, Vec::<(String, String)>::new()).unwrap();
         let objects = proctor::objects::ObjectStore::new(&settings.s3);
-        let app = proctor::web::App::new(store, objects, settings, rules, Some(key));
+        let reversals = proctor::events::ReversalSigner::new(
+            ed25519_dalek::SigningKey::from_bytes(&[43; 32]),
+            key.verifying_key(),
+        )
+        .unwrap();
+        let app = proctor::web::App::new(store, objects, settings, rules, Some(reversals));
         let router = proctor::web::router(app);
         let (cookie, csrf) = login(&router, "ann").await;
         let (admin_cookie, admin_csrf) = login(&router, "ada").await;

@@ -425,17 +425,10 @@ pub fn review(
                 json,
             } => {
                 let rules = super::load_rules(rules.as_deref())?;
-                let key = settings
-                    .secrets
-                    .signing_key
-                    .is_set()
-                    .then(|| {
-                        proctor::events::signing_key_from_hex(settings.secrets.signing_key.expose())
-                    })
-                    .transpose()
-                    .map_err(anyhow::Error::msg)?;
+                // A reversal is signed with the reversal key; nothing here signs a slash.
+                let reversals = settings.reversal_signer()?;
                 let d = store
-                    .act(&actor, case_id, action, &reason, &rules, key.as_ref())
+                    .act(&actor, case_id, action, &reason, &rules, reversals.as_ref())
                     .await?;
                 if json {
                     println!("{}", serde_json::to_string_pretty(&d)?);

@@ -204,5 +204,7 @@ async fn report_backlog(ctx: &Context) -> Option<crate::store::Backlog> {
         .set(b.oldest_unpublished_secs.round() as i64);
     g.review_open_cases.set(b.open_cases);
     g.judge_queue.set(b.judge_queue);
+    g.review_oldest_confirming_seconds
+        .set(b.oldest_confirming_secs.round() as i64);
     Some(b)
 }

@@ -5,7 +5,9 @@
 //!
 //! | action | from | to | what else happens (`store::review`) |
 //! |---|---|---|---|
-//! | confirm | open | confirmed | a slash of the flag's jobs, its signed event in the outbox |
+//! | confirm | open | confirming | the slash the reviewer saw is recorded, unsigned, and the miner queued for the judge |
+//! | (the judge) | confirming | confirmed | the judge recomputes the slash from the evidence; the same slash is signed into the outbox |
+//! | (the judge) | confirming | open | the evidence changed since the confirmation: nothing is signed, and a reviewer looks again |
 //! | dismiss (reason) | open | dismissed (open: a proposal, above the stake threshold) | the screen failures the flag cited stop raising the draw |
 //! | more evidence | any | unchanged | the miner's rate is at least `sampling.evidence_rate` for `evidence_days` |
 //! | note (text) | any | unchanged | |
@@ -20,6 +22,12 @@
 //! reviewers: the first one's dismissal is a proposal ([`Dismissal`]), the case stays
 //! open, and a second reviewer's dismissal closes it. Every action is appended to the
 //! hash-chained audit log ([`trail`]).
+//!
+//! **Who signs what.** The review app holds no key that can create a slash. A
+//! confirmation names the slash the reviewer saw; the judge, which holds the slash key,
+//! signs it only if its own decision on the miner's evidence yields that very slash. The
+//! review app signs only reversals, with a key of their own (`secrets.reversal_key`),
+//! and the ledger refunds at most what the signed slash it names took.
 
 pub mod auth;
 pub mod throttle;
@@ -96,6 +104,9 @@ impl Via {
 pub enum CaseStatus {
     /// A flag waiting for a reviewer.
     Open,
+    /// Confirmed by a reviewer; the judge has yet to sign its slash.
+    Confirming,
+    /// Confirmed, and its slash signed.
     Confirmed,
     Dismissed,
     /// An automatic slash.
@@ -107,8 +118,9 @@ pub enum CaseStatus {
 }
 
 impl CaseStatus {
-    pub const ALL: [CaseStatus; 7] = [
+    pub const ALL: [CaseStatus; 8] = [
         CaseStatus::Open,
+        CaseStatus::Confirming,
         CaseStatus::Confirmed,
         CaseStatus::Dismissed,
         CaseStatus::Slashed,
@@ -120,6 +132,7 @@ impl CaseStatus {
     pub fn as_str(self) -> &'static str {
         match self {
             CaseStatus::Open => "open",
+            CaseStatus::Confirming => "confirming",
             CaseStatus::Confirmed => "confirmed",
             CaseStatus::Dismissed => "dismissed",
             CaseStatus::Slashed => "slashed",
@@ -278,7 +291,8 @@ pub fn next(
     use CaseStatus as S;
     use StaffAction as A;
     match (action, facts.status) {
-        (A::Confirm, S::Open) => Ok(S::Confirmed),
+        // The judge signs the slash (`store::review`'s `settle_confirmations`).
+        (A::Confirm, S::Open) => Ok(S::Confirming),
         (A::Dismiss, S::Open) => match &facts.dismissal {
             Dismissal::OneReviewer => Ok(S::Dismissed),
             // The first of two: a proposal, and the case stays open.
@@ -346,7 +360,7 @@ mod tests {
         use CaseStatus as S;
         use StaffAction as A;
         let allowed = [
-            (A::Confirm, S::Open, S::Confirmed),
+            (A::Confirm, S::Open, S::Confirming),
             (A::Dismiss, S::Open, S::Dismissed),
             (A::Appeal, S::Confirmed, S::Appealed),
             (A::Appeal, S::Slashed, S::Appealed),
@@ -456,7 +470,7 @@ mod tests {
         // with a dismissal pending.
         assert_eq!(
             next(&proposed, StaffAction::Confirm, &actor("ann"), ""),
-            Ok(CaseStatus::Confirmed)
+            Ok(CaseStatus::Confirming)
         );
         // Only an open case is dismissed, however many reviewers.
         let closed = CaseFacts {

@@ -105,6 +105,9 @@ pub struct Backlog {
     pub open_cases: i64,
     /// Miners whose evidence changed and who wait for the judge.
     pub judge_queue: i64,
+    /// Seconds since the oldest reviewer's confirmation still waiting for the judge to
+    /// sign its slash (0 when none).
+    pub oldest_confirming_secs: f64,
 }
 
 impl Store {
@@ -144,7 +147,9 @@ impl Store {
                     (SELECT COALESCE(EXTRACT(EPOCH FROM now() - min(created_at)), 0)::float8
                        FROM outbox WHERE published_at IS NULL),
                     (SELECT count(*) FROM review_cases WHERE status IN ('open', 'appealed')),
-                    (SELECT count(*) FROM judge_queue)",
+                    (SELECT count(*) FROM judge_queue),
+                    (SELECT COALESCE(EXTRACT(EPOCH FROM now() - min(updated_at)), 0)::float8
+                       FROM review_cases WHERE status = 'confirming')",
         )
         .fetch_one(&self.pool)
         .await?;
@@ -153,6 +158,7 @@ impl Store {
             oldest_unpublished_secs: row.get(1),
             open_cases: row.get(2),
             judge_queue: row.get(3),
+            oldest_confirming_secs: row.get(4),
         })
     }
 
@@ -495,9 +501,10 @@ impl Store {
         Ok(())
     }
 
-    /// Decides on every queued miner as the judge worker does (`case::entry` at no NFT
-    /// boost, events signed with `key`), until none is queued. Returns the decisions
-    /// made. For loading and tests; the judge worker waits for evidence to settle.
+    /// Decides on every queued miner as the judge worker does (`case::entry`, events
+    /// and reviewers' confirmations signed with `key`), until none is queued. Returns
+    /// the decisions made. For loading and tests; the judge worker waits for evidence
+    /// to settle.
     pub async fn decide_pending(
         &self,
         rules: &Rules,
@@ -511,8 +518,11 @@ impl Store {
                 return Ok(made);
             }
             for miner in pending {
-                self.decide(&miner, rules, 1.0, |h| case::entry(&miner, h, rules, key))
-                    .await?;
+                let factor = self.points_factor(&miner, rules).await?;
+                self.decide(&miner, rules, factor, |h| {
+                    case::entry(&miner, h, rules, key)
+                })
+                .await?;
                 made += 1;
             }
         }
@@ -599,9 +609,20 @@ impl case::Ledger for Store {
         let history = load_history(&mut tx, &miner_s, rules, points_factor).await?;
         // An entry that cannot be signed is not written: the judge retries rather than
         // slash without an event.
-        let case::Entry { case, event } =
-            decide(history).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+        let case::Entry {
+            case,
+            event,
+            confirmation,
+        } = decide(history).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
         let decision = &case.decision;
+        // Reviewers' confirmations first, in shadow mode too (they are staff decisions):
+        // a lapsed one reopens its case, which the flag or slash below may then join.
+        let (signed, lapsed) =
+            review::settle_confirmations(&mut tx, &miner_s, decision, confirmation.as_ref())
+                .await?;
+        if signed + lapsed > 0 {
+            tracing::info!(miner_id = %miner, signed, lapsed, "reviewers' confirmations settled");
+        }
         let decision_id = match (&decision.action, &decision.slash) {
             (Action::Slash, Some(slash)) => Some(slash.slash_id.as_str()),
             (Action::FlagForReview, _) => case.flag_id.as_deref(),

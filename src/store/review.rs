@@ -8,7 +8,6 @@
 //! and a judge never wait on each other in a cycle.
 
 use chrono::{DateTime, Utc};
-use ed25519_dalek::SigningKey;
 use serde::Serialize;
 use sqlx::{Postgres, Row, Transaction};
 
@@ -83,10 +82,10 @@ pub enum ReviewError {
     )]
     NothingToConfirm,
     #[error(
-        "no signing key is set (secrets.signing_key): a slash or reversal needs a signed event"
+        "no reversal key is set (secrets.reversal_key, with review.slash_public_key): a reversal needs a signed event"
     )]
-    NoSigningKey,
-    /// The slash under appeal has no signed event that verifies under this app's key:
+    NoReversalKey,
+    /// The slash under appeal has no signed event that verifies under the slash key:
     /// its outbox row is missing or was edited. No reversal is signed for it.
     #[error("slash {slash_id}: {why}; no reversal is signed without the slash event it undoes")]
     SlashEvent { slash_id: String, why: String },
@@ -135,6 +134,9 @@ pub struct CaseRow {
     /// The reviewer whose dismissal waits for a second reviewer's
     /// ([`crate::review::Dismissal`]).
     pub dismiss_proposed_by: Option<String>,
+    /// A `confirming` case's slash, as its reviewer saw it: the judge signs it if its
+    /// own decision yields the same, or reopens the case.
+    pub pending_slash_id: Option<String>,
 }
 
 /// A staff account, for the admin page.
@@ -218,7 +220,7 @@ macro_rules! case_columns {
     () => {
         "c.case_id, c.miner_id, c.opened_by, c.status, c.flag_id, c.slash_id,
     c.honest_probability, c.at_stake_waifu_micro, c.at_stake_llama_micro, c.confirmed_by, c.opened_at,
-    c.updated_at, c.decision, c.dismiss_proposed_by"
+    c.updated_at, c.decision, c.dismiss_proposed_by, c.pending_slash_id"
     };
 }
 
@@ -271,6 +273,7 @@ fn case_row(r: &sqlx::postgres::PgRow) -> Result<CaseRow, sqlx::Error> {
         updated_at: r.try_get(11)?,
         decision,
         dismiss_proposed_by: r.try_get(13)?,
+        pending_slash_id: r.try_get(14)?,
     })
 }
 
@@ -387,6 +390,162 @@ pub(super) async fn open_slash_case(
         .await?;
     }
     Ok(())
+}
+
+/// A `confirming` case, as the judge settles it.
+#[derive(sqlx::FromRow)]
+struct Confirming {
+    case_id: i64,
+    pending_slash_id: Option<String>,
+    at_stake_waifu_micro: i64,
+    at_stake_llama_micro: i64,
+    confirmed_by: Option<String>,
+}
+
+/// The judge's half of a reviewer's confirmation, in the judge's transaction under the
+/// miner's lock. Each of the miner's `confirming` cases named the slash its reviewer
+/// saw (`pending_slash_id`, and the amount at stake). The judge signs it only if its own
+/// decision on the evidence now (`decision.confirmation`, signed as `signed`) is that
+/// very slash, for that very amount: then the slash, its covered jobs and its event are
+/// written, and the case is `confirmed`. Otherwise the case goes back to `open` with
+/// the decision of now, and a reviewer looks again; nothing is signed. Without a key
+/// (`signed` is none while the decision has a confirmation) a matching confirmation
+/// waits for a judge that has one. Returns how many were signed and how many lapsed.
+pub(super) async fn settle_confirmations(
+    tx: &mut Transaction<'static, Postgres>,
+    miner: &str,
+    decision: &Decision,
+    signed: Option<&events::SignedEvent>,
+) -> Result<(u32, u32), sqlx::Error> {
+    let pending: Vec<Confirming> = sqlx::query_as(
+        "SELECT case_id, pending_slash_id, at_stake_waifu_micro, at_stake_llama_micro,
+                confirmed_by
+         FROM review_cases WHERE miner_id = $1 AND status = 'confirming'
+         ORDER BY case_id FOR UPDATE",
+    )
+    .bind(miner)
+    .fetch_all(&mut **tx)
+    .await?;
+    let (mut done, mut lapsed) = (0, 0);
+    for Confirming {
+        case_id,
+        pending_slash_id: want,
+        at_stake_waifu_micro: waifu,
+        at_stake_llama_micro: llama,
+        confirmed_by,
+    } in pending
+    {
+        let confirmed = MicroPoints {
+            waifu_micro: waifu,
+            llama_micro: llama,
+        };
+        let now = decision.confirmation.as_ref();
+        let same = now.is_some_and(|s| Some(&s.slash_id) == want.as_ref() && s.amount == confirmed);
+        let why = match (now, signed) {
+            (Some(_), None) if same => continue,
+            (Some(slash), Some(event)) if same => {
+                if write_slash(tx, slash, Some(event)).await? {
+                    sqlx::query(
+                        "INSERT INTO miner_risk (miner_id, confirmed_flags) VALUES ($1, 1)
+                         ON CONFLICT (miner_id) DO UPDATE
+                         SET confirmed_flags = miner_risk.confirmed_flags + 1",
+                    )
+                    .bind(miner)
+                    .execute(&mut **tx)
+                    .await?;
+                    sqlx::query(
+                        "UPDATE review_cases SET status = 'confirmed', slash_id = $2,
+                                pending_slash_id = NULL, updated_at = now()
+                         WHERE case_id = $1",
+                    )
+                    .bind(case_id)
+                    .bind(&slash.slash_id)
+                    .execute(&mut **tx)
+                    .await?;
+                    append_log(
+                        tx,
+                        By {
+                            username: JUDGE_ACTOR,
+                            via: &Via::Judge,
+                        },
+                        "confirmation_signed",
+                        &format!("case:{case_id}"),
+                        serde_json::json!({
+                            "miner_id": miner,
+                            "slash_id": slash.slash_id,
+                            "confirmed_by": confirmed_by,
+                        }),
+                    )
+                    .await?;
+                    done += 1;
+                    continue;
+                }
+                "its slash exists already"
+            }
+            (None, _)
+                if decision
+                    .slash
+                    .as_ref()
+                    .is_some_and(|s| Some(&s.slash_id) == want.as_ref()) =>
+            {
+                "the judge slashes this evidence on its own: the automatic slash settles the case"
+            }
+            (None, _) => "the evidence no longer makes a flag to confirm",
+            (Some(_), _) => {
+                "the evidence changed since the confirmation: the slash it makes now differs"
+            }
+        };
+        // Back to `open` with the decision of now. The miner has no other open case:
+        // a confirmation needs the open one, and every judge round settles
+        // confirmations before it writes a flag.
+        // (Guarded all the same: a stuck confirmation is better than a judge stalled on
+        // the one-open-case index.)
+        let stake = now.map(|s| s.amount).unwrap_or_default();
+        let reopened = sqlx::query(
+            "UPDATE review_cases SET status = 'open', pending_slash_id = NULL,
+                    confirmed_by = NULL, decision = $2, honest_probability = $3,
+                    at_stake_waifu_micro = $4, at_stake_llama_micro = $5, updated_at = now()
+             WHERE case_id = $1 AND NOT EXISTS (
+                 SELECT 1 FROM review_cases o WHERE o.miner_id = $6 AND o.status = 'open')",
+        )
+        .bind(case_id)
+        .bind(sqlx::types::Json(decision))
+        .bind(decision.review_probability)
+        .bind(stake.waifu_micro)
+        .bind(stake.llama_micro)
+        .bind(miner)
+        .execute(&mut **tx)
+        .await?
+        .rows_affected();
+        if reopened == 0 {
+            tracing::warn!(
+                case_id,
+                miner,
+                why,
+                "a lapsed confirmation cannot reopen: the miner has another open case"
+            );
+            continue;
+        }
+        append_log(
+            tx,
+            By {
+                username: JUDGE_ACTOR,
+                via: &Via::Judge,
+            },
+            "confirmation_lapsed",
+            &format!("case:{case_id}"),
+            serde_json::json!({
+                "miner_id": miner,
+                "confirmed_slash_id": want,
+                "slash_id_now": now.map(|s| s.slash_id.as_str()),
+                "confirmed_by": confirmed_by,
+                "why": why,
+            }),
+        )
+        .await?;
+        lapsed += 1;
+    }
+    Ok((done, lapsed))
 }
 
 /// Appends one entry to the audit log in the caller's transaction.
@@ -860,8 +1019,10 @@ impl Store {
         }))
     }
 
-    /// A staff action on a case, with its effects, in one transaction. `key` signs
-    /// the slash of a confirmation and the event of a reversal.
+    /// A staff action on a case, with its effects, in one transaction. `reversals`
+    /// signs the event of a reversal. A confirmation signs nothing: it records the
+    /// slash the reviewer saw and queues the miner for the judge, which holds the slash
+    /// key and signs that slash if its own decision agrees (`settle_confirmations`).
     pub async fn act(
         &self,
         actor: &Actor,
@@ -869,7 +1030,7 @@ impl Store {
         action: StaffAction,
         reason: &str,
         rules: &Rules,
-        key: Option<&SigningKey>,
+        reversals: Option<&events::ReversalSigner>,
     ) -> Result<CaseDetail, ReviewError> {
         let miner: Option<String> =
             sqlx::query_scalar("SELECT miner_id FROM review_cases WHERE case_id = $1")
@@ -929,22 +1090,19 @@ impl Store {
                     .clone()
                     .or(now.decision.confirmation.clone())
                     .ok_or(ReviewError::NothingToConfirm)?;
-                let key = key.ok_or(ReviewError::NoSigningKey)?;
-                let event = events::sign(&events::SlashEvent::from(&slash), key)
-                    .map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
-                if !write_slash(&mut tx, &slash, Some(&event)).await? {
+                let exists: bool =
+                    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM slashes WHERE slash_id = $1)")
+                        .bind(&slash.slash_id)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                if exists {
                     return Err(ReviewError::NothingToConfirm);
                 }
+                // The slash the reviewer saw, unsigned: the judge signs it if its own
+                // decision yields the same (`settle_confirmations`).
                 sqlx::query(
-                    "INSERT INTO miner_risk (miner_id, confirmed_flags) VALUES ($1, 1)
-                     ON CONFLICT (miner_id) DO UPDATE
-                     SET confirmed_flags = miner_risk.confirmed_flags + 1",
-                )
-                .bind(&miner)
-                .execute(&mut *tx)
-                .await?;
-                sqlx::query(
-                    "UPDATE review_cases SET slash_id = $2, confirmed_by = $3, decision = $4,
+                    "UPDATE review_cases SET status = 'confirming', pending_slash_id = $2,
+                            confirmed_by = $3, decision = $4,
                             at_stake_waifu_micro = $5, at_stake_llama_micro = $6
                      WHERE case_id = $1",
                 )
@@ -956,7 +1114,16 @@ impl Store {
                 .bind(slash.amount.llama_micro)
                 .execute(&mut *tx)
                 .await?;
+                sqlx::query(
+                    "INSERT INTO judge_queue (miner_id) VALUES ($1)
+                     ON CONFLICT (miner_id) DO UPDATE
+                     SET since = now(), version = judge_queue.version + 1",
+                )
+                .bind(&miner)
+                .execute(&mut *tx)
+                .await?;
                 detail["slash_id"] = slash.slash_id.clone().into();
+                detail["signed_by"] = "judge".into();
             }
             StaffAction::Dismiss => {
                 // The screen failures the flag cited stop raising the miner's draw.
@@ -1041,9 +1208,9 @@ impl Store {
                     let slash_id = case.slash_id.clone().ok_or_else(|| {
                         sqlx::Error::Decode(format!("case {case_id} has no slash").into())
                     })?;
-                    let key = key.ok_or(ReviewError::NoSigningKey)?;
+                    let signer = reversals.ok_or(ReviewError::NoReversalKey)?;
                     let event =
-                        reverse_slash(&mut tx, &slash_id, appeal_id, actor, reason, key).await?;
+                        reverse_slash(&mut tx, &slash_id, appeal_id, actor, reason, signer).await?;
                     if case.opened_by == "flag" {
                         sqlx::query(
                             "UPDATE miner_risk SET confirmed_flags = greatest(0, confirmed_flags - 1)
@@ -1404,16 +1571,16 @@ fn entry_of(r: &sqlx::postgres::PgRow) -> Entry {
 
 /// Records a reversal and puts its signed event in the outbox. The reversal names the
 /// slash's signed event by its payload hash and gives back the amount that event says,
-/// read from the outbox's envelope and verified under the key: never from the
+/// read from the outbox's envelope and verified under the slash key: never from the
 /// `slashes` row, which anyone with write access to the database could inflate before
-/// an honest reviewer reverses it.
+/// an honest reviewer reverses it. It is signed with the reversal key.
 async fn reverse_slash(
     tx: &mut Transaction<'static, Postgres>,
     slash_id: &str,
     appeal_id: i64,
     actor: &Actor,
     reason: &str,
-    key: &SigningKey,
+    signer: &events::ReversalSigner,
 ) -> Result<ReversalEvent, ReviewError> {
     let refuse = |why: String| ReviewError::SlashEvent {
         slash_id: slash_id.to_owned(),
@@ -1427,7 +1594,7 @@ async fn reverse_slash(
             .await?;
     let envelope =
         envelope.ok_or_else(|| refuse("its signed event is not in the outbox".into()))?;
-    let (slash, slash_sha256) = events::verify_slash(envelope.as_bytes(), &key.verifying_key())
+    let (slash, slash_sha256) = events::verify_slash(envelope.as_bytes(), signer.slash_key())
         .map_err(|e| refuse(format!("its signed event does not verify: {e}")))?;
     if slash.slash_id != slash_id {
         return Err(refuse(format!(
@@ -1459,8 +1626,8 @@ async fn reverse_slash(
         reason: reason.to_owned(),
         reversed_at: trail::timestamp(reversed_at),
     };
-    let signed =
-        events::sign_reversal(&event, key).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+    let signed = events::sign_reversal(&event, signer.key())
+        .map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
     let envelope = serde_json::to_string(&signed).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
     sqlx::query(
         "INSERT INTO outbox (event_id, kind, key, envelope) VALUES ($1, $2, $3, $4)

@@ -43,7 +43,7 @@ pub fn status_of(e: &ReviewError) -> StatusCode {
         ReviewError::Refused(_) | ReviewError::Credential(_) | ReviewError::TokenLifetime(_) => {
             StatusCode::UNPROCESSABLE_ENTITY
         }
-        ReviewError::NoSigningKey | ReviewError::Db(_) => StatusCode::SERVICE_UNAVAILABLE,
+        ReviewError::NoReversalKey | ReviewError::Db(_) => StatusCode::SERVICE_UNAVAILABLE,
     }
 }
 
@@ -186,7 +186,7 @@ pub async fn decide(
             action,
             &body.reason,
             &inner.rules,
-            inner.key.as_ref(),
+            inner.reversals.as_ref(),
         )
         .await
     {

@@ -27,7 +27,6 @@ use std::sync::Arc;
 use axum::Router;
 use axum::http::{HeaderValue, header};
 use axum::routing::{get, post};
-use ed25519_dalek::SigningKey;
 use tower_sessions::cookie::SameSite;
 use tower_sessions::cookie::time::Duration as CookieDuration;
 use tower_sessions::{Expiry, SessionManagerLayer};
@@ -48,7 +47,8 @@ struct Inner {
     objects: ObjectStore,
     settings: Settings,
     rules: Rules,
-    key: Option<SigningKey>,
+    /// Signs reversals; the app holds no key that can sign a slash.
+    reversals: Option<crate::events::ReversalSigner>,
     templates: minijinja::Environment<'static>,
     metrics: crate::telemetry::Metrics,
     logins: login::Logins,
@@ -60,7 +60,7 @@ impl App {
         objects: ObjectStore,
         settings: Settings,
         rules: Rules,
-        key: Option<SigningKey>,
+        reversals: Option<crate::events::ReversalSigner>,
     ) -> App {
         let metrics = crate::telemetry::Metrics::new("review");
         App {
@@ -71,7 +71,7 @@ impl App {
                 objects,
                 settings,
                 rules,
-                key,
+                reversals,
                 templates: view::templates(view::Links::App),
             }),
         }
@@ -202,7 +202,8 @@ pub async fn serve(
 #[derive(Debug, Clone, clap::Args)]
 pub struct ServeArgs {
     /// A settings file layered over the defaults (config/default.toml): `[review]` for
-    /// the address, `database.url`, `[s3]`, `secrets.signing_key`.
+    /// the address, `database.url`, `[s3]`, `secrets.reversal_key` with
+    /// `review.slash_public_key`.
     #[arg(long, env = "PROCTOR_CONFIG")]
     pub config: Option<std::path::PathBuf>,
     /// A rules folder instead of the rules compiled in.
@@ -232,20 +233,18 @@ pub async fn run(
         .migrate()
         .await
         .context("cannot migrate the database")?;
-    let key = if settings.secrets.signing_key.is_set() {
-        Some(
-            crate::events::signing_key_from_hex(settings.secrets.signing_key.expose())
-                .map_err(|e| anyhow::anyhow!("secrets.signing_key: {e}"))?,
-        )
-    } else {
+    if settings.secrets.signing_key.is_set() {
         tracing::warn!(
-            "secrets.signing_key is not set: confirmations and reversals will be refused"
+            "secrets.signing_key is set, and the review app never uses it: keep the slash key out of this process's settings (the judge signs confirmed slashes)"
         );
-        None
-    };
+    }
+    let reversals = settings.reversal_signer()?;
+    if reversals.is_none() {
+        tracing::warn!("secrets.reversal_key is not set: reversals will be refused");
+    }
     let objects = ObjectStore::new(&settings.s3);
     let bind = settings.review.bind;
-    let app = App::new(store, objects, settings, rules, key);
+    let app = App::new(store, objects, settings, rules, reversals);
     let (addr, task) = serve(app, bind, stop)
         .await
         .with_context(|| format!("cannot listen on {bind} (review.bind)"))?;

@@ -517,7 +517,7 @@ pub async fn decide(
             action,
             &f.reason,
             &inner.rules,
-            inner.key.as_ref(),
+            inner.reversals.as_ref(),
         )
         .await
     {
@@ -534,7 +534,7 @@ pub async fn decide(
             )
             .await
         }
-        Err(e) if e.is_refusal() || matches!(e, ReviewError::NoSigningKey) => {
+        Err(e) if e.is_refusal() || matches!(e, ReviewError::NoReversalKey) => {
             let status = super::api::status_of(&e);
             case_page(&app, &session, &actor, id, status, Some(e.to_string())).await
         }

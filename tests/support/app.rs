@@ -11,7 +11,7 @@ use proctor::store::Store;
 use proctor::store::review::CaseFilter;
 
 use crate::db;
-use crate::support::{self, Harness};
+use crate::support::Harness;
 
 /// A running app on the harness's database and buckets, with the demo judged in it
 /// and four accounts: ada (admin), ann, bob and cat (reviewers).
@@ -65,13 +65,12 @@ impl Running {
                     .token,
             );
         }
-        let key = proctor::events::signing_key_from_hex(support::SIGNING_KEY).unwrap();
         let app = proctor::web::App::new(
             h.store.clone(),
             h.objects.clone(),
             h.settings.clone(),
             rules,
-            Some(key),
+            Some(db::reversal_signer()),
         );
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let (addr, _task) = proctor::web::serve(app, "127.0.0.1:0".parse().unwrap(), async {
@@ -85,6 +84,12 @@ impl Running {
             tokens,
             stop: Some(tx),
         }
+    }
+
+    /// The judge's round on every queued miner, with the slash key the demo was judged
+    /// with (`db::key`): what signs a reviewer's confirmation.
+    pub async fn judge(&self) {
+        db::judge_store(&self.h.store, &db::demo_rules()).await;
     }
 
     pub fn store(&self) -> &Store {

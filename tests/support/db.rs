@@ -102,6 +102,12 @@ pub fn key() -> SigningKey {
     SigningKey::from_bytes(&[42; 32])
 }
 
+/// The review app's reversal key in these tests: its own, trusting [`key`]'s slashes.
+pub fn reversal_signer() -> proctor::events::ReversalSigner {
+    proctor::events::ReversalSigner::new(SigningKey::from_bytes(&[43; 32]), key().verifying_key())
+        .unwrap()
+}
+
 pub fn demo() -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/audit-demo")
 }

@@ -25,6 +25,13 @@ use rdkafka::consumer::{Consumer, StreamConsumer};
 
 /// A fixed test key: its public key is what the tests verify events against.
 pub const SIGNING_KEY: &str = "9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60";
+/// The review app's reversal key in tests: never the slash key.
+pub const REVERSAL_KEY: &str = "4ccd089b28ff96da9db6c346ec114e0f5b8a319f35aba624da8cf6ed4fb8a6fb";
+
+/// The slash key of [`SIGNING_KEY`], for the judge's part in a test.
+pub fn slash_key() -> ed25519_dalek::SigningKey {
+    proctor::events::signing_key_from_hex(SIGNING_KEY).unwrap()
+}
 
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -128,6 +135,11 @@ impl Harness {
             ("PROCTOR_HTTP__BIND", "127.0.0.1:0".into()),
             ("PROCTOR_SECRETS__SAMPLING_SECRET", "pipeline tests".into()),
             ("PROCTOR_SECRETS__SIGNING_KEY", SIGNING_KEY.into()),
+            ("PROCTOR_SECRETS__REVERSAL_KEY", REVERSAL_KEY.into()),
+            (
+                "PROCTOR_REVIEW__SLASH_PUBLIC_KEY",
+                hex::encode(slash_key().verifying_key().as_bytes()),
+            ),
             ("PROCTOR_PIPELINE__JUDGE_SETTLE_MS", "1500".into()),
             ("PROCTOR_PIPELINE__MAX_BACKOFF_MS", "2000".into()),
             ("PROCTOR_PIPELINE__POLL_MS", "100".into()),

@@ -150,7 +150,7 @@ static WORLD: LazyLock<World> = LazyLock::new(|| {
             .await
             .unwrap();
         let token = store
-            .create_token("operator", "ann", "fuzz")
+            .create_token("operator", "ann", "fuzz", 90)
             .await
             .unwrap()
             .token;

@@ -164,7 +164,7 @@ impl<'a> Sampler<'a> {
 }
 
 /// Which reference outputs a decision counts (`proctor audit --reruns`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reruns {
     /// Those of the jobs the sampler draws, as in the pipeline, whose rerun worker sees
     /// only drawn jobs: a reference of any other job is never read.
@@ -175,6 +175,15 @@ pub enum Reruns {
 }
 
 impl Reruns {
+    pub const ALL: [Reruns; 2] = [Reruns::Drawn, Reruns::Present];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reruns::Drawn => "drawn",
+            Reruns::Present => "present",
+        }
+    }
+
     /// Whether a job is judged with its reference, and so at the re-run stage.
     pub fn counts(self, drawn: bool, has_reference: bool) -> bool {
         has_reference

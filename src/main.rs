@@ -19,6 +19,22 @@ use proctor::{audit, calibrate, events, hashing, sampling};
 
 #[path = "cli/review.rs"]
 mod review_cli;
+
+/// A command-line parser for a library enum, by its `as_str` names: the library's core
+/// types carry no clap derive (tests/layering.rs), so the command line names them here.
+/// `--help` lists the names as clap's own enums would.
+fn one_of<T: Copy + Send + Sync + 'static>(
+    all: &'static [T],
+    name: fn(T) -> &'static str,
+) -> impl clap::builder::TypedValueParser<Value = T> {
+    use clap::builder::TypedValueParser as _;
+    let names: Vec<&'static str> = all.iter().map(|v| name(*v)).collect();
+    clap::builder::PossibleValuesParser::new(names).map(move |s| {
+        *all.iter()
+            .find(|v| name(**v) == s)
+            .expect("clap passes only a possible value")
+    })
+}
 #[path = "cli/secret.rs"]
 mod secret;
 
@@ -82,7 +98,7 @@ enum Command {
         /// Which reference outputs count: `present`, every one in the folder (an export
         /// of the jobs that were re-run), or `drawn`, only those of the jobs the
         /// sampling secret draws at the rules' rates, as the pipeline counts them.
-        #[arg(long, value_enum, default_value_t = Reruns::Present)]
+        #[arg(long, value_parser = one_of(&Reruns::ALL, Reruns::as_str), default_value = "present")]
         reruns: Reruns,
     },
     /// Compare a candidate image with a reference image under the rules; prints JSON.
@@ -1043,7 +1059,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     paying.into_iter().collect::<Vec<_>>().join("; ")
                 );
             }
-            let capacity = sampling::capacity_table(&rules, &settings.reference);
+            let capacity = sampling::capacity_table(
+                &rules,
+                &settings.reference.demand_per_hour,
+                &settings.reference.capacity(),
+            );
             if capacity.is_empty() {
                 println!(
                     "\nreference capacity: no reference hosts or no demand_per_hour in the settings' [reference], so no capacity check"

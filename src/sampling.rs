@@ -11,7 +11,6 @@ use serde::Serialize;
 use crate::points;
 use crate::record::JobKind;
 use crate::rules::{DetectedAt, Rules, SlashScope};
-use crate::settings::{HostKind, HostSettings, ReferenceSettings};
 
 /// The sampling secret: a deployment setting, never a rule.
 #[derive(Clone)]
@@ -270,29 +269,45 @@ pub struct CapacityRow {
     pub deterrence: DeterrenceRow,
 }
 
-/// For each category with a demand in the settings: the re-runs its sampling asks for,
-/// what the reference hosts can do, and whether deterrence holds at the rate that
-/// capacity leaves (the floor, scaled down by the share of re-runs served; canaries
-/// and at-risk miners go first, so an ordinary cheater is the one shed).
-pub fn capacity_table(rules: &Rules, reference: &ReferenceSettings) -> Vec<CapacityRow> {
+/// What the capacity table needs to know of a reference host (the deployment's
+/// `[[reference.hosts]]`, taken apart by the caller: the policy reads no settings).
+#[derive(Debug, Clone, PartialEq)]
+pub struct HostCapacity {
+    pub name: String,
+    /// The kind of job it runs: images (a txt2img server) or LLM scoring.
+    pub runs: JobKind,
+    /// The model ids or category names whose jobs it runs.
+    pub models: Vec<String>,
+    /// Jobs it runs at once.
+    pub concurrency: usize,
+    /// The reference GPU-seconds one job is expected to take.
+    pub seconds_per_job: f64,
+}
+
+/// For each category with a demand (jobs per hour the network sends, by category): the
+/// re-runs its sampling asks for, what the reference hosts can do, and whether
+/// deterrence holds at the rate that capacity leaves (the floor, scaled down by the
+/// share of re-runs served; canaries and at-risk miners go first, so an ordinary
+/// cheater is the one shed).
+pub fn capacity_table(
+    rules: &Rules,
+    demand_per_hour: &BTreeMap<String, f64>,
+    reference_hosts: &[HostCapacity],
+) -> Vec<CapacityRow> {
     // Without hosts the references come from the bucket, from another system.
-    if reference.hosts.is_empty() {
+    if reference_hosts.is_empty() {
         return Vec::new();
     }
-    let wanted: BTreeMap<&str, f64> = reference
-        .demand_per_hour
+    let wanted: BTreeMap<&str, f64> = demand_per_hour
         .iter()
         .map(|(c, d)| (c.as_str(), d * rules.sampling.base_rate))
         .collect();
-    let categories_of = |h: &HostSettings| -> Vec<&str> {
+    let categories_of = |h: &HostCapacity| -> Vec<&str> {
         wanted
             .keys()
             .copied()
             .filter(|c| {
-                let kind_fits = rules.category(c).is_some_and(|cat| match cat.kind {
-                    JobKind::Sd => h.kind == HostKind::Txt2img,
-                    JobKind::Llm => h.kind != HostKind::Txt2img,
-                });
+                let kind_fits = rules.category(c).is_some_and(|cat| cat.kind == h.runs);
                 kind_fits
                     && h.models.iter().any(|m| {
                         m == c || rules.model(m).is_some_and(|x| x.category.as_str() == *c)
@@ -302,7 +317,7 @@ pub fn capacity_table(rules: &Rules, reference: &ReferenceSettings) -> Vec<Capac
     };
     let mut capacity: BTreeMap<&str, f64> = BTreeMap::new();
     let mut hosts: BTreeMap<&str, Vec<String>> = BTreeMap::new();
-    for h in &reference.hosts {
+    for h in reference_hosts {
         let cats = categories_of(h);
         let total: f64 = cats.iter().map(|c| wanted[c]).sum();
         let per_hour = h.concurrency as f64 * 3600.0 / h.seconds_per_job;
@@ -323,7 +338,7 @@ pub fn capacity_table(rules: &Rules, reference: &ReferenceSettings) -> Vec<Capac
             };
             Some(CapacityRow {
                 hosts: hosts.remove(c).unwrap_or_default(),
-                demand_per_hour: reference.demand_per_hour[c],
+                demand_per_hour: demand_per_hour[c],
                 wanted_per_hour: want,
                 capacity_per_hour: cap,
                 served_share,
@@ -525,42 +540,32 @@ mod tests {
         assert!(!failing.iter().any(|row| row.category == "flux"));
     }
 
-    fn host(name: &str, models: &[&str], concurrency: usize, seconds: f64) -> HostSettings {
-        HostSettings {
+    fn host(name: &str, models: &[&str], concurrency: usize, seconds: f64) -> HostCapacity {
+        HostCapacity {
             name: name.into(),
-            kind: HostKind::Txt2img,
-            url: "http://x".into(),
+            runs: JobKind::Sd,
             models: models.iter().map(|m| m.to_string()).collect(),
             concurrency,
-            queue: 0,
-            timeout_secs: 60,
             seconds_per_job: seconds,
-            tokenizer: String::new(),
-            served_model: String::new(),
-            health_path: String::new(),
-            token: Default::default(),
         }
     }
 
     #[test]
     fn capacity_below_demand_lowers_the_rate_until_cheating_pays() {
         let rules = rules();
-        let mut reference = crate::settings::Settings::load_from(None, Vec::new())
-            .unwrap()
-            .reference;
+        // sd15 wants 100,000 x 0.05 = 5,000 re-runs an hour.
+        let demand = BTreeMap::from([("sd15".to_owned(), 100_000.0)]);
         assert!(
-            capacity_table(&rules, &reference).is_empty(),
+            capacity_table(&rules, &demand, &[]).is_empty(),
             "no hosts, no table"
         );
-        // sd15 wants 100,000 x 0.05 = 5,000 re-runs an hour.
-        reference.demand_per_hour = BTreeMap::from([("sd15".to_owned(), 100_000.0)]);
         // One host by model id, one by category, the second shared with sdxl (no
         // demand): 2 x 3600 / 6 + 1 x 3600 / 4 = 2,100 an hour.
-        reference.hosts = vec![
+        let mut hosts = vec![
             host("a", &["ChilloutMix"], 2, 6.0),
             host("b", &["sd15", "sdxl"], 1, 4.0),
         ];
-        let rows = capacity_table(&rules, &reference);
+        let rows = capacity_table(&rules, &demand, &hosts);
         assert_eq!(rows.len(), 1);
         let r = &rows[0];
         assert_eq!(r.hosts, ["a", "b"]);
@@ -573,16 +578,16 @@ mod tests {
             .unwrap();
         assert!((r.deterrence.p_caught - full.p_caught * 0.42).abs() < 1e-12);
         // Enough hosts: the whole floor again.
-        reference.hosts.push(host("c", &["sd15"], 8, 4.0));
-        let r = &capacity_table(&rules, &reference)[0];
+        hosts.push(host("c", &["sd15"], 8, 4.0));
+        let r = &capacity_table(&rules, &demand, &hosts)[0];
         assert_eq!(r.served_share, 1.0);
         assert_eq!(r.deterrence.deters, full.deters);
         // A host that is a scorer does not run SD jobs.
-        reference.hosts = vec![HostSettings {
-            kind: HostKind::Scorer,
+        let scorer = HostCapacity {
+            runs: JobKind::Llm,
             ..host("llm", &["sd15"], 8, 1.0)
-        }];
-        let r = &capacity_table(&rules, &reference)[0];
+        };
+        let r = &capacity_table(&rules, &demand, &[scorer])[0];
         assert!(r.hosts.is_empty() && r.served_share == 0.0 && !r.deterrence.deters);
     }
 }

@@ -228,6 +228,24 @@ impl HostSettings {
 }
 
 impl ReferenceSettings {
+    /// The hosts as the sampling policy's capacity table reads them
+    /// (`sampling::capacity_table`, with `demand_per_hour`).
+    pub fn capacity(&self) -> Vec<crate::sampling::HostCapacity> {
+        self.hosts
+            .iter()
+            .map(|h| crate::sampling::HostCapacity {
+                name: h.name.clone(),
+                runs: match h.kind {
+                    HostKind::Txt2img => crate::record::JobKind::Sd,
+                    HostKind::Scorer | HostKind::Candle => crate::record::JobKind::Llm,
+                },
+                models: h.models.clone(),
+                concurrency: h.concurrency,
+                seconds_per_job: h.seconds_per_job,
+            })
+            .collect()
+    }
+
     /// Host names unique, each host well-formed, shares and bounds in range.
     pub fn validate(&self) -> Result<(), SettingsError> {
         let mut names = std::collections::HashSet::new();

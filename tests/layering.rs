@@ -1,9 +1,12 @@
 //! Rules read off the source and the docs.
 //!
-//! No module of the library imports one that imports it back: the case core, the
-//! report and the rules stay below the edges that use them. Reads `src/` the way a
-//! reader does: a module's imports are its `crate::…` and `super::…` paths outside
-//! comments and its tests, resolved to the longest module they name.
+//! The layers: the pure core (what decides, and what it decides on: [`CORE`]) imports
+//! no edge module ([`EDGES`]: settings, storage, the broker, processes, HTTP) and no
+//! crate that does I/O or belongs to a process ([`IO_CRATES`]), not even through
+//! another module; and no module of the library imports one that imports it back.
+//! Reads `src/` the way a reader does: a module's imports are its `crate::…` and
+//! `super::…` paths outside comments and its tests, resolved to the longest module
+//! they name.
 //!
 //! No SQL is built from a runtime string, and every test docs/THREATS.md names exists.
 
@@ -78,12 +81,126 @@ fn paths_after(code: &str, prefix: &str) -> Vec<String> {
     out
 }
 
-fn imports(src: &Path) -> BTreeMap<String, BTreeSet<String>> {
+/// The pure core: every decision that moves the ledger, and the data it decides on.
+const CORE: [&str; 12] = [
+    "ids", "record", "outcome", "rules", "checks", "stats", "points", "sampling", "decide", "case",
+    "events", "review",
+];
+
+/// The edges: settings, storage, the broker, the processes and HTTP.
+const EDGES: [&str; 7] = [
+    "settings",
+    "store",
+    "kafka",
+    "objects",
+    "pipeline",
+    "web",
+    "telemetry",
+];
+
+/// Crates that do I/O or belong to a process.
+const IO_CRATES: [&str; 10] = [
+    "sqlx",
+    "rdkafka",
+    "aws_sdk_s3",
+    "aws_config",
+    "aws_smithy_types",
+    "reqwest",
+    "axum",
+    "tokio",
+    "tower_sessions",
+    "clap",
+];
+
+fn top(module: &str) -> &str {
+    module.split("::").next().unwrap_or(module)
+}
+
+/// Every module's code outside comments and its tests, by module path.
+fn sources(src: &Path) -> BTreeMap<String, (PathBuf, String)> {
     let mut files = Vec::new();
     rust_files(src, &mut files);
-    let modules: BTreeMap<String, PathBuf> = files
+    files
         .iter()
-        .filter_map(|f| module_of(src, f).map(|m| (m, f.clone())))
+        .filter_map(|f| {
+            let module = module_of(src, f)?;
+            let text = std::fs::read_to_string(f).unwrap();
+            let code: String = text
+                .split("#[cfg(test)]")
+                .next()
+                .unwrap_or("")
+                .lines()
+                .filter(|l| !l.trim_start().starts_with("//"))
+                .collect::<Vec<_>>()
+                .join("\n");
+            Some((module, (f.clone(), code)))
+        })
+        .collect()
+}
+
+/// Where the core breaks its boundary: a core module that imports an edge module,
+/// directly or through any other module (with the path), or names an I/O crate.
+fn core_breaches(
+    edges: &BTreeMap<String, BTreeSet<String>>,
+    code: &BTreeMap<String, String>,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    for module in edges.keys().filter(|m| CORE.contains(&top(m))) {
+        // Breadth first, so the path reported is a shortest one.
+        let mut via: BTreeMap<String, String> = BTreeMap::new();
+        let mut todo = std::collections::VecDeque::from([module.clone()]);
+        while let Some(m) = todo.pop_front() {
+            for n in edges.get(&m).into_iter().flatten() {
+                if n != module && !via.contains_key(n) {
+                    via.insert(n.clone(), m.clone());
+                    todo.push_back(n.clone());
+                }
+            }
+        }
+        for (reached, _) in via.iter().filter(|(n, _)| EDGES.contains(&top(n))) {
+            let mut path = vec![reached.clone()];
+            while let Some(prev) = via.get(path.last().unwrap()) {
+                if prev == module {
+                    break;
+                }
+                path.push(prev.clone());
+            }
+            path.push(module.clone());
+            path.reverse();
+            out.push(format!("{module} reaches the edge: {}", path.join(" -> ")));
+        }
+        let text = code.get(module).map(String::as_str).unwrap_or("");
+        for krate in IO_CRATES {
+            let named = text.match_indices(&format!("{krate}::")).any(|(at, _)| {
+                !text[..at]
+                    .chars()
+                    .next_back()
+                    .is_some_and(|c| c.is_alphanumeric() || c == '_' || c == ':')
+            });
+            if named {
+                out.push(format!("{module} names the crate {krate}"));
+            }
+        }
+    }
+    out
+}
+
+fn imports(src: &Path) -> BTreeMap<String, BTreeSet<String>> {
+    let sources = sources(src);
+    let code: BTreeMap<String, String> = sources
+        .iter()
+        .map(|(m, (_, c))| (m.clone(), c.clone()))
+        .collect();
+    imports_of(&code, &sources)
+}
+
+fn imports_of(
+    code: &BTreeMap<String, String>,
+    sources: &BTreeMap<String, (PathBuf, String)>,
+) -> BTreeMap<String, BTreeSet<String>> {
+    let modules: BTreeMap<String, PathBuf> = sources
+        .iter()
+        .map(|(m, (f, _))| (m.clone(), f.clone()))
         .collect();
     let resolve = |path: &str| {
         let segs: Vec<&str> = path.split("::").collect();
@@ -94,15 +211,7 @@ fn imports(src: &Path) -> BTreeMap<String, BTreeSet<String>> {
     };
     let mut edges = BTreeMap::new();
     for (module, file) in &modules {
-        let text = std::fs::read_to_string(file).unwrap();
-        let code: String = text
-            .split("#[cfg(test)]")
-            .next()
-            .unwrap_or("")
-            .lines()
-            .filter(|l| !l.trim_start().starts_with("//"))
-            .collect::<Vec<_>>()
-            .join("\n");
+        let code = &code[module];
         let parent = {
             let mut p: Vec<&str> = module.split("::").collect();
             if !file.ends_with("mod.rs") {
@@ -111,10 +220,10 @@ fn imports(src: &Path) -> BTreeMap<String, BTreeSet<String>> {
             p.join("::")
         };
         let mut to = BTreeSet::new();
-        for p in paths_after(&code, "crate::") {
+        for p in paths_after(code, "crate::") {
             to.extend(resolve(&p));
         }
-        for p in paths_after(&code, "super::") {
+        for p in paths_after(code, "super::") {
             let full = if parent.is_empty() {
                 p
             } else {
@@ -161,6 +270,50 @@ fn no_module_imports_one_that_imports_it_back() {
     // The reader sees what it must: the audit uses the case core and the report.
     assert!(edges["audit"].contains("case") && edges["audit"].contains("report"));
     assert_eq!(cycles(&edges), Vec::<(String, String)>::new());
+}
+
+#[test]
+fn the_core_imports_no_edge_and_no_io_crate() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let code: BTreeMap<String, String> = sources(&src)
+        .into_iter()
+        .map(|(m, (_, c))| (m, c))
+        .collect();
+    let edges = imports(&src);
+    // Every core module and edge named is one the source has.
+    for name in CORE.iter().chain(&EDGES) {
+        assert!(edges.contains_key(*name), "no module {name}");
+    }
+    assert_eq!(core_breaches(&edges, &code), Vec::<String>::new());
+}
+
+#[test]
+fn the_boundary_check_finds_an_edge_import_a_path_to_one_and_an_io_crate() {
+    let set = |xs: &[&str]| xs.iter().map(|x| (*x).to_owned()).collect::<BTreeSet<_>>();
+    let mut edges = BTreeMap::new();
+    edges.insert("sampling".to_owned(), set(&["settings"]));
+    edges.insert("case".to_owned(), set(&["hashing"]));
+    edges.insert("hashing".to_owned(), set(&["store::review"]));
+    edges.insert("review::trail".to_owned(), set(&["ids"]));
+    edges.insert("ids".to_owned(), set(&[]));
+    edges.insert("settings".to_owned(), set(&[]));
+    edges.insert("store::review".to_owned(), set(&["case"]));
+    let code = BTreeMap::from([
+        (
+            "review::trail".to_owned(),
+            "#[derive(clap::ValueEnum)] enum A {} fn f() { my_tokio::x(); }".to_owned(),
+        ),
+        ("ids".to_owned(), "fn f() {}".to_owned()),
+    ]);
+    let found = core_breaches(&edges, &code);
+    assert_eq!(
+        found,
+        [
+            "case reaches the edge: case -> hashing -> store::review",
+            "review::trail names the crate clap",
+            "sampling reaches the edge: sampling -> settings",
+        ]
+    );
 }
 
 #[test]

@@ -22,7 +22,7 @@ pub enum StaffCommand {
         /// Lower-case letters, digits, '.', '_' and '-'.
         username: String,
         /// `reviewer` decides cases; `admin` also manages accounts and tokens.
-        #[arg(long, value_enum)]
+        #[arg(long, value_parser = crate::one_of(&Role::ALL, Role::as_str))]
         role: Role,
     },
     /// Disable an account and revoke its API tokens.
@@ -63,7 +63,7 @@ pub enum ReviewCommand {
     /// The review queue: strongest evidence first, then the most points at stake.
     List {
         /// Only cases in this state.
-        #[arg(long, value_enum)]
+        #[arg(long, value_parser = crate::one_of(&CaseStatus::ALL, CaseStatus::as_str))]
         status: Option<CaseStatus>,
         /// A check that failed in the case's decision, e.g. image_similarity.
         #[arg(long)]
@@ -101,7 +101,7 @@ pub enum ReviewCommand {
         case_id: i64,
         /// What to do: confirm or dismiss a flag; note; appeal a slash; uphold or
         /// reverse an appeal.
-        #[arg(value_enum)]
+        #[arg(value_parser = crate::one_of(&StaffAction::ALL, StaffAction::as_str))]
         action: StaffAction,
         /// Required to dismiss, note, appeal, uphold and reverse.
         #[arg(long, default_value = "")]

@@ -37,7 +37,7 @@ use serde::{Deserialize, Serialize};
 
 /// A staff account's role. Reviewers decide cases; admins also manage accounts and
 /// tokens.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     Reviewer,
@@ -45,6 +45,8 @@ pub enum Role {
 }
 
 impl Role {
+    pub const ALL: [Role; 2] = [Role::Reviewer, Role::Admin];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Role::Reviewer => "reviewer",
@@ -99,7 +101,7 @@ impl Via {
 }
 
 /// Where a case stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CaseStatus {
     /// A flag waiting for a reviewer.
@@ -160,7 +162,7 @@ impl CaseStatus {
 }
 
 /// What a reviewer does to a case.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum StaffAction {
     Confirm,
@@ -491,7 +493,7 @@ mod tests {
         for a in StaffAction::ALL {
             assert_eq!(StaffAction::parse(a.as_str()), Some(a));
         }
-        for r in [Role::Reviewer, Role::Admin] {
+        for r in Role::ALL {
             assert_eq!(Role::parse(r.as_str()), Some(r));
         }
     }

@@ -498,6 +498,27 @@ pub struct Secrets {
 }
 
 impl Secrets {
+    /// The signing key in `secret` (the setting `secrets.<name>`), which must not be the
+    /// slash key: whoever holds it must not be able to sign a slash.
+    fn key_of_its_own(
+        &self,
+        secret: &Secret,
+        name: &str,
+    ) -> Result<ed25519_dalek::SigningKey, SettingsError> {
+        let key = crate::events::signing_key_from_hex(secret.expose()).map_err(|e| {
+            SettingsError::Invalid(format!(
+                "secrets.{name}: {e} (set PROCTOR_SECRETS__{})",
+                name.to_ascii_uppercase()
+            ))
+        })?;
+        if self.is_signing_key(&key) {
+            return Err(SettingsError::Invalid(format!(
+                "secrets.{name} is the slash signing key: give it a key of its own"
+            )));
+        }
+        Ok(key)
+    }
+
     /// Whether `key` is the slash signing key, compared as keys: the same seed written
     /// in other letter case or with other spacing is the same key.
     pub fn is_signing_key(&self, key: &ed25519_dalek::SigningKey) -> bool {
@@ -777,16 +798,7 @@ impl Settings {
         if !secret.is_set() {
             return Ok(None);
         }
-        let key = crate::events::signing_key_from_hex(secret.expose()).map_err(|e| {
-            SettingsError::Invalid(format!(
-                "secrets.reversal_key: {e} (set PROCTOR_SECRETS__REVERSAL_KEY)"
-            ))
-        })?;
-        if self.secrets.is_signing_key(&key) {
-            return Err(SettingsError::Invalid(
-                "secrets.reversal_key is the slash signing key: give it a key of its own".into(),
-            ));
-        }
+        let key = self.secrets.key_of_its_own(secret, "reversal_key")?;
         if self.review.slash_public_key.trim().is_empty() {
             return Err(SettingsError::Invalid(
                 "secrets.reversal_key is set but review.slash_public_key is not: a reversal is signed only for a slash that verifies under the judge's key (proctor public-key)".into(),
@@ -810,16 +822,8 @@ impl Settings {
         }
         let checkpoint = &self.secrets.audit_checkpoint_key;
         if worker == "publish" && checkpoint.is_set() {
-            let key = crate::events::signing_key_from_hex(checkpoint.expose()).map_err(|e| {
-                SettingsError::Invalid(format!(
-                    "secrets.audit_checkpoint_key: {e} (set PROCTOR_SECRETS__AUDIT_CHECKPOINT_KEY)"
-                ))
-            })?;
-            if self.secrets.is_signing_key(&key) {
-                return Err(SettingsError::Invalid(
-                    "secrets.audit_checkpoint_key is the slash signing key: give it a key of its own".into(),
-                ));
-            }
+            self.secrets
+                .key_of_its_own(checkpoint, "audit_checkpoint_key")?;
         }
         if worker == "judge" {
             crate::events::signing_key_from_hex(self.secrets.signing_key.expose()).map_err(

@@ -4,8 +4,9 @@
 //! transaction.
 //!
 //! Lock order, everywhere: the miner's advisory lock (the judge's), then the case row,
-//! then the audit log's advisory lock. The judge takes only the first, so a reviewer
-//! and a judge never wait on each other in a cycle.
+//! then the audit log's advisory lock. The judge takes them in the same order when it
+//! settles a reviewer's confirmation or an automatic slash settles a case, so a
+//! reviewer and a judge never wait on each other in a cycle.
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;

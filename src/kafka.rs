@@ -33,9 +33,12 @@
 //!   `scripts/services.sh env`, never the default) the consuming workers guard
 //!   against tansu 0.6's faults: a fetch that resumes inside a record batch can skip
 //!   the rest of it, a partition whose last batch holds the resume point can stall,
-//!   and a dead member's partitions can be orphaned. [`crate::pipeline::Feed`] detects
-//!   each case, seeks back or rejoins the group, and drops what it already processed;
-//!   none of it moves an offset early. Against Kafka the feed is a plain consumer.
+//!   and a dead member's partitions can be orphaned, and a restart writes the log
+//!   anew below the group's position. The feed's recovery
+//!   (`pipeline::feed::recovery`, held only under that setting) detects each case,
+//!   seeks back, reads again or rejoins the group, and drops what it already
+//!   processed; none of it moves an offset early. Against Kafka the feed is a plain
+//!   consumer and none of that code runs.
 //! - **Ordering.** Job records are keyed by miner id, so one miner's jobs stay in one
 //!   partition, in the order the job service produced them.
 

@@ -1,54 +1,51 @@
-//! A Kafka feed of batches that continue their partitions, with the recovery from
-//! stalled and orphaned partitions that tansu's group coordinator needs (only with
-//! `kafka.compat = "tansu-0.6"`; against Kafka it is a plain consumer).
+//! The recovery a broker that rewrites its log needs, entered only with
+//! `kafka.compat = "tansu-0.6"` ([`super::Feed`] holds a [`Recovery`] then, and
+//! nothing of this module runs otherwise: against Kafka the feed is a plain consumer).
+//!
+//! It guards against a broker that skips offsets. tansu 0.6 serves a fetch from the
+//! first record batch that *starts* at or after the requested offset (its dynostore
+//! `fetch` lists the partition's batch objects and splits at the offset), where Kafka
+//! returns the batch that *contains* it. A consumer resuming at a committed offset
+//! inside a batch (after a restart, a rebalance or a seek) therefore
+//! - is handed the next batch, skipping the rest of the containing one (measured in
+//!   the crash test: 23 acknowledged records never delivered), or
+//! - is handed nothing at all when the containing batch is the partition's last, and
+//!   stalls for good (measured in the back-pressure test: a rebalance during the S3
+//!   outage left the rerun group at offset 32 of a 240-record batch).
+//!
+//! Job topics have no transactions and no compaction, so every offset holds a message
+//! and both are the broker's error. A jump is seen when a message arrives past the
+//! expected offset; a stall when the partition's end (the high watermark of the last
+//! fetch response) is past the expected offset and nothing arrived for
+//! [`STALL_AFTER`]. Either way the partition is sought back before the missing offset
+//! (64, then 128, 256, ... earlier, until a fetch covers it), messages before the
+//! expected offset are dropped as already processed, and the event is logged. In a log
+//! rewritten under the feed, a jump that persists over reads from the partition's
+//! start is a gap, passed over and counted (`PartitionState::step`).
+//!
+//! It also guards against a group that orphans partitions. tansu 0.6 drops a member
+//! that misses its heartbeats from the group but, when a heartbeat rather than a join
+//! notices it, keeps the group formed with the dead member's assignment: the live
+//! members rejoin into the old generation and nobody consumes the dead member's
+//! partitions again (measured in the crash test: the rerun group's state in S3 held
+//! one member and assignments for three). A partition this member does not own, whose
+//! commit has not moved for [`ORPHANED_AFTER`] while it has unread messages, makes
+//! the feed leave the group and join again: the leave re-forms the group, and the
+//! joining member, as leader, assigns every partition to the live members.
 
 use std::time::Duration;
 
-use rdkafka::message::{BorrowedMessage, OwnedMessage};
+use rdkafka::message::OwnedMessage;
 
-use super::{Context, Stopped};
-use crate::kafka::{self, Backoff};
+#[cfg(doc)]
+use super::WATCH_EVERY;
+use super::{Conn, cached_high_watermark, committed_offsets, next_batch};
+use crate::kafka;
+use crate::pipeline::{Context, Stopped};
 
-/// A consumer of one worker's topic, handing out batches of messages that continue
-/// their partitions. Both consuming workers (`screen`, `rerun`) read through it.
-///
-/// With `kafka.compat = "tansu-0.6"` it guards against a broker that skips offsets. tansu 0.6 serves a fetch from the
-/// first record batch that *starts* at or after the requested offset (its dynostore
-/// `fetch` lists the partition's batch objects and splits at the offset), where Kafka
-/// returns the batch that *contains* it. A consumer resuming at a committed offset
-/// inside a batch (after a restart, a rebalance or a seek) therefore
-/// - is handed the next batch, skipping the rest of the containing one (measured in
-///   the crash test: 23 acknowledged records never delivered), or
-/// - is handed nothing at all when the containing batch is the partition's last, and
-///   stalls for good (measured in the back-pressure test: a rebalance during the S3
-///   outage left the rerun group at offset 32 of a 240-record batch).
-///
-/// Job topics have no transactions and no compaction, so every offset holds a message
-/// and both are the broker's error. A jump is seen when a message arrives past the
-/// expected offset; a stall when the partition's end (the high watermark of the last
-/// fetch response) is past the expected offset and nothing arrived for
-/// [`STALL_AFTER`]. Either way the partition is sought back before the missing offset
-/// (64, then 128, 256, ... earlier, until a fetch covers it), messages before the
-/// expected offset are dropped as already processed, and the event is logged. In a log
-/// rewritten under the feed, a jump that persists over reads from the partition's
-/// start is a gap, passed over and counted (`PartitionState::step`).
-///
-/// With the same setting it also guards against a group that orphans partitions. tansu 0.6 drops a member
-/// that misses its heartbeats from the group but, when a heartbeat rather than a join
-/// notices it, keeps the group formed with the dead member's assignment: the live
-/// members rejoin into the old generation and nobody consumes the dead member's
-/// partitions again (measured in the crash test: the rerun group's state in S3 held
-/// one member and assignments for three). A partition this member does not own, whose
-/// commit has not moved for [`ORPHANED_AFTER`] while it has unread messages, makes
-/// the feed leave the group and join again: the leave re-forms the group, and the
-/// joining member, as leader, assigns every partition to the live members.
-pub struct Feed {
-    consumer: kafka::Consumer,
-    kafka: crate::settings::KafkaSettings,
-    group_suffix: &'static str,
-    topic: String,
-    /// The consumer's `max.poll.interval.ms`.
-    max_poll: Duration,
+/// What the feed knows of its partitions beyond the consumer's own position, to find
+/// and recover what the broker skipped, stalled or rewrote.
+pub(super) struct Recovery {
     /// The assigned partitions of `topic` seen so far.
     partitions: std::collections::HashMap<i32, PartitionState>,
     /// Partitions assigned away, with what the feed knew of them: taken up again when
@@ -64,8 +61,6 @@ pub struct Feed {
     /// has not moved.
     foreign: std::collections::HashMap<i32, (Option<i64>, std::time::Instant)>,
     last_check: std::time::Instant,
-    /// When the consumer lag was last reported.
-    lag_at: std::time::Instant,
     /// Jumps, stalls and rejoins recovered so far.
     recoveries: u64,
     /// When the partitions' ends were last compared with their commits.
@@ -117,9 +112,6 @@ pub struct EndWatch {
 /// the time new records take to pass the old end.
 pub const ENDS_DOWN_FOR: Duration = Duration::from_secs(1);
 
-/// The longest the feed waits for messages between two looks at the partitions' ends.
-pub const WATCH_EVERY: Duration = Duration::from_millis(500);
-
 impl EndWatch {
     /// A partition first seen with this end.
     pub fn new(end: i64) -> EndWatch {
@@ -154,9 +146,6 @@ pub const REWIND_CHECK_EVERY: Duration = Duration::from_secs(5);
 pub fn moved_backwards(end: i64, next: i64) -> bool {
     end >= 0 && end < next
 }
-
-/// How often the feed reports its consumer lag.
-const LAG_EVERY: Duration = Duration::from_secs(10);
 
 /// What the feed knows of one assigned partition's progress.
 #[derive(Debug)]
@@ -304,35 +293,14 @@ pub const STALL_AFTER: Duration = Duration::from_secs(10);
 /// (for the default interval; a feed with a longer one waits twice that).
 pub const ORPHANED_AFTER: Duration = Duration::from_secs(60);
 
-impl Feed {
-    /// Subscribes to `topic` in the settings' group plus `group_suffix`.
-    pub fn new(
-        kafka: &crate::settings::KafkaSettings,
-        group_suffix: &'static str,
-        topic: &str,
-    ) -> Result<Feed, rdkafka::error::KafkaError> {
-        Feed::with_max_poll(kafka, group_suffix, topic, kafka::MAX_POLL_INTERVAL)
-    }
-
-    /// A feed whose batches may take up to `max_poll` each.
-    pub fn with_max_poll(
-        kafka: &crate::settings::KafkaSettings,
-        group_suffix: &'static str,
-        topic: &str,
-        max_poll: Duration,
-    ) -> Result<Feed, rdkafka::error::KafkaError> {
-        Ok(Feed {
-            consumer: kafka::consumer(kafka, group_suffix, &[topic], max_poll)?,
-            kafka: kafka.clone(),
-            group_suffix,
-            topic: topic.to_owned(),
-            max_poll,
+impl Recovery {
+    pub(super) fn new() -> Recovery {
+        Recovery {
             partitions: Default::default(),
             parked: Default::default(),
             rewritten: Default::default(),
             foreign: Default::default(),
             last_check: std::time::Instant::now(),
-            lag_at: std::time::Instant::now(),
             recoveries: 0,
             rewind_check: std::time::Instant::now(),
             rewind_suspects: Default::default(),
@@ -341,57 +309,32 @@ impl Feed {
             reread_at: Default::default(),
             broker_lost: false,
             assignment: Vec::new(),
-        })
-    }
-
-    /// Waits for the next batch of up to `max` messages that continue their partitions.
-    /// `Err(Stopped)` once the worker is asked to stop.
-    pub async fn next(&mut self, ctx: &Context, max: usize) -> Result<Vec<OwnedMessage>, Stopped> {
-        loop {
-            let batch = self.try_next(ctx, max, WATCH_EVERY).await?;
-            if !batch.is_empty() {
-                return Ok(batch);
-            }
         }
     }
 
-    /// Like [`Feed::next`], but returns an empty batch when nothing arrives within
-    /// `wait`: for a worker that has other work to finish meanwhile.
-    pub async fn try_next(
+    /// The next batch of up to `max` messages that continue their partitions, after
+    /// the checks for rewinds, stalls and orphans that are due; empty when nothing
+    /// continues them within `wait`.
+    pub(super) async fn try_next(
         &mut self,
+        conn: &mut Conn,
         ctx: &Context,
         max: usize,
         wait: Duration,
     ) -> Result<Vec<OwnedMessage>, Stopped> {
-        if self.lag_at.elapsed() >= LAG_EVERY {
-            self.lag_at = std::time::Instant::now();
-            self.report_lag(ctx);
-        }
         if self.rewind_check.elapsed() >= REWIND_CHECK_EVERY {
             self.rewind_check = std::time::Instant::now();
-            self.check_rewinds(ctx);
+            self.check_rewinds(conn, ctx);
         }
-        self.watch_ends(ctx);
-        let wait = wait.min(WATCH_EVERY);
-        let guarded = self.kafka.compat == crate::settings::KafkaCompat::Tansu06;
-        if !guarded {
-            // Against Kafka an outage loses nothing: whether every broker was down
-            // does not matter.
-            let batch = next_batch(ctx, &self.consumer, max, wait).await?.messages;
-            self.handed_out(&batch);
-            if !batch.is_empty() {
-                self.watch_ends(ctx);
-            }
-            return Ok(batch);
-        }
+        self.watch_ends(conn, ctx);
         if self.last_check.elapsed() >= STALL_AFTER / 2 {
             self.last_check = std::time::Instant::now();
-            self.unstick();
-            if self.orphaned() {
-                self.rejoin();
+            self.unstick(conn);
+            if self.orphaned(conn) {
+                self.rejoin(conn);
             }
         }
-        let fetched = next_batch(ctx, &self.consumer, max, wait).await?;
+        let fetched = next_batch(ctx, &conn.consumer, max, wait).await?;
         self.broker_lost |= fetched.broker_lost;
         let batch = fetched.messages;
         if batch.is_empty() {
@@ -402,15 +345,15 @@ impl Feed {
             // restarted tansu 0.6 may have written new records below the group's
             // position while this feed could not watch the end go down (the broker-restart
             // test's loss). This batch is read again with the rest.
-            self.read_everything_again();
+            self.read_everything_again(conn);
             return Ok(Vec::new());
         }
         let recoveries = self.recoveries;
-        let batch = self.filter(ctx, batch);
+        let batch = self.filter(conn, ctx, batch);
         self.handed_out(&batch);
         // After the batch: a message of a rewound partition in it is processed (it is a
         // record; re-reading it later is harmless), and its offset is not stored.
-        self.watch_ends(ctx);
+        self.watch_ends(conn, ctx);
         if batch.is_empty() && self.recoveries > recoveries {
             // The broker jumped: give it a moment before the re-fetch.
             ctx.idle(Duration::from_millis(100)).await?;
@@ -418,55 +361,26 @@ impl Feed {
         Ok(batch)
     }
 
-    /// Sets `consumer_lag` for each assigned partition: the partition's end as the
-    /// last fetch saw it, minus the consumer's position. No request to the broker.
-    fn report_lag(&self, ctx: &Context) {
-        use rdkafka::consumer::Consumer;
-        let Ok(positions) = self.consumer.position() else {
-            return;
-        };
-        for e in positions.elements_for_topic(&self.topic) {
-            let (rdkafka::Offset::Offset(at), Some(end)) = (
-                e.offset(),
-                cached_high_watermark(&self.consumer, &self.topic, e.partition()),
-            ) else {
-                continue;
-            };
-            ctx.metrics
-                .consumer_lag
-                .get_or_create(&vec![
-                    ("topic", self.topic.clone()),
-                    ("partition", e.partition().to_string()),
-                ])
-                .set((end - at).max(0));
-        }
-    }
-
-    /// The partitions of the topic assigned to this consumer (`None` if the client
-    /// cannot say).
-    fn assigned(&self) -> Option<Vec<i32>> {
-        let assignment = rdkafka::consumer::Consumer::assignment(&self.consumer).ok()?;
-        Some(
-            assignment
-                .elements_for_topic(&self.topic)
-                .iter()
-                .map(|e| e.partition())
-                .collect(),
-        )
+    /// Whether the offset `next` of `partition` may be stored: not past what was handed
+    /// out of a partition being read again since its log moved backwards.
+    pub(super) fn may_store(&self, partition: i32, next: i64) -> bool {
+        self.rereading
+            .get(&partition)
+            .is_none_or(|handed| next <= *handed)
     }
 
     /// Looks at each assigned partition's end in the fetch cache (see [`EndWatch`]) and
     /// reads again, from its start, each one whose end stayed down. No request to the
     /// broker.
-    fn watch_ends(&mut self, ctx: &Context) {
-        let Some(mut assigned) = self.assigned() else {
+    fn watch_ends(&mut self, conn: &mut Conn, ctx: &Context) {
+        let Some(mut assigned) = conn.assigned() else {
             return;
         };
         assigned.sort_unstable();
         if assigned != self.assignment {
             // What a post-mortem of a recovery needs first: which member read what.
             tracing::info!(
-                topic = %self.topic,
+                topic = %conn.topic,
                 partitions = ?assigned,
                 before = ?self.assignment,
                 "assigned partitions changed"
@@ -477,7 +391,7 @@ impl Feed {
         self.rereading.retain(|p, _| assigned.contains(p));
         let now = std::time::Instant::now();
         for partition in assigned {
-            let Some(end) = cached_high_watermark(&self.consumer, &self.topic, partition) else {
+            let Some(end) = cached_high_watermark(&conn.consumer, &conn.topic, partition) else {
                 continue;
             };
             let watch = self
@@ -489,6 +403,7 @@ impl Feed {
                 self.ends.insert(partition, EndWatch::new(end));
                 self.rewind_suspects.remove(&partition);
                 self.recover_rewind(
+                    conn,
                     ctx,
                     partition,
                     end,
@@ -511,24 +426,24 @@ impl Feed {
         }
     }
 
-    /// Finds the assigned partitions whose log moved backwards (see [`Feed`]) and reads
+    /// Finds the assigned partitions whose log moved backwards (see [`Recovery`]) and reads
     /// each again from its start. Asks the broker for the group's commits only of the
     /// partitions this consumer has no position in yet (just assigned); elsewhere the
     /// position is at or past the commit.
-    fn check_rewinds(&mut self, ctx: &Context) {
+    fn check_rewinds(&mut self, conn: &mut Conn, ctx: &Context) {
         use rdkafka::consumer::Consumer;
-        let Some(assigned) = self.assigned() else {
+        let Some(assigned) = conn.assigned() else {
             return;
         };
         self.rewind_suspects.retain(|p| assigned.contains(p));
         if assigned.is_empty() {
             return;
         }
-        let positions: std::collections::HashMap<i32, i64> = self
+        let positions: std::collections::HashMap<i32, i64> = conn
             .consumer
             .position()
             .map(|tpl| {
-                tpl.elements_for_topic(&self.topic)
+                tpl.elements_for_topic(&conn.topic)
                     .iter()
                     .filter_map(|e| match e.offset() {
                         rdkafka::Offset::Offset(n) => Some((e.partition(), n)),
@@ -545,10 +460,10 @@ impl Feed {
         let committed = if unplaced.is_empty() {
             Default::default()
         } else {
-            committed_offsets(&self.consumer, &self.topic, &unplaced)
+            committed_offsets(&conn.consumer, &conn.topic, &unplaced)
         };
         for partition in assigned {
-            let end = cached_high_watermark(&self.consumer, &self.topic, partition);
+            let end = cached_high_watermark(&conn.consumer, &conn.topic, partition);
             let commit = committed.get(&partition).copied();
             let next = commit.max(positions.get(&partition).copied());
             let (Some(end), Some(next)) = (end, next) else {
@@ -569,16 +484,23 @@ impl Feed {
                 Some(c) => format!("its end is below the group's commit {c}"),
                 None => format!("its end is below the consumer's position {next}"),
             };
-            self.recover_rewind(ctx, partition, end, &why);
+            self.recover_rewind(conn, ctx, partition, end, &why);
         }
     }
 
     /// Commits the start of a partition whose log moved backwards and reads it again.
-    fn recover_rewind(&mut self, ctx: &Context, partition: i32, end: i64, why: &str) {
+    fn recover_rewind(
+        &mut self,
+        conn: &mut Conn,
+        ctx: &Context,
+        partition: i32,
+        end: i64,
+        why: &str,
+    ) {
         ctx.metrics
             .log_rewinds
             .get_or_create(&vec![
-                ("topic", self.topic.clone()),
+                ("topic", conn.topic.clone()),
                 ("partition", partition.to_string()),
             ])
             .inc();
@@ -589,7 +511,7 @@ impl Feed {
         // librdkafka resets to the earliest offset (`auto.offset.reset`).
         let start = 0;
         tracing::error!(
-            topic = %self.topic,
+            topic = %conn.topic,
             partition,
             end,
             why,
@@ -598,18 +520,18 @@ impl Feed {
              group had read. Reading the partition again from its start (re-reading is \
              idempotent)"
         );
-        self.read_again(partition, start);
+        self.read_again(conn, partition, start);
         self.reread_at.insert(partition, end);
     }
 
     /// With `kafka.compat = "tansu-0.6"`, after the broker was unreachable: reads every
-    /// assigned partition again from its start (see [`Feed::try_next`]).
-    fn read_everything_again(&mut self) {
-        let Some(assigned) = self.assigned() else {
+    /// assigned partition again from its start (see [`Recovery::try_next`]).
+    fn read_everything_again(&mut self, conn: &mut Conn) {
+        let Some(assigned) = conn.assigned() else {
             return;
         };
         tracing::warn!(
-            topic = %self.topic,
+            topic = %conn.topic,
             partitions = ?assigned,
             "the broker is back after every connection to it was down; a restarted tansu \
              0.6 may have written records below the group's position, so every assigned \
@@ -617,22 +539,22 @@ impl Feed {
              is idempotent)"
         );
         for partition in assigned {
-            self.read_again(partition, 0);
+            self.read_again(conn, partition, 0);
         }
     }
 
     /// Commits `start` for the partition and reads it again from there.
-    fn read_again(&mut self, partition: i32, start: i64) {
+    fn read_again(&mut self, conn: &mut Conn, partition: i32, start: i64) {
         use rdkafka::consumer::Consumer;
         // Stored, then committed, so that the next auto-commit does not put the old
         // offset back; sought, so that this consumer reads from there now.
         let mut list = rdkafka::TopicPartitionList::new();
         let stored = list
-            .add_partition_offset(&self.topic, partition, rdkafka::Offset::Offset(start))
-            .and_then(|()| self.consumer.store_offsets(&list))
+            .add_partition_offset(&conn.topic, partition, rdkafka::Offset::Offset(start))
+            .and_then(|()| conn.consumer.store_offsets(&list))
             .and_then(|()| {
                 tokio::task::block_in_place(|| {
-                    self.consumer
+                    conn.consumer
                         .commit(&list, rdkafka::consumer::CommitMode::Sync)
                 })
             });
@@ -645,7 +567,7 @@ impl Feed {
         if let Some(state) = self.partitions.get_mut(&partition) {
             state.restart_at(start, std::time::Instant::now());
         }
-        if let Err(e) = self.seek(partition, start) {
+        if let Err(e) = self.seek(conn, partition, start) {
             tracing::error!(error = %e, partition, "cannot seek to the partition's start; its next owner reads from the commit");
         }
         self.recoveries += 1;
@@ -654,10 +576,15 @@ impl Feed {
     /// Seeks the partition to `to`. When the seek fails, the partition is not read
     /// from there, so a jump that follows is no proof of a gap: its reads from the
     /// start are forgotten.
-    fn seek(&mut self, partition: i32, to: i64) -> Result<(), rdkafka::error::KafkaError> {
+    fn seek(
+        &mut self,
+        conn: &mut Conn,
+        partition: i32,
+        to: i64,
+    ) -> Result<(), rdkafka::error::KafkaError> {
         let sought = rdkafka::consumer::Consumer::seek(
-            &self.consumer,
-            &self.topic,
+            &conn.consumer,
+            &conn.topic,
             partition,
             rdkafka::Offset::Offset(to),
             Duration::from_secs(10),
@@ -670,40 +597,8 @@ impl Feed {
         sought
     }
 
-    /// Stores the offsets of a processed batch and commits them at once, without
-    /// waiting for the answer. librdkafka's auto-commit (every second) commits them too
-    /// if this commit is lost. A worker killed between a batch's recording and its
-    /// commit has that batch redelivered to the partition's next owner: committing at
-    /// once, rather than at the next auto-commit, keeps that to the batches in flight
-    /// (the duplicate deliveries the crash test counts).
-    pub fn store(&self, offsets: &kafka::Offsets) {
-        let mut offsets = offsets.clone();
-        offsets.retain(|topic, partition, next| {
-            topic != self.topic
-                || self
-                    .rereading
-                    .get(&partition)
-                    .is_none_or(|handed| next <= *handed)
-        });
-        if offsets.is_empty() {
-            return;
-        }
-        if let Err(e) = offsets.store(&self.consumer) {
-            tracing::error!(error = %e, "cannot store offsets; the batch will be redelivered");
-            return;
-        }
-        if let Err(e) = rdkafka::consumer::Consumer::commit_consumer_state(
-            &self.consumer,
-            rdkafka::consumer::CommitMode::Async,
-        ) {
-            // Nothing stored to commit (a revoked partition), or the broker is away:
-            // the auto-commit retries.
-            tracing::debug!(error = %e, "offsets not committed at once");
-        }
-    }
-
-    fn state(&mut self, partition: i32) -> &mut PartitionState {
-        let (consumer, topic, parked) = (&self.consumer, self.topic.as_str(), &mut self.parked);
+    fn state(&mut self, conn: &mut Conn, partition: i32) -> &mut PartitionState {
+        let (consumer, topic, parked) = (&conn.consumer, conn.topic.as_str(), &mut self.parked);
         self.partitions.entry(partition).or_insert_with(|| {
             let committed = committed_offsets(consumer, topic, &[partition])
                 .get(&partition)
@@ -717,31 +612,36 @@ impl Feed {
     }
 
     /// Seeks the partition back before `want`, each time further.
-    fn retreat(&mut self, partition: i32, want: i64, why: &str) {
+    fn retreat(&mut self, conn: &mut Conn, partition: i32, want: i64, why: &str) {
         let to = self
-            .state(partition)
+            .state(conn, partition)
             .retreat(want, std::time::Instant::now());
-        self.seek_back(partition, want, to, why);
+        self.seek_back(conn, partition, want, to, why);
     }
 
     /// Seeks the partition back to `to`, before the expected offset `want`.
-    fn seek_back(&mut self, partition: i32, want: i64, to: i64, why: &str) {
+    fn seek_back(&mut self, conn: &mut Conn, partition: i32, want: i64, to: i64, why: &str) {
         self.recoveries += 1;
         tracing::warn!(
-            topic = %self.topic,
+            topic = %conn.topic,
             partition,
             expected = want,
             seek_to = to,
             why,
             "the broker skipped offsets; seeking back"
         );
-        if let Err(e) = self.seek(partition, to) {
+        if let Err(e) = self.seek(conn, partition, to) {
             tracing::warn!(error = %e, "seek failed; the partition's next owner resumes from its commit");
         }
     }
 
     /// Keeps the messages that continue their partitions without a jump.
-    fn filter(&mut self, ctx: &Context, batch: Vec<OwnedMessage>) -> Vec<OwnedMessage> {
+    fn filter(
+        &mut self,
+        conn: &mut Conn,
+        ctx: &Context,
+        batch: Vec<OwnedMessage>,
+    ) -> Vec<OwnedMessage> {
         use rdkafka::Message;
         let mut halted = std::collections::HashSet::new();
         let mut kept = Vec::with_capacity(batch.len());
@@ -750,11 +650,11 @@ impl Feed {
                 continue;
             }
             let rewritten = self.rewritten.contains(&m.partition());
-            let state = self.state(m.partition());
+            let state = self.state(conn, m.partition());
             let want = state.expected.unwrap_or_default();
             match state.step(m.offset(), std::time::Instant::now(), rewritten) {
                 Step::Retreat { to } => {
-                    self.seek_back(m.partition(), want, to, "jump");
+                    self.seek_back(conn, m.partition(), want, to, "jump");
                     halted.insert(m.partition());
                 }
                 // Processed already: by this worker, or by the group before the commit.
@@ -762,7 +662,7 @@ impl Feed {
                 Step::Keep => kept.push(m),
                 Step::Gap { missing } => {
                     tracing::error!(
-                        topic = %self.topic,
+                        topic = %conn.topic,
                         partition = m.partition(),
                         missing_from = missing.start,
                         missing_to = missing.end,
@@ -774,7 +674,7 @@ impl Feed {
                     ctx.metrics
                         .log_gaps
                         .get_or_create(&vec![
-                            ("topic", self.topic.clone()),
+                            ("topic", conn.topic.clone()),
                             ("partition", m.partition().to_string()),
                         ])
                         .inc_by((missing.end - missing.start) as u64);
@@ -786,7 +686,7 @@ impl Feed {
     }
 
     /// Parks the state of every partition no longer in `assigned` (see
-    /// [`Feed::parked`]).
+    /// [`Recovery::parked`]).
     fn park_unassigned(&mut self, assigned: &[i32]) {
         let gone: Vec<i32> = self
             .partitions
@@ -805,31 +705,31 @@ impl Feed {
     /// nothing for [`STALL_AFTER`]. Parks partitions no longer assigned: one that comes
     /// back goes on from where this feed left it if the group's commit has not moved,
     /// and starts again from the commit otherwise.
-    fn unstick(&mut self) {
-        let Some(assigned) = self.assigned() else {
+    fn unstick(&mut self, conn: &mut Conn) {
+        let Some(assigned) = conn.assigned() else {
             return;
         };
         self.park_unassigned(&assigned);
         for partition in assigned {
-            let end = cached_high_watermark(&self.consumer, &self.topic, partition);
-            let state = self.state(partition);
+            let end = cached_high_watermark(&conn.consumer, &conn.topic, partition);
+            let state = self.state(conn, partition);
             let (Some(want), Some(end)) = (state.expected, end) else {
                 continue;
             };
             if end > want && state.progress_at.elapsed() >= STALL_AFTER {
-                self.retreat(partition, want, "stall");
+                self.retreat(conn, partition, want, "stall");
             }
         }
     }
 
-    /// Whether another member's partition looks orphaned (see [`Feed`]).
-    fn orphaned(&mut self) -> bool {
+    /// Whether another member's partition looks orphaned (see [`Recovery`]).
+    fn orphaned(&mut self, conn: &mut Conn) -> bool {
         use rdkafka::consumer::Consumer;
         let (Ok(assignment), Ok(meta)) = (
-            self.consumer.assignment(),
+            conn.consumer.assignment(),
             tokio::task::block_in_place(|| {
-                self.consumer
-                    .fetch_metadata(Some(&self.topic), Duration::from_secs(10))
+                conn.consumer
+                    .fetch_metadata(Some(&conn.topic), Duration::from_secs(10))
             }),
         ) else {
             return false;
@@ -842,12 +742,12 @@ impl Feed {
         let others: Vec<i32> = meta
             .topics()
             .iter()
-            .filter(|t| t.name() == self.topic)
+            .filter(|t| t.name() == conn.topic)
             .flat_map(|t| t.partitions().iter().map(|p| p.id()))
             .filter(|p| !mine.contains(p))
             .collect();
         self.foreign.retain(|p, _| others.contains(p));
-        let commits = committed_offsets(&self.consumer, &self.topic, &others);
+        let commits = committed_offsets(&conn.consumer, &conn.topic, &others);
         let mut orphaned = false;
         for p in others {
             let committed = commits.get(&p).copied();
@@ -859,21 +759,21 @@ impl Feed {
                     continue;
                 }
             };
-            if since.elapsed() < ORPHANED_AFTER.max(self.max_poll * 2) {
+            if since.elapsed() < ORPHANED_AFTER.max(conn.max_poll * 2) {
                 continue;
             }
             // ListOffsets(latest) from tansu is the start of the newest batch plus one:
             // not the end of the log, but never past it, so enough to prove unread
             // messages.
             let end = tokio::task::block_in_place(|| {
-                self.consumer
-                    .fetch_watermarks(&self.topic, p, Duration::from_secs(10))
+                conn.consumer
+                    .fetch_watermarks(&conn.topic, p, Duration::from_secs(10))
             });
             if let Ok((_, end)) = end
                 && end > committed.unwrap_or(0)
             {
                 tracing::warn!(
-                    topic = %self.topic,
+                    topic = %conn.topic,
                     partition = p,
                     committed = ?committed,
                     end,
@@ -887,16 +787,16 @@ impl Feed {
 
     /// Leaves the group and joins it again with a new consumer. Dropping the old one
     /// commits its stored offsets and sends LeaveGroup.
-    fn rejoin(&mut self) {
+    fn rejoin(&mut self, conn: &mut Conn) {
         match kafka::consumer(
-            &self.kafka,
-            self.group_suffix,
-            &[self.topic.as_str()],
-            self.max_poll,
+            &conn.kafka,
+            conn.group_suffix,
+            &[conn.topic.as_str()],
+            conn.max_poll,
         ) {
             Ok(fresh) => {
                 self.recoveries += 1;
-                let old = std::mem::replace(&mut self.consumer, fresh);
+                let old = std::mem::replace(&mut conn.consumer, fresh);
                 tokio::task::block_in_place(|| drop(old));
                 self.park_unassigned(&[]);
                 self.foreign.clear();
@@ -904,115 +804,6 @@ impl Feed {
             Err(e) => tracing::error!(error = %e, "cannot create a consumer to rejoin with"),
         }
     }
-}
-
-/// The group's committed offsets of the partitions that have one, in one request.
-fn committed_offsets(
-    consumer: &kafka::Consumer,
-    topic: &str,
-    partitions: &[i32],
-) -> std::collections::HashMap<i32, i64> {
-    let mut tpl = rdkafka::TopicPartitionList::new();
-    for p in partitions {
-        tpl.add_partition(topic, *p);
-    }
-    let committed = tokio::task::block_in_place(|| {
-        rdkafka::consumer::Consumer::committed_offsets(consumer, tpl, Duration::from_secs(10))
-    });
-    committed
-        .map(|tpl| {
-            tpl.elements()
-                .iter()
-                .filter_map(|e| match e.offset() {
-                    rdkafka::Offset::Offset(n) => Some((e.partition(), n)),
-                    _ => None,
-                })
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// The partition's high watermark as the last fetch response gave it, from librdkafka's
-/// cache (no request). Not `fetch_watermarks`: tansu 0.6 answers ListOffsets(latest)
-/// with the base offset of the most recently written batch object plus one, which is
-/// not the end of the log.
-fn cached_high_watermark(consumer: &kafka::Consumer, topic: &str, partition: i32) -> Option<i64> {
-    use rdkafka::consumer::Consumer;
-    let topic = std::ffi::CString::new(topic).ok()?;
-    let (mut low, mut high) = (-1i64, -1i64);
-    // SAFETY: the client pointer is valid while `consumer` is borrowed, `topic` is a
-    // NUL-terminated string that outlives the call, and the call only writes the two
-    // out-parameters from librdkafka's own locked cache.
-    let err = unsafe {
-        rdkafka::bindings::rd_kafka_get_watermark_offsets(
-            consumer.client().native_ptr(),
-            topic.as_ptr(),
-            partition,
-            &mut low,
-            &mut high,
-        )
-    };
-    (err == rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0)
-        .then_some(high)
-}
-
-/// What one wait on the consumer brought.
-struct Fetched {
-    /// Up to the batch's `max` messages; none when nothing came within the idle wait.
-    messages: Vec<OwnedMessage>,
-    /// Whether every broker connection went down while waiting.
-    broker_lost: bool,
-}
-
-/// Waits up to `idle` for a first message, then takes more for up to the batch wait or
-/// until `max` are held. Consumer errors (a broker that is down) are logged and waited
-/// out.
-async fn next_batch(
-    ctx: &Context,
-    consumer: &kafka::Consumer,
-    max: usize,
-    idle: Duration,
-) -> Result<Fetched, Stopped> {
-    let p = &ctx.settings.pipeline;
-    let mut stop = ctx.shutdown.clone();
-    let mut backoff = Backoff::new(ctx.max_backoff());
-    let idle_until = tokio::time::Instant::now() + idle;
-    let mut broker_lost = false;
-    let first = loop {
-        let got: Result<BorrowedMessage<'_>, _> = tokio::select! {
-            m = consumer.recv() => m,
-            _ = tokio::time::sleep_until(idle_until) => {
-                return Ok(Fetched { messages: Vec::new(), broker_lost });
-            }
-            _ = stop.wait() => return Err(Stopped),
-        };
-        match got {
-            Ok(m) => break m.detach(),
-            Err(e) => {
-                tracing::warn!(error = %e, "consumer error");
-                broker_lost |= e.rdkafka_error_code()
-                    == Some(rdkafka::types::RDKafkaErrorCode::AllBrokersDown);
-                ctx.health.degraded(&format!("kafka: {e}"));
-                ctx.idle(backoff.delay()).await?;
-            }
-        }
-    };
-    let mut batch = vec![first];
-    let deadline = tokio::time::Instant::now() + Duration::from_millis(p.batch_wait_ms);
-    while batch.len() < max.max(1) {
-        match tokio::time::timeout_at(deadline, consumer.recv()).await {
-            Ok(Ok(m)) => batch.push(m.detach()),
-            Ok(Err(e)) => {
-                tracing::warn!(error = %e, "consumer error");
-                break;
-            }
-            Err(_) => break,
-        }
-    }
-    Ok(Fetched {
-        messages: batch,
-        broker_lost,
-    })
 }
 
 #[cfg(test)]

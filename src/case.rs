@@ -24,7 +24,7 @@ use chrono::{DateTime, Duration, Utc};
 use ed25519_dalek::SigningKey;
 
 use crate::checks::JobVerdict;
-use crate::decide::{self, Action, Decision, EvidenceRef, MinerHistory};
+use crate::decide::{self, Action, Decision, EvidenceRef};
 use crate::events::{self, SignedEvent, SlashEvent};
 use crate::ids::{JobId, MinerId};
 use crate::rules::Rules;
@@ -85,7 +85,12 @@ pub struct MinerCase {
 /// The first submission time inside the window that ends at the miner's newest job.
 /// The store selects rows from here on; [`counted`] applies the same bound.
 pub fn window_start(newest: DateTime<Utc>, rules: &Rules) -> DateTime<Utc> {
-    newest - Duration::days(i64::from(rules.slashing.window_days))
+    window_start_days(newest, rules.slashing.window_days)
+}
+
+/// [`window_start`] for a window of `days`: what a store reads, given the number.
+pub fn window_start_days(newest: DateTime<Utc>, days: u32) -> DateTime<Utc> {
+    newest - Duration::days(i64::from(days))
 }
 
 /// The verdicts a decision counts: of each job the verdict of its latest stage, of the
@@ -212,12 +217,13 @@ pub fn decide(miner: &MinerId, history: History, rules: &Rules) -> MinerCase {
             .filter(|v| &v.verdict.miner_id == miner),
         rules,
     );
-    let history = MinerHistory {
-        verdicts,
-        slashed_jobs: history.slashed_jobs,
-        points_factor: history.points_factor,
-    };
-    let decision = decide::decide(miner, &history, &[], rules);
+    let decision = decide::decide(
+        miner,
+        &verdicts,
+        &history.slashed_jobs,
+        history.points_factor,
+        rules,
+    );
     let flag_id =
         (decision.action == Action::FlagForReview).then(|| flag_id(miner, &decision.evidence));
     MinerCase { decision, flag_id }
@@ -257,19 +263,6 @@ pub fn entry(
         event,
         confirmation,
     })
-}
-
-/// Port: where a miner's evidence is read from. Postgres for the workers (and the
-/// review app), the folder for `proctor audit`.
-pub trait Evidence {
-    type Error;
-    /// The miner's stored verdicts from its window's start, every stage, the jobs
-    /// earlier slashes cover, and its points factor.
-    fn history(
-        &self,
-        miner: &MinerId,
-        rules: &Rules,
-    ) -> impl Future<Output = Result<History, Self::Error>> + Send;
 }
 
 /// Port: where decisions are recorded. One decision is atomic and serialized per

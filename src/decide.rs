@@ -64,34 +64,23 @@ use crate::outcome::{CheckId, Outcome};
 use crate::points::{MicroPoints, Points};
 use crate::rules::{Rules, SlashScope};
 
-/// What the engine knows about a miner before the new outcomes.
-#[derive(Debug, Clone)]
-pub struct MinerHistory {
-    /// The miner's judged jobs in the slashing window.
-    pub verdicts: Vec<JobVerdict>,
-    /// Jobs an earlier slash already covers.
-    pub slashed_jobs: BTreeSet<JobId>,
-    /// The factor the ledger applied to this GPU's points (its NFT boost, see
-    /// `points::nft_boost_factor`), so that a slash takes what was actually credited.
-    pub points_factor: f64,
-}
-
-impl Default for MinerHistory {
-    fn default() -> Self {
-        MinerHistory {
-            verdicts: Vec::new(),
-            slashed_jobs: BTreeSet::new(),
-            points_factor: 1.0,
-        }
-    }
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Action {
     None,
     FlagForReview,
     Slash,
+}
+
+impl Action {
+    /// The name the store, the metrics and the pages use (serde's name too).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::None => "none",
+            Action::FlagForReview => "flag_for_review",
+            Action::Slash => "slash",
+        }
+    }
 }
 
 /// A pointer to one piece of evidence: addressable by job and check.
@@ -418,7 +407,7 @@ impl SequenceEvidence {
 
 /// What one decision makes of the evidence: the two probabilities and the action.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Judgement {
+pub struct Assessment {
     pub honest_probability: f64,
     pub review_probability: f64,
     pub action: Action,
@@ -427,12 +416,12 @@ pub struct Judgement {
 /// The decision rule on per-check counts alone: for each check, how many of the
 /// miner's jobs in the window it judged and failed. [`decide`] applies it to verdicts;
 /// the lifetime simulation applies it to simulated counts. Returns the tallies of the
-/// failing checks and the judgement.
-pub fn judge_counts(
+/// failing checks and the assessment.
+pub fn assess_counts(
     counts: impl IntoIterator<Item = (CheckId, u64, u64)>,
     rules: &Rules,
-) -> (Vec<CheckTally>, Judgement) {
-    judge(in_scope(counts), None, rules)
+) -> (Vec<CheckTally>, Assessment) {
+    assess(in_scope(counts), None, rules)
 }
 
 /// Counts of jobs whose models every check's rate was measured on.
@@ -447,15 +436,15 @@ pub fn in_scope(
     })
 }
 
-/// [`judge_counts`] with each count scoped to the models its check's rate was measured
+/// [`assess_counts`] with each count scoped to the models its check's rate was measured
 /// on (a count off them can only flag), and the suspect panel's per-miner evidence
 /// beside the counts: its honest probability competes with the checks' tails, and it
 /// counts as one more slashing test judged when it can slash.
-pub fn judge(
+pub fn assess(
     counts: impl IntoIterator<Item = Count>,
     sequence: Option<&SequenceEvidence>,
     rules: &Rules,
-) -> (Vec<CheckTally>, Judgement) {
+) -> (Vec<CheckTally>, Assessment) {
     // The panel is a slashing test wherever it could slash, whether or not this
     // miner's evidence reached its floor: the floor only narrows where it rejects.
     let mut slash_checks_judged = u64::from(sequence.is_some() && panel_measured(rules));
@@ -523,7 +512,7 @@ pub fn judge(
     };
     (
         tallies,
-        Judgement {
+        Assessment {
             honest_probability,
             review_probability,
             action,
@@ -548,21 +537,22 @@ pub fn slash_id(miner: &MinerId, jobs: &[JobId], rule_id: &str) -> String {
     h.finalize().to_hex().to_string()
 }
 
-/// Decides on a miner from its history and its newly judged jobs.
+/// Decides on a miner from the verdicts a decision counts (`case::counted`: of each
+/// job its latest stage, inside the window), leaving out the jobs an earlier slash
+/// covers. `points_factor` is the factor the ledger applied to this GPU's points (its
+/// NFT boost, see `points::nft_boost_factor`), so that a slash takes what was actually
+/// credited. `case::decide` is the one caller that reads a history; this is the rule.
 pub fn decide(
     miner: &MinerId,
-    history: &MinerHistory,
-    new: &[JobVerdict],
+    counted: &[JobVerdict],
+    slashed_jobs: &BTreeSet<JobId>,
+    points_factor: f64,
     rules: &Rules,
 ) -> Decision {
-    // A redelivered job replaces its earlier verdict instead of counting twice.
-    let mut by_job: BTreeMap<&JobId, &JobVerdict> = BTreeMap::new();
-    for v in history.verdicts.iter().chain(new) {
-        if &v.miner_id == miner && !history.slashed_jobs.contains(&v.job_id) {
-            by_job.insert(&v.job_id, v);
-        }
-    }
-    let window: Vec<&JobVerdict> = by_job.into_values().collect();
+    let window: Vec<&JobVerdict> = counted
+        .iter()
+        .filter(|v| &v.miner_id == miner && !slashed_jobs.contains(&v.job_id))
+        .collect();
 
     // Per check and scope: whether the job's model is one the check's rate covers.
     let mut judged: BTreeMap<(CheckId, bool), (u64, u64)> = BTreeMap::new();
@@ -616,7 +606,7 @@ pub fn decide(
         }),
         rules,
     );
-    let (tallies, judgement) = judge(
+    let (tallies, assessment) = assess(
         judged
             .into_iter()
             .map(|((check, in_scope), (judged, failed))| Count {
@@ -634,11 +624,11 @@ pub fn decide(
             .as_ref()
             .filter(|s| (s.can_slash || !slashing_only) && s.honest_probability <= p)
     };
-    let Judgement {
+    let Assessment {
         honest_probability,
         review_probability,
         action,
-    } = judgement;
+    } = assessment;
     let threshold = match action {
         Action::Slash => Some((true, honest_probability)),
         Action::FlagForReview => Some((false, review_probability)),
@@ -671,7 +661,7 @@ pub fn decide(
             miner,
             &window,
             &evidence,
-            history.points_factor,
+            points_factor,
             &rules.slashing.rule_id,
             format!(
                 "failed {}: an honest miner shows this evidence with probability {honest_probability:.2e}{}",
@@ -694,7 +684,7 @@ pub fn decide(
             miner,
             &window,
             &evidence,
-            history.points_factor,
+            points_factor,
             STAFF_RULE_ID,
             format!(
                 "confirmed by staff: failed {}: an honest miner fails this often with probability {review_probability:.2e}{}",
@@ -776,6 +766,39 @@ mod tests {
     use crate::outcome::CheckResult;
     use crate::record::JobKind;
 
+    /// The rule on fresh jobs: no earlier slash, no boost.
+    fn decide(miner: &MinerId, jobs: &[JobVerdict], r: &Rules) -> Decision {
+        super::decide(miner, jobs, &BTreeSet::new(), 1.0, r)
+    }
+
+    /// The names the store, the metrics and the pages write are serde's: one spelling.
+    #[test]
+    fn action_and_verdict_names_are_their_serde_names() {
+        use crate::checks::Verdict;
+        let json = |s: &str| format!("\"{s}\"");
+        for a in [Action::None, Action::FlagForReview, Action::Slash] {
+            assert_eq!(serde_json::to_string(&a).unwrap(), json(a.as_str()));
+        }
+        for v in [
+            Verdict::Pass,
+            Verdict::Fail,
+            Verdict::Invalid,
+            Verdict::Inconclusive,
+        ] {
+            assert_eq!(serde_json::to_string(&v).unwrap(), json(v.as_str()));
+        }
+        for r in [
+            crate::record::Role::System,
+            crate::record::Role::User,
+            crate::record::Role::Assistant,
+        ] {
+            assert_eq!(serde_json::to_string(&r).unwrap(), json(r.as_str()));
+        }
+        for b in [crate::rules::Basis::Measured, crate::rules::Basis::Assumed] {
+            assert_eq!(serde_json::to_string(&b).unwrap(), json(b.as_str()));
+        }
+    }
+
     /// The embedded rules with every measured rate holding on every model: most of
     /// these tests are about counts, not about where a rate holds (which the scope
     /// tests below take up with the shipped scopes).
@@ -808,7 +831,7 @@ mod tests {
                 .map(|i| on_model(verdict(&format!("j{i}"), &[(image, false)]), model))
                 .collect()
         };
-        let decide_on = |v: &[JobVerdict]| decide(&miner(), &MinerHistory::default(), v, &r);
+        let decide_on = |v: &[JobVerdict]| decide(&miner(), v, &r);
 
         let covered = decide_on(&jobs("Aurora", 0));
         assert_eq!(covered.action, Action::Slash, "{:?}", covered.tallies);
@@ -857,7 +880,7 @@ mod tests {
                 )
             })
             .collect();
-        let d = decide(&miner(), &MinerHistory::default(), &jobs, &r);
+        let d = decide(&miner(), &jobs, &r);
         assert_eq!(d.action, Action::FlagForReview, "{:?}", d.tallies);
         assert!(d.slash.is_none() && d.confirmation.is_some());
         assert_eq!(d.honest_probability, 1.0);
@@ -913,7 +936,7 @@ mod tests {
     #[test]
     fn a_clean_miner_gets_no_action() {
         let new = vec![verdict("a", &[(CheckId::ImageSimilarity, true)])];
-        let d = decide(&miner(), &MinerHistory::default(), &new, &rules());
+        let d = decide(&miner(), &new, &rules());
         assert_eq!(d.action, Action::None);
         assert!(d.slash.is_none());
     }
@@ -927,7 +950,7 @@ mod tests {
     #[test]
     fn one_weak_failure_flags_and_enough_repeated_failures_slash() {
         let r = rules();
-        let decide_on = |v: &[JobVerdict]| decide(&miner(), &MinerHistory::default(), v, &r);
+        let decide_on = |v: &[JobVerdict]| decide(&miner(), v, &r);
         assert_eq!(
             decide_on(&failing(1, CheckId::ImageSimilarity)).action,
             Action::FlagForReview
@@ -967,7 +990,7 @@ mod tests {
         assert!(at_margin > at_rate, "{at_rate} {at_margin}");
         // Enough at the rate itself, not at the margin: a flag, whose evidence is
         // the tail at the rate; the tail at the margin is what kept it from slashing.
-        let (t, j) = judge_counts([(CheckId::ImageSimilarity, at_rate, at_rate)], &r);
+        let (t, j) = assess_counts([(CheckId::ImageSimilarity, at_rate, at_rate)], &r);
         assert_eq!(j.action, Action::FlagForReview);
         let tail = crate::stats::binomial_tail(at_rate, at_rate, rate);
         assert_eq!(t[0].honest_probability, tail);
@@ -980,14 +1003,14 @@ mod tests {
         assert_eq!(j.honest_probability, t[0].slash_tail());
         // The rule before the margin slashed it.
         let before = crate::lifetime::without_tail_margin(&r);
-        let (_, j) = judge_counts([(CheckId::ImageSimilarity, at_rate, at_rate)], &before);
+        let (_, j) = assess_counts([(CheckId::ImageSimilarity, at_rate, at_rate)], &before);
         assert_eq!(j.action, Action::Slash);
-        let (_, j) = judge_counts([(CheckId::ImageSimilarity, at_margin, at_margin)], &r);
+        let (_, j) = assess_counts([(CheckId::ImageSimilarity, at_margin, at_margin)], &r);
         assert_eq!(j.action, Action::Slash);
         // A rate the margin lifts to 1 or above can never slash: its tail is 1.
         let mut huge = r.clone();
         huge.slashing.tail_margin = 2.0 / rate;
-        let (t, j) = judge_counts([(CheckId::ImageSimilarity, 50, 50)], &huge);
+        let (t, j) = assess_counts([(CheckId::ImageSimilarity, 50, 50)], &huge);
         assert_eq!(t[0].slash_probability, Some(1.0));
         assert_ne!(j.action, Action::Slash);
     }
@@ -995,7 +1018,7 @@ mod tests {
     #[test]
     fn a_decision_from_before_the_margin_reads_as_it_was_taken() {
         let r = rules();
-        let (t, _) = judge_counts([(CheckId::ImageSimilarity, 10, 7)], &r);
+        let (t, _) = assess_counts([(CheckId::ImageSimilarity, 10, 7)], &r);
         let mut json = serde_json::to_value(&t[0]).unwrap();
         json.as_object_mut().unwrap().remove("slash_probability");
         let old: CheckTally = serde_json::from_value(json).unwrap();
@@ -1010,7 +1033,7 @@ mod tests {
             .map(|i| verdict(&format!("j{i}"), &[(CheckId::ImageSimilarity, true)]))
             .collect();
         many.push(verdict("bad", &[(CheckId::ImageSimilarity, false)]));
-        let d = decide(&miner(), &MinerHistory::default(), &many, &rules());
+        let d = decide(&miner(), &many, &rules());
         assert_eq!(d.action, Action::None, "{:?}", d.tallies);
     }
 
@@ -1025,7 +1048,7 @@ mod tests {
             CheckId::DeviceKnown,
         ] {
             assert!(!r.policy(check).can_slash(), "{check}");
-            let d = decide(&miner(), &MinerHistory::default(), &failing(100, check), &r);
+            let d = decide(&miner(), &failing(100, check), &r);
             assert_eq!(d.action, Action::FlagForReview, "{check}");
             assert!(d.slash.is_none());
             assert_eq!(d.honest_probability, 1.0, "{check}: not slash evidence");
@@ -1034,12 +1057,7 @@ mod tests {
 
     #[test]
     fn repeated_failures_of_a_per_miner_check_count_once() {
-        let d = decide(
-            &miner(),
-            &MinerHistory::default(),
-            &failing(4, CheckId::DeviceSpec),
-            &rules(),
-        );
+        let d = decide(&miner(), &failing(4, CheckId::DeviceSpec), &rules());
         assert_eq!(d.action, Action::FlagForReview);
         assert_eq!((d.tallies[0].judged, d.tallies[0].failed), (1, 1));
     }
@@ -1056,7 +1074,7 @@ mod tests {
                 (CheckId::ImageSimilarity, false),
             ],
         )];
-        let d = decide(&miner(), &MinerHistory::default(), &job, &r);
+        let d = decide(&miner(), &job, &r);
         assert_eq!(d.action, Action::FlagForReview);
         // The slash evidence is the similarity check's alone, at its slash rate
         // (0.0038 times the tail margin 3); the flag evidence is the strongest of the
@@ -1071,10 +1089,7 @@ mod tests {
         let all: Vec<(CheckId, bool)> = CheckId::ALL.iter().map(|c| (*c, false)).collect();
         let one = vec![verdict("everything", &all)];
         let r = rules();
-        assert_eq!(
-            decide(&miner(), &MinerHistory::default(), &one, &r).action,
-            Action::FlagForReview
-        );
+        assert_eq!(decide(&miner(), &one, &r).action, Action::FlagForReview);
         // A check whose measured rate alone is below the threshold does slash on one job.
         let mut strict = r.clone();
         let p = strict
@@ -1086,10 +1101,7 @@ mod tests {
         p.measured.as_mut().unwrap().upper_95 = 1e-15;
         p.measured.as_mut().unwrap().max_config_upper_95 = None;
         let single = failing(1, CheckId::ImageSimilarity);
-        assert_eq!(
-            decide(&miner(), &MinerHistory::default(), &single, &strict).action,
-            Action::Slash
-        );
+        assert_eq!(decide(&miner(), &single, &strict).action, Action::Slash);
     }
 
     #[test]
@@ -1098,12 +1110,7 @@ mod tests {
         let p = r.checks.policy.get_mut(&CheckId::ImageSimilarity).unwrap();
         p.false_positive_rate = 1e-9;
         assert_eq!(r.broken_promises().len(), 1);
-        let d = decide(
-            &miner(),
-            &MinerHistory::default(),
-            &failing(4, CheckId::ImageSimilarity),
-            &r,
-        );
+        let d = decide(&miner(), &failing(4, CheckId::ImageSimilarity), &r);
         // At the declared 1e-9, four failures would be 1e-36: a slash. The engine
         // prices them at the largest measured configuration's bound.
         assert_eq!(d.action, Action::FlagForReview);
@@ -1111,12 +1118,7 @@ mod tests {
         // Without a per-configuration bound, at the pooled one.
         let p = r.checks.policy.get_mut(&CheckId::ImageSimilarity).unwrap();
         p.measured.as_mut().unwrap().max_config_upper_95 = None;
-        let d = decide(
-            &miner(),
-            &MinerHistory::default(),
-            &failing(4, CheckId::ImageSimilarity),
-            &r,
-        );
+        let d = decide(&miner(), &failing(4, CheckId::ImageSimilarity), &r);
         assert_eq!(d.tallies[0].false_positive_rate, 0.0023);
     }
 
@@ -1133,21 +1135,21 @@ mod tests {
         // whose rate was measured a few times too low would show.
         let n = 14_000u64;
         let k = (n as f64 * floor / 2.0) as u64;
-        let (tallies, j) = judge_counts([(CheckId::ImageSimilarity, n, k)], &r);
+        let (tallies, j) = assess_counts([(CheckId::ImageSimilarity, n, k)], &r);
         assert!(tallies[0].honest_probability < 1e-30, "{tallies:?}");
         assert!(!tallies[0].can_slash);
         assert_eq!(tallies[0].effect_floor, floor);
         assert_eq!(j.action, Action::FlagForReview);
         // The same tail from a share above the floor slashes, as a cheat's does.
         let k = (n as f64 * floor * 1.5) as u64;
-        let (tallies, j) = judge_counts([(CheckId::ImageSimilarity, n, k)], &r);
+        let (tallies, j) = assess_counts([(CheckId::ImageSimilarity, n, k)], &r);
         assert!(tallies[0].can_slash);
         assert_eq!(j.action, Action::Slash);
         // Without the floor the first miner would have been slashed.
         let mut bare = r.clone();
         bare.slashing.effect_margin = 0.0;
         let k = (n as f64 * floor / 2.0) as u64;
-        let (_, j) = judge_counts([(CheckId::ImageSimilarity, n, k)], &bare);
+        let (_, j) = assess_counts([(CheckId::ImageSimilarity, n, k)], &bare);
         assert_eq!(j.action, Action::Slash);
     }
 
@@ -1155,9 +1157,9 @@ mod tests {
     fn each_slashing_check_that_judged_the_miner_is_a_look_the_evidence_pays_for() {
         let r = rules();
         let mut jobs = failing(3, CheckId::ImageSimilarity);
-        let alone = decide(&miner(), &MinerHistory::default(), &jobs, &r);
+        let alone = decide(&miner(), &jobs, &r);
         jobs.push(verdict("llm", &[(CheckId::LlmLikelihood, true)]));
-        let two = decide(&miner(), &MinerHistory::default(), &jobs, &r);
+        let two = decide(&miner(), &jobs, &r);
         assert!((two.honest_probability - 2.0 * alone.honest_probability).abs() < 1e-20);
     }
 
@@ -1165,10 +1167,19 @@ mod tests {
     fn deciding_twice_gives_the_same_slash_and_redelivery_does_not_double_count() {
         let r = rules();
         let new = failing(7, CheckId::ImageSimilarity);
-        let once = decide(&miner(), &MinerHistory::default(), &new, &r);
-        let mut redelivered = new.clone();
-        redelivered.extend(new.clone());
-        let twice = decide(&miner(), &MinerHistory::default(), &redelivered, &r);
+        let once = decide(&miner(), &new, &r);
+        // A redelivered job is stored twice; `case::counted` keeps one verdict a job,
+        // before the rule sees them.
+        let staged = |v: &JobVerdict| crate::case::StagedVerdict {
+            stage: crate::case::Stage::Rerun,
+            verdict: v.clone(),
+        };
+        let history = crate::case::History {
+            verdicts: new.iter().chain(&new).map(staged).collect(),
+            slashed_jobs: BTreeSet::new(),
+            points_factor: 1.0,
+        };
+        let twice = crate::case::decide(&miner(), history, &r).decision;
         assert_eq!(once.slash, twice.slash);
         let s = once.slash.unwrap();
         assert_eq!(s.amount.waifu_micro, 70_000_000);
@@ -1178,14 +1189,11 @@ mod tests {
     #[test]
     fn a_boosted_gpu_is_slashed_its_boosted_points() {
         let r = rules();
-        let history = MinerHistory {
-            points_factor: crate::points::nft_boost_factor(&r, 0, 1),
-            ..MinerHistory::default()
-        };
-        let s = decide(
+        let s = super::decide(
             &miner(),
-            &history,
             &failing(7, CheckId::ImageSimilarity),
+            &BTreeSet::new(),
+            crate::points::nft_boost_factor(&r, 0, 1),
             &r,
         )
         .slash
@@ -1197,12 +1205,11 @@ mod tests {
     fn jobs_under_an_earlier_slash_are_not_slashed_again() {
         let r = rules();
         let new = failing(5, CheckId::ImageSimilarity);
-        let history = MinerHistory {
-            verdicts: vec![],
-            slashed_jobs: new.iter().map(|v| v.job_id.clone()).collect(),
-            ..MinerHistory::default()
-        };
-        assert_eq!(decide(&miner(), &history, &new, &r).action, Action::None);
+        let slashed = new.iter().map(|v| v.job_id.clone()).collect();
+        assert_eq!(
+            super::decide(&miner(), &new, &slashed, 1.0, &r).action,
+            Action::None
+        );
     }
 
     #[test]
@@ -1275,9 +1282,9 @@ mod tests {
                 .map(|i| panel_job(&format!("p{i}"), &[("alt", 9.0), ("q4", -20.0)]))
                 .collect()
         };
-        let d3 = decide(&miner(), &MinerHistory::default(), &jobs(3), &r);
+        let d3 = decide(&miner(), &jobs(3), &r);
         assert_eq!(d3.action, Action::FlagForReview, "{:?}", d3.sequence);
-        let d4 = decide(&miner(), &MinerHistory::default(), &jobs(4), &r);
+        let d4 = decide(&miner(), &jobs(4), &r);
         assert_eq!(d4.action, Action::Slash, "{:?}", d4.sequence);
         let seq = d4.sequence.as_ref().unwrap();
         assert_eq!(seq.jobs, 4);
@@ -1301,19 +1308,14 @@ mod tests {
             "every job the panel's evidence came from"
         );
         // Unmeasured drift or rate: the same evidence flags, never slashes.
-        let d = decide(
-            &miner(),
-            &MinerHistory::default(),
-            &jobs(40),
-            &panel_rules(false),
-        );
+        let d = decide(&miner(), &jobs(40), &panel_rules(false));
         assert_eq!(d.action, Action::FlagForReview);
         assert_eq!(d.honest_probability, 1.0);
         // Honest-looking evidence (every suspect below the reference) is no evidence.
         let honest: Vec<JobVerdict> = (0..50)
             .map(|i| panel_job(&format!("h{i}"), &[("alt", -6.0), ("q4", -9.0)]))
             .collect();
-        let d = decide(&miner(), &MinerHistory::default(), &honest, &r);
+        let d = decide(&miner(), &honest, &r);
         assert_eq!(d.action, Action::None);
         assert!(d.sequence.unwrap().honest_probability == 1.0);
 
@@ -1331,12 +1333,9 @@ mod tests {
             .unwrap()
             .models = vec!["SDXL".into()];
         let mut mixed = jobs(40);
-        assert_eq!(
-            decide(&miner(), &MinerHistory::default(), &mixed, &scoped).action,
-            Action::Slash
-        );
+        assert_eq!(decide(&miner(), &mixed, &scoped).action, Action::Slash);
         mixed[0] = on_model(mixed[0].clone(), "AnimagineXL");
-        let d = decide(&miner(), &MinerHistory::default(), &mixed, &scoped);
+        let d = decide(&miner(), &mixed, &scoped);
         assert_eq!(d.action, Action::FlagForReview);
         let seq = d.sequence.unwrap();
         assert_eq!((seq.off_scope_jobs, seq.can_slash), (1, false));
@@ -1371,12 +1370,10 @@ mod tests {
             })
             .collect();
         let slashed_at = (1..=jobs.len())
-            .find(|&n| {
-                decide(&miner(), &MinerHistory::default(), &jobs[..n], &r).action == Action::Slash
-            })
+            .find(|&n| decide(&miner(), &jobs[..n], &r).action == Action::Slash)
             .expect("a third substituted builds evidence");
         assert!(slashed_at <= 20, "slashed after {slashed_at} jobs");
-        let d = decide(&miner(), &MinerHistory::default(), &jobs, &r);
+        let d = decide(&miner(), &jobs, &r);
         let seq = d.sequence.unwrap();
         assert!((0.2..=0.5).contains(&seq.substituted_share), "{seq:?}");
         assert!(
@@ -1387,7 +1384,7 @@ mod tests {
         let honest: Vec<JobVerdict> = (0..200)
             .map(|i| panel_job(&format!("h{i}"), &[("alt", -6.0)]))
             .collect();
-        let d = decide(&miner(), &MinerHistory::default(), &honest, &r);
+        let d = decide(&miner(), &honest, &r);
         assert_eq!(d.action, Action::None, "{:?}", d.sequence);
     }
 
@@ -1400,7 +1397,7 @@ mod tests {
         let jobs: Vec<JobVerdict> = (0..4)
             .map(|i| panel_job_of(&format!("t{i}"), 20_000, &[("alt", 9.0), ("q4", -20.0)]))
             .collect();
-        let d = decide(&miner(), &MinerHistory::default(), &jobs, &r);
+        let d = decide(&miner(), &jobs, &r);
         let seq = d.sequence.as_ref().unwrap();
         assert!(!seq.can_slash, "{seq:?}");
         assert!(seq.honest_probability < r.auto_slash_threshold());

@@ -15,7 +15,7 @@
 //! failing together through a shared cause; its re-run sampling rises with its screen
 //! failures and decays as its jobs pay them off, as `case::Sampler` moves it (the decay
 //! followed at least daily); and after every failure the judge decides on the
-//! last `window_days` of evidence with [`crate::decide::judge_counts`], the rule
+//! last `window_days` of evidence with [`crate::decide::assess_counts`], the rule
 //! `decide` applies. Between failures the evidence only weakens (more judged jobs, the
 //! same failures), so the decisions right after failures are the ones that can slash.
 //!
@@ -481,9 +481,9 @@ fn one_year(rules: &Rules, s: &Scenario, rng: &mut ChaCha8Rng, when: Decisions) 
             };
             (c.check, (judged.round() as u64).max(failed), failed)
         });
-        let (tallies, judgement) = decide::judge_counts(counts, rules);
+        let (tallies, assessment) = decide::assess_counts(counts, rules);
         year.decisions += 1;
-        match judgement.action {
+        match assessment.action {
             Action::Slash => {
                 year.slashed_at = Some(at);
                 year.slashed_by = tallies

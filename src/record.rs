@@ -145,6 +145,17 @@ pub enum Role {
     Assistant,
 }
 
+impl Role {
+    /// The role's name in the chat API (serde's name too).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::System => "system",
+            Role::User => "user",
+            Role::Assistant => "assistant",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Message {

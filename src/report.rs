@@ -1,5 +1,5 @@
 //! The offline report of `proctor audit`: the review app's own pages, rendered from its
-//! own templates (`web::view`), read-only, as files.
+//! own templates (`view`), read-only, as files.
 //!
 //! ```text
 //! OUT/report.html                       the queue: every slashed or flagged miner
@@ -29,10 +29,10 @@ use crate::decide::{Action, Decision};
 use crate::ids::JobId;
 use crate::outcome::{CheckId, Outcome};
 use crate::record::{Job, JobRecord};
+use crate::review::CaseRow;
 use crate::review::CaseStatus;
 use crate::rules::Rules;
-use crate::store::review::CaseRow;
-use crate::web::view::{self, Links, Need, ReportFiles};
+use crate::view::{self, Links, Need, ReportFiles};
 
 /// The most peers' latencies a latency chart plots, as in the app.
 const MAX_PEERS: usize = 2000;
@@ -141,7 +141,7 @@ fn case_row(case_id: i64, d: &Decision, latest: DateTime<Utc>) -> CaseRow {
         },
         flag_id: None,
         slash_id: d.slash.as_ref().map(|s| s.slash_id.clone()),
-        honest_probability: if slash {
+        evidence_probability: if slash {
             d.honest_probability
         } else {
             d.review_probability
@@ -349,7 +349,7 @@ pub fn write(out: &Path, page: &Page<'_>, source: &dyn Source, rules: &Rules) ->
     }
     for (job, check) in &evidence {
         let (r, v) = jobs[job.as_str()];
-        let mut fetched = view::Fetched::default();
+        let mut fetched = view::Related::default();
         match view::need(r, v, check) {
             Need::Nothing => {}
             Need::SameOutput(original) => {
@@ -381,10 +381,7 @@ pub fn write(out: &Path, page: &Page<'_>, source: &dyn Source, rules: &Rules) ->
             context! { offline => offline.clone(), depth => 1, ..ctx },
         )?;
     }
-    for (name, text) in [
-        ("app.css", include_str!("web/static/app.css")),
-        ("app.js", include_str!("web/static/app.js")),
-    ] {
+    for (name, text) in [("app.css", view::STYLESHEET), ("app.js", view::SCRIPT)] {
         let path = dir.join("static").join(name);
         std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
     }

@@ -57,7 +57,7 @@ pub struct MinerRisk {
     /// Screen failures in excess of the allowances of the miner's jobs so far.
     pub excess_failures: f64,
     /// Flags staff confirmed.
-    pub review_flags: u32,
+    pub confirmed_flags: u32,
     /// Staff asked for more evidence, and the period has not ended.
     pub evidence_requested: bool,
 }
@@ -68,7 +68,7 @@ pub fn rate(rules: &Rules, risk: MinerRisk) -> f64 {
     let raised = s.base_rate
         * (1.0
             + s.failed_check_weight * risk.excess_failures.max(0.0)
-            + s.flag_weight * f64::from(risk.review_flags));
+            + s.flag_weight * f64::from(risk.confirmed_flags));
     let raised = if risk.evidence_requested {
         raised.max(s.evidence_rate)
     } else {
@@ -397,7 +397,7 @@ mod tests {
             &r,
             MinerRisk {
                 excess_failures: 1000.0,
-                review_flags: 1000,
+                confirmed_flags: 1000,
                 evidence_requested: false,
             },
         );

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use proctor::calibrate::image::{self as cal_image, ImageOptions};
 use proctor::calibrate::llm::{self as cal_llm, LlmOptions};
 use proctor::calibrate::{self, Label};
-use proctor::checks::image::judge;
+use proctor::checks::image::apply_thresholds;
 use proctor::checks::llm;
 use proctor::outcome::CheckId;
 use proctor::rules::Rules;
@@ -58,7 +58,9 @@ fn image_thresholds_hold_the_honest_rate_and_catch_gross_cheats() {
     // The table is what the production judge says at the written thresholds.
     let recount = pairs
         .iter()
-        .filter(|p| p.label == Label::Honest && judge(&p.similarity, &calibrated).is_fail())
+        .filter(|p| {
+            p.label == Label::Honest && apply_thresholds(&p.similarity, &calibrated).is_fail()
+        })
         .count();
     assert_eq!(recount, honest.flagged);
     let thresholds: std::collections::BTreeMap<_, _> = report.thresholds.iter().cloned().collect();

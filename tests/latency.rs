@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use proctor::calibrate::latency::{self, Unit};
 use proctor::checks::device::{self, LlmCost, TokenCounts, Workload};
 use proctor::checks::{Checker, JobVerdict, Stream, StreamState};
-use proctor::decide::{self, Action, MinerHistory};
+use proctor::decide::{self, Action};
 use proctor::outcome::{CheckId, Status};
 use proctor::record::JobRecord;
 use proctor::rules::Rules;
@@ -173,7 +173,7 @@ fn a_stream_of_jobs_from_an_engine_faster_than_the_bound_is_flagged_never_slashe
             .iter()
             .all(|v| v.outcome(CheckId::Latency).is_some_and(|o| o.is_fail()))
     );
-    let d = decide::decide(&first.miner_id, &MinerHistory::default(), &verdicts, &rules);
+    let d = decide::decide(&first.miner_id, &verdicts, &Default::default(), 1.0, &rules);
     assert_eq!(d.action, Action::FlagForReview, "{:?}", d.tallies);
     assert!(d.slash.is_none());
     let latency = d

@@ -82,13 +82,14 @@ fn paths_after(code: &str, prefix: &str) -> Vec<String> {
 }
 
 /// The pure core: every decision that moves the ledger, and the data it decides on.
-const CORE: [&str; 12] = [
+const CORE: [&str; 13] = [
     "ids", "record", "outcome", "rules", "checks", "stats", "points", "sampling", "decide", "case",
-    "events", "review",
+    "events", "review", "view",
 ];
 
-/// The edges: settings, storage, the broker, the processes and HTTP.
-const EDGES: [&str; 7] = [
+/// The edges: settings, storage, the broker, the processes, HTTP, and the commands
+/// that read and write folders.
+const EDGES: [&str; 12] = [
     "settings",
     "store",
     "kafka",
@@ -96,6 +97,11 @@ const EDGES: [&str; 7] = [
     "pipeline",
     "web",
     "telemetry",
+    "reference",
+    "audit",
+    "report",
+    "submit",
+    "dlq",
 ];
 
 /// Crates that do I/O or belong to a process.
@@ -285,6 +291,53 @@ fn the_core_imports_no_edge_and_no_io_crate() {
         assert!(edges.contains_key(*name), "no module {name}");
     }
     assert_eq!(core_breaches(&edges, &code), Vec::<String>::new());
+}
+
+/// What `lib.rs`'s module map says: every top-level module it links (`[`name`]`), and
+/// those its core section links, from the section's heading to the next.
+fn module_map(lib: &str) -> (BTreeSet<String>, BTreeSet<String>) {
+    let links = |text: &str| -> BTreeSet<String> {
+        text.split("[`")
+            .skip(1)
+            .filter_map(|s| s.split_once("`]").map(|(name, _)| name.to_owned()))
+            .filter(|name| !name.contains("::"))
+            .collect()
+    };
+    let doc: String = lib
+        .lines()
+        .filter_map(|l| l.strip_prefix("//!"))
+        .map(|l| l.strip_prefix(' ').unwrap_or(l))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let core = doc
+        .split_once("## The core")
+        .map(|(_, rest)| rest.split("\n## ").next().unwrap_or(rest))
+        .unwrap_or("");
+    (links(&doc), links(core))
+}
+
+/// `lib.rs` lists every module as it is, and names the core layer exactly as this test
+/// enforces it: a module added, moved or dropped from the core must say so there too.
+#[test]
+fn lib_rs_maps_every_module_and_names_the_core() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let lib = std::fs::read_to_string(root.join("src/lib.rs")).unwrap();
+    let declared: BTreeSet<String> = lib
+        .lines()
+        .filter_map(|l| l.strip_prefix("pub mod "))
+        .map(|l| l.trim_end_matches(';').to_owned())
+        .collect();
+    assert!(declared.len() > 20, "{declared:?}");
+    let (mapped, core) = module_map(&lib);
+    let unmapped: Vec<_> = declared.difference(&mapped).collect();
+    assert!(unmapped.is_empty(), "lib.rs's map misses {unmapped:?}");
+    let want: BTreeSet<String> = CORE.iter().map(|m| (*m).to_owned()).collect();
+    assert_eq!(core, want, "lib.rs's core section against CORE");
+    // The reader reads what it must: a core section that names an edge is caught.
+    let planted = "//! ## The core\n//! - [`ids`] and [`store`]\n//! ## Edges\n//! - [`web`]";
+    let (all, core) = module_map(planted);
+    assert_eq!(all.len(), 3);
+    assert_eq!(core.into_iter().collect::<Vec<_>>(), ["ids", "store"]);
 }
 
 #[test]

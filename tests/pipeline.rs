@@ -1449,7 +1449,7 @@ async fn a_substituted_model_is_slashed_through_the_suspect_panel_and_honest_min
         .filter(|v| v.miner_id == substitute)
         .cloned()
         .collect();
-    let d = proctor::decide::decide(&substitute, &Default::default(), &mine, &rules);
+    let d = proctor::decide::decide(&substitute, &mine, &Default::default(), 1.0, &rules);
     let seq = d.sequence.expect("the panel's evidence");
     assert_eq!(seq.best(), "tiny-alice-alt", "{seq:?}");
     assert_eq!(d.action, Action::Slash);

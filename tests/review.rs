@@ -11,10 +11,11 @@ use proctor::checks::JobVerdict;
 use proctor::decide::{Action, STAFF_RULE_ID};
 use proctor::events::{self, LedgerEvent};
 use proctor::ids::{JobId, MinerId};
-use proctor::review::{Actor, CaseStatus, Refusal, Role, StaffAction};
+use proctor::review::CaseRow;
+use proctor::review::{Actor, CaseStatus, Refusal, Role, StaffAction, workflow};
 use proctor::rules::Rules;
 use proctor::sampling;
-use proctor::store::review::{CaseDetail, CaseFilter, CaseRow, ReviewError};
+use proctor::store::review::{CaseDetail, CaseFilter, ReviewError};
 use sqlx::Row;
 
 #[path = "support/db.rs"]
@@ -76,8 +77,37 @@ async fn act(
     reason: &str,
     rules: &Rules,
 ) -> Result<CaseDetail, ReviewError> {
+    act_with(
+        db,
+        who,
+        case,
+        action,
+        reason,
+        rules,
+        Some(&reversal_signer()),
+    )
+    .await
+}
+
+/// `Store::act` through the pure workflow, as the app and the CLI call it.
+async fn act_with(
+    db: &TestDb,
+    who: &Actor,
+    case: i64,
+    action: StaffAction,
+    reason: &str,
+    rules: &Rules,
+    reversals: Option<&events::ReversalSigner>,
+) -> Result<CaseDetail, ReviewError> {
+    let request = workflow::Request {
+        action,
+        actor: who,
+        reason,
+        rules,
+        reversals,
+    };
     db.store
-        .act(who, case, action, reason, rules, Some(&reversal_signer()))
+        .act(who, case, request.reads(), |facts| request.decide(facts))
         .await
 }
 
@@ -333,7 +363,7 @@ async fn the_judge_keeps_one_open_case_per_miner_and_a_case_per_automatic_slash(
         .await
         .unwrap();
     assert_eq!(all.total, before);
-    let p: Vec<f64> = all.cases.iter().map(|c| c.honest_probability).collect();
+    let p: Vec<f64> = all.cases.iter().map(|c| c.evidence_probability).collect();
     assert!(p.windows(2).all(|w| w[0] <= w[1]), "{p:?}");
     let check = open[0].decision.tallies[0].check.as_str().to_owned();
     let by_check = db
@@ -525,7 +555,7 @@ async fn each_decision_moves_the_slash_the_outbox_the_rate_and_the_log() {
         assert!(covered.is_some(), "job {} is not covered", e.job_id);
     }
     let r = risk(&db, &to_confirm.miner_id).await;
-    assert_eq!(r.review_flags, 1);
+    assert_eq!(r.confirmed_flags, 1);
     assert!(sampling::rate(&rules, r) > rate_before || rate_before == rules.sampling.ceiling);
     // Confirming twice is refused and writes nothing.
     let twice = act(
@@ -619,18 +649,17 @@ async fn each_decision_moves_the_slash_the_outbox_the_rate_and_the_log() {
     );
 
     // A note needs text and changes no status.
-    let noted = db
-        .store
-        .act(
-            &ann,
-            to_dismiss.case_id,
-            StaffAction::Note,
-            "asked the miner for logs",
-            &rules,
-            None,
-        )
-        .await
-        .unwrap();
+    let noted = act_with(
+        &db,
+        &ann,
+        to_dismiss.case_id,
+        StaffAction::Note,
+        "asked the miner for logs",
+        &rules,
+        None,
+    )
+    .await
+    .unwrap();
     assert_eq!(noted.case.status, CaseStatus::Dismissed);
     let actions: Vec<&str> = noted.actions.iter().map(|a| a.action.as_str()).collect();
     assert_eq!(actions, ["dismiss", "more_evidence", "note"]);
@@ -1114,7 +1143,7 @@ async fn an_appeal_is_decided_by_a_second_reviewer_and_a_reversal_is_signed() {
             .unwrap_or_else(|| panic!("no {kind} event for {slash_id}"))
     };
     assert!(at("slash") < at("slash_reversed"));
-    assert_eq!(risk(&db, &confirmed.case.miner_id).await.review_flags, 0);
+    assert_eq!(risk(&db, &confirmed.case.miner_id).await.confirmed_flags, 0);
     // Reversed once: nothing more can be done to the slash.
     let again = act(&db, cat, case_id, StaffAction::Reverse, "again", &rules).await;
     assert!(matches!(

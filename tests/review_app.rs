@@ -132,7 +132,7 @@ impl Client {
     }
 
     async fn post(&mut self, path: &str, form: &[(&str, &str)]) -> Page {
-        let enc = proctor::web::view::urlencode;
+        let enc = proctor::view::urlencode;
         let body: Vec<String> = form
             .iter()
             .map(|(k, v)| format!("{}={}", enc(k), enc(v)))

@@ -28,7 +28,7 @@ use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
 use super::{CheckReport, Label, Pair, RateRow};
-use crate::checks::image::{Similarity, decode, judge, measure};
+use crate::checks::image::{Similarity, apply_thresholds, decode, measure};
 use crate::outcome::CheckId;
 use crate::rules::ImageRules;
 use crate::synth;
@@ -285,7 +285,7 @@ pub fn calibrate(
             (
                 p.label,
                 p.variant.to_string(),
-                judge(&p.similarity, &calibrated).is_fail(),
+                apply_thresholds(&p.similarity, &calibrated).is_fail(),
             )
         })
         .collect();
@@ -327,7 +327,7 @@ fn miss_reason(measured: &[ImagePair], row: &RateRow, rules: &ImageRules) -> Str
         .iter()
         .filter(|p| p.label == Label::Cheat && p.variant == row.variant)
         .map(|p| &p.similarity)
-        .filter(|s| !judge(s, rules).is_fail())
+        .filter(|s| !apply_thresholds(s, rules).is_fail())
         .collect();
     let median = |mut v: Vec<f64>| {
         v.sort_by(f64::total_cmp);

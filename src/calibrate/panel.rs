@@ -361,12 +361,12 @@ pub fn report(
                 }
                 let sequence = panel.evidence(rules);
                 // The simulated miners serve the model the rates were measured on.
-                let (_, judgement) = decide::judge(
+                let (_, assessment) = decide::assess(
                     decide::in_scope(counts.iter().map(|(c, (n, k))| (*c, *n, *k))),
                     sequence.as_ref(),
                     rules,
                 );
-                match judgement.action {
+                match assessment.action {
                     Action::Slash => {
                         slashed_at.push(j);
                         if let Some(s) = &sequence {

@@ -295,7 +295,7 @@ pub fn measure_luma(miner: &GrayImage, reference: &GrayImage, rules: &ImageRules
 }
 
 /// The verdict of the image check for measured similarity.
-pub fn judge(sim: &Similarity, rules: &ImageRules) -> Outcome {
+pub fn apply_thresholds(sim: &Similarity, rules: &ImageRules) -> Outcome {
     let mut reasons = Vec::new();
     if sim.phash_distance > rules.phash_max_distance {
         reasons.push(format!(
@@ -570,7 +570,7 @@ pub(crate) mod tests {
         let img = textured(256, 256, 0);
         let back = decode(&jpeg_q98(&img), &r).unwrap();
         let sim = measure(&back, &img, &r);
-        assert!(!judge(&sim, &r).is_fail(), "{sim:?}");
+        assert!(!apply_thresholds(&sim, &r).is_fail(), "{sim:?}");
     }
 
     #[test]
@@ -580,7 +580,7 @@ pub(crate) mod tests {
         let b = DynamicImage::ImageRgb8(RgbImage::from_fn(256, 256, |x, y| {
             Rgb([((x * y) % 251) as u8, 0, 255 - (y % 256) as u8])
         }));
-        assert!(judge(&measure(&b, &a, &r), &r).is_fail());
+        assert!(apply_thresholds(&measure(&b, &a, &r), &r).is_fail());
     }
 
     #[test]
@@ -590,7 +590,7 @@ pub(crate) mod tests {
         let blurred = DynamicImage::ImageRgba8(imageops::blur(&img, 3.0));
         let sim = measure(&blurred, &img, &r);
         assert!(sim.detail_ratio < r.detail_ratio_min, "{sim:?}");
-        assert!(judge(&sim, &r).is_fail());
+        assert!(apply_thresholds(&sim, &r).is_fail());
     }
 
     #[test]

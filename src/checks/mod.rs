@@ -116,6 +116,18 @@ pub enum Verdict {
     Inconclusive,
 }
 
+impl Verdict {
+    /// The name the store, the metrics and the pages use (serde's name too).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Pass => "pass",
+            Verdict::Fail => "fail",
+            Verdict::Invalid => "invalid",
+            Verdict::Inconclusive => "inconclusive",
+        }
+    }
+}
+
 /// The judgement of one job: every check's outcome and the numbers a reviewer needs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JobVerdict {
@@ -614,6 +626,6 @@ fn similarity(
     match image::decode(reference, rules) {
         // Our own reference being unreadable is an infrastructure problem.
         Err(e) => Outcome::inconclusive(format!("reference image is unusable: {e}")),
-        Ok(r) => image::judge(&image::measure(miner, &r, rules), rules),
+        Ok(r) => image::apply_thresholds(&image::measure(miner, &r, rules), rules),
     }
 }

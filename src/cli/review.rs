@@ -8,11 +8,12 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 use clap::Subcommand;
 
+use proctor::review::CaseRow;
 use proctor::review::trail;
 use proctor::review::{Actor, CaseStatus, Role, StaffAction, Via};
 use proctor::settings::Settings;
 use proctor::store::Store;
-use proctor::store::review::{AuditSnapshot, CaseDetail, CaseFilter, CaseRow, OPERATOR};
+use proctor::store::review::{AuditSnapshot, CaseDetail, CaseFilter, OPERATOR};
 
 #[derive(Subcommand)]
 pub enum StaffCommand {
@@ -22,7 +23,7 @@ pub enum StaffCommand {
         /// Lower-case letters, digits, '.', '_' and '-'.
         username: String,
         /// `reviewer` decides cases; `admin` also manages accounts and tokens.
-        #[arg(long, value_parser = crate::one_of(&Role::ALL, Role::as_str))]
+        #[arg(long, value_parser = super::one_of(&Role::ALL, Role::as_str))]
         role: Role,
     },
     /// Disable an account and revoke its API tokens.
@@ -63,7 +64,7 @@ pub enum ReviewCommand {
     /// The review queue: strongest evidence first, then the most points at stake.
     List {
         /// Only cases in this state.
-        #[arg(long, value_parser = crate::one_of(&CaseStatus::ALL, CaseStatus::as_str))]
+        #[arg(long, value_parser = super::one_of(&CaseStatus::ALL, CaseStatus::as_str))]
         status: Option<CaseStatus>,
         /// A check that failed in the case's decision, e.g. image_similarity.
         #[arg(long)]
@@ -101,7 +102,7 @@ pub enum ReviewCommand {
         case_id: i64,
         /// What to do: confirm or dismiss a flag; note; appeal a slash; uphold or
         /// reverse an appeal.
-        #[arg(value_parser = crate::one_of(&StaffAction::ALL, StaffAction::as_str))]
+        #[arg(value_parser = super::one_of(&StaffAction::ALL, StaffAction::as_str))]
         action: StaffAction,
         /// Required to dismiss, note, appeal, uphold and reverse.
         #[arg(long, default_value = "")]
@@ -272,7 +273,7 @@ fn case_line(c: &CaseRow) -> String {
         c.case_id,
         c.status.as_str(),
         c.miner_id,
-        short(c.honest_probability),
+        short(c.evidence_probability),
         c.at_stake.points().waifu,
         c.at_stake.points().llama,
         checks.join(",")
@@ -296,7 +297,7 @@ fn print_detail(d: &CaseDetail) {
     }
     println!(
         "evidence strength (honest probability) {}; at stake {:.2} waifu, {:.2} llama",
-        short(c.honest_probability),
+        short(c.evidence_probability),
         c.at_stake.points().waifu,
         c.at_stake.points().llama
     );
@@ -347,8 +348,10 @@ fn print_detail(d: &CaseDetail) {
 pub fn review(
     command: ReviewCommand,
     config: Option<&Path>,
-    token: Option<&str>,
+    token_file: Option<&Path>,
 ) -> Result<ExitCode> {
+    let token = super::secret::read(token_file, "PROCTOR_REVIEW_TOKEN")?;
+    let token = token.as_deref();
     if let ReviewCommand::Serve { mut args } = command {
         proctor::telemetry::init_logging();
         args.config = args.config.or(config.map(Path::to_path_buf));
@@ -427,8 +430,17 @@ pub fn review(
                 let rules = super::load_rules(rules.as_deref())?;
                 // A reversal is signed with the reversal key; nothing here signs a slash.
                 let reversals = settings.reversal_signer()?;
+                let request = proctor::review::workflow::Request {
+                    action,
+                    actor: &actor,
+                    reason: &reason,
+                    rules: &rules,
+                    reversals: reversals.as_ref(),
+                };
                 let d = store
-                    .act(&actor, case_id, action, &reason, &rules, reversals.as_ref())
+                    .act(&actor, case_id, request.reads(), |facts| {
+                        request.decide(facts)
+                    })
                     .await?;
                 if json {
                     println!("{}", serde_json::to_string_pretty(&d)?);
@@ -612,7 +624,7 @@ pub fn audit_log(command: AuditLogCommand, config: Option<&Path>) -> Result<Exit
             })
         }
         AuditLogCommand::Checkpoint { key_file, out } => {
-            let seed = crate::secret::require(
+            let seed = super::secret::require(
                 key_file.as_deref(),
                 "PROCTOR_SECRETS__AUDIT_CHECKPOINT_KEY",
                 "--key-file",

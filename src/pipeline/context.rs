@@ -7,8 +7,10 @@ use std::time::Duration;
 use anyhow::Context as _;
 
 use super::{Shutdown, Stopped};
-use crate::kafka::{self, Backoff};
+use crate::checks::Object;
+use crate::kafka::{self, Backoff, DeadLetter};
 use crate::objects::ObjectStore;
+use crate::record::{Job, JobRecord};
 use crate::rules::Rules;
 use crate::settings::{KafkaCompat, Settings};
 use crate::store::Store;
@@ -28,6 +30,61 @@ pub struct Context {
 }
 
 impl Context {
+    /// Fetches the job's output object, if it has one, under the rules' size bound.
+    /// `Err(Ok(letter))`: the object is missing for good; `Err(Err(Stopped))`: stopping.
+    pub async fn fetch_output(
+        &self,
+        record: &JobRecord,
+    ) -> Result<Option<Object>, Result<DeadLetter, Stopped>> {
+        let ctx = self;
+        let rules = &ctx.rules;
+        let (key, limit) = match &record.job {
+            Job::Sd { output, .. } => {
+                (Some(&output.image_key), rules.checks.image.max_object_bytes)
+            }
+            Job::Llm { output, .. } => (output.text_key.as_ref(), rules.checks.llm.max_text_bytes),
+        };
+        let Some(key) = key else {
+            return Ok(None);
+        };
+        let bucket = &ctx.settings.s3.jobs_bucket;
+        let mut backoff = kafka::Backoff::new(ctx.max_backoff());
+        loop {
+            let got = ctx
+                .retry_refusable(
+                    "s3",
+                    |e: &crate::objects::ObjectError| e.refused,
+                    || ctx.objects.get_bounded(bucket, key.as_str(), limit),
+                )
+                .await
+                .map_err(Err)?;
+            let got = match got {
+                Ok(got) => got,
+                Err(e) => {
+                    return Err(Ok(DeadLetter {
+                        reason: "object_refused",
+                        error: e.to_string(),
+                    }));
+                }
+            };
+            match got {
+                crate::objects::Got::Found(bytes) => return Ok(Some(Object::Found(bytes))),
+                crate::objects::Got::NotFound => {
+                    if backoff.attempts + 1 >= ctx.settings.pipeline.missing_object_attempts {
+                        return Err(Ok(DeadLetter {
+                            reason: "object_missing",
+                            error: format!(
+                                "s3://{bucket}/{key} does not exist ({} reads)",
+                                backoff.attempts + 1
+                            ),
+                        }));
+                    }
+                    ctx.idle(backoff.delay()).await.map_err(Err)?;
+                }
+            }
+        }
+    }
+
     /// Connects to Postgres (retrying until it answers or the worker is stopped), runs
     /// the migrations, creates missing topics, and starts `/metrics` and `/healthz`.
     pub async fn start(

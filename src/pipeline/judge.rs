@@ -66,11 +66,7 @@ pub async fn step(ctx: &Context, key: &SigningKey) -> Result<usize, Stopped> {
             })
             .await?
             .decision;
-        let action = match decision.action {
-            Action::None => "none",
-            Action::FlagForReview => "flag_for_review",
-            Action::Slash => "slash",
-        };
+        let action = decision.action.as_str();
         let mode = if p.shadow { "shadow" } else { "live" };
         ctx.metrics
             .decisions

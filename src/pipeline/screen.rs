@@ -27,7 +27,7 @@ use tokio::sync::oneshot;
 use tracing::Instrument;
 
 use super::{Context, Stopped, batch_span};
-use crate::checks::{Checker, Fetched, JobVerdict, Object, Stream, StreamState};
+use crate::checks::{Checker, Fetched, JobVerdict, Stream, StreamState};
 use crate::kafka::{self, DeadLetter, Offsets, Origin};
 use crate::record::{Job, JobRecord};
 use crate::sampling::SamplingSecret;
@@ -119,7 +119,7 @@ pub async fn run(ctx: Arc<Context>) -> anyhow::Result<()> {
         }
         let span = batch_span("screen", &batch);
         let in_flight = |id: &str| recordings.iter().any(|r| r.jobs.contains(id));
-        let judged = judge_batch(&ctx, &checker, &batch, &in_flight, &mut lap)
+        let judged = screen_batch(&ctx, &checker, &batch, &in_flight, &mut lap)
             .instrument(span.clone())
             .await;
         if recordings.len() >= MAX_RECORDING && finish_oldest(&mut recordings, &feed).await.is_err()
@@ -177,7 +177,7 @@ impl Recording {
     fn start(
         ctx: &Arc<Context>,
         secret: &SamplingSecret,
-        judged: Judged,
+        judged: Screened,
         after: Option<oneshot::Receiver<()>>,
         span: tracing::Span,
     ) -> Recording {
@@ -222,60 +222,8 @@ impl Recording {
     }
 }
 
-/// Fetches the job's output object, if it has one, under the rules' size bound.
-/// `Err(Ok(letter))`: the object is missing for good; `Err(Err(Stopped))`: stopping.
-pub async fn fetch_output(
-    ctx: &Context,
-    record: &JobRecord,
-) -> Result<Option<Object>, Result<DeadLetter, Stopped>> {
-    let rules = &ctx.rules;
-    let (key, limit) = match &record.job {
-        Job::Sd { output, .. } => (Some(&output.image_key), rules.checks.image.max_object_bytes),
-        Job::Llm { output, .. } => (output.text_key.as_ref(), rules.checks.llm.max_text_bytes),
-    };
-    let Some(key) = key else {
-        return Ok(None);
-    };
-    let bucket = &ctx.settings.s3.jobs_bucket;
-    let mut backoff = kafka::Backoff::new(ctx.max_backoff());
-    loop {
-        let got = ctx
-            .retry_refusable(
-                "s3",
-                |e: &crate::objects::ObjectError| e.refused,
-                || ctx.objects.get_bounded(bucket, key.as_str(), limit),
-            )
-            .await
-            .map_err(Err)?;
-        let got = match got {
-            Ok(got) => got,
-            Err(e) => {
-                return Err(Ok(DeadLetter {
-                    reason: "object_refused",
-                    error: e.to_string(),
-                }));
-            }
-        };
-        match got {
-            crate::objects::Got::Found(bytes) => return Ok(Some(Object::Found(bytes))),
-            crate::objects::Got::NotFound => {
-                if backoff.attempts + 1 >= ctx.settings.pipeline.missing_object_attempts {
-                    return Err(Ok(DeadLetter {
-                        reason: "object_missing",
-                        error: format!(
-                            "s3://{bucket}/{key} does not exist ({} reads)",
-                            backoff.attempts + 1
-                        ),
-                    }));
-                }
-                ctx.idle(backoff.delay()).await.map_err(Err)?;
-            }
-        }
-    }
-}
-
 /// A batch parsed, fetched and judged, not yet recorded.
-struct Judged {
+struct Screened {
     items: Vec<Item>,
     /// One per item in `State::New`, in order.
     verdicts: Vec<JobVerdict>,
@@ -283,13 +231,13 @@ struct Judged {
 
 /// Parses, fetches and judges a batch. `in_flight` tells the new jobs of batches still
 /// being recorded: they count as already screened.
-async fn judge_batch(
+async fn screen_batch(
     ctx: &Arc<Context>,
     checker: &Arc<Mutex<Screening>>,
     batch: &[OwnedMessage],
     in_flight: &(dyn Fn(&str) -> bool + Sync),
     lap: &mut std::time::Instant,
-) -> Result<Judged, Stopped> {
+) -> Result<Screened, Stopped> {
     let m = &ctx.metrics;
     let mut items = Vec::with_capacity(batch.len());
     let mut records = Vec::with_capacity(batch.len());
@@ -330,7 +278,7 @@ async fn judge_batch(
             let image_rules = image_rules.clone();
             async move {
                 let r = new?;
-                let fetched = match fetch_output(ctx, r).await {
+                let fetched = match ctx.fetch_output(r).await {
                     Ok(output) => Fetched {
                         output,
                         ..Fetched::default()
@@ -383,7 +331,7 @@ async fn judge_batch(
         .collect();
     let results = {
         let checker = checker.clone();
-        super::judge_off_thread(move || judge_jobs(&checker, &jobs)).await?
+        super::judge_off_thread(move || check_jobs(&checker, &jobs)).await?
     };
     m.lap("judge", lap);
     // A job whose judging panicked is a dead letter: never retried forever, never a
@@ -403,7 +351,7 @@ async fn judge_batch(
             }
         }
     }
-    Ok(Judged { items, verdicts })
+    Ok(Screened { items, verdicts })
 }
 
 /// Draws which new jobs to re-run, writes every verdict in one transaction, produces
@@ -411,12 +359,12 @@ async fn judge_batch(
 async fn record_batch(
     ctx: &Context,
     secret: &SamplingSecret,
-    judged: Judged,
+    judged: Screened,
     write_done: oneshot::Sender<()>,
 ) -> Result<Offsets, Stopped> {
     let m = &ctx.metrics;
     let mut lap = std::time::Instant::now();
-    let Judged {
+    let Screened {
         items,
         mut verdicts,
     } = judged;
@@ -491,7 +439,7 @@ async fn record_batch(
             m.dead_letters
                 .get_or_create(&vec![("reason", letter.reason.to_owned())])
                 .inc();
-            sends.push(Send::Dead(item, letter));
+            sends.push(Outgoing::Dead(item, letter));
             "dead_letter"
         } else {
             match &item.state {
@@ -516,7 +464,7 @@ async fn record_batch(
             .inc();
     }
     for r in sampled.values() {
-        sends.push(Send::Rerun(r));
+        sends.push(Outgoing::Rerun(r));
     }
     for ((r, v), w) in pairs.iter().zip(&written) {
         if *w == Ok(Written::New) {
@@ -530,7 +478,7 @@ async fn record_batch(
             m.verdicts
                 .get_or_create(&vec![
                     ("stage", "screen".to_owned()),
-                    ("verdict", format!("{:?}", v.verdict).to_lowercase()),
+                    ("verdict", v.verdict.as_str().to_owned()),
                 ])
                 .inc();
         }
@@ -538,7 +486,7 @@ async fn record_batch(
     let results: Vec<Result<(), Stopped>> = futures::future::join_all(sends.iter().map(|s| {
         ctx.retry("kafka-produce", move || async move {
             match s {
-                Send::Dead(item, letter) => {
+                Outgoing::Dead(item, letter) => {
                     kafka::dead_letter(
                         &ctx.producer(),
                         &k.dlq_topic,
@@ -549,7 +497,7 @@ async fn record_batch(
                     )
                     .await
                 }
-                Send::Rerun(r) => {
+                Outgoing::Rerun(r) => {
                     let payload = r.to_json().to_string();
                     kafka::send(
                         &ctx.producer(),
@@ -571,14 +519,15 @@ async fn record_batch(
     Ok(offsets)
 }
 
-enum Send<'a> {
+/// A message the screen stage sends for a batch: a dead letter, or a re-run request.
+enum Outgoing<'a> {
     Dead(&'a Item, &'a DeadLetter),
     Rerun(&'a JobRecord),
 }
 
-/// Judges new jobs in order. A job whose checks panic gets the panic message instead
+/// Runs the screen checks on new jobs in order. A job whose checks panic gets the panic message instead
 /// of a verdict.
-fn judge_jobs(
+fn check_jobs(
     screening: &Mutex<Screening>,
     jobs: &[(JobRecord, Fetched)],
 ) -> Vec<Result<JobVerdict, String>> {

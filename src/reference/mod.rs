@@ -13,6 +13,7 @@
 //! verdicts and never produces one.
 
 pub mod pool;
+pub mod runner;
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;

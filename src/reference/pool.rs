@@ -600,8 +600,8 @@ impl Pool {
                         // either host may be the drifting one: both directions must
                         // pass.
                         let (xy, yx) = (image::measure(&x, &y, r), image::measure(&y, &x, r));
-                        let within =
-                            !image::judge(&xy, r).is_fail() && !image::judge(&yx, r).is_fail();
+                        let within = !image::apply_thresholds(&xy, r).is_fail()
+                            && !image::apply_thresholds(&yx, r).is_fail();
                         (
                             "image",
                             within,

@@ -3,7 +3,7 @@
 //! A case is one miner's flag (opened by the judge, `open`) or one automatic slash
 //! (`slashed`). Staff act on it:
 //!
-//! | action | from | to | what else happens (`store::review`) |
+//! | action | from | to | what else happens ([`workflow::decide`]'s effects) |
 //! |---|---|---|---|
 //! | confirm | open | confirming | the slash the reviewer saw is recorded, unsigned, and the miner queued for the judge |
 //! | (the judge) | confirming | confirmed | the judge recomputes the slash from the evidence; the same slash is signed into the outbox |
@@ -32,6 +32,7 @@
 pub mod auth;
 pub mod throttle;
 pub mod trail;
+pub mod workflow;
 
 use serde::{Deserialize, Serialize};
 
@@ -333,6 +334,34 @@ pub fn next(
         }
         _ => Err(wrong()),
     }
+}
+
+/// One case as the queue and the report show it.
+#[derive(Debug, Clone, Serialize)]
+pub struct CaseRow {
+    pub case_id: i64,
+    pub miner_id: String,
+    /// `flag` or `slash`: what opened the case.
+    pub opened_by: String,
+    pub status: CaseStatus,
+    pub flag_id: Option<String>,
+    pub slash_id: Option<String>,
+    /// The strength of the evidence, lower is stronger: a slash's honest probability,
+    /// a flag's review probability.
+    pub evidence_probability: f64,
+    /// What the slash took, or what a confirmation would take (micro-points).
+    pub at_stake: crate::points::MicroPoints,
+    pub confirmed_by: Option<String>,
+    pub opened_at: chrono::DateTime<chrono::Utc>,
+    pub updated_at: chrono::DateTime<chrono::Utc>,
+    /// The decision the case was opened or last updated from.
+    pub decision: crate::decide::Decision,
+    /// The reviewer whose dismissal waits for a second reviewer's
+    /// ([`Dismissal`]).
+    pub dismiss_proposed_by: Option<String>,
+    /// A `confirming` case's slash, as its reviewer saw it: the judge signs it if its
+    /// own decision yields the same, or reopens the case.
+    pub pending_slash_id: Option<String>,
 }
 
 #[cfg(test)]

@@ -126,6 +126,16 @@ pub enum Basis {
     Assumed,
 }
 
+impl Basis {
+    /// The name the rules file and the pages use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Basis::Measured => "measured",
+            Basis::Assumed => "assumed",
+        }
+    }
+}
+
 /// A measured false-positive rate's provenance.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

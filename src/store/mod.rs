@@ -25,7 +25,7 @@ use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::{Postgres, Row, Transaction};
 
 use crate::case;
-use crate::checks::{JobVerdict, Verdict};
+use crate::checks::JobVerdict;
 use crate::decide::Action;
 use crate::ids::{JobId, MinerId};
 use crate::record::JobRecord;
@@ -66,15 +66,6 @@ pub fn refuses_input(e: &sqlx::Error) -> bool {
 pub enum Written {
     New,
     Duplicate,
-}
-
-fn verdict_str(v: Verdict) -> &'static str {
-    match v {
-        Verdict::Pass => "pass",
-        Verdict::Fail => "fail",
-        Verdict::Invalid => "invalid",
-        Verdict::Inconclusive => "inconclusive",
-    }
 }
 
 /// An unpublished event handed to a publisher.
@@ -234,7 +225,7 @@ impl Store {
         .bind(col(&|_, v| v.job_id.as_str().to_owned()))
         .bind(stage.as_str())
         .bind(col(&|_, v| v.miner_id.to_string()))
-        .bind(col(&|_, v| verdict_str(v.verdict).to_owned()))
+        .bind(col(&|_, v| v.verdict.as_str().to_owned()))
         .bind(
             items
                 .iter()
@@ -408,7 +399,7 @@ impl Store {
                     miner,
                     crate::sampling::MinerRisk {
                         excess_failures: r.try_get(1)?,
-                        review_flags: count(r.try_get(2)?),
+                        confirmed_flags: count(r.try_get(2)?),
                         evidence_requested: r.try_get(3)?,
                     },
                 );
@@ -606,7 +597,8 @@ impl case::Ledger for Store {
                 .bind(&miner_s)
                 .fetch_optional(&mut *tx)
                 .await?;
-        let history = load_history(&mut tx, &miner_s, rules, points_factor).await?;
+        let history =
+            load_history(&mut tx, &miner_s, rules.slashing.window_days, points_factor).await?;
         // An entry that cannot be signed is not written: the judge retries rather than
         // slash without an event.
         let case::Entry {
@@ -637,11 +629,7 @@ impl case::Ledger for Store {
                 )
                 .bind(id)
                 .bind(&miner_s)
-                .bind(if decision.action == Action::Slash {
-                    "slash"
-                } else {
-                    "flag_for_review"
-                })
+                .bind(decision.action.as_str())
                 .bind(decision.honest_probability)
                 .bind(decision.review_probability)
                 .bind(sqlx::types::Json(decision))
@@ -650,7 +638,7 @@ impl case::Ledger for Store {
             }
         } else if decision.action == Action::FlagForReview {
             let fresh = sqlx::query(
-                "INSERT INTO review_flags (flag_id, miner_id, honest_probability, body)
+                "INSERT INTO review_flags (flag_id, miner_id, review_probability, body)
                  VALUES ($1, $2, $3, $4) ON CONFLICT (flag_id) DO NOTHING",
             )
             .bind(&case.flag_id)
@@ -733,26 +721,13 @@ async fn write_slash(
     Ok(true)
 }
 
-/// The review app's read: the same history the judge decides over, without the lock.
-impl case::Evidence for Store {
-    type Error = sqlx::Error;
-
-    async fn history(&self, miner: &MinerId, rules: &Rules) -> Result<case::History, sqlx::Error> {
-        let points_factor = self.points_factor(miner, rules).await?;
-        let mut tx = self.pool.begin().await?;
-        let history = load_history(&mut tx, &miner.to_string(), rules, points_factor).await?;
-        tx.commit().await?;
-        Ok(history)
-    }
-}
-
 /// The miner's stored verdicts from the start of its window (`case::window_start`
 /// before its newest job), every stage, and the jobs earlier slashes cover. Which of
 /// them count is `case::counted`'s to say.
 pub(crate) async fn load_history(
     tx: &mut Transaction<'_, Postgres>,
     miner: &str,
-    rules: &Rules,
+    window_days: u32,
     points_factor: f64,
 ) -> Result<case::History, sqlx::Error> {
     let newest: Option<DateTime<Utc>> =
@@ -767,7 +742,7 @@ pub(crate) async fn load_history(
              WHERE v.miner_id = $1 AND j.submitted_at >= $2",
         )
         .bind(miner)
-        .bind(case::window_start(newest, rules))
+        .bind(case::window_start_days(newest, window_days))
         .fetch_all(&mut **tx)
         .await?;
         for r in rows {

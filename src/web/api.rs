@@ -178,16 +178,16 @@ pub async fn decide(
         );
     };
     let inner = &app.inner;
+    let request = crate::review::workflow::Request {
+        action,
+        actor: &actor,
+        reason: &body.reason,
+        rules: &inner.rules,
+        reversals: inner.reversals.as_ref(),
+    };
     match inner
         .store
-        .act(
-            &actor,
-            id,
-            action,
-            &body.reason,
-            &inner.rules,
-            inner.reversals.as_ref(),
-        )
+        .act(&actor, id, request.reads(), |facts| request.decide(facts))
         .await
     {
         Ok(d) => Json(d).into_response(),

@@ -12,14 +12,13 @@
 //!   app and served only to a session, only when they are a PNG or JPEG within the
 //!   image check's size bound; never by a public URL.
 //!
-//! Every decision goes through `Store::act`, the same path as `proctor review decide`.
+//! Every decision goes through `review::workflow` and `Store::act`, the same path as
+//! `proctor review decide`.
 
 mod api;
-mod charts;
 pub mod login;
 mod pages;
 pub mod session;
-pub mod view;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -35,6 +34,7 @@ use crate::objects::ObjectStore;
 use crate::rules::Rules;
 use crate::settings::Settings;
 use crate::store::Store;
+use crate::view;
 
 /// What every handler shares.
 #[derive(Clone)]

@@ -14,13 +14,13 @@ use tower_sessions::Session;
 use super::App;
 use super::login::{self, ClientAddress, Outcome};
 use super::session::{self, USER};
-use super::view::{self, ser};
 use crate::checks::llm::TokenScores;
 use crate::objects::Got;
 use crate::outcome::CheckId;
 use crate::record::Job;
 use crate::review::{self, Actor, CaseStatus, Role, StaffAction, Via};
 use crate::store::review::{CaseFilter, ReviewError};
+use crate::view::{self, ser};
 
 const PAGE: i64 = 50;
 
@@ -444,7 +444,7 @@ async fn case_page(
     };
     let borrowed: Vec<_> = jobs.iter().map(|(r, v)| (r, v.as_ref())).collect();
     let shown = view::case_context(c, &borrowed, &owner, rules);
-    let facts = crate::store::review::case_facts(
+    let facts = crate::review::workflow::case_facts(
         c,
         detail
             .appeals
@@ -509,16 +509,16 @@ pub async fn decide(
         .await;
     };
     let inner = &app.inner;
+    let request = crate::review::workflow::Request {
+        action,
+        actor: &actor,
+        reason: &f.reason,
+        rules: &inner.rules,
+        reversals: inner.reversals.as_ref(),
+    };
     match inner
         .store
-        .act(
-            &actor,
-            id,
-            action,
-            &f.reason,
-            &inner.rules,
-            inner.reversals.as_ref(),
-        )
+        .act(&actor, id, request.reads(), |facts| request.decide(facts))
         .await
     {
         Ok(_) => Redirect::to(&format!("/cases/{id}")).into_response(),
@@ -566,7 +566,7 @@ pub async fn evidence(
         .await;
     };
     let rules = &inner.rules;
-    let mut fetched = view::Fetched::default();
+    let mut fetched = view::Related::default();
     match view::need(&record, verdict.as_ref(), &check) {
         view::Need::Nothing => {}
         view::Need::SameOutput(original) => match inner.store.same_output(&original).await {
@@ -972,13 +972,13 @@ pub async fn admin_revoke_token(
 pub async fn css() -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "text/css; charset=utf-8")],
-        include_str!("static/app.css"),
+        view::STYLESHEET,
     )
 }
 
 pub async fn js() -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
-        include_str!("static/app.js"),
+        view::SCRIPT,
     )
 }

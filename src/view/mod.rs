@@ -9,13 +9,18 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use minijinja::{Value, context};
 
-use super::charts;
 use crate::checks::JobVerdict;
 use crate::checks::llm::TokenScores;
 use crate::outcome::{CheckId, Outcome};
 use crate::record::{Job, JobRecord};
+use crate::review::CaseRow;
 use crate::rules::Rules;
-use crate::store::review::CaseRow;
+
+mod charts;
+
+/// The app's stylesheet and script, served by the app and written beside the report.
+pub const STYLESHEET: &str = include_str!("static/app.css");
+pub const SCRIPT: &str = include_str!("static/app.js");
 
 /// A template value of anything serializable.
 pub fn ser<T: serde::Serialize>(x: T) -> Value {
@@ -218,7 +223,7 @@ pub fn queue_row(c: &CaseRow) -> Value {
         miner_id => &c.miner_id,
         status => c.status.as_str(),
         opened_by => &c.opened_by,
-        honest_probability => c.honest_probability,
+        evidence_probability => c.evidence_probability,
         waifu => c.at_stake.points().waifu,
         llama => c.at_stake.points().llama,
         checks => c.decision.tallies.iter().map(|t| t.check.as_str()).collect::<Vec<_>>(),
@@ -276,7 +281,7 @@ pub fn case_context(
                 submitted_at => r.submitted_at.format("%Y-%m-%d %H:%M:%S").to_string(),
                 model => r.model_id.as_str(),
                 kind => kind(r),
-                verdict => v.as_ref().map(|v| format!("{:?}", v.verdict).to_lowercase()),
+                verdict => v.as_ref().map(|v| v.verdict.as_str()),
                 sampled => v.as_ref().is_some_and(|v| v.sampled),
                 failed => failed.iter().map(|c| context! { check => *c, cited => cited.contains(&(r.job_id.as_str(), *c)) }).collect::<Vec<_>>(),
             }
@@ -293,7 +298,7 @@ pub fn case_context(
                 judged => t.judged,
                 failed => t.failed,
                 declared => p.false_positive_rate,
-                basis => format!("{:?}", p.basis).to_lowercase(),
+                basis => p.basis.as_str(),
                 measured => p.measured.as_ref().map(|m| m.upper_95),
                 measured_n => p.measured.as_ref().map(|m| m.n),
                 used => t.false_positive_rate,
@@ -384,9 +389,9 @@ pub fn need(record: &JobRecord, verdict: Option<&JobVerdict>, check: &str) -> Ne
     }
 }
 
-/// What was fetched for [`need`].
+/// The evidence beside a job's own that [`need`] asks for.
 #[derive(Default)]
-pub struct Fetched {
+pub struct Related {
     /// (job, miner, submitted) of every job that returned the same output.
     pub same_output: Vec<(String, String, DateTime<Utc>)>,
     pub scores: Option<TokenScores>,
@@ -401,7 +406,7 @@ pub fn evidence_context(
     verdict: Option<&JobVerdict>,
     check: &str,
     rules: &Rules,
-    fetched: &Fetched,
+    related: &Related,
 ) -> Value {
     let check_id = CheckId::parse(check);
     let (status, summary, details) = outcome_of(verdict, check_id);
@@ -411,7 +416,7 @@ pub fn evidence_context(
         status => status,
         summary => summary,
         details => detail_rows(&details),
-        verdict => verdict.map(|v| format!("{:?}", v.verdict).to_lowercase()),
+        verdict => verdict.map(|v| v.verdict.as_str()),
     };
     match (check_id, need(record, verdict, check)) {
         (Some(CheckId::ImageSimilarity), _) => {
@@ -458,7 +463,7 @@ pub fn evidence_context(
                 .pointer("/matched/job_id")
                 .and_then(|v| v.as_str())
                 .map(str::to_owned);
-            let group = &fetched.same_output;
+            let group = &related.same_output;
             let same: Vec<_> = group
                 .iter()
                 .map(|(j, m, at)| context! { job_id => j, miner_id => m, submitted_at => at.format("%Y-%m-%d %H:%M:%S").to_string(), this => j == record.job_id.as_str() })
@@ -473,7 +478,7 @@ pub fn evidence_context(
             ctx = context! { images => matches!(record.job, Job::Sd { .. }) && !reuse, matched => matched, same => same, n_miners => n_miners, ..ctx };
         }
         (_, Need::Scores) => {
-            if let Some(scores) = &fetched.scores {
+            if let Some(scores) = &related.scores {
                 let llm = &rules.checks.llm;
                 let limit = details
                     .get("rank_limit")
@@ -523,12 +528,12 @@ pub fn evidence_context(
                 }
             }
             let chart = charts::latency_chart(
-                &fetched.own_latencies,
+                &related.own_latencies,
                 Some(record.metrics.inference_latency),
-                &fetched.peer_latencies,
+                &related.peer_latencies,
                 &bounds,
             );
-            ctx = context! { latency_chart => Value::from_safe_string(chart), peers => fetched.peer_latencies.len(), ..ctx };
+            ctx = context! { latency_chart => Value::from_safe_string(chart), peers => related.peer_latencies.len(), ..ctx };
         }
         _ => {}
     }
@@ -558,7 +563,7 @@ pub fn job_context(r: &JobRecord) -> Value {
             let prompt = match (&input.messages, &input.prompt) {
                 (Some(msgs), _) => msgs
                     .iter()
-                    .map(|m| format!("{}: {}", format!("{:?}", m.role).to_lowercase(), m.content))
+                    .map(|m| format!("{}: {}", m.role.as_str(), m.content))
                     .collect::<Vec<_>>()
                     .join("\n\n"),
                 (None, Some(p)) => p.clone(),

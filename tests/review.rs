@@ -12,7 +12,8 @@ use proctor::decide::{Action, STAFF_RULE_ID};
 use proctor::events::{self, LedgerEvent};
 use proctor::ids::{JobId, MinerId};
 use proctor::review::CaseRow;
-use proctor::review::{Actor, CaseStatus, Refusal, Role, StaffAction, workflow};
+use proctor::review::workflow::{self, ActionError};
+use proctor::review::{Actor, CaseStatus, Refusal, Role, StaffAction};
 use proctor::rules::Rules;
 use proctor::sampling;
 use proctor::store::review::{CaseDetail, CaseFilter, ReviewError};
@@ -1029,7 +1030,7 @@ async fn an_appeal_is_decided_by_a_second_reviewer_and_a_reversal_is_signed() {
         )
         .await;
         assert!(
-            matches!(&got, Err(ReviewError::SlashEvent { why: w, .. }) if w.contains(why)),
+            matches!(&got, Err(ReviewError::Action(ActionError::SlashEvent { why: w, .. })) if w.contains(why)),
             "{why}: {got:?}"
         );
         assert_eq!(outbox(&db, "slash_reversed").await.len(), 0);

@@ -10,6 +10,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
 use super::App;
+use crate::review::workflow::ActionError;
 use crate::review::{Actor, CaseStatus, Refusal, StaffAction};
 use crate::store::review::{CaseFilter, ReviewError};
 
@@ -37,13 +38,12 @@ pub fn status_of(e: &ReviewError) -> StatusCode {
             StatusCode::FORBIDDEN
         }
         ReviewError::Refused(Refusal::WrongStatus { .. })
-        | ReviewError::SlashEvent { .. }
-        | ReviewError::NothingToConfirm
+        | ReviewError::Action(ActionError::SlashEvent { .. } | ActionError::NothingToConfirm)
         | ReviewError::StaffExists(_) => StatusCode::CONFLICT,
         ReviewError::Refused(_) | ReviewError::Credential(_) | ReviewError::TokenLifetime(_) => {
             StatusCode::UNPROCESSABLE_ENTITY
         }
-        ReviewError::NoReversalKey | ReviewError::Db(_) => StatusCode::SERVICE_UNAVAILABLE,
+        ReviewError::Action(_) | ReviewError::Db(_) => StatusCode::SERVICE_UNAVAILABLE,
     }
 }
 
@@ -192,7 +192,10 @@ pub async fn decide(
     {
         Ok(d) => Json(d).into_response(),
         Err(e) => {
-            if matches!(e, ReviewError::Db(_) | ReviewError::SlashEvent { .. }) {
+            if matches!(
+                e,
+                ReviewError::Db(_) | ReviewError::Action(ActionError::SlashEvent { .. })
+            ) {
                 tracing::error!(error = %e, "api decide");
             }
             error(status_of(&e), message_of(&e))

@@ -18,6 +18,7 @@ use crate::checks::llm::TokenScores;
 use crate::objects::Got;
 use crate::outcome::CheckId;
 use crate::record::Job;
+use crate::review::workflow::ActionError;
 use crate::review::{self, Actor, CaseStatus, Role, StaffAction, Via};
 use crate::store::review::{CaseFilter, ReviewError};
 use crate::view::{self, ser};
@@ -534,7 +535,9 @@ pub async fn decide(
             )
             .await
         }
-        Err(e) if e.is_refusal() || matches!(e, ReviewError::NoReversalKey) => {
+        Err(e)
+            if e.is_refusal() || matches!(e, ReviewError::Action(ActionError::NoReversalKey)) =>
+        {
             let status = super::api::status_of(&e);
             case_page(&app, &session, &actor, id, status, Some(e.to_string())).await
         }

@@ -8,10 +8,10 @@
 //! settles a reviewer's confirmation or an automatic slash settles a case, so a
 //! reviewer and a judge never wait on each other in a cycle.
 //!
-//! One file per thing stored: [`staff`] (accounts, tokens, logins), [`sessions`] (the
-//! app's login sessions), [`cases`] (the queue, a case, and the staff workflow over it),
-//! [`jobs`] (the jobs and outputs a case page shows) and [`audit_log`] (the hash-chained
-//! log and the tables it is checked against).
+//! One file per thing stored: `staff` (accounts, tokens, logins), `sessions` (the app's
+//! login sessions), `cases` (the queue, a case, and the staff workflow's effects over
+//! it), `jobs` (the jobs and outputs a case page shows) and `audit_log` (the
+//! hash-chained log and the tables it is checked against).
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -87,18 +87,10 @@ pub enum ReviewError {
     NoToken(String),
     #[error("{0}")]
     Refused(#[from] Refusal),
-    #[error(
-        "nothing left to confirm: the flag's jobs are covered by another slash, or its evidence is gone"
-    )]
-    NothingToConfirm,
-    #[error(
-        "no reversal key is set (secrets.reversal_key, with review.slash_public_key): a reversal needs a signed event"
-    )]
-    NoReversalKey,
-    /// The slash under appeal has no signed event that verifies under the slash key:
-    /// its outbox row is missing or was edited. No reversal is signed for it.
-    #[error("slash {slash_id}: {why}; no reversal is signed without the slash event it undoes")]
-    SlashEvent { slash_id: String, why: String },
+    /// A staff action the workflow could not carry out as asked
+    /// (`review::workflow::ActionError`, less its refusals).
+    #[error("{0}")]
+    Action(ActionError),
     #[error("{0}")]
     Credential(#[from] auth::CredentialError),
     #[error("database: {0}")]
@@ -109,11 +101,9 @@ impl From<ActionError> for ReviewError {
     fn from(e: ActionError) -> ReviewError {
         match e {
             ActionError::Refused(r) => ReviewError::Refused(r),
-            ActionError::NothingToConfirm => ReviewError::NothingToConfirm,
-            ActionError::NoReversalKey => ReviewError::NoReversalKey,
-            ActionError::SlashEvent { slash_id, why } => ReviewError::SlashEvent { slash_id, why },
             ActionError::Inconsistent(why) => ReviewError::Db(sqlx::Error::Decode(why.into())),
             ActionError::Sign(e) => ReviewError::Db(sqlx::Error::Encode(Box::new(e))),
+            e => ReviewError::Action(e),
         }
     }
 }
@@ -125,7 +115,7 @@ impl ReviewError {
         matches!(
             self,
             ReviewError::Refused(_)
-                | ReviewError::NothingToConfirm
+                | ReviewError::Action(ActionError::NothingToConfirm)
                 | ReviewError::StaffExists(_)
                 | ReviewError::NotTheHolder { .. }
                 | ReviewError::TokenLifetime(_)

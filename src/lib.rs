@@ -62,7 +62,7 @@
 //! - [`kafka`]: consumers, the idempotent producer, dead letters, offsets, and the
 //!   delivery semantics; [`objects`]: bounded S3 reads; [`telemetry`]: JSON logs,
 //!   `/metrics`, `/healthz`.
-//! - [`reference`]: reference runners over HTTP (scoring and image hosts) and their
+//! - [`reference`](mod@reference): reference runners over HTTP (scoring and image hosts) and their
 //!   pool.
 //! - [`pipeline`]: the workers (`screen`, `rerun`, `judge`, `publish`) that wrap the
 //!   core with Kafka, S3 and Postgres; `workers/` holds their thin binaries.

@@ -24,7 +24,7 @@ use crate::sampling::SamplingSecret;
 const CHUNK: usize = 64;
 
 /// Reads the folder, judges every job and decides on every miner. Writes nothing.
-/// Every verdict stays in memory: for tests and small folders. [`run`] streams.
+/// Every verdict stays in memory: for tests and small folders. [`super::run`] streams.
 pub fn judge_dir(
     dir: &Path,
     rules: Rules,

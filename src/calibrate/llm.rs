@@ -2,7 +2,7 @@
 //! a reference model (the real one, SmolLM2-135M-Instruct, for the shipped rates; the
 //! fixture for fast tests) and the real generation code.
 //!
-//! Jobs are chat prompts "Continue: <the first eight words of a paragraph>" over a
+//! Jobs are chat prompts "Continue: \<the first eight words of a paragraph\>" over a
 //! public-domain book, each with a temperature of 0.5, 0.7 or 1.0, a seed, and
 //! `max_tokens` (64: the detection window). The reference scores every text
 //! with the reference model in f32.

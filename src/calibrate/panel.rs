@@ -14,7 +14,7 @@
 //!   does: the jobs until a slash, for each cheat, and whether any honest miner is
 //!   slashed.
 //! - **Seed replay.** Every simulated job has a seed, and the simulated miners sample
-//!   with the reference code's own sampler ([`crate::llm::sample`]). The reference
+//!   with the reference code's own sampler (`llm::sample`). The reference
 //!   replays the draw at each position from the seed and its own distribution, and
 //!   counts where it picks the miner's token.
 

@@ -2,7 +2,7 @@
 //! real model, and the model suspects of its panel (issue 32).
 //!
 //! A cheater who saves compute serves something cheaper than the reference. From one
-//! real model, [`derive`] writes the folder of each such model, loadable wherever the
+//! real model, [`derive()`] writes the folder of each such model, loadable wherever the
 //! reference is:
 //! - [`Derivation::DropLayers`]: a smaller model of the same family, some decoder
 //!   layers removed (evenly over the interior: the first and the last layer, which
@@ -77,7 +77,7 @@ fn perturb(name: &str, t: &Tensor, scale: f64, seed: u64) -> anyhow::Result<Tens
     Ok(Tensor::from_vec(noisy, t.shape(), t.device())?)
 }
 
-/// What [`derive`] wrote.
+/// What [`derive()`] wrote.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Derived {
     pub layers: usize,

@@ -41,7 +41,7 @@ pub async fn run(ctx: Arc<Context>) -> anyhow::Result<()> {
 const STEP_MINERS: i64 = 100;
 
 /// One step of the judge: decides on the miners whose evidence has settled (at most
-/// [`STEP_MINERS`]) and returns how many. Zero means there was nothing to do; a
+/// `STEP_MINERS`) and returns how many. Zero means there was nothing to do; a
 /// test can call this until it returns zero instead of waiting on a running worker.
 pub async fn step(ctx: &Context, key: &SigningKey) -> Result<usize, Stopped> {
     let p = &ctx.settings.pipeline;

@@ -44,7 +44,7 @@ pub async fn judge_off_thread<T: Send + 'static>(
 }
 
 /// Records verdicts at one stage. When Postgres refuses the batch for one of its
-/// inputs ([`store::refuses_input`]: a NUL character, an oversized row), the batch is
+/// inputs ([`crate::store::refuses_input`]: a NUL character, an oversized row), the batch is
 /// written again one job at a time, so that only the refused jobs fail: each comes back
 /// as `Err(why)` for the caller to dead-letter, and every other job is written. An
 /// outage is retried as always; nothing here turns one into a refusal.

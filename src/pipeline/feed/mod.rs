@@ -18,7 +18,7 @@ pub use recovery::{ORPHANED_AFTER, STALL_AFTER};
 ///
 /// Against Kafka it is a plain consumer: it waits for a batch, reports the consumer
 /// lag, and stores and commits the offsets of each batch processed. With
-/// `kafka.compat = "tansu-0.6"` it also runs [`recovery::Recovery`]: seeks back over
+/// `kafka.compat = "tansu-0.6"` it also runs the recovery (`feed::recovery`): seeks back over
 /// skipped offsets, unsticks stalled partitions, rejoins a group that orphaned some,
 /// and reads again a partition whose log moved backwards.
 pub struct Feed {

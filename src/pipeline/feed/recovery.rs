@@ -283,12 +283,12 @@ impl PartitionState {
 }
 
 /// How long an assigned partition with unread messages may deliver nothing before the
-/// feed seeks back (see [`Feed`]). Well above a fetch round trip, well below the
+/// feed seeks back (see `Recovery`). Well above a fetch round trip, well below the
 /// rebalance bound.
 pub const STALL_AFTER: Duration = Duration::from_secs(10);
 
 /// How long another member's partition may keep an unmoving commit over unread
-/// messages before the feed rejoins the group (see [`Feed`]). Twice the consumers'
+/// messages before the feed rejoins the group (see `Recovery`). Twice the consumers'
 /// `max.poll.interval.ms`, past which a live owner would have been replaced anyway
 /// (for the default interval; a feed with a longer one waits twice that).
 pub const ORPHANED_AFTER: Duration = Duration::from_secs(60);

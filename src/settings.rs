@@ -557,6 +557,11 @@ pub struct PipelineSettings {
     pub judge_max_wait_secs: u64,
     /// How often the judge and the publisher look for work when idle.
     pub poll_ms: u64,
+    /// A sampled job with no re-run verdict this long after its screen verdict has its
+    /// re-run request sent again by the publisher (the broker may have lost it)…
+    pub rerun_owed_after_secs: u64,
+    /// …at most this many times, one bound apart (0: never).
+    pub rerun_resends: u32,
     /// Most outbox events one publisher transaction claims.
     pub publish_batch: i64,
     /// The publisher's switch: false holds every slash and reversal event in the

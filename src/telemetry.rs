@@ -85,6 +85,8 @@ pub struct Metrics {
     /// Judge decisions by action.
     pub decisions: Family<Labels, Counter>,
     pub events_published: Counter,
+    /// Re-run requests the publisher sent again (`pipeline::publish::resend_owed_reruns`).
+    pub reruns_resent: Counter,
     /// From the job record's broker timestamp to its verdict's commit.
     pub record_to_verdict: Histogram,
     /// Wall seconds spent in each stage of a batch (`consume`, `parse`, `lookup`,
@@ -340,6 +342,7 @@ impl Metrics {
             refusals: Family::default(),
             decisions: Family::default(),
             events_published: Counter::default(),
+            reruns_resent: Counter::default(),
             record_to_verdict: Histogram::new(exponential_buckets(0.001, 2.0, 18)),
             stage_seconds: Family::default(),
             reference: ReferenceMetrics::new(),
@@ -407,6 +410,11 @@ impl Metrics {
                 m.events_published.clone(),
             );
             m.backlog.register(&mut registry);
+            registry.add(
+                "reruns_resent",
+                "Re-run requests sent again: sampled jobs with no re-run verdict in time",
+                m.reruns_resent.clone(),
+            );
         }
         if matches!(worker, "screen" | "rerun") {
             registry.add(
@@ -701,6 +709,8 @@ mod tests {
         assert!(!has("judge", "log_rewinds"));
         assert!(has("screen", "log_gaps"));
         assert!(has("publish", "events_published"));
+        assert!(has("publish", "reruns_resent"));
+        assert!(!has("screen", "reruns_resent"));
         assert!(has("publish", "outbox_oldest_unpublished_seconds"));
         assert!(!has("publish", "record_to_verdict_seconds"));
         assert!(has("judge", "decisions"));

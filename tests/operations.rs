@@ -7,7 +7,7 @@
 mod scope;
 mod support;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::process::{Command, Output};
 use std::time::Duration;
 
@@ -457,6 +457,60 @@ async fn publishing_off_holds_the_outbox_until_it_is_turned_on() {
     for w in workers.into_iter().chain([on]) {
         w.stop().await;
     }
+    h.drop_db().await;
+}
+
+/// Work owed is driven from Postgres: a sampled job with no re-run verdict has its
+/// re-run request sent again by the publisher, keyed by its miner, whatever the broker
+/// kept of the first. Here the screen worker's requests stay unread (no rerun worker),
+/// as if the broker had lost them, and the publisher sends each once more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_publisher_sends_again_the_rerun_requests_that_are_owed() {
+    let h = Harness::new("owed").await;
+    let rules = support::rerun_everything();
+    let population = support::Population::generate(1);
+    population.upload(&h).await;
+    let screen = h.start_worker("screen", rules.clone()).await;
+    h.produce_jobs(&population.lines).await;
+    let sampled = "SELECT count(*) FROM verdicts WHERE stage = 'screen' AND sampled";
+    h.wait_for("the screen verdicts", Duration::from_secs(120), || async {
+        h.count(sampled).await > 0
+            && h.count("SELECT count(*) FROM verdicts").await as usize >= population.expected.len()
+    })
+    .await;
+    screen.stop().await;
+    let owed = h.count(sampled).await;
+    let mut eager = h.settings.clone();
+    eager.pipeline.rerun_owed_after_secs = 0;
+    eager.pipeline.rerun_resends = 1;
+    let publish = h.start_worker_with("publish", rules.clone(), eager).await;
+    h.wait_for(
+        "the owed re-runs sent again",
+        Duration::from_secs(60),
+        || async { h.count("SELECT count(*) FROM rerun_resends").await == owed },
+    )
+    .await;
+    assert_eq!(publish.ctx.metrics.reruns_resent.get(), owed as u64);
+    let requests = h
+        .read_topic(
+            &h.settings.kafka.rerun_topic,
+            "owed",
+            Duration::from_secs(3),
+        )
+        .await;
+    // Each sampled job twice: the screen worker's request and the publisher's.
+    let mut per_job: BTreeMap<String, usize> = BTreeMap::new();
+    for m in &requests {
+        let record = proctor::record::JobRecord::from_json(&m.payload)
+            .expect("a re-run request is a job record");
+        assert_eq!(m.key.as_deref(), Some(record.miner_id.to_string().as_str()));
+        *per_job
+            .entry(record.job_id.as_str().to_owned())
+            .or_default() += 1;
+    }
+    assert_eq!(per_job.len() as i64, owed);
+    assert!(per_job.values().all(|n| *n == 2), "{per_job:?}");
+    publish.stop().await;
     h.drop_db().await;
 }
 

@@ -3,6 +3,7 @@
 //! server is down these tests fail with the reason; they never skip.
 
 use std::collections::BTreeSet;
+use std::time::Duration;
 
 use proctor::audit;
 use proctor::decide::Action;
@@ -295,7 +296,6 @@ async fn concurrent_screen_batches_of_one_miner_each_step_its_risk() {
 
 #[tokio::test]
 async fn the_judge_waits_for_settled_evidence_and_for_sampled_reruns() {
-    use std::time::Duration;
     let db = TestDb::new().await;
     let (records, result) = demo_judged();
     let mut v = result.verdicts[0].clone();
@@ -340,6 +340,80 @@ async fn the_judge_waits_for_settled_evidence_and_for_sampled_reruns() {
     // A judgement removes the entry; new evidence queues the miner again.
     judge(&db.store, &v.miner_id, &demo_rules()).await;
     assert_eq!(db.count("judge_queue").await, 0);
+    db.drop_db().await;
+}
+
+/// The claim of owed re-runs in one transaction, as the publisher makes it.
+async fn owed(db: &TestDb, after: Duration, max: u32) -> Vec<String> {
+    let mut tx = db.store.pool().begin().await.unwrap();
+    let jobs = db
+        .store
+        .claim_owed_reruns(&mut tx, after, max, 100)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    jobs.iter().map(|r| r.job_id.as_str().to_owned()).collect()
+}
+
+/// A sampled job whose re-run request the broker lost is owed its re-run: the
+/// publisher sends the request again once the bound has passed, at most the allowed
+/// number of times, and never once the re-run verdict is in. An unsampled job is owed
+/// nothing, and an uncommitted claim sends nothing again later.
+#[tokio::test]
+async fn a_sampled_job_without_its_rerun_is_sent_again_a_bounded_number_of_times() {
+    let db = TestDb::new().await;
+    let (records, result) = demo_judged();
+    let record = |v: &proctor::checks::JobVerdict| {
+        records
+            .iter()
+            .find(|r| r.job_id == v.job_id)
+            .unwrap()
+            .clone()
+    };
+    let mut sampled = result.verdicts[0].clone();
+    sampled.sampled = true;
+    let mut unsampled = result.verdicts[1].clone();
+    unsampled.sampled = false;
+    for v in [&sampled, &unsampled] {
+        db.store
+            .record_verdict(&record(v), v, Stage::Screen)
+            .await
+            .unwrap();
+    }
+    let long = Duration::from_secs(3600);
+    let none = Duration::ZERO;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert!(owed(&db, long, 3).await.is_empty(), "within the bound");
+    // A claim rolled back (the broker did not acknowledge) is no send.
+    let mut tx = db.store.pool().begin().await.unwrap();
+    let claimed = db
+        .store
+        .claim_owed_reruns(&mut tx, none, 2, 100)
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 1);
+    tx.rollback().await.unwrap();
+    let job = sampled.job_id.as_str().to_owned();
+    assert_eq!(owed(&db, none, 2).await, vec![job.as_str()]);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(owed(&db, none, 2).await, vec![job.as_str()]);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert!(owed(&db, none, 2).await.is_empty(), "sent twice: no more");
+    let resends: i32 = sqlx::query_scalar("SELECT resends FROM rerun_resends WHERE job_id = $1")
+        .bind(&job)
+        .fetch_one(db.store.pool())
+        .await
+        .unwrap();
+    assert_eq!(resends, 2);
+    // A third allowed send, until the re-run verdict is in.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(owed(&db, none, 3).await, vec![job.as_str()]);
+    db.store
+        .record_verdict(&record(&sampled), &sampled, Stage::Rerun)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert!(owed(&db, none, 9).await.is_empty(), "its re-run is in");
     db.drop_db().await;
 }
 

@@ -1,4 +1,5 @@
-//! `publish`: drains the outbox to `ledger.slashes`. Each round claims up to
+//! `publish`: drains the outbox to `ledger.slashes`, and sends again the re-run
+//! requests a broker lost ([`resend_owed_reruns`]). Each outbox round claims up to
 //! `publish_batch` unpublished events (`FOR UPDATE SKIP LOCKED`, so several publishers
 //! never hold the same event), produces them with the idempotent producer, and marks
 //! them published in the same transaction once the broker acknowledged every one. A
@@ -15,6 +16,12 @@ use crate::kafka;
 /// is reported.
 const BACKLOG_EVERY: Duration = Duration::from_secs(10);
 
+/// How often the publisher looks for owed re-runs.
+const OWED_RERUNS_EVERY: Duration = Duration::from_secs(30);
+
+/// Most owed re-run requests one round sends.
+const OWED_RERUNS_BATCH: i64 = 500;
+
 pub async fn run(ctx: Arc<Context>) -> anyhow::Result<()> {
     let poll = Duration::from_millis(ctx.settings.pipeline.poll_ms);
     let publishing = ctx.settings.pipeline.publish;
@@ -27,9 +34,29 @@ pub async fn run(ctx: Arc<Context>) -> anyhow::Result<()> {
     let mut backlog_at: Option<std::time::Instant> = None;
     let mut warned_at: Option<std::time::Instant> = None;
     let mut audit = AuditWatch::start(&ctx);
+    let mut owed_at: Option<std::time::Instant> = None;
     loop {
         if let Some(watch) = audit.as_mut() {
             watch.tick(&ctx).await;
+        }
+        // Re-run requests are the pipeline's own: they go out whether or not the
+        // ledger's events are held.
+        if owed_at.is_none_or(|t| t.elapsed() >= OWED_RERUNS_EVERY) {
+            owed_at = Some(std::time::Instant::now());
+            match resend_owed_reruns(&ctx).await {
+                Ok(0) => {}
+                Ok(n) => {
+                    ctx.metrics.reruns_resent.inc_by(n as u64);
+                    tracing::warn!(
+                        jobs = n,
+                        "sent re-run requests again: sampled jobs had no re-run verdict \
+                         pipeline.rerun_owed_after_secs after their screen verdict"
+                    );
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot send owed re-run requests; trying again later")
+                }
+            }
         }
         if backlog_at.is_none_or(|t| t.elapsed() >= BACKLOG_EVERY) {
             backlog_at = Some(std::time::Instant::now());
@@ -185,6 +212,43 @@ async fn publish_round(ctx: &Context) -> anyhow::Result<usize> {
         tracing::info!(event_id = %e.event_id, kind = %e.kind, miner_id = %e.key, "event published");
     }
     Ok(events.len())
+}
+
+/// Sends again, to the rerun topic, the re-run request of each sampled job whose
+/// re-run verdict is owed (`Store::claim_owed_reruns`): the broker acknowledged the
+/// screen worker's request and may have lost it, which a restarted tansu does. The
+/// claim commits only once the broker acknowledged every request sent. Returns how many.
+pub async fn resend_owed_reruns(ctx: &Context) -> anyhow::Result<usize> {
+    let p = &ctx.settings.pipeline;
+    if p.rerun_resends == 0 {
+        return Ok(0);
+    }
+    let mut tx = ctx.store.pool().begin().await?;
+    let owed = ctx
+        .store
+        .claim_owed_reruns(
+            &mut tx,
+            Duration::from_secs(p.rerun_owed_after_secs),
+            p.rerun_resends,
+            OWED_RERUNS_BATCH,
+        )
+        .await?;
+    let sends = owed.iter().map(|r| async move {
+        let payload = r.to_json().to_string();
+        kafka::send(
+            &ctx.producer(),
+            &ctx.settings.kafka.rerun_topic,
+            &r.miner_id.to_string(),
+            payload.as_bytes(),
+            None,
+        )
+        .await
+    });
+    for r in futures::future::join_all(sends).await {
+        r?;
+    }
+    tx.commit().await?;
+    Ok(owed.len())
 }
 
 /// Sets the backlog gauges: the unpublished events and the age of the oldest, the open

@@ -556,6 +556,58 @@ impl Store {
             .collect())
     }
 
+    /// Claims the sampled jobs whose re-run verdict is owed, in `tx`: drawn by a screen
+    /// verdict at least `after` ago, with no re-run verdict, sent again fewer than
+    /// `max_resends` times and not within `after`; oldest first, up to `limit`. Each is
+    /// marked sent again now, in `tx`: the caller commits once the broker acknowledged
+    /// every request, so a lost send is claimed again on the next round, not a bound
+    /// later. Several publishers never claim the same job (`SKIP LOCKED`).
+    pub async fn claim_owed_reruns(
+        &self,
+        tx: &mut Transaction<'static, Postgres>,
+        after: std::time::Duration,
+        max_resends: u32,
+        limit: i64,
+    ) -> Result<Vec<JobRecord>, sqlx::Error> {
+        let rows: Vec<String> = sqlx::query_scalar(
+            "WITH owed AS (
+                 SELECT s.job_id, s.judged_at FROM verdicts s
+                 LEFT JOIN rerun_resends x USING (job_id)
+                 WHERE s.stage = 'screen' AND s.sampled
+                   AND s.judged_at < now() - $1::interval
+                   AND NOT EXISTS (SELECT 1 FROM verdicts r
+                                   WHERE r.job_id = s.job_id AND r.stage = 'rerun')
+                   AND (x.job_id IS NULL
+                        OR (x.resends < $2 AND x.resent_at < now() - $1::interval))
+                 ORDER BY s.judged_at, s.job_id LIMIT $3
+                 FOR UPDATE OF s SKIP LOCKED
+             ), marked AS (
+                 INSERT INTO rerun_resends (job_id, resends, resent_at)
+                 SELECT job_id, 1, now() FROM owed
+                 ON CONFLICT (job_id) DO UPDATE
+                 SET resends = rerun_resends.resends + 1, resent_at = now()
+                 RETURNING job_id
+             )
+             SELECT j.record::text FROM jobs j JOIN marked USING (job_id)
+             JOIN owed USING (job_id) ORDER BY owed.judged_at, j.job_id",
+        )
+        .bind(format!("{} milliseconds", after.as_millis()))
+        .bind(i32::try_from(max_resends).unwrap_or(i32::MAX))
+        .bind(limit)
+        .fetch_all(&mut **tx)
+        .await?;
+        // The records were validated when they were stored; one that no longer parses
+        // (a stored row edited by hand) is left out, and said.
+        Ok(rows
+            .iter()
+            .filter_map(|text| {
+                JobRecord::from_json(text.as_bytes())
+                    .map_err(|e| tracing::error!(error = %e, "a stored job record does not parse"))
+                    .ok()
+            })
+            .collect())
+    }
+
     pub async fn mark_published(
         &self,
         tx: &mut Transaction<'static, Postgres>,

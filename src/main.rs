@@ -78,6 +78,9 @@ enum Command {
     Submit(cli::submit::Args),
     /// The dead-letter topic: list its letters, or send some back to their topic.
     Dlq(cli::dlq::Args),
+    /// Put published slash and reversal events back in the outbox, by id, for the
+    /// publisher to send again (events the broker acknowledged and then lost).
+    Republish(cli::outbox::RepublishArgs),
     /// Rules maintenance.
     Rules(cli::rules::Args),
     /// Answer a model-file byte-range challenge from a local file; prints JSON.
@@ -128,6 +131,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::AuditLog { command, config } => cli::review::audit_log(command, config.as_deref()),
         Command::Submit(args) => cli::submit::run(args),
         Command::Dlq(args) => cli::dlq::run(args),
+        Command::Republish(args) => cli::outbox::republish(args),
         Command::Rules(args) => cli::rules::run(args),
         Command::Challenge(args) => cli::model::challenge(args),
         Command::ServeReference(args) => cli::serve::run(args),

@@ -195,6 +195,22 @@ async fn two_publishers_never_claim_the_same_event() {
     assert_eq!(again.len(), total - 2);
     assert!(again.iter().all(|e| !ids_a.contains(&e.event_id)));
     c.rollback().await.unwrap();
+
+    // A published event put back by id (`proctor republish`) is claimed again, once;
+    // an unknown id and an unpublished one are not put back.
+    let first = ids_a.iter().next().unwrap().clone();
+    let unpublished = again[0].event_id.clone();
+    let back = db
+        .store
+        .republish(&[first.clone(), "no-such-event".into(), unpublished])
+        .await
+        .unwrap();
+    assert_eq!(back, vec![first.as_str()]);
+    let mut d = db.store.pool().begin().await.unwrap();
+    let claimed = db.store.claim_outbox(&mut d, 100).await.unwrap();
+    assert_eq!(claimed.len(), total - 1);
+    assert!(claimed.iter().any(|e| e.event_id == first));
+    d.rollback().await.unwrap();
     db.drop_db().await;
 }
 

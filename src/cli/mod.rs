@@ -9,6 +9,7 @@ pub mod events;
 pub mod hash;
 pub mod image_diff;
 pub mod model;
+pub mod outbox;
 pub mod review;
 pub mod rules;
 pub mod secret;

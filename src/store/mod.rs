@@ -608,6 +608,22 @@ impl Store {
             .collect())
     }
 
+    /// Puts published events back in the outbox, by event id (a slash's id, or
+    /// `<slash id>:reversed`): the publisher sends them again, signed envelopes
+    /// unchanged, and the ledger drops what it already applied by id. For events a
+    /// broker acknowledged and then lost (a rewind of `ledger.slashes`). Returns the ids
+    /// put back; an id that is not in the outbox, or not published yet, is not.
+    pub async fn republish(&self, event_ids: &[String]) -> Result<Vec<String>, sqlx::Error> {
+        sqlx::query_scalar(
+            "UPDATE outbox SET published_at = NULL
+             WHERE event_id = ANY($1) AND published_at IS NOT NULL
+             RETURNING event_id",
+        )
+        .bind(event_ids)
+        .fetch_all(&self.pool)
+        .await
+    }
+
     pub async fn mark_published(
         &self,
         tx: &mut Transaction<'static, Postgres>,

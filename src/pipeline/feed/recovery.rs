@@ -88,6 +88,9 @@ pub(super) struct Recovery {
     reread_at: std::collections::HashMap<i32, i64>,
     /// Whether every broker connection went down since the last batch.
     broker_lost: bool,
+    /// Each partition's last message handed out: its offset and its broker timestamp
+    /// (ms since the epoch). What a rewind can have lost was written after it.
+    last_seen: std::collections::HashMap<i32, (i64, Option<i64>)>,
     /// The assigned partitions of `topic` at the last look, sorted: a change is logged.
     assignment: Vec<i32>,
 }
@@ -308,6 +311,7 @@ impl Recovery {
             rereading: Default::default(),
             reread_at: Default::default(),
             broker_lost: false,
+            last_seen: Default::default(),
             assignment: Vec::new(),
         }
     }
@@ -416,6 +420,12 @@ impl Recovery {
     /// Notes the messages handed out of partitions being read again.
     fn handed_out(&mut self, batch: &[OwnedMessage]) {
         use rdkafka::Message;
+        for m in batch {
+            let seen = self.last_seen.entry(m.partition()).or_insert((-1, None));
+            if m.offset() > seen.0 {
+                *seen = (m.offset(), m.timestamp().to_millis());
+            }
+        }
         if self.rereading.is_empty() {
             return;
         }
@@ -510,16 +520,32 @@ impl Recovery {
         // the restart. On Kafka, 0 below a log that starts later is out of range, and
         // librdkafka resets to the earliest offset (`auto.offset.reset`).
         let start = 0;
+        // What the broker can have lost: records it acknowledged past the last one this
+        // feed read, written between that one's time and now. The job service replays
+        // them from its own log (docs/OPERATIONS.md).
+        let (last_offset, last_at) = self
+            .last_seen
+            .get(&partition)
+            .copied()
+            .unwrap_or((-1, None));
+        let since = last_at
+            .and_then(chrono::DateTime::from_timestamp_millis)
+            .map(|t| t.to_rfc3339());
         tracing::error!(
             topic = %conn.topic,
             partition,
             end,
             why,
             read_again_from = start,
+            lost_after_offset = last_offset,
+            lost_written_from = since.as_deref().unwrap_or("unknown"),
+            lost_written_to = %chrono::Utc::now().to_rfc3339(),
             "the broker's log moved backwards; records written since sit at offsets the \
              group had read. Reading the partition again from its start (re-reading is \
-             idempotent)"
+             idempotent). Records the broker acknowledged after the last one read here may \
+             be lost: replay what the job service sent to this partition in the time range"
         );
+        self.last_seen.remove(&partition);
         self.read_again(conn, partition, start);
         self.reread_at.insert(partition, end);
     }

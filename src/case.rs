@@ -119,6 +119,15 @@ pub fn counted(
         .collect()
 }
 
+/// A job's re-run verdict, as both the rerun worker and `proctor audit` record it: the
+/// checks of the re-run with the reference, marked sampled (a re-run is one, whichever
+/// rule chose it), with the screen's allowance (only the screen stage moves the draw).
+pub fn rerun_verdict(mut rerun: JobVerdict, screen: &JobVerdict) -> JobVerdict {
+    rerun.sampled = true;
+    rerun.screen_allowance = screen.screen_allowance;
+    rerun
+}
+
 /// The failed checks of a verdict that raise its miner's sampling rate: those that
 /// need no reference. The screen stage sees each of them for every job, in the
 /// partition's order, so the rate a job is drawn at depends on the jobs before it and

@@ -154,12 +154,8 @@ pub fn judge_streaming(
             .zip(chunk.par_iter().zip(&fetched))
             .map(|((screen, rerun), (record, f))| {
                 if rerun {
-                    let mut v = checker.evaluate(record, f, Stream::Keep(&screen));
-                    // Re-run means sampled, whichever rule chose it. The allowance is
-                    // the screen's: only that stage moves the draw.
-                    v.sampled = true;
-                    v.screen_allowance = screen.screen_allowance;
-                    (v, Stage::Rerun)
+                    let v = checker.evaluate(record, f, Stream::Keep(&screen));
+                    (case::rerun_verdict(v, &screen), Stage::Rerun)
                 } else {
                     (screen, Stage::Screen)
                 }

@@ -268,11 +268,7 @@ async fn rerun_batch<R: ReferenceRunner>(
                     // jobs in order, and they are not run again here.
                     let v =
                         super::evaluate_guarded(&checker, &record, &fetched, Stream::Keep(&screen))
-                            .map(|mut v| {
-                                v.sampled = screen.sampled;
-                                v.screen_allowance = screen.screen_allowance;
-                                v
-                            });
+                            .map(|v| crate::case::rerun_verdict(v, &screen));
                     (record, v)
                 })
                 .collect::<Vec<_>>()

@@ -49,10 +49,9 @@ pub(super) struct Recovery {
     /// The assigned partitions of `topic` seen so far.
     partitions: std::collections::HashMap<i32, PartitionState>,
     /// Partitions assigned away, with what the feed knew of them: taken up again when
-    /// one comes back with the group's commit where this feed left it. Under tansu 0.6
-    /// two members of a group hand the whole assignment back and forth every ~12 s
-    /// (measured in the 10,000-job chaos run), too briefly for either to walk back to
-    /// a partition's start from scratch and find a gap.
+    /// one comes back with the group's commit where this feed left it, so that a group
+    /// that hands its assignment back and forth (docs/OPERATIONS.md, "The stand-in
+    /// broker") does not start every partition's walk back from scratch.
     parked: std::collections::HashMap<i32, PartitionState>,
     /// Partitions this feed has found rewritten under it (their log moved backwards),
     /// for as long as it runs, assigned or not.
@@ -79,12 +78,11 @@ pub(super) struct Recovery {
     /// end still below the consumer's position, and the same as then, is the same
     /// rewind (an end that moved, even up, may hide new records below the position): a
     /// restarted tansu hands out its old batch objects whole, past its new end, so the
-    /// position can stay above the end until new records pass it (measured in the
-    /// chaos run: a partition read again every 10 s for six minutes). Kept while the
-    /// partition is assigned away: when it comes back after a rebalance, the group's
-    /// commit is where the re-read's old batches left it, above the same end, and
-    /// reading it again would find nothing new (the likely cause of the chaos run's
-    /// "below the group's commit 39" at end 32, nine times).
+    /// position can stay above the end until new records pass it. Kept while the
+    /// partition is assigned away: after a rebalance the group's commit is where the
+    /// re-read's old batches left it, above the same end, and reading it again would
+    /// find nothing new. (What the chaos runs showed without it: docs/OPERATIONS.md,
+    /// "The stand-in broker".)
     reread_at: std::collections::HashMap<i32, i64>,
     /// Whether every broker connection went down since the last batch.
     broker_lost: bool,

@@ -26,6 +26,10 @@ set -euo pipefail
 
 CACHE="${PROCTOR_CACHE:-$HOME/.cache/proctor}"
 STATE="${PROCTOR_SERVICES_DIR:-$CACHE/services}"
+# tansu's storage engine: its log in garage by default. PROCTOR_TANSU_STORAGE picks
+# another for an experiment (docs/OPERATIONS.md, "The stand-in broker"): sqlite:// with
+# a path relative to the directory tansu starts in, which is $STATE.
+TANSU_STORAGE="${PROCTOR_TANSU_STORAGE:-s3://proctor-kafka/}"
 TANSU_VERSION=0.6.0
 # postgres, dynostore (the S3 engine the services run on) and libsql: the SQLite engine
 # is the only one built here that stores SCRAM users (the S3 engine answers "no such
@@ -184,10 +188,10 @@ start_tansu() {
   else
     AWS_ACCESS_KEY_ID="$S3_KEY_ID" AWS_SECRET_ACCESS_KEY="$S3_SECRET" AWS_DEFAULT_REGION="$REGION" \
       AWS_ENDPOINT="http://127.0.0.1:$S3_PORT" AWS_ALLOW_HTTP=true \
-      setsid nohup "$TANSU" broker \
+      setsid nohup env -C "$STATE" "$TANSU" broker \
       --listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
       --advertised-listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
-      --storage-engine "s3://proctor-kafka/" > "$STATE/tansu.log" 2>&1 < /dev/null &
+      --storage-engine "$TANSU_STORAGE" > "$STATE/tansu.log" 2>&1 < /dev/null &
     echo $! > "$STATE/tansu.pid"
     wait_port "$KAFKA_PORT" tansu 30
   fi

@@ -20,8 +20,9 @@ pub mod submit;
 use std::path::Path;
 use std::process::ExitCode;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use proctor::rules::Rules;
+use proctor::store::Store;
 
 /// Exit codes, one table for every command (README, "Exit codes"). Usage errors (2)
 /// are clap's own.
@@ -32,6 +33,26 @@ pub mod exit {
     /// The command could not do its work: unreadable input, invalid settings or rules,
     /// a service that does not answer.
     pub const RUNTIME: u8 = 3;
+}
+
+/// The single-threaded runtime a command's database work runs on.
+pub fn runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?)
+}
+
+/// The settings and the database of a command that talks to Postgres, migrated.
+pub async fn open(config: Option<&Path>) -> Result<(proctor::settings::Settings, Store)> {
+    let settings = proctor::settings::Settings::load(config)?;
+    let store = Store::connect_with(settings.database.url.expose(), 2)
+        .await
+        .context("cannot connect to the database (settings: database.url)")?;
+    store
+        .migrate()
+        .await
+        .context("cannot migrate the database")?;
+    Ok((settings, store))
 }
 
 /// Exit 1 when the command found something, else 0.

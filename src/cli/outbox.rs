@@ -4,9 +4,9 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 
-use super::finding_if;
+use super::{finding_if, open, runtime};
 
 #[derive(clap::Args)]
 pub struct RepublishArgs {
@@ -20,15 +20,8 @@ pub struct RepublishArgs {
 
 /// Exit 1 when an id was not put back (unknown, or not published yet).
 pub fn republish(args: RepublishArgs) -> Result<ExitCode> {
-    let settings = proctor::settings::Settings::load(args.config.as_deref())?;
-    let back = tokio::runtime::Runtime::new()?.block_on(async {
-        let store = proctor::store::Store::connect_with(settings.database.url.expose(), 1)
-            .await
-            .context("cannot connect to the database (settings: database.url)")?;
-        store
-            .migrate()
-            .await
-            .context("cannot migrate the database")?;
+    let back = runtime()?.block_on(async {
+        let (_, store) = open(args.config.as_deref()).await?;
         anyhow::Ok(store.republish(&args.event_ids).await?)
     })?;
     for id in &args.event_ids {

@@ -164,23 +164,7 @@ pub enum AuditLogCommand {
     },
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?)
-}
-
-async fn open(config: Option<&Path>) -> Result<(Settings, Store)> {
-    let settings = Settings::load(config)?;
-    let store = Store::connect_with(settings.database.url.expose(), 2)
-        .await
-        .context("cannot connect to the database (settings: database.url)")?;
-    store
-        .migrate()
-        .await
-        .context("cannot migrate the database")?;
-    Ok((settings, store))
-}
+use super::{open, runtime};
 
 pub fn staff(command: StaffCommand, config: Option<&Path>) -> Result<ExitCode> {
     runtime()?.block_on(async {

@@ -454,21 +454,33 @@ impl Store {
     /// The NFT boost of a miner's GPU: `points::wallet_boost` over the wallet's NFTs
     /// and every miner id of the wallet that has submitted work.
     pub async fn points_factor(&self, miner: &MinerId, rules: &Rules) -> Result<f64, sqlx::Error> {
+        let wallet = self.wallet(miner).await?;
+        Ok(crate::points::wallet_boost(
+            rules,
+            miner,
+            &wallet.miners,
+            wallet.nfts,
+        ))
+    }
+
+    /// The miner's wallet as the points factor needs it: its NFTs (none without a
+    /// row) and, when it holds some, the wallet's miners that ran jobs.
+    pub async fn wallet(
+        &self,
+        miner: &MinerId,
+    ) -> Result<crate::review::workflow::Wallet, sqlx::Error> {
         let Some(nfts) = self.wallet_nfts(miner.wallet()).await? else {
-            return Ok(1.0);
+            return Ok(Default::default());
         };
         let ids: Vec<String> =
             sqlx::query_scalar("SELECT DISTINCT miner_id FROM jobs WHERE miner_id LIKE $1 || '%'")
                 .bind(miner.wallet())
                 .fetch_all(&self.pool)
                 .await?;
-        let ids: Vec<MinerId> = ids.iter().filter_map(|s| MinerId::parse(s).ok()).collect();
-        Ok(crate::points::wallet_boost(
-            rules,
-            miner,
-            &ids,
-            u32::try_from(nfts).ok(),
-        ))
+        Ok(crate::review::workflow::Wallet {
+            nfts: u32::try_from(nfts).ok(),
+            miners: ids.iter().filter_map(|s| MinerId::parse(s).ok()).collect(),
+        })
     }
 
     /// Records every judged job of an audit at both stages, as the screen and rerun

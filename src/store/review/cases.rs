@@ -372,9 +372,10 @@ impl Store {
                 .fetch_optional(&self.pool)
                 .await?;
         let miner = miner.ok_or(ReviewError::NoCase(case_id))?;
-        let wallet = match reads.history_days {
-            Some(_) => Some(self.wallet(&miner).await?),
-            None => None,
+        let wallet = match (reads.history_days, MinerId::parse(&miner)) {
+            (Some(_), Ok(id)) => Some(self.wallet(&id).await?),
+            (Some(_), Err(_)) => Some(Wallet::default()),
+            (None, _) => None,
         };
         let mut tx = self.pool.begin().await?;
         lock_miner(&mut tx, &miner).await?;
@@ -490,25 +491,6 @@ impl Store {
         self.case(case_id)
             .await?
             .ok_or(ReviewError::NoCase(case_id))
-    }
-
-    /// The miner's wallet as the points factor needs it (`review::workflow::Wallet`).
-    async fn wallet(&self, miner: &str) -> Result<Wallet, sqlx::Error> {
-        let Ok(miner) = MinerId::parse(miner) else {
-            return Ok(Wallet::default());
-        };
-        let Some(nfts) = self.wallet_nfts(miner.wallet()).await? else {
-            return Ok(Wallet::default());
-        };
-        let ids: Vec<String> =
-            sqlx::query_scalar("SELECT DISTINCT miner_id FROM jobs WHERE miner_id LIKE $1 || '%'")
-                .bind(miner.wallet())
-                .fetch_all(&self.pool)
-                .await?;
-        Ok(Wallet {
-            nfts: u32::try_from(nfts).ok(),
-            miners: ids.iter().filter_map(|s| MinerId::parse(s).ok()).collect(),
-        })
     }
 }
 

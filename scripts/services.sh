@@ -7,17 +7,17 @@
 #   scripts/services.sh env      print the settings file to `source`
 #   scripts/services.sh stop-s3  stop garage only (fault injection; `up` starts it again)
 #   scripts/services.sh stop-kafka        stop tansu only (fault injection; `up` starts
-#                                         it again, and docs/OPERATIONS.md says what a
-#                                         restart of tansu 0.6 on garage does to its log)
+#                                         it again on the same log)
 #   scripts/services.sh restart-postgres  restart the machine's PostgreSQL cluster on
 #                                         port 5432 (fault injection; needs root)
 #
 # - PostgreSQL: already running on every machine (127.0.0.1:5432, trust auth); only checked.
 # - S3: garage 2.5.0 (AGPL, run as a separate server, never linked), single node,
 #   replication_factor 1, sqlite metadata, S3 API on 127.0.0.1:3900. Buckets:
-#   proctor-jobs (job objects), proctor-reference (reference outputs), proctor-kafka
-#   (the broker's log).
-# - Kafka API: tansu 0.6.0 on 127.0.0.1:9092, storing its log in garage.
+#   proctor-jobs (job objects), proctor-reference (reference outputs).
+# - Kafka API: tansu 0.6.0 on 127.0.0.1:9092, storing its log in SQLite
+#   ($STATE/tansu-log.db). Its S3 engine on garage loses acknowledged records on every
+#   restart (measured: docs/OPERATIONS.md, "The stand-in broker"), so it is not used.
 #
 # Binaries are built once per machine into ~/.cache/proctor/<tool>-<version> (tansu
 # 12-19 min, garage ~15 CPU-min on 2 cores) and reused while the version matches.
@@ -26,14 +26,16 @@ set -euo pipefail
 
 CACHE="${PROCTOR_CACHE:-$HOME/.cache/proctor}"
 STATE="${PROCTOR_SERVICES_DIR:-$CACHE/services}"
-# tansu's storage engine: its log in garage by default. PROCTOR_TANSU_STORAGE picks
-# another for an experiment (docs/OPERATIONS.md, "The stand-in broker"): sqlite:// with
-# a path relative to the directory tansu starts in, which is $STATE.
-TANSU_STORAGE="${PROCTOR_TANSU_STORAGE:-s3://proctor-kafka/}"
+# tansu's storage engine: SQLite, a path relative to the directory tansu starts in,
+# which is $STATE. PROCTOR_TANSU_STORAGE picks another for an experiment
+# (docs/OPERATIONS.md, "The stand-in broker"); `s3://proctor-kafka/` is the garage
+# engine the services ran on before, which the workers no longer recover from.
+TANSU_STORAGE="${PROCTOR_TANSU_STORAGE:-sqlite://tansu-log.db}"
 TANSU_VERSION=0.6.0
-# postgres, dynostore (the S3 engine the services run on) and libsql: the SQLite engine
-# is the only one built here that stores SCRAM users (the S3 engine answers "no such
-# user" to every login), so tests/kafka_security.rs runs its authenticating broker on it.
+# libsql (the SQLite engine the services run on, and the only one built here that
+# stores SCRAM users: tests/kafka_security.rs runs its authenticating broker on it),
+# dynostore (the S3 engine) and postgres, kept for the measurements docs/OPERATIONS.md
+# records.
 TANSU_FEATURES=postgres,dynostore,libsql
 GARAGE_VERSION=2.5.0
 TANSU="$CACHE/tansu-$TANSU_VERSION/bin/tansu"
@@ -43,7 +45,9 @@ RPC_PORT="${PROCTOR_GARAGE_RPC_PORT:-3901}"
 ADMIN_PORT="${PROCTOR_GARAGE_ADMIN_PORT:-3903}"
 KAFKA_PORT="${PROCTOR_KAFKA_PORT:-9092}"
 REGION=garage
-BUCKETS=(proctor-jobs proctor-reference proctor-kafka)
+BUCKETS=(proctor-jobs proctor-reference)
+# The S3 engine's bucket, only when an experiment asks for that engine.
+case "$TANSU_STORAGE" in s3://*) BUCKETS+=("$(cut -d/ -f3 <<< "$TANSU_STORAGE")") ;; esac
 # topic:partitions
 TOPICS=(proctor.jobs:4 proctor.rerun:4 proctor.dlq:1 ledger.slashes:4 proctor.audit:1)
 
@@ -183,6 +187,13 @@ start_garage() {
 }
 
 start_tansu() {
+  # A tansu this script started on another engine (an older checkout's S3 one, or an
+  # experiment's) is stopped, and started again on this one.
+  if port_open "$KAFKA_PORT" && [ -f "$STATE/tansu.pid" ] \
+    && [ "$(cat "$STATE/tansu.storage" 2>/dev/null)" != "$TANSU_STORAGE" ]; then
+    log "tansu: running on another engine ($(cat "$STATE/tansu.storage" 2>/dev/null || echo s3://proctor-kafka/)); restarting on $TANSU_STORAGE"
+    stop tansu
+  fi
   if port_open "$KAFKA_PORT"; then
     log "tansu: already listening on 127.0.0.1:$KAFKA_PORT"
   else
@@ -193,6 +204,7 @@ start_tansu() {
       --advertised-listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
       --storage-engine "$TANSU_STORAGE" > "$STATE/tansu.log" 2>&1 < /dev/null &
     echo $! > "$STATE/tansu.pid"
+    echo "$TANSU_STORAGE" > "$STATE/tansu.storage"
     wait_port "$KAFKA_PORT" tansu 30
   fi
   local existing t name parts
@@ -204,7 +216,7 @@ start_tansu() {
       "$TANSU" topic create --broker "tcp://127.0.0.1:$KAFKA_PORT" --partitions "$parts" "$name" > /dev/null
     fi
   done
-  log "tansu: ready on 127.0.0.1:$KAFKA_PORT (topics: ${TOPICS[*]})"
+  log "tansu: ready on 127.0.0.1:$KAFKA_PORT ($TANSU_STORAGE; topics: ${TOPICS[*]})"
 }
 
 write_env() {

@@ -29,16 +29,12 @@
 //! - **Producer retries** are exactly once with the idempotent producer
 //!   (`kafka.idempotence`, on by default) and at least once without it: see
 //!   [`producer`] for why the local services' settings turn it off for tansu 0.6.
-//! - **Broker faults.** With `kafka.compat = "tansu-0.6"` (set by
-//!   `scripts/services.sh env`, never the default) the consuming workers guard
-//!   against tansu 0.6's faults: a fetch that resumes inside a record batch can skip
-//!   the rest of it, a partition whose last batch holds the resume point can stall,
-//!   and a dead member's partitions can be orphaned, and a restart writes the log
-//!   anew below the group's position. The feed's recovery
-//!   (`pipeline::feed::recovery`, held only under that setting) detects each case,
-//!   seeks back, reads again or rejoins the group, and drops what it already
-//!   processed; none of it moves an offset early. Against Kafka the feed is a plain
-//!   consumer and none of that code runs.
+//! - **Broker faults.** None are worked around in the consumer. With
+//!   `kafka.compat = "tansu-0.6"` (set by `scripts/services.sh env`, never the
+//!   default) fetches are kept small ([`consumer`]); the stand-in runs on tansu's
+//!   SQLite engine, which keeps what it acknowledged across restarts. Records a broker
+//!   loses anyway are recovered from Postgres where proctor holds them (re-run
+//!   requests owed, slash events by id: docs/OPERATIONS.md, "Records the broker lost").
 //! - **Ordering.** Job records are keyed by miner id, so one miner's jobs stay in one
 //!   partition, in the order the job service produced them.
 
@@ -436,12 +432,6 @@ impl Offsets {
 
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
-    }
-
-    /// Keeps the partitions' offsets for which `keep(topic, partition, next)` holds.
-    pub fn retain(&mut self, mut keep: impl FnMut(&str, i32, i64) -> bool) {
-        self.0
-            .retain(|(topic, partition), next| keep(topic, *partition, *next));
     }
 
     /// Stores the offsets for the next (auto-)commit. Call only once the batch's

@@ -316,9 +316,8 @@ pub enum KafkaCompat {
     /// Apache Kafka or a managed Kafka: no workarounds.
     #[serde(rename = "none")]
     None,
-    /// tansu 0.6 (`scripts/services.sh env` sets it): small fetches, and the feed's
-    /// recovery from skipped offsets, stalled and orphaned partitions
-    /// (`pipeline::Feed`).
+    /// tansu 0.6 (`scripts/services.sh env` sets it): small fetches, because its fetch
+    /// answers late while a partition is written steadily (`kafka::consumer`).
     #[serde(rename = "tansu-0.6")]
     Tansu06,
 }

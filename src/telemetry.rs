@@ -101,12 +101,6 @@ pub struct Metrics {
     /// Messages of each assigned partition not yet read (the partition's end minus
     /// the consumer's position), by topic and partition: `screen` and `rerun`.
     pub consumer_lag: Family<Labels, Gauge>,
-    /// Partitions found with a log that moved backwards under their commit, and read
-    /// again from their start (`Feed`), by topic and partition: `screen` and `rerun`.
-    pub log_rewinds: Family<Labels, Counter>,
-    /// Offsets missing from a partition's log even when read from its start, passed
-    /// over (`Feed`), by topic and partition: `screen` and `rerun`.
-    pub log_gaps: Family<Labels, Counter>,
     /// The publisher's view of the pipeline's state.
     pub backlog: BacklogGauges,
     /// The review app's login attempts, by outcome (`ok`, `wrong`, `throttled`,
@@ -349,8 +343,6 @@ impl Metrics {
             http_requests: Family::default(),
             http_request_seconds: Family::new_with_constructor(latency_histogram),
             consumer_lag: Family::default(),
-            log_rewinds: Family::default(),
-            log_gaps: Family::default(),
             backlog: BacklogGauges::default(),
             logins: Family::default(),
             password_checks: Counter::default(),
@@ -431,16 +423,6 @@ impl Metrics {
                 "consumer_lag",
                 "Messages of an assigned partition not yet read, by topic and partition",
                 m.consumer_lag.clone(),
-            );
-            registry.add(
-                "log_rewinds",
-                "Partitions whose log moved backwards under the group's commit, read again from their start",
-                m.log_rewinds.clone(),
-            );
-            registry.add(
-                "log_gaps",
-                "Offsets missing from a partition's log though it was read from its start, passed over",
-                m.log_gaps.clone(),
             );
         }
         if worker == "review" {
@@ -705,9 +687,8 @@ mod tests {
         assert!(!has("screen", "events_published"));
         assert!(!has("screen", "decisions"));
         assert!(has("screen", "consumer_lag"));
-        assert!(has("rerun", "log_rewinds"));
-        assert!(!has("judge", "log_rewinds"));
-        assert!(has("screen", "log_gaps"));
+        assert!(has("rerun", "consumer_lag"));
+        assert!(!has("judge", "consumer_lag"));
         assert!(has("publish", "events_published"));
         assert!(has("publish", "reruns_resent"));
         assert!(!has("screen", "reruns_resent"));

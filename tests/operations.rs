@@ -516,9 +516,10 @@ async fn the_publisher_sends_again_the_rerun_requests_that_are_owed() {
 
 /// The stand-in S3 store (garage 2.5.0) accepts a PutObject with `If-None-Match: *` over
 /// an existing object, and one with an `If-Match` etag that is no longer current: it has
-/// no conditional writes, which tansu 0.6's S3 store relies on once restarted
-/// (docs/OPERATIONS.md, "The broker's log moved backwards"). Amazon S3 answers both with
-/// 412. When this test fails, garage has gained them: revisit that section.
+/// no conditional writes, which tansu 0.6's S3 store relies on once restarted: why the
+/// services run tansu on SQLite (docs/OPERATIONS.md, "The stand-in broker"). Amazon S3
+/// answers both with 412. When this test fails, garage has gained them: revisit that
+/// section.
 #[tokio::test]
 async fn the_s3_stand_in_ignores_conditional_writes() {
     let settings = proctor::settings::Settings::load_from(None, support::service_env())

@@ -488,86 +488,11 @@ async fn bad_input_ends_as_a_dead_letter_or_an_invalid_verdict_and_never_stops_t
     h.drop_db().await;
 }
 
-/// Commits `offset` on every partition of `topic` for the worker group with `suffix`,
-/// as a consumer outside the group would (the group must have no live member).
-fn commit_for_group(h: &Harness, suffix: &str, topic: &str, partitions: i32, offset: i64) {
-    use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
-    let consumer: BaseConsumer = proctor::kafka::client(&h.settings.kafka)
-        .set("group.id", format!("{}{suffix}", h.settings.kafka.group_id))
-        .set("enable.auto.commit", "false")
-        .create()
-        .unwrap();
-    let mut list = rdkafka::TopicPartitionList::new();
-    for p in 0..partitions {
-        list.add_partition_offset(topic, p, rdkafka::Offset::Offset(offset))
-            .unwrap();
-    }
-    consumer.commit(&list, CommitMode::Sync).unwrap();
-    let back = consumer
-        .committed_offsets(list, Duration::from_secs(10))
-        .unwrap();
-    for e in back.elements() {
-        assert_eq!(e.offset(), rdkafka::Offset::Offset(offset), "{e:?}");
-    }
-}
-
-/// The sum of a counter's series in a worker's metrics.
-fn counter_total(worker: &support::Worker, name: &str) -> f64 {
-    worker
-        .ctx
-        .metrics
-        .render()
-        .lines()
-        .filter(|l| l.starts_with(name))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
-/// A broker whose log moved backwards under the group's commit, as tansu 0.6 on garage
-/// does on every restart (docs/OPERATIONS.md, "The broker's log moved backwards"):
-/// records written since sit below the commit. The screen worker says so (an error log
-/// and `proctor_log_rewinds_total`) and reads those partitions again from their start,
-/// so that no record is skipped. Without the check it waits at the commit for good.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_log_that_moved_backwards_under_the_commit_is_found_and_read_again() {
-    let _serial = SERIAL.lock().await;
-    let h = Harness::new("rewind").await;
-    let pop = Population::generate(1);
-    pop.upload(&h).await;
-    h.produce_jobs(&pop.lines).await;
-    let total = pop.lines.len() as i64;
-    // The group's state after the restart: its commits far past each partition's end.
-    commit_for_group(&h, "-screen", &h.settings.kafka.jobs_topic, 4, 5_000);
-    let rules = proctor::rules::Rules::embedded().unwrap();
-    let screen = h.start_worker("screen", rules).await;
-    h.wait_for(
-        "every job screened after the rewind",
-        Duration::from_secs(90),
-        || async {
-            h.count("SELECT count(*) FROM verdicts WHERE stage = 'screen'")
-                .await
-                == total
-        },
-    )
-    .await;
-    // Found once per partition: after the recovery the commit is below the end again.
-    let rewinds = counter_total(&screen, "proctor_log_rewinds_total");
-    assert!(
-        (1.0..=4.0).contains(&rewinds),
-        "{rewinds} rewinds found on a topic of 4 partitions"
-    );
-    screen.stop().await;
-    h.drop_db().await;
-}
-
 /// A broker restarted under a running screen worker, with records written after the
-/// restart in two bursts (one below the group's position in each partition, then past
-/// it): every one of them is screened. If the restart moves the log backwards (tansu 0.6
-/// on garage can: docs/OPERATIONS.md), the feed's end watch and position check must
-/// find it; this test does not require that it happened (it does in about one run in
-/// four), only that nothing written after a restart is lost. Without the feed's re-read
-/// after the broker was unreachable it failed in 3 of 5 runs: the restart rewrote the
-/// log below the position while the worker could not see the end go down.
+/// restart in two bursts: every one of them is screened, with the plain consumer. On
+/// tansu 0.6's S3 engine, which started its log again below the group's position on a
+/// restart (docs/OPERATIONS.md, "The stand-in broker"), it failed 3 of 5 runs without
+/// the recovery the workers then needed; on its SQLite engine it passes without one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_broker_restart_under_a_running_screen_loses_no_record_written_after_it() {
     let _serial = SERIAL.lock().await;
@@ -604,9 +529,9 @@ async fn a_broker_restart_under_a_running_screen_loses_no_record_written_after_i
     // One round after the restart: were the log to start again from 0, each
     // partition's end would be back below the group's position.
     h.produce_jobs(&pop.lines[before..before + per_round]).await;
-    // Under the 10 s the position check takes, over the 1 s the end watch takes.
+    // A pause between the bursts, so that the worker reads the first on its own.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    // Four more: past the old position, where only the end watch would see it.
+    // Four more: past the old position.
     h.produce_jobs(&pop.lines[before + per_round..]).await;
     h.wait_for(
         "every job screened, those written after the restart too",
@@ -614,10 +539,6 @@ async fn a_broker_restart_under_a_running_screen_loses_no_record_written_after_i
         screened(total),
     )
     .await;
-    println!(
-        "restart: {} rewinds found",
-        counter_total(&screen, "proctor_log_rewinds_total") as i64
-    );
     screen.stop().await;
     h.drop_db().await;
 }

@@ -27,7 +27,7 @@ use crate::checks::{self, Checker};
 use crate::record::JobRecord;
 
 pub use context::Context;
-pub use feed::{Feed, ORPHANED_AFTER, STALL_AFTER};
+pub use feed::Feed;
 pub use shutdown::{Shutdown, Stopped, Trigger};
 pub use worker::{WorkerArgs, main, spawn};
 

@@ -216,7 +216,8 @@ async fn publish_round(ctx: &Context) -> anyhow::Result<usize> {
 
 /// Sends again, to the rerun topic, the re-run request of each sampled job whose
 /// re-run verdict is owed (`Store::claim_owed_reruns`): the broker acknowledged the
-/// screen worker's request and may have lost it, which a restarted tansu does. The
+/// screen worker's request and may have lost it (a truncated topic), or the rerun
+/// worker dead-lettered or never reached it. The
 /// claim commits only once the broker acknowledged every request sent. Returns how many.
 pub async fn resend_owed_reruns(ctx: &Context) -> anyhow::Result<usize> {
     let p = &ctx.settings.pipeline;

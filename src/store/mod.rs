@@ -623,7 +623,7 @@ impl Store {
     /// Puts published events back in the outbox, by event id (a slash's id, or
     /// `<slash id>:reversed`): the publisher sends them again, signed envelopes
     /// unchanged, and the ledger drops what it already applied by id. For events a
-    /// broker acknowledged and then lost (a rewind of `ledger.slashes`). Returns the ids
+    /// broker acknowledged and then lost (a truncated `ledger.slashes`). Returns the ids
     /// put back; an id that is not in the outbox, or not published yet, is not.
     pub async fn republish(&self, event_ids: &[String]) -> Result<Vec<String>, sqlx::Error> {
         sqlx::query_scalar(

@@ -1,0 +1,198 @@
+//! A Kafka feed of batches: the consumer both consuming workers (`screen`, `rerun`) read
+//! through. It is a plain consumer, against Kafka and against the local stand-in alike:
+//! tansu 0.6 on its SQLite engine neither skips, stalls nor rewrites its log
+//! (docs/OPERATIONS.md, "The stand-in broker"), so the recovery the S3 engine needed is
+//! gone with that engine.
+
+use std::time::Duration;
+
+use rdkafka::message::{BorrowedMessage, OwnedMessage};
+
+use super::{Context, Stopped};
+use crate::kafka::{self, Backoff};
+
+/// A consumer of one worker's topic, handing out batches of messages. It waits for a
+/// batch, reports the consumer lag, and stores and commits the offsets of each batch
+/// processed. A partition's next batch starts where the group's commit is, so a batch
+/// not committed (a worker killed, a rebalance) is delivered again.
+pub struct Feed {
+    consumer: kafka::Consumer,
+    topic: String,
+    /// When the consumer lag was last reported.
+    lag_at: std::time::Instant,
+}
+
+/// The longest the feed waits for messages at a time, between two looks at whether the
+/// consumer lag is due.
+pub const WAIT_AT_MOST: Duration = Duration::from_millis(500);
+
+/// How often the feed reports its consumer lag.
+const LAG_EVERY: Duration = Duration::from_secs(10);
+
+impl Feed {
+    /// Subscribes to `topic` in the settings' group plus `group_suffix`.
+    pub fn new(
+        kafka: &crate::settings::KafkaSettings,
+        group_suffix: &'static str,
+        topic: &str,
+    ) -> Result<Feed, rdkafka::error::KafkaError> {
+        Feed::with_max_poll(kafka, group_suffix, topic, kafka::MAX_POLL_INTERVAL)
+    }
+
+    /// A feed whose batches may take up to `max_poll` each.
+    pub fn with_max_poll(
+        kafka: &crate::settings::KafkaSettings,
+        group_suffix: &'static str,
+        topic: &str,
+        max_poll: Duration,
+    ) -> Result<Feed, rdkafka::error::KafkaError> {
+        Ok(Feed {
+            consumer: kafka::consumer(kafka, group_suffix, &[topic], max_poll)?,
+            topic: topic.to_owned(),
+            lag_at: std::time::Instant::now(),
+        })
+    }
+
+    /// Waits for the next batch of up to `max` messages.
+    /// `Err(Stopped)` once the worker is asked to stop.
+    pub async fn next(&mut self, ctx: &Context, max: usize) -> Result<Vec<OwnedMessage>, Stopped> {
+        loop {
+            let batch = self.try_next(ctx, max, WAIT_AT_MOST).await?;
+            if !batch.is_empty() {
+                return Ok(batch);
+            }
+        }
+    }
+
+    /// Like [`Feed::next`], but returns an empty batch when nothing arrives within
+    /// `wait`: for a worker that has other work to finish meanwhile.
+    pub async fn try_next(
+        &mut self,
+        ctx: &Context,
+        max: usize,
+        wait: Duration,
+    ) -> Result<Vec<OwnedMessage>, Stopped> {
+        if self.lag_at.elapsed() >= LAG_EVERY {
+            self.lag_at = std::time::Instant::now();
+            self.report_lag(ctx);
+        }
+        next_batch(ctx, &self.consumer, max, wait.min(WAIT_AT_MOST)).await
+    }
+
+    /// Sets `consumer_lag` for each assigned partition: the partition's end as the
+    /// last fetch saw it, minus the consumer's position. No request to the broker.
+    fn report_lag(&self, ctx: &Context) {
+        use rdkafka::consumer::Consumer;
+        let Ok(positions) = self.consumer.position() else {
+            return;
+        };
+        for e in positions.elements_for_topic(&self.topic) {
+            let (rdkafka::Offset::Offset(at), Some(end)) = (
+                e.offset(),
+                cached_high_watermark(&self.consumer, &self.topic, e.partition()),
+            ) else {
+                continue;
+            };
+            ctx.metrics
+                .consumer_lag
+                .get_or_create(&vec![
+                    ("topic", self.topic.clone()),
+                    ("partition", e.partition().to_string()),
+                ])
+                .set((end - at).max(0));
+        }
+    }
+
+    /// Stores the offsets of a processed batch and commits them at once, without
+    /// waiting for the answer. librdkafka's auto-commit (every second) commits them too
+    /// if this commit is lost. A worker killed between a batch's recording and its
+    /// commit has that batch redelivered to the partition's next owner: committing at
+    /// once, rather than at the next auto-commit, keeps that to the batches in flight
+    /// (the duplicate deliveries the crash test counts).
+    pub fn store(&self, offsets: &kafka::Offsets) {
+        if offsets.is_empty() {
+            return;
+        }
+        if let Err(e) = offsets.store(&self.consumer) {
+            tracing::error!(error = %e, "cannot store offsets; the batch will be redelivered");
+            return;
+        }
+        if let Err(e) = rdkafka::consumer::Consumer::commit_consumer_state(
+            &self.consumer,
+            rdkafka::consumer::CommitMode::Async,
+        ) {
+            // Nothing stored to commit (a revoked partition), or the broker is away:
+            // the auto-commit retries.
+            tracing::debug!(error = %e, "offsets not committed at once");
+        }
+    }
+}
+
+/// The partition's high watermark as the last fetch response gave it, from librdkafka's
+/// cache (no request). Not `fetch_watermarks`: tansu 0.6 answers ListOffsets(latest)
+/// with the base offset of the most recently written batch object plus one, which is
+/// not the end of the log.
+fn cached_high_watermark(consumer: &kafka::Consumer, topic: &str, partition: i32) -> Option<i64> {
+    use rdkafka::consumer::Consumer;
+    let topic = std::ffi::CString::new(topic).ok()?;
+    let (mut low, mut high) = (-1i64, -1i64);
+    // SAFETY: the client pointer is valid while `consumer` is borrowed, `topic` is a
+    // NUL-terminated string that outlives the call, and the call only writes the two
+    // out-parameters from librdkafka's own locked cache.
+    let err = unsafe {
+        rdkafka::bindings::rd_kafka_get_watermark_offsets(
+            consumer.client().native_ptr(),
+            topic.as_ptr(),
+            partition,
+            &mut low,
+            &mut high,
+        )
+    };
+    (err == rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0)
+        .then_some(high)
+}
+
+/// Waits up to `idle` for a first message, then takes more for up to the batch wait or
+/// until `max` are held. Consumer errors (a broker that is down) are logged and waited
+/// out.
+async fn next_batch(
+    ctx: &Context,
+    consumer: &kafka::Consumer,
+    max: usize,
+    idle: Duration,
+) -> Result<Vec<OwnedMessage>, Stopped> {
+    let p = &ctx.settings.pipeline;
+    let mut stop = ctx.shutdown.clone();
+    let mut backoff = Backoff::new(ctx.max_backoff());
+    let idle_until = tokio::time::Instant::now() + idle;
+    let first = loop {
+        let got: Result<BorrowedMessage<'_>, _> = tokio::select! {
+            m = consumer.recv() => m,
+            _ = tokio::time::sleep_until(idle_until) => {
+                return Ok(Vec::new());
+            }
+            _ = stop.wait() => return Err(Stopped),
+        };
+        match got {
+            Ok(m) => break m.detach(),
+            Err(e) => {
+                tracing::warn!(error = %e, "consumer error");
+                ctx.health.degraded(&format!("kafka: {e}"));
+                ctx.idle(backoff.delay()).await?;
+            }
+        }
+    };
+    let mut batch = vec![first];
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(p.batch_wait_ms);
+    while batch.len() < max.max(1) {
+        match tokio::time::timeout_at(deadline, consumer.recv()).await {
+            Ok(Ok(m)) => batch.push(m.detach()),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "consumer error");
+                break;
+            }
+            Err(_) => break,
+        }
+    }
+    Ok(batch)
+}

@@ -2177,6 +2177,12 @@ async fn chaos(plan: ChaosPlan) {
             (plan.outage.as_secs() * 4 + 60).to_string(),
         ),
         ("PROCTOR_REFERENCE__HEALTH_INTERVAL_SECS", "2".into()),
+        // A re-run request is owed once its job could have waited out the hosts' worst
+        // outage: then the publisher sends it again (the harness never does).
+        (
+            "PROCTOR_PIPELINE__RERUN_OWED_AFTER_SECS",
+            (plan.outage.as_secs() * 4 + 90).to_string(),
+        ),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
@@ -2298,11 +2304,11 @@ async fn chaos(plan: ChaosPlan) {
     let injected = injector.await.unwrap();
     let last_fault = started.elapsed();
 
-    // Drain. A record the broker acknowledged and then lost (tansu 0.6 on garage loses
-    // what was unread when it restarts: docs/OPERATIONS.md) is sent again, as the
-    // runbook's reconciliation with the job service does; they are counted: job records
-    // never screened, and screened jobs whose re-run request never arrived.
-    let (mut lost_records, mut lost_requests) = (0usize, 0usize);
+    // Drain. Nothing is sent again by the harness: a job record the broker acknowledged
+    // must stay on the topic (tansu's SQLite engine keeps it across a restart), and a
+    // re-run request that never arrived is sent again by the publisher from Postgres
+    // (`rerun_owed_after_secs`, set short above). Without progress for a minute the
+    // run says which jobs it waits for, and fails at the limit.
     let mut last_progress = (0i64, std::time::Instant::now());
     loop {
         let reruns =
@@ -2320,38 +2326,23 @@ async fn chaos(plan: ChaosPlan) {
                 job_ids(&h, "SELECT job_id FROM verdicts WHERE stage = 'screen'").await,
                 job_ids(&h, "SELECT job_id FROM verdicts WHERE stage = 'rerun'").await,
             );
-            let mut missing = Vec::new();
             let (mut unscreened, mut unrerun) = (Vec::new(), Vec::new());
             for line in &pop.lines {
                 let v: serde_json::Value = serde_json::from_slice(line).unwrap();
                 let id = v["job_id"].as_str().unwrap();
                 if !screened.contains(id) {
-                    lost_records += 1;
                     unscreened.push(id.to_owned());
-                    missing.push(line.clone());
                 } else if !rerun.contains(id) {
-                    lost_requests += 1;
                     unrerun.push(id.to_owned());
-                    missing.push(line.clone());
                 }
             }
             eprintln!(
-                "chaos: not screened: {} (first: {:?}); screened, not re-run: {} (first: {:?})",
+                "chaos: a minute without progress; not screened: {} (first: {:?}); screened, not re-run: {} (first: {:?})",
                 unscreened.len(),
                 &unscreened[..unscreened.len().min(5)],
                 unrerun.len(),
                 &unrerun[..unrerun.len().min(5)],
             );
-            assert!(
-                lost_records + lost_requests < 3 * total,
-                "no progress after re-sending {} records",
-                lost_records + lost_requests
-            );
-            eprintln!(
-                "chaos: {} jobs not re-run after 60 s without progress; re-sending their records",
-                missing.len()
-            );
-            h.produce_jobs(&missing).await;
             last_progress.1 = std::time::Instant::now();
         }
         assert!(
@@ -2486,12 +2477,16 @@ async fn chaos(plan: ChaosPlan) {
         "every event on the topic verifies and names an existing slash_id".into(),
         ids.len() == received.len() && ids.iter().all(|id| pg.contains(id)),
         format!(
-            "{} events read back for {} slashes: {} duplicate deliveries; {} of the slashes still on the topic (a tansu restart overwrites what it held)",
+            "{} events read back for {} slashes: {} duplicate deliveries",
             received.len(),
             pg.len(),
             received.len() - distinct.len(),
-            distinct.len()
         ),
+    ));
+    held.push((
+        "every published slash event still on the ledger topic".into(),
+        distinct.len() == pg.len(),
+        format!("{} of {} slashes on the topic", distinct.len(), pg.len()),
     ));
     let restarts: Vec<String> = fleet
         .procs
@@ -2507,9 +2502,12 @@ async fn chaos(plan: ChaosPlan) {
         drained.as_secs_f64(),
         started.elapsed().as_secs_f64()
     );
-    println!(
-        "chaos: lost by the broker and sent again: {lost_records} job records never screened, {lost_requests} re-run requests never received"
-    );
+    let resent = count_retrying(
+        &h,
+        "SELECT coalesce(sum(resends), 0)::bigint FROM rerun_resends",
+    )
+    .await;
+    println!("chaos: re-run requests the publisher sent again from Postgres: {resent}");
     println!("chaos: {}", restarts.join(", "));
     println!("\n| fault | injected | at (s) |\n|---|---|---|");
     let mut by_kind: BTreeMap<String, Vec<String>> = BTreeMap::new();
@@ -2530,16 +2528,6 @@ async fn chaos(plan: ChaosPlan) {
             if *ok { "yes" } else { "NO" }
         );
     }
-    let rewinds: usize = std::fs::read_dir(&logs)
-        .unwrap()
-        .map(|e| {
-            std::fs::read_to_string(e.unwrap().path())
-                .unwrap_or_default()
-                .matches("the broker's log moved backwards")
-                .count()
-        })
-        .sum();
-    println!("\nchaos: the workers found the broker's log moved backwards {rewinds} times");
     assert_eq!(by_kind.len(), Injected::all().len(), "every fault injected");
     for (what, ok, measured) in &held {
         assert!(ok, "{what}: {measured}");

@@ -100,7 +100,35 @@ impl ClientContext for LogContext {
     }
 }
 
-impl ConsumerContext for LogContext {}
+/// Each rebalance is logged at info with the partitions it moved (`partitions assigned`,
+/// `partitions revoked`): what a member holds, and how often a group hands its
+/// partitions around, is visible in the workers' logs (each hand-over redelivers the
+/// batches in flight).
+impl ConsumerContext for LogContext {
+    fn post_rebalance(
+        &self,
+        _: &rdkafka::consumer::BaseConsumer<Self>,
+        rebalance: &rdkafka::consumer::Rebalance<'_>,
+    ) {
+        use rdkafka::consumer::Rebalance;
+        let describe = |list: &TopicPartitionList| -> String {
+            list.elements()
+                .iter()
+                .map(|e| format!("{}/{}", e.topic(), e.partition()))
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        match rebalance {
+            Rebalance::Assign(list) => {
+                tracing::info!(partitions = %describe(list), "partitions assigned")
+            }
+            Rebalance::Revoke(list) => {
+                tracing::info!(partitions = %describe(list), "partitions revoked")
+            }
+            Rebalance::Error(e) => tracing::warn!(error = %e, "rebalance failed"),
+        }
+    }
+}
 
 /// The consumer every worker reads with.
 pub type Consumer = StreamConsumer<LogContext>;

@@ -170,13 +170,9 @@ pub async fn run(
                 .with_context(|| format!("cannot read {}", wallets.display()))?,
         )
         .with_context(|| format!("{} is not a map of wallet to NFTs", wallets.display()))?;
-        let store = Store::connect_with(settings.database.url.expose(), 2)
+        let store = Store::open(settings.database.url.expose(), 2)
             .await
-            .context("cannot connect to Postgres for wallets.json")?;
-        store
-            .migrate()
-            .await
-            .context("database migrations failed")?;
+            .context("cannot record wallets.json")?;
         for (wallet, nfts) in &held {
             store.set_wallet_nfts(wallet, *nfts).await?;
         }

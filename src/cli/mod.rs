@@ -20,7 +20,7 @@ pub mod submit;
 use std::path::Path;
 use std::process::ExitCode;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use proctor::rules::Rules;
 use proctor::store::Store;
 
@@ -45,13 +45,7 @@ pub fn runtime() -> Result<tokio::runtime::Runtime> {
 /// The settings and the database of a command that talks to Postgres, migrated.
 pub async fn open(config: Option<&Path>) -> Result<(proctor::settings::Settings, Store)> {
     let settings = proctor::settings::Settings::load(config)?;
-    let store = Store::connect_with(settings.database.url.expose(), 2)
-        .await
-        .context("cannot connect to the database (settings: database.url)")?;
-    store
-        .migrate()
-        .await
-        .context("cannot migrate the database")?;
+    let store = Store::open(settings.database.url.expose(), 2).await?;
     Ok((settings, store))
 }
 

@@ -24,7 +24,7 @@ pub struct Feed {
 
 /// The longest the feed waits for messages at a time, between two looks at whether the
 /// consumer lag is due.
-pub const WAIT_AT_MOST: Duration = Duration::from_millis(500);
+const WAIT_AT_MOST: Duration = Duration::from_millis(500);
 
 /// How often the feed reports its consumer lag.
 const LAG_EVERY: Duration = Duration::from_secs(10);

@@ -118,6 +118,20 @@ impl Store {
         })
     }
 
+    /// Connects and runs the migrations: what a command or the review app does before it
+    /// touches the database (a worker retries the connection first: `Context::start`).
+    pub async fn open(url: &str, max_connections: u32) -> anyhow::Result<Store> {
+        use anyhow::Context as _;
+        let store = Store::connect_with(url, max_connections)
+            .await
+            .context("cannot connect to the database (settings: database.url)")?;
+        store
+            .migrate()
+            .await
+            .context("cannot migrate the database")?;
+        Ok(store)
+    }
+
     /// The same database in shadow mode: the judge's decisions are recorded in
     /// `shadow_decisions` and nothing is slashed, flagged or published.
     pub fn shadow(self) -> Store {

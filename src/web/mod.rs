@@ -223,16 +223,11 @@ pub async fn run(
         Some(dir) => Rules::load_dir(dir)?,
         None => Rules::embedded()?,
     };
-    let store = Store::connect_with(
+    let store = Store::open(
         settings.database.url.expose(),
         settings.database.max_connections,
     )
-    .await
-    .context("cannot connect to the database (database.url)")?;
-    store
-        .migrate()
-        .await
-        .context("cannot migrate the database")?;
+    .await?;
     if settings.secrets.signing_key.is_set() {
         tracing::warn!(
             "secrets.signing_key is set, and the review app never uses it: keep the slash key out of this process's settings (the judge signs confirmed slashes)"

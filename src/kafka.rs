@@ -29,9 +29,10 @@
 //! - **Producer retries** are exactly once with the idempotent producer
 //!   (`kafka.idempotence`, on by default) and at least once without it: see
 //!   [`producer`] for why the local services' settings turn it off for tansu 0.6.
-//! - **Broker faults.** None are worked around in the consumer. With
+//! - **Broker faults.** None are worked around against Kafka. With
 //!   `kafka.compat = "tansu-0.6"` (set by `scripts/services.sh env`, never the
-//!   default) fetches are kept small ([`consumer`]); the stand-in runs on tansu's
+//!   default) fetches are kept small ([`consumer`]) and the feed rejoins a group whose
+//!   coordinator orphaned a partition (`pipeline::Feed`); the stand-in runs on tansu's
 //!   SQLite engine, which keeps what it acknowledged across restarts. Records a broker
 //!   loses anyway are recovered from Postgres where proctor holds them (re-run
 //!   requests owed, slash events by id: docs/OPERATIONS.md, "Records the broker lost").

@@ -317,7 +317,8 @@ pub enum KafkaCompat {
     #[serde(rename = "none")]
     None,
     /// tansu 0.6 (`scripts/services.sh env` sets it): small fetches, because its fetch
-    /// answers late while a partition is written steadily (`kafka::consumer`).
+    /// answers late while a partition is written steadily (`kafka::consumer`), and the
+    /// feed's watch for partitions its group coordinator orphans (`pipeline::Feed`).
     #[serde(rename = "tansu-0.6")]
     Tansu06,
 }

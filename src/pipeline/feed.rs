@@ -1,8 +1,11 @@
 //! A Kafka feed of batches: the consumer both consuming workers (`screen`, `rerun`) read
-//! through. It is a plain consumer, against Kafka and against the local stand-in alike:
-//! tansu 0.6 on its SQLite engine neither skips, stalls nor rewrites its log
-//! (docs/OPERATIONS.md, "The stand-in broker"), so the recovery the S3 engine needed is
-//! gone with that engine.
+//! through. Against Kafka it is a plain consumer. tansu 0.6 on its SQLite engine neither
+//! skips, stalls nor rewrites its log (docs/OPERATIONS.md, "The stand-in broker"), so
+//! the recovery its S3 engine needed is gone with that engine; its group coordinator
+//! still orphans partitions, which [`orphans`] works around, only under
+//! `kafka.compat = "tansu-0.6"`.
+
+mod orphans;
 
 use std::time::Duration;
 
@@ -20,6 +23,12 @@ pub struct Feed {
     topic: String,
     /// When the consumer lag was last reported.
     lag_at: std::time::Instant,
+    /// What a rejoin needs to make a new consumer.
+    kafka: crate::settings::KafkaSettings,
+    group_suffix: &'static str,
+    max_poll: Duration,
+    /// The orphaned-partition watch: `Some` only under `kafka.compat = "tansu-0.6"`.
+    orphans: Option<orphans::OrphanWatch>,
 }
 
 /// The longest the feed waits for messages at a time, between two looks at whether the
@@ -50,7 +59,18 @@ impl Feed {
             consumer: kafka::consumer(kafka, group_suffix, &[topic], max_poll)?,
             topic: topic.to_owned(),
             lag_at: std::time::Instant::now(),
+            kafka: kafka.clone(),
+            group_suffix,
+            max_poll,
+            orphans: (kafka.compat == crate::settings::KafkaCompat::Tansu06)
+                .then(orphans::OrphanWatch::default),
         })
+    }
+
+    /// Whether this feed watches for orphaned partitions (only under
+    /// `kafka.compat = "tansu-0.6"`).
+    pub fn watches_orphans(&self) -> bool {
+        self.orphans.is_some()
     }
 
     /// Waits for the next batch of up to `max` messages.
@@ -76,6 +96,13 @@ impl Feed {
             self.lag_at = std::time::Instant::now();
             self.report_lag(ctx);
         }
+        if self
+            .orphans
+            .as_mut()
+            .is_some_and(|w| w.due(std::time::Instant::now()))
+        {
+            self.watch_orphans();
+        }
         next_batch(ctx, &self.consumer, max, wait.min(WAIT_AT_MOST)).await
     }
 
@@ -100,6 +127,48 @@ impl Feed {
                     ("partition", e.partition().to_string()),
                 ])
                 .set((end - at).max(0));
+        }
+    }
+
+    /// Looks at the other members' partitions and, when one is orphaned (see
+    /// [`orphans`]), leaves the group and joins it again with a new consumer. Dropping
+    /// the old consumer commits its stored offsets and sends LeaveGroup.
+    fn watch_orphans(&mut self) {
+        let Some(watch) = self.orphans.as_mut() else {
+            return;
+        };
+        let Some(others) = orphans::others(&self.consumer, &self.topic) else {
+            return;
+        };
+        let after = orphans::ORPHANED_AFTER.max(self.max_poll * 2);
+        let stale = watch.stale(std::time::Instant::now(), &others, after);
+        let orphan = stale.into_iter().find_map(|p| {
+            let committed = others.iter().find(|(o, _)| *o == p)?.1;
+            let end = orphans::end(&self.consumer, &self.topic, p)?;
+            orphans::orphaned(committed, end).then_some((p, committed, end))
+        });
+        let Some((partition, committed, end)) = orphan else {
+            return;
+        };
+        tracing::warn!(
+            topic = %self.topic,
+            partition,
+            committed = ?committed,
+            end,
+            "another member's partition has not moved; rejoining the group (kafka.compat tansu-0.6)"
+        );
+        match kafka::consumer(
+            &self.kafka,
+            self.group_suffix,
+            &[self.topic.as_str()],
+            self.max_poll,
+        ) {
+            Ok(fresh) => {
+                let old = std::mem::replace(&mut self.consumer, fresh);
+                orphans::blocking(|| drop(old));
+                watch.reset();
+            }
+            Err(e) => tracing::error!(error = %e, "cannot create a consumer to rejoin with"),
         }
     }
 
@@ -195,4 +264,28 @@ async fn next_batch(
         }
     }
     Ok(batch)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::settings::{KafkaCompat, Settings};
+
+    /// The plain path never runs the tansu workaround: only `kafka.compat = "tansu-0.6"`
+    /// gives a feed its orphan watch. (No broker is needed to make a consumer.)
+    #[tokio::test]
+    async fn only_the_tansu_compat_setting_watches_for_orphans() {
+        let mut kafka = Settings::load_from(None, Vec::new()).unwrap().kafka;
+        kafka.brokers = "127.0.0.1:1".into();
+        assert_eq!(
+            kafka.compat,
+            KafkaCompat::None,
+            "the default is the plain path"
+        );
+        let plain = Feed::new(&kafka, "-test", "topic").unwrap();
+        assert!(!plain.watches_orphans());
+        kafka.compat = KafkaCompat::Tansu06;
+        let tansu = Feed::new(&kafka, "-test", "topic").unwrap();
+        assert!(tansu.watches_orphans());
+    }
 }

@@ -50,7 +50,8 @@
 //!   calibration.
 //! - [`calibrate`]: thresholds from labelled honest and cheating pairs (`proctor
 //!   calibrate`), with measured false-positive and detection rates, each written into
-//!   the rules with its provenance; and the latency envelope from published timings.
+//!   the rules with its provenance; the latency envelope from published timings; and
+//!   from the same timings, what verification costs in reference GPUs (`cost`).
 //! - [`lifetime`]: honest miners simulated through a year of the judge's decisions.
 //!
 //! ## The edges: settings, storage, the broker, HTTP and the processes

@@ -181,6 +181,40 @@ fn rules_check_passes_on_the_shipped_rules() {
 }
 
 #[test]
+fn rules_check_prints_what_verification_costs_in_reference_gpus() {
+    let f = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(f.path(), "[reference.demand_per_hour]\nsdxl = 36000\n").unwrap();
+    let o = proctor(&["rules", "check", "--settings", f.path().to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let out = stdout(&o);
+    let table = out
+        .split("what verification costs on the reference GPU")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no cost table: {out}"));
+    let row = |cat: &str| -> Vec<String> {
+        table
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(cat))
+            .unwrap_or_else(|| panic!("no {cat} cost row: {table}"))
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect()
+    };
+    // sdxl: "sdxl 680x1024, 25 steps <GPU-s> 36000 <@2%> <@5%> <@20%> <@100%> ...".
+    let sdxl = row("sdxl");
+    let num = |i: usize| sdxl[i].parse::<f64>().unwrap();
+    let seconds = num(4);
+    assert_eq!(sdxl[5], "36000");
+    // 36,000 jobs an hour is ten jobs a second: at 100 % that is ten times the
+    // GPU-seconds of one job in GPUs, at 5 % a twentieth of that.
+    assert!((num(9) - 10.0 * seconds).abs() < 0.01, "{sdxl:?}");
+    assert!((num(7) - 0.5 * seconds).abs() < 0.01, "{sdxl:?}");
+    // A category without a demand is priced per 1,000 jobs an hour.
+    assert!(row("sd15").join(" ").contains("1,000 (per)"));
+    assert!(row("llama3_8b").join(" ").contains("assumed"));
+}
+
+#[test]
 fn rules_check_tells_whether_deterrence_holds_at_the_reference_capacity() {
     let settings = |concurrency: u32| {
         let f = tempfile::NamedTempFile::new().unwrap();

@@ -23,6 +23,7 @@
 //! models, [`plot`] draws the ROC curves, and [`write_rules`] writes the thresholds and
 //! rates back into a rules folder.
 
+pub mod cost;
 pub mod image;
 pub mod latency;
 pub mod llm;

@@ -200,6 +200,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
             );
         }
     }
+    print_cost(&rules, &settings.reference.demand_per_hour)?;
     let bad: BTreeSet<&str> = table
         .iter()
         .chain(capacity.iter().map(|c| &c.deterrence))
@@ -211,4 +212,49 @@ pub fn run(args: Args) -> Result<ExitCode> {
         eprintln!("proctor: cheating is profitable in: {}", bad.join(", "));
     }
     Ok(finding_if(!bad.is_empty() || !broken.is_empty()))
+}
+
+/// The cost model: reference GPU-seconds a verified job and the GPUs each sampling rate
+/// keeps busy (`calibrate::cost`).
+fn print_cost(
+    rules: &proctor::rules::Rules,
+    demand: &std::collections::BTreeMap<String, f64>,
+) -> Result<()> {
+    use proctor::calibrate::cost;
+    let rows = cost::cost_table(rules, &cost::embedded_timings()?, demand)?;
+    println!(
+        "\nwhat verification costs on the reference GPU ({}): GPUs kept busy at each sampling rate{}\n",
+        cost::REFERENCE_GPU,
+        if demand.is_empty() {
+            ", per 1,000 jobs an hour (no demand_per_hour in the settings' [reference])"
+        } else {
+            ""
+        }
+    );
+    let rates: Vec<String> = cost::RATES
+        .iter()
+        .map(|r| format!("{:>7}", format!("@{}%", r * 100.0)))
+        .collect();
+    println!(
+        "{:<10} {:<34} {:>9} {:>10} {}  priced by",
+        "category",
+        "typical job",
+        "GPU-s/job",
+        "jobs/hour",
+        rates.join(" ")
+    );
+    for r in &rows {
+        let gpus: Vec<String> = r.gpus.iter().map(|g| format!("{g:>7.3}")).collect();
+        println!(
+            "{:<10} {:<34} {:>9.3} {:>10} {}  {}",
+            r.category,
+            r.job,
+            r.gpu_seconds,
+            r.demand_per_hour
+                .map_or("1,000 (per)".to_owned(), |d| format!("{d:.0}")),
+            gpus.join(" "),
+            r.basis
+        );
+    }
+    Ok(())
 }

@@ -155,18 +155,18 @@ async fn generation_over_http_reproduces_a_seeded_sample() {
         .prompter
         .prompt_ids(&job("Down the Rabbit-Hole she went"))
         .unwrap();
+    // The server generates with a KV cache, as a serving engine does.
     let want = local
-        .generate(
-            std::slice::from_ref(&prompt),
-            &[Sampling {
+        .generate_cached(
+            &prompt,
+            &Sampling {
                 max_tokens: 24,
                 temperature: 0.9,
                 seed: 5,
                 top_logprobs: 3,
-            }],
+            },
+            &[],
         )
-        .unwrap()
-        .pop()
         .unwrap();
     let req = CompletionRequest {
         model: None,

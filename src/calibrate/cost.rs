@@ -36,7 +36,7 @@ pub const RATES: [f64; 4] = [0.02, 0.05, 0.20, 1.0];
 /// `defaults`: width, height, num_inference_steps), the size a job gets when it does
 /// not set one. LLMs: one Mixtral point of tokens, half prompt and half answer
 /// (assumed: miners report no token counts).
-pub fn typical_jobs() -> Vec<(&'static str, Workload, &'static str)> {
+pub fn typical_jobs() -> Vec<(&'static str, Workload)> {
     let sd = |width, height, steps| Workload::Sd {
         width,
         height,
@@ -48,26 +48,12 @@ pub fn typical_jobs() -> Vec<(&'static str, Workload, &'static str)> {
         exact: false,
     });
     vec![
-        (
-            "sd15",
-            sd(512, 768, 25),
-            "models.json defaults of every sd15 model",
-        ),
-        (
-            "sdxl",
-            sd(680, 1024, 25),
-            "models.json defaults of every sdxl10 model",
-        ),
-        (
-            "flux",
-            sd(680, 1024, 22),
-            "models.json defaults of FLUX.1-dev",
-        ),
-        (
-            "llama3_8b",
-            llm,
-            "assumed: 1,000 tokens, 500 in and 500 out",
-        ),
+        // The defaults of every sd15 model, of every sdxl10 model, and of FLUX.1-dev.
+        ("sd15", sd(512, 768, 25)),
+        ("sdxl", sd(680, 1024, 25)),
+        ("flux", sd(680, 1024, 22)),
+        // Assumed: 1,000 tokens, 500 in and 500 out.
+        ("llama3_8b", llm),
     ]
 }
 
@@ -77,7 +63,6 @@ pub struct CostRow {
     pub category: String,
     /// The typical job, in words.
     pub job: String,
-    pub job_source: String,
     /// Reference GPU-seconds one verified job takes.
     pub gpu_seconds: f64,
     /// The published run whose efficiency priced it, or what was assumed.
@@ -111,7 +96,7 @@ pub fn cost_table(
             .min_by(|a, b| a.efficiency.total_cmp(&b.efficiency))
     };
     let mut rows = Vec::new();
-    for (cat_id, work, job_source) in typical_jobs() {
+    for (cat_id, work) in typical_jobs() {
         let category = rules
             .category(cat_id)
             .with_context(|| format!("unknown category {cat_id}"))?;
@@ -183,7 +168,6 @@ pub fn cost_table(
         rows.push(CostRow {
             category: cat_id.to_owned(),
             job,
-            job_source: job_source.to_owned(),
             gpu_seconds: seconds,
             basis,
             demand_per_hour: demand,

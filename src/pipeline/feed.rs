@@ -23,12 +23,16 @@ pub struct Feed {
     topic: String,
     /// When the consumer lag was last reported.
     lag_at: std::time::Instant,
-    /// What a rejoin needs to make a new consumer.
+    /// The orphaned-partition watch: `Some` only under `kafka.compat = "tansu-0.6"`.
+    orphans: Option<Rejoin>,
+}
+
+/// The orphan watch, and what a rejoin needs to make a new consumer.
+struct Rejoin {
+    watch: orphans::OrphanWatch,
     kafka: crate::settings::KafkaSettings,
     group_suffix: &'static str,
     max_poll: Duration,
-    /// The orphaned-partition watch: `Some` only under `kafka.compat = "tansu-0.6"`.
-    orphans: Option<orphans::OrphanWatch>,
 }
 
 /// The longest the feed waits for messages at a time, between two looks at whether the
@@ -59,11 +63,12 @@ impl Feed {
             consumer: kafka::consumer(kafka, group_suffix, &[topic], max_poll)?,
             topic: topic.to_owned(),
             lag_at: std::time::Instant::now(),
-            kafka: kafka.clone(),
-            group_suffix,
-            max_poll,
-            orphans: (kafka.compat == crate::settings::KafkaCompat::Tansu06)
-                .then(orphans::OrphanWatch::default),
+            orphans: (kafka.compat == crate::settings::KafkaCompat::Tansu06).then(|| Rejoin {
+                watch: orphans::OrphanWatch::default(),
+                kafka: kafka.clone(),
+                group_suffix,
+                max_poll,
+            }),
         })
     }
 
@@ -99,7 +104,7 @@ impl Feed {
         if self
             .orphans
             .as_mut()
-            .is_some_and(|w| w.due(std::time::Instant::now()))
+            .is_some_and(|r| r.watch.due(std::time::Instant::now()))
         {
             self.watch_orphans();
         }
@@ -134,14 +139,14 @@ impl Feed {
     /// [`orphans`]), leaves the group and joins it again with a new consumer. Dropping
     /// the old consumer commits its stored offsets and sends LeaveGroup.
     fn watch_orphans(&mut self) {
-        let Some(watch) = self.orphans.as_mut() else {
+        let Some(r) = self.orphans.as_mut() else {
             return;
         };
         let Some(others) = orphans::others(&self.consumer, &self.topic) else {
             return;
         };
-        let after = orphans::ORPHANED_AFTER.max(self.max_poll * 2);
-        let stale = watch.stale(std::time::Instant::now(), &others, after);
+        let after = orphans::ORPHANED_AFTER.max(r.max_poll * 2);
+        let stale = r.watch.stale(std::time::Instant::now(), &others, after);
         let orphan = stale.into_iter().find_map(|p| {
             let committed = others.iter().find(|(o, _)| *o == p)?.1;
             let end = orphans::end(&self.consumer, &self.topic, p)?;
@@ -157,16 +162,11 @@ impl Feed {
             end,
             "another member's partition has not moved; rejoining the group (kafka.compat tansu-0.6)"
         );
-        match kafka::consumer(
-            &self.kafka,
-            self.group_suffix,
-            &[self.topic.as_str()],
-            self.max_poll,
-        ) {
+        match kafka::consumer(&r.kafka, r.group_suffix, &[self.topic.as_str()], r.max_poll) {
             Ok(fresh) => {
                 let old = std::mem::replace(&mut self.consumer, fresh);
                 orphans::blocking(|| drop(old));
-                watch.reset();
+                r.watch.reset();
             }
             Err(e) => tracing::error!(error = %e, "cannot create a consumer to rejoin with"),
         }
